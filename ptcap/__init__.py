@@ -1,0 +1,3 @@
+"""ptcap: process-aware packet capture on eBPF."""
+
+__version__ = "0.1.0"
