@@ -1,0 +1,236 @@
+// SPDX-License-Identifier: GPL-2.0
+/* Packet capture at tc (TCX): copy the packet and its owner into the ring buffer.
+ *
+ * Reached by a tail call from the filter program user space assembles from the
+ * pcap-filter expression; that program leaves the filter's snap length in cb[0].
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "ptcap.h"
+#include "owners.h"
+
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define TC_ACT_UNSPEC (-1)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 24);	/* user space resizes before load */
+} ptcap_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PTCAP_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} ptcap_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);		/* ifindex */
+	__type(value, struct ptcap_iface);
+} ptcap_ifaces SEC(".maps");
+
+/* Filter → capture: slot 0 ingress, slot 1 egress (filled by user space). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u32);
+} ptcap_capture_progs SEC(".maps");
+
+/* Ring wake-ups are costly at high rates: wake the reader only once this much is queued;
+ * it also polls on a short timer. */
+#define WAKEUP_BYTES (256 * 1024)
+
+static __always_inline void count(__u32 which)
+{
+	__u64 *c = bpf_map_lookup_elem(&ptcap_counters, &which);
+	if (c)
+		*c += 1;
+}
+
+static __always_inline int owner_from_sock(struct bpf_sock *sk, struct ptcap_owner *out)
+{
+	struct ptcap_owner *o;
+
+	sk = bpf_sk_fullsock(sk);
+	if (!sk)
+		return 0;
+	o = bpf_sk_storage_get(&ptcap_owners, sk, 0, 0);
+	if (!o || !o->pid)
+		return 0;
+	__builtin_memcpy(out, o, sizeof(*out));
+	return 1;
+}
+
+/* Find the local socket of a packet from its addresses. `local_is_dst` tells which end
+ * is ours: the destination for received packets, the source for sent ones. */
+static __always_inline int owner_by_lookup(struct __sk_buff *skb, __u32 l3off, int local_is_dst,
+					   struct ptcap_owner *out)
+{
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+	__u32 size, l4off;
+	__u8 proto;
+	__u16 ports[2];
+	int found;
+
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		struct iphdr ip;
+
+		if (bpf_skb_load_bytes(skb, l3off, &ip, sizeof(ip)) < 0)
+			return 0;
+		if (ip.frag_off & bpf_htons(0x3fff))
+			return 0;
+		proto = ip.protocol;
+		l4off = l3off + ip.ihl * 4;
+		if (local_is_dst) {
+			t.ipv4.saddr = ip.saddr;
+			t.ipv4.daddr = ip.daddr;
+		} else {
+			t.ipv4.saddr = ip.daddr;
+			t.ipv4.daddr = ip.saddr;
+		}
+		size = sizeof(t.ipv4);
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr ip6;
+
+		if (bpf_skb_load_bytes(skb, l3off, &ip6, sizeof(ip6)) < 0)
+			return 0;
+		proto = ip6.nexthdr;
+		l4off = l3off + sizeof(ip6);
+		if (local_is_dst) {
+			__builtin_memcpy(t.ipv6.saddr, &ip6.saddr, 16);
+			__builtin_memcpy(t.ipv6.daddr, &ip6.daddr, 16);
+		} else {
+			__builtin_memcpy(t.ipv6.saddr, &ip6.daddr, 16);
+			__builtin_memcpy(t.ipv6.daddr, &ip6.saddr, 16);
+		}
+		size = sizeof(t.ipv6);
+	} else {
+		return 0;
+	}
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return 0;
+	if (bpf_skb_load_bytes(skb, l4off, ports, sizeof(ports)) < 0)
+		return 0;
+	if (size == sizeof(t.ipv4)) {
+		t.ipv4.sport = local_is_dst ? ports[0] : ports[1];
+		t.ipv4.dport = local_is_dst ? ports[1] : ports[0];
+	} else {
+		t.ipv6.sport = local_is_dst ? ports[0] : ports[1];
+		t.ipv6.dport = local_is_dst ? ports[1] : ports[0];
+	}
+	/* For a half-open TCP connection this returns its listener. */
+	if (proto == IPPROTO_TCP)
+		sk = bpf_sk_lookup_tcp(skb, &t, size, BPF_F_CURRENT_NETNS, 0);
+	else
+		sk = bpf_sk_lookup_udp(skb, &t, size, BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return 0;
+	found = owner_from_sock(sk, out);
+	bpf_sk_release(sk);
+	return found;
+}
+
+static __always_inline void find_owner(struct __sk_buff *skb, __u32 l2len, __u8 dir,
+				       struct ptcap_owner *out)
+{
+	struct bpf_sock *sk = skb->sk;
+
+	if (sk) {
+		/* A full socket that isn't ours (the kernel's reset/ICMP socket) stays blank;
+		 * a request or timewait socket is looked up as its connection. */
+		if (bpf_sk_fullsock(sk)) {
+			owner_from_sock(sk, out);
+			return;
+		}
+		owner_by_lookup(skb, l2len, dir == PTCAP_DIR_IN, out);
+		return;
+	}
+	if (dir == PTCAP_DIR_IN)
+		owner_by_lookup(skb, l2len, 1, out);
+}
+
+/* Reserve a record of a fixed size class (the verifier wants constant sizes),
+ * copy the packet straight into it and submit. */
+#define TRY_CLASS(N)									\
+	if (caplen <= (N)) {								\
+		struct { struct ptcap_packet h; __u8 data[N]; } *r;			\
+		r = bpf_ringbuf_reserve(&ptcap_events, sizeof(*r), 0);			\
+		if (!r)									\
+			goto dropped;							\
+		__builtin_memcpy(&r->h, &hdr, sizeof(hdr));				\
+		n = caplen;								\
+		/* clamp in the register the helper gets, so the verifier sees it */	\
+		asm volatile("if %[n] <= %[max] goto +1; %[n] = %[max]"			\
+			     : [n] "+r"(n) : [max] "i"(N));				\
+		if (n > 0)								\
+			bpf_skb_load_bytes(skb, 0, r->data, n);				\
+		bpf_ringbuf_submit(r, wake);						\
+		return TC_ACT_UNSPEC;							\
+	}
+
+static __always_inline int capture(struct __sk_buff *skb, __u8 dir)
+{
+	struct ptcap_packet hdr = {};
+	struct ptcap_iface *iface;
+	__u32 ifindex = skb->ifindex;
+	__u32 caplen, l2len = 14;
+	__u64 n;
+	__u64 wake;
+
+	iface = bpf_map_lookup_elem(&ptcap_ifaces, &ifindex);
+	if (iface)
+		l2len = iface->l2len;
+
+	hdr.kind = PTCAP_EV_PACKET;
+	hdr.dir = dir;
+	hdr.ifindex = ifindex;
+	hdr.ts_ns = bpf_ktime_get_ns();
+	hdr.len = skb->len;
+	caplen = skb->cb[0];
+	if (caplen > skb->len)
+		caplen = skb->len;
+	if (caplen > 262144)
+		caplen = 262144;
+	hdr.caplen = caplen;
+	find_owner(skb, l2len, dir, &hdr.owner);
+
+	count(PTCAP_CNT_RECEIVED);
+	wake = bpf_ringbuf_query(&ptcap_events, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES ?
+		BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+
+	TRY_CLASS(128)
+	TRY_CLASS(256)
+	TRY_CLASS(512)
+	TRY_CLASS(1024)
+	TRY_CLASS(2048)
+	TRY_CLASS(4096)
+	TRY_CLASS(16384)
+	TRY_CLASS(65536)
+	TRY_CLASS(262144)
+	return TC_ACT_UNSPEC;
+dropped:
+	count(PTCAP_CNT_DROPPED);
+	return TC_ACT_UNSPEC;
+}
+
+SEC("tc")
+int ptcap_tc_ingress(struct __sk_buff *skb)
+{
+	return capture(skb, PTCAP_DIR_IN);
+}
+
+SEC("tc")
+int ptcap_tc_egress(struct __sk_buff *skb)
+{
+	return capture(skb, PTCAP_DIR_OUT);
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,43 @@
+// SPDX-License-Identifier: GPL-2.0
+/* Process events: what each new program is, sent at exec so that user space knows the
+ * command and arguments of processes that are gone by the time their packets are read. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "ptcap.h"
+
+/* The capture object's ring buffer (user space shares the map). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 24);
+} ptcap_events SEC(".maps");
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(ptcap_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	struct ptcap_exec *e;
+	unsigned long start, end;
+	__u64 len;
+
+	e = bpf_ringbuf_reserve(&ptcap_events, sizeof(*e), 0);
+	if (!e)
+		return 0;
+	e->kind = PTCAP_EV_EXEC;
+	e->pid = p->tgid;
+	e->ppid = BPF_CORE_READ(p, real_parent, tgid);
+	e->start_ns = BPF_CORE_READ(p, group_leader, start_time);
+	bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), bprm->filename);
+	start = BPF_CORE_READ(p, mm, arg_start);
+	end = BPF_CORE_READ(p, mm, arg_end);
+	len = end - start;
+	asm volatile("if %[n] <= %[max] goto +1; %[n] = %[max]"
+		     : [n] "+r"(len) : [max] "i"(PTCAP_ARGS_LEN));
+	e->args_len = 0;
+	if (len > 0 && bpf_probe_read_user(e->args, len, (void *)start) == 0)
+		e->args_len = len;
+	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,69 @@
+/* The records the kernel side hands to user space: one header owns each struct.
+ * ptcap/records.py mirrors these layouts; keep the two in step. */
+#ifndef PTCAP_H
+#define PTCAP_H
+
+#define PTCAP_COMM_LEN 16
+
+enum ptcap_event_kind {
+	PTCAP_EV_PACKET = 1,
+	PTCAP_EV_EXEC = 2,
+	PTCAP_EV_EXIT = 3,
+};
+
+enum ptcap_dir {
+	PTCAP_DIR_IN = 1,
+	PTCAP_DIR_OUT = 2,
+};
+
+/* Who owns a socket: the task that last created, sent or received on it. 40 bytes. */
+struct ptcap_owner {
+	__u32 pid;		/* tgid */
+	__u32 tid;
+	__u32 uid;
+	__u32 gid;
+	__u64 start_ns;		/* process start (boot-based ns): pid + start = identity */
+	char comm[PTCAP_COMM_LEN];	/* thread name */
+};
+
+/* A captured packet; the packet bytes follow (caplen of them). 64 bytes. */
+struct ptcap_packet {
+	__u16 kind;		/* PTCAP_EV_PACKET */
+	__u8 dir;		/* enum ptcap_dir */
+	__u8 flags;
+	__u32 ifindex;
+	__u64 ts_ns;		/* CLOCK_MONOTONIC; user space adds the wall-clock offset */
+	__u32 len;		/* original length */
+	__u32 caplen;		/* bytes that follow */
+	struct ptcap_owner owner;
+};
+
+#define PTCAP_FILENAME_LEN 256
+#define PTCAP_ARGS_LEN 1024
+
+/* A process started a new program: what it runs, captured at exec time so that
+ * short-lived processes keep their command after they are gone. */
+struct ptcap_exec {
+	__u16 kind;		/* PTCAP_EV_EXEC */
+	__u16 _pad;
+	__u32 pid;
+	__u32 ppid;
+	__u32 args_len;		/* bytes of args used (NUL-separated argv) */
+	__u64 start_ns;
+	char filename[PTCAP_FILENAME_LEN];
+	char args[PTCAP_ARGS_LEN];
+};
+
+/* Per-interface settings user space writes before attaching. */
+struct ptcap_iface {
+	__u32 l2len;		/* bytes before the IP header: 14 Ethernet, 0 raw IP */
+	__u32 snaplen;
+};
+
+enum ptcap_counter {
+	PTCAP_CNT_RECEIVED = 0,	/* passed the filters, offered to the ring */
+	PTCAP_CNT_DROPPED = 1,	/* ring buffer full */
+	PTCAP_CNT_MAX,
+};
+
+#endif

@@ -1,0 +1,111 @@
+// SPDX-License-Identifier: GPL-2.0
+/* Socket attribution without kprobes: remember which task owns each socket.
+ *
+ *  - cgroup/sock_create (on the cgroup v2 root): the creating task, for new sockets;
+ *  - tp_btf sock_send_length / sock_recv_length: the task that last sent or received;
+ *  - iter/task_file: a one-off walk of every process's sockets that existed before start.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "ptcap.h"
+#include "owners.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+
+static __always_inline void owner_from_current(struct ptcap_owner *o)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 uid_gid = bpf_get_current_uid_gid();
+	struct task_struct *task = bpf_get_current_task_btf();
+
+	o->pid = pid_tgid >> 32;
+	o->tid = (__u32)pid_tgid;
+	o->uid = (__u32)uid_gid;
+	o->gid = uid_gid >> 32;
+	o->start_ns = BPF_CORE_READ(task, group_leader, start_time);
+	bpf_get_current_comm(o->comm, sizeof(o->comm));
+}
+
+static __always_inline void touch(struct sock *sk)
+{
+	struct ptcap_owner *o;
+	__u16 family;
+
+	if (!sk)
+		return;
+	family = sk->__sk_common.skc_family;
+	if (family != AF_INET && family != AF_INET6)
+		return;
+	o = bpf_sk_storage_get(&ptcap_owners, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!o)
+		return;
+	/* Rewrite only when the task changed: sends are hot. */
+	if (o->tid == (__u32)bpf_get_current_pid_tgid() && o->pid)
+		return;
+	owner_from_current(o);
+}
+
+SEC("cgroup/sock_create")
+int ptcap_sock_create(struct bpf_sock *ctx)
+{
+	struct ptcap_owner *o;
+
+	if (ctx->family != AF_INET && ctx->family != AF_INET6)
+		return 1;
+	o = bpf_sk_storage_get(&ptcap_owners, ctx, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (o)
+		owner_from_current(o);
+	return 1;
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(ptcap_sock_send, struct sock *sk, int ret, int flags)
+{
+	touch(sk);
+	return 0;
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(ptcap_sock_recv, struct sock *sk, int ret, int flags)
+{
+	touch(sk);
+	return 0;
+}
+
+SEC("iter/task_file")
+int ptcap_sock_walk(struct bpf_iter__task_file *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct file *file = ctx->file;
+	struct ptcap_owner *o;
+	struct socket *sock;
+	struct sock *sk;
+	__u16 family;
+
+	if (!task || !file)
+		return 0;
+	sock = bpf_sock_from_file(file);
+	if (!sock)
+		return 0;
+	sk = sock->sk;
+	if (!sk)
+		return 0;
+	family = sk->__sk_common.skc_family;
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	o = bpf_sk_storage_get(&ptcap_owners, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!o || o->pid)	/* live hooks already know better */
+		return 0;
+	o->pid = task->tgid;
+	o->tid = task->pid;
+	o->uid = task->real_cred->uid.val;
+	o->gid = task->real_cred->gid.val;
+	o->start_ns = task->group_leader->start_time;
+	bpf_probe_read_kernel_str(o->comm, sizeof(o->comm), task->comm);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";

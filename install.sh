@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Install ptcap on Debian 12: system packages, .venv with the `ptcap` command, BPF objects,
+# and the Wireshark extcap + Lua dissector. Safe to run again; needs root; asks nothing.
+set -euo pipefail
+cd "$(dirname "$(readlink -f "$0")")"
+ROOT=$(pwd)
+
+say() { printf 'install.sh: %s\n' "$*"; }
+die() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "run as root (apt packages, BPF build)"
+
+PACKAGES=(clang llvm make libbpf1 libbpf-dev bpftool libpcap0.8 libpcap-dev
+          tshark tcpdump iproute2 iptables nftables python3 python3-venv psmisc)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv"
+  "$PY" -m venv .venv
+fi
+say "installing the ptcap package into .venv"
+.venv/bin/pip install -q --disable-pip-version-check -e ".[test]" </dev/null
+
+say "building BPF objects"
+make -s -C bpf
+
+# Wireshark integration (extcap + Lua dissector), when present in this tree.
+if [ -x extcap/install-wireshark.sh ]; then
+  extcap/install-wireshark.sh "$ROOT"
+fi
+
+say "done: $ROOT/.venv/bin/ptcap"

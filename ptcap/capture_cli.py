@@ -1,0 +1,204 @@
+"""Live capture from the command line: session → decoder → metadata join → sinks."""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from typing import BinaryIO
+
+from . import filter as pcapfilter
+from . import interfaces
+from .capture import CaptureConfig, Session
+from .context import Part
+from .decoder import decode
+from .errors import PtcapError
+from .packet import Direction, Packet
+from .pcapng import Interface, PcapngWriter, PcapWriter
+from .processes import ProcessTable
+
+POLL_SECONDS = 0.05
+
+
+class Stop:
+    """Set by SIGINT/SIGTERM/SIGHUP; the loop finishes the batch it has, drains and exits."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum, frame) -> None:
+        self.requested = True
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self)
+
+
+class FileSink:
+    """-w: pcapng (or classic pcap for a .pcap name), with the process context as comments."""
+
+    def __init__(self, out: BinaryIO, path: str, table: ProcessTable, parts: Part) -> None:
+        self.out = out
+        self._classic = path.endswith(".pcap")
+        self._table = table
+        self._parts = parts
+        self._writer: PcapngWriter | PcapWriter | None = None
+
+    def _comments(self, owner: bytes) -> list[str]:
+        ctx = self._table.context(owner)
+        return ctx.comments(self._parts) if ctx is not None else []
+
+    def start(self, ifaces: list[interfaces.NetInterface], snaplen: int, expression: str) -> None:
+        if self._classic:
+            self._writer = PcapWriter(self.out, ifaces[0].linktype, snaplen)
+        else:
+            self._writer = PcapngWriter(self.out, self._comments)
+        for iface in ifaces:
+            self._writer.add_interface(iface.ifindex, Interface(iface.name, iface.linktype, snaplen,
+                                                                filter=expression))
+        self._writer.flush()
+
+    def write(self, records: list[tuple]) -> None:
+        self._writer.write(records)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+
+
+class PrintSink:
+    """No -w (or --print): tcpdump's lines, with the process after the interface name."""
+
+    def __init__(self, args: argparse.Namespace, table: ProcessTable) -> None:
+        from .printer import Printer, PrintOptions
+        self._printer = Printer(PrintOptions.from_args(args), sys.stdout)
+        self._table = table
+        self._ifaces: dict[int, interfaces.NetInterface] = {}
+
+    def start(self, ifaces: list[interfaces.NetInterface], snaplen: int, expression: str) -> None:
+        self._ifaces = {i.ifindex: i for i in ifaces}
+
+    def write(self, records: list[tuple]) -> None:
+        context = self._table.context
+        for ts, ifindex, direction, length, data, owner in records:
+            iface = self._ifaces.get(ifindex)
+            self._printer.print_packet(Packet(
+                ts, data, length, iface.linktype if iface else 1, iface.name if iface else str(ifindex),
+                Direction(direction), context(owner), ifindex))
+        sys.stdout.flush()
+
+    def close(self) -> None:
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            pass
+
+
+def _open_output(path: str) -> BinaryIO:
+    if path == "-":
+        return sys.stdout.buffer
+    try:
+        return open(path, "wb")
+    except OSError as e:
+        raise PtcapError(f"{path}: {e.strerror}") from None
+
+
+def capture(args: argparse.Namespace) -> int:
+    expression = pcapfilter.expression_from_args(args)
+    if args.dump_filter or args.debug_filter:
+        return pcapfilter.dump_main(args)
+    if args.list_interfaces:
+        for n, iface in enumerate(interfaces.all_interfaces(), 1):
+            print(f"{n}.{iface.name}")
+        return 0
+    if args.count is not None and args.count <= 0:
+        raise PtcapError(f"invalid packet count {args.count}")
+    snaplen = args.snaplen if args.snaplen > 0 else 262144
+    if snaplen > 262144:
+        snaplen = 262144
+    try:
+        parts = Part.parse(args.context)
+    except ValueError as e:
+        raise PtcapError(str(e)) from None
+
+    config = CaptureConfig(interfaces=args.interfaces, direction=args.direction, snaplen=snaplen,
+                           expression=expression, ring_kib=args.buffer_kib)
+    table = ProcessTable()
+    sinks: list = []
+    out = None
+    if args.write:
+        out = _open_output(args.write)
+        sinks.append(FileSink(out, args.write, table, parts))
+    if not args.write or (args.print_too and args.write != "-"):
+        sinks.append(PrintSink(args, table))
+
+    stop = Stop()
+    stop.install()
+    session = Session(config)
+    captured = 0
+    try:
+        session.open()
+        for sink in sinks:
+            sink.start(session.ifaces, snaplen, expression)
+        _announce(session, snaplen, args)
+        captured = _loop(session, sinks, args.count, stop, table.learn_exec)
+    finally:
+        session.close()
+        for sink in sinks:
+            sink.close()
+        if out is not None and out is not sys.stdout.buffer:
+            out.close()
+    received, dropped = session.counters()
+    sys.stderr.write(f"{captured} packet{'s' if captured != 1 else ''} captured\n"
+                     f"{received} packet{'s' if received != 1 else ''} received by filter\n"
+                     f"{dropped} packet{'s' if dropped != 1 else ''} dropped by kernel\n")
+    return 0
+
+
+def _announce(session: Session, snaplen: int, args: argparse.Namespace) -> None:
+    if not args.verbose and not args.write:
+        sys.stderr.write("ptcap: verbose output suppressed, use -v[v]... for full protocol decode\n")
+    names = ", ".join(i.name for i in session.ifaces)
+    kinds = {i.linktype_name for i in session.ifaces}
+    sys.stderr.write(f"listening on {names}, link-type {'/'.join(sorted(kinds))}, "
+                     f"snapshot length {snaplen} bytes\n")
+    sys.stderr.flush()
+
+
+def _loop(session: Session, sinks: list, limit: int | None, stop: Stop, on_exec) -> int:
+    ring = session.ring
+    captured = 0
+    draining = False
+    while True:
+        if stop.requested and not draining:
+            session.detach()      # nothing new comes in; what is queued is still read
+            draining = True
+        if not draining:
+            ring.wait(POLL_SECONDS)
+        buf, spans = ring.batch()
+        records = decode(buf, spans, session.clock_offset, [], on_exec) if spans else []
+        ring.release()
+        if records:
+            if limit is not None and captured + len(records) >= limit:
+                records = records[: limit - captured]
+                stop.requested = True
+            captured += len(records)
+            try:
+                for sink in sinks:
+                    sink.write(records)
+            except BrokenPipeError:
+                _silence_stdout()
+                return captured
+        elif draining:
+            return captured
+        if limit is not None and captured >= limit:
+            session.detach()
+            return captured
+
+
+def _silence_stdout() -> None:
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+    except OSError:
+        pass

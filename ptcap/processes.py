@@ -1,0 +1,116 @@
+"""Process details behind an owner record: read from /proc once per process, then cached.
+
+The kernel hands us pid, tid, uid, gid, start time and thread name with each packet; the
+command, arguments and parent come from /proc the first time a process is seen.
+"""
+from __future__ import annotations
+
+import os
+import pwd
+import struct
+from dataclasses import dataclass
+
+from .context import ProcessContext
+
+OWNER = struct.Struct("<IIIIQ16s")   # struct ptcap_owner
+NO_OWNER = bytes(OWNER.size)
+
+
+@dataclass(slots=True)
+class ProcessInfo:
+    pid: int
+    cmd: str
+    args: str
+    ppid: int
+
+
+def read_process(pid: int) -> ProcessInfo | None:
+    """Command (exe path), arguments and parent of a live process; None if it is gone."""
+    base = f"/proc/{pid}"
+    try:
+        with open(f"{base}/cmdline", "rb") as f:
+            argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+        with open(f"{base}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    try:
+        cmd = os.readlink(f"{base}/exe")
+    except OSError:
+        cmd = argv[0] if argv else ""
+    if cmd.endswith(" (deleted)"):
+        cmd = cmd[: -len(" (deleted)")]
+    # the comm field may hold spaces and parentheses: the fields after it follow the last ')'
+    fields = stat[stat.rfind(b")") + 2:].split()
+    ppid = int(fields[1]) if len(fields) > 1 else 0
+    if not argv:
+        comm = stat[stat.find(b"(") + 1: stat.rfind(b")")].decode(errors="replace")
+        argv = [f"[{comm}]"]
+    return ProcessInfo(pid, cmd, " ".join(argv), ppid)
+
+
+class ProcessTable:
+    """Joins owner records with process details; keyed by pid + start time, so a reused pid
+    is never mistaken for the old process."""
+
+    def __init__(self) -> None:
+        self._procs: dict[tuple[int, int], ProcessInfo | None] = {}
+        self._contexts: dict[bytes, ProcessContext | None] = {NO_OWNER: None}
+        self._users: dict[int, str] = {}
+
+    def process(self, pid: int, start_ns: int = 0) -> ProcessInfo | None:
+        key = (pid, start_ns)
+        if key not in self._procs:
+            self._procs[key] = read_process(pid)
+        return self._procs[key]
+
+    def context(self, owner: bytes) -> ProcessContext | None:
+        """The context of an owner record (40 bytes from the kernel); None when unknown."""
+        ctx = self._contexts.get(owner, False)
+        if ctx is False:
+            ctx = self._contexts[owner] = self._build(owner)
+        return ctx
+
+    def _build(self, owner: bytes) -> ProcessContext | None:
+        pid, tid, uid, gid, start, comm = OWNER.unpack(owner)
+        if not pid:
+            return None
+        tname = comm.split(b"\0", 1)[0].decode(errors="replace")
+        ctx = ProcessContext(pid=pid, tid=tid, tname=tname, uid=uid, gid=gid, username=self.user(uid))
+        info = self.process(pid, start)
+        if info is None:
+            ctx.cmd = tname
+            return ctx
+        ctx.cmd, ctx.args, ctx.ppid = info.cmd, info.args, info.ppid
+        if info.ppid > 0:
+            parent = self.process(info.ppid)
+            if parent is not None:
+                ctx.pcmd, ctx.pargs = parent.cmd, parent.args
+        return ctx
+
+    def learn_exec(self, pid: int, ppid: int, start_ns: int, filename: str, argv: list[str]) -> None:
+        """A process exec'd: remember what it runs now (it may be gone before we look)."""
+        self.forget(pid)
+        if not filename.startswith("/"):
+            try:
+                filename = os.readlink(f"/proc/{pid}/exe")
+            except OSError:
+                pass
+        self._procs[pid, start_ns] = ProcessInfo(pid, filename, " ".join(argv), ppid)
+
+    def user(self, uid: int) -> str:
+        name = self._users.get(uid)
+        if name is None:
+            try:
+                name = pwd.getpwuid(uid).pw_name
+            except KeyError:
+                name = ""
+            self._users[uid] = name
+        return name
+
+    def forget(self, pid: int) -> None:
+        """A process exec'd or exited: re-read it next time (called from sched events)."""
+        for key in [k for k in self._procs if k[0] == pid]:
+            del self._procs[key]
+        for owner in [o for o in self._contexts if o != NO_OWNER and OWNER.unpack(o)[0] == pid]:
+            del self._contexts[owner]

@@ -1,0 +1,126 @@
+"""Reading a BPF ring buffer through mmap, a batch at a time (the hot path).
+
+The kernel maps the ring's data pages twice in a row, so a record that wraps around the
+end is still contiguous in our mapping. Records are 8-byte aligned, each behind an 8-byte
+header: u32 length (bit 31 busy, bit 30 discarded) and u32 page offset.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import select
+import struct
+from typing import Callable
+
+_BUSY = 1 << 31
+_DISCARD = 1 << 30
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+
+
+class RingBuffer:
+    def __init__(self, map_fd: int, size: int) -> None:
+        page = mmap.PAGESIZE
+        self.size = size
+        self.mask = size - 1
+        self._consumer = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+        self._producer = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+        self.data = memoryview(self._producer)[page:]
+        self._data_off = page
+        self._epoll = select.epoll()
+        self._epoll.register(map_fd, select.EPOLLIN)
+        self.cons = _U64.unpack_from(self._consumer, 0)[0]
+
+    def wait(self, timeout: float) -> None:
+        """Sleep until the kernel wakes us or the timeout passes."""
+        try:
+            self._epoll.poll(timeout)
+        except InterruptedError:
+            pass
+
+    def pending(self) -> int:
+        return _U64.unpack_from(self._producer, 0)[0] - self.cons
+
+    def consume(self, handle: Callable[[memoryview, int, int], None], limit: int = 1 << 30) -> int:
+        """Call handle(buffer, offset, length) for each ready record; return how many.
+
+        `buffer` is the producer mapping: data of the record starts at `offset`.
+        """
+        prod = _U64.unpack_from(self._producer, 0)[0]
+        cons = self.cons
+        buf = self._producer
+        base = self._data_off
+        mask = self.mask
+        n = 0
+        unpack = _U32.unpack_from
+        while cons < prod and n < limit:
+            off = base + (cons & mask)
+            length = unpack(buf, off)[0]
+            if length & _BUSY:
+                break
+            size = length & ~(_BUSY | _DISCARD)
+            if not length & _DISCARD:
+                handle(buf, off + 8, size)
+                n += 1
+            cons += (size + 8 + 7) & ~7
+        if cons != self.cons:
+            self.cons = cons
+            _U64.pack_into(self._consumer, 0, cons)
+        return n
+
+    def batch(self) -> tuple[mmap.mmap, list[int]]:
+        """Take every ready record at once: (buffer, [offset, length, offset, length, ...]).
+
+        The caller must call release() after it is done with the buffer contents.
+        """
+        prod = _U64.unpack_from(self._producer, 0)[0]
+        cons = self.cons
+        buf = self._producer
+        base = self._data_off
+        mask = self.mask
+        unpack = _U32.unpack_from
+        spans: list[int] = []
+        append = spans.append
+        while cons < prod:
+            off = base + (cons & mask)
+            length = unpack(buf, off)[0]
+            if length & _BUSY:
+                break
+            size = length & 0x3FFFFFFF
+            if not length & _DISCARD:
+                append(off + 8)
+                append(size)
+            cons += (size + 15) & ~7
+        self._next = cons
+        return buf, spans
+
+    def release(self) -> None:
+        """Hand the records of the last batch() back to the kernel."""
+        if self._next != self.cons:
+            self.cons = self._next
+            _U64.pack_into(self._consumer, 0, self.cons)
+
+    def close(self) -> None:
+        try:
+            self.data.release()
+        except (AttributeError, ValueError):
+            pass
+        self._epoll.close()
+        for m in (self._producer, self._consumer):
+            try:
+                m.close()
+            except (BufferError, ValueError):
+                pass
+
+
+def round_size(kib: int | None, default: int = 32 << 20) -> int:
+    """A ring size: a power of two of pages, at least 1 MiB (-B is in KiB like tcpdump)."""
+    want = default if not kib else kib * 1024
+    size = 1 << 20
+    while size < want:
+        size <<= 1
+    return size
+
+
+def nr_cpus() -> int:
+    return os.cpu_count() or 1
