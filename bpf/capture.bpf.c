@@ -143,18 +143,23 @@ static __always_inline void find_owner(struct __sk_buff *skb, __u32 l2len, __u8 
 {
 	struct bpf_sock *sk = skb->sk;
 
-	if (sk) {
-		/* A full socket that isn't ours (the kernel's reset/ICMP socket) stays blank;
-		 * a request or timewait socket is looked up as its connection. */
-		if (bpf_sk_fullsock(sk)) {
-			owner_from_sock(sk, out);
+	/* Received: the local socket it is for. Failing that, a packet crossing from another
+	 * namespace (veth) may still carry its sender's socket. */
+	if (dir == PTCAP_DIR_IN) {
+		if (owner_by_lookup(skb, l2len, 1, out))
 			return;
-		}
-		owner_by_lookup(skb, l2len, dir == PTCAP_DIR_IN, out);
+		if (sk)
+			owner_from_sock(sk, out);
 		return;
 	}
-	if (dir == PTCAP_DIR_IN)
-		owner_by_lookup(skb, l2len, 1, out);
+	if (!sk)
+		return;
+	/* Sent: the socket that sent it. A full socket that isn't ours (the kernel's reset/ICMP
+	 * socket) stays blank; a request or timewait socket is looked up as its connection. */
+	if (bpf_sk_fullsock(sk))
+		owner_from_sock(sk, out);
+	else
+		owner_by_lookup(skb, l2len, 0, out);
 }
 
 /* Reserve a record of a fixed size class (the verifier wants constant sizes),

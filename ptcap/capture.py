@@ -43,7 +43,7 @@ def check_privileges() -> None:
     if os.geteuid() != 0:
         raise PtcapError("You don't have permission to capture; run as root "
                          "(needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)")
-    if not os.path.exists("/sys/kernel/btf/vmlinux"):
+    if not os.path.exists(os.environ.get("PTCAP_BTF", "/sys/kernel/btf/vmlinux")):
         raise PtcapError("this kernel has no BTF (/sys/kernel/btf/vmlinux): "
                          "CO-RE programs cannot be loaded; a kernel with CONFIG_DEBUG_INFO_BTF=y is needed")
 

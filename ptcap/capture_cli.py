@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -39,6 +40,7 @@ class FileSink:
 
     def __init__(self, out: BinaryIO, path: str, table: ProcessTable, parts: Part) -> None:
         self.out = out
+        self.path = path
         self._classic = path.endswith(".pcap")
         self._table = table
         self._parts = parts
@@ -49,6 +51,10 @@ class FileSink:
         return ctx.comments(self._parts) if ctx is not None else []
 
     def start(self, ifaces: list[interfaces.NetInterface], snaplen: int, expression: str) -> None:
+        with self._errors():
+            self._start(ifaces, snaplen, expression)
+
+    def _start(self, ifaces: list[interfaces.NetInterface], snaplen: int, expression: str) -> None:
         if self._classic:
             self._writer = PcapWriter(self.out, ifaces[0].linktype, snaplen)
         else:
@@ -59,11 +65,23 @@ class FileSink:
         self._writer.flush()
 
     def write(self, records: list[tuple]) -> None:
-        self._writer.write(records)
+        with self._errors():
+            self._writer.write(records)
 
     def close(self) -> None:
         if self._writer is not None:
-            self._writer.flush()
+            with self._errors():
+                self._writer.flush()
+
+    @contextlib.contextmanager
+    def _errors(self):
+        """A failed write is the user's problem to fix (disk full, ...): one line, exit 1."""
+        try:
+            yield
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise PtcapError(f"{self.path}: {e.strerror}") from None
 
 
 class PrintSink:
@@ -144,15 +162,29 @@ def capture(args: argparse.Namespace) -> int:
         captured = _loop(session, sinks, args.count, stop, table.learn_exec)
     finally:
         session.close()
-        for sink in sinks:
-            sink.close()
-        if out is not None and out is not sys.stdout.buffer:
-            out.close()
+        _close_sinks(sinks, out)
     received, dropped = session.counters()
     sys.stderr.write(f"{captured} packet{'s' if captured != 1 else ''} captured\n"
                      f"{received} packet{'s' if received != 1 else ''} received by filter\n"
                      f"{dropped} packet{'s' if dropped != 1 else ''} dropped by kernel\n")
     return 0
+
+
+def _close_sinks(sinks: list, out: BinaryIO | None) -> None:
+    """Flush and close every sink; the first failure is reported once the rest are closed."""
+    failure = None
+    for sink in sinks:
+        try:
+            sink.close()
+        except PtcapError as e:
+            failure = failure or e
+    if out is not None and out is not sys.stdout.buffer:
+        try:
+            out.close()
+        except OSError:
+            pass
+    if failure is not None and sys.exc_info()[0] is None:
+        raise failure
 
 
 def _announce(session: Session, snaplen: int, args: argparse.Namespace) -> None:

@@ -1,0 +1,229 @@
+"""Shared test fixtures: real network namespaces, real peers, a real ptcap process."""
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PEERS = ROOT / "tests" / "peers.py"
+PYTHON = sys.executable
+_counter = itertools.count(1)
+
+
+def run(cmd: list[str] | str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    if isinstance(cmd, str):
+        cmd = cmd.split()
+    return subprocess.run(cmd, check=check, capture_output=True, text=True, **kw)
+
+
+@dataclass
+class VethPair:
+    """A network namespace joined to the root namespace by a veth pair.
+
+    host (root ns) has host_ip; the namespace side has peer_ip."""
+
+    ns: str
+    host_if: str
+    peer_if: str
+    host_ip: str
+    peer_ip: str
+
+    def exec(self, *cmd: str) -> list[str]:
+        return ["ip", "netns", "exec", self.ns, *cmd]
+
+
+@pytest.fixture
+def veth():
+    n = next(_counter)
+    tag = f"{os.getpid() % 10000}{n}"
+    pair = VethPair(ns=f"ptt{tag}", host_if=f"pth{tag}", peer_if=f"ptp{tag}",
+                    host_ip=f"10.231.{n}.1", peer_ip=f"10.231.{n}.2")
+    run(["ip", "netns", "add", pair.ns])
+    try:
+        run(["ip", "link", "add", pair.host_if, "type", "veth", "peer", "name", pair.peer_if])
+        run(["ip", "link", "set", pair.peer_if, "netns", pair.ns])
+        run(["ip", "addr", "add", f"{pair.host_ip}/24", "dev", pair.host_if])
+        run(["ip", "link", "set", pair.host_if, "up"])
+        run(pair.exec("ip", "addr", "add", f"{pair.peer_ip}/24", "dev", pair.peer_if))
+        run(pair.exec("ip", "link", "set", pair.peer_if, "up"))
+        run(pair.exec("ip", "link", "set", "lo", "up"))
+        yield pair
+    finally:
+        run(["ip", "link", "del", pair.host_if], check=False)
+        run(["ip", "netns", "del", pair.ns], check=False)
+
+
+class Peer:
+    """A real client or server process from tests/peers.py, driven over stdin/stdout."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.ready = self.expect("ready")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def expect(self, word: str, timeout: float = 10) -> str:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise AssertionError(f"peer exited before saying {word!r}")
+            if line.startswith(word):
+                return line.strip()
+        raise AssertionError(f"peer did not say {word!r}")
+
+    def say(self, line: str) -> str:
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return self.expect("done")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+def peer(*args: str, netns: str | None = None) -> Peer:
+    argv = [PYTHON, str(PEERS), *args]
+    if netns:
+        argv = ["ip", "netns", "exec", netns, *argv]
+    return Peer(argv)
+
+
+@pytest.fixture
+def peers():
+    started: list[Peer] = []
+
+    def start(*args: str, netns: str | None = None) -> Peer:
+        p = peer(*args, netns=netns)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.stop()
+
+
+def ptcap_argv(*args: str) -> list[str]:
+    return [PYTHON, "-m", "ptcap.cli", *args]
+
+
+class Capture:
+    """A running `ptcap` process; waits until it is listening."""
+
+    def __init__(self, *args: str, stdout=None, env=None) -> None:
+        self.proc = subprocess.Popen(ptcap_argv(*args), stdout=stdout or subprocess.PIPE,
+                                     stderr=subprocess.PIPE, cwd=ROOT, env=env)
+        self._stderr: list[str] = []
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            line = self.proc.stderr.readline().decode()
+            if not line:
+                break
+            self._stderr.append(line)
+            if line.startswith("listening on"):
+                return
+        self.proc.kill()
+        out = self.proc.communicate()
+        raise AssertionError("ptcap did not start: " + "".join(self._stderr) + out[1].decode())
+
+    def send(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def finish(self, timeout: float = 20) -> tuple[bytes, str]:
+        out, err = self.proc.communicate(timeout=timeout)
+        return out or b"", "".join(self._stderr) + err.decode()
+
+    def stop(self, sig: int = signal.SIGINT) -> tuple[bytes, str]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.finish()
+
+
+@pytest.fixture
+def capture():
+    running: list[Capture] = []
+
+    def start(*args: str, **kw) -> Capture:
+        c = Capture(*args, **kw)
+        running.append(c)
+        return c
+
+    yield start
+    for c in running:
+        if c.proc.poll() is None:
+            c.proc.kill()
+            c.proc.wait()
+
+
+def tshark_fields(path: Path, *fields: str, display_filter: str | None = None) -> list[list[str]]:
+    cmd = ["tshark", "-r", str(path), "-T", "fields", "-E", "separator=\t", "-E", "occurrence=a",
+           "-E", "aggregator=|"]
+    for f in fields:
+        cmd += ["-e", f]
+    if display_filter:
+        cmd += ["-Y", display_filter]
+    res = run(cmd)
+    return [line.split("\t") for line in res.stdout.splitlines()]
+
+
+def comments(text: str) -> dict[str, str]:
+    """tshark's frame.comment field (aggregated with '|', newlines as \\n) → {key: value}."""
+    out = {}
+    for comment in text.split("|"):
+        for line in comment.replace("\\n", "\n").splitlines():
+            key, sep, value = line.partition(": ")
+            if sep:
+                out[key] = value
+    return out
+
+
+def leftovers() -> list[str]:
+    """Anything of ptcap's still in the kernel: programs, links, clsact qdiscs, pins."""
+    found = []
+    progs = run(["bpftool", "prog", "show"], check=False).stdout
+    found += [l for l in progs.splitlines() if re.search(r"name ptcap", l)]
+    links = run(["bpftool", "link", "show"], check=False).stdout
+    found += [f"link: {l}" for l in links.splitlines() if re.match(r"^\d+:", l)]
+    for dev in os.listdir("/sys/class/net"):
+        q = run(["tc", "qdisc", "show", "dev", dev], check=False).stdout
+        if "clsact" in q:
+            found.append(f"clsact qdisc on {dev}")
+        for kind in ("ingress", "egress"):
+            f = run(["tc", "filter", "show", "dev", dev, kind], check=False).stdout
+            if f.strip():
+                found.append(f"tc {kind} filter on {dev}: {f.strip()}")
+    if os.path.isdir("/sys/fs/bpf"):
+        found += [f"pinned: {p}" for p in os.listdir("/sys/fs/bpf") if "ptcap" in p]
+    return found
+
+
+def wait_clean(timeout: float = 5) -> list[str]:
+    """Leftovers after giving the kernel a moment to release a dead process's links."""
+    deadline = time.time() + timeout
+    while True:
+        left = leftovers()
+        if not left or time.time() > deadline:
+            return left
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _root_and_tools():
+    if os.geteuid() != 0:
+        pytest.exit("the tests need root (real BPF, real namespaces)", returncode=1)
+    for tool in ("tshark", "tcpdump", "bpftool", "tc", "ip"):
+        if shutil.which(tool) is None:
+            pytest.exit(f"{tool} is missing: run ./install.sh", returncode=1)

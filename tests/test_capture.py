@@ -1,0 +1,289 @@
+"""The capture core, as a user meets it: real namespaces, real peers, real ptcap, read back
+with tshark and tcpdump."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import PYTHON, comments, ptcap_argv, run, tshark_fields, wait_clean
+
+
+def exe(pid: int) -> str:
+    return os.readlink(f"/proc/{pid}/exe")
+
+
+def test_tcp_packets_carry_client_and_server_processes(veth, peers, capture, tmp_path):
+    """Client in the root namespace, server behind a veth: every TCP packet of the
+    connection is attributed, in both directions, with thread, user and parent."""
+    server = peers("tcp-server", "8080", netns=veth.ns)
+    out = tmp_path / "out.pcapng"
+    cap = capture("-i", veth.host_if, "-w", str(out))
+    client = peers("tcp-client", veth.peer_ip, "8080")
+    client.say("send 100")
+    client.say("close")
+    time.sleep(0.3)
+    _, err = cap.stop()
+    assert "packets captured" in err
+
+    rows = tshark_fields(out, "frame.comment", "ip.src", "tcp.srcport", "tcp.flags.str",
+                         "frame.interface_name", display_filter="tcp")
+    assert len(rows) >= 8   # handshake, data, echo, acks, fin
+    for comment, src, sport, flags, ifname in rows:
+        ctx = comments(comment)
+        assert ifname == veth.host_if
+        assert ctx.get("PID") == str(client.pid), (src, sport, flags, comment)
+        assert os.path.realpath(ctx["Cmd"]) == exe(client.pid)
+        assert "tcp-client" in ctx["Args"]
+        assert ctx["ThreadId"] == str(client.pid)
+        assert ctx["ThreadName"].startswith("python")
+        assert ctx["UserId"] == "0"
+        assert ctx["ParentPID"] == str(os.getpid())
+        assert os.path.realpath(ctx["ParentCmd"]) == exe(os.getpid())
+
+
+def test_direction_in_epb_flags_and_counts(veth, peers, capture, tmp_path):
+    peers("udp-server", "9000", netns=veth.ns)
+    out = tmp_path / "out.pcapng"
+    cap = capture("-i", veth.host_if, "-w", str(out), "-c", "10", "udp port 9000")
+    client = peers("udp-client", veth.peer_ip, "9000")
+    for _ in range(5):
+        client.say("send 50")
+    _, err = cap.finish()
+    assert cap.proc.returncode == 0
+    assert "10 packets captured" in err
+    rows = tshark_fields(out, "ip.src", "udp.length", "frame.comment")
+    # tshark shows epb_flags' direction bits as frame.packet_flags_direction
+    dirs = tshark_fields(out, "frame.packet_flags_direction", "ip.src")
+    assert len(dirs) == 10
+    for direction, src in dirs:
+        want = "0x1" if src == veth.peer_ip else "0x2"    # 01 inbound, 10 outbound
+        assert int(direction, 16) == int(want, 16), (direction, src)
+    for row in rows:
+        assert comments(row[2])["PID"] == str(client.pid)
+
+
+def test_connection_opened_before_capture_is_attributed_on_first_packet(veth, peers, capture, tmp_path):
+    peers("tcp-server", "8081", netns=veth.ns)
+    client = peers("tcp-client", veth.peer_ip, "8081")    # connected and idle before ptcap starts
+    client.say("send 10")
+    out = tmp_path / "out.pcapng"
+    cap = capture("-i", veth.host_if, "-w", str(out), "-c", "1", "-Q", "out", "tcp")
+    client.say("send 10")
+    cap.finish()
+    rows = tshark_fields(out, "frame.comment", "tcp.len")
+    assert len(rows) == 1
+    ctx = comments(rows[0][0])
+    assert ctx["PID"] == str(client.pid)
+    assert os.path.realpath(ctx["Cmd"]) == exe(client.pid)
+
+
+def test_preexisting_connection_ingress_first_packet(veth, peers, capture, tmp_path):
+    """The server's echo arrives first (-Q in): the receiving socket is looked up."""
+    peers("tcp-server", "8082", netns=veth.ns)
+    client = peers("tcp-client", veth.peer_ip, "8082")
+    out = tmp_path / "out.pcapng"
+    cap = capture("-i", veth.host_if, "-w", str(out), "-c", "1", "-Q", "in", "tcp")
+    client.say("send 10")
+    cap.finish()
+    rows = tshark_fields(out, "frame.comment", "ip.src")
+    assert rows[0][1] == veth.peer_ip
+    assert comments(rows[0][0])["PID"] == str(client.pid)
+
+
+def test_loopback_sender_and_receiver_are_each_attributed(peers, capture, tmp_path):
+    server = peers("udp-server", "9100", "127.0.0.1")
+    client = peers("udp-client", "127.0.0.1", "9100")
+    out = tmp_path / "out.pcapng"
+    cap = capture("-i", "lo", "-w", str(out), "-c", "4", "udp port 9100")
+    client.say("send 20")
+    cap.finish()
+    rows = tshark_fields(out, "frame.comment", "udp.srcport", "frame.packet_flags_direction")
+    assert len(rows) == 4
+    sport = client.ready.split()[2]
+    for comment, src_port, direction in rows:
+        pid = comments(comment)["PID"]
+        outbound = int(direction, 16) == 2
+        sender = client.pid if src_port == sport else server.pid
+        receiver = server.pid if src_port == sport else client.pid
+        # on lo a packet is seen leaving its sender and arriving at its receiver
+        assert int(pid) == (sender if outbound else receiver), (comment, src_port, direction)
+
+
+def test_forwarded_and_unowned_packets_stay_blank(veth, capture, tmp_path):
+    """A TCP SYN to a closed port: the kernel's RST has no process; never guess one."""
+    out = tmp_path / "out.pcapng"
+    cap = capture("-i", veth.host_if, "-w", str(out), "-c", "2", "tcp port 7")
+    subprocess.run(veth.exec(PYTHON, "-c",
+                             f"import socket\ntry: socket.create_connection(('{veth.host_ip}', 7), 2)\n"
+                             "except OSError: pass"), check=False)
+    cap.finish()
+    rows = tshark_fields(out, "frame.comment", "tcp.flags.reset", "ip.src")
+    assert len(rows) == 2
+    for comment, rst, src in rows:
+        assert comment == "", (rst, src, comment)   # SYN from another netns's process; kernel RST
+
+
+def test_snaplen_interfaces_and_clock(veth, peers, capture, tmp_path):
+    peers("udp-server", "9001", netns=veth.ns)
+    out = tmp_path / "out.pcapng"
+    cap = capture("-i", veth.host_if, "-i", "lo", "-Q", "out", "-s", "96", "-w", str(out), "-c", "2", "udp")
+    client = peers("udp-client", veth.peer_ip, "9001")
+    sent = [float(client.say("send 1000").split()[1]) for _ in range(2)]
+    cap.finish()
+    idbs = run(["tshark", "-r", str(out), "-T", "fields", "-e", "frame.interface_name"]).stdout.split()
+    assert idbs == [veth.host_if, veth.host_if]
+    rows = tshark_fields(out, "frame.len", "frame.cap_len", "frame.time_epoch")
+    for (length, caplen, ts), t_send in zip(rows, sent):
+        assert int(length) == 14 + 20 + 8 + 1000
+        assert int(caplen) == 96
+        assert abs(float(ts) - t_send) < 0.010
+    # both interfaces are described in the file, even the one that saw nothing
+    blocks = _interface_names(out)
+    assert blocks == [veth.host_if, "lo"]
+
+
+def _interface_names(path: Path) -> list[str]:
+    """IDB names, read with our own reader-free parser of the raw file."""
+    import struct
+    data = path.read_bytes()
+    names, off = [], 0
+    while off + 12 <= len(data):
+        btype, blen = struct.unpack_from("<II", data, off)
+        if btype == 1:
+            opt = off + 16
+            while opt + 4 <= off + blen - 4:
+                code, olen = struct.unpack_from("<HH", data, opt)
+                if code == 0:
+                    break
+                if code == 2:
+                    names.append(data[opt + 4:opt + 4 + olen].decode())
+                opt += 4 + olen + (-olen & 3)
+        off += blen
+    return names
+
+
+def test_classic_pcap_and_stdout_stream(peers, capture, tmp_path):
+    peers("udp-server", "9200", "127.0.0.1")
+    client = peers("udp-client", "127.0.0.1", "9200")
+    out = tmp_path / "out.pcap"
+    cap = capture("-i", "lo", "-w", str(out), "-c", "4", "udp port 9200")
+    client.say("send 10")
+    cap.finish()
+    res = run(["tcpdump", "-n", "-r", str(out)])
+    assert len(res.stdout.splitlines()) == 4
+    assert "UDP, length 10" in res.stdout
+    assert open(out, "rb").read(4) == bytes.fromhex("4d3cb2a1")   # nanosecond pcap magic
+
+    # ptcap -w - | tcpdump -n -r -
+    pt = subprocess.Popen(ptcap_argv("-i", "lo", "-w", "-", "-c", "4", "udp port 9200"),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    td = subprocess.Popen(["tcpdump", "-n", "-r", "-"], stdin=pt.stdout, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+    pt.stdout.close()
+    _wait_listening(pt)
+    client.say("send 10")
+    lines = td.communicate(timeout=20)[0].splitlines()
+    pt.wait(timeout=10)
+    assert len(lines) == 4 and all("UDP, length 10" in l for l in lines)
+
+
+def _wait_listening(proc: subprocess.Popen) -> None:
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        line = proc.stderr.readline().decode()
+        if line.startswith("listening on") or not line:
+            return
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_cleanly_and_file_stays_readable(peers, capture, tmp_path, sig):
+    peers("udp-server", "9300", "127.0.0.1")
+    client = peers("udp-client", "127.0.0.1", "9300")
+    out = tmp_path / "out.pcapng"
+    cap = capture("-i", "lo", "-w", str(out), "udp port 9300")
+    for _ in range(3):
+        client.say("send 10")
+    time.sleep(0.2)
+    _, err = cap.stop(sig)
+    assert cap.proc.returncode == 0
+    assert "6 packets captured" in err
+    assert "6 packets received by filter" in err
+    assert "0 packets dropped by kernel" in err
+    assert len(tshark_fields(out, "frame.number")) == 6
+    assert wait_clean() == []
+
+
+def test_ring_overflow_is_counted_as_dropped_by_kernel(peers, capture, tmp_path):
+    """A stopped reader and a flood: what didn't fit is counted in the kernel, and
+    captured + dropped = received."""
+    peers("udp-server", "9400", "127.0.0.1")
+    flood = peers("udp-flood", "127.0.0.1", "9400", "20000")
+    out = tmp_path / "out.pcapng"
+    cap = capture("-i", "lo", "-Q", "out", "-B", "1024", "-w", str(out), "udp port 9400")
+    cap.send(signal.SIGSTOP)
+    flood.say("go")
+    cap.send(signal.SIGCONT)
+    time.sleep(0.5)
+    _, err = cap.stop()
+    counts = {}
+    for line in err.splitlines():
+        words = line.split()
+        if len(words) >= 3 and words[0].isdigit():
+            counts[" ".join(words[2:])] = int(words[0])
+    assert counts["dropped by kernel"] > 0
+    assert counts["captured"] + counts["dropped by kernel"] == counts["received by filter"]
+    assert len(tshark_fields(out, "frame.number")) == counts["captured"]
+
+
+@pytest.mark.parametrize("how", ["count", "sigint", "sigterm", "sigkill", "error"])
+def test_nothing_left_attached(how, peers, capture, tmp_path):
+    assert wait_clean(0) == [], "kernel not clean before the test"
+    if how == "error":
+        # fails after attaching: the output cannot be written
+        res = subprocess.run(ptcap_argv("-i", "lo", "-w", "/dev/full"), capture_output=True, text=True,
+                             timeout=30)
+        assert res.returncode == 1
+        assert res.stderr.strip().splitlines()[-1].startswith("ptcap: ")
+        assert "Traceback" not in res.stderr
+    else:
+        peers("udp-server", "9500", "127.0.0.1")
+        client = peers("udp-client", "127.0.0.1", "9500")
+        args = ["-i", "any", "-w", str(tmp_path / "o.pcapng")]
+        if how == "count":
+            args += ["-c", "2", "udp port 9500"]
+        cap = capture(*args)
+        assert len(wait_clean(0)) > 0      # something is attached while it runs
+        client.say("send 5")
+        if how == "count":
+            cap.finish()
+        else:
+            cap.stop({"sigint": signal.SIGINT, "sigterm": signal.SIGTERM, "sigkill": signal.SIGKILL}[how])
+    assert wait_clean() == []
+
+
+def test_errors_are_one_line(tmp_path):
+    def ptcap(*args, **kw):
+        return subprocess.run(ptcap_argv(*args), capture_output=True, text=True, timeout=30, **kw)
+
+    res = ptcap("-i", "eth9", "-c", "1")
+    assert (res.returncode, res.stderr) == (1, "ptcap: eth9: No such device exists\n")
+
+    res = ptcap("-i", "lo", "-w", "/nonexistent/dir/x.pcapng")
+    assert (res.returncode, res.stderr) == (1, "ptcap: /nonexistent/dir/x.pcapng: No such file or directory\n")
+
+    res = ptcap("-i", "lo", "-c", "1", env={**os.environ, "PTCAP_BTF": str(tmp_path / "none")})
+    assert res.returncode == 1
+    assert res.stderr.startswith("ptcap: this kernel has no BTF") and res.stderr.count("\n") == 1
+
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"]
+    res = subprocess.run(nobody + ptcap_argv("-i", "lo", "-c", "1"), capture_output=True, text=True,
+                         timeout=30, cwd="/")
+    assert res.returncode == 1
+    assert res.stderr.startswith("ptcap: You don't have permission to capture")
+    assert res.stderr.count("\n") == 1
+    assert wait_clean() == []
