@@ -53,6 +53,8 @@ def lib() -> ctypes.CDLL:
     pcap.pcap_freecode.restype = None
     pcap.pcap_lib_version.argtypes = []
     pcap.pcap_lib_version.restype = ctypes.c_char_p
+    pcap.bpf_image.argtypes = [ctypes.POINTER(BpfInsn), ctypes.c_int]
+    pcap.bpf_image.restype = ctypes.c_char_p
     pcap.pcap_datalink_val_to_name.argtypes = [ctypes.c_int]
     pcap.pcap_datalink_val_to_name.restype = ctypes.c_char_p
     pcap.pcap_datalink_val_to_description.argtypes = [ctypes.c_int]
@@ -126,6 +128,16 @@ class BpfProgram:
         hdr.len = orig_len
         return self._lib.pcap_offline_filter(ctypes.byref(self.prog), ctypes.byref(hdr), data) != 0
 
+    @classmethod
+    def from_instructions(cls, insns: list[tuple[int, int, int, int]]) -> "BpfProgram":
+        """A program from (code, jt, jf, k) tuples, to run hand-made or stored code offline."""
+        prog = cls()
+        array = (BpfInsn * max(len(insns), 1))(*(BpfInsn(c, jt, jf, k) for c, jt, jf, k in insns))
+        prog._array = array  # keeps the memory alive; not ours to pcap_freecode
+        prog.prog.bf_len = len(insns)
+        prog.prog.bf_insns = ctypes.cast(array, ctypes.POINTER(BpfInsn))
+        return prog
+
     def free(self) -> None:
         if self._compiled:
             self._lib.pcap_freecode(ctypes.byref(self.prog))
@@ -145,12 +157,16 @@ def compile(handle: PcapHandle, expression: str, optimize: bool = True,
     rc = lib().pcap_compile(handle.ptr, ctypes.byref(prog.prog), expression.encode(),
                             1 if optimize else 0, netmask)
     if rc != 0:
-        message = handle.geterr()  # libpcap already says "can't parse filter expression: ..."
-        if not message.startswith("can't parse filter expression"):
-            message = f"can't parse filter expression: {message}"
-        raise PtcapError(message)
+        # tcpdump prints pcap_geterr() as is: "can't parse filter expression: syntax error"
+        # for grammar errors, plain messages ("illegal port number 99999 > 65535") otherwise
+        raise PtcapError(handle.geterr())
     prog._compiled = True
     return prog
+
+
+def insn_image(insn: tuple[int, int, int, int], index: int) -> str:
+    """One instruction as tcpdump -d prints it (libpcap's bpf_image)."""
+    return lib().bpf_image(ctypes.byref(BpfInsn(*insn)), index).decode()
 
 
 def offline_filter(prog: BpfProgram, data: bytes, orig_len: int) -> bool:
