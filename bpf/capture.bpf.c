@@ -43,6 +43,9 @@ struct {
 	__type(value, __u32);
 } ptcap_capture_progs SEC(".maps");
 
+/* CLOCK_REALTIME - CLOCK_MONOTONIC, kept current by user space. */
+__s64 ptcap_clock_offset = 0;
+
 /* Ring wake-ups are costly at high rates: wake the reader only once this much is queued;
  * it also polls on a short timer. */
 #define WAKEUP_BYTES (256 * 1024)
@@ -187,17 +190,21 @@ static __always_inline int capture(struct __sk_buff *skb, __u8 dir)
 	struct ptcap_iface *iface;
 	__u32 ifindex = skb->ifindex;
 	__u32 caplen, l2len = 14;
-	__u64 n;
+	__u64 n, ts;
 	__u64 wake;
 
 	iface = bpf_map_lookup_elem(&ptcap_ifaces, &ifindex);
-	if (iface)
+	if (iface) {
 		l2len = iface->l2len;
+		hdr.iface_id = iface->iface_id;
+	}
 
 	hdr.kind = PTCAP_EV_PACKET;
 	hdr.dir = dir;
 	hdr.ifindex = ifindex;
-	hdr.ts_ns = bpf_ktime_get_ns();
+	ts = bpf_ktime_get_ns() + ptcap_clock_offset;
+	hdr.ts_hi = ts >> 32;
+	hdr.ts_lo = (__u32)ts;
 	hdr.len = skb->len;
 	caplen = skb->cb[0];
 	if (caplen > skb->len)
@@ -239,3 +246,7 @@ int ptcap_tc_egress(struct __sk_buff *skb)
 }
 
 char LICENSE[] SEC("license") = "GPL";
+
+/* The record layout user space relies on (ptcap/decoder.py). */
+_Static_assert(sizeof(struct ptcap_packet) == 72, "ptcap_packet is 72 bytes");
+_Static_assert(__builtin_offsetof(struct ptcap_packet, iface_id) == 52, "EPB body at 52");

@@ -26,16 +26,23 @@ struct ptcap_owner {
 	char comm[PTCAP_COMM_LEN];	/* thread name */
 };
 
-/* A captured packet; the packet bytes follow (caplen of them). 64 bytes. */
+/* A captured packet; the packet bytes follow (caplen of them). 72 bytes.
+ * From `iface_id` on, the record is the body of a pcapng Enhanced Packet Block, so the
+ * writer in user space only frames it; `dir` and `owner` are adjacent: together they are
+ * the key of the packet's pcapng options. */
 struct ptcap_packet {
-	__u16 kind;		/* PTCAP_EV_PACKET */
-	__u8 dir;		/* enum ptcap_dir */
-	__u8 flags;
 	__u32 ifindex;
-	__u64 ts_ns;		/* CLOCK_MONOTONIC; user space adds the wall-clock offset */
-	__u32 len;		/* original length */
-	__u32 caplen;		/* bytes that follow */
+	__u16 kind;		/* PTCAP_EV_PACKET */
+	__u8 flags;
+	__u8 dir;		/* enum ptcap_dir */
 	struct ptcap_owner owner;
+	__u32 _reserved;	/* keeps the bytes right after `len` (8-byte struct alignment) */
+	/* pcapng EPB body */
+	__u32 iface_id;		/* pcapng interface id (from struct ptcap_iface) */
+	__u32 ts_hi;		/* wall clock in ns, split as pcapng wants it */
+	__u32 ts_lo;
+	__u32 caplen;		/* bytes that follow */
+	__u32 len;		/* original length */
 };
 
 #define PTCAP_FILENAME_LEN 256
@@ -44,9 +51,9 @@ struct ptcap_packet {
 /* A process started a new program: what it runs, captured at exec time so that
  * short-lived processes keep their command after they are gone. */
 struct ptcap_exec {
-	__u16 kind;		/* PTCAP_EV_EXEC */
-	__u16 _pad;
 	__u32 pid;
+	__u16 kind;		/* PTCAP_EV_EXEC (every record has its kind at byte 4) */
+	__u16 _pad;
 	__u32 ppid;
 	__u32 args_len;		/* bytes of args used (NUL-separated argv) */
 	__u64 start_ns;
@@ -57,7 +64,7 @@ struct ptcap_exec {
 /* Per-interface settings user space writes before attaching. */
 struct ptcap_iface {
 	__u32 l2len;		/* bytes before the IP header: 14 Ethernet, 0 raw IP */
-	__u32 snaplen;
+	__u32 iface_id;		/* its pcapng interface id */
 };
 
 enum ptcap_counter {

@@ -73,7 +73,6 @@ class Session:
         self._tcx: list[int] = []
         self.ring: RingBuffer | None = None
         self.closed = False
-        self.clock_offset = wall_clock_offset()
 
     # -- set-up -------------------------------------------------------------------------
     def open(self) -> "Session":
@@ -120,9 +119,12 @@ class Session:
                 fd = bpf.prog_load(bpf.ProgType.SCHED_CLS, code, name=f"ptcap_filter_{d}")
                 self._fds.append(fd)
                 entries[lt, d] = fd
-        for iface in self.ifaces:
+        self._bss_fd = capture.map_fd(".bss")
+        self.sync_clock()
+        # pcapng interface ids follow the order of self.ifaces
+        for iface_id, iface in enumerate(self.ifaces):
             bpf.map_update(ifaces_fd, struct.pack("<I", iface.ifindex),
-                           _IFACE.pack(iface.l2len, cfg.snaplen))
+                           _IFACE.pack(iface.l2len, iface_id))
             for d in wanted:
                 try:
                     link = bpf.link_create(entries[iface.linktype, d], iface.ifindex, slots[d][2])
@@ -177,6 +179,10 @@ class Session:
             self.hooks.working.append("tp_btf/sched_process_exec")
         except PtcapError as e:
             self.hooks.failed["tp_btf/sched_process_exec"] = str(e)
+
+    def sync_clock(self) -> None:
+        """Tell the kernel side the current CLOCK_REALTIME - CLOCK_MONOTONIC (NTP moves it)."""
+        bpf.map_update(self._bss_fd, struct.pack("<I", 0), struct.pack("<q", wall_clock_offset()))
 
     # -- reading ------------------------------------------------------------------------
     def counters(self) -> tuple[int, int]:

@@ -6,13 +6,14 @@ import contextlib
 import os
 import signal
 import sys
+import time
 from typing import BinaryIO
 
 from . import filter as pcapfilter
 from . import interfaces
 from .capture import CaptureConfig, Session
 from .context import Part
-from .decoder import decode
+from .decoder import decode, split
 from .errors import PtcapError
 from .packet import Direction, Packet
 from .pcapng import Interface, PcapngWriter, PcapWriter
@@ -59,14 +60,14 @@ class FileSink:
             self._writer = PcapWriter(self.out, ifaces[0].linktype, snaplen)
         else:
             self._writer = PcapngWriter(self.out, self._comments)
+        # interface ids are the positions in the session's list, as the kernel side numbers them
         for iface in ifaces:
-            self._writer.add_interface(iface.ifindex, Interface(iface.name, iface.linktype, snaplen,
-                                                                filter=expression))
+            self._writer.add_interface(Interface(iface.name, iface.linktype, snaplen, filter=expression))
         self._writer.flush()
 
-    def write(self, records: list[tuple]) -> None:
+    def write(self, buf, offsets: list[int]) -> None:
         with self._errors():
-            self._writer.write(records)
+            self._writer.write_records(buf, offsets)
 
     def close(self) -> None:
         if self._writer is not None:
@@ -96,9 +97,9 @@ class PrintSink:
     def start(self, ifaces: list[interfaces.NetInterface], snaplen: int, expression: str) -> None:
         self._ifaces = {i.ifindex: i for i in ifaces}
 
-    def write(self, records: list[tuple]) -> None:
+    def write(self, buf, offsets: list[int]) -> None:
         context = self._table.context
-        for ts, ifindex, direction, length, data, owner in records:
+        for ts, ifindex, direction, length, data, owner in decode(buf, offsets, []):
             iface = self._ifaces.get(ifindex)
             self._printer.print_packet(Packet(
                 ts, data, length, iface.linktype if iface else 1, iface.name if iface else str(ifindex),
@@ -201,31 +202,37 @@ def _loop(session: Session, sinks: list, limit: int | None, stop: Stop, on_exec)
     ring = session.ring
     captured = 0
     draining = False
+    last_sync = time.monotonic()
     while True:
         if stop.requested and not draining:
             session.detach()      # nothing new comes in; what is queued is still read
             draining = True
         if not draining:
             ring.wait(POLL_SECONDS)
-        buf, spans = ring.batch()
-        records = decode(buf, spans, session.clock_offset, [], on_exec) if spans else []
-        ring.release()
-        if records:
-            if limit is not None and captured + len(records) >= limit:
-                records = records[: limit - captured]
-                stop.requested = True
-            captured += len(records)
-            try:
+        buf, offsets = ring.batch()
+        packets = split(buf, offsets, on_exec) if offsets else offsets
+        try:
+            if packets:
+                if limit is not None and captured + len(packets) >= limit:
+                    packets = packets[: limit - captured]
+                    stop.requested = True
+                captured += len(packets)
                 for sink in sinks:
-                    sink.write(records)
-            except BrokenPipeError:
-                _silence_stdout()
-                return captured
-        elif draining:
+                    sink.write(buf, packets)
+        except BrokenPipeError:
+            _silence_stdout()
+            return captured
+        finally:
+            ring.release()
+        if not offsets and draining:
             return captured
         if limit is not None and captured >= limit:
             session.detach()
             return captured
+        now = time.monotonic()
+        if now - last_sync > 1.0:
+            session.sync_clock()
+            last_sync = now
 
 
 def _silence_stdout() -> None:

@@ -1,34 +1,52 @@
-"""Turning ring-buffer records into packet tuples (the hot path: keep it tight).
+"""Reading the kernel's records (bpf/ptcap.h) out of the ring buffer: the hot path.
 
-A packet tuple is (ts_ns, ifindex, direction, orig_len, data, owner): the owner is the raw
-40-byte owner record, which the metadata join (ptcap.processes) turns into a context and
-the sinks use as their cache key.
+Every record has its kind at byte 4. A packet record is:
+
+    0  u32 ifindex   4 u16 kind   6 u8 flags   7 u8 dir   8 owner (40 bytes)   48 u32 pad
+    52 EPB body: u32 iface_id, u32 ts_hi, u32 ts_lo, u32 caplen, u32 len, then the bytes
+
+so `record[7:48]` (direction + owner) keys everything derived from who sent it, and
+`record[52:72 + caplen]` is a ready pcapng Enhanced Packet Block body.
 """
 from __future__ import annotations
 
 import struct
 
-PACKET = struct.Struct("<HBBIQII")     # struct ptcap_packet up to the owner (bpf/ptcap.h)
-OWNER_AT, OWNER_END, DATA_AT = 24, 64, 64
+KIND = struct.Struct("<H")
+KIND_AT = 4
 EV_PACKET, EV_EXEC = 1, 2
-EXEC = struct.Struct("<HHIIIQ256s1024s")  # struct ptcap_exec
+PACKET = struct.Struct("<IHBB40s4xIIIII")    # whole header, owner as bytes
+HEADER_LEN = PACKET.size                     # 72
+KEY_AT, KEY_END = 7, 48                      # dir + owner
+EPB_AT = 52
+CAPLEN_AT = 64
+EXEC = struct.Struct("<IHHIIQ256s1024s")     # struct ptcap_exec
 
 
-def decode(buf, spans: list[int], clock_offset: int, out: list, on_exec=None) -> list:
-    """Append a tuple per packet record in spans ([offset, length, ...]) to out; hand
-    exec records, in order, to on_exec(pid, ppid, start_ns, filename, argv)."""
+def decode(buf, offsets: list[int], out: list) -> list:
+    """Append a packet tuple (ts_ns, ifindex, direction, orig_len, data, owner) per packet
+    record at `offsets` to out."""
     unpack = PACKET.unpack_from
     append = out.append
-    for i in range(0, len(spans), 2):
-        off = spans[i]
-        kind, direction, _flags, ifindex, ts, length, caplen = unpack(buf, off)
-        if kind != EV_PACKET:
-            if kind == EV_EXEC and on_exec is not None:
-                _, _, pid, ppid, args_len, start, filename, args = EXEC.unpack_from(buf, off)
-                argv = [a.decode(errors="replace") for a in args[:args_len].split(b"\0") if a]
-                on_exec(pid, ppid, start, filename.split(b"\0", 1)[0].decode(errors="replace"), argv)
-            continue
-        data_at = off + DATA_AT
-        append((ts + clock_offset, ifindex, direction, length,
-                buf[data_at:data_at + caplen], buf[off + OWNER_AT:off + OWNER_END]))
+    for off in offsets:
+        ifindex, _kind, _flags, direction, owner, _iface, hi, lo, caplen, length = unpack(buf, off)
+        data_at = off + HEADER_LEN
+        append(((hi << 32) | lo, ifindex, direction, length, buf[data_at:data_at + caplen], owner))
     return out
+
+
+def split(buf, offsets: list[int], on_exec=None) -> list[int]:
+    """Keep the packet records' offsets; hand exec records, in order, to
+    on_exec(pid, ppid, start_ns, filename, argv)."""
+    kind_of = KIND.unpack_from
+    packets = []
+    keep = packets.append
+    for off in offsets:
+        kind = kind_of(buf, off + KIND_AT)[0]
+        if kind == EV_PACKET:
+            keep(off)
+        elif kind == EV_EXEC and on_exec is not None:
+            pid, _, _, ppid, args_len, start, filename, args = EXEC.unpack_from(buf, off)
+            argv = [a.decode(errors="replace") for a in args[:args_len].split(b"\0") if a]
+            on_exec(pid, ppid, start, filename.split(b"\0", 1)[0].decode(errors="replace"), argv)
+    return packets

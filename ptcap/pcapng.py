@@ -1,18 +1,20 @@
 """Writing capture files: pcapng with per-packet process comments, and classic pcap.
 
-The pcapng writer is on the hot path: every packet's options (comments + direction flag)
-are encoded once per (owner, direction) and reused; blocks are joined and written per batch.
+The pcapng writer is on the hot path: the kernel lays out each packet as an Enhanced Packet
+Block body; every packet's options (comments + direction flag) are encoded once per
+(direction, owner) and reused; blocks are joined and written once per batch.
 """
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterable
+from typing import BinaryIO, Callable
 
 from . import __version__
+from .decoder import CAPLEN_AT, EPB_AT, HEADER_LEN, KEY_AT, KEY_END
+from .errors import PtcapError
 from .packet import Direction
 
-_EPB_HEAD = struct.Struct("<IIIIIII")
 _U32 = struct.Struct("<I")
 _OPT_HEAD = struct.Struct("<HH")
 
@@ -73,27 +75,30 @@ def _os_name() -> str:
 
 
 class PcapngWriter:
-    """Streams pcapng: a section header, interface blocks as interfaces appear, packets."""
+    """Streams pcapng: a section header, interface blocks, then packets.
+
+    Packets come as kernel records (ptcap.decoder's layout), whose EPB body is framed as
+    is, with the options of the record's (direction, owner) key, encoded once per key.
+    """
 
     def __init__(self, out: BinaryIO, comments_for: Callable[[bytes], list[str]] | None = None) -> None:
         self.out = out
         self._comments_for = comments_for
-        self._iface_ids: dict[object, int] = {}
-        self._opts: dict[tuple[bytes, int], bytes] = {}
+        self._interfaces = 0
+        self._opts: dict[bytes, bytes] = {}
         self._pending: list[bytes] = [section_header()]
 
-    def add_interface(self, key: object, iface: Interface) -> int:
-        """Register an interface under a key (e.g. ifindex); returns its interface id."""
-        if key in self._iface_ids:
-            return self._iface_ids[key]
-        ident = len(self._iface_ids)
-        self._iface_ids[key] = ident
+    def add_interface(self, iface: Interface) -> int:
+        """Describe the next interface; returns its interface id (0, 1, ...)."""
         self._pending.append(interface_block(iface))
-        return ident
+        self._interfaces += 1
+        return self._interfaces - 1
 
-    def _options(self, owner: bytes, direction: int) -> bytes:
+    def _options(self, key: bytes) -> bytes:
+        """Options for a (direction byte + owner) key: comments, then epb_flags."""
+        direction, owner = key[0], key[1:]
         opts = b""
-        if self._comments_for is not None and owner:
+        if self._comments_for is not None:
             for text in self._comments_for(owner):
                 opts += option(OPT_COMMENT, text.encode(errors="replace"))
         flags = _FLAGS.get(direction)
@@ -101,29 +106,28 @@ class PcapngWriter:
             opts += option(EPB_FLAGS, _U32.pack(flags))
         if opts:
             opts += option(OPT_ENDOFOPT, b"")
-        self._opts[owner, direction] = opts
+        self._opts[key] = opts
         return opts
 
-    def write(self, records: Iterable[tuple]) -> None:
-        """Write (ts_ns, iface_key, direction, orig_len, data, owner) records."""
+    def write_records(self, buf, offsets: list[int]) -> None:
+        """Write the packet records at `offsets` of `buf` (the hot path)."""
         parts = self._pending
-        ids = self._iface_ids
+        append = parts.append
         opts_cache = self._opts
-        head = _EPB_HEAD.pack
         u32 = _U32.pack
-        for ts, key, direction, length, data, owner in records:
-            opts = opts_cache.get((owner, direction))
+        caplen_of = _U32.unpack_from
+        pads = _PADS
+        for off in offsets:
+            key = buf[off + KEY_AT:off + KEY_END]
+            opts = opts_cache.get(key)
             if opts is None:
-                opts = self._options(owner, direction)
-            caplen = len(data)
+                opts = self._options(key)
+            caplen = caplen_of(buf, off + CAPLEN_AT)[0]
             pad = -caplen & 3
-            total = 32 + caplen + pad + len(opts)
-            parts.append(head(6, total, ids[key], ts >> 32, ts & 0xFFFFFFFF, caplen, length))
-            parts.append(data)
-            if pad:
-                parts.append(b"\0" * pad)
-            parts.append(opts)
-            parts.append(u32(total))
+            total = u32(32 + caplen + pad + len(opts))
+            append(b"\x06\x00\x00\x00" + total)
+            append(buf[off + EPB_AT:off + HEADER_LEN + caplen])
+            append(pads[pad] + opts + total)
         self.flush()
 
     def flush(self) -> None:
@@ -137,6 +141,9 @@ class PcapngWriter:
         self._opts.clear()
 
 
+_PADS = (b"", b"\0\0\0", b"\0\0", b"\0")
+
+
 class PcapWriter:
     """Classic pcap (nanosecond timestamps): one link type, no metadata."""
 
@@ -144,23 +151,24 @@ class PcapWriter:
         self.out = out
         self.linktype = linktype
         out.write(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, snaplen, linktype))
-        self._iface_ids: dict[object, int] = {}
+        self._interfaces = 0
 
-    def add_interface(self, key: object, iface: Interface) -> int:
-        from .errors import PtcapError
+    def add_interface(self, iface: Interface) -> int:
         if iface.linktype != self.linktype:
-            raise PtcapError(f"{iface.name}: link type {iface.linktype} differs from {self.linktype}; "
-                             "classic pcap holds one link type, write pcapng instead")
-        self._iface_ids[key] = 0
-        return 0
+            raise PtcapError(f"{iface.name}: its link type differs from the other interfaces'; "
+                             "a classic pcap file holds one link type: write pcapng instead")
+        self._interfaces += 1
+        return self._interfaces - 1
 
-    def write(self, records: Iterable[tuple]) -> None:
-        head = struct.Struct("<IIII").pack
+    def write_records(self, buf, offsets: list[int]) -> None:
+        head = _PCAP_RECORD.pack
+        fields = _EPB_FIELDS.unpack_from
         parts = []
-        for ts, _key, _direction, length, data, _owner in records:
-            sec, nsec = divmod(ts, 1_000_000_000)
-            parts.append(head(sec, nsec, len(data), length))
-            parts.append(data)
+        for off in offsets:
+            _iface, hi, lo, caplen, length = fields(buf, off + EPB_AT)
+            sec, nsec = divmod((hi << 32) | lo, 1_000_000_000)
+            parts.append(head(sec, nsec, caplen, length))
+            parts.append(buf[off + HEADER_LEN:off + HEADER_LEN + caplen])
         self.out.write(b"".join(parts))
         self.out.flush()
 
@@ -169,3 +177,7 @@ class PcapWriter:
 
     def forget_context(self) -> None:
         pass
+
+
+_PCAP_RECORD = struct.Struct("<IIII")
+_EPB_FIELDS = struct.Struct("<IIIII")

@@ -10,7 +10,6 @@ import mmap
 import os
 import select
 import struct
-from typing import Callable
 
 _BUSY = 1 << 31
 _DISCARD = 1 << 30
@@ -30,6 +29,7 @@ class RingBuffer:
         self._epoll = select.epoll()
         self._epoll.register(map_fd, select.EPOLLIN)
         self.cons = _U64.unpack_from(self._consumer, 0)[0]
+        self._next = self.cons
 
     def wait(self, timeout: float) -> None:
         """Sleep until the kernel wakes us or the timeout passes."""
@@ -41,37 +41,10 @@ class RingBuffer:
     def pending(self) -> int:
         return _U64.unpack_from(self._producer, 0)[0] - self.cons
 
-    def consume(self, handle: Callable[[memoryview, int, int], None], limit: int = 1 << 30) -> int:
-        """Call handle(buffer, offset, length) for each ready record; return how many.
-
-        `buffer` is the producer mapping: data of the record starts at `offset`.
-        """
-        prod = _U64.unpack_from(self._producer, 0)[0]
-        cons = self.cons
-        buf = self._producer
-        base = self._data_off
-        mask = self.mask
-        n = 0
-        unpack = _U32.unpack_from
-        while cons < prod and n < limit:
-            off = base + (cons & mask)
-            length = unpack(buf, off)[0]
-            if length & _BUSY:
-                break
-            size = length & ~(_BUSY | _DISCARD)
-            if not length & _DISCARD:
-                handle(buf, off + 8, size)
-                n += 1
-            cons += (size + 8 + 7) & ~7
-        if cons != self.cons:
-            self.cons = cons
-            _U64.pack_into(self._consumer, 0, cons)
-        return n
-
     def batch(self) -> tuple[mmap.mmap, list[int]]:
-        """Take every ready record at once: (buffer, [offset, length, offset, length, ...]).
+        """Every ready record: (buffer, [offset of each record's data]).
 
-        The caller must call release() after it is done with the buffer contents.
+        The records stay valid until release() hands them back to the kernel.
         """
         prod = _U64.unpack_from(self._producer, 0)[0]
         cons = self.cons
@@ -79,20 +52,18 @@ class RingBuffer:
         base = self._data_off
         mask = self.mask
         unpack = _U32.unpack_from
-        spans: list[int] = []
-        append = spans.append
+        offsets: list[int] = []
+        append = offsets.append
         while cons < prod:
             off = base + (cons & mask)
             length = unpack(buf, off)[0]
             if length & _BUSY:
                 break
-            size = length & 0x3FFFFFFF
             if not length & _DISCARD:
                 append(off + 8)
-                append(size)
-            cons += (size + 15) & ~7
+            cons += ((length & 0x3FFFFFFF) + 15) & ~7
         self._next = cons
-        return buf, spans
+        return buf, offsets
 
     def release(self) -> None:
         """Hand the records of the last batch() back to the kernel."""

@@ -114,18 +114,28 @@ def test_loopback_sender_and_receiver_are_each_attributed(peers, capture, tmp_pa
         assert int(pid) == (sender if outbound else receiver), (comment, src_port, direction)
 
 
-def test_forwarded_and_unowned_packets_stay_blank(veth, capture, tmp_path):
-    """A TCP SYN to a closed port: the kernel's RST has no process; never guess one."""
+def test_kernel_generated_packets_stay_blank(veth, capture, tmp_path):
+    """A SYN to a closed port: the SYN is its sender's (a process in the other namespace of
+    this host, whose socket the packet still carries); the kernel's RST has no process."""
     out = tmp_path / "out.pcapng"
     cap = capture("-i", veth.host_if, "-w", str(out), "-c", "2", "tcp port 7")
-    subprocess.run(veth.exec(PYTHON, "-c",
-                             f"import socket\ntry: socket.create_connection(('{veth.host_ip}', 7), 2)\n"
-                             "except OSError: pass"), check=False)
+    sender = subprocess.Popen(veth.exec(PYTHON, "-c", f"""
+import socket, sys
+print(flush=True)
+sys.stdin.readline()
+try: socket.create_connection(('{veth.host_ip}', 7), 2)
+except OSError: pass
+"""), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    sender.stdout.readline()
+    sender.stdin.write("go\n")
+    sender.stdin.flush()
+    sender.wait(timeout=10)
     cap.finish()
-    rows = tshark_fields(out, "frame.comment", "tcp.flags.reset", "ip.src")
+    rows = tshark_fields(out, "frame.comment", "tcp.flags.reset")
     assert len(rows) == 2
-    for comment, rst, src in rows:
-        assert comment == "", (rst, src, comment)   # SYN from another netns's process; kernel RST
+    (syn_comment, syn_rst), (rst_comment, rst) = rows
+    assert syn_rst == "0" and comments(syn_comment)["PID"] == str(sender.pid)
+    assert rst == "1" and rst_comment == ""
 
 
 def test_snaplen_interfaces_and_clock(veth, peers, capture, tmp_path):
@@ -211,10 +221,11 @@ def test_signal_stops_cleanly_and_file_stays_readable(peers, capture, tmp_path, 
     time.sleep(0.2)
     _, err = cap.stop(sig)
     assert cap.proc.returncode == 0
-    assert "6 packets captured" in err
-    assert "6 packets received by filter" in err
+    # 3 requests and 3 replies, each seen leaving and arriving on lo
+    assert "12 packets captured" in err
+    assert "12 packets received by filter" in err
     assert "0 packets dropped by kernel" in err
-    assert len(tshark_fields(out, "frame.number")) == 6
+    assert len(tshark_fields(out, "frame.number")) == 12
     assert wait_clean() == []
 
 
