@@ -72,6 +72,7 @@ class Jmp(enum.IntEnum):
     JLE = 0xb0
     JSLT = 0xc0
     JSLE = 0xd0
+    JCOND = 0xe0      # with src_reg 0: may_goto (Linux 6.9+)
 
 
 class Reg(enum.IntEnum):
@@ -180,6 +181,11 @@ def ja(target: int | Label) -> Insn:
     return Insn(Class.JMP | Jmp.JA, 0, 0, target)
 
 
+def may_goto(target: int | Label) -> Insn:
+    """Fall through while the kernel's loop budget lasts, else jump: a loop the verifier accepts."""
+    return Insn(Class.JMP | Jmp.JCOND, 0, 0, target)
+
+
 def call(helper: int) -> Insn:
     return Insn(Class.JMP | Jmp.CALL, 0, 0, 0, int(helper))
 
@@ -281,6 +287,8 @@ def _one(insn: Insn, pc: int, nxt: Insn | None) -> str:
             return f"call {_helper_name(insn.imm)}"
         if op == Jmp.JA:
             return f"goto pc{insn.off:+d}"
+        if op == Jmp.JCOND:
+            return f"may_goto pc{insn.off:+d}"
         r = "w" if cls == Class.JMP32 else "r"
         rhs = f"{r}{s}" if insn.code & Src.X else _imm(insn.imm)
         return f"if {r}{d} {_JMP_SYM.get(op, '?')} {rhs} goto pc{insn.off:+d}"

@@ -43,6 +43,7 @@ _SKF_LL_OFF = 0xFFE00000
 
 _A_REG, _X_REG, _CTX = Reg.R7, Reg.R8, Reg.R6
 _BUF_OFF = -8
+_LAUNDER_OFF = -80
 
 
 def _mem_off(i: int) -> int:
@@ -74,10 +75,13 @@ class ClassicProgram:
             lines = [libpcap.insn_image(insn, n) for n, insn in enumerate(self.insns)]
         return "".join(line + "\n" for line in lines)
 
+    def offline(self) -> libpcap.BpfProgram:
+        """The program as libpcap runs it in user space (pcap_offline_filter)."""
+        return libpcap.BpfProgram.from_instructions(self.insns)
+
     def matches(self, data: bytes, wire_len: int | None = None) -> bool:
-        """libpcap's own verdict (pcap_offline_filter) on one packet."""
-        prog = libpcap.BpfProgram.from_instructions(self.insns)
-        return prog.matches(data, len(data) if wire_len is None else wire_len)
+        """libpcap's own verdict on one packet."""
+        return self.offline().matches(data, len(data) if wire_len is None else wire_len)
 
 
 def compile_filter(expression: str, linktype: int, snaplen: int = 262144,
@@ -119,6 +123,14 @@ def expression_from_args(args: argparse.Namespace) -> str:
 
 
 # -- translation ------------------------------------------------------------------------
+def _always_rejects(code: int, k: int) -> bool:
+    """A load beyond any packet or a division by constant zero: classic BPF returns 0 here."""
+    cls, mode = code & 0x07, code & 0xE0
+    if cls == _LD and mode in (_ABS, _IND) or (cls == _LDX and mode == _MSH):
+        return 0x7FFFFFFF < k and not (mode != _IND and k >= _SKF_LL_OFF)
+    return cls == _ALU and code & 0x08 == _K and code & 0xF0 in (0x30, 0x90) and k == 0
+
+
 class _Translator:
     def __init__(self, prog: ClassicProgram) -> None:
         self.prog = prog
@@ -153,9 +165,11 @@ class _Translator:
             # M[] starts at zero (libpcap never reads a slot before writing it, but the verifier must know)
             for off in range(_mem_off(0), _BUF_OFF, 8):
                 self.emit(asm.st(Size.DW, Reg.R10, off, 0))
+        live = self.reachable()
         for i, insn in enumerate(insns):
-            self.emit(self.label(i))
-            self.one(i, *insn)
+            if i in live:       # the verifier refuses unreachable code; cBPF may contain some
+                self.emit(self.label(i))
+                self.one(i, *insn)
         if any(isinstance(x, asm.Insn) and x.off == self.reject for x in self.out):
             self.emit(self.reject, asm.mov64(Reg.R0, imm=0))   # the verifier refuses unreachable code
         self.emit(self.done)
@@ -164,8 +178,24 @@ class _Translator:
         except ValueError as e:
             raise PtcapError(f"filter too large for the kernel: {e}") from None
 
+    def reachable(self) -> set[int]:
+        insns, seen, todo = self.prog.insns, set(), [0]
+        while todo:
+            i = todo.pop()
+            if i in seen or i >= len(insns):
+                continue
+            seen.add(i)
+            code, jt, jf, k = insns[i]
+            if code & 0x07 == _RET or _always_rejects(code, k):
+                continue
+            if code & 0x07 == _JMP:
+                todo += [(i + 1 + k) & 0xFFFFFFFF] if code & 0xF0 == _JA else [i + 1 + jt, i + 1 + jf]
+            else:
+                todo.append(i + 1)
+        return seen
+
     def target(self, i: int, rel: int) -> Label:
-        t = i + 1 + rel
+        t = (i + 1 + rel) & 0xFFFFFFFF      # 'ja' may wrap around: a backward jump
         if t >= len(self.prog.insns):
             raise self.bad(i, "jumps past the end of the program")
         return self.label(t)
@@ -211,7 +241,8 @@ class _Translator:
                 self.load(i, size, dst, mode, k)
             elif cls == _LDX and mode == _MSH and size == _B:
                 self.load(i, _B, dst, _ABS, k)
-                self.emit(asm.alu32(Alu.AND, dst, imm=0xF), asm.alu32(Alu.LSH, dst, imm=2))
+                if not _always_rejects(code, k):
+                    self.emit(asm.alu32(Alu.AND, dst, imm=0xF), asm.alu32(Alu.LSH, dst, imm=2))
             else:
                 raise self.bad(i, "is not a valid load")
         elif cls in (_ST, _STX):
@@ -222,7 +253,15 @@ class _Translator:
         elif cls == _JMP:
             op = code & 0xF0
             if op == _JA:
-                self.emit(asm.ja(self.target(i, k)))
+                target = self.target(i, k)
+                if int(target.name[1:]) <= i:
+                    # a loop (protochain): may_goto lets the verifier accept it (the kernel
+                    # bounds the rounds); A and X are re-read bytewise through the stack so
+                    # the verifier forgets their ranges and sees the loop state converge
+                    self.emit(asm.may_goto(self.reject))
+                    for reg in (_A_REG, _X_REG):
+                        self.launder(reg)
+                self.emit(asm.ja(target))
                 return
             if op not in _JMP_OPS:
                 raise self.bad(i, "is not a valid jump")
@@ -280,6 +319,13 @@ class _Translator:
             self.emit(asm.jmp(Jmp.JLT, _X_REG, ok, imm=32, wide=False), asm.mov32(a, imm=0),
                       asm.ja(self.label(i + 1)), ok)
         self.emit(asm.alu32(ebpf_op, a, _X_REG))
+
+    def launder(self, reg: int) -> None:
+        self.emit(asm.stx(Size.W, Reg.R10, _LAUNDER_OFF, reg),
+                  asm.ldx(Size.B, reg, Reg.R10, _LAUNDER_OFF))
+        for n in (1, 2, 3):
+            self.emit(asm.ldx(Size.B, Reg.R1, Reg.R10, _LAUNDER_OFF + n),
+                      asm.alu32(Alu.LSH, Reg.R1, imm=8 * n), asm.alu32(Alu.OR, reg, Reg.R1))
 
     def _check_mem(self, i: int, k: int) -> None:
         if k >= _MEMWORDS:

@@ -121,6 +121,13 @@ class BpfProgram:
         return [(i.code, i.jt, i.jf, i.k)
                 for i in (self.prog.bf_insns[n] for n in range(self.prog.bf_len))]
 
+    def verdict(self, data: bytes, orig_len: int) -> int:
+        """pcap_offline_filter's raw result: 0 = reject, otherwise the snap length to keep."""
+        hdr = self._hdr
+        hdr.caplen = len(data)
+        hdr.len = orig_len
+        return self._lib.pcap_offline_filter(ctypes.byref(self.prog), ctypes.byref(hdr), data) & 0xFFFFFFFF
+
     def matches(self, data: bytes, orig_len: int) -> bool:
         """Run the filter on one packet as pcap_offline_filter does."""
         hdr = self._hdr
