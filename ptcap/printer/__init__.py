@@ -7,6 +7,7 @@ line assembly (time, packet number, process context, dumps) around them.
 """
 from __future__ import annotations
 
+import struct
 from typing import TextIO
 
 from ..packet import Direction, Packet
@@ -19,7 +20,7 @@ from .process import inline_prefix, inline_suffix, verbose_blocks
 from .raw import ipv4_if_print, ipv6_if_print, ppp_if_print, raw_if_print
 from .sll import sll2_if_print, sll_if_print
 from .timestamps import Clock
-from .truncation import TRUNCATION_ERRORS
+from .truncation import Truncated
 
 __all__ = ["PrintOptions", "Printer", "LINK_PRINTERS"]
 
@@ -53,6 +54,7 @@ class Printer:
         self.tcp_seq: dict = {}
         self.out: list[str] = []
         self.proto = ""
+        self.ll_hdr_len = 0  # link header length, known even when a deeper printer truncates
         self.count = 0
         self.errors = 0  # packets whose printer failed on something other than truncation
 
@@ -82,15 +84,23 @@ class Printer:
                 out.append(hex_ascii_lines(data))
         else:
             self.proto = ""
+            self.ll_hdr_len = 0
             try:
                 hdrlen = printer(self, data, pkt.orig_len)
-            except TRUNCATION_ERRORS:
+            except Truncated:
+                # tcpdump's "goto trunc": the printers return normally, the link header is known
                 out.append(f" [|{self.proto}]")
+                hdrlen = self.ll_hdr_len
+            except (IndexError, struct.error):
+                # a failed GET_ macro: tcpdump longjmps out and dumps from the first byte
+                out.append(f" [|{self.proto}]")
+                hdrlen = 0
             except Exception:
                 self.errors += 1
                 if self.strict:
                     raise
                 out.append(f" [|{self.proto}]")
+                hdrlen = self.ll_hdr_len
         if ctx is not None and parts:
             if self.v:
                 out.append(verbose_blocks(ctx, parts))

@@ -157,9 +157,9 @@ def _edns_option(nd, b: bytes, cp: int) -> int:
             family, src, scope = _u16(data, 0), data[2], data[3]
             addr = data[4:]
             if family == 1:
-                out.append(f"{socket.inet_ntoa(addr.ljust(4, b'\0')[:4])}/{src}/{scope}")
+                out.append(f"{socket.inet_ntoa(addr.ljust(4, bytes(1))[:4])}/{src}/{scope}")
             elif family == 2:
-                out.append(f"{socket.inet_ntop(socket.AF_INET6, addr.ljust(16, b'\0')[:16])}/{src}/{scope}")
+                out.append(f"{socket.inet_ntop(socket.AF_INET6, addr.ljust(16, bytes(1))[:16])}/{src}/{scope}")
             else:
                 out.append(data.hex())
         elif code == 12:

@@ -33,7 +33,7 @@ def type_text(nd, etype: int) -> str:
 
 def default_print(nd, b: bytes, off: int, caplen_end: int | None = None) -> None:
     """tcpdump's ND_DEFAULTPRINT: a hex and ASCII dump, unless -x/-X/-A will dump anyway."""
-    if not nd.suppress_default:
+    if not nd.suppress_default and not nd.q:
         nd.out.append(hex_ascii_lines(b[off:caplen_end]))
 
 
@@ -56,12 +56,12 @@ def ether_if_print(nd, b: bytes, orig_len: int) -> int:
         etype = (b[off] << 8) | b[off + 1]
         off += 2
         length -= 2
+        nd.ll_hdr_len = hdrlen
         if etype <= 1500:
             # 802.3: the type field is a length; an LLC header follows
-            length = etype
             if eflag:
-                out.append(f"802.3, length {orig_len}: ")
-            end = off + length
+                out.append(f"802.3, length {length}: ")
+            end = off + etype
             if not llc_print(nd, b[:end] if end < len(b) else b, off, length):
                 if not eflag:
                     out.append(f"{names.etheraddr(b[6:12])} > {names.etheraddr(b[0:6])}, 802.3, length {orig_len}: ")
@@ -88,6 +88,7 @@ def ether_if_print(nd, b: bytes, orig_len: int) -> int:
             off += 2
             length -= 2
             hdrlen += 4
+            nd.ll_hdr_len = hdrlen
             continue
         if eflag and not printed_length:
             out.append(type_text(nd, etype))

@@ -1,7 +1,7 @@
 """-x, -X and -A dumps, byte for byte as tcpdump prints them."""
 from __future__ import annotations
 
-_ASCII = "".join(chr(c) if 0x20 <= c < 0x7F else "." for c in range(256))
+_ASCII = "".join(chr(c) if 0x21 <= c < 0x7F else "." for c in range(256))  # ND_ASCII_ISGRAPH
 _ASCII_TABLE = str.maketrans({i: _ASCII[i] for i in range(256)})
 _LATIN = bytes(range(256)).decode("latin-1")
 

@@ -83,6 +83,7 @@ def icmp_print(nd, b: bytes, off: int, length: int, ip_off: int, fragmented: boo
         fmt = _REDIRECT.get(code)
         text = fmt.format(dst, gw) if fmt else f"redirect-#{code} {dst} to {gw}"
     elif typ == 11:
+        _addr(nd, b, off + 8 + 16)  # tcpdump checks the quoted header is there
         text = {0: "time exceeded in-transit", 1: "ip reassembly time exceeded"}.get(code, f"time exceeded-#{code}")
     elif typ == 12:
         text = f"parameter problem - octet {b[off + 4]}" if code == 0 else f"parameter problem - code {code}"

@@ -71,7 +71,7 @@ def _opt_print(nd, b: bytes, cp: int, length: int) -> None:
         res = olen * 8
         if cp + res > len(b):
             raise Truncated
-        out.append(f"\n\t  {_OPT_NAMES.get(typ, 'unknown option')} option ({typ}), length {res} ({olen}): ")
+        out.append(f"\n\t  {_OPT_NAMES.get(typ, 'unknown')} option ({typ}), length {res} ({olen}): ")
         body = cp + 2
         known = True
         if typ in (1, 2):
@@ -97,6 +97,13 @@ def _opt_print(nd, b: bytes, cp: int, length: int) -> None:
         elif typ == 25:
             out.append(f" lifetime {_time(_u32(b, cp + 4))}, addr: ")
             out.append(" addr: ".join(ip6addr(nd, b, a) for a in range(cp + 8, cp + res, 16)))
+        elif typ == 31:
+            out.append(f" lifetime {_time(_u32(b, cp + 4))}, domain(s):")
+            c = cp + 8
+            while c < cp + res and b[c] != 0:
+                from .dns import _fqdn
+                out.append(" ")
+                c = _fqdn(nd, b[:cp + res], c, off)
         else:
             known = False
         if not known or typ not in _OPT_NAMES:
@@ -116,7 +123,8 @@ def icmp6_print(nd, b: bytes, off: int, length: int, ip_off: int, fragmented: bo
     code = b[off + 1]
     if nd.v and not fragmented and off + length <= len(b):
         field = _u16(b, off + 2)
-        pseudo = bytes(b[ip_off + 8:ip_off + 40]) + struct.pack("!IxxxB", length, 58)
+        from .ip6 import pseudo_header
+        pseudo = pseudo_header(b, ip_off, length, 58)
         s = cksum(pseudo, bytes(b[off:off + length]))
         out.append(f"[bad icmp6 cksum 0x{field:04x} -> 0x{shouldbe(field, s):04x}!] " if s else "[icmp6 sum ok] ")
     out.append(f"ICMP6, {_TYPES.get(typ, f'unknown icmp6 type ({typ})')}")

@@ -5,6 +5,9 @@ from __future__ import annotations
 def igmp_print(nd, b: bytes, off: int, length: int) -> None:
     nd.proto = "igmp"
     out = nd.out
+    if nd.q:
+        out.append("igmp")
+        return
     typ = b[off]
     names = nd.names
     if typ == 0x11:

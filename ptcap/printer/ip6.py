@@ -60,6 +60,7 @@ def ip6_print(nd, b: bytes, off: int, length: int) -> None:
         if cp == off + 40 and nh not in (6, 17, 33, 132):
             out.append(f"{ip6addr(nd, b, off + 8)} > {ip6addr(nd, b, off + 24)}: ")
         if nh == 0 or nh == 60:
+            nd.proto = "hbhopt" if nh == 0 else "dstopt"
             advance = _options_header(nd, b, cp, "HBH " if nh == 0 else "DSTOPT ")
             nh = b[cp]
         elif nh == 44:
@@ -115,12 +116,12 @@ def _opt_print(nd, b: bytes, cp: int, length: int) -> None:
 
 def _frag6(nd, b: bytes, cp: int, ip_off: int) -> int:
     offlg = (b[cp + 2] << 8) | b[cp + 3]
-    ident = int.from_bytes(b[cp + 4:cp + 8], "big") if cp + 8 <= len(b) else None
-    if ident is None:
-        raise Truncated
     plen = (b[ip_off + 4] << 8) | b[ip_off + 5]
     size = (40 + plen - (cp - ip_off) - 8) % (1 << 64)
     if nd.v:
+        if cp + 8 > len(b):
+            raise Truncated
+        ident = int.from_bytes(b[cp + 4:cp + 8], "big")
         nd.out.append(f"frag (0x{ident:08x}:{offlg & 0xFFF8}|{size})")
     else:
         nd.out.append(f"frag ({offlg & 0xFFF8}|{size})")
@@ -147,3 +148,25 @@ def _rt6(nd, b: bytes, cp: int) -> int:
         return (length + 1) << 3
     out.append(" (unknown type) [|ip6]")
     return -1
+
+
+def pseudo_header(b: bytes, ip_off: int, length: int, proto: int) -> bytes:
+    """The IPv6 pseudo-header for upper-layer checksums; the destination is the routing
+    header's last address when there is one (tcpdump's ip6_finddst)."""
+    import struct
+    dst = bytes(b[ip_off + 24:ip_off + 40])
+    nh = b[ip_off + 6]
+    cp = ip_off + 40
+    while cp + 2 <= len(b):
+        if nh in (0, 60, 51):
+            step = (b[cp + 1] + 2) * 4 if nh == 51 else (b[cp + 1] + 1) << 3
+            nh = b[cp]
+            cp += step
+            continue
+        if nh == 43:
+            if cp + 4 <= len(b) and b[cp + 2] in (0, 2) and b[cp + 1] % 2 == 0:
+                n = b[cp + 1] >> 1
+                if n and cp + 8 + 16 * n <= len(b):
+                    dst = bytes(b[cp + 8 + 16 * (n - 1):cp + 8 + 16 * n])
+        break
+    return bytes(b[ip_off + 8:ip_off + 24]) + dst + struct.pack("!IxxxB", length, proto)

@@ -16,6 +16,7 @@ def _header(nd, family: int, length: int) -> str:
 
 
 def _print(nd, b: bytes, orig_len: int, family: int) -> int:
+    nd.ll_hdr_len = 4
     if nd.e:
         nd.out.append(_header(nd, family, orig_len))
     if family == 2:

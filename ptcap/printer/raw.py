@@ -55,6 +55,7 @@ def ppp_if_print(nd, b: bytes, orig_len: int) -> int:
         proto = (b[off] << 8) | b[off + 1]
         off += 2
         length -= 2
+    nd.ll_hdr_len = off
     if nd.e:
         name = {0x21: "IP", 0x57: "IPV6", 0x0800: "IP", 0x86DD: "IPV6"}.get(proto, f"unknown ctrl-proto (0x{proto:04x})")
         nd.out.append(f"{name} (0x{proto:04x}), length {orig_len}: ")

@@ -78,6 +78,7 @@ def sll_if_print(nd, b: bytes, orig_len: int) -> int:
     if len(b) < 16:
         nd.out.append(" [|sll]")
         return len(b)
+    nd.ll_hdr_len = 16
     if nd.e:
         nd.out.append(_sll_header(nd, b, orig_len))
     etype = (b[14] << 8) | b[15]
@@ -90,6 +91,7 @@ def sll2_if_print(nd, b: bytes, orig_len: int) -> int:
     if len(b) < 20:
         nd.out.append(" [|sll2]")
         return len(b)
+    nd.ll_hdr_len = 20
     ifindex = int.from_bytes(b[4:8], "big")
     nd.out.append(f"{_ifname(ifindex):<5} {PKTTYPES.get(b[10], '?'):<3} ")
     if nd.e:

@@ -92,7 +92,8 @@ def tcp_print(nd, b: bytes, off: int, length: int, ver: int, ip_off: int, fragme
             if ver == 4:
                 pseudo = bytes(b[ip_off + 12:ip_off + 20]) + struct.pack("!BBH", 0, 6, length)
             else:
-                pseudo = bytes(b[ip_off + 8:ip_off + 40]) + struct.pack("!IxxxB", length, 6)
+                from .ip6 import pseudo_header
+                pseudo = pseudo_header(b, ip_off, length, 6)
             s = cksum(pseudo, bytes(b[off:off + length]))
             out.append(f", cksum 0x{csum:04x}")
             if s != 0:

@@ -68,7 +68,8 @@ def udp_print(nd, b: bytes, off: int, length: int, ver: int, ip_off: int, fragme
                 out.append(f"[bad udp cksum 0x{field:04x} -> 0x{shouldbe(field, s):04x}!] " if s else "[udp sum ok] ")
         elif ver == 6 and cp + length <= len(b):
             field = (b[off + 6] << 8) | b[off + 7]
-            pseudo = bytes(b[ip_off + 8:ip_off + 40]) + struct.pack("!IxxxB", length + 8, 17)
+            from .ip6 import pseudo_header
+            pseudo = pseudo_header(b, ip_off, length + 8, 17)
             s = cksum(pseudo, bytes(b[off:cp + length]))
             out.append(f"[bad udp cksum 0x{field:04x} -> 0x{shouldbe(field, s):04x}!] " if s else "[udp sum ok] ")
     if not nd.q:

@@ -152,7 +152,7 @@ def ipv4_mix() -> list[bytes]:
     pk.append(eth(ip4(b, a, 1, icmp4(11, 0, b"\0\0\0\0" + inner))))
     pk.append(eth(ip4(b, a, 1, icmp4(13, 0, struct.pack("!HHIII", 1, 2, 3, 4, 5)))))
     # fragments
-    big = udp(7000, 7001, b"f" * 100)
+    big = udp(47000, 47001, b"f" * 100)
     pk.append(eth(ip4(a, b, 17, big[:48], ident=99, flags=0x2000, total=20 + 108)))
     pk.append(eth(ip4(a, b, 17, big[48:], ident=99, flags=6)))
     # IP options (record route, router alert), other protocol
