@@ -1,0 +1,117 @@
+"""A user debugging a filter: -d/-dd/-ddd print what tcpdump prints, bad filters fail as in tcpdump."""
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ptcap import filter as pf
+
+CORPUS = Path("/work/shared/corpus/filters")
+TCPDUMP = shutil.which("tcpdump")
+
+pytestmark = pytest.mark.skipif(TCPDUMP is None, reason="tcpdump is the oracle")
+
+DUMP_EXPRESSIONS = [
+    "", "tcp port 80", "ip6 and udp", "vlan 100 and tcp", "portrange 1000-2000",
+    "ip broadcast", "ether multicast", "tcp[tcpflags] & (tcp-syn|tcp-fin) != 0",
+    "tcp[((tcp[12:1] & 0xf0) >> 2):4] = 0x47455420", "ip6 protochain 17", "greater 200",
+    "len % 7 = 3 or ip[2:2] / ip[1] > 4", "not (host 10.0.0.1 or net 192.168.0.0/16)",
+    "icmp6[icmp6type] == icmp6-neighborsolicit", "mpls and ip", "geneve",
+]
+
+
+def ptcap(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ptcap.cli", *argv], capture_output=True,
+                          text=True, timeout=30)
+
+
+def tcpdump(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([TCPDUMP, *argv], capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize("level", ["-d", "-dd", "-ddd"])
+def test_dump_is_byte_identical_to_tcpdump(level):
+    for expr in DUMP_EXPRESSIONS:
+        mine, theirs = ptcap(level, expr), tcpdump(level, expr)
+        assert theirs.returncode == 0, theirs.stderr
+        assert (mine.returncode, mine.stdout, mine.stderr) == (0, theirs.stdout, theirs.stderr), expr
+
+
+def test_dump_follows_snaplen_and_interface():
+    assert ptcap("-d", "-s", "96", "tcp").stdout == tcpdump("-d", "-s", "96", "tcp").stdout
+    if os.geteuid() == 0:   # tcpdump opens the device to learn its link type
+        mine, theirs = ptcap("-dd", "-i", "lo", "udp port 53"), tcpdump("-dd", "-i", "lo", "udp port 53")
+        assert (mine.stdout, mine.stderr) == (theirs.stdout, theirs.stderr)
+
+
+def test_raw_ip_dump_matches_tcpdump_on_dlt_raw():
+    for expr in ("ip", "tcp port 80", "ip6 and icmp6"):
+        assert ptcap("-d", "--backend", "cgroup-skb", expr).stdout == tcpdump("-d", "-y", "RAW", expr).stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="creating a tun device needs root")
+def test_l3_device_gets_raw_ip_framing():
+    name = f"ptf{os.getpid() % 100000}"
+    subprocess.run(["ip", "tuntap", "add", "dev", name, "mode", "tun"], check=True)
+    try:
+        subprocess.run(["ip", "link", "set", name, "up"], check=True)
+        assert pf.linktype_for(name) == pf.LINKTYPE_RAW
+        mine, theirs = ptcap("-d", "-i", name, "tcp port 22"), tcpdump("-d", "-i", name, "tcp port 22")
+        assert theirs.stdout.startswith("(000) ldb      [0]")
+        assert mine.stdout == theirs.stdout
+    finally:
+        subprocess.run(["ip", "link", "del", name], check=True)
+    assert pf.linktype_for("lo") == pf.LINKTYPE_ETHERNET
+    assert pf.linktype_for("lo", backend="cgroup-skb") == pf.LINKTYPE_RAW
+
+
+def invalid_cases() -> list[tuple[str, str]]:
+    with open(CORPUS / "invalid.tsv", newline="") as f:
+        return [(row["expression"], row["tcpdump_error"])
+                for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)]
+
+
+def test_invalid_expressions_fail_in_tcpdumps_words():
+    cases = invalid_cases()
+    assert len(cases) == 14
+    for expr, expected in cases:
+        assert expected.startswith("tcpdump: ")
+        want = "ptcap: " + expected[len("tcpdump: "):] + "\n"
+        result = ptcap("-d", expr)
+        assert result.returncode == 1, expr
+        assert result.stdout == ""
+        assert result.stderr == "Warning: assuming Ethernet\n" + want, expr
+
+
+def test_invalid_expression_stops_a_capture_before_it_starts():
+    result = ptcap("-i", "lo", "-w", os.devnull, "port 99999")
+    assert (result.returncode, result.stderr) == (1, "ptcap: illegal port number 99999 > 65535\n")
+    raw = ptcap("-d", "--backend", "cgroup-skb", "vlan")
+    assert (raw.returncode, raw.stderr) == (1, "ptcap: no VLAN support for Raw IP\n")
+
+
+def test_filter_file_as_tcpdump_reads_it(tmp_path):
+    path = tmp_path / "filter"
+    path.write_text("# web traffic only\ntcp port 80 # plain http\n  or tcp port 443\n")
+    mine, theirs = ptcap("-d", "-F", str(path), "udp"), tcpdump("-d", "-F", str(path), "udp")
+    assert theirs.returncode == 0
+    assert (mine.returncode, mine.stdout, mine.stderr) == (0, theirs.stdout, theirs.stderr)
+    assert "#0x1bb" in mine.stdout and "#0x11" not in mine.stdout   # the command-line 'udp' is ignored
+    missing = ptcap("-d", "-F", str(tmp_path / "nope"))
+    assert missing.returncode == 1
+    assert missing.stderr.endswith(f"ptcap: can't open {tmp_path / 'nope'}: No such file or directory\n")
+
+
+def test_debug_filter_prints_the_ebpf():
+    result = ptcap("--debug-filter", "tcp port 80")
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert "call bpf_skb_load_bytes#26" in result.stdout
+    assert lines[-1].endswith("exit")
+    assert lines[1].startswith("   0: (bf) r6 = r1")
