@@ -218,6 +218,7 @@ static __always_inline int capture(struct __sk_buff *skb, __u8 dir)
 	wake = bpf_ringbuf_query(&ptcap_events, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES ?
 		BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 
+	TRY_CLASS(64)
 	TRY_CLASS(128)
 	TRY_CLASS(256)
 	TRY_CLASS(512)

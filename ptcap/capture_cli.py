@@ -19,7 +19,9 @@ from .packet import Direction, Packet
 from .pcapng import Interface, PcapngWriter, PcapWriter
 from .processes import ProcessTable
 
-POLL_SECONDS = 0.05
+POLL_SECONDS = 0.05     # longest a record waits in the ring when traffic is light
+BATCH_NAP = 0.002
+SMALL_BATCH = 256
 
 
 class Stop:
@@ -203,13 +205,20 @@ def _loop(session: Session, sinks: list, limit: int | None, stop: Stop, on_exec)
     captured = 0
     draining = False
     last_sync = time.monotonic()
+    small_batch = False
     while True:
         if stop.requested and not draining:
             session.detach()      # nothing new comes in; what is queued is still read
             draining = True
         if not draining:
-            ring.wait(POLL_SECONDS)
+            # epoll on a ring is level-triggered: it returns at once while anything is
+            # queued, so after a small batch, nap briefly and take a bigger one next time
+            if small_batch:
+                time.sleep(BATCH_NAP)
+            else:
+                ring.wait(POLL_SECONDS)
         buf, offsets = ring.batch()
+        small_batch = 0 < len(offsets) < SMALL_BATCH
         packets = split(buf, offsets, on_exec) if offsets else offsets
         try:
             if packets:

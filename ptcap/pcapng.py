@@ -85,7 +85,7 @@ class PcapngWriter:
         self.out = out
         self._comments_for = comments_for
         self._interfaces = 0
-        self._opts: dict[bytes, bytes] = {}
+        self._opts: dict[bytes, list] = {}
         self._pending: list[bytes] = [section_header()]
 
     def add_interface(self, iface: Interface) -> int:
@@ -94,40 +94,44 @@ class PcapngWriter:
         self._interfaces += 1
         return self._interfaces - 1
 
-    def _options(self, key: bytes) -> bytes:
-        """Options for a (direction byte + owner) key: comments, then epb_flags."""
-        direction, owner = key[0], key[1:]
-        opts = b""
+    def _options(self, owner: bytes) -> tuple:
+        """Per direction (0 unknown, 1 in, 2 out): (options length, tails by padding), where
+        a tail is the padding, the options (comments, epb_flags, end) ready to append."""
+        comments = b""
         if self._comments_for is not None:
             for text in self._comments_for(owner):
-                opts += option(OPT_COMMENT, text.encode(errors="replace"))
-        flags = _FLAGS.get(direction)
-        if flags:
-            opts += option(EPB_FLAGS, _U32.pack(flags))
-        if opts:
-            opts += option(OPT_ENDOFOPT, b"")
-        self._opts[key] = opts
-        return opts
+                comments += option(OPT_COMMENT, text.encode(errors="replace"))
+        entry = []
+        for direction in (0, 1, 2):
+            opts = comments
+            flags = _FLAGS.get(direction)
+            if flags:
+                opts += option(EPB_FLAGS, _U32.pack(flags))
+            if opts:
+                opts += option(OPT_ENDOFOPT, b"")
+            entry.append((32 + len(opts), tuple(pad + opts for pad in _PADS)))
+        self._opts[owner] = entry
+        return entry
 
     def write_records(self, buf, offsets: list[int]) -> None:
         """Write the packet records at `offsets` of `buf` (the hot path)."""
         parts = self._pending
         append = parts.append
-        opts_cache = self._opts
+        cache = self._opts
         u32 = _U32.pack
-        caplen_of = _U32.unpack_from
-        pads = _PADS
+        fields = _RECORD_KEY.unpack_from
         for off in offsets:
-            key = buf[off + KEY_AT:off + KEY_END]
-            opts = opts_cache.get(key)
-            if opts is None:
-                opts = self._options(key)
-            caplen = caplen_of(buf, off + CAPLEN_AT)[0]
+            direction, owner, caplen = fields(buf, off)
+            entry = cache.get(owner)
+            if entry is None:
+                entry = self._options(owner)
+            fixed, tails = entry[direction]
             pad = -caplen & 3
-            total = u32(32 + caplen + pad + len(opts))
-            append(b"\x06\x00\x00\x00" + total)
+            total = u32(fixed + caplen + pad)
+            append(_EPB_TYPE + total)
             append(buf[off + EPB_AT:off + HEADER_LEN + caplen])
-            append(pads[pad] + opts + total)
+            append(tails[pad])
+            append(total)
         self.flush()
 
     def flush(self) -> None:
@@ -142,6 +146,9 @@ class PcapngWriter:
 
 
 _PADS = (b"", b"\0\0\0", b"\0\0", b"\0")
+_EPB_TYPE = _U32.pack(6)
+# direction, owner and caplen of a kernel packet record (ptcap.decoder's layout)
+_RECORD_KEY = struct.Struct(f"<{KEY_AT}xB{KEY_END - KEY_AT - 1}s{CAPLEN_AT - KEY_END}xI")
 
 
 class PcapWriter:

@@ -84,7 +84,7 @@ class RingBuffer:
                 pass
 
 
-def round_size(kib: int | None, default: int = 32 << 20) -> int:
+def round_size(kib: int | None, default: int = 64 << 20) -> int:
     """A ring size: a power of two of pages, at least 1 MiB (-B is in KiB like tcpdump)."""
     want = default if not kib else kib * 1024
     size = 1 << 20
