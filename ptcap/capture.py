@@ -229,6 +229,25 @@ class Session:
         self._objects.clear()
 
 
+def probe_hooks() -> HookReport:
+    """Load and attach the attribution and process hooks once, then undo it: what works here."""
+    check_privileges()
+    session = Session(CaptureConfig())
+    try:
+        capture = libbpf.Object("capture")
+        session._objects.append(capture)
+        capture.set_max_entries("ptcap_events", round_size(1024))
+        capture.load()
+        session.hooks.working.append("tc capture program")
+        session._attach_attribution(capture.map_fd("ptcap_owners"))
+        session._attach_process_events(capture.map_fd("ptcap_events"))
+    except PtcapError as e:
+        session.hooks.failed["capture"] = str(e)
+    finally:
+        session.close()
+    return session.hooks
+
+
 def _close(fd: int) -> None:
     try:
         os.close(fd)

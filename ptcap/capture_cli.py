@@ -124,7 +124,23 @@ def _open_output(path: str) -> BinaryIO:
         raise PtcapError(f"{path}: {e.strerror}") from None
 
 
+# Options that parse but whose work is not built yet: refuse them rather than ignore them.
+_NOT_YET = (("pid", "--pid"), ("pname", "--pname"), ("uid", "--uid"), ("follow_forks", "-f"),
+            ("container_id", "--container-id"), ("container_name", "--container-name"),
+            ("pod_name", "--pod-name"), ("netns", "--netns"), ("file_size", "-C"),
+            ("file_count", "-W"), ("rotate_seconds", "-G"), ("command", "-- COMMAND"))
+
+
+def _refuse_unbuilt(args: argparse.Namespace) -> None:
+    for dest, flag in _NOT_YET:
+        if getattr(args, dest, None):
+            raise PtcapError(f"{flag} is not supported yet")
+    if args.backend != "tc":
+        raise PtcapError(f"--backend {args.backend} is not supported yet")
+
+
 def capture(args: argparse.Namespace) -> int:
+    _refuse_unbuilt(args)
     expression = pcapfilter.expression_from_args(args)
     if args.dump_filter or args.debug_filter:
         return pcapfilter.dump_main(args)

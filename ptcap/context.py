@@ -65,15 +65,21 @@ class ProcessContext:
     pod_annotations: dict[str, str] = field(default_factory=dict)
     drop_reason: str = ""
     drop_location: str = ""
+    name: str = ""          # the process's comm when known (ps shows it); not in comments
+    pname: str = ""         # the parent's comm when known
 
     @property
     def comm(self) -> str:
         """The command name as the kernel's comm would show it (at most 15 bytes)."""
+        if self.name:
+            return self.name
         name = self.cmd.rsplit("/", 1)[-1] if self.cmd else self.tname
         return name[:15]
 
     @property
     def pcomm(self) -> str:
+        if self.pname:
+            return self.pname
         return self.pcmd.rsplit("/", 1)[-1][:15]
 
     def comments(self, parts: Part = Part.ALL) -> list[str]:

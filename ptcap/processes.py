@@ -22,6 +22,7 @@ class ProcessInfo:
     cmd: str
     args: str
     ppid: int
+    comm: str = ""
 
 
 def read_process(pid: int) -> ProcessInfo | None:
@@ -43,10 +44,10 @@ def read_process(pid: int) -> ProcessInfo | None:
     # the comm field may hold spaces and parentheses: the fields after it follow the last ')'
     fields = stat[stat.rfind(b")") + 2:].split()
     ppid = int(fields[1]) if len(fields) > 1 else 0
+    comm = stat[stat.find(b"(") + 1: stat.rfind(b")")].decode(errors="replace")
     if not argv:
-        comm = stat[stat.find(b"(") + 1: stat.rfind(b")")].decode(errors="replace")
         argv = [f"[{comm}]"]
-    return ProcessInfo(pid, cmd, " ".join(argv), ppid)
+    return ProcessInfo(pid, cmd, " ".join(argv), ppid, comm)
 
 
 class ProcessTable:
@@ -81,22 +82,24 @@ class ProcessTable:
         if info is None:
             ctx.cmd = tname
             return ctx
-        ctx.cmd, ctx.args, ctx.ppid = info.cmd, info.args, info.ppid
+        ctx.cmd, ctx.args, ctx.ppid, ctx.name = info.cmd, info.args, info.ppid, info.comm
         if info.ppid > 0:
             parent = self.process(info.ppid)
             if parent is not None:
-                ctx.pcmd, ctx.pargs = parent.cmd, parent.args
+                ctx.pcmd, ctx.pargs, ctx.pname = parent.cmd, parent.args, parent.comm
         return ctx
 
     def learn_exec(self, pid: int, ppid: int, start_ns: int, filename: str, argv: list[str]) -> None:
         """A process exec'd: remember what it runs now (it may be gone before we look)."""
         self.forget(pid)
+        # the kernel names a process after the file it executes (at most 15 bytes)
+        comm = filename.rsplit("/", 1)[-1][:15]
         if not filename.startswith("/"):
             try:
                 filename = os.readlink(f"/proc/{pid}/exe")
             except OSError:
                 pass
-        self._procs[pid, start_ns] = ProcessInfo(pid, filename, " ".join(argv), ppid)
+        self._procs[pid, start_ns] = ProcessInfo(pid, filename, " ".join(argv), ppid, comm)
 
     def user(self, uid: int) -> str:
         name = self._users.get(uid)

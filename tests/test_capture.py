@@ -298,3 +298,49 @@ def test_errors_are_one_line(tmp_path):
     assert res.stderr.startswith("ptcap: You don't have permission to capture")
     assert res.stderr.count("\n") == 1
     assert wait_clean() == []
+
+
+def test_live_lines_name_interface_process_and_direction(peers):
+    """Without -w: tcpdump's line with the interface, COMM.PID and In/Out."""
+    server = peers("udp-server", "9600", "127.0.0.1")
+    client = peers("udp-client", "127.0.0.1", "9600")
+    proc = subprocess.Popen(ptcap_argv("-n", "-i", "lo", "-c", "4", "udp port 9600"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_listening_text(proc)
+    client.say("send 33")
+    out, err = proc.communicate(timeout=20)
+    lines = out.splitlines()
+    assert len(lines) == 4, out
+    cport = client.ready.split()[2]
+    comm = open(f"/proc/{client.pid}/comm").read().strip()
+    scomm = open(f"/proc/{server.pid}/comm").read().strip()
+    pattern = r"^\d\d:\d\d:\d\d\.\d{6} lo (\S+) (In|Out) IP 127\.0\.0\.1\.(\d+) > 127\.0\.0\.1\.(\d+): UDP, length 33"
+    import re
+    seen = [re.match(pattern, line) for line in lines]
+    assert all(seen), lines
+    got = [(m.group(1), m.group(2), m.group(3)) for m in seen]
+    assert got == [(f"{comm}.{client.pid}", "Out", cport), (f"{scomm}.{server.pid}", "In", cport),
+                   (f"{scomm}.{server.pid}", "Out", "9600"), (f"{comm}.{client.pid}", "In", "9600")]
+    assert "4 packets captured" in err
+
+
+def _wait_listening_text(proc: subprocess.Popen) -> None:
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        line = proc.stderr.readline()
+        if line.startswith("listening on") or not line:
+            return
+
+
+def test_version_reports_libraries_and_hooks():
+    res = subprocess.run(ptcap_argv("--version"), capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0
+    assert res.stdout.startswith("ptcap version ")
+    assert "libpcap version 1." in res.stdout and "libbpf version 1." in res.stdout
+    assert "tp_btf/sock_send_length" in res.stdout.split("kernel hooks usable:")[1].splitlines()[0]
+    assert wait_clean() == []
+
+
+def test_options_not_built_yet_are_refused_not_ignored():
+    res = subprocess.run(ptcap_argv("-i", "lo", "--pid", "1"), capture_output=True, text=True, timeout=30)
+    assert (res.returncode, res.stderr) == (1, "ptcap: --pid is not supported yet\n")
