@@ -1,6 +1,7 @@
 """A user debugging a filter: -d/-dd/-ddd print what tcpdump prints, bad filters fail as in tcpdump."""
 from __future__ import annotations
 
+import argparse
 import csv
 import os
 import shutil
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from ptcap import filter as pf
+from ptcap.errors import PtcapError
 
 CORPUS = Path("/work/shared/corpus/filters")
 TCPDUMP = shutil.which("tcpdump")
@@ -50,9 +52,26 @@ def test_dump_follows_snaplen_and_interface():
         assert (mine.stdout, mine.stderr) == (theirs.stdout, theirs.stderr)
 
 
-def test_raw_ip_dump_matches_tcpdump_on_dlt_raw():
-    for expr in ("ip", "tcp port 80", "ip6 and icmp6"):
-        assert ptcap("-d", "--backend", "cgroup-skb", expr).stdout == tcpdump("-d", "-y", "RAW", expr).stdout
+def dump_main(capsys, expr: str, **options) -> tuple[int | str, str, str]:
+    """ptcap.filter.dump_main as the CLI calls it (the CLI gates --backend itself)."""
+    args = argparse.Namespace(dump_filter=1, debug_filter=False, expression=expr.split(),
+                              filter_file=None, interfaces=None, backend="tc", snaplen=262144)
+    vars(args).update(options)
+    try:
+        rc = pf.dump_main(args)
+    except PtcapError as e:
+        rc = f"ptcap: {e}"
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_raw_ip_dump_matches_tcpdump_on_dlt_raw(capsys):
+    for expr in ("ip", "tcp port 80", "ip6 and icmp6", "ip protochain 6"):
+        rc, out, err = dump_main(capsys, expr, backend="cgroup-skb")
+        assert (rc, out, err) == (0, tcpdump("-d", "-y", "RAW", expr).stdout, "")
+    vlan = dump_main(capsys, "vlan", backend="cgroup-skb")
+    assert vlan[0] == "ptcap: no VLAN support for Raw IP" == "ptcap: " + \
+        tcpdump("-d", "-y", "RAW", "vlan").stderr.strip().removeprefix("tcpdump: ")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="creating a tun device needs root")
@@ -92,8 +111,6 @@ def test_invalid_expressions_fail_in_tcpdumps_words():
 def test_invalid_expression_stops_a_capture_before_it_starts():
     result = ptcap("-i", "lo", "-w", os.devnull, "port 99999")
     assert (result.returncode, result.stderr) == (1, "ptcap: illegal port number 99999 > 65535\n")
-    raw = ptcap("-d", "--backend", "cgroup-skb", "vlan")
-    assert (raw.returncode, raw.stderr) == (1, "ptcap: no VLAN support for Raw IP\n")
 
 
 def test_filter_file_as_tcpdump_reads_it(tmp_path):
