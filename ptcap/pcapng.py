@@ -145,7 +145,7 @@ class PcapngWriter:
         self._opts.clear()
 
 
-_PADS = (b"", b"\0\0\0", b"\0\0", b"\0")
+_PADS = (b"", b"\0", b"\0\0", b"\0\0\0")   # by number of padding bytes
 _EPB_TYPE = _U32.pack(6)
 # direction, owner and caplen of a kernel packet record (ptcap.decoder's layout)
 _RECORD_KEY = struct.Struct(f"<{KEY_AT}xB{KEY_END - KEY_AT - 1}s{CAPLEN_AT - KEY_END}xI")

@@ -51,12 +51,13 @@ def test_direction_in_epb_flags_and_counts(veth, peers, capture, tmp_path):
     out = tmp_path / "out.pcapng"
     cap = capture("-i", veth.host_if, "-w", str(out), "-c", "10", "udp port 9000")
     client = peers("udp-client", veth.peer_ip, "9000")
-    for _ in range(5):
-        client.say("send 50")
+    for size in (50, 51, 52, 53, 1):      # every padding of the packet data
+        client.say(f"send {size}")
     _, err = cap.finish()
     assert cap.proc.returncode == 0
     assert "10 packets captured" in err
     rows = tshark_fields(out, "ip.src", "udp.length", "frame.comment")
+    assert sorted(int(r[1]) - 8 for r in rows) == sorted([50, 51, 52, 53, 1] * 2)
     # tshark shows epb_flags' direction bits as frame.packet_flags_direction
     dirs = tshark_fields(out, "frame.packet_flags_direction", "ip.src")
     assert len(dirs) == 10
