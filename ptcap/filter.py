@@ -7,7 +7,8 @@ attached at the hook, which tail-calls the clang-built capture program for accep
 
 Register use in the generated code (helpers clobber R1-R5, so cBPF state lives in R6-R8):
     R6 = ctx (struct __sk_buff *)   R7 = A   R8 = X   R0 = verdict at the end
-    stack: fp-8 = 4-byte load buffer, fp-72..fp-12 = scratch memory M[0..15]
+    stack: fp-8 = 4-byte load buffer, fp-72..fp-12 = scratch memory M[0..15],
+           fp-80 = where loops (protochain) re-read A and X bytewise
 """
 from __future__ import annotations
 
