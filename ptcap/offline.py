@@ -50,17 +50,26 @@ def read_file(args: argparse.Namespace) -> int:
         printer = Printer(options, out)
         write = out.write
         fmt = printer.format_packet
+        line_buffered = getattr(args, "line_buffered", False)
+        pending: list[str] = []  # write in batches: one write per packet costs more than the join
         matched = 0
-        for pkt in reader:
-            if program is not None and not program.matches(pkt.data, pkt.orig_len):
-                continue
-            matched += 1
-            if not count_only:
-                write(fmt(pkt))
-                if args.line_buffered:
-                    out.flush()
-            if limit and matched >= limit:
-                break
+        try:
+            for pkt in reader:
+                if program is not None and not program.matches(pkt.data, pkt.orig_len):
+                    continue
+                matched += 1
+                if not count_only:
+                    pending.append(fmt(pkt))
+                    if line_buffered or len(pending) >= 256:
+                        write("".join(pending))
+                        pending.clear()
+                        if line_buffered:
+                            out.flush()
+                if limit and matched >= limit:
+                    break
+        finally:
+            if pending:
+                write("".join(pending))
         out.flush()
         if count_only:
             sys.stdout.write(f"{matched} packet{'s' if matched != 1 else ''}\n")

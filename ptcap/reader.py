@@ -100,24 +100,40 @@ class CaptureReader:
         self._rec = 24 if modified else 16
 
     def _iter_pcap(self) -> Iterator[Packet]:
-        take = self._s.take
+        # the hot loop: parse records straight out of a large buffer
+        s = self._s
         rec = self._rec
         hdr = struct.Struct(self._order + "IIII").unpack_from
         scale = 1 if self._nano else 1000
         linktype = self.linktype
         snaplen = self.snaplen
+        buf, pos = s.buf, s.pos
+        n = len(buf)
         while True:
-            h = take(rec)
-            if len(h) < rec:
-                if h:
-                    raise PtcapError(f"truncated dump file; tried to read {rec} header bytes, only got {len(h)}")
-                return
-            sec, frac, caplen, orig = hdr(h)
+            if pos + rec > n:
+                s.buf, s.pos = buf, pos
+                h = s.take(rec)
+                if len(h) < rec:
+                    if h:
+                        raise PtcapError(f"truncated dump file; tried to read {rec} header bytes, only got {len(h)}")
+                    return
+                buf, pos = s.buf, s.pos - rec
+                n = len(buf)
+            sec, frac, caplen, orig = hdr(buf, pos)
             if caplen > MAX_SNAPLEN:
                 raise PtcapError(f"invalid packet capture length {caplen}, bigger than snaplen of {MAX_SNAPLEN}")
-            data = take(caplen)
-            if len(data) < caplen:
-                raise PtcapError(f"truncated dump file; tried to read {caplen} captured bytes, only got {len(data)}")
+            start = pos + rec
+            end = start + caplen
+            if end > n:
+                s.buf, s.pos = buf, start
+                data = s.take(caplen)
+                if len(data) < caplen:
+                    raise PtcapError(f"truncated dump file; tried to read {caplen} captured bytes, only got {len(data)}")
+                buf, pos = s.buf, s.pos
+                n = len(buf)
+            else:
+                data = buf[start:end]
+                pos = end
             if caplen > snaplen:
                 data = data[:snaplen]
             yield Packet(sec * 1_000_000_000 + frac * scale, data, orig, linktype)

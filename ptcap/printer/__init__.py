@@ -52,6 +52,7 @@ class Printer:
         self.names = Names(options.numeric)
         self.clock = Clock(options.tstamp, options.nano)
         self.tcp_seq: dict = {}
+        self.endpoint_cache: dict = {}  # "addr.port > addr.port: " per TCP 4-tuple
         self.out: list[str] = []
         self.proto = ""
         self.ll_hdr_len = 0  # link header length, known even when a deeper printer truncates
@@ -64,18 +65,29 @@ class Printer:
         out = self.out = []
         if opts.number:
             out.append(f"{self.count:5d}  ")
-        out.append(self.clock.stamp(pkt.ts_ns))
+        clock = self.clock
+        if clock.mode == 0 and not clock.nano:
+            # the default stamp, inlined: this runs for every packet
+            ts = pkt.ts_ns
+            sec = ts // 1_000_000_000
+            if sec != clock._sec:
+                clock.stamp(ts)
+            out.append(f"{clock._prefix}.{ts % 1_000_000_000 // 1000:06d} ")
+        else:
+            out.append(clock.stamp(pkt.ts_ns))
         ctx = pkt.context
         parts = opts.context
-        show_where = pkt.direction != Direction.UNKNOWN and (parts or opts.live)
-        if show_where or (ctx is not None and parts):
+        direction = pkt.direction
+        if (direction and (parts or opts.live)) or (ctx is not None and parts):
             if pkt.ifname:
                 out.append(f"{pkt.ifname} ")
             if not self.v:
                 out.append(inline_prefix(ctx, parts))
-            if pkt.direction in _DIRECTIONS:
-                out.append(f"{_DIRECTIONS[pkt.direction]} ")
+            if direction in _DIRECTIONS:
+                out.append(f"{_DIRECTIONS[direction]} ")
         data = pkt.data
+        if type(data) is not bytes:
+            data = bytes(data)
         printer = LINK_PRINTERS.get(pkt.linktype)
         hdrlen = 0
         if printer is None:
@@ -102,29 +114,31 @@ class Printer:
                 out.append(f" [|{self.proto}]")
                 hdrlen = self.ll_hdr_len
         if ctx is not None and parts:
-            if self.v:
-                out.append(verbose_blocks(ctx, parts))
-            else:
-                out.append(inline_suffix(ctx, parts))
+            out.append(verbose_blocks(ctx, parts) if self.v else inline_suffix(ctx, parts))
         if self.suppress_default:
-            caplen = len(data)
-            if opts.hex_ascii:
-                if opts.hex_ascii > 1:
-                    out.append(hex_ascii_lines(data))
-                elif caplen > hdrlen:
-                    out.append(hex_ascii_lines(data[hdrlen:]))
-            elif opts.hex:
-                if opts.hex > 1:
-                    out.append(hex_lines(data))
-                elif caplen > hdrlen:
-                    out.append(hex_lines(data[hdrlen:]))
-            elif opts.ascii:
-                if opts.ascii > 1:
-                    out.append(ascii_text(data))
-                elif caplen > hdrlen:
-                    out.append(ascii_text(data[hdrlen:]))
+            self._dump(out, data, hdrlen)
         out.append("\n")
         return "".join(out)
+
+    def _dump(self, out: list[str], data: bytes, hdrlen: int) -> None:
+        """-x/-xx, -X/-XX, -A/-AA: the doubled flag includes the link header."""
+        opts = self.options
+        caplen = len(data)
+        if opts.hex_ascii:
+            if opts.hex_ascii > 1:
+                out.append(hex_ascii_lines(data))
+            elif caplen > hdrlen:
+                out.append(hex_ascii_lines(data[hdrlen:]))
+        elif opts.hex:
+            if opts.hex > 1:
+                out.append(hex_lines(data))
+            elif caplen > hdrlen:
+                out.append(hex_lines(data[hdrlen:]))
+        elif opts.ascii:
+            if opts.ascii > 1:
+                out.append(ascii_text(data))
+            elif caplen > hdrlen:
+                out.append(ascii_text(data[hdrlen:]))
 
     def print_packet(self, pkt: Packet) -> None:
         self.stream.write(self.format_packet(pkt))

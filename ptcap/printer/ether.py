@@ -10,16 +10,13 @@ _VLAN_TYPES = (0x8100, 0x88A8, 0x9100, 0x9200)
 def ethertype_print(nd, etype: int, b: bytes, off: int, length: int) -> bool:
     """Print the payload of a known ethertype; False when the type is unknown here."""
     if etype == 0x0800:
-        from .ip import ip_print
-        ip_print(nd, b, off, length)
+        ip.ip_print(nd, b, off, length)
         return True
     if etype == 0x86DD:
-        from .ip6 import ip6_print
-        ip6_print(nd, b, off, length)
+        ip6.ip6_print(nd, b, off, length)
         return True
     if etype == 0x0806 or etype == 0x8035:
-        from .arp import arp_print
-        arp_print(nd, b, off, length)
+        arp.arp_print(nd, b, off, length)
         return True
     return False
 
@@ -131,3 +128,6 @@ def llc_print(nd, b: bytes, off: int, length: int) -> bool:
             return ethertype_print(nd, etype, b, off + 8, length - 8)
         return False
     return False
+
+
+from . import arp, ip, ip6  # noqa: E402  (after the definitions: ip6 -> ip -> ether cycles)

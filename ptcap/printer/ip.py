@@ -1,8 +1,6 @@
 """IPv4 (print-ip.c): the header line, -v details, options, fragments, and the protocol demultiplexer."""
 from __future__ import annotations
 
-import socket
-
 from .checksum import cksum, shouldbe
 from .tables import IPPROTO_NAMES
 from .truncation import Truncated
@@ -153,25 +151,19 @@ def ip_print(nd, b: bytes, off: int, length: int) -> None:
 def ip_demux(nd, b: bytes, off: int, length: int, ver: int, fragmented: bool, nh: int, ip_off: int) -> None:
     """Hand the payload to the next protocol (ip_demux_print); ip_off is where the IP header starts."""
     if nh == 6:
-        from .tcp import tcp_print
-        tcp_print(nd, b, off, length, ver, ip_off, fragmented)
+        tcp.tcp_print(nd, b, off, length, ver, ip_off, fragmented)
     elif nh == 17:
-        from .udp import udp_print
-        udp_print(nd, b, off, length, ver, ip_off, fragmented)
+        udp.udp_print(nd, b, off, length, ver, ip_off, fragmented)
     elif nh == 1 and ver == 4:
-        from .icmp import icmp_print
-        icmp_print(nd, b, off, length, ip_off, fragmented)
+        icmp.icmp_print(nd, b, off, length, ip_off, fragmented)
     elif nh == 58 and ver == 6:
-        from .icmp6 import icmp6_print
-        icmp6_print(nd, b, off, length, ip_off, fragmented)
+        icmp6.icmp6_print(nd, b, off, length, ip_off, fragmented)
     elif nh == 2:
-        from .igmp import igmp_print
-        igmp_print(nd, b, off, length)
+        igmp.igmp_print(nd, b, off, length)
     elif nh == 4:
         ip_print(nd, b, off, length)
     elif nh == 41:
-        from .ip6 import ip6_print
-        ip6_print(nd, b, off, length)
+        ip6.ip6_print(nd, b, off, length)
     elif nh == 59 and ver == 6:
         nd.out.append("no next header")
     else:
@@ -186,4 +178,4 @@ def ipaddr(b: bytes, off: int) -> bytes:
     return bytes(raw)
 
 
-__all__ = ["ip_print", "ip_demux", "protoname", "ipaddr", "socket"]
+from . import icmp, icmp6, igmp, ip6, tcp, udp  # noqa: E402  (after ip_demux: ip6 imports it)

@@ -15,6 +15,7 @@ _OPTION_NAMES = {0: "eol", 1: "nop", 2: "mss", 3: "wscale", 4: "sackOK", 5: "sac
                  7: "echoreply", 8: "TS", 11: "cc", 12: "ccnew", 13: "ccecho", 19: "md5", 20: "scps",
                  28: "uto", 29: "tcp-ao", 30: "mptcp", 34: "tfo", 253: "exp", 254: "exp"}
 _MASK = 0xFFFFFFFF
+_NOP_NOP_TS = b"\x01\x01\x08\x0a"
 
 
 class _OptTrunc(Exception):
@@ -39,33 +40,43 @@ def tcp_print(nd, b: bytes, off: int, length: int, ver: int, ip_off: int, fragme
         dst = b[ip_off + 16:ip_off + 20]
         direct = b[ip_off + 9] == 6
         addr = names.ipaddr
-    if len(b) - off < 4:
-        out.append(f"{addr(bytes(src))} > {addr(bytes(dst))}:")
-        raise Truncated
-    sport = (b[off] << 8) | b[off + 1]
-    dport = (b[off + 2] << 8) | b[off + 3]
-    if direct:
-        out.append(f"{addr(bytes(src))}.{names.tcpport(sport)} > {addr(bytes(dst))}.{names.tcpport(dport)}: ")
-    else:
-        out.append(f"{names.tcpport(sport)} > {names.tcpport(dport)}: ")
     if len(b) - off < 20:
+        if len(b) - off < 4:
+            out.append(f"{addr(src)} > {addr(dst)}:")
+            raise Truncated
+        sport = (b[off] << 8) | b[off + 1]
+        dport = (b[off + 2] << 8) | b[off + 3]
+        if direct:
+            out.append(f"{addr(src)}.{names.tcpport(sport)} > {addr(dst)}.{names.tcpport(dport)}: ")
+        else:
+            out.append(f"{names.tcpport(sport)} > {names.tcpport(dport)}: ")
         raise Truncated
     sport, dport, seq, ack, offx, flags, win, csum, urp = _HDR(b, off)
+    cache = nd.endpoint_cache
+    ckey = (src, dst, sport, dport, direct)
+    ports = cache.get(ckey)
+    if ports is None:
+        tcpport = names.tcpport
+        if direct:
+            ports = f"{addr(src)}.{tcpport(sport)} > {addr(dst)}.{tcpport(dport)}: "
+        else:
+            ports = f"{tcpport(sport)} > {tcpport(dport)}: "
+        if len(cache) > 65536:
+            cache.clear()
+        cache[ckey] = ports
     hlen = (offx >> 4) * 4
     if hlen < 20:
-        out.append(f" tcp {length - hlen} [bad hdr length {hlen} - too short, < 20]")
+        out.append(f"{ports} tcp {length - hlen} [bad hdr length {hlen} - too short, < 20]")
         return
     if nd.q:
-        out.append(f"tcp {length - hlen}")
+        out.append(f"{ports}tcp {length - hlen}")
         if hlen > length:
             out.append(f" [bad hdr length {hlen} - too long, > {length}]")
         return
-    out.append(f"Flags [{_FLAGS[flags]}]")
+    out.append(f"{ports}Flags [{_FLAGS[flags]}]")
     rev = False
     thseq = thack = 0
     if not nd.S and flags & 0x10:
-        src = bytes(src)
-        dst = bytes(dst)
         if sport > dport or (sport == dport and src > dst):
             rev = True
             key = (dst, src, (dport << 16) | sport)
@@ -76,13 +87,12 @@ def tcp_print(nd, b: bytes, off: int, length: int, ver: int, ip_off: int, fragme
         if th is None or flags & 0x02:
             th = [ack - 1 & _MASK, seq] if rev else [seq, ack - 1 & _MASK]
             table[key] = th
+        elif rev:
+            seq = (seq - th[1]) & _MASK
+            ack = (ack - th[0]) & _MASK
         else:
-            if rev:
-                seq = (seq - th[1]) & _MASK
-                ack = (ack - th[0]) & _MASK
-            else:
-                seq = (seq - th[0]) & _MASK
-                ack = (ack - th[1]) & _MASK
+            seq = (seq - th[0]) & _MASK
+            ack = (ack - th[1]) & _MASK
         thseq, thack = th
     if hlen > length:
         out.append(f" [bad hdr length {hlen} - too long, > {length}]")
@@ -101,14 +111,23 @@ def tcp_print(nd, b: bytes, off: int, length: int, ver: int, ip_off: int, fragme
             else:
                 out.append(" (correct)")
     length -= hlen
-    if nd.v > 1 or length > 0 or flags & 0x07:
-        out.append(f", seq {seq}:{(seq + length) & _MASK}" if length > 0 else f", seq {seq}")
+    if length > 0:
+        seqtext = f", seq {seq}:{(seq + length) & _MASK}"
+    elif nd.v > 1 or flags & 0x07:
+        seqtext = f", seq {seq}"
+    else:
+        seqtext = ""
     if flags & 0x10:
-        out.append(f", ack {ack}")
-    out.append(f", win {win}")
+        out.append(f"{seqtext}, ack {ack}, win {win}")
+    else:
+        out.append(f"{seqtext}, win {win}")
     if flags & 0x20:
         out.append(f", urg {urp}")
-    if hlen > 20:
+    if hlen == 32 and b[off + 20:off + 24] == _NOP_NOP_TS and off + 32 <= len(b):
+        # the option block of nearly every established-connection segment
+        out.append(f", options [nop,nop,TS val {int.from_bytes(b[off + 24:off + 28], 'big')} "
+                   f"ecr {int.from_bytes(b[off + 28:off + 32], 'big')}]")
+    elif hlen > 20:
         out.append(", options [")
         try:
             _options(nd, b, off + 20, hlen - 20, rev, thseq, thack)
@@ -130,107 +149,135 @@ def tcp_print(nd, b: bytes, off: int, length: int, ver: int, ip_off: int, fragme
 
 
 def _options(nd, b: bytes, cp: int, hlen: int, rev: bool, thseq: int, thack: int) -> None:
+    """tcpdump's option loop: a declared length past the header is '[bad opt]' (_BadOpt), data
+    past the capture after its check is ' [|tcp]>' (_OptTrunc), a failed read is IndexError."""
     out = nd.out
-    sep = ""
     n = len(b)
-
-    def check(i: int, k: int) -> None:
-        # LENCHECK: declared length first, then the captured bytes
-        if k > hlen_left[0]:
-            raise _BadOpt
-        if i + k > n:
-            raise _OptTrunc
-
-    hlen_left = [hlen]
-    while hlen_left[0] > 0:
-        out.append(sep)
+    first = True
+    while hlen > 0:
+        if first:
+            first = False
+        else:
+            out.append(",")
         opt = b[cp]
         cp += 1
-        if opt in (0, 1):
-            olen = 1
-        else:
-            olen = b[cp]
-            cp += 1
-            if olen < 2 or olen > hlen_left[0]:
-                raise _BadOpt
-            hlen_left[0] -= 1
-        hlen_left[0] -= 1
-        datalen = 0
-        out.append(_OPTION_NAMES.get(opt, f"unknown-{opt}"))
-        if opt == 2:
-            datalen = 2
-            check(cp, 2)
-            out.append(f" {(b[cp] << 8) | b[cp + 1]}")
-        elif opt == 3:
-            datalen = 1
-            check(cp, 1)
-            out.append(f" {b[cp]}")
-        elif opt == 5:
-            datalen = olen - 2
-            if datalen % 8:
-                out.append(" invalid sack")
-            else:
-                out.append(f" {datalen // 8} ")
-                for i in range(0, datalen, 8):
-                    check(cp + i, 4)
-                    s = int.from_bytes(b[cp + i:cp + i + 4], "big")
-                    check(cp + i, 8)
-                    e = int.from_bytes(b[cp + i + 4:cp + i + 8], "big")
-                    base = thseq if rev else thack
-                    out.append(f"{{{(s - base) & _MASK}:{(e - base) & _MASK}}}")
-        elif opt in (11, 12, 13):
-            datalen = 4
-            check(cp, 4)
-            out.append(f" {int.from_bytes(b[cp:cp + 4], 'big')}")
-        elif opt == 8:
-            datalen = 8
-            check(cp, 8)
-            out.append(f" val {int.from_bytes(b[cp:cp + 4], 'big')} ecr {int.from_bytes(b[cp + 4:cp + 8], 'big')}")
-        elif opt == 19:
-            datalen = 16
-            check(cp, 16)
-            out.append(f":can't check - {bytes(b[cp:cp + 16]).hex()}")
-        elif opt == 28:
-            datalen = 2
-            check(cp, 2)
-            uto = (b[cp] << 8) | b[cp + 1]
-            out.append(f" 0x{uto:x}")
-            out.append(f" {(uto >> 1) * 60 if uto & 1 else uto >> 1}")
-        elif opt == 30:
-            datalen = olen - 2
-            check(cp, datalen)
-            _mptcp(nd, b, cp, datalen)
-        elif opt == 34:
-            datalen = olen - 2
-            check(cp, datalen)
-            out.append(" ")
-            _fastopen(nd, b, cp, datalen, False)
-        elif opt in (253, 254):
-            datalen = olen - 2
-            check(cp, datalen)
-            if datalen < 2:
-                raise _BadOpt
-            magic = (b[cp] << 8) | b[cp + 1]
-            out.append("-")
-            if magic == 0xF989:
-                _fastopen(nd, b, cp + 2, datalen - 2, True)
-            else:
-                out.append(f"{magic:04x}")
-        elif opt not in (0, 1, 4):
-            datalen = olen - 2
-            if datalen:
-                out.append(" 0x")
-            for i in range(datalen):
-                check(cp + i, 1)
-                out.append(f"{b[cp + i]:02x}")
-        cp += datalen
-        hlen_left[0] -= datalen
-        datalen += 1 if opt in (0, 1) else 2
-        if datalen != olen:
-            out.append(f"[len {olen}]")
-        sep = ","
+        if opt == 1:
+            out.append("nop")
+            hlen -= 1
+            continue
         if opt == 0:
+            out.append("eol")
             break
+        olen = b[cp]
+        cp += 1
+        if olen < 2 or olen > hlen:
+            raise _BadOpt
+        hlen -= 2
+        datalen = olen - 2
+        if opt == 8:
+            if 8 > hlen:
+                out.append("TS")
+                raise _BadOpt
+            if cp + 8 > n:
+                out.append("TS")
+                raise _OptTrunc
+            out.append(f"TS val {int.from_bytes(b[cp:cp + 4], 'big')} ecr {int.from_bytes(b[cp + 4:cp + 8], 'big')}")
+            used = 8
+        elif opt == 2:
+            if 2 > hlen:
+                out.append("mss")
+                raise _BadOpt
+            if cp + 2 > n:
+                out.append("mss")
+                raise _OptTrunc
+            out.append(f"mss {(b[cp] << 8) | b[cp + 1]}")
+            used = 2
+        elif opt == 3:
+            if 1 > hlen:
+                out.append("wscale")
+                raise _BadOpt
+            if cp + 1 > n:
+                out.append("wscale")
+                raise _OptTrunc
+            out.append(f"wscale {b[cp]}")
+            used = 1
+        elif opt == 4:
+            out.append("sackOK")
+            used = 0
+        else:
+            out.append(_OPTION_NAMES.get(opt, f"unknown-{opt}"))
+            used = _option_body(nd, b, cp, opt, olen, hlen, rev, thseq, thack)
+        cp += used
+        hlen -= used
+        if used + 2 != olen:
+            out.append(f"[len {olen}]")
+
+
+def _check(b: bytes, at: int, k: int, hlen: int) -> None:
+    if k > hlen:
+        raise _BadOpt
+    if at + k > len(b):
+        raise _OptTrunc
+
+
+def _option_body(nd, b: bytes, cp: int, opt: int, olen: int, hlen: int, rev: bool, thseq: int, thack: int) -> int:
+    """The less common options; returns the data length consumed."""
+    out = nd.out
+    datalen = 0
+    if opt == 5:
+        datalen = olen - 2
+        if datalen % 8:
+            out.append(" invalid sack")
+        else:
+            out.append(f" {datalen // 8} ")
+            base = thseq if rev else thack
+            for i in range(0, datalen, 8):
+                _check(b, cp + i, 4, hlen)
+                s = int.from_bytes(b[cp + i:cp + i + 4], "big")
+                _check(b, cp + i, 8, hlen)
+                e = int.from_bytes(b[cp + i + 4:cp + i + 8], "big")
+                out.append(f"{{{(s - base) & _MASK}:{(e - base) & _MASK}}}")
+    elif opt in (11, 12, 13):
+        datalen = 4
+        _check(b, cp, 4, hlen)
+        out.append(f" {int.from_bytes(b[cp:cp + 4], 'big')}")
+    elif opt == 19:
+        datalen = 16
+        _check(b, cp, 16, hlen)
+        out.append(f":can't check - {bytes(b[cp:cp + 16]).hex()}")
+    elif opt == 28:
+        datalen = 2
+        _check(b, cp, 2, hlen)
+        uto = (b[cp] << 8) | b[cp + 1]
+        out.append(f" 0x{uto:x} {(uto >> 1) * 60 if uto & 1 else uto >> 1}")
+    elif opt == 30:
+        datalen = olen - 2
+        _check(b, cp, datalen, hlen)
+        _mptcp(nd, b, cp, datalen)
+    elif opt == 34:
+        datalen = olen - 2
+        _check(b, cp, datalen, hlen)
+        out.append(" ")
+        _fastopen(nd, b, cp, datalen, False)
+    elif opt in (253, 254):
+        datalen = olen - 2
+        _check(b, cp, datalen, hlen)
+        if datalen < 2:
+            raise _BadOpt
+        magic = (b[cp] << 8) | b[cp + 1]
+        out.append("-")
+        if magic == 0xF989:
+            _fastopen(nd, b, cp + 2, datalen - 2, True)
+        else:
+            out.append(f"{magic:04x}")
+    else:
+        datalen = olen - 2
+        if datalen:
+            out.append(" 0x")
+        for i in range(datalen):
+            _check(b, cp + i, 1, hlen)
+            out.append(f"{b[cp + i]:02x}")
+    return datalen
 
 
 def _fastopen(nd, b: bytes, cp: int, datalen: int, exp: bool) -> None:
@@ -264,27 +311,24 @@ def _rst_data(nd, b: bytes, cp: int, length: int) -> None:
         length = 30
         out.append("+")
     out.append(" ")
-    from .text import safe_chars
-    out.append(safe_chars(bytes(b[cp:cp + min(length, avail)])))
+    out.append(text.safe_chars(bytes(b[cp:cp + min(length, avail)])))
     out.append("]")
 
 
 def _payload(nd, b: bytes, cp: int, length: int, sport: int, dport: int) -> None:
     if sport == 80 or dport == 80 or sport == 8080 or dport == 8080:
         nd.out.append(": ")
-        from .text import http_print
-        http_print(nd, b, cp, length)
+        text.http_print(nd, b, cp, length)
     elif sport == 53 or dport == 53:
-        from .dns import domain_print
-        domain_print(nd, b, cp, length, over_tcp=True, mdns=False)
+        dns.domain_print(nd, b, cp, length, over_tcp=True, mdns=False)
     elif sport == 22 or dport == 22:
-        from .text import ssh_print
-        ssh_print(nd, b, cp, length)
+        text.ssh_print(nd, b, cp, length)
     elif sport == 21 or dport == 21:
         nd.out.append(": ")
-        from .text import txtproto_print
-        txtproto_print(nd, b, cp, length, "ftp", None, False)
+        text.txtproto_print(nd, b, cp, length, "ftp", None, False)
     elif sport == 25 or dport == 25:
         nd.out.append(": ")
-        from .text import txtproto_print
-        txtproto_print(nd, b, cp, length, "smtp", None, False)
+        text.txtproto_print(nd, b, cp, length, "smtp", None, False)
+
+
+from . import dns, text  # noqa: E402

@@ -1,6 +1,8 @@
 """Text protocols (tcpdump's txtproto_print): HTTP, FTP, SMTP first lines, SSH banners, RST text."""
 from __future__ import annotations
 
+import re
+
 from .truncation import Truncated
 
 _HTTP_CMDS = ("GET", "PUT", "COPY", "DELETE", "HEAD", "LOCK", "MKCOL", "MOVE", "OPTIONS",
@@ -29,32 +31,28 @@ def _is_print(c: int) -> bool:
     return 0x20 <= c < 0x7F
 
 
+_TOKEN = re.compile(rb"[\x21-\x7e]{0,128}")
+_BLANKS = re.compile(rb" *")
+
+
 def _fetch_token(b: bytes, cp: int, idx: int, length: int) -> tuple[int, str]:
-    """(index after the token and its trailing blanks, token); (0, '') when there is none."""
-    end = len(b)
-    tok = []
-    while idx < length:
-        if cp + idx >= end:
-            return 0, ""
-        c = b[cp + idx]
-        if not _is_print(c):
-            return 0, ""
-        if c == 0x20:
-            break
-        if len(tok) + 2 > 129:
-            return 0, ""
-        tok.append(chr(c))
-        idx += 1
-    if not tok:
+    """(index after the token and its trailing blanks, token); (0, '') when there is none.
+
+    A token is printable ASCII up to a space, at most 127 bytes, all of it captured."""
+    start = cp + idx
+    limit = cp + length
+    m = _TOKEN.match(b, start, min(limit, len(b), start + 128))
+    j = m.end()
+    if j - start >= 128:
         return 0, ""
-    while idx < length:
-        if cp + idx >= end:
-            break
-        c = b[cp + idx]
-        if c in (0x0D, 0x0A) or not _is_print(c) or c != 0x20:
-            break
-        idx += 1
-    return idx, "".join(tok)
+    if j < limit:
+        if j >= len(b) or b[j] != 0x20:
+            return 0, ""  # not captured, or a byte that is not printable
+    if j == start:
+        return 0, ""
+    token = bytes(b[start:j]).decode("ascii")
+    j = _BLANKS.match(b, j, min(limit, len(b))).end()
+    return j - cp, token
 
 
 def _txt_line(nd, prefix: str, b: bytes, cp: int, idx: int, length: int) -> int:
