@@ -56,14 +56,21 @@ class ProcessTable:
 
     def __init__(self) -> None:
         self._procs: dict[tuple[int, int], ProcessInfo | None] = {}
+        self._latest: dict[int, ProcessInfo] = {}     # newest known program of each pid
         self._contexts: dict[bytes, ProcessContext | None] = {NO_OWNER: None}
         self._users: dict[int, str] = {}
 
     def process(self, pid: int, start_ns: int = 0) -> ProcessInfo | None:
         key = (pid, start_ns)
         if key not in self._procs:
-            self._procs[key] = read_process(pid)
+            info = self._procs[key] = read_process(pid)
+            if info is not None:
+                self._latest[pid] = info
         return self._procs[key]
+
+    def parent(self, ppid: int) -> ProcessInfo | None:
+        """A parent as last seen (from its exec, or /proc), even if it has exited since."""
+        return self._latest.get(ppid) or self.process(ppid)
 
     def context(self, owner: bytes) -> ProcessContext | None:
         """The context of an owner record (40 bytes from the kernel); None when unknown."""
@@ -84,7 +91,7 @@ class ProcessTable:
             return ctx
         ctx.cmd, ctx.args, ctx.ppid, ctx.name = info.cmd, info.args, info.ppid, info.comm
         if info.ppid > 0:
-            parent = self.process(info.ppid)
+            parent = self.parent(info.ppid)
             if parent is not None:
                 ctx.pcmd, ctx.pargs, ctx.pname = parent.cmd, parent.args, parent.comm
         return ctx
@@ -99,7 +106,8 @@ class ProcessTable:
                 filename = os.readlink(f"/proc/{pid}/exe")
             except OSError:
                 pass
-        self._procs[pid, start_ns] = ProcessInfo(pid, filename, " ".join(argv), ppid, comm)
+        info = ProcessInfo(pid, filename, " ".join(argv), ppid, comm)
+        self._procs[pid, start_ns] = self._latest[pid] = info
 
     def user(self, uid: int) -> str:
         name = self._users.get(uid)
@@ -115,5 +123,6 @@ class ProcessTable:
         """A process exec'd or exited: re-read it next time (called from sched events)."""
         for key in [k for k in self._procs if k[0] == pid]:
             del self._procs[key]
+        self._latest.pop(pid, None)
         for owner in [o for o in self._contexts if o != NO_OWNER and OWNER.unpack(o)[0] == pid]:
             del self._contexts[owner]
