@@ -103,7 +103,7 @@ def _opt_print(nd, b: bytes, cp: int, length: int) -> None:
             while c < cp + res and b[c] != 0:
                 from .dns import _fqdn
                 out.append(" ")
-                c = _fqdn(nd, b[:cp + res], c, off)
+                c = _fqdn(nd, b[:cp + res], c, cp + 8)
         else:
             known = False
         if not known or typ not in _OPT_NAMES:

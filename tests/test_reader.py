@@ -1,0 +1,162 @@
+"""Reading captures: every pcap magic, pcapng sections/interfaces/options, stdin, and errors."""
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ptcap.context import ProcessContext
+from ptcap.errors import PtcapError
+from ptcap.packet import Direction
+from ptcap.reader import CaptureReader, read_packets
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "data"))
+import synth  # noqa: E402
+
+PKT = synth.eth(synth.ip4("10.0.0.1", "10.0.0.2", 17, synth.udp(1000, 2000, b"hello")))
+
+
+def pcap_bytes(order: str, nano: bool, packets, linktype: int = 1, snaplen: int = 262144) -> bytes:
+    magic = 0xA1B23C4D if nano else 0xA1B2C3D4
+    out = [struct.pack(order + "IHHiIII", magic, 2, 4, 0, 0, snaplen, linktype)]
+    for ts_ns, data in packets:
+        frac = ts_ns % 10**9 if nano else ts_ns % 10**9 // 1000
+        out.append(struct.pack(order + "IIII", ts_ns // 10**9, frac, len(data), len(data)) + data)
+    return b"".join(out)
+
+
+def _opt(order: str, code: int, value: bytes) -> bytes:
+    return struct.pack(order + "HH", code, len(value)) + value + b"\0" * (-len(value) % 4)
+
+
+def _block(order: str, btype: int, body: bytes) -> bytes:
+    total = 12 + len(body)
+    return struct.pack(order + "II", btype, total) + body + struct.pack(order + "I", total)
+
+
+def pcapng_bytes(order: str = "<", tsresol: int | None = None, name: str = "eth0",
+                 packets=(), extra_blocks: bytes = b"") -> bytes:
+    shb = _block(order, 0x0A0D0D0A, struct.pack(order + "IHHq", 0x1A2B3C4D, 1, 0, -1) + _opt(order, 0, b""))
+    opts = _opt(order, 2, name.encode())
+    if tsresol is not None:
+        opts += _opt(order, 9, bytes([tsresol]))
+    idb = _block(order, 1, struct.pack(order + "HHI", 1, 0, 262144) + opts + _opt(order, 0, b""))
+    out = [shb, idb, extra_blocks]
+    for ticks, data, flags, comments in packets:
+        body = struct.pack(order + "IIIII", 0, ticks >> 32, ticks & 0xFFFFFFFF, len(data), len(data))
+        body += data + b"\0" * (-len(data) % 4)
+        options = b""
+        if flags is not None:
+            options += _opt(order, 2, struct.pack(order + "I", flags))
+        for c in comments:
+            options += _opt(order, 1, c.encode())
+        if options:
+            options += _opt(order, 0, b"")
+        out.append(_block(order, 6, body + options))
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+@pytest.mark.parametrize("nano", [False, True])
+def test_pcap_every_magic(tmp_path, order, nano):
+    ts = 1_700_000_000_123_456_789 if nano else 1_700_000_000_123_456_000
+    path = tmp_path / "x.pcap"
+    path.write_bytes(pcap_bytes(order, nano, [(ts, PKT), (ts + 1000, PKT[:20])]))
+    pkts = list(read_packets(str(path)))
+    assert [p.ts_ns for p in pkts] == [ts, ts + 1000]
+    assert pkts[0].data == PKT and pkts[1].data == PKT[:20] and pkts[0].linktype == 1
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_pcapng_interfaces_direction_and_process_comments(tmp_path, order):
+    comments = ["PID: 1234\nCmd: /usr/bin/curl\nArgs: curl http://x", "ParentPID: 99\nParentCmd: /bin/bash\nParentArgs: bash"]
+    data = pcapng_bytes(order, tsresol=9, name="veth0", packets=[
+        (1_700_000_000_000_000_001, PKT, 2, comments),   # outbound, with ptcpdump comments
+        (1_700_000_000_000_000_002, PKT, 1, []),
+        (1_700_000_000_000_000_003, PKT, None, []),
+    ], extra_blocks=_block(order, 0x0BAD, b"\0" * 8))  # an unknown block is skipped
+    path = tmp_path / "x.pcapng"
+    path.write_bytes(data)
+    pkts = list(read_packets(str(path)))
+    assert [p.direction for p in pkts] == [Direction.OUT, Direction.IN, Direction.UNKNOWN]
+    assert pkts[0].ts_ns == 1_700_000_000_000_000_001
+    assert pkts[0].ifname == "veth0"
+    ctx = pkts[0].context
+    assert isinstance(ctx, ProcessContext) and ctx.pid == 1234 and ctx.comm == "curl" and ctx.ppid == 99
+    assert pkts[1].context is None
+
+
+def test_pcapng_default_resolution_is_microseconds(tmp_path):
+    path = tmp_path / "x.pcapng"
+    path.write_bytes(pcapng_bytes(packets=[(1_700_000_000_000_001, PKT, None, [])]))
+    (pkt,) = read_packets(str(path))
+    assert pkt.ts_ns == 1_700_000_000_000_001_000
+
+
+def test_tshark_written_pcapng_reads_like_the_pcap(tmp_path):
+    if subprocess.run(["which", "editcap"], capture_output=True).returncode != 0:
+        pytest.skip("editcap (wireshark-common) is not installed")
+    src = synth.build_all(tmp_path / "synth")[0]
+    ng = tmp_path / "x.pcapng"
+    subprocess.run(["editcap", "-F", "pcapng", str(src), str(ng)], check=True)
+    a = [(p.ts_ns, p.data, p.orig_len) for p in read_packets(str(src))]
+    b = [(p.ts_ns, p.data, p.orig_len) for p in read_packets(str(ng))]
+    assert a == b and len(a) > 20
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"hello world, not a capture", "unknown file format"),
+    (b"", "truncated dump file; tried to read 4 file header bytes, only got 0"),
+    (b"\xd4\xc3\xb2\xa1\x02\x00", "truncated dump file; tried to read 24 file header bytes, only got 6"),
+])
+def test_non_capture_files_are_one_line_errors(tmp_path, content, message):
+    path = tmp_path / "bad"
+    path.write_bytes(content)
+    with pytest.raises(PtcapError, match=message):
+        list(read_packets(str(path)))
+
+
+def test_truncated_record_after_good_packets(tmp_path):
+    data = pcap_bytes("<", False, [(10**18, PKT), (10**18, PKT)])
+    path = tmp_path / "cut.pcap"
+    path.write_bytes(data[:-5])
+    it = read_packets(str(path))
+    assert next(it).data == PKT
+    with pytest.raises(PtcapError, match="truncated dump file; tried to read 47 captured bytes, only got 42"):
+        next(it)
+
+
+def test_cli_errors_and_stdin(tmp_path):
+    bad = tmp_path / "bad"
+    bad.write_bytes(b"garbage!" * 10)
+    run = lambda *a, **kw: subprocess.run([sys.executable, "-m", "ptcap.cli", *a], capture_output=True, **kw)  # noqa: E731
+    res = run("-r", str(bad))
+    assert res.returncode == 1 and res.stderr.decode() == "ptcap: unknown file format\n"
+    res = run("-r", str(tmp_path / "missing"))
+    assert res.returncode == 1 and res.stderr.decode().strip() == f"ptcap: {tmp_path / 'missing'}: No such file or directory"
+    good = pcap_bytes("<", False, [(1_700_000_000 * 10**9, PKT)])
+    res = run("-n", "-r", "-", input=good)
+    assert res.returncode == 0
+    assert res.stdout.decode().endswith("IP 10.0.0.1.1000 > 10.0.0.2.2000: UDP, length 5\n")
+    assert "reading from file -, link-type EN10MB (Ethernet), snapshot length 262144" in res.stderr.decode()
+
+
+def test_reader_streams_without_reading_everything(tmp_path):
+    class Counting:
+        def __init__(self, data):
+            self.data, self.pos, self.max_read = data, 0, 0
+
+        def read(self, n):
+            self.max_read = max(self.max_read, n)
+            chunk = self.data[self.pos:self.pos + n]
+            self.pos += len(chunk)
+            return chunk
+
+    big = pcap_bytes("<", False, [(10**18, PKT)] * 50000)  # ~3 MB
+    src = Counting(big)
+    reader = CaptureReader(src)
+    first = next(iter(reader))
+    assert first.data == PKT and src.pos < len(big)
