@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from .checksum import cksum, shouldbe
-from .truncation import Truncated
 
 _UNREACH = {
     0: "net {} unreachable", 1: "host {} unreachable", 4: "{} unreachable - need to frag",
@@ -31,14 +30,14 @@ def _u16(b: bytes, at: int) -> int:
 def _u32(b: bytes, at: int) -> int:
     raw = b[at:at + 4]
     if len(raw) < 4:
-        raise Truncated
+        raise IndexError  # a GET_ macro: tcpdump longjmps
     return int.from_bytes(raw, "big")
 
 
 def _addr(nd, b: bytes, at: int) -> str:
     raw = bytes(b[at:at + 4])
     if len(raw) < 4:
-        raise Truncated
+        raise IndexError  # a GET_ macro: tcpdump longjmps
     return nd.names.ipaddr(raw)
 
 
@@ -93,7 +92,7 @@ def icmp_print(nd, b: bytes, off: int, length: int, ip_off: int, fragmented: boo
         text = (f"time stamp reply id {_u16(b, off + 4)} seq {_u16(b, off + 6)}: "
                 f"org {_ts(_u32(b, off + 8))}, recv {_ts(_u32(b, off + 12))}, xmit {_ts(_u32(b, off + 16))}")
     elif typ == 17:
-        text = f"address mask request"
+        text = "address mask request"
     elif typ == 18:
         text = f"address mask is 0x{_u32(b, off + 8):08x}"
     elif typ == 10:

@@ -1,7 +1,6 @@
 """ICMPv6 (print-icmp6.c): errors, echo, neighbour discovery with -v options, MLD."""
 from __future__ import annotations
 
-import struct
 
 from .checksum import cksum, shouldbe
 from .hexdump import hex_lines
@@ -37,7 +36,7 @@ def _u16(b: bytes, at: int) -> int:
 def _u32(b: bytes, at: int) -> int:
     raw = b[at:at + 4]
     if len(raw) < 4:
-        raise Truncated
+        raise IndexError  # a GET_ macro: tcpdump longjmps
     return int.from_bytes(raw, "big")
 
 

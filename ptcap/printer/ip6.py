@@ -9,7 +9,7 @@ from .truncation import Truncated
 def ip6addr(nd, b: bytes, off: int) -> str:
     raw = b[off:off + 16]
     if len(raw) < 16:
-        raise Truncated
+        raise IndexError  # a GET_ macro: tcpdump longjmps
     return nd.names.ip6addr(bytes(raw))
 
 

@@ -173,7 +173,6 @@ def _options(nd, b: bytes, cp: int, hlen: int, rev: bool, thseq: int, thack: int
         if olen < 2 or olen > hlen:
             raise _BadOpt
         hlen -= 2
-        datalen = olen - 2
         if opt == 8:
             if 8 > hlen:
                 out.append("TS")

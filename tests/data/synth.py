@@ -219,7 +219,6 @@ def build_all(outdir: Path) -> list[Path]:
     path = outdir / "synth-raw.pcap"
     write_pcap(path, 101, [(_ts(i), p) for i, p in enumerate(ip_packets)])
     written.append(path)
-    fam = lambda p: 2 if p[0] >> 4 == 4 else 10  # noqa: E731
     path = outdir / "synth-null.pcap"
     write_pcap(path, 0, [(_ts(i), struct.pack("<I", 2 if p[0] >> 4 == 4 else 30) + p) for i, p in enumerate(ip_packets)])
     written.append(path)
