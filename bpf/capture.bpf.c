@@ -43,8 +43,51 @@ struct {
 	__type(value, __u32);
 } ptcap_capture_progs SEC(".maps");
 
-/* CLOCK_REALTIME - CLOCK_MONOTONIC, kept current by user space. */
-__s64 ptcap_clock_offset = 0;
+struct ptcap_config ptcap_config = {};
+
+/* Process selectors user space fills (see ptcap/who.py). */
+#define WHO_SET(name, key_t, n)				\
+	struct {						\
+		__uint(type, BPF_MAP_TYPE_HASH);		\
+		__uint(max_entries, n);				\
+		__type(key, key_t);				\
+		__type(value, __u8);				\
+	} name SEC(".maps")
+
+WHO_SET(ptcap_who_pids, __u32, 65536);
+WHO_SET(ptcap_who_uids, __u32, 1024);
+WHO_SET(ptcap_who_mntns, __u32, 4096);
+
+struct ptcap_comm_key {
+	char name[PTCAP_COMM_LEN];
+};
+WHO_SET(ptcap_who_comms, struct ptcap_comm_key, 1024);
+
+/* Does the packet's owner match the selectors the user gave? */
+static __always_inline int who_matches(struct ptcap_owner *o)
+{
+	__u32 who = ptcap_config.who;
+
+	if (!who)
+		return 1;
+	if (!o->pid)
+		return 0;
+	if (who & (PTCAP_WHO_PIDS | PTCAP_WHO_COMMS)) {
+		int hit = 0;
+
+		if ((who & PTCAP_WHO_PIDS) && bpf_map_lookup_elem(&ptcap_who_pids, &o->pid))
+			hit = 1;
+		if (!hit && (who & PTCAP_WHO_COMMS) && bpf_map_lookup_elem(&ptcap_who_comms, o->pcomm))
+			hit = 1;
+		if (!hit)
+			return 0;
+	}
+	if ((who & PTCAP_WHO_UIDS) && !bpf_map_lookup_elem(&ptcap_who_uids, &o->uid))
+		return 0;
+	if ((who & PTCAP_WHO_MNTNS) && !bpf_map_lookup_elem(&ptcap_who_mntns, &o->mntns))
+		return 0;
+	return 1;
+}
 
 /* Ring wake-ups are costly at high rates: wake the reader only once this much is queued;
  * it also polls on a short timer. */
@@ -202,7 +245,7 @@ static __always_inline int capture(struct __sk_buff *skb, __u8 dir)
 	hdr.kind = PTCAP_EV_PACKET;
 	hdr.dir = dir;
 	hdr.ifindex = ifindex;
-	ts = bpf_ktime_get_ns() + ptcap_clock_offset;
+	ts = bpf_ktime_get_ns() + ptcap_config.clock_offset;
 	hdr.ts_hi = ts >> 32;
 	hdr.ts_lo = (__u32)ts;
 	hdr.len = skb->len;
@@ -213,6 +256,8 @@ static __always_inline int capture(struct __sk_buff *skb, __u8 dir)
 		caplen = 262144;
 	hdr.caplen = caplen;
 	find_owner(skb, l2len, dir, &hdr.owner);
+	if (!who_matches(&hdr.owner))
+		return TC_ACT_UNSPEC;
 
 	count(PTCAP_CNT_RECEIVED);
 	wake = bpf_ringbuf_query(&ptcap_events, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES ?
@@ -249,5 +294,5 @@ int ptcap_tc_egress(struct __sk_buff *skb)
 char LICENSE[] SEC("license") = "GPL";
 
 /* The record layout user space relies on (ptcap/decoder.py). */
-_Static_assert(sizeof(struct ptcap_packet) == 72, "ptcap_packet is 72 bytes");
-_Static_assert(__builtin_offsetof(struct ptcap_packet, iface_id) == 52, "EPB body at 52");
+_Static_assert(sizeof(struct ptcap_packet) == 104, "ptcap_packet is 104 bytes");
+_Static_assert(__builtin_offsetof(struct ptcap_packet, iface_id) == 84, "EPB body at 84");

@@ -13,6 +13,28 @@ struct {
 	__uint(max_entries, 1 << 24);
 } ptcap_events SEC(".maps");
 
+/* The capture object's pid selector and switches (shared maps / set by user space). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u8);
+} ptcap_who_pids SEC(".maps");
+
+/* -f / -- CMD: a new process whose parent is selected is selected too (attached only then). */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(ptcap_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 ppid = parent->tgid, pid = child->tgid;
+	__u8 one = 1;
+
+	if (child->pid != child->tgid)	/* threads share their process's pid */
+		return 0;
+	if (bpf_map_lookup_elem(&ptcap_who_pids, &ppid))
+		bpf_map_update_elem(&ptcap_who_pids, &pid, &one, BPF_ANY);
+	return 0;
+}
+
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(ptcap_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {

@@ -16,17 +16,21 @@ enum ptcap_dir {
 	PTCAP_DIR_OUT = 2,
 };
 
-/* Who owns a socket: the task that last created, sent or received on it. 40 bytes. */
+/* Who owns a socket: the task that last created, sent or received on it. 72 bytes. */
 struct ptcap_owner {
 	__u32 pid;		/* tgid */
 	__u32 tid;
 	__u32 uid;
 	__u32 gid;
 	__u64 start_ns;		/* process start (boot-based ns): pid + start = identity */
+	__u64 cgroup_id;	/* cgroup v2 id */
+	__u32 mntns;		/* mount namespace inode: tells containers apart */
+	__u32 ppid;
 	char comm[PTCAP_COMM_LEN];	/* thread name */
+	char pcomm[PTCAP_COMM_LEN];	/* process name (the thread group leader's) */
 };
 
-/* A captured packet; the packet bytes follow (caplen of them). 72 bytes.
+/* A captured packet; the packet bytes follow (caplen of them). 104 bytes.
  * From `iface_id` on, the record is the body of a pcapng Enhanced Packet Block, so the
  * writer in user space only frames it; `dir` and `owner` are adjacent: together they are
  * the key of the packet's pcapng options. */
@@ -65,6 +69,23 @@ struct ptcap_exec {
 struct ptcap_iface {
 	__u32 l2len;		/* bytes before the IP header: 14 Ethernet, 0 raw IP */
 	__u32 iface_id;		/* its pcapng interface id */
+};
+
+/* Which process selectors are active (the global ptcap_who): a packet must match every
+ * active kind; within a kind any value matches. PIDS and COMMS are one kind ("process"). */
+enum ptcap_who_bits {
+	PTCAP_WHO_PIDS = 1,
+	PTCAP_WHO_COMMS = 2,
+	PTCAP_WHO_UIDS = 4,
+	PTCAP_WHO_MNTNS = 8,
+	PTCAP_WHO_FOLLOW = 16,	/* add children of selected pids at fork */
+};
+
+/* Settings user space writes while capturing (the capture object's .bss). */
+struct ptcap_config {
+	__s64 clock_offset;	/* CLOCK_REALTIME - CLOCK_MONOTONIC, in ns */
+	__u32 who;		/* active process selectors (enum ptcap_who_bits); 0 = all */
+	__u32 _pad;
 };
 
 enum ptcap_counter {

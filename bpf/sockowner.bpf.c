@@ -17,16 +17,7 @@
 
 static __always_inline void owner_from_current(struct ptcap_owner *o)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u64 uid_gid = bpf_get_current_uid_gid();
-	struct task_struct *task = bpf_get_current_task_btf();
-
-	o->pid = pid_tgid >> 32;
-	o->tid = (__u32)pid_tgid;
-	o->uid = (__u32)uid_gid;
-	o->gid = uid_gid >> 32;
-	o->start_ns = BPF_CORE_READ(task, group_leader, start_time);
-	bpf_get_current_comm(o->comm, sizeof(o->comm));
+	owner_from_task(o, bpf_get_current_task_btf());
 }
 
 static __always_inline void touch(struct sock *sk)
@@ -99,12 +90,7 @@ int ptcap_sock_walk(struct bpf_iter__task_file *ctx)
 	o = bpf_sk_storage_get(&ptcap_owners, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!o || o->pid)	/* live hooks already know better */
 		return 0;
-	o->pid = task->tgid;
-	o->tid = task->pid;
-	o->uid = task->real_cred->uid.val;
-	o->gid = task->real_cred->gid.val;
-	o->start_ns = task->group_leader->start_time;
-	bpf_probe_read_kernel_str(o->comm, sizeof(o->comm), task->comm);
+	owner_from_task(o, task);
 	return 0;
 }
 

@@ -16,8 +16,11 @@ from .cgroup import v2_mount
 from .errors import PtcapError
 from .interfaces import NetInterface
 from .ringbuf import RingBuffer, round_size
+from .who import WhoFilter
+from . import who as whomod
 
 _IFACE = struct.Struct("<II")           # struct ptcap_iface
+_CONFIG = struct.Struct("<qI4x")        # struct ptcap_config
 _TC_NEXT = -1                           # TC_ACT_UNSPEC = TCX_NEXT: the packet goes on untouched
 
 
@@ -28,6 +31,7 @@ class CaptureConfig:
     snaplen: int = 262144                      # -s
     expression: str = ""                       # pcap-filter
     ring_kib: int | None = None                # -B
+    who: WhoFilter = field(default_factory=WhoFilter)   # --pid, --pname, --uid, -f, containers
 
 
 @dataclass
@@ -97,8 +101,12 @@ class Session:
         capture.set_max_entries("ptcap_events", ring_size)
         capture.load()
         owners_fd = capture.map_fd("ptcap_owners")
+        self._who_fds = {name: capture.map_fd(name) for name in
+                         ("ptcap_who_pids", "ptcap_who_uids", "ptcap_who_mntns", "ptcap_who_comms")}
+        whomod.load(cfg.who, self._who_fds)
         self._attach_attribution(owners_fd)
-        self._attach_process_events(capture.map_fd("ptcap_events"))
+        self._attach_process_events(capture.map_fd("ptcap_events"), capture.map_fd("ptcap_who_pids"),
+                                    cfg.who.follow)
 
         self.ring = RingBuffer(capture.map_fd("ptcap_events"), ring_size)
         self._counters_fd = capture.map_fd("ptcap_counters")
@@ -120,6 +128,7 @@ class Session:
                 self._fds.append(fd)
                 entries[lt, d] = fd
         self._bss_fd = capture.map_fd(".bss")
+        self._who_bits = int(cfg.who.bits())
         self.sync_clock()
         # pcapng interface ids follow the order of self.ifaces
         for iface_id, iface in enumerate(self.ifaces):
@@ -169,20 +178,38 @@ class Session:
         except PtcapError as e:
             self.hooks.failed["iter/task_file"] = str(e)
 
-    def _attach_process_events(self, ring_fd: int) -> None:
+    def _attach_process_events(self, ring_fd: int, pids_fd: int, follow: bool) -> None:
         obj = libbpf.Object("procs")
         self._objects.append(obj)
         obj.reuse_map("ptcap_events", ring_fd)
+        obj.reuse_map("ptcap_who_pids", pids_fd)
         try:
             obj.load()
-            self._links.append(obj.program("ptcap_exec").attach())
-            self.hooks.working.append("tp_btf/sched_process_exec")
         except PtcapError as e:
             self.hooks.failed["tp_btf/sched_process_exec"] = str(e)
+            if follow:
+                raise PtcapError(f"following forks needs tp_btf/sched_process_fork: {e}") from None
+            return
+        for prog, hook, needed in (("ptcap_exec", "tp_btf/sched_process_exec", True),
+                                   ("ptcap_fork", "tp_btf/sched_process_fork", follow)):
+            if not needed:
+                continue
+            try:
+                self._links.append(obj.program(prog).attach())
+                self.hooks.working.append(hook)
+            except PtcapError as e:
+                self.hooks.failed[hook] = str(e)
+                if hook.endswith("fork"):
+                    raise
 
     def sync_clock(self) -> None:
         """Tell the kernel side the current CLOCK_REALTIME - CLOCK_MONOTONIC (NTP moves it)."""
-        bpf.map_update(self._bss_fd, struct.pack("<I", 0), struct.pack("<q", wall_clock_offset()))
+        bpf.map_update(self._bss_fd, struct.pack("<I", 0),
+                       _CONFIG.pack(wall_clock_offset(), self._who_bits))
+
+    def select_pid(self, pid: int) -> None:
+        """Add a process to the --pid selector while capturing (-- CMD, containers joining)."""
+        whomod.add_pid(self._who_fds["ptcap_who_pids"], pid)
 
     # -- reading ------------------------------------------------------------------------
     def counters(self) -> tuple[int, int]:
@@ -240,7 +267,8 @@ def probe_hooks() -> HookReport:
         capture.load()
         session.hooks.working.append("tc capture program")
         session._attach_attribution(capture.map_fd("ptcap_owners"))
-        session._attach_process_events(capture.map_fd("ptcap_events"))
+        session._attach_process_events(capture.map_fd("ptcap_events"),
+                                       capture.map_fd("ptcap_who_pids"), True)
     except PtcapError as e:
         session.hooks.failed["capture"] = str(e)
     finally:

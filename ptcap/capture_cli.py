@@ -12,6 +12,8 @@ from typing import BinaryIO
 from . import filter as pcapfilter
 from . import interfaces
 from .capture import CaptureConfig, Session
+from .command import Command
+from .who import WhoFilter
 from .context import Part
 from .decoder import decode, split
 from .errors import PtcapError
@@ -20,6 +22,7 @@ from .pcapng import Interface, PcapngWriter, PcapWriter
 from .processes import ProcessTable
 
 POLL_SECONDS = 0.05     # longest a record waits in the ring when traffic is light
+COMMAND_GRACE = 0.2     # after `-- CMD` exits, how long its last packets may still come
 BATCH_NAP = 0.002
 SMALL_BATCH = 256
 
@@ -125,10 +128,9 @@ def _open_output(path: str) -> BinaryIO:
 
 
 # Options that parse but whose work is not built yet: refuse them rather than ignore them.
-_NOT_YET = (("pid", "--pid"), ("pname", "--pname"), ("uid", "--uid"), ("follow_forks", "-f"),
-            ("container_id", "--container-id"), ("container_name", "--container-name"),
+_NOT_YET = (("container_id", "--container-id"), ("container_name", "--container-name"),
             ("pod_name", "--pod-name"), ("netns", "--netns"), ("file_size", "-C"),
-            ("file_count", "-W"), ("rotate_seconds", "-G"), ("command", "-- COMMAND"))
+            ("file_count", "-W"), ("rotate_seconds", "-G"))
 
 
 def _refuse_unbuilt(args: argparse.Namespace) -> None:
@@ -158,8 +160,9 @@ def capture(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise PtcapError(str(e)) from None
 
+    who = _who_from_args(args)
     config = CaptureConfig(interfaces=args.interfaces, direction=args.direction, snaplen=snaplen,
-                           expression=expression, ring_kib=args.buffer_kib)
+                           expression=expression, ring_kib=args.buffer_kib, who=who)
     table = ProcessTable()
     sinks: list = []
     out = None
@@ -173,20 +176,45 @@ def capture(args: argparse.Namespace) -> int:
     stop.install()
     session = Session(config)
     captured = 0
+    command = None
     try:
         session.open()
         for sink in sinks:
             sink.start(session.ifaces, snaplen, expression)
         _announce(session, snaplen, args)
-        captured = _loop(session, sinks, args.count, stop, table.learn_exec)
+        if args.command:
+            command = Command(args.command)
+            session.select_pid(command.pid)
+            command.start()
+        captured = _loop(session, sinks, args.count, stop, table.learn_exec, command)
     finally:
         session.close()
+        if command is not None:
+            command.stop()
         _close_sinks(sinks, out)
     received, dropped = session.counters()
     sys.stderr.write(f"{captured} packet{'s' if captured != 1 else ''} captured\n"
                      f"{received} packet{'s' if received != 1 else ''} received by filter\n"
                      f"{dropped} packet{'s' if dropped != 1 else ''} dropped by kernel\n")
+    if command is not None and command.status is not None:
+        return command.status
     return 0
+
+
+def _who_from_args(args: argparse.Namespace) -> WhoFilter:
+    for pid in args.pid:
+        if pid <= 0 or not os.path.exists(f"/proc/{pid}"):
+            raise PtcapError(f"--pid {pid}: no such process")
+    for uid in args.uid:
+        if uid < 0:
+            raise PtcapError(f"--uid {uid}: invalid user id")
+    for name in args.pname:
+        if not name or len(name.encode()) > 15:
+            raise PtcapError(f"--pname {name!r}: a process name is 1 to 15 bytes (the kernel's comm)")
+    if args.follow_forks and not args.pid and not args.command:
+        raise PtcapError("-f follows the children of --pid processes: give --pid")
+    return WhoFilter(pids=set(args.pid), comms=set(args.pname), uids=set(args.uid),
+                     follow=bool(args.follow_forks or args.command))
 
 
 def _close_sinks(sinks: list, out: BinaryIO | None) -> None:
@@ -216,13 +244,19 @@ def _announce(session: Session, snaplen: int, args: argparse.Namespace) -> None:
     sys.stderr.flush()
 
 
-def _loop(session: Session, sinks: list, limit: int | None, stop: Stop, on_exec) -> int:
+def _loop(session: Session, sinks: list, limit: int | None, stop: Stop, on_exec,
+          command: Command | None = None) -> int:
     ring = session.ring
+    command_done_at = None
     captured = 0
     draining = False
     last_sync = time.monotonic()
     small_batch = False
     while True:
+        if command is not None and command_done_at is None and command.poll() is not None:
+            command_done_at = time.monotonic()
+        if command_done_at is not None and time.monotonic() - command_done_at > COMMAND_GRACE:
+            stop.requested = True     # the command is done; its last packets have had time to pass
         if stop.requested and not draining:
             session.detach()      # nothing new comes in; what is queued is still read
             draining = True

@@ -2,11 +2,11 @@
 
 Every record has its kind at byte 4. A packet record is:
 
-    0  u32 ifindex   4 u16 kind   6 u8 flags   7 u8 dir   8 owner (40 bytes)   48 u32 pad
-    52 EPB body: u32 iface_id, u32 ts_hi, u32 ts_lo, u32 caplen, u32 len, then the bytes
+    0  u32 ifindex   4 u16 kind   6 u8 flags   7 u8 dir   8 owner (72 bytes)   80 u32 pad
+    84 EPB body: u32 iface_id, u32 ts_hi, u32 ts_lo, u32 caplen, u32 len, then the bytes
 
-so `record[7:48]` (direction + owner) keys everything derived from who sent it, and
-`record[52:72 + caplen]` is a ready pcapng Enhanced Packet Block body.
+so `record[7:80]` (direction + owner) keys everything derived from who sent it, and
+`record[84:104 + caplen]` is a ready pcapng Enhanced Packet Block body.
 """
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ import struct
 KIND = struct.Struct("<H")
 KIND_AT = 4
 EV_PACKET, EV_EXEC = 1, 2
-PACKET = struct.Struct("<IHBB40s4xIIIII")    # whole header, owner as bytes
-HEADER_LEN = PACKET.size                     # 72
-KEY_AT, KEY_END = 7, 48                      # dir + owner
-EPB_AT = 52
-CAPLEN_AT = 64
+PACKET = struct.Struct("<IHBB72s4xIIIII")    # whole header, owner as bytes
+HEADER_LEN = PACKET.size                     # 104
+KEY_AT, KEY_END = 7, 80                      # dir + owner
+EPB_AT = 84
+CAPLEN_AT = 96
 EXEC = struct.Struct("<IHHIIQ256s1024s")     # struct ptcap_exec
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .context import ProcessContext
 
-OWNER = struct.Struct("<IIIIQ16s")   # struct ptcap_owner
+OWNER = struct.Struct("<IIIIQQII16s16s")   # struct ptcap_owner (bpf/ptcap.h)
 NO_OWNER = bytes(OWNER.size)
 
 
@@ -80,20 +80,22 @@ class ProcessTable:
         return ctx
 
     def _build(self, owner: bytes) -> ProcessContext | None:
-        pid, tid, uid, gid, start, comm = OWNER.unpack(owner)
+        pid, tid, uid, gid, start, cgroup_id, mntns, ppid, comm, pcomm = OWNER.unpack(owner)
         if not pid:
             return None
         tname = comm.split(b"\0", 1)[0].decode(errors="replace")
-        ctx = ProcessContext(pid=pid, tid=tid, tname=tname, uid=uid, gid=gid, username=self.user(uid))
+        name = pcomm.split(b"\0", 1)[0].decode(errors="replace")
+        ctx = ProcessContext(pid=pid, tid=tid, tname=tname, uid=uid, gid=gid, username=self.user(uid),
+                             name=name, ppid=ppid)
         info = self.process(pid, start)
-        if info is None:
-            ctx.cmd = tname
-            return ctx
-        ctx.cmd, ctx.args, ctx.ppid, ctx.name = info.cmd, info.args, info.ppid, info.comm
-        if info.ppid > 0:
-            parent = self.parent(info.ppid)
-            if parent is not None:
-                ctx.pcmd, ctx.pargs, ctx.pname = parent.cmd, parent.args, parent.comm
+        if info is not None:
+            ctx.cmd, ctx.args = info.cmd, info.args
+            ctx.ppid = ppid or info.ppid
+        else:
+            ctx.cmd = name      # gone before we looked, never seen exec'ing: what the kernel said
+        parent = self.parent(ctx.ppid) if ctx.ppid > 0 else None
+        if parent is not None:
+            ctx.pcmd, ctx.pargs, ctx.pname = parent.cmd, parent.args, parent.comm
         return ctx
 
     def learn_exec(self, pid: int, ppid: int, start_ns: int, filename: str, argv: list[str]) -> None:
