@@ -21,17 +21,28 @@ struct {
 	__type(value, __u8);
 } ptcap_who_pids SEC(".maps");
 
-/* -f / -- CMD: a new process whose parent is selected is selected too (attached only then). */
+/* Set by user space: -f / -- CMD, a child of a selected process is selected too. */
+__u32 follow_forks = 0;
+
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(ptcap_fork, struct task_struct *parent, struct task_struct *child)
 {
 	__u32 ppid = parent->tgid, pid = child->tgid;
+	struct ptcap_fork *e;
 	__u8 one = 1;
 
-	if (child->pid != child->tgid)	/* threads share their process's pid */
+	if (child->pid != child->tgid)	/* a new thread, not a new process */
 		return 0;
-	if (bpf_map_lookup_elem(&ptcap_who_pids, &ppid))
+	if (follow_forks && bpf_map_lookup_elem(&ptcap_who_pids, &ppid))
 		bpf_map_update_elem(&ptcap_who_pids, &pid, &one, BPF_ANY);
+	e = bpf_ringbuf_reserve(&ptcap_events, sizeof(*e), 0);
+	if (!e)
+		return 0;
+	e->kind = PTCAP_EV_FORK;
+	e->pid = pid;
+	e->ppid = ppid;
+	e->start_ns = child->start_time;
+	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 	return 0;
 }
 

@@ -8,7 +8,7 @@
 enum ptcap_event_kind {
 	PTCAP_EV_PACKET = 1,
 	PTCAP_EV_EXEC = 2,
-	PTCAP_EV_EXIT = 3,
+	PTCAP_EV_FORK = 3,
 };
 
 enum ptcap_dir {
@@ -63,6 +63,16 @@ struct ptcap_exec {
 	__u64 start_ns;
 	char filename[PTCAP_FILENAME_LEN];
 	char args[PTCAP_ARGS_LEN];
+};
+
+/* A process forked: the child runs its parent's program until it execs. */
+struct ptcap_fork {
+	__u32 pid;
+	__u16 kind;		/* PTCAP_EV_FORK */
+	__u16 _pad;
+	__u32 ppid;
+	__u32 _pad2;
+	__u64 start_ns;
 };
 
 /* Per-interface settings user space writes before attaching. */

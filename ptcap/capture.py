@@ -190,16 +190,16 @@ class Session:
             if follow:
                 raise PtcapError(f"following forks needs tp_btf/sched_process_fork: {e}") from None
             return
-        for prog, hook, needed in (("ptcap_exec", "tp_btf/sched_process_exec", True),
-                                   ("ptcap_fork", "tp_btf/sched_process_fork", follow)):
-            if not needed:
-                continue
+        if follow:
+            bpf.map_update(obj.map_fd(".bss"), struct.pack("<I", 0), struct.pack("<I", 1))
+        for prog, hook in (("ptcap_exec", "tp_btf/sched_process_exec"),
+                           ("ptcap_fork", "tp_btf/sched_process_fork")):
             try:
                 self._links.append(obj.program(prog).attach())
                 self.hooks.working.append(hook)
             except PtcapError as e:
                 self.hooks.failed[hook] = str(e)
-                if hook.endswith("fork"):
+                if follow and hook.endswith("fork"):
                     raise
 
     def sync_clock(self) -> None:

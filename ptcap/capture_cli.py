@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import signal
 import sys
 import time
@@ -186,7 +187,7 @@ def capture(args: argparse.Namespace) -> int:
             command = Command(args.command)
             session.select_pid(command.pid)
             command.start()
-        captured = _loop(session, sinks, args.count, stop, table.learn_exec, command)
+        captured = _loop(session, sinks, args.count, stop, table, command)
     finally:
         session.close()
         if command is not None:
@@ -211,6 +212,8 @@ def _who_from_args(args: argparse.Namespace) -> WhoFilter:
     for name in args.pname:
         if not name or len(name.encode()) > 15:
             raise PtcapError(f"--pname {name!r}: a process name is 1 to 15 bytes (the kernel's comm)")
+    if args.command and shutil.which(args.command[0]) is None:
+        raise PtcapError(f"{args.command[0]}: command not found")
     if args.follow_forks and not args.pid and not args.command:
         raise PtcapError("-f follows the children of --pid processes: give --pid")
     return WhoFilter(pids=set(args.pid), comms=set(args.pname), uids=set(args.uid),
@@ -244,7 +247,7 @@ def _announce(session: Session, snaplen: int, args: argparse.Namespace) -> None:
     sys.stderr.flush()
 
 
-def _loop(session: Session, sinks: list, limit: int | None, stop: Stop, on_exec,
+def _loop(session: Session, sinks: list, limit: int | None, stop: Stop, table: ProcessTable,
           command: Command | None = None) -> int:
     ring = session.ring
     command_done_at = None
@@ -269,7 +272,7 @@ def _loop(session: Session, sinks: list, limit: int | None, stop: Stop, on_exec,
                 ring.wait(POLL_SECONDS)
         buf, offsets = ring.batch()
         small_batch = 0 < len(offsets) < SMALL_BATCH
-        packets = split(buf, offsets, on_exec) if offsets else offsets
+        packets = split(buf, offsets, table) if offsets else offsets
         try:
             if packets:
                 if limit is not None and captured + len(packets) >= limit:

@@ -7,16 +7,12 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
 import signal
 
-from .errors import PtcapError
 
 
 class Command:
     def __init__(self, argv: list[str]) -> None:
-        if shutil.which(argv[0]) is None:
-            raise PtcapError(f"{argv[0]}: command not found")
         self.argv = argv
         self.status: int | None = None
         read_end, self._go = os.pipe()

@@ -14,13 +14,14 @@ import struct
 
 KIND = struct.Struct("<H")
 KIND_AT = 4
-EV_PACKET, EV_EXEC = 1, 2
+EV_PACKET, EV_EXEC, EV_FORK = 1, 2, 3
 PACKET = struct.Struct("<IHBB72s4xIIIII")    # whole header, owner as bytes
 HEADER_LEN = PACKET.size                     # 104
 KEY_AT, KEY_END = 7, 80                      # dir + owner
 EPB_AT = 84
 CAPLEN_AT = 96
 EXEC = struct.Struct("<IHHIIQ256s1024s")     # struct ptcap_exec
+FORK = struct.Struct("<IHHI4xQ")             # struct ptcap_fork
 
 
 def decode(buf, offsets: list[int], out: list) -> list:
@@ -35,9 +36,9 @@ def decode(buf, offsets: list[int], out: list) -> list:
     return out
 
 
-def split(buf, offsets: list[int], on_exec=None) -> list[int]:
-    """Keep the packet records' offsets; hand exec records, in order, to
-    on_exec(pid, ppid, start_ns, filename, argv)."""
+def split(buf, offsets: list[int], processes=None) -> list[int]:
+    """Keep the packet records' offsets; hand process records, in order, to `processes`:
+    its learn_exec(pid, ppid, start_ns, filename, argv) and learn_fork(pid, ppid, start_ns)."""
     kind_of = KIND.unpack_from
     packets = []
     keep = packets.append
@@ -45,8 +46,14 @@ def split(buf, offsets: list[int], on_exec=None) -> list[int]:
         kind = kind_of(buf, off + KIND_AT)[0]
         if kind == EV_PACKET:
             keep(off)
-        elif kind == EV_EXEC and on_exec is not None:
+        elif processes is None:
+            continue
+        elif kind == EV_EXEC:
             pid, _, _, ppid, args_len, start, filename, args = EXEC.unpack_from(buf, off)
             argv = [a.decode(errors="replace") for a in args[:args_len].split(b"\0") if a]
-            on_exec(pid, ppid, start, filename.split(b"\0", 1)[0].decode(errors="replace"), argv)
+            processes.learn_exec(pid, ppid, start, filename.split(b"\0", 1)[0].decode(errors="replace"),
+                                 argv)
+        elif kind == EV_FORK:
+            pid, _, _, ppid, start = FORK.unpack_from(buf, off)
+            processes.learn_fork(pid, ppid, start)
     return packets

@@ -47,7 +47,15 @@ def read_process(pid: int) -> ProcessInfo | None:
     comm = stat[stat.find(b"(") + 1: stat.rfind(b")")].decode(errors="replace")
     if not argv:
         argv = [f"[{comm}]"]
-    return ProcessInfo(pid, cmd, " ".join(argv), ppid, comm)
+    return ProcessInfo(pid, cmd, join_args(argv), ppid, comm)
+
+
+def join_args(argv: list[str]) -> str:
+    """Arguments as one line: a newline would break the 'Key: value' comment format."""
+    return " ".join(argv).translate(_ONE_LINE)
+
+
+_ONE_LINE = str.maketrans({"\n": " ", "\r": " ", "\t": " "})
 
 
 class ProcessTable:
@@ -108,7 +116,15 @@ class ProcessTable:
                 filename = os.readlink(f"/proc/{pid}/exe")
             except OSError:
                 pass
-        info = ProcessInfo(pid, filename, " ".join(argv), ppid, comm)
+        info = ProcessInfo(pid, filename, join_args(argv), ppid, comm)
+        self._procs[pid, start_ns] = self._latest[pid] = info
+
+    def learn_fork(self, pid: int, ppid: int, start_ns: int) -> None:
+        """A process forked: until it execs, the child runs its parent's program."""
+        parent = self._latest.get(ppid)
+        if parent is None:
+            return
+        info = ProcessInfo(pid, parent.cmd, parent.args, ppid, parent.comm)
         self._procs[pid, start_ns] = self._latest[pid] = info
 
     def user(self, uid: int) -> str:

@@ -343,5 +343,5 @@ def test_version_reports_libraries_and_hooks():
 
 
 def test_options_not_built_yet_are_refused_not_ignored():
-    res = subprocess.run(ptcap_argv("-i", "lo", "--pid", "1"), capture_output=True, text=True, timeout=30)
-    assert (res.returncode, res.stderr) == (1, "ptcap: --pid is not supported yet\n")
+    res = subprocess.run(ptcap_argv("-i", "lo", "-C", "1"), capture_output=True, text=True, timeout=30)
+    assert (res.returncode, res.stderr) == (1, "ptcap: -C is not supported yet\n")

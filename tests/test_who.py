@@ -1,0 +1,143 @@
+"""Capturing only some processes' traffic: the selection happens in the kernel."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from conftest import PEERS, PYTHON, comments, ptcap_argv, tshark_fields, wait_clean
+
+ONE_SHOT = """
+import os, socket, sys
+port = int(sys.argv[1])
+def ping(payload):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(5)
+    s.connect(('127.0.0.1', port))
+    s.send(payload)
+    s.recv(100)
+ping(b'parent')
+if os.fork() == 0:
+    ping(b'child!')
+    os._exit(0)
+os.wait()
+sys.exit(int(sys.argv[2]))
+"""
+
+
+def pids_in(path) -> list[int]:
+    return [int(comments(c)["PID"]) for (c,) in tshark_fields(path, "frame.comment")]
+
+
+def test_pid_selects_one_process_among_many(peers, capture, tmp_path):
+    peers("udp-server", "9801", "127.0.0.1")
+    wanted = peers("udp-client", "127.0.0.1", "9801")
+    other = peers("udp-client", "127.0.0.1", "9801")
+    out = tmp_path / "o.pcapng"
+    cap = capture("-i", "lo", "-w", str(out), "--pid", str(wanted.pid), "-Q", "out")
+    for _ in range(3):
+        other.say("send 10")
+        wanted.say("send 10")
+        other.say("send 10")
+    time.sleep(0.2)
+    _, err = cap.stop()
+    assert pids_in(out) == [wanted.pid] * 3
+    assert "3 packets received by filter" in err    # the others never left the kernel
+
+
+def test_pname_selects_processes_started_later(peers, capture, tmp_path):
+    peers("udp-server", "9802", "127.0.0.1")
+    out = tmp_path / "o.pcapng"
+    link = tmp_path / "pingtool"          # a program whose comm is "pingtool"
+    link.symlink_to(os.path.realpath(PYTHON))
+    cap = capture("-i", "lo", "-w", str(out), "--pname", "pingtool", "-Q", "out")
+    other = peers("udp-client", "127.0.0.1", "9802")
+    other.say("send 10")
+    done = subprocess.run([str(link), "-c", ONE_SHOT, "9802", "0"], timeout=20)
+    assert done.returncode == 0
+    time.sleep(0.2)
+    cap.stop()
+    rows = [comments(c) for (c,) in tshark_fields(out, "frame.comment")]
+    assert len(rows) == 2                 # parent and forked child, both named pingtool
+    assert all(r["Cmd"].endswith("pingtool") for r in rows)
+
+
+def test_uid_selects_a_user(peers, capture, tmp_path):
+    peers("udp-server", "9803", "127.0.0.1")
+    out = tmp_path / "o.pcapng"
+    cap = capture("-i", "lo", "-w", str(out), "--uid", "65534", "-Q", "out")
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    subprocess.run(as_nobody + [PYTHON, "-c", ONE_SHOT, "9803", "0"], check=True, timeout=20, cwd="/")
+    subprocess.run([PYTHON, "-c", ONE_SHOT, "9803", "0"], check=True, timeout=20)  # root: not captured
+    time.sleep(0.2)
+    cap.stop()
+    rows = [comments(c) for (c,) in tshark_fields(out, "frame.comment")]
+    assert len(rows) == 2 and all(r["UserId"] == "65534" for r in rows)
+
+
+def test_follow_forks_of_a_pid(peers, capture, tmp_path):
+    peers("udp-server", "9804", "127.0.0.1")
+    parent = subprocess.Popen([PYTHON, "-c", "import sys; sys.stdin.readline()\n" + ONE_SHOT, "9804", "0"],
+                              stdin=subprocess.PIPE, text=True)
+    out = tmp_path / "o.pcapng"
+    cap = capture("-i", "lo", "-w", str(out), "--pid", str(parent.pid), "-f", "-Q", "out")
+    parent.communicate("go\n", timeout=20)
+    time.sleep(0.2)
+    cap.stop()
+    got = pids_in(out)
+    assert len(got) == 2 and got[0] == parent.pid and got[1] != parent.pid
+
+
+def test_command_is_captured_with_descendants_and_its_status_returned(peers, tmp_path):
+    peers("udp-server", "9805", "127.0.0.1")
+    other = peers("udp-client", "127.0.0.1", "9805")
+    out = tmp_path / "o.pcapng"
+    proc = subprocess.Popen(ptcap_argv("-i", "lo", "-w", str(out), "--", PYTHON, "-c", ONE_SHOT, "9805", "7"),
+                            stderr=subprocess.PIPE, text=True)
+    other.say("send 10")
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 7, err
+    rows = [comments(c) for (c,) in tshark_fields(out, "frame.comment")]
+    # parent and child each send a datagram (out) and get the echo (in); the server's copies
+    # on lo (its receive and its send) belong to the server and are not captured
+    assert len(rows) == 4, err
+    assert {r["Args"].split()[-1] for r in rows} == {"7"}
+    assert len({r["PID"] for r in rows}) == 2
+    assert wait_clean() == []
+
+
+def test_command_runs_as_the_invoking_user_under_sudo(peers, tmp_path):
+    peers("udp-server", "9806", "127.0.0.1")
+    out = tmp_path / "o.pcapng"
+    env = {**os.environ, "SUDO_UID": "65534", "SUDO_GID": "65534", "SUDO_USER": "nobody"}
+    # a python nobody may run (the venv's may live under /root)
+    proc = subprocess.run(ptcap_argv("-i", "lo", "-w", str(out), "-Q", "out", "--",
+                                     "/usr/bin/python3", "-c", ONE_SHOT, "9806", "0"),
+                          capture_output=True, text=True, env=env, timeout=30, cwd="/")
+    assert proc.returncode == 0, proc.stderr
+    rows = [comments(c) for (c,) in tshark_fields(out, "frame.comment")]
+    assert rows and all(r["UserId"] == "65534" for r in rows)
+
+
+def test_exited_process_keeps_its_identity(peers, tmp_path):
+    """A process that is gone before its packets are read still has its command and args."""
+    peers("udp-server", "9807", "127.0.0.1")
+    out = tmp_path / "o.pcapng"
+    proc = subprocess.run(ptcap_argv("-i", "lo", "-w", str(out), "-Q", "out", "--",
+                                     PYTHON, "-c", ONE_SHOT, "9807", "0"),
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0
+    for (c,) in tshark_fields(out, "frame.comment"):
+        ctx = comments(c)
+        assert ctx["Args"].endswith("9807 0") and os.path.basename(ctx["Cmd"]).startswith("python")
+
+
+def test_selector_errors():
+    def ptcap(*args):
+        return subprocess.run(ptcap_argv(*args), capture_output=True, text=True, timeout=30)
+
+    assert ptcap("-i", "lo", "--pid", "999999999").stderr == "ptcap: --pid 999999999: no such process\n"
+    assert ptcap("-i", "lo", "-f").stderr == "ptcap: -f follows the children of --pid processes: give --pid\n"
+    res = ptcap("-i", "lo", "--", "no-such-command-xyz")
+    assert (res.returncode, res.stderr) == (1, "ptcap: no-such-command-xyz: command not found\n")
