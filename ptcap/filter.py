@@ -352,17 +352,21 @@ def verdict_program(prog: ClassicProgram, prog_type: int) -> bytes:
 
 
 def entry_program(prog: ClassicProgram, *, prog_type: int, prog_array_fd: int, index: int,
-                  accept_ret: int, reject_ret: int) -> bytes:
+                  accept_ret: int, reject_ret: int, cb_values: tuple[int, ...] = ()) -> bytes:
     """The program attached at the hook: filter, then tail-call the capture program.
 
-    An accepted packet's verdict (the filter's snap length) goes to __sk_buff.cb[0];
+    An accepted packet's verdict (the filter's snap length) goes to __sk_buff.cb[0], and
+    `cb_values` (constants of this attachment, at most 4) to cb[1], cb[2], ...;
     tc and cgroup_skb programs may both write cb[0..4].
     """
     del prog_type
+    if len(cb_values) > 4:
+        raise ValueError("__sk_buff.cb has room for 4 values after the verdict")
     reject = Label("reject")
     tail = [
         asm.jmp(Jmp.JEQ, Reg.R0, reject, imm=0),
         asm.stx(Size.W, _CTX, SKB_CB0, Reg.R0),
+        *(asm.st(Size.W, _CTX, SKB_CB0 + 4 * (i + 1), value) for i, value in enumerate(cb_values)),
         asm.mov64(Reg.R1, _CTX),
         *asm.ld_map_fd(Reg.R2, prog_array_fd),
         asm.mov64(Reg.R3, imm=index),
