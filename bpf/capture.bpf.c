@@ -30,15 +30,15 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u32);		/* ifindex */
+	__uint(max_entries, 16384);
+	__type(key, struct ptcap_iface_key);
 	__type(value, struct ptcap_iface);
 } ptcap_ifaces SEC(".maps");
 
-/* Filter → capture: slot 0 ingress, slot 1 egress (filled by user space). */
+/* Filter → capture: slots 0/1 tc ingress/egress, 2/3 cgroup_skb ingress/egress. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
-	__uint(max_entries, 2);
+	__uint(max_entries, 4);
 	__type(key, __u32);
 	__type(value, __u32);
 } ptcap_capture_progs SEC(".maps");
@@ -184,11 +184,17 @@ static __always_inline int owner_by_lookup(struct __sk_buff *skb, __u32 l3off, i
 	return found;
 }
 
-static __always_inline void find_owner(struct __sk_buff *skb, __u32 l2len, __u8 dir,
+static __always_inline void find_owner(struct __sk_buff *skb, __u32 l2len, __u8 dir, int cgroup,
 				       struct ptcap_owner *out)
 {
 	struct bpf_sock *sk = skb->sk;
 
+	/* At cgroup_skb the socket is known both ways: the sender's or the receiver's. */
+	if (cgroup) {
+		if (sk)
+			owner_from_sock(sk, out);
+		return;
+	}
 	/* Received: the local socket it is for. Failing that, a packet crossing from another
 	 * namespace (veth) may still carry its sender's socket. */
 	if (dir == PTCAP_DIR_IN) {
@@ -224,27 +230,21 @@ static __always_inline void find_owner(struct __sk_buff *skb, __u32 l2len, __u8 
 		if (n > 0)								\
 			bpf_skb_load_bytes(skb, 0, r->data, n);				\
 		bpf_ringbuf_submit(r, wake);						\
-		return TC_ACT_UNSPEC;							\
+		return ret;								\
 	}
 
-static __always_inline int capture(struct __sk_buff *skb, __u8 dir)
+/* Copy one packet (and who owns it) into the ring; `ret` is what the hook returns. */
+static __always_inline int capture(struct __sk_buff *skb, __u8 dir, __u32 iface_id, __u32 l2len,
+				   int cgroup, int ret)
 {
 	struct ptcap_packet hdr = {};
-	struct ptcap_iface *iface;
-	__u32 ifindex = skb->ifindex;
-	__u32 caplen, l2len = 14;
-	__u64 n, ts;
-	__u64 wake;
-
-	iface = bpf_map_lookup_elem(&ptcap_ifaces, &ifindex);
-	if (iface) {
-		l2len = iface->l2len;
-		hdr.iface_id = iface->iface_id;
-	}
+	__u32 caplen;
+	__u64 n, ts, wake;
 
 	hdr.kind = PTCAP_EV_PACKET;
 	hdr.dir = dir;
-	hdr.ifindex = ifindex;
+	hdr.ifindex = skb->ifindex;
+	hdr.iface_id = iface_id;
 	ts = bpf_ktime_get_ns() + ptcap_config.clock_offset;
 	hdr.ts_hi = ts >> 32;
 	hdr.ts_lo = (__u32)ts;
@@ -255,9 +255,9 @@ static __always_inline int capture(struct __sk_buff *skb, __u8 dir)
 	if (caplen > 262144)
 		caplen = 262144;
 	hdr.caplen = caplen;
-	find_owner(skb, l2len, dir, &hdr.owner);
+	find_owner(skb, l2len, dir, cgroup, &hdr.owner);
 	if (!who_matches(&hdr.owner))
-		return TC_ACT_UNSPEC;
+		return ret;
 
 	count(PTCAP_CNT_RECEIVED);
 	wake = bpf_ringbuf_query(&ptcap_events, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES ?
@@ -273,25 +273,50 @@ static __always_inline int capture(struct __sk_buff *skb, __u8 dir)
 	TRY_CLASS(16384)
 	TRY_CLASS(65536)
 	TRY_CLASS(262144)
-	return TC_ACT_UNSPEC;
+	return ret;
 dropped:
 	count(PTCAP_CNT_DROPPED);
-	return TC_ACT_UNSPEC;
+	return ret;
 }
 
+/* tc: the entry program put the interface's pcapng id in cb[1] and its L2 length in cb[2]. */
 SEC("tc")
 int ptcap_tc_ingress(struct __sk_buff *skb)
 {
-	return capture(skb, PTCAP_DIR_IN);
+	return capture(skb, PTCAP_DIR_IN, skb->cb[1], skb->cb[2], 0, TC_ACT_UNSPEC);
 }
 
 SEC("tc")
 int ptcap_tc_egress(struct __sk_buff *skb)
 {
-	return capture(skb, PTCAP_DIR_OUT);
+	return capture(skb, PTCAP_DIR_OUT, skb->cb[1], skb->cb[2], 0, TC_ACT_UNSPEC);
 }
 
-char LICENSE[] SEC("license") = "GPL";
+/* cgroup_skb on the v2 root sees every namespace: take only the interfaces asked for. */
+static __always_inline int capture_cgroup(struct __sk_buff *skb, __u8 dir)
+{
+	struct ptcap_iface_key key = {};
+	struct ptcap_iface *iface;
+
+	key.netns_cookie = bpf_get_netns_cookie(skb);
+	key.ifindex = skb->ifindex;
+	iface = bpf_map_lookup_elem(&ptcap_ifaces, &key);
+	if (!iface)
+		return 1;
+	return capture(skb, dir, iface->iface_id, 0, 1, 1);
+}
+
+SEC("cgroup_skb/ingress")
+int ptcap_cg_ingress(struct __sk_buff *skb)
+{
+	return capture_cgroup(skb, PTCAP_DIR_IN);
+}
+
+SEC("cgroup_skb/egress")
+int ptcap_cg_egress(struct __sk_buff *skb)
+{
+	return capture_cgroup(skb, PTCAP_DIR_OUT);
+}
 
 /* The record layout user space relies on (ptcap/decoder.py). */
 _Static_assert(sizeof(struct ptcap_packet) == 104, "ptcap_packet is 104 bytes");

@@ -75,10 +75,17 @@ struct ptcap_fork {
 	__u64 start_ns;
 };
 
-/* Per-interface settings user space writes before attaching. */
+/* cgroup_skb capture sees every namespace: which (namespace, interface) pairs to take,
+ * and their pcapng interface ids. (tc gets its interface id from the entry program.) */
+struct ptcap_iface_key {
+	__u64 netns_cookie;
+	__u32 ifindex;
+	__u32 _pad;
+};
+
 struct ptcap_iface {
-	__u32 l2len;		/* bytes before the IP header: 14 Ethernet, 0 raw IP */
 	__u32 iface_id;		/* its pcapng interface id */
+	__u32 _pad;
 };
 
 /* Which process selectors are active (the global ptcap_who): a packet must match every

@@ -12,14 +12,18 @@ import time
 from dataclasses import dataclass, field
 
 from . import bpf, filter as pcapfilter, interfaces, libbpf
+from . import netns as nsmod
 from .cgroup import v2_mount
 from .errors import PtcapError
 from .interfaces import NetInterface
+from .netns import Netns
+from .packet import LinkType
 from .ringbuf import RingBuffer, round_size
 from .who import WhoFilter
 from . import who as whomod
 
-_IFACE = struct.Struct("<II")           # struct ptcap_iface
+_IFACE = struct.Struct("<I4x")          # struct ptcap_iface
+_IFACE_KEY = struct.Struct("<QI4x")     # struct ptcap_iface_key
 _CONFIG = struct.Struct("<qI4x")        # struct ptcap_config
 _TC_NEXT = -1                           # TC_ACT_UNSPEC = TCX_NEXT: the packet goes on untouched
 
@@ -32,6 +36,8 @@ class CaptureConfig:
     expression: str = ""                       # pcap-filter
     ring_kib: int | None = None                # -B
     who: WhoFilter = field(default_factory=WhoFilter)   # --pid, --pname, --uid, -f, containers
+    backend: str = "tc"                        # tc | cgroup-skb
+    netns: list[str] = field(default_factory=list)      # --netns (empty = ptcap's own)
 
 
 @dataclass
@@ -64,19 +70,34 @@ def wall_clock_offset() -> int:
     return best[1]
 
 
+_SLOTS = {("tc", "in"): 0, ("tc", "out"): 1, ("cgroup-skb", "in"): 2, ("cgroup-skb", "out"): 3}
+_CAPTURE_PROGS = {0: "ptcap_tc_ingress", 1: "ptcap_tc_egress",
+                  2: "ptcap_cg_ingress", 3: "ptcap_cg_egress"}
+
+
 class Session:
-    """Owns every kernel object of one capture; close() undoes all of it."""
+    """Owns every kernel object of one capture; close() undoes all of it.
+
+    Interfaces are numbered in the order they are taken (their pcapng interface ids); the
+    set grows when an interface appears in a namespace captured with -i any, and an
+    interface that disappears just stops contributing.
+    """
 
     def __init__(self, config: CaptureConfig) -> None:
         self.config = config
-        self.ifaces: list[NetInterface] = []
+        self.ifaces: list[NetInterface] = []      # index = pcapng interface id
+        self.namespaces: list[Netns] = []
         self.hooks = HookReport()
         self._objects: list[libbpf.Object] = []
         self._links: list[libbpf.Link] = []
         self._fds: list[int] = []
-        self._tcx: list[int] = []
+        self._attached: dict[tuple[int, int], list[int]] = {}   # iface key -> TCX link fds
+        self._cgroup_links: list[int] = []
+        self._classic: dict[int, pcapfilter.ClassicProgram] = {}
+        self._wanted: list[str] = []
         self.ring: RingBuffer | None = None
         self.closed = False
+        self.on_new_interface = None     # called with (iface_id, iface) before it is attached
 
     # -- set-up -------------------------------------------------------------------------
     def open(self) -> "Session":
@@ -89,57 +110,129 @@ class Session:
 
     def _open(self) -> None:
         cfg = self.config
-        self.ifaces = interfaces.resolve(cfg.interfaces)
+        self.namespaces = [nsmod.resolve(spec) for spec in cfg.netns] or [nsmod.current()]
+        found = interfaces.resolve(cfg.interfaces, self.namespaces)
         # Compile filters first: a bad expression fails before anything touches the kernel.
-        linktypes = {i.linktype for i in self.ifaces}
-        classic = {lt: pcapfilter.compile_filter(cfg.expression, lt, cfg.snaplen) for lt in linktypes}
+        linktypes = {LinkType.RAW} if cfg.backend == "cgroup-skb" else {i.linktype for i in found}
+        self._classic = {lt: pcapfilter.compile_filter(cfg.expression, lt, cfg.snaplen) for lt in linktypes}
         check_privileges()
+        cgroot = v2_mount()
+        if cfg.backend == "cgroup-skb" and cgroot is None:
+            raise PtcapError("--backend cgroup-skb needs cgroup v2, which is not mounted")
 
         capture = libbpf.Object("capture")
         self._objects.append(capture)
         ring_size = round_size(cfg.ring_kib)
         capture.set_max_entries("ptcap_events", ring_size)
         capture.load()
-        owners_fd = capture.map_fd("ptcap_owners")
+        self._capture = capture
         self._who_fds = {name: capture.map_fd(name) for name in
                          ("ptcap_who_pids", "ptcap_who_uids", "ptcap_who_mntns", "ptcap_who_comms")}
         whomod.load(cfg.who, self._who_fds)
-        self._attach_attribution(owners_fd)
+        self._attach_attribution(capture.map_fd("ptcap_owners"))
         self._attach_process_events(capture.map_fd("ptcap_events"), capture.map_fd("ptcap_who_pids"),
                                     cfg.who.follow)
 
         self.ring = RingBuffer(capture.map_fd("ptcap_events"), ring_size)
         self._counters_fd = capture.map_fd("ptcap_counters")
-        ifaces_fd = capture.map_fd("ptcap_ifaces")
-        progs_fd = capture.map_fd("ptcap_capture_progs")
-        slots = {"in": (0, capture.program("ptcap_tc_ingress"), bpf.AttachType.TCX_INGRESS),
-                 "out": (1, capture.program("ptcap_tc_egress"), bpf.AttachType.TCX_EGRESS)}
-        wanted = ["in", "out"] if cfg.direction == "inout" else [cfg.direction]
-        for d in wanted:
-            slot, prog, _ = slots[d]
-            bpf.map_update(progs_fd, struct.pack("<I", slot), struct.pack("<I", prog.fd))
-        entries: dict[tuple[int, str], int] = {}
-        for lt, prog in classic.items():
-            for d in wanted:
-                code = pcapfilter.entry_program(prog, prog_type=bpf.ProgType.SCHED_CLS,
-                                                prog_array_fd=progs_fd, index=slots[d][0],
-                                                accept_ret=_TC_NEXT, reject_ret=_TC_NEXT)
-                fd = bpf.prog_load(bpf.ProgType.SCHED_CLS, code, name=f"ptcap_filter_{d}")
-                self._fds.append(fd)
-                entries[lt, d] = fd
+        self._ifaces_fd = capture.map_fd("ptcap_ifaces")
+        self._progs_fd = capture.map_fd("ptcap_capture_progs")
         self._bss_fd = capture.map_fd(".bss")
         self._who_bits = int(cfg.who.bits())
         self.sync_clock()
-        # pcapng interface ids follow the order of self.ifaces
-        for iface_id, iface in enumerate(self.ifaces):
-            bpf.map_update(ifaces_fd, struct.pack("<I", iface.ifindex),
-                           _IFACE.pack(iface.l2len, iface_id))
-            for d in wanted:
+        self._wanted = ["in", "out"] if cfg.direction == "inout" else [cfg.direction]
+        for d in self._wanted:
+            slot = _SLOTS[cfg.backend, d]
+            prog = capture.program(_CAPTURE_PROGS[slot])
+            bpf.map_update(self._progs_fd, struct.pack("<I", slot), struct.pack("<I", prog.fd))
+        if cfg.backend == "cgroup-skb":
+            self._attach_cgroup(cgroot)
+        for iface in found:
+            self._add(iface)
+        if self._any:
+            for ns in self.namespaces:
+                nsmod.watch(ns)
+
+    @property
+    def _any(self) -> bool:
+        return not self.config.interfaces or "any" in self.config.interfaces
+
+    def _entry(self, linktype: int, direction: str, cb_values: tuple[int, ...]) -> int:
+        """Load the filter program that tail-calls the capture program for one attachment."""
+        backend = self.config.backend
+        prog_type = bpf.ProgType.CGROUP_SKB if backend == "cgroup-skb" else bpf.ProgType.SCHED_CLS
+        ret = 1 if backend == "cgroup-skb" else _TC_NEXT
+        code = pcapfilter.entry_program(self._classic[linktype], prog_type=prog_type,
+                                        prog_array_fd=self._progs_fd, index=_SLOTS[backend, direction],
+                                        accept_ret=ret, reject_ret=ret, cb_values=cb_values)
+        fd = bpf.prog_load(prog_type, code, name=f"ptcap_filter_{direction}")
+        self._fds.append(fd)
+        return fd
+
+    def _attach_cgroup(self, cgroot: str) -> None:
+        """cgroup_skb on the v2 root: every socket of every namespace passes through it."""
+        fd = os.open(cgroot, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for d in self._wanted:
+                attach = (bpf.AttachType.CGROUP_INET_INGRESS if d == "in"
+                          else bpf.AttachType.CGROUP_INET_EGRESS)
                 try:
-                    link = bpf.link_create(entries[iface.linktype, d], iface.ifindex, slots[d][2])
+                    self._cgroup_links.append(bpf.link_create(self._entry(LinkType.RAW, d, ()), fd, attach))
                 except bpf.BPFError as e:
-                    raise PtcapError(f"{iface.name}: attaching the {d}gress capture: {e.strerror}") from None
-                self._tcx.append(link)
+                    raise PtcapError(f"attaching the cgroup_skb capture to {cgroot}: {e.strerror}") from None
+        finally:
+            os.close(fd)
+
+    def _add(self, iface: NetInterface) -> None:
+        """Take one more interface: announce it (its pcapng block), then attach."""
+        iface_id = len(self.ifaces)
+        self.ifaces.append(iface)
+        if self.on_new_interface is not None:
+            self.on_new_interface(iface_id, iface)
+        if self.config.backend == "cgroup-skb":
+            bpf.map_update(self._ifaces_fd, _IFACE_KEY.pack(iface.netns.cookie, iface.ifindex),
+                           _IFACE.pack(iface_id))
+            self._attached[iface.key] = []
+            return
+        links = []
+        for d in self._wanted:
+            prog = self._entry(iface.linktype, d, (iface_id, iface.l2len))
+            attach = bpf.AttachType.TCX_INGRESS if d == "in" else bpf.AttachType.TCX_EGRESS
+            try:
+                with nsmod.inside(iface.netns):
+                    links.append(bpf.link_create(prog, iface.ifindex, attach))
+            except bpf.BPFError as e:
+                for fd in links:
+                    _close(fd)
+                raise PtcapError(f"{iface.display_name}: attaching the {d}gress capture: {e.strerror}") from None
+        self._attached[iface.key] = links
+
+    def _remove(self, key: tuple[int, int]) -> None:
+        for fd in self._attached.pop(key, []):
+            _close(fd)
+
+    def refresh(self) -> list[NetInterface]:
+        """Follow interfaces coming and going (-i any); returns the ones newly taken."""
+        if self.closed:
+            return []
+        added = []
+        for ns in self.namespaces:
+            if not nsmod.changed(ns):
+                continue
+            present = {i.key: i for i in interfaces.in_namespace(ns)}
+            for key in [k for k in self._attached if k[0] == ns.inode and k not in present]:
+                self._remove(key)
+            for key, iface in present.items():
+                if key not in self._attached and self._any:
+                    if self.config.backend != "cgroup-skb" and iface.linktype not in self._classic:
+                        self._classic[iface.linktype] = pcapfilter.compile_filter(
+                            self.config.expression, iface.linktype, self.config.snaplen)
+                    try:
+                        self._add(iface)
+                        added.append(iface)
+                    except PtcapError:
+                        continue      # gone again before we could attach
+        return added
 
     def _attach_attribution(self, owners_fd: int) -> None:
         """Socket → process hooks. Each is optional: a kernel without one still captures."""
@@ -227,9 +320,11 @@ class Session:
     # -- tear-down ----------------------------------------------------------------------
     def detach(self) -> None:
         """Stop new packets arriving (the ring can still be drained)."""
-        for fd in self._tcx:
+        for key in list(self._attached):
+            self._remove(key)
+        for fd in self._cgroup_links:
             _close(fd)
-        self._tcx.clear()
+        self._cgroup_links.clear()
 
     def close(self) -> None:
         if self.closed:
@@ -254,6 +349,8 @@ class Session:
         for obj in reversed(self._objects):
             obj.close()
         self._objects.clear()
+        for ns in self.namespaces:
+            ns.close()
 
 
 def probe_hooks() -> HookReport:

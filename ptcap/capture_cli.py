@@ -12,6 +12,7 @@ from typing import BinaryIO
 
 from . import filter as pcapfilter
 from . import interfaces
+from . import netns as nsmod
 from .capture import CaptureConfig, Session
 from .command import Command
 from .who import WhoFilter
@@ -45,31 +46,38 @@ class Stop:
 class FileSink:
     """-w: pcapng (or classic pcap for a .pcap name), with the process context as comments."""
 
-    def __init__(self, out: BinaryIO, path: str, table: ProcessTable, parts: Part) -> None:
+    def __init__(self, out: BinaryIO, path: str, table: ProcessTable, parts: Part, nano: bool) -> None:
         self.out = out
         self.path = path
         self._classic = path.endswith(".pcap")
+        self._nano = nano
         self._table = table
         self._parts = parts
         self._writer: PcapngWriter | PcapWriter | None = None
+        self._snaplen = 262144
+        self._expression = ""
 
     def _comments(self, owner: bytes) -> list[str]:
         ctx = self._table.context(owner)
         return ctx.comments(self._parts) if ctx is not None else []
 
-    def start(self, ifaces: list[interfaces.NetInterface], snaplen: int, expression: str) -> None:
-        with self._errors():
-            self._start(ifaces, snaplen, expression)
+    def start(self, snaplen: int, expression: str) -> None:
+        self._snaplen, self._expression = snaplen, expression
+        if not self._classic:
+            with self._errors():
+                self._writer = PcapngWriter(self.out, self._comments)
+                self._writer.flush()
 
-    def _start(self, ifaces: list[interfaces.NetInterface], snaplen: int, expression: str) -> None:
-        if self._classic:
-            self._writer = PcapWriter(self.out, ifaces[0].linktype, snaplen)
-        else:
-            self._writer = PcapngWriter(self.out, self._comments)
-        # interface ids are the positions in the session's list, as the kernel side numbers them
-        for iface in ifaces:
-            self._writer.add_interface(Interface(iface.name, iface.linktype, snaplen, filter=expression))
-        self._writer.flush()
+    def add_interface(self, iface_id: int, iface: interfaces.NetInterface) -> None:
+        """Describe the next interface (ids are the session's: 0, 1, ... in order)."""
+        with self._errors():
+            if self._writer is None:       # classic pcap: its one link type is the first's
+                self._writer = PcapWriter(self.out, iface.linktype, self._snaplen, nano=self._nano)
+            description = f"network namespace {iface.netns.name}" if iface.netns.name else ""
+            got = self._writer.add_interface(Interface(iface.display_name, iface.linktype, self._snaplen,
+                                                       description, self._expression))
+            assert got == iface_id, "interface ids out of step"
+            self._writer.flush()
 
     def write(self, buf, offsets: list[int]) -> None:
         with self._errors():
@@ -98,18 +106,21 @@ class PrintSink:
         from .printer import Printer, PrintOptions
         self._printer = Printer(PrintOptions.from_args(args), sys.stdout)
         self._table = table
-        self._ifaces: dict[int, interfaces.NetInterface] = {}
+        self._ifaces: list[interfaces.NetInterface] = []
 
-    def start(self, ifaces: list[interfaces.NetInterface], snaplen: int, expression: str) -> None:
-        self._ifaces = {i.ifindex: i for i in ifaces}
+    def start(self, snaplen: int, expression: str) -> None:
+        pass
+
+    def add_interface(self, iface_id: int, iface: interfaces.NetInterface) -> None:
+        self._ifaces.append(iface)
 
     def write(self, buf, offsets: list[int]) -> None:
         context = self._table.context
-        for ts, ifindex, direction, length, data, owner in decode(buf, offsets, []):
-            iface = self._ifaces.get(ifindex)
-            self._printer.print_packet(Packet(
-                ts, data, length, iface.linktype if iface else 1, iface.name if iface else str(ifindex),
-                Direction(direction), context(owner), ifindex))
+        ifaces = self._ifaces
+        for ts, iface_id, direction, length, data, owner in decode(buf, offsets, []):
+            iface = ifaces[iface_id]
+            self._printer.print_packet(Packet(ts, data, length, iface.linktype, iface.display_name,
+                                              Direction(direction), context(owner), iface.ifindex))
         sys.stdout.flush()
 
     def close(self) -> None:
@@ -130,7 +141,7 @@ def _open_output(path: str) -> BinaryIO:
 
 # Options that parse but whose work is not built yet: refuse them rather than ignore them.
 _NOT_YET = (("container_id", "--container-id"), ("container_name", "--container-name"),
-            ("pod_name", "--pod-name"), ("netns", "--netns"), ("file_size", "-C"),
+            ("pod_name", "--pod-name"), ("file_size", "-C"),
             ("file_count", "-W"), ("rotate_seconds", "-G"))
 
 
@@ -138,8 +149,6 @@ def _refuse_unbuilt(args: argparse.Namespace) -> None:
     for dest, flag in _NOT_YET:
         if getattr(args, dest, None):
             raise PtcapError(f"{flag} is not supported yet")
-    if args.backend != "tc":
-        raise PtcapError(f"--backend {args.backend} is not supported yet")
 
 
 def capture(args: argparse.Namespace) -> int:
@@ -148,9 +157,7 @@ def capture(args: argparse.Namespace) -> int:
     if args.dump_filter or args.debug_filter:
         return pcapfilter.dump_main(args)
     if args.list_interfaces:
-        for n, iface in enumerate(interfaces.all_interfaces(), 1):
-            print(f"{n}.{iface.name}")
-        return 0
+        return _list_interfaces(args)
     if args.count is not None and args.count <= 0:
         raise PtcapError(f"invalid packet count {args.count}")
     snaplen = args.snaplen if args.snaplen > 0 else 262144
@@ -163,13 +170,14 @@ def capture(args: argparse.Namespace) -> int:
 
     who = _who_from_args(args)
     config = CaptureConfig(interfaces=args.interfaces, direction=args.direction, snaplen=snaplen,
-                           expression=expression, ring_kib=args.buffer_kib, who=who)
+                           expression=expression, ring_kib=args.buffer_kib, who=who,
+                           backend=args.backend, netns=args.netns or [])
     table = ProcessTable()
     sinks: list = []
     out = None
     if args.write:
         out = _open_output(args.write)
-        sinks.append(FileSink(out, args.write, table, parts))
+        sinks.append(FileSink(out, args.write, table, parts, nano=args.ts_precision == "nano"))
     if not args.write or (args.print_too and args.write != "-"):
         sinks.append(PrintSink(args, table))
 
@@ -178,10 +186,16 @@ def capture(args: argparse.Namespace) -> int:
     session = Session(config)
     captured = 0
     command = None
+    for sink in sinks:
+        sink.start(snaplen, expression)
+
+    def new_interface(iface_id: int, iface: interfaces.NetInterface) -> None:
+        for sink in sinks:
+            sink.add_interface(iface_id, iface)
+
+    session.on_new_interface = new_interface
     try:
         session.open()
-        for sink in sinks:
-            sink.start(session.ifaces, snaplen, expression)
         _announce(session, snaplen, args)
         if args.command:
             command = Command(args.command)
@@ -237,10 +251,22 @@ def _close_sinks(sinks: list, out: BinaryIO | None) -> None:
         raise failure
 
 
+def _list_interfaces(args: argparse.Namespace) -> int:
+    """-D: tcpdump's numbered list (with --netns, of those namespaces)."""
+    namespaces = [nsmod.resolve(spec) for spec in args.netns] if args.netns else [nsmod.current()]
+    n = 0
+    for ns in namespaces:
+        for iface in interfaces.in_namespace(ns):
+            n += 1
+            print(f"{n}.{iface.display_name}")
+        ns.close()
+    return 0
+
+
 def _announce(session: Session, snaplen: int, args: argparse.Namespace) -> None:
     if not args.verbose and not args.write:
         sys.stderr.write("ptcap: verbose output suppressed, use -v[v]... for full protocol decode\n")
-    names = ", ".join(i.name for i in session.ifaces)
+    names = ", ".join(i.display_name for i in session.ifaces)
     kinds = {i.linktype_name for i in session.ifaces}
     sys.stderr.write(f"listening on {names}, link-type {'/'.join(sorted(kinds))}, "
                      f"snapshot length {snaplen} bytes\n")
@@ -288,6 +314,8 @@ def _loop(session: Session, sinks: list, limit: int | None, stop: Stop, table: P
             ring.release()
         if not offsets and draining:
             return captured
+        if not draining:
+            session.refresh()
         if limit is not None and captured >= limit:
             session.detach()
             return captured

@@ -25,14 +25,14 @@ FORK = struct.Struct("<IHHI4xQ")             # struct ptcap_fork
 
 
 def decode(buf, offsets: list[int], out: list) -> list:
-    """Append a packet tuple (ts_ns, ifindex, direction, orig_len, data, owner) per packet
-    record at `offsets` to out."""
+    """Append a packet tuple (ts_ns, iface_id, direction, orig_len, data, owner) per packet
+    record at `offsets` to out (iface_id: the session's interface number)."""
     unpack = PACKET.unpack_from
     append = out.append
     for off in offsets:
-        ifindex, _kind, _flags, direction, owner, _iface, hi, lo, caplen, length = unpack(buf, off)
+        _ifindex, _kind, _flags, direction, owner, iface_id, hi, lo, caplen, length = unpack(buf, off)
         data_at = off + HEADER_LEN
-        append(((hi << 32) | lo, ifindex, direction, length, buf[data_at:data_at + caplen], owner))
+        append(((hi << 32) | lo, iface_id, direction, length, buf[data_at:data_at + caplen], owner))
     return out
 
 

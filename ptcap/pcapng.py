@@ -152,12 +152,15 @@ _RECORD_KEY = struct.Struct(f"<{KEY_AT}xB{KEY_END - KEY_AT - 1}s{CAPLEN_AT - KEY
 
 
 class PcapWriter:
-    """Classic pcap (nanosecond timestamps): one link type, no metadata."""
+    """Classic pcap: one link type, no metadata; microsecond timestamps as tcpdump writes
+    them, or nanosecond ones (--nano)."""
 
-    def __init__(self, out: BinaryIO, linktype: int, snaplen: int = 262144) -> None:
+    def __init__(self, out: BinaryIO, linktype: int, snaplen: int = 262144, nano: bool = False) -> None:
         self.out = out
         self.linktype = linktype
-        out.write(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, snaplen, linktype))
+        self._div = 1 if nano else 1000
+        magic = 0xA1B23C4D if nano else 0xA1B2C3D4
+        out.write(struct.pack("<IHHiIII", magic, 2, 4, 0, 0, snaplen, linktype))
         self._interfaces = 0
 
     def add_interface(self, iface: Interface) -> int:
@@ -174,7 +177,7 @@ class PcapWriter:
         for off in offsets:
             _iface, hi, lo, caplen, length = fields(buf, off + EPB_AT)
             sec, nsec = divmod((hi << 32) | lo, 1_000_000_000)
-            parts.append(head(sec, nsec, caplen, length))
+            parts.append(head(sec, nsec // self._div, caplen, length))
             parts.append(buf[off + HEADER_LEN:off + HEADER_LEN + caplen])
         self.out.write(b"".join(parts))
         self.out.flush()
