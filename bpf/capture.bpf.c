@@ -292,7 +292,9 @@ int ptcap_tc_egress(struct __sk_buff *skb)
 	return capture(skb, PTCAP_DIR_OUT, skb->cb[1], skb->cb[2], 0, TC_ACT_UNSPEC);
 }
 
-/* cgroup_skb on the v2 root sees every namespace: take only the interfaces asked for. */
+/* cgroup_skb on the v2 root sees every namespace: take only the interfaces asked for.
+ * (No attach type in the section: both directions share one prog array with the
+ * attach-type-less entry programs, and a prog array takes only one kind.) */
 static __always_inline int capture_cgroup(struct __sk_buff *skb, __u8 dir)
 {
 	struct ptcap_iface_key key = {};
@@ -306,13 +308,13 @@ static __always_inline int capture_cgroup(struct __sk_buff *skb, __u8 dir)
 	return capture(skb, dir, iface->iface_id, 0, 1, 1);
 }
 
-SEC("cgroup_skb/ingress")
+SEC("cgroup/skb")
 int ptcap_cg_ingress(struct __sk_buff *skb)
 {
 	return capture_cgroup(skb, PTCAP_DIR_IN);
 }
 
-SEC("cgroup_skb/egress")
+SEC("cgroup/skb")
 int ptcap_cg_egress(struct __sk_buff *skb)
 {
 	return capture_cgroup(skb, PTCAP_DIR_OUT);

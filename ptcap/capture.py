@@ -6,6 +6,7 @@ our file descriptors. Nothing is pinned.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import struct
 import time
@@ -111,7 +112,7 @@ class Session:
     def _open(self) -> None:
         cfg = self.config
         self.namespaces = [nsmod.resolve(spec) for spec in cfg.netns] or [nsmod.current()]
-        found = interfaces.resolve(cfg.interfaces, self.namespaces)
+        found = [self._as_seen(i) for i in interfaces.resolve(cfg.interfaces, self.namespaces)]
         # Compile filters first: a bad expression fails before anything touches the kernel.
         linktypes = {LinkType.RAW} if cfg.backend == "cgroup-skb" else {i.linktype for i in found}
         self._classic = {lt: pcapfilter.compile_filter(cfg.expression, lt, cfg.snaplen) for lt in linktypes}
@@ -152,6 +153,12 @@ class Session:
         if self._any:
             for ns in self.namespaces:
                 nsmod.watch(ns)
+
+    def _as_seen(self, iface: NetInterface) -> NetInterface:
+        """cgroup_skb sees every packet from its IP header, whatever the device."""
+        if self.config.backend == "cgroup-skb":
+            return dataclasses.replace(iface, linktype=LinkType.RAW, l2len=0)
+        return iface
 
     @property
     def _any(self) -> bool:
@@ -219,7 +226,7 @@ class Session:
         for ns in self.namespaces:
             if not nsmod.changed(ns):
                 continue
-            present = {i.key: i for i in interfaces.in_namespace(ns)}
+            present = {i.key: self._as_seen(i) for i in interfaces.in_namespace(ns)}
             for key in [k for k in self._attached if k[0] == ns.inode and k not in present]:
                 self._remove(key)
             for key, iface in present.items():

@@ -22,6 +22,7 @@ from .errors import PtcapError
 from .packet import Direction, Packet
 from .pcapng import Interface, PcapngWriter, PcapWriter
 from .processes import ProcessTable
+from .rotation import Rotation, parse_size
 
 POLL_SECONDS = 0.05     # longest a record waits in the ring when traffic is light
 COMMAND_GRACE = 0.2     # after `-- CMD` exits, how long its last packets may still come
@@ -44,18 +45,23 @@ class Stop:
 
 
 class FileSink:
-    """-w: pcapng (or classic pcap for a .pcap name), with the process context as comments."""
+    """-w: pcapng (or classic pcap for a .pcap name), with the process context as comments;
+    rotated with -C/-W/-G as tcpdump does."""
 
-    def __init__(self, out: BinaryIO, path: str, table: ProcessTable, parts: Part, nano: bool) -> None:
-        self.out = out
-        self.path = path
-        self._classic = path.endswith(".pcap")
-        self._nano = nano
+    def __init__(self, args: argparse.Namespace, table: ProcessTable, parts: Part) -> None:
+        self.rotation = Rotation(args.write, parse_size(args.file_size) if args.file_size else None,
+                                 args.file_count, args.rotate_seconds)
+        self.path = self.rotation.first() if self.rotation.active else args.write
+        self.out = _open_output(self.path)
+        self._classic = args.write.endswith(".pcap")
+        self._nano = args.ts_precision == "nano"
         self._table = table
         self._parts = parts
         self._writer: PcapngWriter | PcapWriter | None = None
+        self._ifaces: list[Interface] = []
         self._snaplen = 262144
         self._expression = ""
+        self.finished = False         # -G with -W: all files written, capture ends
 
     def _comments(self, owner: bytes) -> list[str]:
         ctx = self._table.context(owner)
@@ -63,28 +69,67 @@ class FileSink:
 
     def start(self, snaplen: int, expression: str) -> None:
         self._snaplen, self._expression = snaplen, expression
-        if not self._classic:
-            with self._errors():
-                self._writer = PcapngWriter(self.out, self._comments)
-                self._writer.flush()
+        with self._errors():
+            self._new_writer()
+
+    def _new_writer(self) -> None:
+        if self._classic:
+            self._writer = None
+            if self._ifaces:
+                self._writer = PcapWriter(self.out, self._ifaces[0].linktype, self._snaplen, nano=self._nano)
+        else:
+            self._writer = PcapngWriter(self.out, self._comments)
+        for iface in self._ifaces:
+            self._writer.add_interface(iface)
+        if self._writer is not None:
+            self._writer.flush()
 
     def add_interface(self, iface_id: int, iface: interfaces.NetInterface) -> None:
         """Describe the next interface (ids are the session's: 0, 1, ... in order)."""
+        description = f"network namespace {iface.netns.name}" if iface.netns.name else ""
+        block = Interface(iface.display_name, iface.linktype, self._snaplen, description, self._expression)
+        self._ifaces.append(block)
         with self._errors():
             if self._writer is None:       # classic pcap: its one link type is the first's
                 self._writer = PcapWriter(self.out, iface.linktype, self._snaplen, nano=self._nano)
-            description = f"network namespace {iface.netns.name}" if iface.netns.name else ""
-            got = self._writer.add_interface(Interface(iface.display_name, iface.linktype, self._snaplen,
-                                                       description, self._expression))
+            got = self._writer.add_interface(block)
             assert got == iface_id, "interface ids out of step"
             self._writer.flush()
 
     def write(self, buf, offsets: list[int]) -> None:
+        rot = self.rotation
         with self._errors():
-            self._writer.write_records(buf, offsets)
+            if not rot.active:
+                self._writer.write_records(buf, offsets)
+                return
+            while offsets and not self.finished:
+                if rot.time_is_up(time.time()):
+                    self._rotate(rot.next_for_time(time.time()))
+                    continue
+                limit = rot.size if rot.size is not None else 1 << 62
+                n = self._writer.write_records(buf, offsets, limit)
+                offsets = offsets[n:]
+                if self._writer.written > limit:
+                    self._rotate(rot.next_for_size())
+
+    def tick(self) -> None:
+        """-G: rotate on time even when no packet comes."""
+        if self.rotation.time_is_up(time.time()) and not self.finished:
+            with self._errors():
+                self._rotate(self.rotation.next_for_time(time.time()))
+
+    def _rotate(self, path: str | None) -> None:
+        self._writer.flush()
+        self.out.close()
+        if path is None:
+            self.finished = True
+            return
+        self.path = path
+        self.out = _open_output(path)
+        self._new_writer()
 
     def close(self) -> None:
-        if self._writer is not None:
+        if self._writer is not None and not self.out.closed:
             with self._errors():
                 self._writer.flush()
 
@@ -141,8 +186,7 @@ def _open_output(path: str) -> BinaryIO:
 
 # Options that parse but whose work is not built yet: refuse them rather than ignore them.
 _NOT_YET = (("container_id", "--container-id"), ("container_name", "--container-name"),
-            ("pod_name", "--pod-name"), ("file_size", "-C"),
-            ("file_count", "-W"), ("rotate_seconds", "-G"))
+            ("pod_name", "--pod-name"))
 
 
 def _refuse_unbuilt(args: argparse.Namespace) -> None:
@@ -174,10 +218,10 @@ def capture(args: argparse.Namespace) -> int:
                            backend=args.backend, netns=args.netns or [])
     table = ProcessTable()
     sinks: list = []
-    out = None
     if args.write:
-        out = _open_output(args.write)
-        sinks.append(FileSink(out, args.write, table, parts, nano=args.ts_precision == "nano"))
+        if (args.file_size or args.rotate_seconds) and args.write == "-":
+            raise PtcapError("-C and -G need a file name, not -w -")
+        sinks.append(FileSink(args, table, parts))
     if not args.write or (args.print_too and args.write != "-"):
         sinks.append(PrintSink(args, table))
 
@@ -206,7 +250,7 @@ def capture(args: argparse.Namespace) -> int:
         session.close()
         if command is not None:
             command.stop()
-        _close_sinks(sinks, out)
+        _close_sinks(sinks)
     received, dropped = session.counters()
     sys.stderr.write(f"{captured} packet{'s' if captured != 1 else ''} captured\n"
                      f"{received} packet{'s' if received != 1 else ''} received by filter\n"
@@ -234,7 +278,7 @@ def _who_from_args(args: argparse.Namespace) -> WhoFilter:
                      follow=bool(args.follow_forks or args.command))
 
 
-def _close_sinks(sinks: list, out: BinaryIO | None) -> None:
+def _close_sinks(sinks: list) -> None:
     """Flush and close every sink; the first failure is reported once the rest are closed."""
     failure = None
     for sink in sinks:
@@ -242,11 +286,12 @@ def _close_sinks(sinks: list, out: BinaryIO | None) -> None:
             sink.close()
         except PtcapError as e:
             failure = failure or e
-    if out is not None and out is not sys.stdout.buffer:
-        try:
-            out.close()
-        except OSError:
-            pass
+        out = getattr(sink, "out", None)
+        if out is not None and out is not sys.stdout.buffer:
+            try:
+                out.close()
+            except OSError:
+                pass
     if failure is not None and sys.exc_info()[0] is None:
         raise failure
 
@@ -316,6 +361,12 @@ def _loop(session: Session, sinks: list, limit: int | None, stop: Stop, table: P
             return captured
         if not draining:
             session.refresh()
+            for sink in sinks:
+                tick = getattr(sink, "tick", None)
+                if tick is not None:
+                    tick()
+                if getattr(sink, "finished", False):
+                    stop.requested = True
         if limit is not None and captured >= limit:
             session.detach()
             return captured

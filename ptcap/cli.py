@@ -6,6 +6,7 @@ import os
 import sys
 
 from . import __version__
+from .bpf import BPFError
 from .errors import PtcapError
 
 
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
         return run(args)
-    except PtcapError as e:
+    except (PtcapError, BPFError) as e:
         _error(str(e))
         return 1
     except KeyboardInterrupt:

@@ -87,10 +87,13 @@ class PcapngWriter:
         self._interfaces = 0
         self._opts: dict[bytes, list] = {}
         self._pending: list[bytes] = [section_header()]
+        self.written = len(self._pending[0])       # bytes of this file so far
 
     def add_interface(self, iface: Interface) -> int:
         """Describe the next interface; returns its interface id (0, 1, ...)."""
-        self._pending.append(interface_block(iface))
+        block = interface_block(iface)
+        self._pending.append(block)
+        self.written += len(block)
         self._interfaces += 1
         return self._interfaces - 1
 
@@ -113,13 +116,16 @@ class PcapngWriter:
         self._opts[owner] = entry
         return entry
 
-    def write_records(self, buf, offsets: list[int]) -> None:
-        """Write the packet records at `offsets` of `buf` (the hot path)."""
+    def write_records(self, buf, offsets: list[int], limit: int = 1 << 62) -> int:
+        """Write the packet records at `offsets` of `buf` (the hot path); stop after the
+        packet that takes the file past `limit` bytes. Returns how many were written."""
         parts = self._pending
         append = parts.append
         cache = self._opts
         u32 = _U32.pack
         fields = _RECORD_KEY.unpack_from
+        written = self.written
+        n = 0
         for off in offsets:
             direction, owner, caplen = fields(buf, off)
             entry = cache.get(owner)
@@ -127,12 +133,19 @@ class PcapngWriter:
                 entry = self._options(owner)
             fixed, tails = entry[direction]
             pad = -caplen & 3
-            total = u32(fixed + caplen + pad)
+            size = fixed + caplen + pad
+            total = u32(size)
             append(_EPB_TYPE + total)
             append(buf[off + EPB_AT:off + HEADER_LEN + caplen])
             append(tails[pad])
             append(total)
+            n += 1
+            written += size
+            if written > limit:
+                break
+        self.written = written
         self.flush()
+        return n
 
     def flush(self) -> None:
         if self._pending:
@@ -162,6 +175,7 @@ class PcapWriter:
         magic = 0xA1B23C4D if nano else 0xA1B2C3D4
         out.write(struct.pack("<IHHiIII", magic, 2, 4, 0, 0, snaplen, linktype))
         self._interfaces = 0
+        self.written = 24
 
     def add_interface(self, iface: Interface) -> int:
         if iface.linktype != self.linktype:
@@ -170,17 +184,25 @@ class PcapWriter:
         self._interfaces += 1
         return self._interfaces - 1
 
-    def write_records(self, buf, offsets: list[int]) -> None:
+    def write_records(self, buf, offsets: list[int], limit: int = 1 << 62) -> int:
         head = _PCAP_RECORD.pack
         fields = _EPB_FIELDS.unpack_from
         parts = []
+        written = self.written
+        n = 0
         for off in offsets:
             _iface, hi, lo, caplen, length = fields(buf, off + EPB_AT)
             sec, nsec = divmod((hi << 32) | lo, 1_000_000_000)
             parts.append(head(sec, nsec // self._div, caplen, length))
             parts.append(buf[off + HEADER_LEN:off + HEADER_LEN + caplen])
+            n += 1
+            written += 16 + caplen
+            if written > limit:
+                break
+        self.written = written
         self.out.write(b"".join(parts))
         self.out.flush()
+        return n
 
     def flush(self) -> None:
         self.out.flush()

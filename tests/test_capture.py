@@ -340,8 +340,3 @@ def test_version_reports_libraries_and_hooks():
     assert "libpcap version 1." in res.stdout and "libbpf version 1." in res.stdout
     assert "tp_btf/sock_send_length" in res.stdout.split("kernel hooks usable:")[1].splitlines()[0]
     assert wait_clean() == []
-
-
-def test_options_not_built_yet_are_refused_not_ignored():
-    res = subprocess.run(ptcap_argv("-i", "lo", "-C", "1"), capture_output=True, text=True, timeout=30)
-    assert (res.returncode, res.stderr) == (1, "ptcap: -C is not supported yet\n")

@@ -1,0 +1,172 @@
+"""Capture anywhere: the cgroup-skb backend, other network namespaces, interfaces that come
+and go, and tcpdump's file rotation."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import PYTHON, comments, ptcap_argv, run, tshark_fields, wait_clean
+
+SEND_UDP = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(int(sys.argv[3])):
+    s.sendto(b'h' * int(sys.argv[4]), (sys.argv[1], int(sys.argv[2])))
+    if i % 200 == 199:
+        time.sleep(0.01)     # let lo's backlog drain: nothing lost before the capture
+"""
+
+
+def send_udp(addr: str, port: int, count: int = 1, netns: str | None = None, size: int = 5) -> int:
+    argv = [PYTHON, "-c", SEND_UDP, addr, str(port), str(count), str(size)]
+    if netns:
+        argv = ["ip", "netns", "exec", netns, *argv]
+    proc = subprocess.run(argv, check=True, timeout=20)
+    return proc.returncode
+
+
+def encap(path) -> set[str]:
+    return {row[0] for row in tshark_fields(path, "frame.encap_type")}
+
+
+@pytest.mark.parametrize("backend", ["tc", "cgroup-skb"])
+def test_both_backends_attribute_udp_on_loopback(backend, peers, capture, tmp_path):
+    server = peers("udp-server", "9901", "127.0.0.1")
+    client = peers("udp-client", "127.0.0.1", "9901")
+    out = tmp_path / "o.pcapng"
+    cap = capture("--backend", backend, "-i", "lo", "-w", str(out), "-c", "4", "udp port 9901")
+    client.say("send 9")
+    cap.finish()
+    rows = tshark_fields(out, "frame.comment", "udp.srcport", "frame.packet_flags_direction", "udp.length")
+    assert len(rows) == 4
+    sport = client.ready.split()[2]
+    for comment, src, direction, length in rows:
+        assert int(length) == 8 + 9
+        outbound = int(direction, 16) == 2
+        sender, receiver = (client, server) if src == sport else (server, client)
+        assert comments(comment)["PID"] == str((sender if outbound else receiver).pid)
+    # cgroup_skb sees packets from the IP header: raw IP (encapsulation 7 in tshark)
+    assert encap(out) == ({"7"} if backend == "cgroup-skb" else {"1"})
+    assert wait_clean() == []
+
+
+def test_cgroup_skb_rejects_link_layer_filters():
+    res = subprocess.run(ptcap_argv("--backend", "cgroup-skb", "-i", "lo", "ether host 00:00:00:00:00:01"),
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 1 and res.stderr.startswith("ptcap: ") and res.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("backend", ["tc", "cgroup-skb"])
+def test_capture_inside_another_namespace(backend, veth, capture, tmp_path):
+    """--netns NAME -i any: the namespace's own interfaces, named after it in the file."""
+    out = tmp_path / "o.pcapng"
+    cap = capture("--backend", backend, "--netns", veth.ns, "-i", "any", "-w", str(out), "-c", "2",
+                  "udp port 9902")
+    server = subprocess.Popen(veth.exec(PYTHON, "-c", """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('127.0.0.1', 9902))
+print('ready', flush=True); s.recvfrom(100)
+"""), stdout=subprocess.PIPE, text=True)
+    server.stdout.readline()
+    send_udp("127.0.0.1", 9902, netns=veth.ns)
+    server.wait(timeout=10)
+    cap.finish()
+    rows = tshark_fields(out, "frame.interface_name", "frame.comment")
+    assert [r[0] for r in rows] == [f"lo@{veth.ns}"] * 2
+    assert comments(rows[1][1])["PID"] == str(server.pid)     # arriving at the server
+    assert wait_clean() == []
+
+
+def test_list_interfaces_of_a_namespace(veth):
+    res = subprocess.run(ptcap_argv("-D", "--netns", veth.ns), capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0
+    assert res.stdout.splitlines() == [f"1.lo@{veth.ns}", f"2.{veth.peer_if}@{veth.ns}"]
+    mine = subprocess.run(ptcap_argv("-D"), capture_output=True, text=True, timeout=30).stdout
+    assert f".{veth.host_if}\n" in mine and "lo\n" in mine
+
+
+def test_missing_namespace_is_one_line():
+    res = subprocess.run(ptcap_argv("--netns", "no-such-ns-xyz", "-c", "1"), capture_output=True, text=True,
+                         timeout=30)
+    assert (res.returncode, res.stderr) == (1, "ptcap: --netns no-such-ns-xyz: No such file or directory\n")
+    assert wait_clean() == []
+
+
+def test_interface_that_appears_and_disappears(capture, tmp_path):
+    """-i any: a veth created while capturing is taken; deleting it ends only its part."""
+    out = tmp_path / "o.pcapng"
+    cap = capture("-i", "any", "-w", str(out), "udp port 9903")
+    tag = f"{os.getpid() % 10000}"
+    a, b = f"pta{tag}", f"ptb{tag}"
+    try:
+        run(["ip", "link", "add", a, "type", "veth", "peer", "name", b])
+        run(["ip", "addr", "add", "10.232.0.1/24", "dev", a])
+        run(["ip", "link", "set", a, "up"])
+        run(["ip", "link", "set", b, "up"])
+        mac = open(f"/sys/class/net/{b}/address").read().strip()
+        run(["ip", "neigh", "add", "10.232.0.2", "lladdr", mac, "dev", a])   # no ARP wait
+        time.sleep(0.5)
+        send_udp("10.232.0.2", 9903, count=3)     # leaves through the new veth
+    finally:
+        run(["ip", "link", "del", a], check=False)
+    time.sleep(0.3)
+    send_udp("127.0.0.1", 9903)                   # the rest of the capture goes on
+    time.sleep(0.3)
+    _, err = cap.stop()
+    assert cap.proc.returncode == 0, err
+    names = [r[0] for r in tshark_fields(out, "frame.interface_name")]
+    assert names.count(a) >= 3
+    assert "lo" in names
+    assert wait_clean() == []
+
+
+def _rotate_names(tool: list[str], d, *flags: str, packets: int = 2500) -> list[str]:
+    d.mkdir()
+    proc = subprocess.Popen([*tool, "-i", "lo", *flags, "-w", str(d / "cap.pcap"), "udp port 9904"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    while True:
+        line = proc.stderr.readline()
+        assert line, f"{tool[0]} ended before listening"
+        if b"listening on" in line:
+            break
+    time.sleep(0.3)
+    send_udp("127.0.0.1", 9904, count=packets, size=1000)     # about 2.6 MB
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=20)
+    return sorted(os.listdir(d))
+
+
+def test_rotation_sizes_use_tcpdumps_units():
+    from ptcap.rotation import parse_size
+    from ptcap.errors import PtcapError
+    assert parse_size("1") == 1_000_000          # millions of bytes
+    assert parse_size("2k") == 2048 and parse_size("1m") == 1 << 20 and parse_size("1G") == 1 << 30
+    with pytest.raises(PtcapError, match="invalid file size"):
+        parse_size("0")
+
+
+@pytest.mark.parametrize("flags", [("-C", "1"), ("-C", "1", "-W", "2"), ("-C", "1", "-W", "12")])
+def test_rotation_names_files_like_tcpdump(flags, tmp_path):
+    """Same traffic, same flags: the same file names as the real tcpdump, each readable."""
+    mine = _rotate_names(ptcap_argv("-Q", "in"), tmp_path / "ptcap", *flags)
+    # -Z root: tcpdump drops to its own user before opening rotated files
+    theirs = _rotate_names(["tcpdump", "-Z", "root", "-Q", "in"], tmp_path / "tcpdump", *flags)
+    assert mine == theirs, (mine, theirs)
+    for name in mine:
+        assert run(["tshark", "-r", str(tmp_path / "ptcap" / name)]).returncode == 0
+
+
+def test_time_rotation_stops_after_w_files(tmp_path):
+    pattern = str(tmp_path / "t-%s.pcapng")
+    proc = subprocess.run(ptcap_argv("-i", "lo", "-G", "1", "-W", "2", "-w", pattern, "udp port 9905"),
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    files = sorted(os.listdir(tmp_path))
+    assert len(files) == 2 and all(f.startswith("t-") for f in files)
+    for f in files:
+        assert run(["tshark", "-r", str(tmp_path / f)]).returncode == 0
