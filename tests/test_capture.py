@@ -340,3 +340,34 @@ def test_version_reports_libraries_and_hooks():
     assert "libpcap version 1." in res.stdout and "libbpf version 1." in res.stdout
     assert "tp_btf/sock_send_length" in res.stdout.split("kernel hooks usable:")[1].splitlines()[0]
     assert wait_clean() == []
+
+
+BROKEN_PROGRAM = r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 1 << 20); } ptcap_events SEC(".maps");
+SEC("tc")
+int ptcap_tc_ingress(struct __sk_buff *skb)
+{
+	/* reads past the end of the packet without a bounds check: the verifier says no */
+	return *(volatile __u32 *)(long)skb->data;
+}
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+def test_load_failure_names_the_program_and_the_verifiers_reason(tmp_path):
+    from conftest import ROOT
+    src = tmp_path / "broken.bpf.c"
+    src.write_text(BROKEN_PROGRAM)
+    subprocess.run(["clang", "-g", "-O2", "-target", "bpf", "-I", str(ROOT / "bpf"), "-c", str(src),
+                    "-o", str(tmp_path / "capture.bpf.o")], check=True)
+    res = subprocess.run(ptcap_argv("-i", "lo", "-c", "1"), capture_output=True, text=True, timeout=30,
+                         env={**os.environ, "PTCAP_BPF_DIR": str(tmp_path)})
+    assert res.returncode == 1
+    first, *reason = res.stderr.splitlines()
+    assert first == "ptcap: loading program ptcap_tc_ingress in capture failed: Permission denied"
+    assert reason and reason[0].startswith("  verifier: ")
+    assert "invalid access to packet" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert wait_clean() == []
