@@ -1,8 +1,10 @@
 """Shared test fixtures: real network namespaces, real peers, a real ptcap process."""
 from __future__ import annotations
 
+import ctypes
 import itertools
 import os
+import random
 import re
 import shutil
 import signal
@@ -42,12 +44,23 @@ class VethPair:
         return ["ip", "netns", "exec", self.ns, *cmd]
 
 
+def _free_subnet() -> str:
+    """A 10.x.y.0/24 no interface of the root namespace uses (test runs may overlap)."""
+    used = run(["ip", "-4", "-o", "addr", "show"]).stdout
+    for _ in range(1000):
+        net = f"10.{random.randint(200, 250)}.{random.randint(1, 254)}"
+        if f" {net}." not in used:
+            return net
+    raise RuntimeError("no free 10.x.y.0/24 for a test namespace")
+
+
 @pytest.fixture
 def veth():
     n = next(_counter)
     tag = f"{os.getpid() % 10000}{n}"
+    net = _free_subnet()
     pair = VethPair(ns=f"ptt{tag}", host_if=f"pth{tag}", peer_if=f"ptp{tag}",
-                    host_ip=f"10.231.{n}.1", peer_ip=f"10.231.{n}.2")
+                    host_ip=f"{net}.1", peer_ip=f"{net}.2")
     run(["ip", "netns", "add", pair.ns])
     try:
         run(["ip", "link", "add", pair.host_if, "type", "veth", "peer", "name", pair.peer_if])
@@ -191,12 +204,19 @@ def comments(text: str) -> dict[str, str]:
 
 
 def leftovers() -> list[str]:
-    """Anything of ptcap's still in the kernel: programs, links, clsact qdiscs, pins."""
+    """Anything of ptcap's still in the kernel: programs, links, clsact qdiscs, pins.
+
+    A program or link held open by a live process outside this test run (another capture
+    on the machine) is not ours to judge; one held by nobody, or by anything this run
+    started (orphans included: pytest is their subreaper), is a leftover."""
+    foreign = _held_by_others()
     found = []
     progs = run(["bpftool", "prog", "show"], check=False).stdout
-    found += [l for l in progs.splitlines() if re.search(r"name ptcap", l)]
+    found += [l for l in progs.splitlines()
+              if re.search(r"name ptcap", l) and ("prog", int(l.split(":")[0])) not in foreign]
     links = run(["bpftool", "link", "show"], check=False).stdout
-    found += [f"link: {l}" for l in links.splitlines() if re.match(r"^\d+:", l)]
+    found += [f"link: {l}" for l in links.splitlines()
+              if re.match(r"^\d+:", l) and ("link", int(l.split(":")[0])) not in foreign]
     for dev in os.listdir("/sys/class/net"):
         q = run(["tc", "qdisc", "show", "dev", dev], check=False).stdout
         if "clsact" in q:
@@ -208,6 +228,48 @@ def leftovers() -> list[str]:
     if os.path.isdir("/sys/fs/bpf"):
         found += [f"pinned: {p}" for p in os.listdir("/sys/fs/bpf") if "ptcap" in p]
     return found
+
+
+def _descendants(root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            ppid = int(stat[stat.rfind(")") + 2:].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = {root}, [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in out:
+                out.add(child)
+                todo.append(child)
+    return out
+
+
+def _held_by_others() -> set[tuple[str, int]]:
+    """("prog"|"link", id) of BPF objects that live processes outside this run hold open."""
+    ours = _descendants(os.getpid())
+    held = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in ours:
+            continue
+        try:
+            fds = os.listdir(f"/proc/{entry}/fdinfo")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                text = open(f"/proc/{entry}/fdinfo/{fd}").read()
+            except OSError:
+                continue
+            for kind in ("link", "prog"):
+                m = re.search(rf"^{kind}_id:\s*(\d+)", text, re.M)
+                if m:
+                    held.add((kind, int(m.group(1))))
+    return held
 
 
 def wait_clean(timeout: float = 5) -> list[str]:
@@ -224,6 +286,8 @@ def wait_clean(timeout: float = 5) -> list[str]:
 def _root_and_tools():
     if os.geteuid() != 0:
         pytest.exit("the tests need root (real BPF, real namespaces)", returncode=1)
+    # orphans of what the tests start stay our descendants, so leftovers() still judges them
+    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)     # PR_SET_CHILD_SUBREAPER
     for tool in ("tshark", "tcpdump", "bpftool", "tc", "ip"):
         if shutil.which(tool) is None:
             pytest.exit(f"{tool} is missing: run ./install.sh", returncode=1)
