@@ -3,6 +3,11 @@
 The kernel maps the ring's data pages twice in a row, so a record that wraps around the
 end is still contiguous in our mapping. Records are 8-byte aligned, each behind an 8-byte
 header: u32 length (bit 31 busy, bit 30 discarded) and u32 page offset.
+
+The consumer and producer positions are shared with the kernel while it runs: they are read
+and written as whole aligned u64s (memoryview items), never with struct.pack_into, which
+zero-fills before it writes: for that instant the kernel saw a consumer position of 0, an
+apparently full ring, and refused records with room to spare.
 """
 from __future__ import annotations
 
@@ -14,7 +19,6 @@ import struct
 _BUSY = 1 << 31
 _DISCARD = 1 << 30
 _U32 = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
 
 
 class RingBuffer:
@@ -28,7 +32,9 @@ class RingBuffer:
         self._data_off = page
         self._epoll = select.epoll()
         self._epoll.register(map_fd, select.EPOLLIN)
-        self.cons = _U64.unpack_from(self._consumer, 0)[0]
+        self._cons_pos = memoryview(self._consumer)[:8].cast("Q")
+        self._prod_pos = memoryview(self._producer)[:8].cast("Q")
+        self.cons = self._cons_pos[0]
         self._next = self.cons
 
     def wait(self, timeout: float) -> None:
@@ -39,14 +45,14 @@ class RingBuffer:
             pass
 
     def pending(self) -> int:
-        return _U64.unpack_from(self._producer, 0)[0] - self.cons
+        return self._prod_pos[0] - self.cons
 
     def batch(self) -> tuple[mmap.mmap, list[int]]:
         """Every ready record: (buffer, [offset of each record's data]).
 
         The records stay valid until release() hands them back to the kernel.
         """
-        prod = _U64.unpack_from(self._producer, 0)[0]
+        prod = self._prod_pos[0]
         cons = self.cons
         buf = self._producer
         base = self._data_off
@@ -69,13 +75,14 @@ class RingBuffer:
         """Hand the records of the last batch() back to the kernel."""
         if self._next != self.cons:
             self.cons = self._next
-            _U64.pack_into(self._consumer, 0, self.cons)
+            self._cons_pos[0] = self.cons
 
     def close(self) -> None:
-        try:
-            self.data.release()
-        except (AttributeError, ValueError):
-            pass
+        for view in ("data", "_cons_pos", "_prod_pos"):
+            try:
+                getattr(self, view).release()
+            except (AttributeError, ValueError):
+                pass
         self._epoll.close()
         for m in (self._producer, self._consumer):
             try:
