@@ -89,9 +89,11 @@ static __always_inline int who_matches(struct ptcap_owner *o)
 	return 1;
 }
 
-/* Ring wake-ups are costly at high rates: wake the reader only once this much is queued;
- * it also polls on a short timer. */
-#define WAKEUP_BYTES (256 * 1024)
+/* Ring wake-ups are costly at high rates (each is an interrupt; in a VM, an exit): wake the
+ * reader once per this many bytes queued, on the record that crosses the mark, not on every
+ * record past it; it also polls on a short timer. A power of two. */
+#define WAKEUP_SHIFT 18
+#define WAKEUP_BYTES (1 << WAKEUP_SHIFT)
 
 static __always_inline void count(__u32 which)
 {
@@ -239,7 +241,7 @@ static __always_inline int capture(struct __sk_buff *skb, __u8 dir, __u32 iface_
 {
 	struct ptcap_packet hdr = {};
 	__u32 caplen;
-	__u64 n, ts, wake;
+	__u64 n, ts, wake, queued;
 
 	hdr.kind = PTCAP_EV_PACKET;
 	hdr.dir = dir;
@@ -260,7 +262,8 @@ static __always_inline int capture(struct __sk_buff *skb, __u8 dir, __u32 iface_
 		return ret;
 
 	count(PTCAP_CNT_RECEIVED);
-	wake = bpf_ringbuf_query(&ptcap_events, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES ?
+	queued = bpf_ringbuf_query(&ptcap_events, BPF_RB_AVAIL_DATA);
+	wake = (queued + sizeof(hdr) + caplen) >> WAKEUP_SHIFT != queued >> WAKEUP_SHIFT ?
 		BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 
 	TRY_CLASS(64)
