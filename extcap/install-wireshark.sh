@@ -58,7 +58,7 @@ if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ]; then
 fi
 
 if command -v tshark >/dev/null; then
-  if tshark -D 2>/dev/null | grep -q '(ptcap'; then
+  if tshark -D 2>/dev/null | grep -q '^[0-9]*\. ptcap ('; then
     say "tshark -D lists ptcap"
   else
     die "tshark -D does not list ptcap"

@@ -22,6 +22,8 @@ from . import __version__
 
 HELP_URL = "https://github.com/ptcap/ptcap#wireshark"
 log = logging.getLogger("ptcap.extcap")
+log.addHandler(logging.NullHandler())      # nothing reaches stderr unless asked: Wireshark shows it
+log.propagate = False
 
 
 @dataclass(frozen=True)
@@ -34,8 +36,8 @@ class ExtcapInterface:
 # One entry per interface: what it is called in Wireshark and which CLI flags it adds.
 INTERFACES = {
     i.name: i for i in (
-        ExtcapInterface("ptcap", "ptcap: packets with their process, container and pod", ()),
-        ExtcapInterface("ptcap-drops", "ptcap-drops: packets the kernel drops, with the reason",
+        ExtcapInterface("ptcap", "Process-aware capture", ()),
+        ExtcapInterface("ptcap-drops", "Packets the kernel drops, with the reason",
                         ("--hook", "kfree_skb")),
     )
 }
@@ -235,15 +237,18 @@ class FifoWatch:
         poller = select.poll()
         poller.register(self._fd, select.POLLERR)
         while not self._done.is_set():
-            for _fd, events in poller.poll(200):
-                if events & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
+            for _fd, events in poller.poll(100):
+                if events & (select.POLLERR | select.POLLHUP) and not self._done.is_set():
                     log.info("the fifo's reader went away: stopping")
                     self._done.set()
                     os.kill(os.getpid(), signal.SIGTERM)
                     return
 
     def stop(self) -> None:
+        """Before the fd is closed: a poll on a closed fd must not be taken for a gone reader."""
         self._done.set()
+        if self._thread.is_alive():
+            self._thread.join()
 
 
 class _LogStream:
@@ -265,7 +270,6 @@ def _setup_logging(opts: argparse.Namespace) -> None:
     if level is None:
         raise ExtcapError(f"unknown log level {opts.log_level!r} (choose from {', '.join(LOG_LEVELS)})")
     log.setLevel(level)
-    log.propagate = False
     if opts.log_file:
         try:
             handler = logging.FileHandler(opts.log_file)
@@ -273,8 +277,6 @@ def _setup_logging(opts: argparse.Namespace) -> None:
             raise ExtcapError(f"log file {opts.log_file}: {e.strerror}") from None
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(handler)
-    else:
-        log.addHandler(logging.NullHandler())
 
 
 def _open_fifo(path: str) -> int:
@@ -302,7 +304,7 @@ def run_capture(opts: argparse.Namespace) -> int:
                  f" {opts.extcap_capture_filter}" if opts.extcap_capture_filter else "")
         from . import cli
         from .capture_cli import capture
-        args = _parse_cli(cli, argv)
+        args = _parse_cli(cli, argv, INTERFACES[opts.extcap_interface])
         args.expression = [opts.extcap_capture_filter] if opts.extcap_capture_filter else []
         watch = FifoWatch(fifo_fd)
         watch.start()
@@ -334,9 +336,12 @@ def run_capture(opts: argparse.Namespace) -> int:
             os.close(fifo_fd)
 
 
-def _parse_cli(cli, argv: list[str]) -> argparse.Namespace:
+def _parse_cli(cli, argv: list[str], interface: ExtcapInterface) -> argparse.Namespace:
     """The CLI's own parser, with its usage errors turned into one line."""
     parser = cli.build_parser()
+    for flag in interface.cli_flags:
+        if flag.startswith("-") and flag not in parser._option_string_actions:
+            raise ExtcapError(f"{interface.name}: this ptcap has no {flag} option")
 
     def error(message: str):
         raise ExtcapError(message)
