@@ -41,6 +41,7 @@ local KEYS = {
     PID = { "pid", F.pid, true },
     Cmd = { "cmd", F.cmd },
     Args = { "args", F.args },
+    COMMAND = { "comm", F.comm },       -- ptcpdump's first releases: the comm only
     ThreadId = { "tid", F.tid, true },
     ThreadName = { "thread", F.thread },
     UserId = { "uid", F.uid, true },
@@ -67,7 +68,7 @@ local ORDER = { "pid", "comm", "cmd", "args", "tid", "thread", "uid", "gid", "us
                 "pargs", "container", "container_id", "container_image", "container_labels",
                 "pod", "pod_namespace", "pod_uid", "pod_labels", "pod_annotations",
                 "drop_reason", "drop_location" }
-local FIELD_OF = { comm = F.comm }
+local FIELD_OF = {}
 for _, spec in pairs(KEYS) do FIELD_OF[spec[1]] = spec[2] end
 
 local frame_comment = Field.new("frame.comment")
@@ -91,7 +92,9 @@ local function parse(comments)
     end
     if not found then return nil end
     -- the kernel's comm: the main thread's name, else the executable's base name (15 bytes)
-    if ctx.thread and ctx.tid and ctx.pid and ctx.tid == ctx.pid then
+    if ctx.comm then
+        -- given as such
+    elseif ctx.thread and ctx.tid and ctx.pid and ctx.tid == ctx.pid then
         ctx.comm = ctx.thread
     elseif ctx.cmd then
         ctx.comm = string.sub(string.match(ctx.cmd, "([^/]*)$"), 1, 15)
