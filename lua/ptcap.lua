@@ -73,6 +73,10 @@ for _, spec in pairs(KEYS) do FIELD_OF[spec[1]] = spec[2] end
 
 local frame_comment = Field.new("frame.comment")
 
+local function exe_name(cmd)
+    return string.sub(string.match(cmd, "([^/]*)$"), 1, 15)
+end
+
 -- The context of one packet from its comments (nil when none carries any).
 local function parse(comments)
     local ctx, found = {}, false
@@ -91,15 +95,10 @@ local function parse(comments)
         end
     end
     if not found then return nil end
-    -- the kernel's comm: the main thread's name, else the executable's base name (15 bytes)
-    if ctx.comm then
-        -- given as such
-    elseif ctx.thread and ctx.tid and ctx.pid and ctx.tid == ctx.pid then
-        ctx.comm = ctx.thread
-    elseif ctx.cmd then
-        ctx.comm = string.sub(string.match(ctx.cmd, "([^/]*)$"), 1, 15)
-    elseif ctx.thread then
-        ctx.comm = ctx.thread
+    -- the kernel's comm of the task behind the packet (what --pname matches): the thread's
+    -- name, else the executable's base name cut to 15 bytes as the kernel cuts it
+    if ctx.comm == nil then
+        ctx.comm = ctx.thread or (ctx.cmd and exe_name(ctx.cmd))
     end
     return ctx
 end
@@ -150,19 +149,30 @@ local function new_counts()
     return { process = {}, container = {}, pod = {} }
 end
 
-local function count(tbl, key, bytes)
+local function count(tbl, key, bytes, label)
     local row = tbl[key]
     if row == nil then
-        row = { packets = 0, bytes = 0 }
+        row = { packets = 0, bytes = 0, label = label or key }
         tbl[key] = row
     end
     row.packets = row.packets + 1
     row.bytes = row.bytes + bytes
+    return row
+end
+
+-- One row per process: named by its main thread once one of its packets is seen, else by
+-- the first thread seen (threads inherit the process's name unless they rename themselves)
+local function count_process(tbl, ctx, bytes)
+    local row = count(tbl, ctx.pid, bytes, string.format("%s (%d)", ctx.comm or "?", ctx.pid))
+    if ctx.thread and ctx.tid == ctx.pid and not row.named then
+        row.label = string.format("%s (%d)", ctx.thread, ctx.pid)
+        row.named = true
+    end
 end
 
 local function sorted_rows(tbl)
     local rows = {}
-    for key, row in pairs(tbl) do rows[#rows + 1] = { key = key, packets = row.packets, bytes = row.bytes } end
+    for _, row in pairs(tbl) do rows[#rows + 1] = { key = row.label, packets = row.packets, bytes = row.bytes } end
     table.sort(rows, function(a, b)
         if a.bytes ~= b.bytes then return a.bytes > b.bytes end
         return a.key < b.key
@@ -202,7 +212,7 @@ local function processes_tap(filter, show)
         if ctx == nil or ctx.pid == nil then
             count(counts.process, "(no process)", bytes)
         else
-            count(counts.process, string.format("%s (%d)", ctx.comm or "?", ctx.pid), bytes)
+            count_process(counts.process, ctx, bytes)
         end
         if ctx and (ctx.container or ctx.container_id) then
             count(counts.container, ctx.container or ctx.container_id, bytes)

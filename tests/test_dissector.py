@@ -100,8 +100,8 @@ def test_every_field_from_ptcaps_comments(home, sample):
         "ptcap.pod.namespace": "shop", "ptcap.pod.uid": "1b4e28ba-2fa1-11d2-883f-0016d3cca427",
         "ptcap.pod.labels": '{"app":"web"}',
     }
-    # a thread other than the main one: comm is the executable's name, the thread keeps its own
-    assert rows[1][:6] == ["77", "80", "python3.11", "/usr/bin/python3.11", "python3 worker.py", "pool-1"]
+    # comm is the task's own: a renamed thread's name (what --pname matches)
+    assert rows[1][:6] == ["77", "80", "pool-1", "/usr/bin/python3.11", "python3 worker.py", "pool-1"]
     assert rows[1][9:] == [""] * 8
     assert rows[2] == [""] * len(names)
 
@@ -127,7 +127,7 @@ def test_tree_and_info_column(home, sample):
     assert "    [PID: 4242]" in detail and "    [Container image: nginx:1.25]" in detail
     summary = tshark(home, "-r", str(sample)).stdout.splitlines()
     assert summary[0].endswith("[curl 4242, container web, pod web-0.shop]")
-    assert summary[1].endswith("[python3.11 77]")
+    assert summary[1].endswith("[pool-1 77]")
     assert summary[2].endswith("Len=5")
 
 
@@ -181,13 +181,24 @@ def test_processes_statistics(home, sample):
     lines = out.splitlines()
     row = lambda key: next(l for l in lines if l.startswith(key)).split()[-2:]
     assert row("curl (4242)") == ["2", str(size["small"] + size["big"])]
-    assert row("python3.11 (77)") == ["1", str(size["small"])]
+    assert row("pool-1 (77)") == ["1", str(size["small"])]
     assert row("(no process)") == ["1", str(size["small"])]
     assert row("web ") == ["2", str(size["small"] + size["big"])]
     assert row("web-0.shop") == ["2", str(size["small"] + size["big"])]
     # with a display filter of its own
     out = tshark(home, "-q", "-r", str(sample), "-z", "ptcap,procs,ptcap.uid == 0").stdout
-    assert "python3.11 (77)" in out and "curl (4242)" not in out
+    assert "pool-1 (77)" in out and "curl (4242)" not in out
+
+
+def test_processes_statistics_one_row_per_process(home, tmp_path):
+    import dataclasses
+    main = dataclasses.replace(WORKER, tid=77, tname="python3")
+    path = write(tmp_path / "threads.pcapng", [(udp_frame(1, 9), WORKER.comments()),
+                                               (udp_frame(1, 9), main.comments()),
+                                               (udp_frame(1, 9), WORKER.comments())])
+    out = tshark(home, "-q", "-r", str(path), "-z", "ptcap,procs").stdout
+    rows = [l.split() for l in out.splitlines() if "(77)" in l]
+    assert rows == [["python3", "(77)", "3", str(3 * len(udp_frame(1, 9)))]]
 
 
 def test_field_list(home):
