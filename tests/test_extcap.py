@@ -110,6 +110,16 @@ def test_unknown_interface_is_one_line():
     assert res.stderr.strip().startswith("ptcap: unknown interface") and res.stderr.count("\n") == 1
 
 
+def _listening(log: Path, proc: subprocess.Popen, pause, timeout: float = 30) -> bool:
+    """Wait until the extcap's log says the kernel side listens; False if it exits first."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if log.exists() and "listening on" in log.read_text():
+            return True
+        pause()
+    return False
+
+
 # -- captures into a fifo, as dumpcap runs them ----------------------------------------------
 class FifoCapture:
     """extcap/ptcap --capture with a fifo read the way dumpcap reads it."""
@@ -125,15 +135,9 @@ class FifoCapture:
         self.fd = os.open(self.fifo, os.O_RDONLY | os.O_NONBLOCK)
         self.data = b""
 
-    def wait_listening(self, timeout: float = 30) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.log.exists() and "listening on" in self.log.read_text():
-                return
-            if self.proc.poll() is not None:
-                raise AssertionError(f"extcap exited: {self.proc.stderr.read()}")
-            self.read(0.05)
-        raise AssertionError("extcap did not start listening")
+    def wait_listening(self) -> None:
+        if not _listening(self.log, self.proc, lambda: self.read(0.05)):
+            raise AssertionError(f"the extcap did not start: {self.proc.stderr.read()}")
 
     def read(self, timeout: float) -> None:
         if select.select([self.fd], [], [], timeout)[0]:
@@ -355,14 +359,9 @@ class Tshark:
              "-o", f"extcap.{pref}.loglevel:info", "-o", f"extcap.{pref}.logfile:{self.log}", *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    def wait_listening(self, timeout: float = 30) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.log.exists() and "listening on" in self.log.read_text():
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
+    def wait_listening(self) -> None:
+        if _listening(self.log, self.proc, lambda: time.sleep(0.05)):
+            return
         self.proc.kill()
         out, err = self.proc.communicate()
         log = self.log.read_text() if self.log.exists() else ""
@@ -545,10 +544,30 @@ def test_fields_output_is_scriptable_with_processes_statistics(tshark, peers):
     assert packets == sum(1 for r in rows if r[0] == str(mine.pid))
 
 
+def test_dialog_options_map_onto_the_cli():
+    from ptcap import extcap as mod
+    opts = mod.build_parser().parse_args([
+        "--extcap-interface", "ptcap", "--interfaces", "eth0,lo", "--backend", "cgroup-skb",
+        "--snaplen", "96", "--direction", "out", "--netns", "a, /run/netns/b", "--pid", "1, 2",
+        "--follow-forks", "--pname", "curl,nginx", "--uid", "1000", "--container", "web",
+        "--pod", "web-0.shop"])
+    argv = mod.cli_arguments(opts, "/f")
+    assert argv == [
+        "-w", "/f", "-i", "eth0", "-i", "lo", "--backend", "cgroup-skb", "-s", "96", "-Q", "out",
+        "--netns", "a", "--netns", "/run/netns/b", "--pid", "1", "--pid", "2", "-f",
+        "--pname", "curl", "--pname", "nginx", "--uid", "1000", "--container-name", "web",
+        "--pod-name", "web-0.shop"]
+    opts = mod.build_parser().parse_args(["--extcap-interface", "ptcap", "--container", "3f" * 32])
+    assert mod.cli_arguments(opts, "/f") == ["-w", "/f", "-i", "any", "--container-id", "3f" * 32]
+    # every CLI flag the mapping makes is one the CLI has
+    from ptcap.cli import build_parser
+    known = build_parser()._option_string_actions
+    assert not [f for f in argv if f.startswith("-") and f not in known]
+
+
 def test_drops_interface_maps_to_the_kfree_skb_hook():
     from ptcap import extcap as mod
     assert mod.INTERFACES["ptcap-drops"].cli_flags == ("--hook", "kfree_skb")
-    import argparse
     opts = mod.build_parser().parse_args(["--extcap-interface", "ptcap-drops", "--interfaces", "lo"])
     argv = mod.cli_arguments(opts, "/tmp/fifo")
     assert argv[:4] == ["-w", "/tmp/fifo", "--hook", "kfree_skb"]
