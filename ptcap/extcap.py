@@ -17,10 +17,12 @@ import socket
 import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 from . import __version__
 
-HELP_URL = "https://github.com/ptcap/ptcap#wireshark"
+# the help button opens this checkout's manual
+HELP_URL = (Path(__file__).resolve().parent.parent / "README.md").as_uri()
 log = logging.getLogger("ptcap.extcap")
 log.addHandler(logging.NullHandler())      # nothing reaches stderr unless asked: Wireshark shows it
 log.propagate = False
@@ -362,10 +364,14 @@ def _fail(message: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
+    parser.error = lambda message: sys.exit(_fail(message))
     opts, unknown = parser.parse_known_args(argv)
     if opts.extcap_interfaces:
         sys.stdout.write(interfaces_text())
         return 0
+    if opts.capture:                    # before any check: it opens the fifo whatever goes wrong
+        opts.unknown = unknown
+        return run_capture(opts)
     if opts.extcap_interface and opts.extcap_interface not in INTERFACES:
         return _fail(f"unknown interface {opts.extcap_interface!r}")
     if opts.extcap_dlts:
@@ -374,9 +380,6 @@ def main(argv: list[str] | None = None) -> int:
     if opts.extcap_config:
         sys.stdout.write(config_text())
         return 0
-    if opts.capture:
-        opts.unknown = unknown
-        return run_capture(opts)
     if opts.extcap_capture_filter is not None:
         reason = validate_filter(opts.extcap_capture_filter, opts)
         if reason:

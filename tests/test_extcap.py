@@ -238,11 +238,16 @@ def test_stops_within_two_seconds_and_cleans_up(fifo_capture, how):
     assert wait_clean() == []
 
 
-def test_error_opens_the_fifo_and_says_one_line(tmp_path):
+@pytest.mark.parametrize("options, message", [
+    (("--extcap-interface", "ptcap", "--pid", "999999999"), "ptcap: --pid 999999999: no such process\n"),
+    (("--extcap-interface", "nope"), "ptcap: unknown interface 'nope' (this extcap has ptcap, ptcap-drops)\n"),
+    (("--extcap-interface", "ptcap", "--interfaces", "nosuch0"), "ptcap: nosuch0: No such device exists\n"),
+])
+def test_error_opens_the_fifo_and_says_one_line(tmp_path, options, message):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    proc = subprocess.Popen([str(EXTCAP), "--capture", "--extcap-interface", "ptcap", "--fifo", str(fifo),
-                             "--pid", "999999999"], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([str(EXTCAP), "--capture", "--fifo", str(fifo), *options],
+                            stderr=subprocess.PIPE, text=True)
     opened = []
     # a blocking open for reading returns only once the extcap opens its end
     reader = threading.Thread(target=lambda: opened.append(open(fifo, "rb")), daemon=True)
@@ -250,10 +255,9 @@ def test_error_opens_the_fifo_and_says_one_line(tmp_path):
     reader.join(10)
     try:
         assert opened, "the extcap never opened the fifo: dumpcap would wait forever"
-        assert opened[0].read() == b""
+        opened[0].read()
         assert proc.wait(10) == 1
-        err = proc.stderr.read()
-        assert err == "ptcap: --pid 999999999: no such process\n"
+        assert proc.stderr.read() == message
     finally:
         if proc.poll() is None:
             proc.kill()
