@@ -311,6 +311,11 @@ class Session:
         """Add a process to the --pid selector while capturing (-- CMD, containers joining)."""
         whomod.add_pid(self._who_fds["ptcap_who_pids"], pid)
 
+    def select_mntns(self, inode: int) -> None:
+        """Add a mount namespace to the container selector while capturing (a container
+        that started after us)."""
+        whomod.add_mntns(self._who_fds["ptcap_who_mntns"], inode)
+
     # -- reading ------------------------------------------------------------------------
     def counters(self) -> tuple[int, int]:
         """(received by filter, dropped by kernel), summed over CPUs."""

@@ -9,8 +9,12 @@ import os
 import pwd
 import struct
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .context import ProcessContext
+
+if TYPE_CHECKING:
+    from .metadata import Metadata, Workload
 
 OWNER = struct.Struct("<IIIIQQII16s16s")   # struct ptcap_owner (bpf/ptcap.h)
 NO_OWNER = bytes(OWNER.size)
@@ -62,7 +66,8 @@ class ProcessTable:
     """Joins owner records with process details; keyed by pid + start time, so a reused pid
     is never mistaken for the old process."""
 
-    def __init__(self) -> None:
+    def __init__(self, metadata: "Metadata | None" = None) -> None:
+        self.metadata = metadata      # containers and pods (None: not wanted)
         self._procs: dict[tuple[int, int], ProcessInfo | None] = {}
         self._latest: dict[int, ProcessInfo] = {}     # newest known program of each pid
         self._contexts: dict[bytes, ProcessContext | None] = {NO_OWNER: None}
@@ -104,6 +109,8 @@ class ProcessTable:
         parent = self.parent(ctx.ppid) if ctx.ppid > 0 else None
         if parent is not None:
             ctx.pcmd, ctx.pargs, ctx.pname = parent.cmd, parent.args, parent.comm
+        if self.metadata is not None:
+            _join_workload(ctx, self.metadata.workload(pid, cgroup_id))
         return ctx
 
     def learn_exec(self, pid: int, ppid: int, start_ns: int, filename: str, argv: list[str]) -> None:
@@ -111,7 +118,7 @@ class ProcessTable:
         self.forget(pid)
         # the kernel names a process after the file it executes (at most 15 bytes)
         comm = filename.rsplit("/", 1)[-1][:15]
-        if not filename.startswith("/"):
+        if not filename.startswith("/") or filename.startswith(("/proc/", "/dev/fd/")):
             try:
                 filename = os.readlink(f"/proc/{pid}/exe")
             except OSError:
@@ -144,3 +151,15 @@ class ProcessTable:
         self._latest.pop(pid, None)
         for owner in [o for o in self._contexts if o != NO_OWNER and OWNER.unpack(o)[0] == pid]:
             del self._contexts[owner]
+
+
+def _join_workload(ctx: ProcessContext, w: "Workload | None") -> None:
+    if w is None:
+        return
+    c = w.container
+    ctx.container_id, ctx.container_name, ctx.container_image = c.id, c.name, c.image
+    ctx.container_labels = c.labels
+    if w.pod is not None:
+        p = w.pod
+        ctx.pod_name, ctx.pod_namespace, ctx.pod_uid = p.name, p.namespace, p.uid
+        ctx.pod_labels, ctx.pod_annotations = p.labels, p.annotations

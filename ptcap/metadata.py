@@ -1,0 +1,57 @@
+"""Container and pod metadata for owner records: cgroup → container id → runtime → pod.
+
+Each step is cached (per cgroup id, per container id, per pod), so a packet costs at most
+one dict lookup once its owner has been seen; runtimes that are absent leave fields empty.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .containers import CgroupContainer, ContainerFinder
+from .docker import ContainerInfo, DockerResolver
+from .kubernetes import KubernetesAPI, PodInfo, pod_from_labels
+
+
+@dataclass(slots=True)
+class Workload:
+    container: ContainerInfo
+    pod: PodInfo | None = None
+
+
+class Metadata:
+    def __init__(self, docker_address: str | None = None, kubernetes: bool = True) -> None:
+        self.finder = ContainerFinder()
+        self.docker = DockerResolver(docker_address)
+        self.kubernetes = KubernetesAPI() if kubernetes else None
+        self._workloads: dict[str, Workload] = {}
+
+    def workload(self, pid: int, cgroup_id: int) -> Workload | None:
+        """The container (and pod) of a process; None for a host process."""
+        found = self.finder.find(pid, cgroup_id)
+        if found is None:
+            return None
+        return self.for_container(found)
+
+    def for_container(self, found: CgroupContainer) -> Workload:
+        w = self._workloads.get(found.id)
+        if w is not None:
+            return w
+        info = self.docker.container(found.id) if found.runtime in ("docker", "") else None
+        if info is None:
+            info = ContainerInfo(id=found.id, runtime=found.runtime)
+        pod = pod_from_labels(info.labels)
+        if pod is None and found.pod_uid:
+            pod = PodInfo(name="", uid=found.pod_uid)
+        if pod is not None and pod.name and self.kubernetes is not None:
+            full = self.kubernetes.pod(pod.name, pod.namespace)
+            if full is not None:
+                pod = PodInfo(name=full.name, namespace=full.namespace, uid=full.uid or pod.uid,
+                              labels=full.labels, annotations=full.annotations)
+        w = Workload(info, pod)
+        # a runtime that was down leaves a bare record: ask again next time (it is rate-limited)
+        if info.name or found.runtime not in ("docker", ""):
+            self._workloads[found.id] = w
+        return w
+
+    def close(self) -> None:
+        self.docker.close()
