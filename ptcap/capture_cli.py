@@ -218,11 +218,11 @@ def capture(args: argparse.Namespace) -> int:
         raise PtcapError(str(e)) from None
 
     who = _who_from_args(args)
-    _log_to_stderr()
     metadata = None
     if parts & (Part.CONTAINER | Part.POD) or who.containers:
         metadata = Metadata(args.docker_address)
     selector = _container_selector(args, metadata, who)
+    _log_to_stderr()
     config = CaptureConfig(interfaces=args.interfaces, direction=args.direction, snaplen=snaplen,
                            expression=expression, ring_kib=args.buffer_kib, who=who,
                            backend=args.backend, netns=args.netns or [])
