@@ -293,7 +293,8 @@ class Session:
         if follow:
             bpf.map_update(obj.map_fd(".bss"), struct.pack("<I", 0), struct.pack("<I", 1))
         for prog, hook in (("ptcap_exec", "tp_btf/sched_process_exec"),
-                           ("ptcap_fork", "tp_btf/sched_process_fork")):
+                           ("ptcap_fork", "tp_btf/sched_process_fork"),
+                           ("ptcap_exit", "tp_btf/sched_process_exit")):
             try:
                 self._links.append(obj.program(prog).attach())
                 self.hooks.working.append(hook)

@@ -250,6 +250,7 @@ def capture(args: argparse.Namespace) -> int:
     session.on_new_interface = new_interface
     try:
         session.open()
+        table.snapshot()
         _announce(session, snaplen, args)
         if args.command:
             command = Command(args.command)
