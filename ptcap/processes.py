@@ -164,7 +164,10 @@ class ProcessTable:
         self._drop_contexts(pid, start_ns)
         # the kernel names a process after the file it executes (at most 15 bytes)
         comm = filename.rsplit("/", 1)[-1][:15]
-        if not filename.startswith("/") or filename.startswith(("/proc/", "/dev/fd/")):
+        before = self._latest.get(pid)
+        if filename.startswith(("/proc/self/exe", f"/proc/{pid}/exe")) and before is not None:
+            filename = before.cmd       # it re-ran its own program (busybox applets do)
+        elif not filename.startswith("/") or filename.startswith(("/proc/", "/dev/fd/")):
             try:
                 filename = os.readlink(f"/proc/{pid}/exe")
             except OSError:
