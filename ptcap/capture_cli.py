@@ -190,8 +190,7 @@ def _open_output(path: str) -> BinaryIO:
 
 
 # Options that parse but whose work is not built yet: refuse them rather than ignore them.
-_NOT_YET = (("containerd_address", "--containerd-address"),
-            ("cri_runtime_address", "--cri-runtime-address"))
+_NOT_YET = (("cri_runtime_address", "--cri-runtime-address"),)
 
 
 def _refuse_unbuilt(args: argparse.Namespace) -> None:
@@ -220,7 +219,7 @@ def capture(args: argparse.Namespace) -> int:
     who = _who_from_args(args)
     metadata = None
     if parts & (Part.CONTAINER | Part.POD) or who.containers:
-        metadata = Metadata(args.docker_address)
+        metadata = Metadata(args.docker_address, args.containerd_address)
     selector = _container_selector(args, metadata, who)
     _log_to_stderr()
     config = CaptureConfig(interfaces=args.interfaces, direction=args.direction, snaplen=snaplen,
@@ -312,7 +311,7 @@ def _container_selector(args: argparse.Namespace, metadata: Metadata | None,
     cid = args.container_id or ""
     if cid and not re.fullmatch(r"[0-9a-fA-F]{1,64}", cid):
         raise PtcapError(f"--container-id {cid!r}: a container id is hexadecimal (full or a prefix)")
-    selector = ContainerSelector(metadata.docker, cid, args.container_name or "", pod)
+    selector = ContainerSelector(metadata.runtimes(), cid, args.container_name or "", pod)
     try:
         who.mntns |= selector.resolve()
     except RuntimeUnavailable as e:

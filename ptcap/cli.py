@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="capture only packets of this Kubernetes pod's containers")
     flt.add_argument("--docker-address", metavar="ADDR",
                      help="Docker engine address (default $DOCKER_HOST or unix:///var/run/docker.sock)")
-    flt.add_argument("--containerd-address", metavar="ADDR", help=argparse.SUPPRESS)
+    flt.add_argument("--containerd-address", metavar="ADDR",
+                     help="containerd socket (default /run/containerd/containerd.sock)")
     flt.add_argument("--cri-runtime-address", metavar="ADDR", help=argparse.SUPPRESS)
 
     out = p.add_argument_group("output")

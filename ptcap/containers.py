@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from typing import Callable
 
 from .cgroup import v2_mount
 
@@ -40,11 +41,20 @@ class CgroupContainer:
     id: str
     runtime: str = ""       # docker, containerd, cri-o, podman; "" when the layout does not say
     pod_uid: str = ""       # from a kubepods path
+    namespace: str = ""     # containerd's namespace, when known
 
 
-def parse_cgroup_path(path: str) -> CgroupContainer | None:
-    """The container a cgroup path belongs to, or None (a host process)."""
+def parse_cgroup_path(path: str, namespaces: Callable[[], set[str]] | None = None) -> CgroupContainer | None:
+    """The container a cgroup path belongs to, or None (a host process). `namespaces` gives
+    containerd's namespaces, for its /<namespace>/<id> layout (ids of any form)."""
     parts = [p for p in path.split("/") if p]
+    found = _parse_parts(parts)
+    if found is None and namespaces is not None and len(parts) >= 2 and parts[-2] in namespaces():
+        found = CgroupContainer(parts[-1], "containerd", namespace=parts[-2])
+    return found
+
+
+def _parse_parts(parts: list[str]) -> CgroupContainer | None:
     for i in range(len(parts) - 1, -1, -1):
         m = _COMPONENT.match(parts[i])
         if m is None:
@@ -59,11 +69,12 @@ def parse_cgroup_path(path: str) -> CgroupContainer | None:
                 pod_uid = p.group("uid").replace("_", "-")
         if not runtime and pod_uid:
             runtime = "kubernetes"
-        return CgroupContainer(m.group("id"), runtime, pod_uid)
+        namespace = "k8s.io" if m.group("runtime") == "cri-containerd" else ""
+        return CgroupContainer(m.group("id"), runtime, pod_uid, namespace)
     return None
 
 
-def parse_proc_cgroup(text: str) -> CgroupContainer | None:
+def parse_proc_cgroup(text: str, namespaces: Callable[[], set[str]] | None = None) -> CgroupContainer | None:
     """The container named by any hierarchy in a /proc/PID/cgroup file (v2 line "0::/..."
     first, then the v1 controllers of a hybrid or v1 host)."""
     paths = []
@@ -75,16 +86,16 @@ def parse_proc_cgroup(text: str) -> CgroupContainer | None:
         else:
             paths.append(path)
     for path in paths:
-        found = parse_cgroup_path(path)
+        found = parse_cgroup_path(path, namespaces)
         if found is not None:
             return found
     return None
 
 
-def proc_container(pid: int) -> CgroupContainer | None:
+def proc_container(pid: int, namespaces: Callable[[], set[str]] | None = None) -> CgroupContainer | None:
     try:
         with open(f"/proc/{pid}/cgroup") as f:
-            return parse_proc_cgroup(f.read())
+            return parse_proc_cgroup(f.read(), namespaces)
     except OSError:
         return None
 
@@ -132,7 +143,8 @@ class ContainerFinder:
     """The container of an owner record: from its cgroup id (cached per id), else from the
     process's /proc/PID/cgroup (hybrid hosts whose runtime uses v1 controllers only)."""
 
-    def __init__(self) -> None:
+    def __init__(self, namespaces: Callable[[], set[str]] | None = None) -> None:
+        self._namespaces = namespaces
         self._cgroups = CgroupPaths()
         self._by_cgroup: dict[int, CgroupContainer | None] = {}
 
@@ -140,10 +152,10 @@ class ContainerFinder:
         found = self._by_cgroup.get(cgroup_id, False)
         if found is False:
             path = self._cgroups.path(cgroup_id)
-            found = parse_cgroup_path(path) if path else None
+            found = parse_cgroup_path(path, self._namespaces) if path else None
             if path is not None or found is not None:
                 self._by_cgroup[cgroup_id] = found
             if found is None and (path is None or path == "/"):
                 # v2 root or unknown id: the runtime may use only v1 controllers
-                return proc_container(pid)
+                return proc_container(pid, self._namespaces)
         return found

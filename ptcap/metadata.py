@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .containerd import ContainerdResolver
 from .containers import CgroupContainer, ContainerFinder
 from .docker import ContainerInfo, DockerResolver
 from .kubernetes import KubernetesAPI, PodInfo, pod_from_labels
@@ -19,9 +20,11 @@ class Workload:
 
 
 class Metadata:
-    def __init__(self, docker_address: str | None = None, kubernetes: bool = True) -> None:
-        self.finder = ContainerFinder()
+    def __init__(self, docker_address: str | None = None, containerd_address: str | None = None,
+                 kubernetes: bool = True) -> None:
         self.docker = DockerResolver(docker_address)
+        self.containerd = ContainerdResolver(containerd_address)
+        self.finder = ContainerFinder(self.containerd.namespaces)
         self.kubernetes = KubernetesAPI() if kubernetes else None
         self._workloads: dict[str, Workload] = {}
 
@@ -36,7 +39,11 @@ class Metadata:
         w = self._workloads.get(found.id)
         if w is not None:
             return w
-        info = self.docker.container(found.id) if found.runtime in ("docker", "") else None
+        info = None
+        if found.runtime in ("docker", ""):
+            info = self.docker.container(found.id)
+        if info is None and found.runtime in ("containerd", "kubernetes", ""):
+            info = self.containerd.container(found.id, found.namespace)
         if info is None:
             info = ContainerInfo(id=found.id, runtime=found.runtime)
         pod = pod_from_labels(info.labels)
@@ -49,9 +56,14 @@ class Metadata:
                               labels=full.labels, annotations=full.annotations)
         w = Workload(info, pod)
         # a runtime that was down leaves a bare record: ask again next time (it is rate-limited)
-        if info.name or found.runtime not in ("docker", ""):
+        if info.name:
             self._workloads[found.id] = w
         return w
 
+    def runtimes(self) -> list:
+        """The resolvers that can list running containers (for the container selectors)."""
+        return [self.docker, self.containerd]
+
     def close(self) -> None:
         self.docker.close()
+        self.containerd.close()

@@ -99,9 +99,9 @@ class ContainerSelector:
 
     REFRESH_SECONDS = 1.0
 
-    def __init__(self, docker, container_id: str = "", container_name: str = "",
+    def __init__(self, runtimes: list, container_id: str = "", container_name: str = "",
                  pod: tuple[str, str] | None = None) -> None:
-        self.docker = docker
+        self.runtimes = runtimes        # resolvers with running() (docker, containerd)
         self.container_id = container_id.lower()
         self.container_name = container_name.lstrip("/")
         self.pod = pod
@@ -132,11 +132,15 @@ class ContainerSelector:
         when the runtime is needed and down)."""
         from .docker import RuntimeUnavailable
         self._last = time.monotonic()
-        try:
-            pids = [c.pid for c in self.docker.running() if c.pid and self.matches(c)]
-        except RuntimeUnavailable:
+        pids, failures = [], []
+        for runtime in self.runtimes:
+            try:
+                pids += [c.pid for c in runtime.running() if c.pid and self.matches(c)]
+            except RuntimeUnavailable as e:
+                failures.append(e)
+        if len(failures) == len(self.runtimes):
             if not self.container_id:
-                raise
+                raise failures[0]
             pids = _pids_in_container(self.container_id)
         found = {ns for ns in map(mntns_of, pids) if ns}
         new = found - self.mntns

@@ -441,3 +441,48 @@ def test_container_selector_errors(engine, tmp_path):
     res = ptcap("--container-name", "x", "--pod-name", "a.b")
     assert res.stderr == "ptcap: --container-name and --pod-name cannot be used together\n"
     assert wait_clean() == []
+
+
+def test_containerd_containers_metadata_and_selector(engine, containers, peers, tmp_path, no_kubeconfig):
+    """A container of containerd itself (ctr, in a namespace of its own): names, image and
+    labels from containerd's API; --container-name finds it there."""
+    if shutil.which("ctr") is None:
+        pytest.skip("ctr (Debian's containerd package) is not installed")
+    sock = f"{engine.base}/exec/containerd/containerd.sock"
+    ctr = ["ctr", "-a", sock, "-n", "ptcap-test"]
+    saved = subprocess.Popen(["docker", "save", IMAGE], stdout=subprocess.PIPE, env=engine.env)
+    subprocess.run(ctr + ["images", "import", "-"], stdin=saved.stdout, check=True, capture_output=True,
+                   timeout=120)
+    saved.wait()
+    name = f"box-{os.getpid()}"
+    labels = {"nerdctl/name": name, "app": "ctr", "io.kubernetes.pod.name": "api-0",
+              "io.kubernetes.pod.namespace": "prod", "io.kubernetes.pod.uid": "u-1"}
+    subprocess.run(ctr + ["run", "-d", "--net-host"] + [a for k, v in labels.items() for a in ("--label", f"{k}={v}")]
+                   + [f"docker.io/library/{IMAGE}", name, "sleep", "600"], check=True, capture_output=True, timeout=60)
+    try:
+        peers("tcp-server", "21042", "127.0.0.1")
+        other = containers("not-ctr")
+        out = tmp_path / "o.pcapng"
+        cap = start_capture("-i", "lo", "-w", str(out), "--containerd-address", sock, "--container-name", name)
+        subprocess.run(ctr + ["task", "exec", "--exec-id", "talk", name, "sh", "-c",
+                              "echo hi | nc -w 1 127.0.0.1 21042"], check=True, capture_output=True, timeout=30)
+        other.tcp(21042)
+        stop_capture(cap)
+        got = rows(out)
+        assert got
+        for r in got:
+            assert (r["ContainerId"], r["ContainerName"]) == (name, name)
+            assert r["ContainerImage"] == f"docker.io/library/{IMAGE}"
+            assert json.loads(r["ContainerLabels"])["app"] == "ctr"
+            assert (r["PodName"], r["PodNamespace"], r["PodUID"]) == ("api-0", "prod", "u-1")
+    finally:
+        subprocess.run(ctr + ["task", "rm", "-f", name], capture_output=True, timeout=60)
+        subprocess.run(ctr + ["containers", "rm", name], capture_output=True, timeout=60)
+
+
+def test_containerd_namespace_layout():
+    """/<namespace>/<id>: a container only when containerd has that namespace."""
+    found = parse_cgroup_path("/default/web-1", lambda: {"default", "k8s.io"})
+    assert (found.id, found.runtime, found.namespace) == ("web-1", "containerd", "default")
+    assert parse_cgroup_path("/default/web-1", lambda: set()) is None
+    assert parse_cgroup_path(f"/system.slice/cri-containerd-{ID}.scope").namespace == "k8s.io"
