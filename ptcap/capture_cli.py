@@ -190,7 +190,7 @@ def _open_output(path: str) -> BinaryIO:
 
 
 # Options that parse but whose work is not built yet: refuse them rather than ignore them.
-_NOT_YET = (("cri_runtime_address", "--cri-runtime-address"),)
+_NOT_YET: tuple[tuple[str, str], ...] = ()
 
 
 def _refuse_unbuilt(args: argparse.Namespace) -> None:
@@ -219,7 +219,7 @@ def capture(args: argparse.Namespace) -> int:
     who = _who_from_args(args)
     metadata = None
     if parts & (Part.CONTAINER | Part.POD) or who.containers:
-        metadata = Metadata(args.docker_address, args.containerd_address)
+        metadata = Metadata(args.docker_address, args.containerd_address, args.cri_runtime_address)
     selector = _container_selector(args, metadata, who)
     _log_to_stderr()
     config = CaptureConfig(interfaces=args.interfaces, direction=args.direction, snaplen=snaplen,

@@ -486,3 +486,110 @@ def test_containerd_namespace_layout():
     assert (found.id, found.runtime, found.namespace) == ("web-1", "containerd", "default")
     assert parse_cgroup_path("/default/web-1", lambda: set()) is None
     assert parse_cgroup_path(f"/system.slice/cri-containerd-{ID}.scope").namespace == "k8s.io"
+
+
+# -- a Kubernetes node's runtime: containerd's CRI plugin, driven like the kubelet drives it --
+CRI_CONFIG = """version = 2
+root = "{base}/root"
+state = "{base}/state"
+[grpc]
+  address = "{base}/containerd.sock"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "docker.io/library/ptcap-test:pause"
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{base}/cni-bin"
+    conf_dir = "{base}/cni-conf"
+"""
+
+
+class Node:
+    def __init__(self, base: Path) -> None:
+        from cri_pods import Kubelet
+        self.address = f"{base}/containerd.sock"
+        self.kubelet = Kubelet(self.address)
+        self.sandboxes: list[str] = []
+        self.ctr = ["ctr", "-a", self.address, "-n", "k8s.io"]
+
+    def pod(self, name: str, namespace: str, uid: str, labels: dict[str, str], annotations: dict[str, str],
+            container: str) -> str:
+        sandbox, config = self.kubelet.run_pod(name, namespace, uid, labels, annotations)
+        self.sandboxes.append(sandbox)
+        return self.kubelet.run_container(sandbox, config, container, f"docker.io/library/{IMAGE}",
+                                          ["/bin/sleep", "600"], (name, namespace, uid))
+
+    def tcp(self, cid: str, port: int) -> None:
+        subprocess.run(self.ctr + ["task", "exec", "--exec-id", f"t{time.monotonic_ns()}", cid, "sh", "-c",
+                                   f"echo hi | nc -w 1 127.0.0.1 {port}"], check=True, capture_output=True,
+                       timeout=30)
+
+
+@pytest.fixture(scope="module")
+def node(engine):
+    if shutil.which("containerd") is None or shutil.which("ctr") is None:
+        pytest.skip("containerd is not installed (Debian's containerd, a docker.io dependency)")
+    base = Path(tempfile.mkdtemp(prefix="ptcap-cri-", dir="/tmp"))
+    (base / "config.toml").write_text(CRI_CONFIG.format(base=base))
+    log = open(base / "containerd.log", "w")
+    proc = subprocess.Popen(["containerd", "--config", str(base / "config.toml")], stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    n = None
+    try:
+        deadline = time.time() + 30
+        while subprocess.run(["ctr", "-a", f"{base}/containerd.sock", "version"],
+                             capture_output=True).returncode != 0:
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.skip("containerd cannot start here: " + (base / "containerd.log").read_text()[-400:])
+            time.sleep(0.2)
+        # the sandbox ("pause") image needs a command of its own
+        tar = subprocess.Popen(["tar", "-C", str(engine.base / "image"), "-c", "."], stdout=subprocess.PIPE)
+        subprocess.run(["docker", "import", "--change", 'CMD ["/bin/sleep", "100000"]', "-", "ptcap-test:pause"],
+                       stdin=tar.stdout, env=engine.env, check=True, capture_output=True, timeout=60)
+        tar.wait()
+        n = Node(base)
+        saved = subprocess.Popen(["docker", "save", IMAGE, "ptcap-test:pause"], stdout=subprocess.PIPE,
+                                 env=engine.env)
+        subprocess.run(n.ctr + ["images", "import", "-"], stdin=saved.stdout, check=True, capture_output=True,
+                       timeout=120)
+        saved.wait()
+        yield n
+    finally:
+        if n is not None:
+            for sandbox in n.sandboxes:
+                try:
+                    n.kubelet.remove_pod(sandbox)
+                except Exception:       # noqa: BLE001 (teardown goes on)
+                    pass
+            n.kubelet.close()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+        _unmount_below(base)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_pods_of_a_cri_runtime(node, peers, tmp_path, no_kubeconfig):
+    """Pods made through the CRI as the kubelet makes them: container and pod details
+    (the pod's own labels and annotations included) come from the CRI; --pod-name selects."""
+    peers("tcp-server", "21043", "127.0.0.1")
+    uid = "6f1c2d3e-aaaa-bbbb-cccc-0123456789ab"
+    api = node.pod("api-0", "prod", uid, {"app": "api", "tier": "back"}, {"team": "payments"}, "app")
+    db = node.pod("db-0", "prod", "7f1c2d3e-aaaa-bbbb-cccc-0123456789ab", {"app": "db"}, {}, "postgres")
+    out = tmp_path / "o.pcapng"
+    cap = start_capture("-i", "lo", "-w", str(out), "--cri-runtime-address", node.address,
+                        "--pod-name", "api-0.prod")
+    node.tcp(db, 21043)
+    node.tcp(api, 21043)
+    stop_capture(cap)
+    got = rows(out)
+    assert got
+    for r in got:
+        assert (r["ContainerId"], r["ContainerName"]) == (api, "app")
+        assert r["ContainerImage"] == f"docker.io/library/{IMAGE}"
+        assert (r["PodName"], r["PodNamespace"], r["PodUID"]) == ("api-0", "prod", uid)
+        assert json.loads(r["PodLabels"]) == {"app": "api", "tier": "back"}
+        assert json.loads(r["PodAnnotations"]) == {"team": "payments"}
