@@ -7,16 +7,11 @@ when the socket does not answer, the fields stay empty, said once at info level.
 """
 from __future__ import annotations
 
-import logging
-import time
-
 from . import protowire as pw
 from .docker import ContainerInfo, RuntimeUnavailable
-
-log = logging.getLogger("ptcap")
+from .grpcapi import GrpcEndpoint
 
 DEFAULT_ADDRESS = "/run/containerd/containerd.sock"
-RETRY_SECONDS = 10.0
 _NAMESPACES = "/containerd.services.namespaces.v1.Namespaces/List"
 _GET = "/containerd.services.containers.v1.Containers/Get"
 _LIST = "/containerd.services.containers.v1.Containers/List"
@@ -26,37 +21,15 @@ SKIP_NAMESPACES = {"moby"}       # Docker's containers: the Docker engine descri
 
 class ContainerdResolver:
     def __init__(self, address: str | None = None) -> None:
-        address = address or DEFAULT_ADDRESS
-        self.address = address if address.startswith("unix:") else "unix://" + address
-        self._channel = None
-        self._down_since: float | None = None
-        self._said = False
+        self._api = GrpcEndpoint("containerd", address or DEFAULT_ADDRESS,
+                                 "its containers' names, images and labels are left empty")
+        self.address = self._api.address
         self._namespaces: set[str] | None = None
         self._cache: dict[tuple[str, str], ContainerInfo | None] = {}
 
     def _call(self, method: str, request: bytes, namespace: str = "", quiet: bool = False) -> bytes:
-        if self._down_since is not None and time.monotonic() - self._down_since < RETRY_SECONDS:
-            raise RuntimeUnavailable(f"cannot reach containerd at {self.address}")
-        try:
-            import grpc
-            if self._channel is None:
-                self._channel = grpc.insecure_channel(self.address)
-            call = self._channel.unary_unary(method)
-            metadata = (("containerd-namespace", namespace),) if namespace else None
-            reply = call(request, timeout=5, metadata=metadata)
-        except Exception as e:      # noqa: BLE001 (ImportError, RpcError)
-            code = getattr(e, "code", lambda: None)()
-            if code is not None and code.name == "NOT_FOUND":
-                raise LookupError(method) from None
-            self._down_since = time.monotonic()
-            detail = getattr(e, "details", lambda: str(e))() or str(e)
-            if not self._said and not quiet:
-                log.info("containerd: cannot reach %s (%s): its containers' names, images and labels "
-                         "are left empty", self.address, detail.splitlines()[0][:160])
-                self._said = True
-            raise RuntimeUnavailable(f"cannot reach containerd at {self.address}: {detail[:160]}") from None
-        self._down_since = None
-        return reply
+        metadata = (("containerd-namespace", namespace),) if namespace else None
+        return self._api.call(method, request, metadata, quiet)
 
     def namespaces(self) -> set[str]:
         if self._namespaces is None:
@@ -108,9 +81,7 @@ class ContainerdResolver:
         return out
 
     def close(self) -> None:
-        if self._channel is not None:
-            self._channel.close()
-            self._channel = None
+        self._api.close()
 
 
 def _info(raw: bytes) -> ContainerInfo:

@@ -8,18 +8,14 @@ labels and annotations, with no Kubernetes API needed. Optional like every runti
 from __future__ import annotations
 
 import json
-import logging
 import os
-import time
 
 from . import protowire as pw
 from .docker import ContainerInfo, RuntimeUnavailable
+from .grpcapi import GrpcEndpoint
 from .kubernetes import POD_NAME, POD_NAMESPACE, POD_UID, PodInfo
 
-log = logging.getLogger("ptcap")
-
 DEFAULT_ADDRESSES = ("/run/containerd/containerd.sock", "/run/crio/crio.sock")
-RETRY_SECONDS = 10.0
 _SERVICE = "/runtime.v1.RuntimeService/"
 _RUNNING = 1        # runtime.v1 ContainerState CONTAINER_RUNNING
 _KUBELET_LABELS = {POD_NAME, POD_NAMESPACE, POD_UID}
@@ -34,35 +30,14 @@ def default_address() -> str:
 
 class CRIResolver:
     def __init__(self, address: str | None = None) -> None:
-        address = address or default_address()
-        self.address = address if address.startswith("unix:") else "unix://" + address
-        self._channel = None
-        self._down_since: float | None = None
-        self._said = False
+        self._api = GrpcEndpoint("the CRI runtime", address or default_address(),
+                                 "CRI container and pod details are left empty")
+        self.address = self._api.address
         self._containers: dict[str, tuple[ContainerInfo, str] | None] = {}
         self._pods: dict[str, PodInfo | None] = {}
 
     def _call(self, method: str, request: bytes) -> bytes:
-        if self._down_since is not None and time.monotonic() - self._down_since < RETRY_SECONDS:
-            raise RuntimeUnavailable(f"cannot reach the CRI runtime at {self.address}")
-        try:
-            import grpc
-            if self._channel is None:
-                self._channel = grpc.insecure_channel(self.address)
-            reply = self._channel.unary_unary(_SERVICE + method)(request, timeout=5)
-        except Exception as e:      # noqa: BLE001 (ImportError, RpcError)
-            code = getattr(e, "code", lambda: None)()
-            if code is not None and code.name == "NOT_FOUND":
-                raise LookupError(method) from None
-            self._down_since = time.monotonic()
-            detail = (getattr(e, "details", lambda: str(e))() or str(e)).splitlines()[0][:160]
-            if not self._said:
-                log.info("cri: cannot use %s (%s): CRI container and pod details are left empty",
-                         self.address, detail)
-                self._said = True
-            raise RuntimeUnavailable(f"cannot reach the CRI runtime at {self.address}: {detail}") from None
-        self._down_since = None
-        return reply
+        return self._api.call(_SERVICE + method, request)
 
     def container(self, container_id: str) -> tuple[ContainerInfo, str] | None:
         """(the container, its pod sandbox id) by full id; None when unknown or down."""
@@ -130,6 +105,4 @@ class CRIResolver:
         return out
 
     def close(self) -> None:
-        if self._channel is not None:
-            self._channel.close()
-            self._channel = None
+        self._api.close()

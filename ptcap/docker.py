@@ -60,9 +60,9 @@ class DockerResolver:
             self._down_since = time.monotonic()
             if not self._said:
                 log.info("docker: cannot reach %s (%s): container names, images and labels are "
-                         "left empty", self.address, _short(e))
+                         "left empty", self.address, short_error(e))
                 self._said = True
-            raise RuntimeUnavailable(f"cannot reach docker at {self.address}: {_short(e)}") from None
+            raise RuntimeUnavailable(f"cannot reach docker at {self.address}: {short_error(e)}") from None
         self._client, self._down_since = client, None
         return client
 
@@ -88,7 +88,7 @@ class DockerResolver:
             if _is_not_found(e):
                 info = None
             else:
-                log.info("docker: inspecting %s: %s", container_id[:12], _short(e))
+                log.info("docker: inspecting %s: %s", container_id[:12], short_error(e))
                 return None
         self._cache[container_id] = info
         return info
@@ -101,7 +101,7 @@ class DockerResolver:
         except Exception as e:      # noqa: BLE001
             if _is_not_found(e):        # one went away between the list and the inspect
                 return [i for i in (self.container(c["Id"]) for c in client.api.containers()) if i]
-            raise RuntimeUnavailable(f"docker at {self.address}: {_short(e)}") from None
+            raise RuntimeUnavailable(f"docker at {self.address}: {short_error(e)}") from None
 
     def close(self) -> None:
         if self._client is not None:
@@ -124,6 +124,7 @@ def _is_not_found(e: Exception) -> bool:
     return getattr(getattr(e, "response", None), "status_code", None) == 404
 
 
-def _short(e: Exception) -> str:
+def short_error(e: Exception) -> str:
+    """The first line of an error, at most 160 characters."""
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return text if len(text) < 160 else text[:157] + "..."

@@ -12,6 +12,8 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from .docker import short_error as _short
+
 log = logging.getLogger("ptcap")
 
 POD_NAME = "io.kubernetes.pod.name"
@@ -111,7 +113,3 @@ class KubernetesAPI:
         self._cache[key] = info
         return info
 
-
-def _short(e: Exception) -> str:
-    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return text if len(text) < 160 else text[:157] + "..."

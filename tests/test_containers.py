@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, comments, ptcap_argv, tshark_fields, wait_clean
+from conftest import comments, ptcap_argv, tshark_fields, wait_clean
 
 from ptcap.containers import parse_cgroup_path, parse_proc_cgroup, proc_container
 
