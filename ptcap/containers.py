@@ -150,12 +150,11 @@ class ContainerFinder:
 
     def find(self, pid: int, cgroup_id: int) -> CgroupContainer | None:
         found = self._by_cgroup.get(cgroup_id, False)
-        if found is False:
-            path = self._cgroups.path(cgroup_id)
-            found = parse_cgroup_path(path, self._namespaces) if path else None
-            if path is not None or found is not None:
-                self._by_cgroup[cgroup_id] = found
-            if found is None and (path is None or path == "/"):
-                # v2 root or unknown id: the runtime may use only v1 controllers
-                return proc_container(pid, self._namespaces)
-        return found
+        if found is not False:
+            return found
+        path = self._cgroups.path(cgroup_id)
+        if path is not None and path != "/":
+            found = self._by_cgroup[cgroup_id] = parse_cgroup_path(path, self._namespaces)
+            return found
+        # the v2 root or an unknown id: the runtime may use only v1 controllers (per process)
+        return proc_container(pid, self._namespaces)

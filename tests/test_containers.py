@@ -67,6 +67,12 @@ class Engine:
         self.address = f"unix://{base}/docker.sock"
         self.env = {**os.environ, "DOCKER_HOST": self.address}
 
+    @property
+    def containerd(self) -> str:
+        """The containerd the engine uses: its own, or the system's when one was running."""
+        own = self.base / "exec" / "containerd" / "containerd.sock"
+        return str(own) if own.exists() else "/run/containerd/containerd.sock"
+
     def docker(self, *args: str, check: bool = True, timeout: float = 60) -> str:
         res = subprocess.run(["docker", *args], capture_output=True, text=True, env=self.env, timeout=timeout)
         if check and res.returncode != 0:
@@ -448,7 +454,7 @@ def test_containerd_containers_metadata_and_selector(engine, containers, peers, 
     labels from containerd's API; --container-name finds it there."""
     if shutil.which("ctr") is None:
         pytest.skip("ctr (Debian's containerd package) is not installed")
-    sock = f"{engine.base}/exec/containerd/containerd.sock"
+    sock = engine.containerd
     ctr = ["ctr", "-a", sock, "-n", "ptcap-test"]
     saved = subprocess.Popen(["docker", "save", IMAGE], stdout=subprocess.PIPE, env=engine.env)
     subprocess.run(ctr + ["images", "import", "-"], stdin=saved.stdout, check=True, capture_output=True,
@@ -593,3 +599,17 @@ def test_pods_of_a_cri_runtime(node, peers, tmp_path, no_kubeconfig):
         assert (r["PodName"], r["PodNamespace"], r["PodUID"]) == ("api-0", "prod", uid)
         assert json.loads(r["PodLabels"]) == {"app": "api", "tier": "back"}
         assert json.loads(r["PodAnnotations"]) == {"team": "payments"}
+
+
+def test_container_found_by_cgroup_id_and_from_proc(containers):
+    """The kernel's cgroup v2 id is the inode of the cgroup's directory: found by walking the
+    hierarchy; an id that names nothing falls back to the process's /proc/PID/cgroup."""
+    from ptcap.cgroup import v2_mount
+    from ptcap.containers import ContainerFinder
+    c = containers("finder")
+    v2 = [line[3:] for line in open(f"/proc/{c.pid}/cgroup").read().splitlines() if line.startswith("0::")][0]
+    root = v2_mount()
+    if root is not None and v2 != "/":
+        cgroup_id = os.stat(root + v2).st_ino
+        assert ContainerFinder().find(0, cgroup_id).id == c.id      # no pid: the path alone
+    assert ContainerFinder().find(c.pid, 0).id == c.id
