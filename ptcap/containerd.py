@@ -7,6 +7,8 @@ when the socket does not answer, the fields stay empty, said once at info level.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 from . import protowire as pw
 from .docker import ContainerInfo, RuntimeUnavailable
 from .grpcapi import GrpcEndpoint
@@ -59,8 +61,9 @@ class ContainerdResolver:
                 return self._cache[key]
         return None
 
-    def running(self) -> list[ContainerInfo]:
-        """Containers with a running task, in every namespace (raises RuntimeUnavailable)."""
+    def running(self, wanted: Callable[[ContainerInfo], bool] = lambda c: True) -> list[ContainerInfo]:
+        """Containers `wanted` accepts that have a running task, with their pids, in every
+        namespace (raises RuntimeUnavailable)."""
         self._namespaces = None
         if not self.namespaces():
             self._call(_NAMESPACES, b"")        # raises when down
@@ -71,6 +74,8 @@ class ContainerdResolver:
                 if f != 1:
                     continue
                 info = _info(raw)
+                if not wanted(info):
+                    continue
                 try:
                     task = self._call(_TASK, pw.string(1, info.id), ns)
                 except LookupError:

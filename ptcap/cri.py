@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Callable
 
 from . import protowire as pw
 from .docker import ContainerInfo, RuntimeUnavailable
@@ -79,22 +80,24 @@ class CRIResolver:
         self._pods[sandbox_id] = pod
         return pod
 
-    def running(self) -> list[ContainerInfo]:
-        """Running containers with their pids (raises RuntimeUnavailable when down)."""
-        state = pw.string(2, pw._varint(1 << 3 | pw.VARINT) + pw._varint(_RUNNING))
+    def running(self, wanted: Callable[[ContainerInfo], bool] = lambda c: True) -> list[ContainerInfo]:
+        """Running containers `wanted` accepts, with their pids (raises RuntimeUnavailable)."""
+        state = pw.string(2, pw.varint(1, _RUNNING))        # ContainerFilter.state
         listed = self._call("ListContainers", pw.string(1, state))
         out = []
         for f, c in pw.fields(listed):
             if f != 1:
                 continue
             cid = pw.text(c, 1)
-            try:
-                reply = self._call("ContainerStatus", pw.string(1, cid) + pw._varint(2 << 3) + b"\x01")
-            except LookupError:
-                continue
             info = ContainerInfo(id=cid, name=pw.text(pw.first(c, 3, b""), 1),
                                  image=pw.text(pw.first(c, 4, b""), 1), labels=pw.string_map(c, 8),
                                  runtime="cri")
+            if not wanted(info):
+                continue
+            try:
+                reply = self._call("ContainerStatus", pw.string(1, cid) + pw.varint(2, 1))   # verbose
+            except LookupError:
+                continue
             verbose = pw.string_map(reply, 2).get("info", "")
             try:
                 info.pid = int(json.loads(verbose).get("pid") or 0) if verbose else 0

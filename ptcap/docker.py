@@ -9,6 +9,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 log = logging.getLogger("ptcap")
 
@@ -93,15 +94,25 @@ class DockerResolver:
         self._cache[container_id] = info
         return info
 
-    def running(self) -> list[ContainerInfo]:
-        """Every running container (raises RuntimeUnavailable when the engine is down)."""
+    def running(self, wanted: Callable[[ContainerInfo], bool] = lambda c: True) -> list[ContainerInfo]:
+        """The running containers that `wanted` accepts, with their pids (only those are
+        inspected); raises RuntimeUnavailable when the engine is down."""
         client = self._connect()
+        out = []
         try:
-            return [_info(client.api.inspect_container(c["Id"])) for c in client.api.containers()]
+            for c in client.api.containers():
+                listed = ContainerInfo(id=c["Id"], name=((c.get("Names") or [""])[0]).lstrip("/"),
+                                       image=c.get("Image") or "", labels=dict(c.get("Labels") or {}))
+                if not wanted(listed):
+                    continue
+                try:
+                    out.append(_info(client.api.inspect_container(c["Id"])))
+                except Exception as e:      # noqa: BLE001
+                    if not _is_not_found(e):    # not found: gone between the list and the inspect
+                        raise
         except Exception as e:      # noqa: BLE001
-            if _is_not_found(e):        # one went away between the list and the inspect
-                return [i for i in (self.container(c["Id"]) for c in client.api.containers()) if i]
             raise RuntimeUnavailable(f"docker at {self.address}: {short_error(e)}") from None
+        return out
 
     def close(self) -> None:
         if self._client is not None:

@@ -20,6 +20,11 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
+def varint(field: int, value: int) -> bytes:
+    """An integer, bool or enum field."""
+    return _varint(field << 3 | VARINT) + _varint(value)
+
+
 def string(field: int, value: str | bytes) -> bytes:
     """A length-delimited field (string, bytes or an embedded message)."""
     data = value.encode() if isinstance(value, str) else value

@@ -135,7 +135,7 @@ class ContainerSelector:
         pids, failures = [], []
         for runtime in self.runtimes:
             try:
-                pids += [c.pid for c in runtime.running() if c.pid and self.matches(c)]
+                pids += [c.pid for c in runtime.running(self.matches) if c.pid]
             except RuntimeUnavailable as e:
                 failures.append(e)
         if len(failures) == len(self.runtimes):

@@ -13,10 +13,6 @@ def _map(field: int, values: dict[str, str]) -> bytes:
     return b"".join(pw.string(field, pw.string(1, k) + pw.string(2, v)) for k, v in values.items())
 
 
-def _varint_field(field: int, value: int) -> bytes:
-    return pw._varint(field << 3 | pw.VARINT) + pw._varint(value)
-
-
 class Kubelet:
     def __init__(self, address: str) -> None:
         self.channel = grpc.insecure_channel("unix://" + address)
@@ -29,7 +25,7 @@ class Kubelet:
         metadata = pw.string(1, name) + pw.string(2, uid) + pw.string(3, namespace)
         kubelet_labels = {"io.kubernetes.pod.name": name, "io.kubernetes.pod.namespace": namespace,
                           "io.kubernetes.pod.uid": uid, **labels}
-        security = pw.string(1, _varint_field(1, NODE) + _varint_field(3, NODE))   # network, ipc: the host's
+        security = pw.string(1, pw.varint(1, NODE) + pw.varint(3, NODE))   # network, ipc: the host's
         linux = pw.string(2, security)
         return (pw.string(1, metadata) + _map(6, kubelet_labels)
                 + _map(7, annotations) + pw.string(8, linux))
