@@ -73,7 +73,7 @@ def test_uid_selects_a_user(peers, capture, tmp_path):
     time.sleep(0.2)
     cap.stop()
     rows = [comments(c) for (c,) in tshark_fields(out, "frame.comment")]
-    assert len(rows) == 2 and all(r["UserId"] == "65534" for r in rows)
+    assert len(rows) == 2 and all(r["UserId"] == "65534" and r["UserName"] == "nobody" for r in rows)
 
 
 def test_follow_forks_of_a_pid(peers, capture, tmp_path):
@@ -223,6 +223,7 @@ def test_pids_and_uids_are_repeatable(peers, capture, tmp_path):
     cap.stop()
     rows = [comments(c) for (c,) in tshark_fields(out, "frame.comment")]
     assert sorted(r["UserId"] for r in rows) == ["65533", "65534"]
+    assert sorted(r.get("UserName", "") for r in rows) == ["", "nobody"]     # 65533 has no name
 
 
 def test_follow_forks_only_follows_children_born_after_start(peers, capture, tmp_path):
