@@ -613,3 +613,19 @@ def test_container_found_by_cgroup_id_and_from_proc(containers):
         cgroup_id = os.stat(root + v2).st_ino
         assert ContainerFinder().find(0, cgroup_id).id == c.id      # no pid: the path alone
     assert ContainerFinder().find(c.pid, 0).id == c.id
+
+
+def test_container_id_without_a_runtime(engine, containers, peers, tmp_path, no_kubeconfig):
+    """--container-id needs no runtime: the container's processes are found by their cgroups."""
+    peers("tcp-server", "21044", "127.0.0.1")
+    c = containers("noruntime")
+    other = containers("noruntime-other")
+    out = tmp_path / "o.pcapng"
+    nowhere = str(tmp_path / "no.sock")
+    cap = start_capture("-i", "lo", "-w", str(out), "--container-id", c.id[:16], "--docker-address", nowhere,
+                        "--containerd-address", nowhere, "--cri-runtime-address", nowhere)
+    other.tcp(21044)
+    c.tcp(21044)
+    stop_capture(cap)
+    got = rows(out)
+    assert got and {r["ContainerId"] for r in got} == {c.id}
