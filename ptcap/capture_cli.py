@@ -309,8 +309,9 @@ def _container_selector(args: argparse.Namespace, metadata: Metadata | None,
         except ValueError as e:
             raise PtcapError(str(e)) from None
     cid = args.container_id or ""
-    if cid and not re.fullmatch(r"[0-9a-fA-F]{1,64}", cid):
-        raise PtcapError(f"--container-id {cid!r}: a container id is hexadecimal (full or a prefix)")
+    if cid and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,75}", cid):
+        raise PtcapError(f"--container-id {cid!r}: not a container id (letters, digits, '_', '.', '-'; "
+                         "full or a prefix)")
     selector = ContainerSelector(metadata.runtimes(), cid, args.container_name or "", pod)
     try:
         who.mntns |= selector.resolve()

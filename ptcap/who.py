@@ -102,7 +102,7 @@ class ContainerSelector:
     def __init__(self, runtimes: list, container_id: str = "", container_name: str = "",
                  pod: tuple[str, str] | None = None) -> None:
         self.runtimes = runtimes        # resolvers with running() (docker, containerd)
-        self.container_id = container_id.lower()
+        self.container_id = container_id
         self.container_name = container_name.lstrip("/")
         self.pod = pod
         self.mntns: set[int] = set()

@@ -360,7 +360,7 @@ def test_container_started_after_the_capture_is_selected(engine, containers, pee
     cap = start_capture("-i", "lo", "-w", str(out), "--container-name", name)
     assert "no such running container yet; waiting for one to start" in cap.early
     c = containers("later")
-    time.sleep(1.5)     # the selector looks again every second
+    time.sleep(2.5)     # the selector looks again every second
     c.tcp(21015)
     stop_capture(cap)
     got = rows(out)
