@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 OWNER = struct.Struct("<IIIIQQII16s16s")   # struct ptcap_owner (bpf/ptcap.h)
 _PID_START = struct.Struct("<I12xQ")        # its pid and start time
-EXIT_GRACE = 10.0       # seconds a process's details outlive it (late packets, FINs)
+EXIT_GRACE = 60.0       # seconds a process's details outlive it (late packets, FINs)
 NO_OWNER = bytes(OWNER.size)
 
 
