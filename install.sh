@@ -11,7 +11,8 @@ die() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "run as root (apt packages, BPF build)"
 
 PACKAGES=(clang llvm make libbpf1 libbpf-dev bpftool libpcap0.8 libpcap-dev
-          tshark tcpdump iproute2 iptables nftables python3 python3-venv psmisc)
+          tshark tcpdump iproute2 iptables nftables python3 python3-venv psmisc
+          docker.io busybox-static file)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /* Process events: what each new program is, sent at exec so that user space knows the
- * command and arguments of processes that are gone by the time their packets are read. */
+ * command and arguments of processes that are gone by the time their packets are read;
+ * forks (followed with -f) and exits (caches dropped, selected pids released). */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
@@ -69,6 +70,27 @@ int BPF_PROG(ptcap_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 	e->args_len = 0;
 	if (len > 0 && bpf_probe_read_user(e->args, len, (void *)start) == 0)
 		e->args_len = len;
+	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(ptcap_exit, struct task_struct *p)
+{
+	__u32 pid = p->tgid;
+	struct ptcap_fork *e;
+
+	if (p->pid != p->tgid)	/* a thread, not the process */
+		return 0;
+	/* the pid is free for reuse now: a new process with it is someone else */
+	bpf_map_delete_elem(&ptcap_who_pids, &pid);
+	e = bpf_ringbuf_reserve(&ptcap_events, sizeof(*e), 0);
+	if (!e)
+		return 0;
+	e->kind = PTCAP_EV_EXIT;
+	e->pid = pid;
+	e->ppid = BPF_CORE_READ(p, real_parent, tgid);
+	e->start_ns = p->start_time;
 	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 	return 0;
 }

@@ -9,6 +9,7 @@ enum ptcap_event_kind {
 	PTCAP_EV_PACKET = 1,
 	PTCAP_EV_EXEC = 2,
 	PTCAP_EV_FORK = 3,
+	PTCAP_EV_EXIT = 4,	/* struct ptcap_fork's layout: a process ended */
 };
 
 enum ptcap_dir {
@@ -65,10 +66,11 @@ struct ptcap_exec {
 	char args[PTCAP_ARGS_LEN];
 };
 
-/* A process forked: the child runs its parent's program until it execs. */
+/* A process forked: the child runs its parent's program until it execs.
+ * Also a process's end (PTCAP_EV_EXIT): user space drops what it cached about it. */
 struct ptcap_fork {
 	__u32 pid;
-	__u16 kind;		/* PTCAP_EV_FORK */
+	__u16 kind;		/* PTCAP_EV_FORK, PTCAP_EV_EXIT */
 	__u16 _pad;
 	__u32 ppid;
 	__u32 _pad2;

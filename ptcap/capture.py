@@ -293,7 +293,8 @@ class Session:
         if follow:
             bpf.map_update(obj.map_fd(".bss"), struct.pack("<I", 0), struct.pack("<I", 1))
         for prog, hook in (("ptcap_exec", "tp_btf/sched_process_exec"),
-                           ("ptcap_fork", "tp_btf/sched_process_fork")):
+                           ("ptcap_fork", "tp_btf/sched_process_fork"),
+                           ("ptcap_exit", "tp_btf/sched_process_exit")):
             try:
                 self._links.append(obj.program(prog).attach())
                 self.hooks.working.append(hook)
@@ -310,6 +311,11 @@ class Session:
     def select_pid(self, pid: int) -> None:
         """Add a process to the --pid selector while capturing (-- CMD, containers joining)."""
         whomod.add_pid(self._who_fds["ptcap_who_pids"], pid)
+
+    def select_mntns(self, inode: int) -> None:
+        """Add a mount namespace to the container selector while capturing (a container
+        that started after us)."""
+        whomod.add_mntns(self._who_fds["ptcap_who_mntns"], inode)
 
     # -- reading ------------------------------------------------------------------------
     def counters(self) -> tuple[int, int]:

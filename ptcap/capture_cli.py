@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -15,7 +17,10 @@ from . import interfaces
 from . import netns as nsmod
 from .capture import CaptureConfig, Session
 from .command import Command
-from .who import WhoFilter
+from .docker import RuntimeUnavailable
+from .kubernetes import parse_pod_selector
+from .metadata import Metadata
+from .who import ContainerSelector, WhoFilter
 from .context import Part
 from .decoder import decode, split
 from .errors import PtcapError
@@ -185,8 +190,7 @@ def _open_output(path: str) -> BinaryIO:
 
 
 # Options that parse but whose work is not built yet: refuse them rather than ignore them.
-_NOT_YET = (("container_id", "--container-id"), ("container_name", "--container-name"),
-            ("pod_name", "--pod-name"))
+_NOT_YET: tuple[tuple[str, str], ...] = ()
 
 
 def _refuse_unbuilt(args: argparse.Namespace) -> None:
@@ -213,10 +217,15 @@ def capture(args: argparse.Namespace) -> int:
         raise PtcapError(str(e)) from None
 
     who = _who_from_args(args)
+    metadata = None
+    if parts & (Part.CONTAINER | Part.POD) or who.containers:
+        metadata = Metadata(args.docker_address, args.containerd_address, args.cri_runtime_address)
+    selector = _container_selector(args, metadata, who)
+    _log_to_stderr()
     config = CaptureConfig(interfaces=args.interfaces, direction=args.direction, snaplen=snaplen,
                            expression=expression, ring_kib=args.buffer_kib, who=who,
                            backend=args.backend, netns=args.netns or [])
-    table = ProcessTable()
+    table = ProcessTable(metadata)
     sinks: list = []
     if args.write:
         if (args.file_size or args.rotate_seconds) and args.write == "-":
@@ -240,14 +249,20 @@ def capture(args: argparse.Namespace) -> int:
     session.on_new_interface = new_interface
     try:
         session.open()
+        table.snapshot()
         _announce(session, snaplen, args)
         if args.command:
             command = Command(args.command)
             session.select_pid(command.pid)
             command.start()
-        captured = _loop(session, sinks, args.count, stop, table, command)
+        tickers = []
+        if selector is not None:
+            tickers.append(lambda: [session.select_mntns(ns) for ns in selector.poll()])
+        captured = _loop(session, sinks, args.count, stop, table, command, tickers)
     finally:
         session.close()
+        if metadata is not None:
+            metadata.close()
         if command is not None:
             command.stop()
         _close_sinks(sinks)
@@ -274,8 +289,51 @@ def _who_from_args(args: argparse.Namespace) -> WhoFilter:
         raise PtcapError(f"{args.command[0]}: command not found")
     if args.follow_forks and not args.pid and not args.command:
         raise PtcapError("-f follows the children of --pid processes: give --pid")
+    selectors = [f for f, v in (("--container-id", args.container_id), ("--container-name", args.container_name),
+                                ("--pod-name", args.pod_name)) if v]
+    if len(selectors) > 1:
+        raise PtcapError(f"{selectors[0]} and {selectors[1]} cannot be used together")
     return WhoFilter(pids=set(args.pid), comms=set(args.pname), uids=set(args.uid),
-                     follow=bool(args.follow_forks or args.command))
+                     follow=bool(args.follow_forks or args.command), containers=bool(selectors))
+
+
+def _container_selector(args: argparse.Namespace, metadata: Metadata | None,
+                        who: WhoFilter) -> ContainerSelector | None:
+    """--container-id / --container-name / --pod-name → the containers' mount namespaces."""
+    if not who.containers:
+        return None
+    pod = None
+    if args.pod_name:
+        try:
+            pod = parse_pod_selector(args.pod_name)
+        except ValueError as e:
+            raise PtcapError(str(e)) from None
+    cid = args.container_id or ""
+    if cid and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,75}", cid):
+        raise PtcapError(f"--container-id {cid!r}: not a container id (letters, digits, '_', '.', '-'; "
+                         "full or a prefix)")
+    selector = ContainerSelector(metadata.runtimes(), cid, args.container_name or "", pod)
+    try:
+        who.mntns |= selector.resolve()
+    except RuntimeUnavailable as e:
+        raise PtcapError(f"{selector.describe()}: {e}") from None
+    if not who.mntns:
+        if cid:
+            raise PtcapError(f"--container-id {cid}: no such running container")
+        sys.stderr.write(f"ptcap: {selector.describe()}: no such running container yet; "
+                         "waiting for one to start\n")
+    return selector
+
+
+def _log_to_stderr() -> None:
+    """Resolvers say once, at info level, what they cannot reach: as 'ptcap: ...' lines."""
+    log = logging.getLogger("ptcap")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("ptcap: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
 
 
 def _close_sinks(sinks: list) -> None:
@@ -319,7 +377,7 @@ def _announce(session: Session, snaplen: int, args: argparse.Namespace) -> None:
 
 
 def _loop(session: Session, sinks: list, limit: int | None, stop: Stop, table: ProcessTable,
-          command: Command | None = None) -> int:
+          command: Command | None = None, tickers: list | None = None) -> int:
     ring = session.ring
     command_done_at = None
     captured = 0
@@ -361,6 +419,8 @@ def _loop(session: Session, sinks: list, limit: int | None, stop: Stop, table: P
             return captured
         if not draining:
             session.refresh()
+            for tick in tickers or ():
+                tick()
             for sink in sinks:
                 tick = getattr(sink, "tick", None)
                 if tick is not None:

@@ -51,9 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="capture only packets of this user (repeatable)")
     flt.add_argument("-f", "--follow-forks", action="store_true",
                      help="also capture the children of --pid processes")
-    flt.add_argument("--container-id", metavar="ID")
-    flt.add_argument("--container-name", metavar="NAME")
-    flt.add_argument("--pod-name", metavar="NAME.NAMESPACE")
+    flt.add_argument("--container-id", metavar="ID",
+                     help="capture only packets of this container (full id or a prefix)")
+    flt.add_argument("--container-name", metavar="NAME",
+                     help="capture only packets of containers with this name (also ones started later)")
+    flt.add_argument("--pod-name", metavar="NAME.NAMESPACE",
+                     help="capture only packets of this Kubernetes pod's containers")
+    flt.add_argument("--docker-address", metavar="ADDR",
+                     help="Docker engine address (default $DOCKER_HOST or unix:///var/run/docker.sock)")
+    flt.add_argument("--containerd-address", metavar="ADDR",
+                     help="containerd socket (default /run/containerd/containerd.sock)")
+    flt.add_argument("--cri-runtime-address", metavar="ADDR",
+                     help="CRI runtime socket (default: containerd's, else CRI-O's /run/crio/crio.sock)")
 
     out = p.add_argument_group("output")
     out.add_argument("-w", dest="write", metavar="FILE", help="write packets to FILE (pcapng; .pcap = classic pcap; - = stdout)")

@@ -5,7 +5,7 @@ ptcpdump, tshark and the Lua dissector read each other's files:
 
     PID: 123\nCmd: /usr/bin/curl\nArgs: curl http://x
     ThreadId: 124\nThreadName: curl
-    UserId: 1000\nGroupId: 1000
+    UserId: 1000\nGroupId: 1000\nUserName: alice      (the name when the uid has one)
     ParentPID: 100\nParentCmd: /usr/bin/bash\nParentArgs: bash
     ContainerName: web\nContainerId: 3f…\nContainerImage: nginx\nContainerLabels: {"a":"b"}
     PodName: web-0\nPodNamespace: default\nPodUID: …\nPodLabels: {…}\nPodAnnotations: {…}
@@ -90,7 +90,8 @@ class ProcessContext:
         if self.pid > 0 and self.tid > 0 and parts & Part.THREAD:
             out.append(f"ThreadId: {self.tid}\nThreadName: {self.tname}")
         if self.pid > 0 and self.uid >= 0 and parts & Part.USER:
-            out.append(f"UserId: {self.uid}\nGroupId: {max(self.gid, 0)}")
+            user = f"UserId: {self.uid}\nGroupId: {max(self.gid, 0)}"
+            out.append(f"{user}\nUserName: {self.username}" if self.username else user)
         if self.pid > 0 and self.ppid > 0 and parts & Part.PARENTPROC:
             out.append(f"ParentPID: {self.ppid}\nParentCmd: {self.pcmd}\nParentArgs: {self.pargs}")
         if self.container_id and parts & Part.CONTAINER:

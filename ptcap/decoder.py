@@ -14,7 +14,7 @@ import struct
 
 KIND = struct.Struct("<H")
 KIND_AT = 4
-EV_PACKET, EV_EXEC, EV_FORK = 1, 2, 3
+EV_PACKET, EV_EXEC, EV_FORK, EV_EXIT = 1, 2, 3, 4
 PACKET = struct.Struct("<IHBB72s4xIIIII")    # whole header, owner as bytes
 HEADER_LEN = PACKET.size                     # 104
 KEY_AT, KEY_END = 7, 80                      # dir + owner
@@ -38,7 +38,8 @@ def decode(buf, offsets: list[int], out: list) -> list:
 
 def split(buf, offsets: list[int], processes=None) -> list[int]:
     """Keep the packet records' offsets; hand process records, in order, to `processes`:
-    its learn_exec(pid, ppid, start_ns, filename, argv) and learn_fork(pid, ppid, start_ns)."""
+    its learn_exec(pid, ppid, start_ns, filename, argv), learn_fork(pid, ppid, start_ns) and
+    learn_exit(pid, start_ns)."""
     kind_of = KIND.unpack_from
     packets = []
     keep = packets.append
@@ -56,4 +57,7 @@ def split(buf, offsets: list[int], processes=None) -> list[int]:
         elif kind == EV_FORK:
             pid, _, _, ppid, start = FORK.unpack_from(buf, off)
             processes.learn_fork(pid, ppid, start)
+        elif kind == EV_EXIT:
+            pid, _, _, _ppid, start = FORK.unpack_from(buf, off)
+            processes.learn_exit(pid, start)
     return packets

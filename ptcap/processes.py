@@ -8,11 +8,19 @@ from __future__ import annotations
 import os
 import pwd
 import struct
+import time
+from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .context import ProcessContext
 
+if TYPE_CHECKING:
+    from .metadata import Metadata, Workload
+
 OWNER = struct.Struct("<IIIIQQII16s16s")   # struct ptcap_owner (bpf/ptcap.h)
+_PID_START = struct.Struct("<I12xQ")        # its pid and start time
+EXIT_GRACE = 60.0       # seconds a process's details outlive it (late packets, FINs)
 NO_OWNER = bytes(OWNER.size)
 
 
@@ -25,8 +33,20 @@ class ProcessInfo:
     comm: str = ""
 
 
-def read_process(pid: int) -> ProcessInfo | None:
-    """Command (exe path), arguments and parent of a live process; None if it is gone."""
+def read_process(pid: int, start_ns: int = 0) -> ProcessInfo | None:
+    """Command (exe path), arguments and parent of a live process; None if it is gone, or if
+    `start_ns` (the kernel's start time) says the pid now belongs to another process."""
+    found = _read(pid)
+    if found is None:
+        return None
+    ticks, info = found
+    if start_ns and ticks and not _same_start(ticks, start_ns):
+        return None         # a reused pid: not the process the packet came from
+    return info
+
+
+def _read(pid: int) -> tuple[int, ProcessInfo] | None:
+    """(start time in clock ticks since boot, details) of a live process."""
     base = f"/proc/{pid}"
     try:
         with open(f"{base}/cmdline", "rb") as f:
@@ -43,11 +63,22 @@ def read_process(pid: int) -> ProcessInfo | None:
         cmd = cmd[: -len(" (deleted)")]
     # the comm field may hold spaces and parentheses: the fields after it follow the last ')'
     fields = stat[stat.rfind(b")") + 2:].split()
+    ticks = int(fields[19]) if len(fields) > 19 else 0
     ppid = int(fields[1]) if len(fields) > 1 else 0
     comm = stat[stat.find(b"(") + 1: stat.rfind(b")")].decode(errors="replace")
     if not argv:
         argv = [f"[{comm}]"]
-    return ProcessInfo(pid, cmd, join_args(argv), ppid, comm)
+    return ticks, ProcessInfo(pid, cmd, join_args(argv), ppid, comm)
+
+
+_TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+def _same_start(ticks: int, start_ns: int) -> bool:
+    """/proc's start time (clock ticks since boot, suspend included) against the kernel's
+    (monotonic ns): the same process when they agree to a tick."""
+    boot_offset = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+    return abs(ticks - (start_ns + boot_offset) // _TICK_NS) <= 1
 
 
 def join_args(argv: list[str]) -> str:
@@ -62,16 +93,34 @@ class ProcessTable:
     """Joins owner records with process details; keyed by pid + start time, so a reused pid
     is never mistaken for the old process."""
 
-    def __init__(self) -> None:
+    def __init__(self, metadata: "Metadata | None" = None) -> None:
+        self.metadata = metadata      # containers and pods (None: not wanted)
         self._procs: dict[tuple[int, int], ProcessInfo | None] = {}
         self._latest: dict[int, ProcessInfo] = {}     # newest known program of each pid
         self._contexts: dict[bytes, ProcessContext | None] = {NO_OWNER: None}
+        self._owners: dict[tuple[int, int], list[bytes]] = {}    # (pid, start) → owner records
+        self._exited: deque[tuple[float, int, int]] = deque()    # (when, pid, start)
         self._users: dict[int, str] = {}
+        self._snapshot: dict[int, tuple[int, ProcessInfo]] = {}   # pid → (start ticks, details)
+
+    def snapshot(self) -> None:
+        """Read every process once at start (after the exec hooks are on): one that exits
+        before its packets are read keeps its command and arguments."""
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                found = _read(int(entry))
+                if found is not None:
+                    self._snapshot[int(entry)] = found
 
     def process(self, pid: int, start_ns: int = 0) -> ProcessInfo | None:
         key = (pid, start_ns)
         if key not in self._procs:
-            info = self._procs[key] = read_process(pid)
+            info = read_process(pid, start_ns)
+            if info is None and pid in self._snapshot:
+                ticks, seen = self._snapshot[pid]
+                if not start_ns or _same_start(ticks, start_ns):
+                    info = seen
+            self._procs[key] = info
             if info is not None:
                 self._latest[pid] = info
         return self._procs[key]
@@ -85,6 +134,8 @@ class ProcessTable:
         ctx = self._contexts.get(owner, False)
         if ctx is False:
             ctx = self._contexts[owner] = self._build(owner)
+            pid, start = _PID_START.unpack_from(owner)
+            self._owners.setdefault((pid, start), []).append(owner)
         return ctx
 
     def _build(self, owner: bytes) -> ProcessContext | None:
@@ -104,14 +155,19 @@ class ProcessTable:
         parent = self.parent(ctx.ppid) if ctx.ppid > 0 else None
         if parent is not None:
             ctx.pcmd, ctx.pargs, ctx.pname = parent.cmd, parent.args, parent.comm
+        if self.metadata is not None:
+            _join_workload(ctx, self.metadata.workload(pid, cgroup_id))
         return ctx
 
     def learn_exec(self, pid: int, ppid: int, start_ns: int, filename: str, argv: list[str]) -> None:
         """A process exec'd: remember what it runs now (it may be gone before we look)."""
-        self.forget(pid)
+        self._drop_contexts(pid, start_ns)
         # the kernel names a process after the file it executes (at most 15 bytes)
         comm = filename.rsplit("/", 1)[-1][:15]
-        if not filename.startswith("/"):
+        before = self._latest.get(pid)
+        if filename.startswith(("/proc/self/exe", f"/proc/{pid}/exe")) and before is not None:
+            filename = before.cmd       # it re-ran its own program (busybox applets do)
+        elif not filename.startswith("/") or filename.startswith(("/proc/", "/dev/fd/")):
             try:
                 filename = os.readlink(f"/proc/{pid}/exe")
             except OSError:
@@ -137,10 +193,38 @@ class ProcessTable:
             self._users[uid] = name
         return name
 
+    def learn_exit(self, pid: int, start_ns: int) -> None:
+        """A process ended. Its packets may still be queued (and its sockets may send a last
+        FIN): what we know of it is kept for EXIT_GRACE seconds, then dropped."""
+        now = time.monotonic()
+        self._exited.append((now, pid, start_ns))
+        while self._exited and now - self._exited[0][0] > EXIT_GRACE:
+            _, old_pid, old_start = self._exited.popleft()
+            self._drop_contexts(old_pid, old_start)
+            info = self._procs.pop((old_pid, old_start), None)
+            if info is not None and self._latest.get(old_pid) is info:
+                del self._latest[old_pid]
+
+    def _drop_contexts(self, pid: int, start_ns: int) -> None:
+        for owner in self._owners.pop((pid, start_ns), ()):
+            self._contexts.pop(owner, None)
+
     def forget(self, pid: int) -> None:
-        """A process exec'd or exited: re-read it next time (called from sched events)."""
+        """Drop everything known about a pid (every process that had it)."""
         for key in [k for k in self._procs if k[0] == pid]:
             del self._procs[key]
         self._latest.pop(pid, None)
-        for owner in [o for o in self._contexts if o != NO_OWNER and OWNER.unpack(o)[0] == pid]:
-            del self._contexts[owner]
+        for key in [k for k in self._owners if k[0] == pid]:
+            self._drop_contexts(*key)
+
+
+def _join_workload(ctx: ProcessContext, w: "Workload | None") -> None:
+    if w is None:
+        return
+    c = w.container
+    ctx.container_id, ctx.container_name, ctx.container_image = c.id, c.name, c.image
+    ctx.container_labels = c.labels
+    if w.pod is not None:
+        p = w.pod
+        ctx.pod_name, ctx.pod_namespace, ctx.pod_uid = p.name, p.namespace, p.uid
+        ctx.pod_labels, ctx.pod_annotations = p.labels, p.annotations

@@ -6,7 +6,9 @@ user gave (the pids and names together form one kind); see bpf/capture.bpf.c who
 from __future__ import annotations
 
 import enum
+import os
 import struct
+import time
 from dataclasses import dataclass, field
 
 from . import bpf
@@ -72,3 +74,96 @@ def load(who: WhoFilter, fds: dict[str, int]) -> None:
 
 def add_pid(fd: int, pid: int) -> None:
     bpf.map_update(fd, struct.pack("<I", pid), _ONE)
+
+
+def add_mntns(fd: int, inode: int) -> None:
+    bpf.map_update(fd, struct.pack("<I", inode), _ONE)
+
+
+def mntns_of(pid: int) -> int | None:
+    """The mount namespace inode of a process (what the kernel's owner record carries)."""
+    try:
+        return os.stat(f"/proc/{pid}/ns/mnt").st_ino
+    except OSError:
+        return None
+
+
+class ContainerSelector:
+    """--container-id, --container-name, --pod-name: the mount namespaces of the matching
+    containers, which every process of a container shares (`docker exec` ones too).
+
+    Containers that start later with a matching name or pod are found by asking the runtime
+    again every REFRESH_SECONDS (poll()); their namespaces are added to the kernel's map.
+    Without a reachable runtime, --container-id still works from the processes' cgroup paths.
+    """
+
+    REFRESH_SECONDS = 1.0
+
+    def __init__(self, runtimes: list, container_id: str = "", container_name: str = "",
+                 pod: tuple[str, str] | None = None) -> None:
+        self.runtimes = runtimes        # resolvers with running() (docker, containerd)
+        self.container_id = container_id
+        self.container_name = container_name.lstrip("/")
+        self.pod = pod
+        self.mntns: set[int] = set()
+        self._last = 0.0
+
+    def describe(self) -> str:
+        if self.container_id:
+            return f"--container-id {self.container_id}"
+        if self.container_name:
+            return f"--container-name {self.container_name}"
+        return f"--pod-name {self.pod[0]}.{self.pod[1]}"
+
+    def matches(self, container) -> bool:
+        if self.container_id and not container.id.startswith(self.container_id):
+            return False
+        if self.container_name and container.name != self.container_name:
+            return False
+        if self.pod is not None:
+            from .kubernetes import pod_from_labels
+            pod = pod_from_labels(container.labels)
+            if pod is None or (pod.name, pod.namespace or "default") != self.pod:
+                return False
+        return True
+
+    def resolve(self) -> set[int]:
+        """Namespaces of the matching containers running now (raises RuntimeUnavailable
+        when the runtime is needed and down)."""
+        from .docker import RuntimeUnavailable
+        self._last = time.monotonic()
+        pids, failures = [], []
+        for runtime in self.runtimes:
+            try:
+                pids += [c.pid for c in runtime.running(self.matches) if c.pid]
+            except RuntimeUnavailable as e:
+                failures.append(e)
+        if len(failures) == len(self.runtimes):
+            if not self.container_id:
+                raise failures[0]
+            pids = _pids_in_container(self.container_id)
+        found = {ns for ns in map(mntns_of, pids) if ns}
+        new = found - self.mntns
+        self.mntns |= new
+        return new
+
+    def poll(self) -> set[int]:
+        """New namespaces since the last look (at most once every REFRESH_SECONDS)."""
+        if time.monotonic() - self._last < self.REFRESH_SECONDS:
+            return set()
+        try:
+            return self.resolve()
+        except Exception:       # noqa: BLE001 (the runtime went away: keep what we have)
+            return set()
+
+
+def _pids_in_container(prefix: str) -> list[int]:
+    """Processes whose cgroup path names a container id starting with `prefix`."""
+    from .containers import proc_container
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            found = proc_container(int(entry))
+            if found is not None and found.id.startswith(prefix):
+                pids.append(int(entry))
+    return pids

@@ -73,7 +73,7 @@ def test_uid_selects_a_user(peers, capture, tmp_path):
     time.sleep(0.2)
     cap.stop()
     rows = [comments(c) for (c,) in tshark_fields(out, "frame.comment")]
-    assert len(rows) == 2 and all(r["UserId"] == "65534" for r in rows)
+    assert len(rows) == 2 and all(r["UserId"] == "65534" and r["UserName"] == "nobody" for r in rows)
 
 
 def test_follow_forks_of_a_pid(peers, capture, tmp_path):
@@ -141,3 +141,106 @@ def test_selector_errors():
     assert ptcap("-i", "lo", "-f").stderr == "ptcap: -f follows the children of --pid processes: give --pid\n"
     res = ptcap("-i", "lo", "--", "no-such-command-xyz")
     assert (res.returncode, res.stderr) == (1, "ptcap: no-such-command-xyz: command not found\n")
+
+
+SAY = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.sendto(sys.argv[2].encode(), ('127.0.0.1', int(sys.argv[1])))
+"""
+
+
+def _spawn_with_pid(pid: int, argv: list[str], tries: int = 200) -> subprocess.Popen | None:
+    """Start argv as process `pid` (the kernel hands out the pid after ns_last_pid; other
+    processes on the machine may take it first: try again)."""
+    for _ in range(tries):
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+            f.write(str(pid - 1))
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE)
+        if proc.pid == pid:
+            return proc
+        proc.kill()
+        proc.wait()
+    return None
+
+
+def test_reused_pid_is_another_process(peers, capture, tmp_path):
+    """Two processes with the same pid, one after the other, read in one batch: each packet
+    keeps its own process (the key is pid + start time)."""
+    peers("udp-server", "21020", "127.0.0.1")
+    out = tmp_path / "o.pcapng"
+    cap = capture("-i", "lo", "-w", str(out), "-Q", "out", "udp dst port 21020")
+    held = [PYTHON, "-c", "import sys; sys.stdin.readline()\n" + SAY]
+    first = subprocess.Popen(held + ["21020", "first"], stdin=subprocess.PIPE)
+    first.communicate(b"go\n", timeout=20)
+    second = _spawn_with_pid(first.pid, ["/usr/bin/python3", "-c", "import sys; sys.stdin.readline()\n" + SAY,
+                                         "21020", "second"])
+    if second is None:
+        cap.stop()
+        raise AssertionError(f"pid {first.pid} could not be reused (a busy machine?)")
+    second.communicate(b"go\n", timeout=20)
+    time.sleep(0.2)
+    cap.stop()
+    rows = [comments(c) for (c,) in tshark_fields(out, "frame.comment")]
+    assert [r["PID"] for r in rows] == [str(first.pid)] * 2
+    assert [r["Args"].split()[-1] for r in rows] == ["first", "second"]
+
+
+def test_selected_pid_is_released_when_it_exits(peers, capture, tmp_path):
+    """--pid N selects that process, not whoever gets pid N after it exits."""
+    peers("udp-server", "21021", "127.0.0.1")
+    out = tmp_path / "o.pcapng"
+    held = [PYTHON, "-c", "import sys; sys.stdin.readline()\n" + SAY]
+    first = subprocess.Popen(held + ["21021", "first"], stdin=subprocess.PIPE)
+    cap = capture("-i", "lo", "-w", str(out), "-Q", "out", "--pid", str(first.pid))
+    first.communicate(b"go\n", timeout=20)
+    second = _spawn_with_pid(first.pid, held + ["21021", "second"])
+    assert second is not None
+    second.communicate(b"go\n", timeout=20)
+    time.sleep(0.2)
+    cap.stop()
+    rows = [comments(c) for (c,) in tshark_fields(out, "frame.comment")]
+    assert [r["Args"].split()[-1] for r in rows] == ["first"]
+
+
+def test_pids_and_uids_are_repeatable(peers, capture, tmp_path):
+    peers("udp-server", "21022", "127.0.0.1")
+    a, b, c = (peers("udp-client", "127.0.0.1", "21022") for _ in range(3))
+    out = tmp_path / "o.pcapng"
+    cap = capture("-i", "lo", "-w", str(out), "-Q", "out", "--pid", str(a.pid), "--pid", str(b.pid))
+    for p in (a, b, c):
+        p.say("send 10")
+    time.sleep(0.2)
+    cap.stop()
+    assert sorted(pids_in(out)) == sorted([a.pid, b.pid])
+
+    out = tmp_path / "u.pcapng"
+    cap = capture("-i", "lo", "-w", str(out), "-Q", "out", "--uid", "65534", "--uid", "65533")
+    for uid in (65534, 65533, 65532):
+        subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                        "/usr/bin/python3", "-c", SAY, "21022", str(uid)], check=True, timeout=20, cwd="/")
+    time.sleep(0.2)
+    cap.stop()
+    rows = [comments(c) for (c,) in tshark_fields(out, "frame.comment")]
+    assert sorted(r["UserId"] for r in rows) == ["65533", "65534"]
+    assert sorted(r.get("UserName", "") for r in rows) == ["", "nobody"]     # 65533 has no name
+
+
+def test_follow_forks_only_follows_children_born_after_start(peers, capture, tmp_path):
+    """-f adds children at fork time; a child that existed before start is not selected."""
+    peers("udp-server", "21023", "127.0.0.1")
+    script = ("import os, socket, sys, time\n"
+              "r, w = os.pipe()\n"
+              "if os.fork() == 0:\n"
+              "    os.read(r, 1)\n" + "    exec(compile(" + repr(SAY) + ", 'say', 'exec'))\n    os._exit(0)\n"
+              "sys.stdin.readline()\n"
+              "os.write(w, b'g')\n"
+              "os.wait()\n"
+              "exec(compile(" + repr(SAY) + ", 'say', 'exec'))\n")
+    parent = subprocess.Popen([PYTHON, "-c", script, "21023", "old-child"], stdin=subprocess.PIPE)
+    out = tmp_path / "o.pcapng"
+    cap = capture("-i", "lo", "-w", str(out), "-Q", "out", "--pid", str(parent.pid), "-f")
+    parent.communicate(b"go\n", timeout=20)
+    time.sleep(0.2)
+    cap.stop()
+    assert pids_in(out) == [parent.pid]     # not the child: born before the capture started

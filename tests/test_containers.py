@@ -1,0 +1,631 @@
+"""Containers and pods: a real Docker engine, containers from a locally built busybox image,
+traffic on loopback (--network host) or inside the container's own namespace (--network none).
+
+The engine is started by the tests (a private dockerd: its own data root and socket, no
+bridge, no iptables rules) and stopped with everything it ran once the module is done.
+"""
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import comments, ptcap_argv, tshark_fields, wait_clean
+
+from ptcap.containers import parse_cgroup_path, parse_proc_cgroup, proc_container
+
+IMAGE = "ptcap-test:busybox"
+ID = "3f" * 32
+
+
+# -- cgroup layouts (no engine needed) ----------------------------------------------------
+@pytest.mark.parametrize("path, runtime, pod_uid", [
+    (f"/docker/{ID}", "docker", ""),
+    (f"/system.slice/docker-{ID}.scope", "docker", ""),
+    (f"/system.slice/cri-containerd-{ID}.scope", "containerd", ""),
+    (f"/default/{ID}", "", ""),                                     # ctr / nerdctl, cgroupfs
+    (f"/machine.slice/libpod-{ID}.scope/container", "podman", ""),
+    (f"/system.slice/crio-{ID}.scope", "cri-o", ""),
+    (f"/kubepods/burstable/pod0b1c2d3e-aaaa-bbbb-cccc-0123456789ab/{ID}", "kubernetes",
+     "0b1c2d3e-aaaa-bbbb-cccc-0123456789ab"),
+    (f"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod0b1c2d3e_aaaa_bbbb_cccc_0123456789ab"
+     f".slice/cri-containerd-{ID}.scope", "containerd", "0b1c2d3e-aaaa-bbbb-cccc-0123456789ab"),
+    (f"/kubepods.slice/kubepods-pod0b1c2d3e_aaaa_bbbb_cccc_0123456789ab.slice/crio-{ID}.scope", "cri-o",
+     "0b1c2d3e-aaaa-bbbb-cccc-0123456789ab"),
+])
+def test_container_id_from_every_cgroup_layout(path, runtime, pod_uid):
+    found = parse_cgroup_path(path)
+    assert (found.id, found.runtime, found.pod_uid) == (ID, runtime, pod_uid)
+
+
+def test_host_processes_and_monitors_are_no_container():
+    assert parse_cgroup_path("/") is None
+    assert parse_cgroup_path("/user.slice/user-0.slice/session-1.scope") is None
+    assert parse_cgroup_path(f"/system.slice/crio-conmon-{ID}.scope") is None
+    assert proc_container(os.getpid()) is None
+
+
+def test_proc_cgroup_v1_and_v2_lines():
+    v1 = f"12:memory:/docker/{ID}\n1:name=systemd:/docker/{ID}\n0::/\n"     # hybrid: v2 at root
+    v2 = f"0::/system.slice/docker-{ID}.scope\n"
+    assert parse_proc_cgroup(v1).id == ID and parse_proc_cgroup(v2).id == ID
+
+
+# -- a real engine -------------------------------------------------------------------------
+class Engine:
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.address = f"unix://{base}/docker.sock"
+        self.env = {**os.environ, "DOCKER_HOST": self.address}
+
+    @property
+    def containerd(self) -> str:
+        """The containerd the engine uses: its own, or the system's when one was running."""
+        own = self.base / "exec" / "containerd" / "containerd.sock"
+        return str(own) if own.exists() else "/run/containerd/containerd.sock"
+
+    def docker(self, *args: str, check: bool = True, timeout: float = 60) -> str:
+        res = subprocess.run(["docker", *args], capture_output=True, text=True, env=self.env, timeout=timeout)
+        if check and res.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)}: {res.stderr.strip()}")
+        return res.stdout.strip()
+
+    def run(self, name: str, *, network: str = "host", labels: dict[str, str] | None = None) -> "Container":
+        args = ["run", "-d", "--name", name, "--network", network]
+        for k, v in (labels or {}).items():
+            args += ["--label", f"{k}={v}"]
+        cid = self.docker(*args, IMAGE, "sleep", "600")
+        pid = int(self.docker("inspect", "-f", "{{.State.Pid}}", cid))
+        return Container(self, name, cid, pid)
+
+
+class Container:
+    def __init__(self, engine: Engine, name: str, cid: str, pid: int) -> None:
+        self.engine, self.name, self.id, self.pid = engine, name, cid, pid
+
+    def tcp(self, port: int, payload: str = "hello", addr: str = "127.0.0.1") -> None:
+        """A new process joins the container (docker exec) and talks TCP to addr:port."""
+        self.engine.docker("exec", self.name, "sh", "-c", f"echo {payload} | nc -w 1 {addr} {port}")
+
+
+def _busybox_tree(root: Path) -> None:
+    busybox = shutil.which("busybox")
+    (root / "bin").mkdir(parents=True)
+    (root / "tmp").mkdir()
+    shutil.copy(busybox, root / "bin" / "busybox")
+    for applet in ("sh", "nc", "sleep", "echo", "cat"):
+        (root / "bin" / applet).symlink_to("busybox")
+
+
+@pytest.fixture(scope="module")
+def engine():
+    for tool in ("dockerd", "docker", "busybox"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed (./install.sh installs docker.io and busybox-static)")
+    if "statically linked" not in subprocess.run(["file", "-L", shutil.which("busybox")],
+                                                 capture_output=True, text=True).stdout:
+        pytest.skip("busybox is not the static one (busybox-static): it cannot run in a bare image")
+    base = Path(tempfile.mkdtemp(prefix="ptcap-dockerd-", dir="/tmp"))
+    saved = os.environ.get("DOCKER_HOST")
+    eng = Engine(base)
+    log = open(base / "dockerd.log", "w")
+    proc = subprocess.Popen(["dockerd", "--data-root", f"{base}/data", "--exec-root", f"{base}/exec",
+                             "--pidfile", f"{base}/dockerd.pid", "-H", eng.address, "--bridge=none",
+                             "--iptables=false", "--ip6tables=false"],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while eng.docker("version", check=False, timeout=10) == "" or \
+                subprocess.run(["docker", "info"], env=eng.env, capture_output=True).returncode != 0:
+            if proc.poll() is not None or time.time() > deadline:
+                tail = (base / "dockerd.log").read_text()[-600:]
+                pytest.skip(f"dockerd cannot start here: {tail}")
+            time.sleep(0.3)
+        tree = base / "image"
+        _busybox_tree(tree)
+        tar = subprocess.Popen(["tar", "-C", str(tree), "-c", "."], stdout=subprocess.PIPE)
+        subprocess.run(["docker", "import", "-", IMAGE], stdin=tar.stdout, env=eng.env, check=True,
+                       capture_output=True, timeout=120)
+        tar.wait()
+        os.environ["DOCKER_HOST"] = eng.address       # the engine ptcap talks to in these tests
+        yield eng
+    finally:
+        ids = eng.docker("ps", "-aq", check=False).split()
+        if ids:
+            eng.docker("rm", "-f", *ids, check=False, timeout=120)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+        if saved is None:
+            os.environ.pop("DOCKER_HOST", None)
+        else:
+            os.environ["DOCKER_HOST"] = saved
+        _unmount_below(base)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _unmount_below(base: Path) -> None:
+    """What the engine left mounted under its directories (its netns files, overlays)."""
+    with open("/proc/self/mounts") as f:
+        points = [line.split()[1] for line in f if line.split()[1].startswith(f"{base}/")]
+    for point in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)
+
+
+@pytest.fixture
+def containers(engine):
+    started: list[str] = []
+
+    def run(name: str, **kw) -> Container:
+        name = f"{name}-{os.getpid()}"
+        c = engine.run(name, **kw)
+        started.append(c.id)
+        return c
+
+    yield run
+    if started:
+        engine.docker("rm", "-f", *started, check=False, timeout=120)
+
+
+@pytest.fixture
+def no_kubeconfig(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-such-kubeconfig"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+
+
+POD = {"io.kubernetes.pod.name": "web-0", "io.kubernetes.pod.namespace": "shop",
+       "io.kubernetes.pod.uid": "0b1c2d3e-aaaa-bbbb-cccc-0123456789ab",
+       "io.kubernetes.container.name": "nginx"}
+
+
+def start_capture(*args: str, env=None) -> subprocess.Popen:
+    proc = subprocess.Popen(ptcap_argv(*args), stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 30
+    lines = []
+    while time.time() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.startswith("listening on"):
+            proc.early = "".join(lines)
+            return proc
+    proc.kill()
+    raise AssertionError("ptcap did not start: " + "".join(lines) + proc.stderr.read())
+
+
+def stop_capture(proc: subprocess.Popen) -> str:
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    return proc.early + err
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    return [comments(c) for (c,) in tshark_fields(path, "frame.comment")]
+
+
+def test_container_metadata_on_every_packet(engine, containers, peers, tmp_path, no_kubeconfig):
+    peers("tcp-server", "21011", "127.0.0.1")
+    web = containers("web", labels={"app": "shop", "tier": "front"})
+    out = tmp_path / "o.pcapng"
+    cap = start_capture("-i", "lo", "-w", str(out), "tcp port 21011")
+    web.tcp(21011)
+    host = peers("tcp-client", "127.0.0.1", "21011")       # a host process: no container
+    host.say("send 10")
+    stop_capture(cap)
+    got = rows(out)
+    inside = [r for r in got if r.get("ContainerId")]
+    assert inside, got
+    for r in inside:
+        assert r["ContainerId"] == web.id
+        assert r["ContainerName"] == web.name
+        assert r["ContainerImage"] == IMAGE
+        assert json.loads(r["ContainerLabels"]) == {"app": "shop", "tier": "front"}
+        assert "PodName" not in r
+    client = [r for r in inside if r["Args"].startswith("nc ")]
+    assert client and all(r["PID"] != str(web.pid) for r in client)     # the exec'd process
+    hosts = [r for r in got if r.get("PID") == str(host.pid)]
+    assert hosts and not any("ContainerId" in r for r in hosts)
+
+
+def test_pod_from_runtime_labels(engine, containers, peers, tmp_path, no_kubeconfig):
+    peers("tcp-server", "21012", "127.0.0.1")
+    pod = containers("k8s_nginx_web-0", labels=POD)
+    out = tmp_path / "o.pcapng"
+    cap = start_capture("-i", "lo", "-w", str(out), "-Q", "out", "--container-name", pod.name)
+    pod.tcp(21012)
+    err = stop_capture(cap)
+    got = rows(out)
+    assert got and all(r["PodName"] == "web-0" and r["PodNamespace"] == "shop" for r in got)
+    assert all(r["PodUID"] == POD["io.kubernetes.pod.uid"] for r in got)
+    assert all(r["PodLabels"] == "{}" and r["PodAnnotations"] == "{}" for r in got)   # no API here
+    assert err.count("kubernetes: no cluster configuration") == 1, err
+
+
+class FakeAPIServer(http.server.BaseHTTPRequestHandler):
+    """The one call the kubernetes client makes here: GET a v1 Pod, answered as the API does."""
+
+    pods: dict[tuple[str, str], dict] = {}
+    requests: list[str] = []
+
+    def do_GET(self):
+        self.requests.append(self.path)
+        parts = self.path.split("?")[0].strip("/").split("/")
+        # api/v1/namespaces/NS/pods/NAME
+        if len(parts) == 6 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "pods":
+            pod = self.pods.get((parts[3], parts[5]))
+            if pod is not None:
+                return self._reply(200, pod)
+            return self._reply(404, {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                                     "status": "Failure", "message": f'pods "{parts[5]}" not found',
+                                     "reason": "NotFound", "details": {"name": parts[5], "kind": "pods"},
+                                     "code": 404})
+        self._reply(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404})
+
+    def _reply(self, code: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def kube_api(tmp_path, monkeypatch):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 21090), FakeAPIServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    FakeAPIServer.requests = []
+    config = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "test",
+        "clusters": [{"name": "test", "cluster": {"server": "http://127.0.0.1:21090"}}],
+        "users": [{"name": "test", "user": {"token": "t0ken"}}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(json.dumps(config))
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    yield FakeAPIServer
+    server.shutdown()
+    server.server_close()
+
+
+def test_pod_labels_and_annotations_from_the_kubernetes_api(engine, containers, peers, tmp_path, kube_api):
+    kube_api.pods[("shop", "web-0")] = {
+        "kind": "Pod", "apiVersion": "v1",
+        "metadata": {"name": "web-0", "namespace": "shop", "uid": POD["io.kubernetes.pod.uid"],
+                     "resourceVersion": "4711", "creationTimestamp": "2026-11-25T07:00:00Z",
+                     "labels": {"app": "web", "pod-template-hash": "5d9c"},
+                     "annotations": {"kubernetes.io/psp": "restricted", "team": "payments"}},
+        "spec": {"containers": [{"name": "nginx", "image": "nginx:1.27"}], "nodeName": "node-1"},
+        "status": {"phase": "Running", "podIP": "10.1.2.3"},
+    }
+    peers("tcp-server", "21013", "127.0.0.1")
+    pod = containers("k8s_nginx_web-0-api", labels=POD)
+    out = tmp_path / "o.pcapng"
+    cap = start_capture("-i", "lo", "-w", str(out), "-Q", "out", "--pod-name", "web-0.shop")
+    pod.tcp(21013)
+    stop_capture(cap)
+    got = rows(out)
+    assert got
+    for r in got:
+        assert json.loads(r["PodLabels"]) == {"app": "web", "pod-template-hash": "5d9c"}
+        assert json.loads(r["PodAnnotations"]) == {"kubernetes.io/psp": "restricted", "team": "payments"}
+        assert r["PodUID"] == POD["io.kubernetes.pod.uid"]
+    assert kube_api.requests == ["/api/v1/namespaces/shop/pods/web-0"]     # asked once, cached
+
+
+def test_container_name_selects_only_that_container(engine, containers, peers, tmp_path, no_kubeconfig):
+    server = peers("tcp-server", "21014", "127.0.0.1")
+    a = containers("sel-a")
+    b = containers("sel-b")
+    out = tmp_path / "o.pcapng"
+    cap = start_capture("-i", "lo", "-w", str(out), "--container-name", a.name)
+    for _ in range(2):
+        b.tcp(21014, "from-b")
+        a.tcp(21014, "from-a")     # a new process joining a after start (docker exec)
+    host = peers("tcp-client", "127.0.0.1", "21014")
+    host.say("send 10")
+    late = containers("sel-a-late")       # another name: not selected
+    late.tcp(21014)
+    stop_capture(cap)
+    got = rows(out)
+    assert got and {r["ContainerName"] for r in got} == {a.name}
+    assert {r["PID"] for r in got}.isdisjoint({str(server.pid), str(host.pid)})
+    assert len({r["PID"] for r in got}) == 2     # the two nc processes exec'd into a
+
+
+def test_container_started_after_the_capture_is_selected(engine, containers, peers, tmp_path, no_kubeconfig):
+    peers("tcp-server", "21015", "127.0.0.1")
+    out = tmp_path / "o.pcapng"
+    name = f"later-{os.getpid()}"
+    cap = start_capture("-i", "lo", "-w", str(out), "--container-name", name)
+    assert "no such running container yet; waiting for one to start" in cap.early
+    c = containers("later")
+    time.sleep(2.5)     # the selector looks again every second
+    c.tcp(21015)
+    stop_capture(cap)
+    got = rows(out)
+    assert got and {r["ContainerName"] for r in got} == {c.name}
+
+
+def test_container_id_prefix_and_pod_name(engine, containers, peers, tmp_path, no_kubeconfig):
+    peers("tcp-server", "21016", "127.0.0.1")
+    app = containers("k8s_app_web-0", labels=POD)
+    sidecar = containers("k8s_proxy_web-0", labels={**POD, "io.kubernetes.container.name": "proxy"})
+    other = containers("k8s_app_db-0", labels={**POD, "io.kubernetes.pod.name": "db-0",
+                                               "io.kubernetes.pod.uid": "11111111-2222-3333-4444-555555555555"})
+    by_id, by_pod = tmp_path / "id.pcapng", tmp_path / "pod.pcapng"
+    cap_id = start_capture("-i", "lo", "-w", str(by_id), "--container-id", app.id[:12])
+    cap_pod = start_capture("-i", "lo", "-w", str(by_pod), "--pod-name", "web-0.shop")
+    for c in (app, sidecar, other):
+        c.tcp(21016)
+    stop_capture(cap_id)
+    stop_capture(cap_pod)
+    assert {r["ContainerId"] for r in rows(by_id)} == {app.id}
+    pod_rows = rows(by_pod)
+    assert {r["ContainerName"] for r in pod_rows} == {app.name, sidecar.name}
+    assert {r["PodName"] for r in pod_rows} == {"web-0"}
+
+
+def test_container_with_its_own_network_namespace(engine, containers, tmp_path, no_kubeconfig):
+    """--network none: the traffic stays on the container's loopback; capture it there."""
+    c = containers("isolated", network="none")
+    out = tmp_path / "o.pcapng"
+    engine.docker("exec", "-d", c.name, "sh", "-c", "nc -l -p 21017 > /tmp/got")
+    cap = start_capture("--netns", f"/proc/{c.pid}/ns/net", "-i", "lo", "-w", str(out),
+                        "--container-id", c.id)
+    c.tcp(21017, "inside")
+    stop_capture(cap)
+    got = rows(out)
+    assert got and {r["ContainerId"] for r in got} == {c.id}
+    assert {r["ContainerImage"] for r in got} == {IMAGE}
+    assert engine.docker("exec", c.name, "cat", "/tmp/got") == "inside"
+
+
+def test_unreachable_runtime_leaves_fields_empty(engine, containers, peers, tmp_path, no_kubeconfig):
+    peers("tcp-server", "21018", "127.0.0.1")
+    c = containers("nodocker")
+    out = tmp_path / "o.pcapng"
+    cap = start_capture("-i", "lo", "-w", str(out), "-Q", "out", "tcp port 21018",
+                        "--docker-address", str(tmp_path / "no.sock"))
+    c.tcp(21018)
+    c.tcp(21018)
+    err = stop_capture(cap)
+    got = [r for r in rows(out) if r.get("ContainerId")]
+    assert got and {r["ContainerId"] for r in got} == {c.id}          # known from the cgroup
+    assert {r["ContainerName"] for r in got} == {""}
+    assert err.count("docker: cannot reach") == 1, err
+    assert "Traceback" not in err
+
+
+def test_context_selects_the_blocks(engine, containers, peers, tmp_path, no_kubeconfig):
+    peers("tcp-server", "21019", "127.0.0.1")
+    c = containers("ctx", labels=POD)
+    out = tmp_path / "o.pcapng"
+    cap = start_capture("-i", "lo", "-w", str(out), "-Q", "out", "--container-id", c.id,
+                        "--context", "process,container")
+    c.tcp(21019)
+    stop_capture(cap)
+    got = rows(out)
+    assert got
+    for r in got:
+        assert {"PID", "ContainerName", "ContainerId"} <= r.keys()
+        assert not {"ThreadId", "UserId", "ParentPID", "PodName"} & r.keys()
+
+
+def test_container_selector_errors(engine, tmp_path):
+    def ptcap(*args):
+        return subprocess.run(ptcap_argv("-i", "lo", *args), capture_output=True, text=True, timeout=30,
+                              env={**os.environ, "DOCKER_HOST": engine.address})
+
+    res = ptcap("--container-id", "0123456789ab")
+    assert (res.returncode, res.stderr) == (1, "ptcap: --container-id 0123456789ab: no such running container\n")
+    res = ptcap("--container-id", "not-hex!")
+    assert res.returncode == 1 and res.stderr.startswith("ptcap: --container-id 'not-hex!': ")
+    res = ptcap("--container-name", "x", "--docker-address", str(tmp_path / "no.sock"))
+    assert res.returncode == 1 and res.stderr.startswith("ptcap: --container-name x: cannot reach docker at ")
+    assert res.stderr.count("\n") == 1, res.stderr
+    res = ptcap("--container-name", "x", "--pod-name", "a.b")
+    assert res.stderr == "ptcap: --container-name and --pod-name cannot be used together\n"
+    assert wait_clean() == []
+
+
+def test_containerd_containers_metadata_and_selector(engine, containers, peers, tmp_path, no_kubeconfig):
+    """A container of containerd itself (ctr, in a namespace of its own): names, image and
+    labels from containerd's API; --container-name finds it there."""
+    if shutil.which("ctr") is None:
+        pytest.skip("ctr (Debian's containerd package) is not installed")
+    sock = engine.containerd
+    ctr = ["ctr", "-a", sock, "-n", "ptcap-test"]
+    saved = subprocess.Popen(["docker", "save", IMAGE], stdout=subprocess.PIPE, env=engine.env)
+    subprocess.run(ctr + ["images", "import", "-"], stdin=saved.stdout, check=True, capture_output=True,
+                   timeout=120)
+    saved.wait()
+    name = f"box-{os.getpid()}"
+    labels = {"nerdctl/name": name, "app": "ctr", "io.kubernetes.pod.name": "api-0",
+              "io.kubernetes.pod.namespace": "prod", "io.kubernetes.pod.uid": "u-1"}
+    subprocess.run(ctr + ["run", "-d", "--net-host"] + [a for k, v in labels.items() for a in ("--label", f"{k}={v}")]
+                   + [f"docker.io/library/{IMAGE}", name, "sleep", "600"], check=True, capture_output=True, timeout=60)
+    try:
+        peers("tcp-server", "21042", "127.0.0.1")
+        other = containers("not-ctr")
+        out = tmp_path / "o.pcapng"
+        cap = start_capture("-i", "lo", "-w", str(out), "--containerd-address", sock, "--container-name", name)
+        subprocess.run(ctr + ["task", "exec", "--exec-id", "talk", name, "sh", "-c",
+                              "echo hi | nc -w 1 127.0.0.1 21042"], check=True, capture_output=True, timeout=30)
+        other.tcp(21042)
+        stop_capture(cap)
+        got = rows(out)
+        assert got
+        for r in got:
+            assert (r["ContainerId"], r["ContainerName"]) == (name, name)
+            assert r["ContainerImage"] == f"docker.io/library/{IMAGE}"
+            assert json.loads(r["ContainerLabels"])["app"] == "ctr"
+            assert (r["PodName"], r["PodNamespace"], r["PodUID"]) == ("api-0", "prod", "u-1")
+    finally:
+        subprocess.run(ctr + ["task", "rm", "-f", name], capture_output=True, timeout=60)
+        subprocess.run(ctr + ["containers", "rm", name], capture_output=True, timeout=60)
+
+
+def test_containerd_namespace_layout():
+    """/<namespace>/<id>: a container only when containerd has that namespace."""
+    found = parse_cgroup_path("/default/web-1", lambda: {"default", "k8s.io"})
+    assert (found.id, found.runtime, found.namespace) == ("web-1", "containerd", "default")
+    assert parse_cgroup_path("/default/web-1", lambda: set()) is None
+    assert parse_cgroup_path(f"/system.slice/cri-containerd-{ID}.scope").namespace == "k8s.io"
+
+
+# -- a Kubernetes node's runtime: containerd's CRI plugin, driven like the kubelet drives it --
+CRI_CONFIG = """version = 2
+root = "{base}/root"
+state = "{base}/state"
+[grpc]
+  address = "{base}/containerd.sock"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "docker.io/library/ptcap-test:pause"
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{base}/cni-bin"
+    conf_dir = "{base}/cni-conf"
+"""
+
+
+class Node:
+    def __init__(self, base: Path) -> None:
+        from cri_pods import Kubelet
+        self.address = f"{base}/containerd.sock"
+        self.kubelet = Kubelet(self.address)
+        self.sandboxes: list[str] = []
+        self.ctr = ["ctr", "-a", self.address, "-n", "k8s.io"]
+
+    def pod(self, name: str, namespace: str, uid: str, labels: dict[str, str], annotations: dict[str, str],
+            container: str) -> str:
+        sandbox, config = self.kubelet.run_pod(name, namespace, uid, labels, annotations)
+        self.sandboxes.append(sandbox)
+        return self.kubelet.run_container(sandbox, config, container, f"docker.io/library/{IMAGE}",
+                                          ["/bin/sleep", "600"], (name, namespace, uid))
+
+    def tcp(self, cid: str, port: int) -> None:
+        subprocess.run(self.ctr + ["task", "exec", "--exec-id", f"t{time.monotonic_ns()}", cid, "sh", "-c",
+                                   f"echo hi | nc -w 1 127.0.0.1 {port}"], check=True, capture_output=True,
+                       timeout=30)
+
+
+@pytest.fixture(scope="module")
+def node(engine):
+    if shutil.which("containerd") is None or shutil.which("ctr") is None:
+        pytest.skip("containerd is not installed (Debian's containerd, a docker.io dependency)")
+    base = Path(tempfile.mkdtemp(prefix="ptcap-cri-", dir="/tmp"))
+    (base / "config.toml").write_text(CRI_CONFIG.format(base=base))
+    log = open(base / "containerd.log", "w")
+    proc = subprocess.Popen(["containerd", "--config", str(base / "config.toml")], stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    n = None
+    try:
+        deadline = time.time() + 30
+        while subprocess.run(["ctr", "-a", f"{base}/containerd.sock", "version"],
+                             capture_output=True).returncode != 0:
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.skip("containerd cannot start here: " + (base / "containerd.log").read_text()[-400:])
+            time.sleep(0.2)
+        # the sandbox ("pause") image needs a command of its own
+        tar = subprocess.Popen(["tar", "-C", str(engine.base / "image"), "-c", "."], stdout=subprocess.PIPE)
+        subprocess.run(["docker", "import", "--change", 'CMD ["/bin/sleep", "100000"]', "-", "ptcap-test:pause"],
+                       stdin=tar.stdout, env=engine.env, check=True, capture_output=True, timeout=60)
+        tar.wait()
+        n = Node(base)
+        saved = subprocess.Popen(["docker", "save", IMAGE, "ptcap-test:pause"], stdout=subprocess.PIPE,
+                                 env=engine.env)
+        subprocess.run(n.ctr + ["images", "import", "-"], stdin=saved.stdout, check=True, capture_output=True,
+                       timeout=120)
+        saved.wait()
+        yield n
+    finally:
+        if n is not None:
+            for sandbox in n.sandboxes:
+                try:
+                    n.kubelet.remove_pod(sandbox)
+                except Exception:       # noqa: BLE001 (teardown goes on)
+                    pass
+            n.kubelet.close()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+        _unmount_below(base)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_pods_of_a_cri_runtime(node, peers, tmp_path, no_kubeconfig):
+    """Pods made through the CRI as the kubelet makes them: container and pod details
+    (the pod's own labels and annotations included) come from the CRI; --pod-name selects."""
+    peers("tcp-server", "21043", "127.0.0.1")
+    uid = "6f1c2d3e-aaaa-bbbb-cccc-0123456789ab"
+    api = node.pod("api-0", "prod", uid, {"app": "api", "tier": "back"}, {"team": "payments"}, "app")
+    db = node.pod("db-0", "prod", "7f1c2d3e-aaaa-bbbb-cccc-0123456789ab", {"app": "db"}, {}, "postgres")
+    out = tmp_path / "o.pcapng"
+    cap = start_capture("-i", "lo", "-w", str(out), "--cri-runtime-address", node.address,
+                        "--pod-name", "api-0.prod")
+    node.tcp(db, 21043)
+    node.tcp(api, 21043)
+    stop_capture(cap)
+    got = rows(out)
+    assert got
+    for r in got:
+        assert (r["ContainerId"], r["ContainerName"]) == (api, "app")
+        assert r["ContainerImage"] == f"docker.io/library/{IMAGE}"
+        assert (r["PodName"], r["PodNamespace"], r["PodUID"]) == ("api-0", "prod", uid)
+        assert json.loads(r["PodLabels"]) == {"app": "api", "tier": "back"}
+        assert json.loads(r["PodAnnotations"]) == {"team": "payments"}
+
+
+def test_container_found_by_cgroup_id_and_from_proc(containers):
+    """The kernel's cgroup v2 id is the inode of the cgroup's directory: found by walking the
+    hierarchy; an id that names nothing falls back to the process's /proc/PID/cgroup."""
+    from ptcap.cgroup import v2_mount
+    from ptcap.containers import ContainerFinder
+    c = containers("finder")
+    v2 = [line[3:] for line in open(f"/proc/{c.pid}/cgroup").read().splitlines() if line.startswith("0::")][0]
+    root = v2_mount()
+    if root is not None and v2 != "/":
+        cgroup_id = os.stat(root + v2).st_ino
+        assert ContainerFinder().find(0, cgroup_id).id == c.id      # no pid: the path alone
+    assert ContainerFinder().find(c.pid, 0).id == c.id
+
+
+def test_container_id_without_a_runtime(engine, containers, peers, tmp_path, no_kubeconfig):
+    """--container-id needs no runtime: the container's processes are found by their cgroups."""
+    peers("tcp-server", "21044", "127.0.0.1")
+    c = containers("noruntime")
+    other = containers("noruntime-other")
+    out = tmp_path / "o.pcapng"
+    nowhere = str(tmp_path / "no.sock")
+    cap = start_capture("-i", "lo", "-w", str(out), "--container-id", c.id[:16], "--docker-address", nowhere,
+                        "--containerd-address", nowhere, "--cri-runtime-address", nowhere)
+    other.tcp(21044)
+    c.tcp(21044)
+    stop_capture(cap)
+    got = rows(out)
+    assert got and {r["ContainerId"] for r in got} == {c.id}
