@@ -321,5 +321,6 @@ int ptcap_cg_egress(struct __sk_buff *skb)
 }
 
 /* The record layout user space relies on (ptcap/decoder.py). */
-_Static_assert(sizeof(struct ptcap_packet) == 104, "ptcap_packet is 104 bytes");
-_Static_assert(__builtin_offsetof(struct ptcap_packet, iface_id) == 84, "EPB body at 84");
+_Static_assert(sizeof(struct ptcap_packet) == 112, "ptcap_packet is 112 bytes");
+_Static_assert(__builtin_offsetof(struct ptcap_packet, location) == 80, "hook metadata at 80");
+_Static_assert(__builtin_offsetof(struct ptcap_packet, iface_id) == 92, "EPB body at 92");
