@@ -92,6 +92,47 @@ static __always_inline int is_ether(__u16 type)
 	return type == ARPHRD_ETHER || type == ARPHRD_LOOPBACK;
 }
 
+/* A TCP skb of a socket's write queue (tcp_retransmit_skb) holds only its payload; the
+ * headers of its last transmission were pushed by a clone into the buffer they share,
+ * right before the data. Find them there, accepted only if they name this socket's ports
+ * and protocol; returns the offset of the IP header from head, or 0. */
+static __always_inline __u32 pushed_headers(struct sock *sk, unsigned char *head, __u32 data_off)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u16 sport = bpf_htons(BPF_CORE_READ(sk, __sk_common.skc_num));
+	__u16 dport = BPF_CORE_READ(sk, __sk_common.skc_dport);
+	__u8 th[14], b[10];
+	__u32 doff, ihl, iph;
+	int i;
+
+	for (i = 5; i <= 15; i++) {
+		doff = i * 4;
+		if (data_off < doff + 40)
+			return 0;
+		if (bpf_probe_read_kernel(th, sizeof(th), head + data_off - doff) < 0)
+			return 0;
+		if (*(__u16 *)&th[0] != sport || *(__u16 *)&th[2] != dport || (th[12] >> 4) != i)
+			continue;
+		if (family == 10) {		/* AF_INET6: a fixed 40-byte header, TCP next */
+			iph = data_off - doff - 40;
+			if (bpf_probe_read_kernel(b, sizeof(b), head + iph) < 0)
+				return 0;
+			return (b[0] >> 4) == 6 && b[6] == 6 ? iph : 0;
+		}
+		for (ihl = 5; ihl <= 15; ihl++) {
+			if (data_off < doff + ihl * 4)
+				return 0;
+			iph = data_off - doff - ihl * 4;
+			if (bpf_probe_read_kernel(b, sizeof(b), head + iph) < 0)
+				return 0;
+			if (b[0] == (0x40 | ihl) && b[9] == 6)
+				return iph;
+		}
+		return 0;
+	}
+	return 0;
+}
+
 /* Where the packet starts: the Ethernet header when the skb has a usable one, else the
  * IP header; the wire length counts from there. Copy the linear bytes into scratch and
  * hand over to the filter. */
@@ -132,6 +173,10 @@ static __always_inline int take(void *ctx, void *progs, struct sk_buff *skb, __u
 		   net != NO_HEADER && net != 0) {
 		start = net;
 		raw = 1;
+	} else if (sk && (start = pushed_headers(sk, head, data_off))) {
+		raw = 1;
+		proto = BPF_CORE_READ(sk, __sk_common.skc_family) == 10 ? bpf_htons(ETH_P_IPV6) :
+			bpf_htons(ETH_P_IP);
 	} else {
 		return 0;	/* not a network packet (netlink, unix) or no headers yet */
 	}

@@ -232,12 +232,13 @@ class HookNames:
         if found is not False:
             return found
         location, reason = _INFO.unpack(info)
+        # a context even without a reason (consume_skb): lines then name the hook
+        base = ProcessContext() if ctx is None else ProcessContext(**{
+            f: getattr(ctx, f) for f in ProcessContext.__dataclass_fields__})
         if reason:
-            base = ProcessContext() if ctx is None else ProcessContext(**{
-                f: getattr(ctx, f) for f in ProcessContext.__dataclass_fields__})
             base.drop_reason = self.reason(reason)
             base.drop_location = self.symbols.name(location)
-            ctx = base
+        ctx = base
         self._joined[key] = ctx
         return ctx
 
@@ -245,7 +246,7 @@ class HookNames:
 def symbolize_stack(addrs: list[int], symbols: KernelSymbols) -> list[str]:
     """Function+offset per frame, without the tracing machinery's own frames on top."""
     names = [symbols.name(a) for a in addrs]
-    while names and names[0].startswith(("bpf_", "__bpf_trace", "bpf_trace_run")):
+    while names and names[0].startswith(("bpf_", "__bpf_trace", "__traceiter_")):
         names.pop(0)
     return names
 
