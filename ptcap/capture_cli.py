@@ -346,7 +346,7 @@ def backtrace(args: argparse.Namespace) -> int:
     stacks: list = []
     try:
         session.open()
-        sys.stderr.write(f"counting kernel stacks at {', '.join(hooks)}; Ctrl-C to print them\n")
+        sys.stderr.write(f"listening on {', '.join(hooks)}, counting kernel stacks; Ctrl-C prints them\n")
         sys.stderr.flush()
         seen = 0
         while not stop.requested:

@@ -246,7 +246,7 @@ class HookNames:
 def symbolize_stack(addrs: list[int], symbols: KernelSymbols) -> list[str]:
     """Function+offset per frame, without the tracing machinery's own frames on top."""
     names = [symbols.name(a) for a in addrs]
-    while names and names[0].startswith(("bpf_", "__bpf_trace", "__traceiter_")):
+    while names and names[0].startswith(("bpf_", "__bpf_trace", "__traceiter_", "0x")):
         names.pop(0)
     return names
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 import bisect
 
 
+_LONGEST_FUNCTION = 1 << 20
+
+
 class KernelSymbols:
     def __init__(self, path: str = "/proc/kallsyms") -> None:
         entries = []
@@ -29,6 +32,7 @@ class KernelSymbols:
     def name(self, addr: int) -> str:
         """'nf_hook_slow+0x9a', or the bare hex address when no symbol covers it."""
         i = bisect.bisect_right(self._addrs, addr) - 1
-        if i < 0 or not addr:
+        # far past the nearest symbol: code kallsyms does not list (BPF trampolines)
+        if i < 0 or not addr or addr - self._addrs[i] > _LONGEST_FUNCTION:
             return f"0x{addr:x}"
         return f"{self._names[i]}+0x{addr - self._addrs[i]:x}"
