@@ -98,9 +98,9 @@ static __always_inline int is_ether(__u16 type)
  * and protocol; returns the offset of the IP header from head, or 0. */
 static __always_inline __u32 pushed_headers(struct sock *sk, unsigned char *head, __u32 data_off)
 {
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	__u16 sport = bpf_htons(BPF_CORE_READ(sk, __sk_common.skc_num));
-	__u16 dport = BPF_CORE_READ(sk, __sk_common.skc_dport);
+	__u16 family = sk->__sk_common.skc_family;
+	__u16 sport = bpf_htons(sk->__sk_common.skc_num);
+	__u16 dport = sk->__sk_common.skc_dport;
 	__u8 th[14], b[10];
 	__u32 doff, ihl, iph;
 	int i;
@@ -152,16 +152,17 @@ static __always_inline int take(void *ctx, void *progs, struct sk_buff *skb, __u
 	s = bpf_map_lookup_elem(&ptcap_scratch, &zero);
 	if (!s)
 		return 0;
-	head = BPF_CORE_READ(skb, head);
-	data = BPF_CORE_READ(skb, data);
-	tail = BPF_CORE_READ(skb, tail);
-	mac = BPF_CORE_READ(skb, mac_header);
-	net = BPF_CORE_READ(skb, network_header);
-	mac_len = BPF_CORE_READ(skb, mac_len);
-	proto = BPF_CORE_READ(skb, protocol);
-	dev = BPF_CORE_READ(skb, dev);
+	/* direct loads (tp_btf's BTF pointers): far cheaper than a probe-read helper each */
+	head = skb->head;
+	data = skb->data;
+	tail = skb->tail;
+	mac = skb->mac_header;
+	net = skb->network_header;
+	mac_len = skb->mac_len;
+	proto = skb->protocol;
+	dev = skb->dev;
 	if (dev)
-		devtype = BPF_CORE_READ(dev, type);
+		devtype = dev->type;
 	data_off = data - head;
 	/* A MAC header counts when it is set and really precedes the data or the network
 	 * header (mac_len is only set on receive; on transmit the header is at data). */
@@ -175,7 +176,7 @@ static __always_inline int take(void *ctx, void *progs, struct sk_buff *skb, __u
 		raw = 1;
 	} else if (sk && (start = pushed_headers(sk, head, data_off))) {
 		raw = 1;
-		proto = BPF_CORE_READ(sk, __sk_common.skc_family) == 10 ? bpf_htons(ETH_P_IPV6) :
+		proto = sk->__sk_common.skc_family == 10 ? bpf_htons(ETH_P_IPV6) :
 			bpf_htons(ETH_P_IP);
 	} else {
 		return 0;	/* not a network packet (netlink, unix) or no headers yet */
@@ -194,12 +195,12 @@ static __always_inline int take(void *ctx, void *progs, struct sk_buff *skb, __u
 			return 0;
 	}
 	s->avail = n;
-	s->len = BPF_CORE_READ(skb, len) + data_off - start;
+	s->len = skb->len + data_off - start;
 	s->raw = raw;
 	s->dir = dir;
 	s->location = location;
 	s->reason = reason;
-	s->ifindex = dev ? BPF_CORE_READ(dev, ifindex) : 0;
+	s->ifindex = dev ? dev->ifindex : 0;
 	__builtin_memset(&s->owner, 0, sizeof(s->owner));
 	if (!sk)
 		sk = skb->sk;
