@@ -47,12 +47,16 @@ def udp(dst: str, port: int, count: int = 1) -> None:
 
 @pytest.fixture
 def dropping(veth):
-    """The veth peer's namespace drops ICMP echo requests and TCP to PORT+50 (nftables)."""
+    """The veth peer's namespace drops ICMP echo requests and TCP to PORT+50 coming in, and
+    UDP to PORT+51 going out (nftables)."""
     run(veth.exec("nft", "add", "table", "inet", "ptcap_test"))
     run(veth.exec("nft", "add", "chain", "inet", "ptcap_test", "in",
                   "{ type filter hook input priority 0; }"))
     run(veth.exec("nft", "add", "rule", "inet", "ptcap_test", "in", "icmp", "type", "echo-request", "drop"))
     run(veth.exec("nft", "add", "rule", "inet", "ptcap_test", "in", "tcp", "dport", str(PORT + 50), "drop"))
+    run(veth.exec("nft", "add", "chain", "inet", "ptcap_test", "out",
+                  "{ type filter hook output priority 0; }"))
+    run(veth.exec("nft", "add", "rule", "inet", "ptcap_test", "out", "udp", "dport", str(PORT + 51), "drop"))
     try:
         yield veth
     finally:
@@ -91,6 +95,41 @@ def test_netfilter_drop_has_reason_location_and_comments(dropping, capture, tmp_
     back = run(ptcap_argv("-r", str(out), "-n")).stdout
     assert back.count("Drop [NETFILTER_DROP at ") == 3
     assert wait_clean() == []
+
+
+def test_locally_sent_drop_is_raw_ip_with_its_process(dropping, capture, tmp_path):
+    """A datagram dropped on its way out, before it has a link-layer header: captured from
+    its IP header, on the hook's raw-IP interface, with the process that sent it."""
+    out = tmp_path / "raw.pcapng"
+    cap = capture("--hook", "kfree_skb", "-w", str(out), f"udp port {PORT + 51}")
+    sender = subprocess.run(["ip", "netns", "exec", dropping.ns, PYTHON, "-c", (
+        "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        f"try: s.sendto(b'out', ('{dropping.host_ip}', {PORT + 51}))\nexcept OSError as e: print(e)")],
+        capture_output=True, text=True)
+    assert "not permitted" in sender.stdout
+    time.sleep(0.3)
+    cap.stop()
+    rows = tshark_fields(out, "frame.interface_name", "frame.interface_description", "frame.encap_type",
+                         "ip.src", "udp.dstport", "frame.comment")
+    assert len(rows) == 1
+    ifname, description, encap, src, dport, comment = rows[0]
+    assert (ifname, encap, src, dport) == ("kfree_skb", "7", dropping.peer_ip, str(PORT + 51))  # 7: raw IP
+    assert "from the IP header" in description
+    ctx = comments(comment)
+    assert ctx["DropReason"] == "NETFILTER_DROP"
+    assert ctx["PID"].isdigit() and ctx["ThreadName"].startswith("python")
+
+
+def test_consume_skb_sees_freed_replies(veth, capture):
+    """The ICMP port-unreachable a closed port sends back is freed normally: consume_skb."""
+    cap = capture("--hook", "consume_skb", "-n", f"icmp and host {veth.peer_ip}")
+    udp(veth.peer_ip, PORT + 5)
+    time.sleep(0.3)
+    printed, err = cap.stop()
+    lines = _lines(printed)
+    assert lines, err
+    assert all(l.split()[1] == "consume_skb" for l in lines)
+    assert any(f"ICMP {veth.peer_ip} udp port {PORT + 5} unreachable" in l for l in lines), printed.decode()
 
 
 def test_udp_to_closed_port_is_no_socket(veth, capture):
