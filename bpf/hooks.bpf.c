@@ -343,9 +343,13 @@ dropped:
 
 PROGS(kfree_skb)
 SEC("tp_btf/kfree_skb")
-int BPF_PROG(ptcap_hook_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
+int BPF_PROG(ptcap_hook_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason,
+	     struct sock *rx_sk)
 {
-	return take(ctx, &ptcap_progs_kfree_skb, skb, (__u64)location, reason, 0, 0);
+	/* rx_sk: the socket a received packet was dropped for (a full receive buffer names
+	 * its process); sent packets still carry their own socket */
+	return take(ctx, &ptcap_progs_kfree_skb, skb, (__u64)location, reason, 0,
+		    rx_sk ? rx_sk : skb->sk);
 }
 
 PROGS(consume_skb)

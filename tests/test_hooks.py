@@ -120,6 +120,34 @@ def test_locally_sent_drop_is_raw_ip_with_its_process(dropping, capture, tmp_pat
     assert ctx["PID"].isdigit() and ctx["ThreadName"].startswith("python")
 
 
+def test_full_receive_buffer_names_the_receiving_process(veth, capture):
+    """A UDP server that never reads: once its receive buffer is full, the datagrams are
+    dropped (SOCKET_RCVBUFF) for its socket, and the drops name it."""
+    server = subprocess.Popen(["ip", "netns", "exec", veth.ns, PYTHON, "-c", (
+        "import socket, time\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)\n"
+        f"s.bind(('0.0.0.0', {PORT + 6}))\nprint('ready', flush=True)\ntime.sleep(30)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().startswith("ready")
+        cap = capture("--hook", "kfree_skb", "-n", f"udp port {PORT + 6}")
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for _ in range(50):
+            s.sendto(b"x" * 1000, (veth.peer_ip, PORT + 6))
+        s.close()
+        time.sleep(0.3)
+        printed, err = cap.stop()
+        # `ip netns exec` execs python: the server's pid is the one Popen started
+        lines = _lines(printed)
+        assert len(lines) >= 40, printed.decode() + err
+        for line in lines:
+            assert "Drop [SOCKET_RCVBUFF at " in line
+            assert line.split()[2].endswith(f".{server.pid}"), line
+    finally:
+        server.kill()
+        server.wait()
+
+
 def test_consume_skb_sees_freed_replies(veth, capture):
     """The ICMP port-unreachable a closed port sends back is freed normally: consume_skb."""
     cap = capture("--hook", "consume_skb", "-n", f"icmp and host {veth.peer_ip}")
