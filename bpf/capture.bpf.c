@@ -9,24 +9,13 @@
 #include <bpf/bpf_endian.h>
 #include "ptcap.h"
 #include "owners.h"
+#include "ring.h"
 
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
 #define TC_ACT_UNSPEC (-1)
-
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 24);	/* user space resizes before load */
-} ptcap_events SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, PTCAP_CNT_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} ptcap_counters SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -87,17 +76,6 @@ static __always_inline int who_matches(struct ptcap_owner *o)
 	if ((who & PTCAP_WHO_MNTNS) && !bpf_map_lookup_elem(&ptcap_who_mntns, &o->mntns))
 		return 0;
 	return 1;
-}
-
-/* Ring wake-ups are costly at high rates: wake the reader only once this much is queued;
- * it also polls on a short timer. */
-#define WAKEUP_BYTES (256 * 1024)
-
-static __always_inline void count(__u32 which)
-{
-	__u64 *c = bpf_map_lookup_elem(&ptcap_counters, &which);
-	if (c)
-		*c += 1;
 }
 
 static __always_inline int owner_from_sock(struct bpf_sock *sk, struct ptcap_owner *out)
@@ -214,24 +192,8 @@ static __always_inline void find_owner(struct __sk_buff *skb, __u32 l2len, __u8 
 		owner_by_lookup(skb, l2len, 0, out);
 }
 
-/* Reserve a record of a fixed size class (the verifier wants constant sizes),
- * copy the packet straight into it and submit. */
-#define TRY_CLASS(N)									\
-	if (caplen <= (N)) {								\
-		struct { struct ptcap_packet h; __u8 data[N]; } *r;			\
-		r = bpf_ringbuf_reserve(&ptcap_events, sizeof(*r), 0);			\
-		if (!r)									\
-			goto dropped;							\
-		__builtin_memcpy(&r->h, &hdr, sizeof(hdr));				\
-		n = caplen;								\
-		/* clamp in the register the helper gets, so the verifier sees it */	\
-		asm volatile("if %[n] <= %[max] goto +1; %[n] = %[max]"			\
-			     : [n] "+r"(n) : [max] "i"(N));				\
-		if (n > 0)								\
-			bpf_skb_load_bytes(skb, 0, r->data, n);				\
-		bpf_ringbuf_submit(r, wake);						\
-		return ret;								\
-	}
+#define SKB_COPY(dst, n) bpf_skb_load_bytes(skb, 0, dst, n)
+#define TRY_CLASS(N) RING_TRY_CLASS(N, SKB_COPY, ret)
 
 /* Copy one packet (and who owns it) into the ring; `ret` is what the hook returns. */
 static __always_inline int capture(struct __sk_buff *skb, __u8 dir, __u32 iface_id, __u32 l2len,
@@ -260,8 +222,7 @@ static __always_inline int capture(struct __sk_buff *skb, __u8 dir, __u32 iface_
 		return ret;
 
 	count(PTCAP_CNT_RECEIVED);
-	wake = bpf_ringbuf_query(&ptcap_events, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES ?
-		BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	wake = ring_wakeup();
 
 	TRY_CLASS(64)
 	TRY_CLASS(128)

@@ -18,6 +18,7 @@
 #include <bpf/bpf_endian.h>
 #include "ptcap.h"
 #include "owners.h"
+#include "ring.h"	/* ring and counters: the capture object's, shared */
 
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
@@ -26,19 +27,6 @@
 #define ARPHRD_LOOPBACK 772
 #define NO_HEADER 0xffff
 #define MAX_STACK_DEPTH 127
-
-/* Shared with the capture object (user space hands over its fds). */
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 24);
-} ptcap_events SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, PTCAP_CNT_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} ptcap_counters SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -77,15 +65,6 @@ struct {
 } ptcap_rate SEC(".maps");
 
 struct ptcap_hook_config ptcap_hook_config = {};
-
-#define WAKEUP_BYTES (256 * 1024)
-
-static __always_inline void count(__u32 which)
-{
-	__u64 *c = bpf_map_lookup_elem(&ptcap_counters, &which);
-	if (c)
-		*c += 1;
-}
 
 static __always_inline int is_ether(__u16 type)
 {
@@ -231,21 +210,8 @@ static __always_inline int rate_exceeded(__u64 now)
 	return __sync_fetch_and_add(&r->count, 1) >= ptcap_hook_config.rate;
 }
 
-#define TRY_CLASS(N)									\
-	if (caplen <= (N)) {								\
-		struct { struct ptcap_packet h; __u8 data[N]; } *r;			\
-		r = bpf_ringbuf_reserve(&ptcap_events, sizeof(*r), 0);			\
-		if (!r)									\
-			goto dropped;							\
-		__builtin_memcpy(&r->h, &hdr, sizeof(hdr));				\
-		n = caplen;								\
-		asm volatile("if %[n] <= %[max] goto +1; %[n] = %[max]"			\
-			     : [n] "+r"(n) : [max] "i"(N));				\
-		if (n > 0)								\
-			bpf_probe_read_kernel(r->data, n, s->data);			\
-		bpf_ringbuf_submit(r, wake);						\
-		return 0;								\
-	}
+#define SCRATCH_COPY(dst, n) bpf_probe_read_kernel(dst, n, s->data)
+#define TRY_CLASS(N) RING_TRY_CLASS(N, SCRATCH_COPY, 0)
 
 /* The filter accepted the packet in scratch: count its stack, or copy it into the ring. */
 static __always_inline int emit(void *ctx, __u32 hook)
@@ -301,8 +267,7 @@ static __always_inline int emit(void *ctx, __u32 hook)
 		caplen = PTCAP_SCRATCH_DATA;
 	hdr.caplen = caplen;
 	__builtin_memcpy(&hdr.owner, &s->owner, sizeof(hdr.owner));
-	wake = bpf_ringbuf_query(&ptcap_events, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES ?
-		BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	wake = ring_wakeup();
 
 	TRY_CLASS(64)
 	TRY_CLASS(128)

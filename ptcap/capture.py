@@ -129,24 +129,12 @@ class Session:
         if cfg.backend == "cgroup-skb" and cgroot is None:
             raise PtcapError("--backend cgroup-skb needs cgroup v2, which is not mounted")
 
-        capture = libbpf.Object("capture")
-        self._objects.append(capture)
-        ring_size = round_size(cfg.ring_kib)
-        capture.set_max_entries("ptcap_events", ring_size)
-        capture.load()
-        self._capture = capture
+        capture = self._load_capture()
         self._who_fds = {name: capture.map_fd(name) for name in
                          ("ptcap_who_pids", "ptcap_who_uids", "ptcap_who_mntns", "ptcap_who_comms")}
         whomod.load(cfg.who, self._who_fds)
-        self._attach_attribution(capture.map_fd("ptcap_owners"))
-        self._attach_process_events(capture.map_fd("ptcap_events"), capture.map_fd("ptcap_who_pids"),
-                                    cfg.who.follow)
-
-        self.ring = RingBuffer(capture.map_fd("ptcap_events"), ring_size)
-        self._counters_fd = capture.map_fd("ptcap_counters")
         self._ifaces_fd = capture.map_fd("ptcap_ifaces")
         self._progs_fd = capture.map_fd("ptcap_capture_progs")
-        self._bss_fd = capture.map_fd(".bss")
         self._who_bits = int(cfg.who.bits())
         self.sync_clock()
         self._wanted = ["in", "out"] if cfg.direction == "inout" else [cfg.direction]
@@ -162,11 +150,10 @@ class Session:
             for ns in self.namespaces:
                 nsmod.watch(ns)
 
-    def _open_hooks(self) -> None:
-        """--hook: the capture object's ring, counters and socket owners, fed by hook programs."""
+    def _load_capture(self) -> libbpf.Object:
+        """The capture object (ring, counters, socket owners) with the attribution and
+        process hooks that feed it; the ring opened for reading."""
         cfg = self.config
-        filters = hookmod.compile_filters(cfg.expression, cfg.snaplen)
-        check_privileges()
         capture = libbpf.Object("capture")
         self._objects.append(capture)
         ring_size = round_size(cfg.ring_kib)
@@ -174,10 +161,19 @@ class Session:
         capture.load()
         self._capture = capture
         self._attach_attribution(capture.map_fd("ptcap_owners"))
-        self._attach_process_events(capture.map_fd("ptcap_events"), capture.map_fd("ptcap_who_pids"), False)
+        self._attach_process_events(capture.map_fd("ptcap_events"), capture.map_fd("ptcap_who_pids"),
+                                    cfg.who.follow)
         self.ring = RingBuffer(capture.map_fd("ptcap_events"), ring_size)
         self._counters_fd = capture.map_fd("ptcap_counters")
         self._bss_fd = capture.map_fd(".bss")
+        return capture
+
+    def _open_hooks(self) -> None:
+        """--hook: the capture object's ring, counters and socket owners, fed by hook programs."""
+        cfg = self.config
+        filters = hookmod.compile_filters(cfg.expression, cfg.snaplen)
+        check_privileges()
+        capture = self._load_capture()
         self._who_bits = 0
         self.hook_capture = hookmod.HookCapture(
             cfg.hooks, filters, ring_fd=capture.map_fd("ptcap_events"), counters_fd=self._counters_fd,

@@ -367,6 +367,12 @@ def translate(prog: ClassicProgram) -> bytes:
     return _Translator(prog).run()
 
 
+def _tail_call(prog_array_fd: int, index: int) -> list[asm.Insn]:
+    """bpf_tail_call(ctx, prog_array, index): falls through only if the slot is empty."""
+    return [asm.mov64(Reg.R1, _CTX), *asm.ld_map_fd(Reg.R2, prog_array_fd), asm.mov64(Reg.R3, imm=index),
+            asm.call(asm.Helper.tail_call)]
+
+
 def hook_filter_program(prog: ClassicProgram, *, scratch_fd: int, prog_array_fd: int,
                         index: int) -> bytes:
     """The filter of a kernel hook (bpf/hooks.bpf.c): judge the packet the hook program
@@ -376,10 +382,7 @@ def hook_filter_program(prog: ClassicProgram, *, scratch_fd: int, prog_array_fd:
     tail = [
         asm.jmp(Jmp.JEQ, Reg.R0, done, imm=0),
         asm.stx(Size.W, _SCRATCH, SCRATCH_SNAP, Reg.R0),
-        asm.mov64(Reg.R1, _CTX),
-        *asm.ld_map_fd(Reg.R2, prog_array_fd),
-        asm.mov64(Reg.R3, imm=index),
-        asm.call(asm.Helper.tail_call),
+        *_tail_call(prog_array_fd, index),
         done,
         asm.mov64(Reg.R0, imm=0),
         asm.exit_(),
@@ -415,10 +418,7 @@ def entry_program(prog: ClassicProgram, *, prog_type: int, prog_array_fd: int, i
         asm.jmp(Jmp.JEQ, Reg.R0, reject, imm=0),
         asm.stx(Size.W, _CTX, SKB_CB0, Reg.R0),
         *(asm.st(Size.W, _CTX, SKB_CB0 + 4 * (i + 1), value) for i, value in enumerate(cb_values)),
-        asm.mov64(Reg.R1, _CTX),
-        *asm.ld_map_fd(Reg.R2, prog_array_fd),
-        asm.mov64(Reg.R3, imm=index),
-        asm.call(asm.Helper.tail_call),
+        *_tail_call(prog_array_fd, index),
         asm.mov64(Reg.R0, imm=accept_ret),      # only if the tail call failed (empty slot)
         asm.exit_(),
         reject,
