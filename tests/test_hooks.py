@@ -172,6 +172,26 @@ def test_udp_to_closed_port_is_no_socket(veth, capture):
         assert "Drop [NO_SOCKET at __udp4_lib_rcv+0x" in line
 
 
+def test_ipv6_udp_to_closed_port(capture):
+    cap = capture("--hook", "kfree_skb", "-n", f"ip6 and udp port {PORT + 7}")
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.sendto(b"six", ("::1", PORT + 7))
+    s.close()
+    time.sleep(0.3)
+    printed, err = cap.stop()
+    lines = _lines(printed)
+    assert len(lines) == 1, printed.decode() + err
+    assert f"IP6 ::1." in lines[0] and f"> ::1.{PORT + 7}: UDP, length 3" in lines[0]
+    assert "Drop [NO_SOCKET at __udp6_lib_rcv+0x" in lines[0]
+
+
+def test_killed_capture_leaves_no_hook_behind(capture):
+    cap = capture("--hook", "kfree_skb", "--hook", "net_dev_queue", "udp")
+    cap.send(9)
+    cap.proc.wait()
+    assert wait_clean() == []
+
+
 def test_filter_in_kernel_excludes_drops(dropping, capture):
     """A filter that excludes the dropped packets: nothing reaches the ring at all."""
     cap = capture("--hook", "kfree_skb", "-n", f"udp and host {dropping.peer_ip}")
