@@ -305,6 +305,9 @@ def _hooks_from_args(args: argparse.Namespace) -> list[str]:
             raise PtcapError("--hook-rate limits --hook captures: give --hook")
         return []
     hooks = hookmod.check_names(args.hooks)
+    if args.write and args.write.endswith(".pcap"):
+        raise PtcapError(f"{args.write}: a --hook capture holds Ethernet and raw-IP packets; "
+                         "a classic pcap file holds one link type: write pcapng instead")
     for given, flag in ((args.interfaces, "-i"), (args.netns, "--netns"), (args.pid, "--pid"),
                         (args.pname, "--pname"), (args.uid, "--uid"), (args.command, "-- CMD"),
                         (args.backend != "tc", "--backend"), (args.direction != "inout", "-Q")):

@@ -312,6 +312,7 @@ def test_list_hooks():
     (["--hook", "kfree_skb", "-i", "lo"], "-i does not apply to --hook captures"),
     (["--hook-rate", "10"], "--hook-rate limits --hook captures: give --hook"),
     (["--hook", "kfree_skb", "ether["], "syntax error"),
+    (["--hook", "kfree_skb", "-w", "/tmp/ptcap-never-written.pcap"], "write pcapng instead"),
 ])
 def test_bad_hook_arguments(args, message):
     res = run(ptcap_argv(*args), check=False)
