@@ -31,7 +31,7 @@ DESCRIPTIONS = {
     "kfree_skb": "packets the kernel drops, with the reason and where",
     "consume_skb": "packets freed after normal use",
     "net_dev_queue": "packets queued for transmit (before the qdisc)",
-    "net_dev_start_xmit": "packets handed to the driver (also AF_XDP and other direct transmits)",
+    "net_dev_start_xmit": "packets handed to the driver after the qdisc",
     "netif_receive_skb": "packets entering the stack from a device",
     "tcp_retransmit_skb": "TCP segments retransmitted",
     "tcp_send_reset": "packets that made TCP answer with a reset",

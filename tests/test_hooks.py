@@ -271,6 +271,33 @@ def test_transmit_and_receive_hooks_with_process(dropping, capture):
     assert any(" Out IP " in l for l in syn) and any(" In IP " in l for l in syn)
 
 
+def test_direct_transmit_is_seen_where_it_arrives(veth, capture):
+    """A packet socket with PACKET_QDISC_BYPASS hands frames straight to the driver
+    (__dev_direct_xmit, as AF_XDP's copy mode does). On this kernel that path fires neither
+    net_dev_queue nor net_dev_start_xmit (the tracepoint sits in xmit_one, which it skips), and
+    tc never sees it either; on a veth the frame shows up at the peer's netif_receive_skb."""
+    cap = capture("--hook", "net_dev_queue", "--hook", "net_dev_start_xmit", "--hook", "netif_receive_skb",
+                  "-n", f"udp port {PORT + 8}")
+    mac = bytes.fromhex(open(f"/sys/class/net/{veth.host_if}/address").read().strip().replace(":", ""))
+    src, dst = socket.inet_aton(veth.host_ip), socket.inet_aton(veth.peer_ip)
+    udp_part = struct.pack("!HHHH", 40000, PORT + 8, 8 + 6, 0) + b"direct"
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp_part), 1, 0, 64, 17, 0, src, dst)
+    ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
+    frame = b"\xff" * 6 + mac + b"\x08\x00" + ip + udp_part
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    try:
+        s.setsockopt(263, 20, 1)            # SOL_PACKET, PACKET_QDISC_BYPASS
+        s.bind((veth.host_if, 0))
+        s.send(frame)
+    finally:
+        s.close()
+    time.sleep(0.3)
+    printed, err = cap.stop()
+    lines = _lines(printed)
+    assert [l.split()[1] for l in lines] == ["netif_receive_skb"], printed.decode() + err
+    assert f"{veth.host_ip}.40000 > {veth.peer_ip}.{PORT + 8}: UDP, length 6" in lines[0]
+
+
 def test_tcp_retransmit_shows_the_segment(dropping, capture):
     """SYNs to a port whose packets the namespace drops are retransmitted; the hook sees
     them with their headers (found where the transmitted clone pushed them)."""
