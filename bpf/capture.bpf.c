@@ -224,14 +224,7 @@ static __always_inline int capture(struct __sk_buff *skb, __u8 dir, __u32 iface_
 	count(PTCAP_CNT_RECEIVED);
 	wake = ring_wakeup();
 
-	TRY_CLASS(64)
-	TRY_CLASS(128)
-	TRY_CLASS(256)
-	TRY_CLASS(512)
-	TRY_CLASS(1024)
-	TRY_CLASS(2048)
-	TRY_CLASS(4096)
-	TRY_CLASS(16384)
+	RING_CLASSES_TO_16K
 	TRY_CLASS(65536)
 	TRY_CLASS(262144)
 	return ret;

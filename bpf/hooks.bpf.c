@@ -269,14 +269,7 @@ static __always_inline int emit(void *ctx, __u32 hook)
 	__builtin_memcpy(&hdr.owner, &s->owner, sizeof(hdr.owner));
 	wake = ring_wakeup();
 
-	TRY_CLASS(64)
-	TRY_CLASS(128)
-	TRY_CLASS(256)
-	TRY_CLASS(512)
-	TRY_CLASS(1024)
-	TRY_CLASS(2048)
-	TRY_CLASS(4096)
-	TRY_CLASS(16384)
+	RING_CLASSES_TO_16K
 	TRY_CLASS(PTCAP_SCRATCH_DATA)
 	return 0;
 dropped:

@@ -54,4 +54,15 @@ static __always_inline __u64 ring_wakeup(void)
 		return RET;								\
 	}
 
+/* The size classes up to 16 KiB, smallest first (needs a TRY_CLASS(N) of the caller's). */
+#define RING_CLASSES_TO_16K		\
+	TRY_CLASS(64)			\
+	TRY_CLASS(128)			\
+	TRY_CLASS(256)			\
+	TRY_CLASS(512)			\
+	TRY_CLASS(1024)			\
+	TRY_CLASS(2048)			\
+	TRY_CLASS(4096)			\
+	TRY_CLASS(16384)
+
 #endif

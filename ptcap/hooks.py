@@ -13,6 +13,7 @@ the compiled filters).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import struct
 from dataclasses import dataclass, field
@@ -233,8 +234,7 @@ class HookNames:
             return found
         location, reason = _INFO.unpack(info)
         # a context even without a reason (consume_skb): lines then name the hook
-        base = ProcessContext() if ctx is None else ProcessContext(**{
-            f: getattr(ctx, f) for f in ProcessContext.__dataclass_fields__})
+        base = ProcessContext() if ctx is None else dataclasses.replace(ctx)
         if reason:
             base.drop_reason = self.reason(reason)
             base.drop_location = self.symbols.name(location)
