@@ -27,6 +27,11 @@ ROOT = HERE.parent
 PORT = 9787
 
 
+def set_port(port: int) -> None:
+    global PORT
+    PORT = port
+
+
 def build_flooder(workdir: Path) -> Path:
     exe = workdir / "flood"
     subprocess.run(["gcc", "-O2", "-o", str(exe), str(HERE / "flood.c")], check=True)
@@ -80,7 +85,9 @@ def main() -> int:
     ap.add_argument("--rates", default="25000,50000,100000,200000,300000,400000,600000")
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--buffer-kib", type=int, default=32768)
+    ap.add_argument("--port", type=int, default=PORT, help="UDP port of the flood")
     args = ap.parse_args()
+    set_port(args.port)
     if os.geteuid() != 0:
         sys.exit("bench: run as root")
     rates = [int(r) for r in args.rates.split(",")]

@@ -9,24 +9,13 @@
 #include <bpf/bpf_endian.h>
 #include "ptcap.h"
 #include "owners.h"
+#include "ring.h"
 
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
 #define TC_ACT_UNSPEC (-1)
-
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 24);	/* user space resizes before load */
-} ptcap_events SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, PTCAP_CNT_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} ptcap_counters SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -87,19 +76,6 @@ static __always_inline int who_matches(struct ptcap_owner *o)
 	if ((who & PTCAP_WHO_MNTNS) && !bpf_map_lookup_elem(&ptcap_who_mntns, &o->mntns))
 		return 0;
 	return 1;
-}
-
-/* Ring wake-ups are costly at high rates (each is an interrupt; in a VM, an exit): wake the
- * reader once per this many bytes queued, on the record that crosses the mark, not on every
- * record past it; it also polls on a short timer. A power of two. */
-#define WAKEUP_SHIFT 18
-#define WAKEUP_BYTES (1 << WAKEUP_SHIFT)
-
-static __always_inline void count(__u32 which)
-{
-	__u64 *c = bpf_map_lookup_elem(&ptcap_counters, &which);
-	if (c)
-		*c += 1;
 }
 
 static __always_inline int owner_from_sock(struct bpf_sock *sk, struct ptcap_owner *out)
@@ -216,24 +192,8 @@ static __always_inline void find_owner(struct __sk_buff *skb, __u32 l2len, __u8 
 		owner_by_lookup(skb, l2len, 0, out);
 }
 
-/* Reserve a record of a fixed size class (the verifier wants constant sizes),
- * copy the packet straight into it and submit. */
-#define TRY_CLASS(N)									\
-	if (caplen <= (N)) {								\
-		struct { struct ptcap_packet h; __u8 data[N]; } *r;			\
-		r = bpf_ringbuf_reserve(&ptcap_events, sizeof(*r), 0);			\
-		if (!r)									\
-			goto dropped;							\
-		__builtin_memcpy(&r->h, &hdr, sizeof(hdr));				\
-		n = caplen;								\
-		/* clamp in the register the helper gets, so the verifier sees it */	\
-		asm volatile("if %[n] <= %[max] goto +1; %[n] = %[max]"			\
-			     : [n] "+r"(n) : [max] "i"(N));				\
-		if (n > 0)								\
-			bpf_skb_load_bytes(skb, 0, r->data, n);				\
-		bpf_ringbuf_submit(r, wake);						\
-		return ret;								\
-	}
+#define SKB_COPY(dst, n) bpf_skb_load_bytes(skb, 0, dst, n)
+#define TRY_CLASS(N) RING_TRY_CLASS(N, SKB_COPY, ret)
 
 /* Copy one packet (and who owns it) into the ring; `ret` is what the hook returns. */
 static __always_inline int capture(struct __sk_buff *skb, __u8 dir, __u32 iface_id, __u32 l2len,
@@ -241,7 +201,7 @@ static __always_inline int capture(struct __sk_buff *skb, __u8 dir, __u32 iface_
 {
 	struct ptcap_packet hdr = {};
 	__u32 caplen;
-	__u64 n, ts, wake, queued;
+	__u64 n, ts, wake;
 
 	hdr.kind = PTCAP_EV_PACKET;
 	hdr.dir = dir;
@@ -262,18 +222,9 @@ static __always_inline int capture(struct __sk_buff *skb, __u8 dir, __u32 iface_
 		return ret;
 
 	count(PTCAP_CNT_RECEIVED);
-	queued = bpf_ringbuf_query(&ptcap_events, BPF_RB_AVAIL_DATA);
-	wake = (queued + sizeof(hdr) + caplen) >> WAKEUP_SHIFT != queued >> WAKEUP_SHIFT ?
-		BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	wake = ring_wakeup(sizeof(hdr) + caplen);
 
-	TRY_CLASS(64)
-	TRY_CLASS(128)
-	TRY_CLASS(256)
-	TRY_CLASS(512)
-	TRY_CLASS(1024)
-	TRY_CLASS(2048)
-	TRY_CLASS(4096)
-	TRY_CLASS(16384)
+	RING_CLASSES_TO_16K
 	TRY_CLASS(65536)
 	TRY_CLASS(262144)
 	return ret;
@@ -324,5 +275,6 @@ int ptcap_cg_egress(struct __sk_buff *skb)
 }
 
 /* The record layout user space relies on (ptcap/decoder.py). */
-_Static_assert(sizeof(struct ptcap_packet) == 104, "ptcap_packet is 104 bytes");
-_Static_assert(__builtin_offsetof(struct ptcap_packet, iface_id) == 84, "EPB body at 84");
+_Static_assert(sizeof(struct ptcap_packet) == 112, "ptcap_packet is 112 bytes");
+_Static_assert(__builtin_offsetof(struct ptcap_packet, location) == 80, "hook metadata at 80");
+_Static_assert(__builtin_offsetof(struct ptcap_packet, iface_id) == 92, "EPB body at 92");

@@ -31,23 +31,75 @@ struct ptcap_owner {
 	char pcomm[PTCAP_COMM_LEN];	/* process name (the thread group leader's) */
 };
 
-/* A captured packet; the packet bytes follow (caplen of them). 104 bytes.
+/* A captured packet; the packet bytes follow (caplen of them). 112 bytes.
  * From `iface_id` on, the record is the body of a pcapng Enhanced Packet Block, so the
- * writer in user space only frames it; `dir` and `owner` are adjacent: together they are
- * the key of the packet's pcapng options. */
+ * writer in user space only frames it; `hook` to `reason` are adjacent: together they
+ * are the key of the packet's pcapng options (who, and where the kernel saw it). */
 struct ptcap_packet {
 	__u32 ifindex;
 	__u16 kind;		/* PTCAP_EV_PACKET */
-	__u8 flags;
+	__u8 hook;		/* 0: interface capture (tc, cgroup_skb); else enum ptcap_hook + 1 */
 	__u8 dir;		/* enum ptcap_dir */
 	struct ptcap_owner owner;
-	__u32 _reserved;	/* keeps the bytes right after `len` (8-byte struct alignment) */
+	__u64 location;		/* kernel address: where the skb was dropped (kfree_skb hook) */
+	__u32 reason;		/* enum skb_drop_reason (kfree_skb hook) */
 	/* pcapng EPB body */
 	__u32 iface_id;		/* pcapng interface id (from struct ptcap_iface) */
 	__u32 ts_hi;		/* wall clock in ns, split as pcapng wants it */
 	__u32 ts_lo;
 	__u32 caplen;		/* bytes that follow */
 	__u32 len;		/* original length */
+};
+
+/* Kernel hook points packets can be captured at (bpf/hooks.bpf.c, ptcap/hooks.py). */
+enum ptcap_hook {
+	PTCAP_HOOK_KFREE_SKB = 0,
+	PTCAP_HOOK_CONSUME_SKB = 1,
+	PTCAP_HOOK_NET_DEV_QUEUE = 2,
+	PTCAP_HOOK_NET_DEV_START_XMIT = 3,
+	PTCAP_HOOK_NETIF_RECEIVE_SKB = 4,
+	PTCAP_HOOK_TCP_RETRANSMIT_SKB = 5,
+	PTCAP_HOOK_TCP_SEND_RESET = 6,
+	PTCAP_HOOK_MAX,
+};
+
+/* Hook → filter → emit: the hook program copies the packet's first bytes here (one per
+ * CPU), the filter user space assembles reads them, the emit program copies what passed
+ * into the ring. 32 KiB: the largest per-CPU map value. */
+#define PTCAP_SCRATCH_SIZE 32768
+#define PTCAP_SCRATCH_HDR 128
+#define PTCAP_SCRATCH_DATA (PTCAP_SCRATCH_SIZE - PTCAP_SCRATCH_HDR)
+
+struct ptcap_scratch {
+	__u64 location;
+	__u32 reason;
+	__u32 len;		/* wire length from the first copied byte */
+	__u32 avail;		/* bytes copied into data */
+	__u32 snap;		/* the filter's verdict: bytes to keep */
+	__u32 ifindex;
+	__u8 raw;		/* 1: data starts at the IP header, 0: at the Ethernet header */
+	__u8 dir;
+	__u8 _pad[2];
+	struct ptcap_owner owner;	/* the skb's socket's owner, if ours (at 32) */
+	__u8 _pad2[24];
+	__u8 data[PTCAP_SCRATCH_DATA];
+};
+
+/* Where the filter programs sit in each hook's prog array, and the emit program. */
+enum ptcap_hook_slot {
+	PTCAP_SLOT_FILTER_ETHER = 0,
+	PTCAP_SLOT_FILTER_RAW = 1,
+	PTCAP_SLOT_EMIT = 2,
+	PTCAP_SLOT_MAX,
+};
+
+/* Settings of the hook capture (hooks object's .bss). */
+struct ptcap_hook_config {
+	__s64 clock_offset;	/* CLOCK_REALTIME - CLOCK_MONOTONIC, in ns */
+	__u32 rate;		/* events per second at most (0 = no limit) */
+	__u32 backtrace;	/* 1: count kernel stacks instead of emitting packets */
+	__u32 iface_id[PTCAP_HOOK_MAX];	/* pcapng id of each hook's Ethernet interface; raw IP is +1 */
+	__u32 _pad;
 };
 
 #define PTCAP_FILENAME_LEN 256
@@ -110,6 +162,7 @@ struct ptcap_config {
 enum ptcap_counter {
 	PTCAP_CNT_RECEIVED = 0,	/* passed the filters, offered to the ring */
 	PTCAP_CNT_DROPPED = 1,	/* ring buffer full */
+	PTCAP_CNT_RATE_LIMITED = 2,	/* hook events over --hook-rate */
 	PTCAP_CNT_MAX,
 };
 

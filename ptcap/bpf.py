@@ -59,6 +59,7 @@ class AttachType(enum.IntEnum):
     CGROUP_INET_EGRESS = 1
     CGROUP_INET_SOCK_CREATE = 2
     CGROUP_INET_SOCK_RELEASE = 34
+    TRACE_RAW_TP = 23
     TCX_INGRESS = 46
     TCX_EGRESS = 47
 
@@ -97,15 +98,18 @@ def _attr(fmt: str, *values, size: int = 128) -> ctypes.Array:
 
 
 def prog_load(prog_type: int, insns: bytes, *, name: str = "", license: str = "GPL",
-              expected_attach_type: int = 0, log_size: int = 1 << 20) -> int:
-    """Load an eBPF program; on failure the BPFError carries the verifier's log."""
+              expected_attach_type: int = 0, attach_btf_id: int = 0, log_size: int = 1 << 20) -> int:
+    """Load an eBPF program; on failure the BPFError carries the verifier's log.
+    A tp_btf program (TRACING, BPF_TRACE_RAW_TP) names its tracepoint by attach_btf_id,
+    the kernel BTF id of the tracepoint's btf_trace_* typedef."""
     code, code_addr = _buf(insns)
     lic, lic_addr = _buf(license.encode() + b"\0")
     name_b = name.encode()[:15].ljust(16, b"\0")
     log = ctypes.create_string_buffer(log_size)
     for level, (lbuf, lsize) in ((0, (0, 0)), (1, (ctypes.addressof(log), log_size))):
-        attr = _attr("=IIQQIIQII16sII", prog_type, len(insns) // 8, code_addr, lic_addr,
-                     level, lsize, lbuf, 0, 0, name_b, 0, expected_attach_type)
+        attr = _attr("=IIQQIIQII16sIIIIQIIQII", prog_type, len(insns) // 8, code_addr, lic_addr,
+                     level, lsize, lbuf, 0, 0, name_b, 0, expected_attach_type,
+                     0, 0, 0, 0, 0, 0, 0, attach_btf_id)
         try:
             return sys_bpf(Cmd.PROG_LOAD, attr)
         except OSError as e:
@@ -149,6 +153,23 @@ def map_lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
             return None
         raise BPFError(e.errno, "reading BPF map") from None
     return vb.raw
+
+
+def map_keys(fd: int, key_size: int) -> list[bytes]:
+    """Every key of a hash-like map (BPF_MAP_GET_NEXT_KEY from the start)."""
+    keys: list[bytes] = []
+    nb = ctypes.create_string_buffer(key_size)
+    prev = None
+    while True:
+        kb, ka = _buf(prev) if prev is not None else (None, 0)
+        try:
+            sys_bpf(Cmd.MAP_GET_NEXT_KEY, _attr("=IIQQ", fd, 0, ka, ctypes.addressof(nb)))
+        except OSError as e:
+            if e.errno == errno.ENOENT:
+                return keys
+            raise BPFError(e.errno, "walking BPF map") from None
+        prev = nb.raw
+        keys.append(prev)
 
 
 def map_delete(fd: int, key: bytes) -> bool:

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import bpf, filter as pcapfilter, interfaces, libbpf
+from . import hooks as hookmod
 from . import netns as nsmod
 from .cgroup import v2_mount
 from .errors import PtcapError
@@ -39,6 +40,9 @@ class CaptureConfig:
     who: WhoFilter = field(default_factory=WhoFilter)   # --pid, --pname, --uid, -f, containers
     backend: str = "tc"                        # tc | cgroup-skb
     netns: list[str] = field(default_factory=list)      # --netns (empty = ptcap's own)
+    hooks: list[str] = field(default_factory=list)      # --hook: kernel hook points instead of interfaces
+    hook_rate: int = 0                                  # --hook-rate: events/s at most (0 = no limit)
+    backtrace: bool = False                             # ptcap backtrace: count stacks, no packets
 
 
 @dataclass
@@ -97,6 +101,7 @@ class Session:
         self._classic: dict[int, pcapfilter.ClassicProgram] = {}
         self._wanted: list[str] = []
         self.ring: RingBuffer | None = None
+        self.hook_capture: hookmod.HookCapture | None = None
         self.closed = False
         self.on_new_interface = None     # called with (iface_id, iface) before it is attached
 
@@ -111,6 +116,9 @@ class Session:
 
     def _open(self) -> None:
         cfg = self.config
+        if cfg.hooks:
+            self._open_hooks()
+            return
         self.namespaces = [nsmod.resolve(spec) for spec in cfg.netns] or [nsmod.current()]
         found = [self._as_seen(i) for i in interfaces.resolve(cfg.interfaces, self.namespaces)]
         # Compile filters first: a bad expression fails before anything touches the kernel.
@@ -121,24 +129,12 @@ class Session:
         if cfg.backend == "cgroup-skb" and cgroot is None:
             raise PtcapError("--backend cgroup-skb needs cgroup v2, which is not mounted")
 
-        capture = libbpf.Object("capture")
-        self._objects.append(capture)
-        ring_size = round_size(cfg.ring_kib)
-        capture.set_max_entries("ptcap_events", ring_size)
-        capture.load()
-        self._capture = capture
+        capture = self._load_capture()
         self._who_fds = {name: capture.map_fd(name) for name in
                          ("ptcap_who_pids", "ptcap_who_uids", "ptcap_who_mntns", "ptcap_who_comms")}
         whomod.load(cfg.who, self._who_fds)
-        self._attach_attribution(capture.map_fd("ptcap_owners"))
-        self._attach_process_events(capture.map_fd("ptcap_events"), capture.map_fd("ptcap_who_pids"),
-                                    cfg.who.follow)
-
-        self.ring = RingBuffer(capture.map_fd("ptcap_events"), ring_size)
-        self._counters_fd = capture.map_fd("ptcap_counters")
         self._ifaces_fd = capture.map_fd("ptcap_ifaces")
         self._progs_fd = capture.map_fd("ptcap_capture_progs")
-        self._bss_fd = capture.map_fd(".bss")
         self._who_bits = int(cfg.who.bits())
         self.sync_clock()
         self._wanted = ["in", "out"] if cfg.direction == "inout" else [cfg.direction]
@@ -153,6 +149,41 @@ class Session:
         if self._any:
             for ns in self.namespaces:
                 nsmod.watch(ns)
+
+    def _load_capture(self) -> libbpf.Object:
+        """The capture object (ring, counters, socket owners) with the attribution and
+        process hooks that feed it; the ring opened for reading."""
+        cfg = self.config
+        capture = libbpf.Object("capture")
+        self._objects.append(capture)
+        ring_size = round_size(cfg.ring_kib)
+        capture.set_max_entries("ptcap_events", ring_size)
+        capture.load()
+        self._capture = capture
+        self._attach_attribution(capture.map_fd("ptcap_owners"))
+        self._attach_process_events(capture.map_fd("ptcap_events"), capture.map_fd("ptcap_who_pids"),
+                                    cfg.who.follow)
+        self.ring = RingBuffer(capture.map_fd("ptcap_events"), ring_size)
+        self._counters_fd = capture.map_fd("ptcap_counters")
+        self._bss_fd = capture.map_fd(".bss")
+        return capture
+
+    def _open_hooks(self) -> None:
+        """--hook: the capture object's ring, counters and socket owners, fed by hook programs."""
+        cfg = self.config
+        filters = hookmod.compile_filters(cfg.expression, cfg.snaplen)
+        check_privileges()
+        capture = self._load_capture()
+        self._who_bits = 0
+        self.hook_capture = hookmod.HookCapture(
+            cfg.hooks, filters, ring_fd=capture.map_fd("ptcap_events"), counters_fd=self._counters_fd,
+            owners_fd=capture.map_fd("ptcap_owners"), rate=cfg.hook_rate, backtrace=cfg.backtrace)
+        self.sync_clock()
+        for iface in self.hook_capture.interfaces:
+            self.ifaces.append(iface)
+            if self.on_new_interface is not None:
+                self.on_new_interface(len(self.ifaces) - 1, iface)
+        self.hook_capture.attach()
 
     def _as_seen(self, iface: NetInterface) -> NetInterface:
         """cgroup_skb sees every packet from its IP header, whatever the device."""
@@ -220,7 +251,7 @@ class Session:
 
     def refresh(self) -> list[NetInterface]:
         """Follow interfaces coming and going (-i any); returns the ones newly taken."""
-        if self.closed:
+        if self.closed or self.config.hooks:
             return []
         added = []
         for ns in self.namespaces:
@@ -305,8 +336,10 @@ class Session:
 
     def sync_clock(self) -> None:
         """Tell the kernel side the current CLOCK_REALTIME - CLOCK_MONOTONIC (NTP moves it)."""
-        bpf.map_update(self._bss_fd, struct.pack("<I", 0),
-                       _CONFIG.pack(wall_clock_offset(), self._who_bits))
+        offset = wall_clock_offset()
+        bpf.map_update(self._bss_fd, struct.pack("<I", 0), _CONFIG.pack(offset, self._who_bits))
+        if self.hook_capture is not None:
+            self.hook_capture.sync_clock(offset)
 
     def select_pid(self, pid: int) -> None:
         """Add a process to the --pid selector while capturing (-- CMD, containers joining)."""
@@ -320,14 +353,18 @@ class Session:
     # -- reading ------------------------------------------------------------------------
     def counters(self) -> tuple[int, int]:
         """(received by filter, dropped by kernel), summed over CPUs."""
+        return self.all_counters()[:2]
+
+    def all_counters(self) -> tuple[int, int, int]:
+        """(received by filter, dropped by kernel, over the --hook-rate limit), summed over CPUs."""
         if self.closed:
             return self._last_counters
         ncpu = _possible_cpus()
         totals = []
-        for which in (0, 1):
+        for which in (0, 1, 2):
             raw = bpf.map_lookup(self._counters_fd, struct.pack("<I", which), 8 * ncpu)
             totals.append(sum(struct.unpack(f"<{ncpu}Q", raw)) if raw else 0)
-        self._last_counters = (totals[0], totals[1])
+        self._last_counters = (totals[0], totals[1], totals[2])
         return self._last_counters
 
     # -- tear-down ----------------------------------------------------------------------
@@ -338,6 +375,8 @@ class Session:
         for fd in self._cgroup_links:
             _close(fd)
         self._cgroup_links.clear()
+        if self.hook_capture is not None:
+            self.hook_capture.detach()
 
     def close(self) -> None:
         if self.closed:
@@ -346,8 +385,8 @@ class Session:
             if getattr(self, "_counters_fd", None) is not None:
                 self.counters()
         except OSError:
-            self._last_counters = (0, 0)
-        self._last_counters = getattr(self, "_last_counters", (0, 0))
+            self._last_counters = (0, 0, 0)
+        self._last_counters = getattr(self, "_last_counters", (0, 0, 0))
         self.closed = True
         self.detach()
         for link in self._links:
@@ -356,6 +395,8 @@ class Session:
         if self.ring is not None:
             self.ring.close()
             self.ring = None
+        if self.hook_capture is not None:
+            self.hook_capture.close()
         for fd in self._fds:
             _close(fd)
         self._fds.clear()

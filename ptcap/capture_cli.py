@@ -22,7 +22,8 @@ from .kubernetes import parse_pod_selector
 from .metadata import Metadata
 from .who import ContainerSelector, WhoFilter
 from .context import Part
-from .decoder import decode, split
+from .decoder import OWNER_LEN, decode, split
+from . import hooks as hookmod
 from .errors import PtcapError
 from .packet import Direction, Packet
 from .pcapng import Interface, PcapngWriter, PcapWriter
@@ -62,14 +63,17 @@ class FileSink:
         self._nano = args.ts_precision == "nano"
         self._table = table
         self._parts = parts
+        self._names = hookmod.HookNames()
         self._writer: PcapngWriter | PcapWriter | None = None
         self._ifaces: list[Interface] = []
         self._snaplen = 262144
         self._expression = ""
         self.finished = False         # -G with -W: all files written, capture ends
 
-    def _comments(self, owner: bytes) -> list[str]:
-        ctx = self._table.context(owner)
+    def _comments(self, key: bytes) -> list[str]:
+        """A record key is the owner, then the hook info (drop location and reason)."""
+        owner, info = key[:OWNER_LEN], key[OWNER_LEN:]
+        ctx = self._names.join(self._table.context(owner), owner, info)
         return ctx.comments(self._parts) if ctx is not None else []
 
     def start(self, snaplen: int, expression: str) -> None:
@@ -91,7 +95,9 @@ class FileSink:
 
     def add_interface(self, iface_id: int, iface: interfaces.NetInterface) -> None:
         """Describe the next interface (ids are the session's: 0, 1, ... in order)."""
-        description = f"network namespace {iface.netns.name}" if iface.netns.name else ""
+        description = getattr(iface, "description", "")
+        if iface.netns.name:
+            description = f"network namespace {iface.netns.name}"
         block = Interface(iface.display_name, iface.linktype, self._snaplen, description, self._expression)
         self._ifaces.append(block)
         with self._errors():
@@ -156,6 +162,7 @@ class PrintSink:
         from .printer import Printer, PrintOptions
         self._printer = Printer(PrintOptions.from_args(args), sys.stdout)
         self._table = table
+        self._names = hookmod.HookNames()
         self._ifaces: list[interfaces.NetInterface] = []
 
     def start(self, snaplen: int, expression: str) -> None:
@@ -166,11 +173,16 @@ class PrintSink:
 
     def write(self, buf, offsets: list[int]) -> None:
         context = self._table.context
+        join = self._names.join
+        no_info = hookmod.NO_INFO
         ifaces = self._ifaces
-        for ts, iface_id, direction, length, data, owner in decode(buf, offsets, []):
+        for ts, iface_id, direction, length, data, owner, info in decode(buf, offsets, []):
             iface = ifaces[iface_id]
+            ctx = context(owner)
+            if info != no_info:
+                ctx = join(ctx, owner, info)
             self._printer.print_packet(Packet(ts, data, length, iface.linktype, iface.display_name,
-                                              Direction(direction), context(owner), iface.ifindex))
+                                              Direction(direction), ctx, iface.ifindex))
         sys.stdout.flush()
 
     def close(self) -> None:
@@ -206,6 +218,9 @@ def capture(args: argparse.Namespace) -> int:
         return pcapfilter.dump_main(args)
     if args.list_interfaces:
         return _list_interfaces(args)
+    if args.list_hooks:
+        return _list_hooks()
+    hooks = _hooks_from_args(args)
     if args.count is not None and args.count <= 0:
         raise PtcapError(f"invalid packet count {args.count}")
     snaplen = args.snaplen if args.snaplen > 0 else 262144
@@ -224,7 +239,8 @@ def capture(args: argparse.Namespace) -> int:
     _log_to_stderr()
     config = CaptureConfig(interfaces=args.interfaces, direction=args.direction, snaplen=snaplen,
                            expression=expression, ring_kib=args.buffer_kib, who=who,
-                           backend=args.backend, netns=args.netns or [])
+                           backend=args.backend, netns=args.netns or [], hooks=hooks,
+                           hook_rate=args.hook_rate)
     table = ProcessTable(metadata)
     sinks: list = []
     if args.write:
@@ -266,10 +282,12 @@ def capture(args: argparse.Namespace) -> int:
         if command is not None:
             command.stop()
         _close_sinks(sinks)
-    received, dropped = session.counters()
+    received, dropped, limited = session.all_counters()
     sys.stderr.write(f"{captured} packet{'s' if captured != 1 else ''} captured\n"
                      f"{received} packet{'s' if received != 1 else ''} received by filter\n"
                      f"{dropped} packet{'s' if dropped != 1 else ''} dropped by kernel\n")
+    if args.hook_rate:
+        sys.stderr.write(f"{limited} packet{'s' if limited != 1 else ''} over --hook-rate {args.hook_rate}/s\n")
     if command is not None and command.status is not None:
         return command.status
     return 0
@@ -336,6 +354,87 @@ def _log_to_stderr() -> None:
         log.propagate = False
 
 
+def _hooks_from_args(args: argparse.Namespace) -> list[str]:
+    """--hook NAME...: checked names; the options that only apply to interfaces refused."""
+    if args.hook_rate < 0:
+        raise PtcapError(f"--hook-rate {args.hook_rate}: a rate is 0 (no limit) or more events per second")
+    if not args.hooks:
+        if args.hook_rate:
+            raise PtcapError("--hook-rate limits --hook captures: give --hook")
+        return []
+    hooks = hookmod.check_names(args.hooks)
+    if args.write and args.write.endswith(".pcap"):
+        raise PtcapError(f"{args.write}: a --hook capture holds Ethernet and raw-IP packets; "
+                         "a classic pcap file holds one link type: write pcapng instead")
+    for given, flag in ((args.interfaces, "-i"), (args.netns, "--netns"), (args.pid, "--pid"),
+                        (args.pname, "--pname"), (args.uid, "--uid"), (args.command, "-- CMD"),
+                        (args.backend != "tc", "--backend"), (args.direction != "inout", "-Q")):
+        if given:
+            raise PtcapError(f"{flag} does not apply to --hook captures (a hook sees every "
+                             "interface and namespace; filter with the expression)")
+    return hooks
+
+
+def _list_hooks() -> int:
+    """--list-hooks: each hook point, loaded and attached once to see that it works here."""
+    from .capture import check_privileges
+    check_privileges()
+    for s in hookmod.probe():
+        state = "supported" if s.supported else "unsupported"
+        detail = hookmod.DESCRIPTIONS[s.name] if s.supported else s.detail
+        print(f"{s.name:<20} {state:<12} {detail}")
+    return 0
+
+
+def backtrace(args: argparse.Namespace) -> int:
+    """`ptcap backtrace --hook HOOK [-c N] EXPR`: count the kernel stacks of matching packets;
+    print each distinct stack, symbolized, with its count at exit (Ctrl-C, SIGTERM or -c)."""
+    if args.list_hooks:
+        return _list_hooks()
+    if not args.hooks:
+        raise PtcapError("backtrace needs --hook (e.g. ptcap backtrace --hook kfree_skb 'icmp')")
+    if args.write:
+        raise PtcapError("backtrace prints stacks; -w does not apply")
+    hooks = _hooks_from_args(args)
+    if args.count is not None and args.count <= 0:
+        raise PtcapError(f"invalid packet count {args.count}")
+    expression = pcapfilter.expression_from_args(args)
+    config = CaptureConfig(expression=expression, hooks=hooks, hook_rate=args.hook_rate, backtrace=True,
+                           ring_kib=1024)
+    stop = Stop()
+    stop.install()
+    session = Session(config)
+    stacks: list = []
+    try:
+        session.open()
+        sys.stderr.write(f"listening on {', '.join(hooks)}, counting kernel stacks; Ctrl-C prints them\n")
+        sys.stderr.flush()
+        seen = 0
+        while not stop.requested:
+            time.sleep(0.05)
+            seen = session.all_counters()[0]
+            if args.count is not None and seen >= args.count:
+                break
+        session.detach()
+        stacks = session.hook_capture.stacks()
+        received, lost, limited = session.all_counters()
+    finally:
+        session.close()
+    symbols = hookmod.HookNames().symbols
+    out = []
+    for n, addrs in stacks:
+        out.append(f"{n} packet{'s' if n != 1 else ''}:\n")
+        out.extend(f"    {name}\n" for name in hookmod.symbolize_stack(addrs, symbols))
+        out.append("\n")
+    sys.stdout.write("".join(out))
+    sys.stdout.flush()
+    sys.stderr.write(f"{received} packet{'s' if received != 1 else ''} matched, "
+                     f"{len(stacks)} distinct stack{'s' if len(stacks) != 1 else ''}"
+                     f"{f', {lost} stacks lost' if lost else ''}"
+                     f"{f', {limited} over --hook-rate' if limited else ''}\n")
+    return 0
+
+
 def _close_sinks(sinks: list) -> None:
     """Flush and close every sink; the first failure is reported once the rest are closed."""
     failure = None
@@ -369,7 +468,7 @@ def _list_interfaces(args: argparse.Namespace) -> int:
 def _announce(session: Session, snaplen: int, args: argparse.Namespace) -> None:
     if not args.verbose and not args.write:
         sys.stderr.write("ptcap: verbose output suppressed, use -v[v]... for full protocol decode\n")
-    names = ", ".join(i.display_name for i in session.ifaces)
+    names = ", ".join(dict.fromkeys(i.display_name for i in session.ifaces))
     kinds = {i.linktype_name for i in session.ifaces}
     sys.stderr.write(f"listening on {names}, link-type {'/'.join(sorted(kinds))}, "
                      f"snapshot length {snaplen} bytes\n")

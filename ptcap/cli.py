@@ -13,7 +13,8 @@ from .errors import PtcapError
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ptcap",
-        usage="ptcap [flags] [expression] [-- command [args]]",
+        usage="ptcap [flags] [expression] [-- command [args]]\n"
+          "       ptcap backtrace --hook HOOK [-c N] [expression]",
         description="Process-aware packet capture: tcpdump's flags and filters, "
         "plus the process, container and pod behind every packet.",
         add_help=False,
@@ -36,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where packets are taken: tc (L2, default) or cgroup-skb (L3)")
     cap.add_argument("--netns", action="append", metavar="PATH|NAME",
                      help="capture in this network namespace (repeatable)")
+    cap.add_argument("--hook", action="append", dest="hooks", default=[], metavar="HOOK",
+                     help="capture inside the kernel at this hook point instead of on interfaces "
+                          "(kfree_skb: drops with reason and location; repeatable; see --list-hooks)")
+    cap.add_argument("--list-hooks", action="store_true", help="list the kernel hook points this kernel supports and exit")
+    cap.add_argument("--hook-rate", type=int, default=0, metavar="N",
+                     help="at most N hook events per second (counted beyond that, not copied)")
 
     flt = p.add_argument_group("filters")
     flt.add_argument("-F", dest="filter_file", metavar="FILE", help="read the filter expression from FILE")
@@ -114,6 +121,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
+        # `ptcap backtrace --hook kfree_skb EXPR`: a subcommand only as the first word, so
+        # tcpdump-style expressions (which never start with it) keep working
+        if argv[:1] == ["backtrace"]:
+            args = parse_args(argv[1:])
+            from .capture_cli import backtrace
+            return backtrace(args)
         args = parse_args(argv)
         return run(args)
     except (PtcapError, BPFError) as e:

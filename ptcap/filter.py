@@ -45,6 +45,14 @@ _SKF_LL_OFF = 0xFFE00000
 _A_REG, _X_REG, _CTX = Reg.R7, Reg.R8, Reg.R6
 _BUF_OFF = -8
 _LAUNDER_OFF = -80
+_KEY_OFF = -88
+
+# Kernel hooks (bpf/hooks.bpf.c): the packet's first bytes sit in a per-CPU struct
+# ptcap_scratch, whose address the filter keeps in R9 (bpf/ptcap.h layout)
+_SCRATCH = Reg.R9
+SCRATCH_LEN, SCRATCH_AVAIL, SCRATCH_SNAP = 12, 16, 20
+SCRATCH_HDR, SCRATCH_SIZE = 128, 32768
+SCRATCH_DATA = SCRATCH_SIZE - SCRATCH_HDR
 
 
 def _mem_off(i: int) -> int:
@@ -133,8 +141,9 @@ def _always_rejects(code: int, k: int) -> bool:
 
 
 class _Translator:
-    def __init__(self, prog: ClassicProgram) -> None:
+    def __init__(self, prog: ClassicProgram, scratch_fd: int | None = None) -> None:
         self.prog = prog
+        self.scratch_fd = scratch_fd        # packet in a scratch map value, not an skb
         self.out: list[asm.Item] = []
         self.reject = Label("reject")
         self.done = Label("done")
@@ -160,7 +169,13 @@ class _Translator:
             raise PtcapError("empty classic BPF program")
         if insns[-1][0] & 0x07 != _RET:
             raise self.bad(len(insns) - 1, "is not a return: control could fall off the end")
-        self.emit(asm.mov64(_CTX, Reg.R1), asm.mov32(_A_REG, imm=0), asm.mov32(_X_REG, imm=0))
+        self.emit(asm.mov64(_CTX, Reg.R1))
+        if self.scratch_fd is not None:
+            self.emit(asm.st(Size.W, Reg.R10, _KEY_OFF, 0), asm.mov64(Reg.R2, Reg.R10),
+                      asm.alu64(Alu.ADD, Reg.R2, imm=_KEY_OFF), asm.ld_map_fd(Reg.R1, self.scratch_fd),
+                      asm.call(asm.Helper.map_lookup_elem), asm.jmp(Jmp.JEQ, Reg.R0, self.reject, imm=0),
+                      asm.mov64(_SCRATCH, Reg.R0))
+        self.emit(asm.mov32(_A_REG, imm=0), asm.mov32(_X_REG, imm=0))
         if any(c & 0x07 in (_ST, _STX) or (c & 0x07 in (_LD, _LDX) and c & 0xE0 == _MEM)
                for c, *_ in insns):
             # M[] starts at zero (libpcap never reads a slot before writing it, but the verifier must know)
@@ -218,6 +233,17 @@ class _Translator:
             # X + k without 32-bit wrap-around, as libpcap's bounds check sees it
             self.emit(asm.mov64(Reg.R2, _X_REG), asm.alu64(Alu.ADD, Reg.R2, imm=k),
                       asm.jmp(Jmp.JGT, Reg.R2, self.reject, imm=0x7FFFFFFF))
+        if self.scratch_fd is not None:
+            # within the bytes copied, and (for the verifier) within the map value
+            self.emit(asm.mov64(Reg.R3, Reg.R2), asm.alu64(Alu.ADD, Reg.R3, imm=nbytes),
+                      asm.ldx(Size.W, Reg.R4, _SCRATCH, SCRATCH_AVAIL),
+                      asm.jmp(Jmp.JGT, Reg.R3, self.reject, Reg.R4),
+                      asm.jmp(Jmp.JGT, Reg.R2, self.reject, imm=SCRATCH_DATA - nbytes),
+                      asm.mov64(Reg.R3, _SCRATCH), asm.alu64(Alu.ADD, Reg.R3, Reg.R2),
+                      asm.ldx(size, dst, Reg.R3, SCRATCH_HDR))
+            if nbytes > 1:
+                self.emit(asm.to_be(dst, nbytes * 8))
+            return
         self.emit(asm.mov64(Reg.R1, _CTX), asm.mov64(Reg.R3, Reg.R10),
                   asm.alu64(Alu.ADD, Reg.R3, imm=_BUF_OFF), asm.mov64(Reg.R4, imm=nbytes),
                   asm.call(asm.Helper.skb_load_bytes),
@@ -236,6 +262,8 @@ class _Translator:
             elif mode == _MEM:
                 self._check_mem(i, k)
                 self.emit(asm.ldx(Size.W, dst, Reg.R10, _mem_off(k)))
+            elif mode == _LEN and self.scratch_fd is not None:
+                self.emit(asm.ldx(Size.W, dst, _SCRATCH, SCRATCH_LEN))
             elif mode == _LEN:
                 self.emit(asm.ldx(Size.W, dst, _CTX, SKB_LEN))
             elif cls == _LD and mode in (_ABS, _IND) and size in _SIZE:
@@ -339,6 +367,29 @@ def translate(prog: ClassicProgram) -> bytes:
     return _Translator(prog).run()
 
 
+def _tail_call(prog_array_fd: int, index: int) -> list[asm.Insn]:
+    """bpf_tail_call(ctx, prog_array, index): falls through only if the slot is empty."""
+    return [asm.mov64(Reg.R1, _CTX), *asm.ld_map_fd(Reg.R2, prog_array_fd), asm.mov64(Reg.R3, imm=index),
+            asm.call(asm.Helper.tail_call)]
+
+
+def hook_filter_program(prog: ClassicProgram, *, scratch_fd: int, prog_array_fd: int,
+                        index: int) -> bytes:
+    """The filter of a kernel hook (bpf/hooks.bpf.c): judge the packet the hook program
+    copied into the scratch map, put the verdict (snap length) in its `snap` and tail-call
+    the emit program; return 0 either way (tracing programs' return value is ignored)."""
+    done = Label("out")
+    tail = [
+        asm.jmp(Jmp.JEQ, Reg.R0, done, imm=0),
+        asm.stx(Size.W, _SCRATCH, SCRATCH_SNAP, Reg.R0),
+        *_tail_call(prog_array_fd, index),
+        done,
+        asm.mov64(Reg.R0, imm=0),
+        asm.exit_(),
+    ]
+    return _Translator(prog, scratch_fd).run() + asm.assemble(tail)
+
+
 def verdict_program(prog: ClassicProgram, prog_type: int) -> bytes:
     """A loadable program returning the classic BPF verdict (for tests and debugging).
 
@@ -367,10 +418,7 @@ def entry_program(prog: ClassicProgram, *, prog_type: int, prog_array_fd: int, i
         asm.jmp(Jmp.JEQ, Reg.R0, reject, imm=0),
         asm.stx(Size.W, _CTX, SKB_CB0, Reg.R0),
         *(asm.st(Size.W, _CTX, SKB_CB0 + 4 * (i + 1), value) for i, value in enumerate(cb_values)),
-        asm.mov64(Reg.R1, _CTX),
-        *asm.ld_map_fd(Reg.R2, prog_array_fd),
-        asm.mov64(Reg.R3, imm=index),
-        asm.call(asm.Helper.tail_call),
+        *_tail_call(prog_array_fd, index),
         asm.mov64(Reg.R0, imm=accept_ret),      # only if the tail call failed (empty slot)
         asm.exit_(),
         reject,

@@ -2,7 +2,7 @@
 
 The pcapng writer is on the hot path: the kernel lays out each packet as an Enhanced Packet
 Block body; every packet's options (comments + direction flag) are encoded once per
-(direction, owner) and reused; blocks are joined and written once per batch.
+(direction, owner, hook info) and reused; blocks are joined and written once per batch.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Callable
 
 from . import __version__
-from .decoder import CAPLEN_AT, EPB_AT, HEADER_LEN, KEY_AT, KEY_END
+from .decoder import CAPLEN_AT, DIR_AT, EPB_AT, HEADER_LEN, KEY_AT, KEY_END
 from .errors import PtcapError
 from .packet import Direction
 
@@ -78,7 +78,8 @@ class PcapngWriter:
     """Streams pcapng: a section header, interface blocks, then packets.
 
     Packets come as kernel records (ptcap.decoder's layout), whose EPB body is framed as
-    is, with the options of the record's (direction, owner) key, encoded once per key.
+    is, with the options of the record's key (owner + hook info: drop location and reason)
+    in its direction, encoded once per key.
     """
 
     def __init__(self, out: BinaryIO, comments_for: Callable[[bytes], list[str]] | None = None) -> None:
@@ -97,12 +98,12 @@ class PcapngWriter:
         self._interfaces += 1
         return self._interfaces - 1
 
-    def _options(self, owner: bytes) -> tuple:
+    def _options(self, key: bytes) -> tuple:
         """Per direction (0 unknown, 1 in, 2 out): (options length, tails by padding), where
         a tail is the padding, the options (comments, epb_flags, end) ready to append."""
         comments = b""
         if self._comments_for is not None:
-            for text in self._comments_for(owner):
+            for text in self._comments_for(key):
                 comments += option(OPT_COMMENT, text.encode(errors="replace"))
         entry = []
         for direction in (0, 1, 2):
@@ -113,7 +114,7 @@ class PcapngWriter:
             if opts:
                 opts += option(OPT_ENDOFOPT, b"")
             entry.append((32 + len(opts), tuple(pad + opts for pad in _PADS)))
-        self._opts[owner] = entry
+        self._opts[key] = entry
         return entry
 
     def write_records(self, buf, offsets: list[int], limit: int = 1 << 62) -> int:
@@ -127,10 +128,10 @@ class PcapngWriter:
         written = self.written
         n = 0
         for off in offsets:
-            direction, owner, caplen = fields(buf, off)
-            entry = cache.get(owner)
+            direction, key, caplen = fields(buf, off)
+            entry = cache.get(key)
             if entry is None:
-                entry = self._options(owner)
+                entry = self._options(key)
             fixed, tails = entry[direction]
             pad = -caplen & 3
             size = fixed + caplen + pad
@@ -160,8 +161,9 @@ class PcapngWriter:
 
 _PADS = (b"", b"\0", b"\0\0", b"\0\0\0")   # by number of padding bytes
 _EPB_TYPE = _U32.pack(6)
-# direction, owner and caplen of a kernel packet record (ptcap.decoder's layout)
-_RECORD_KEY = struct.Struct(f"<{KEY_AT}xB{KEY_END - KEY_AT - 1}s{CAPLEN_AT - KEY_END}xI")
+# direction, options key and caplen of a kernel packet record (ptcap.decoder's layout)
+assert DIR_AT + 1 == KEY_AT
+_RECORD_KEY = struct.Struct(f"<{DIR_AT}xB{KEY_END - KEY_AT}s{CAPLEN_AT - KEY_END}xI")
 
 
 class PcapWriter:

@@ -33,6 +33,8 @@ def inline_suffix(ctx: ProcessContext | None, parts: Part) -> str:
         out.append(f", Container [{ctx.container_name or ctx.container_id[:12]}]")
     if parts & Part.POD and ctx.pod_name:
         out.append(f", Pod [{ctx.pod_name}.{ctx.pod_namespace}]")
+    if ctx.drop_reason:
+        out.append(f", Drop [{ctx.drop_reason} at {ctx.drop_location}]")
     return "".join(out)
 
 
@@ -56,4 +58,6 @@ def verbose_blocks(ctx: ProcessContext | None, parts: Part) -> str:
     if ctx.pod_name and parts & Part.POD:
         out.append(f"\n    Pod (name {ctx.pod_name}, namespace {ctx.pod_namespace}, UID {ctx.pod_uid}, "
                    f"labels {_labels(ctx.pod_labels)}, annotations {_labels(ctx.pod_annotations)})")
+    if ctx.drop_reason:
+        out.append(f"\n    Drop (reason {ctx.drop_reason}, location {ctx.drop_location})")
     return "".join(out)

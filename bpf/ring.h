@@ -1,0 +1,72 @@
+/* The ring buffer every capture object writes packet records into, its loss counters,
+ * and the reservation by size class the verifier needs (shared by capture and hooks). */
+#ifndef PTCAP_RING_H
+#define PTCAP_RING_H
+
+#include "ptcap.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 24);	/* user space resizes (or shares) it before load */
+} ptcap_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PTCAP_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} ptcap_counters SEC(".maps");
+
+/* Ring wake-ups are costly at high rates (each is an interrupt; in a VM, an exit): wake the
+ * reader once per this many bytes queued, on the record that crosses the mark, not on every
+ * record past it; it also polls on a short timer. A power of two. */
+#define WAKEUP_SHIFT 18
+
+static __always_inline void count(__u32 which)
+{
+	__u64 *c = bpf_map_lookup_elem(&ptcap_counters, &which);
+	if (c)
+		*c += 1;
+}
+
+/* The submit flag for a record of `size` bytes about to be queued. */
+static __always_inline __u64 ring_wakeup(__u64 size)
+{
+	__u64 queued = bpf_ringbuf_query(&ptcap_events, BPF_RB_AVAIL_DATA);
+
+	return (queued + size) >> WAKEUP_SHIFT != queued >> WAKEUP_SHIFT ?
+		BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
+
+/* Reserve a record of a fixed size class (the verifier wants constant sizes), fill its
+ * header from `hdr`, copy `n` (<= N) packet bytes with COPY(dst, n), submit, return RET.
+ * Expects locals hdr, caplen, n, wake and a `dropped` label. */
+#define RING_TRY_CLASS(N, COPY, RET)							\
+	if (caplen <= (N)) {								\
+		struct { struct ptcap_packet h; __u8 data[N]; } *r;			\
+		r = bpf_ringbuf_reserve(&ptcap_events, sizeof(*r), 0);			\
+		if (!r)									\
+			goto dropped;							\
+		__builtin_memcpy(&r->h, &hdr, sizeof(hdr));				\
+		n = caplen;								\
+		/* clamp in the register the helper gets, so the verifier sees it */	\
+		asm volatile("if %[n] <= %[max] goto +1; %[n] = %[max]"			\
+			     : [n] "+r"(n) : [max] "i"(N));				\
+		if (n > 0)								\
+			COPY(r->data, n);						\
+		bpf_ringbuf_submit(r, wake);						\
+		return RET;								\
+	}
+
+/* The size classes up to 16 KiB, smallest first (needs a TRY_CLASS(N) of the caller's). */
+#define RING_CLASSES_TO_16K		\
+	TRY_CLASS(64)			\
+	TRY_CLASS(128)			\
+	TRY_CLASS(256)			\
+	TRY_CLASS(512)			\
+	TRY_CLASS(1024)			\
+	TRY_CLASS(2048)			\
+	TRY_CLASS(4096)			\
+	TRY_CLASS(16384)
+
+#endif
