@@ -33,6 +33,7 @@ class ExtcapInterface:
     name: str
     display: str
     cli_flags: tuple[str, ...]     # added to the CLI arguments of every capture on it
+    hook: bool = False             # a kernel hook: sees every interface, no process selectors
 
 
 # One entry per interface: what it is called in Wireshark and which CLI flags it adds.
@@ -40,7 +41,7 @@ INTERFACES = {
     i.name: i for i in (
         ExtcapInterface("ptcap", "Process-aware capture", ()),
         ExtcapInterface("ptcap-drops", "Packets the kernel drops, with the reason",
-                        ("--hook", "kfree_skb")),
+                        ("--hook", "kfree_skb"), hook=True),
     )
 }
 
@@ -64,6 +65,7 @@ class Option:
     validation: str = ""
     range: str = ""
     values: tuple[tuple[str, str], ...] = ()      # (value, display) of selectors
+    at_hooks: bool = False         # also offered on kernel-hook interfaces
 
 
 def _options() -> list[Option]:
@@ -75,7 +77,7 @@ def _options() -> list[Option]:
                "Where packets are taken: tc (with link-layer headers) or cgroup-skb (from the IP header)",
                "tc", values=(("tc", "tc (L2)"), ("cgroup-skb", "cgroup-skb (L3)"))),
         Option("--snaplen", "Snapshot length", "integer", "Capture",
-               "Bytes of each packet to capture (0 = 262144)", "262144", range="0,262144"),
+               "Bytes of each packet to capture (0 = 262144)", "262144", range="0,262144", at_hooks=True),
         Option("--direction", "Direction", "selector", "Capture", "Packets received, sent, or both",
                "inout", values=(("inout", "in and out"), ("in", "in (received)"), ("out", "out (sent)"))),
         Option("--netns", "Network namespaces", "string", "Capture",
@@ -95,9 +97,9 @@ def _options() -> list[Option]:
         Option("--pod", "Pod", "string", "Filter",
                "Capture only the packets of this Kubernetes pod (NAME.NAMESPACE)"),
         Option("--log-level", "Log level", "selector", "Debug", "How much to log", "message",
-               values=tuple((v, v.capitalize()) for v in LOG_LEVELS)),
+               values=tuple((v, v.capitalize()) for v in LOG_LEVELS), at_hooks=True),
         Option("--log-file", "Log file", "fileselect", "Debug",
-               "Write the log to this file (empty: no log)"),
+               "Write the log to this file (empty: no log)", at_hooks=True),
     ]
 
 
@@ -112,9 +114,16 @@ def dlts_text(interface: str) -> str:
     return "dlt {number=1}{name=EN10MB}{display=Ethernet, or raw IP as each interface block says}\n"
 
 
-def config_text() -> str:
+def options_for(interface: str | None) -> list[Option]:
+    """The dialog's options on one interface: a kernel hook has no interfaces, direction or
+    process selectors to choose."""
+    iface = INTERFACES.get(interface or "")
+    return [o for o in _options() if o.at_hooks or iface is None or not iface.hook]
+
+
+def config_text(interface: str | None = None) -> str:
     lines = []
-    for n, opt in enumerate(_options()):
+    for n, opt in enumerate(options_for(interface)):
         line = (f"arg {{number={n}}}{{call={opt.call}}}{{display={opt.display}}}"
                 f"{{tooltip={opt.tooltip}}}{{type={opt.type}}}")
         if opt.default and not opt.values:
@@ -181,13 +190,19 @@ def cli_arguments(opts: argparse.Namespace, fifo: str) -> list[str]:
     if iface is None:
         raise ExtcapError(f"unknown interface {opts.extcap_interface!r} (this extcap has "
                           f"{', '.join(INTERFACES)})")
+    offered = {o.call for o in options_for(iface.name)}
+    for call in _OPTION_CALLS:
+        if call not in offered and getattr(opts, call[2:].replace("-", "_")):
+            raise ExtcapError(f"{call} does not apply to {iface.name}")
     argv = ["-w", fifo, *iface.cli_flags]
+    snaplen = ["-s", _numbers(opts.snaplen, "snapshot length")[0]] if opts.snaplen else []
+    if iface.hook:
+        return argv + snaplen
     for name in _items(opts.interfaces) or ["any"]:
         argv += ["-i", name]
     if opts.backend:
         argv += ["--backend", opts.backend]
-    if opts.snaplen:
-        argv += ["-s", _numbers(opts.snaplen, "snapshot length")[0]]
+    argv += snaplen
     if opts.direction:
         argv += ["-Q", opts.direction]
     for ns in _items(opts.netns):
@@ -213,11 +228,15 @@ def validate_filter(expression: str, opts: argparse.Namespace) -> str:
     """Wireshark's check of a capture filter: '' when valid, else the reason."""
     from . import filter as pcapfilter
     from .errors import PtcapError
-    backend = opts.backend or "tc"
-    names = _items(opts.interfaces) or ["any"]
+    iface = INTERFACES.get(opts.extcap_interface or "")
     try:
-        for name in names:
-            pcapfilter.compile_filter(expression, pcapfilter.linktype_for(name, backend))
+        if iface is not None and iface.hook:
+            from .hooks import compile_filters      # what the hook capture itself compiles
+            compile_filters(expression, 262144)
+        else:
+            backend = opts.backend or "tc"
+            for name in _items(opts.interfaces) or ["any"]:
+                pcapfilter.compile_filter(expression, pcapfilter.linktype_for(name, backend))
     except PtcapError as e:
         return str(e)
     return ""
@@ -378,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(dlts_text(opts.extcap_interface))
         return 0
     if opts.extcap_config:
-        sys.stdout.write(config_text())
+        sys.stdout.write(config_text(opts.extcap_interface))
         return 0
     if opts.extcap_capture_filter is not None:
         reason = validate_filter(opts.extcap_capture_filter, opts)

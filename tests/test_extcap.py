@@ -570,8 +570,19 @@ def test_dialog_options_map_onto_the_cli():
 
 
 def test_drops_interface_maps_to_the_kfree_skb_hook():
+    """ptcap-drops is `ptcap --hook kfree_skb`: its dialog offers what a hook capture takes
+    (snap length, logging), not interfaces, direction or process selectors."""
     from ptcap import extcap as mod
     assert mod.INTERFACES["ptcap-drops"].cli_flags == ("--hook", "kfree_skb")
+    opts = mod.build_parser().parse_args(["--extcap-interface", "ptcap-drops", "--snaplen", "128"])
+    assert mod.cli_arguments(opts, "/tmp/fifo") == ["-w", "/tmp/fifo", "--hook", "kfree_skb", "-s", "128"]
     opts = mod.build_parser().parse_args(["--extcap-interface", "ptcap-drops", "--interfaces", "lo"])
-    argv = mod.cli_arguments(opts, "/tmp/fifo")
-    assert argv[:4] == ["-w", "/tmp/fifo", "--hook", "kfree_skb"]
+    with pytest.raises(mod.ExtcapError, match="--interfaces does not apply to ptcap-drops"):
+        mod.cli_arguments(opts, "/tmp/fifo")
+    res = extcap("--extcap-interface", "ptcap-drops", "--extcap-config")
+    calls = [line.split("{call=")[1].split("}")[0] for line in res.stdout.splitlines() if line.startswith("arg ")]
+    assert calls == ["--snaplen", "--log-level", "--log-file"]
+    # its capture filter is checked as the hook compiles it: link-layer terms are allowed
+    assert extcap("--extcap-interface", "ptcap-drops", "--extcap-capture-filter", "ether host 1:2:3:4:5:6").returncode == 0
+    bad = extcap("--extcap-interface", "ptcap-drops", "--extcap-capture-filter", "udp portx 1")
+    assert bad.returncode != 0 and "syntax error" in bad.stdout

@@ -350,3 +350,29 @@ def test_bad_hook_arguments(args, message):
 def test_backtrace_needs_a_hook():
     res = run(ptcap_argv("backtrace", "icmp"), check=False)
     assert res.returncode == 1 and "backtrace needs --hook" in res.stderr
+
+
+def test_wireshark_drops_interface_filters_by_reason(dropping, tmp_path):
+    """tshark -i ptcap-drops: the extcap captures drops live (capture filter in the kernel)
+    and the dissector's ptcap.drop.* fields select them by reason."""
+    from test_extcap import Tshark, installed
+    installed.__wrapped__()       # the extcap and dissector of this tree are installed
+    peer = dropping.peer_ip
+    t = Tshark(tmp_path, "-f", f"host {peer}", "-Y", 'ptcap.drop.reason == "NETFILTER_DROP"',
+               "-T", "fields", "-e", "ptcap.drop.reason", "-e", "ptcap.drop.location", "-e", "icmp.type",
+               interface="ptcap-drops", duration=5)
+    try:
+        t.wait_listening()
+        ping(peer, 3)                   # dropped by the nftables rule: NETFILTER_DROP
+        udp(peer, PORT + 60, count=2)   # nobody listens there: NO_SOCKET, filtered out by -Y
+        out, err = t.finish()
+    finally:
+        if t.proc.poll() is None:
+            t.proc.kill()
+            t.proc.communicate()
+    rows = [line.split("\t") for line in out.splitlines() if line]
+    assert len(rows) == 3, out + err
+    for reason, location, icmp_type in rows:
+        assert reason == "NETFILTER_DROP" and icmp_type == "8"
+        assert location.startswith(("nf_hook_slow+0x", "nft_do_chain+0x")), location
+    assert wait_clean() == []
