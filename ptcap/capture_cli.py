@@ -64,6 +64,7 @@ class FileSink:
         self._table = table
         self._parts = parts
         self._names = hookmod.HookNames()
+        table.forgotten.append(self._forget)
         self._writer: PcapngWriter | PcapWriter | None = None
         self._ifaces: list[Interface] = []
         self._snaplen = 262144
@@ -75,6 +76,12 @@ class FileSink:
         owner, info = key[:OWNER_LEN], key[OWNER_LEN:]
         ctx = self._names.join(self._table.context(owner), owner, info)
         return ctx.comments(self._parts) if ctx is not None else []
+
+    def _forget(self, owner: bytes) -> None:
+        """Comments encoded from a context the table dropped are stale: drop them too."""
+        self._names.forget(owner)
+        if isinstance(self._writer, PcapngWriter):
+            self._writer.forget_owner(owner)
 
     def start(self, snaplen: int, expression: str) -> None:
         self._snaplen, self._expression = snaplen, expression
@@ -163,6 +170,7 @@ class PrintSink:
         self._printer = Printer(PrintOptions.from_args(args), sys.stdout)
         self._table = table
         self._names = hookmod.HookNames()
+        table.forgotten.append(self._names.forget)
         self._ifaces: list[interfaces.NetInterface] = []
 
     def start(self, snaplen: int, expression: str) -> None:

@@ -209,6 +209,7 @@ class HookNames:
         self._reasons: dict[int, str] | None = None
         self._symbols: KernelSymbols | None = None
         self._joined: dict[bytes, ProcessContext | None] = {}
+        self._keys: dict[bytes, list[bytes]] = {}      # owner record → its keys in _joined
 
     @property
     def symbols(self) -> KernelSymbols:
@@ -240,7 +241,13 @@ class HookNames:
             base.drop_location = self.symbols.name(location)
         ctx = base
         self._joined[key] = ctx
+        self._keys.setdefault(owner, []).append(key)
         return ctx
+
+    def forget(self, owner: bytes) -> None:
+        """The owner's process context was dropped (exec, exit): so are its joins."""
+        for key in self._keys.pop(owner, ()):
+            self._joined.pop(key, None)
 
 
 def symbolize_stack(addrs: list[int], symbols: KernelSymbols) -> list[str]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Callable
 
 from . import __version__
-from .decoder import CAPLEN_AT, DIR_AT, EPB_AT, HEADER_LEN, KEY_AT, KEY_END
+from .decoder import CAPLEN_AT, DIR_AT, EPB_AT, HEADER_LEN, KEY_AT, KEY_END, OWNER_LEN
 from .errors import PtcapError
 from .packet import Direction
 
@@ -87,6 +87,7 @@ class PcapngWriter:
         self._comments_for = comments_for
         self._interfaces = 0
         self._opts: dict[bytes, list] = {}
+        self._keys: dict[bytes, list[bytes]] = {}      # owner record → its cached keys
         self._pending: list[bytes] = [section_header()]
         self.written = len(self._pending[0])       # bytes of this file so far
 
@@ -115,6 +116,7 @@ class PcapngWriter:
                 opts += option(OPT_ENDOFOPT, b"")
             entry.append((32 + len(opts), tuple(pad + opts for pad in _PADS)))
         self._opts[key] = entry
+        self._keys.setdefault(key[:OWNER_LEN], []).append(key)
         return entry
 
     def write_records(self, buf, offsets: list[int], limit: int = 1 << 62) -> int:
@@ -157,6 +159,12 @@ class PcapngWriter:
     def forget_context(self) -> None:
         """Drop cached options (process details changed)."""
         self._opts.clear()
+        self._keys.clear()
+
+    def forget_owner(self, owner: bytes) -> None:
+        """Drop the cached options of one owner record (its process exec'd or is gone)."""
+        for key in self._keys.pop(owner, ()):
+            self._opts.pop(key, None)
 
 
 _PADS = (b"", b"\0", b"\0\0", b"\0\0\0")   # by number of padding bytes

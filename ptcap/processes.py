@@ -11,7 +11,7 @@ import struct
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from .context import ProcessContext
 
@@ -102,6 +102,9 @@ class ProcessTable:
         self._exited: deque[tuple[float, int, int]] = deque()    # (when, pid, start)
         self._users: dict[int, str] = {}
         self._snapshot: dict[int, tuple[int, ProcessInfo]] = {}   # pid → (start ticks, details)
+        # called with each owner record whose context is dropped (exec, exit): sinks that
+        # cache what they derived from a context forget it too
+        self.forgotten: list[Callable[[bytes], None]] = []
 
     def snapshot(self) -> None:
         """Read every process once at start (after the exec hooks are on): one that exits
@@ -208,6 +211,8 @@ class ProcessTable:
     def _drop_contexts(self, pid: int, start_ns: int) -> None:
         for owner in self._owners.pop((pid, start_ns), ()):
             self._contexts.pop(owner, None)
+            for forget in self.forgotten:
+                forget(owner)
 
     def forget(self, pid: int) -> None:
         """Drop everything known about a pid (every process that had it)."""

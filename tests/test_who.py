@@ -244,3 +244,35 @@ def test_follow_forks_only_follows_children_born_after_start(peers, capture, tmp
     time.sleep(0.2)
     cap.stop()
     assert pids_in(out) == [parent.pid]     # not the child: born before the capture started
+
+
+REEXEC = """
+import os, socket, sys, time
+port = int(sys.argv[1])
+if sys.argv[2] == "first":
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.sendto(b"before", ("127.0.0.1", port))
+    time.sleep(0.5)                 # written (and its comment cached) before the exec
+    os.set_inheritable(s.fileno(), True)
+    os.execv(sys.executable, [sys.executable, __file__, str(port), "second", str(s.fileno())])
+s = socket.socket(fileno=int(sys.argv[3]))
+s.sendto(b"after", ("127.0.0.1", port))
+"""
+
+
+def test_exec_under_the_same_name_changes_the_comments(peers, tmp_path):
+    """A process that execs the same program again (same pid, thread, name and socket) is
+    written with its new arguments from then on, not the comment cached before the exec."""
+    peers("udp-server", "9808", "127.0.0.1")
+    script = tmp_path / "reexec.py"
+    script.write_text(REEXEC)
+    out = tmp_path / "o.pcapng"
+    proc = subprocess.run(ptcap_argv("-i", "lo", "-w", str(out), "-Q", "out", "udp dst port 9808", "--",
+                                     PYTHON, str(script), "9808", "first"),
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    rows = tshark_fields(out, "udp.length", "frame.comment")
+    args = {length: comments(c)["Args"] for length, c in rows}
+    assert set(args) == {"14", "13"}, rows           # "before" and "after"
+    assert args["14"].endswith("9808 first")
+    assert args["13"].endswith("second " + args["13"].split()[-1]) and " 9808 second " in args["13"]
