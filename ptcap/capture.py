@@ -261,16 +261,37 @@ class Session:
             for key in [k for k in self._attached if k[0] == ns.inode and k not in present]:
                 self._remove(key)
             for key, iface in present.items():
-                if key not in self._attached and self._any:
-                    if self.config.backend != "cgroup-skb" and iface.linktype not in self._classic:
-                        self._classic[iface.linktype] = pcapfilter.compile_filter(
-                            self.config.expression, iface.linktype, self.config.snaplen)
-                    try:
-                        self._add(iface)
-                        added.append(iface)
-                    except PtcapError:
-                        continue      # gone again before we could attach
+                if key not in self._attached and self._any and self._take(iface):
+                    added.append(iface)
         return added
+
+    def _take(self, iface: NetInterface) -> bool:
+        """Attach to an interface found while capturing; False if it went away first."""
+        if self.config.backend != "cgroup-skb" and iface.linktype not in self._classic:
+            self._classic[iface.linktype] = pcapfilter.compile_filter(
+                self.config.expression, iface.linktype, self.config.snaplen)
+        try:
+            self._add(iface)
+        except PtcapError:
+            return False      # gone again before we could attach
+        return True
+
+    def add_namespace(self, path: str, name: str) -> list[NetInterface]:
+        """Capture every interface of one more network namespace (a selected container's
+        own), named `name` in lines and files; nothing if it is one already captured."""
+        if self.closed or self.config.hooks:
+            return []
+        try:
+            ns = nsmod.resolve(path)
+        except PtcapError:
+            return []         # the container is gone
+        if any(n.inode == ns.inode for n in self.namespaces):
+            ns.close()
+            return []
+        ns.name = name
+        self.namespaces.append(ns)
+        nsmod.watch(ns)
+        return [i for i in map(self._as_seen, interfaces.in_namespace(ns)) if self._take(i)]
 
     def _attach_attribution(self, owners_fd: int) -> None:
         """Socket → process hooks. Each is optional: a kernel without one still captures."""

@@ -273,15 +273,16 @@ def capture(args: argparse.Namespace) -> int:
     session.on_new_interface = new_interface
     try:
         session.open()
+        follow = _container_follower(session, selector, args)
+        if follow is not None:
+            follow(initial=True)
         table.snapshot()
         _announce(session, snaplen, args)
         if args.command:
             command = Command(args.command)
             session.select_pid(command.pid)
             command.start()
-        tickers = []
-        if selector is not None:
-            tickers.append(lambda: [session.select_mntns(ns) for ns in selector.poll()])
+        tickers = [follow] if follow is not None else []
         captured = _loop(session, sinks, args.count, stop, table, command, tickers)
     finally:
         session.close()
@@ -349,6 +350,25 @@ def _container_selector(args: argparse.Namespace, metadata: Metadata | None,
         sys.stderr.write(f"ptcap: {selector.describe()}: no such running container yet; "
                          "waiting for one to start\n")
     return selector
+
+
+def _container_follower(session: Session, selector: ContainerSelector | None,
+                        args: argparse.Namespace):
+    """What keeps a container selection current while capturing: containers that start
+    later are added to the kernel's selection, and (unless the user chose the namespaces or
+    the interfaces) every interface of a selected container's own network namespace is
+    captured as well, so that a container off the host network needs no --netns."""
+    if selector is None:
+        return None
+    own_netns = not args.netns and (not args.interfaces or "any" in args.interfaces)
+
+    def follow(initial: bool = False) -> None:
+        for ns in (set() if initial else selector.poll()):
+            session.select_mntns(ns)
+        if own_netns:
+            for name, path in selector.new_netns():
+                session.add_namespace(path, name)
+    return follow
 
 
 def _log_to_stderr() -> None:

@@ -106,6 +106,9 @@ class ContainerSelector:
         self.container_name = container_name.lstrip("/")
         self.pod = pod
         self.mntns: set[int] = set()
+        # the matching containers' network namespaces: inode → (name, /proc/PID/ns/net)
+        self.netns: dict[int, tuple[str, str]] = {}
+        self._handed: set[int] = set()
         self._last = 0.0
 
     def describe(self) -> str:
@@ -132,20 +135,31 @@ class ContainerSelector:
         when the runtime is needed and down)."""
         from .docker import RuntimeUnavailable
         self._last = time.monotonic()
-        pids, failures = [], []
+        named, failures = [], []
         for runtime in self.runtimes:
             try:
-                pids += [c.pid for c in runtime.running(self.matches) if c.pid]
+                named += [(c.name or c.id[:12], c.pid) for c in runtime.running(self.matches) if c.pid]
             except RuntimeUnavailable as e:
                 failures.append(e)
         if len(failures) == len(self.runtimes):
             if not self.container_id:
                 raise failures[0]
-            pids = _pids_in_container(self.container_id)
-        found = {ns for ns in map(mntns_of, pids) if ns}
+            named = [(self.container_id[:12], pid) for pid in _pids_in_container(self.container_id)]
+        for name, pid in named:
+            try:
+                self.netns.setdefault(os.stat(f"/proc/{pid}/ns/net").st_ino, (name, f"/proc/{pid}/ns/net"))
+            except OSError:
+                pass        # gone already
+        found = {ns for ns in map(mntns_of, (pid for _, pid in named)) if ns}
         new = found - self.mntns
         self.mntns |= new
         return new
+
+    def new_netns(self) -> list[tuple[str, str]]:
+        """(name, path) of matching containers' network namespaces not handed out before."""
+        fresh = [(inode, v) for inode, v in self.netns.items() if inode not in self._handed]
+        self._handed.update(inode for inode, _ in fresh)
+        return [v for _, v in fresh]
 
     def poll(self) -> set[int]:
         """New namespaces since the last look (at most once every REFRESH_SECONDS)."""

@@ -401,6 +401,41 @@ def test_container_with_its_own_network_namespace(engine, containers, tmp_path, 
     assert engine.docker("exec", c.name, "cat", "/tmp/got") == "inside"
 
 
+def test_selected_containers_own_network_is_captured_without_netns(engine, containers, tmp_path,
+                                                                  no_kubeconfig):
+    """--container-name alone (no --netns, no -i): a container with a network namespace of
+    its own has its interfaces captured there, named after it; the host's carry nothing of it."""
+    c = containers("ownnet", network="none")
+    out = tmp_path / "o.pcapng"
+    engine.docker("exec", "-d", c.name, "sh", "-c", "nc -l -p 21021 > /tmp/got")
+    cap = start_capture("-w", str(out), "--container-name", c.name, "tcp port 21021")
+    assert f"lo@{c.name}" in cap.early.splitlines()[-1]        # the "listening on" line
+    c.tcp(21021, "inside")
+    stop_capture(cap)
+    got = tshark_fields(out, "frame.interface_name", "frame.comment")
+    assert got and {iface for iface, _ in got} == {f"lo@{c.name}"}
+    assert {comments(text)["ContainerId"] for _, text in got} == {c.id}
+    assert engine.docker("exec", c.name, "cat", "/tmp/got") == "inside"
+    assert wait_clean() == []
+
+
+def test_later_containers_own_network_is_captured_too(engine, containers, tmp_path, no_kubeconfig):
+    """A matching container that starts after ptcap, on a network of its own: its namespace
+    is taken when the selector finds it, its interfaces announced in the file."""
+    name = f"ownlater-{os.getpid()}"
+    out = tmp_path / "o.pcapng"
+    cap = start_capture("-w", str(out), "--container-name", name, "tcp port 21022")
+    c = containers("ownlater", network="none")
+    engine.docker("exec", "-d", c.name, "sh", "-c", "nc -l -p 21022 > /tmp/got")
+    time.sleep(2.5)     # the selector looks again every second
+    c.tcp(21022, "later")
+    stop_capture(cap)
+    got = tshark_fields(out, "frame.interface_name", "frame.comment")
+    assert got and {iface for iface, _ in got} == {f"lo@{c.name}"}
+    assert {comments(text)["ContainerName"] for _, text in got} == {c.name}
+    assert wait_clean() == []
+
+
 def test_unreachable_runtime_leaves_fields_empty(engine, containers, peers, tmp_path, no_kubeconfig):
     peers("tcp-server", "21018", "127.0.0.1")
     c = containers("nodocker")
