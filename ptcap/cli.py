@@ -10,8 +10,16 @@ from .bpf import BPFError
 from .errors import PtcapError
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad flags are a one-line error and exit 1, as tcpdump answers them (argparse would
+    print the whole usage and exit 2)."""
+
+    def error(self, message: str):
+        raise PtcapError(f"{message} (see ptcap --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="ptcap",
         usage="ptcap [flags] [expression] [-- command [args]]\n"
           "       ptcap backtrace --hook HOOK [-c N] [expression]",

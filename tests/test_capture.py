@@ -292,6 +292,12 @@ def test_errors_are_one_line(tmp_path):
     assert res.returncode == 1
     assert res.stderr.startswith("ptcap: this kernel has no BTF") and res.stderr.count("\n") == 1
 
+    for bad, words in ((("-s", "abc"), "invalid int value: 'abc'"), (("--bogus",), "unrecognized arguments: --bogus"),
+                       (("-Q", "sideways"), "invalid choice: 'sideways'")):
+        res = ptcap(*bad)
+        assert res.returncode == 1 and res.stderr.startswith("ptcap: ") and words in res.stderr
+        assert res.stderr.count("\n") == 1, res.stderr
+
     nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"]
     res = subprocess.run(nobody + ptcap_argv("-i", "lo", "-c", "1"), capture_output=True, text=True,
                          timeout=30, cwd="/")
