@@ -92,6 +92,48 @@ static __always_inline int owner_from_sock(struct bpf_sock *sk, struct ptcap_own
 	return 1;
 }
 
+extern void *bpf_cast_to_kern_ctx(void *ctx) __ksym;
+
+#define PF_KTHREAD 0x00200000
+
+/* The owner of a socket sending a packet. The owner hooks learn a UDP socket's sender only
+ * after the send returns, so when processes or threads share the socket (fork, thread pools)
+ * the packet would carry the previous sender. A UDP packet leaves in its sender's own call,
+ * so the current task is trusted when it can be that sender: a user task in the socket's
+ * network namespace, the packet leaving by a device of that namespace (a packet forwarded
+ * from another namespace is sent from softirq, on behalf of whichever task was running).
+ * It becomes the socket's owner. (TCP also sends from timers and ACKs: tp_btf
+ * tcp_sendmsg_locked names its sender before the data is queued.) */
+static __always_inline int owner_of_sender(struct __sk_buff *ctx, struct bpf_sock *sk,
+					   struct ptcap_owner *out)
+{
+	struct sk_buff *skb;
+	struct task_struct *task;
+	struct ptcap_owner *o;
+	__u32 task_ns, sock_ns, dev_ns;
+
+	sk = bpf_sk_fullsock(sk);
+	if (!sk)
+		return 0;
+	o = bpf_sk_storage_get(&ptcap_owners, sk, 0, 0);
+	if (!o || !o->pid)
+		return 0;
+	if (sk->protocol == IPPROTO_UDP) {
+		task = bpf_get_current_task_btf();
+		if ((__u32)BPF_CORE_READ(task, pid) != o->tid &&
+		    !(BPF_CORE_READ(task, flags) & PF_KTHREAD)) {
+			skb = bpf_cast_to_kern_ctx(ctx);
+			task_ns = BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
+			sock_ns = BPF_CORE_READ(skb, sk, __sk_common.skc_net.net, ns.inum);
+			dev_ns = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
+			if (task_ns && task_ns == sock_ns && sock_ns == dev_ns)
+				owner_from_task(o, task);
+		}
+	}
+	__builtin_memcpy(out, o, sizeof(*out));
+	return 1;
+}
+
 /* Find the local socket of a packet from its addresses. `local_is_dst` tells which end
  * is ours: the destination for received packets, the source for sent ones. */
 static __always_inline int owner_by_lookup(struct __sk_buff *skb, __u32 l3off, int local_is_dst,
@@ -169,7 +211,9 @@ static __always_inline void find_owner(struct __sk_buff *skb, __u32 l2len, __u8 
 
 	/* At cgroup_skb the socket is known both ways: the sender's or the receiver's. */
 	if (cgroup) {
-		if (sk)
+		if (sk && dir == PTCAP_DIR_OUT)
+			owner_of_sender(skb, sk, out);
+		else if (sk)
 			owner_from_sock(sk, out);
 		return;
 	}
@@ -187,7 +231,7 @@ static __always_inline void find_owner(struct __sk_buff *skb, __u32 l2len, __u8 
 	/* Sent: the socket that sent it. A full socket that isn't ours (the kernel's reset/ICMP
 	 * socket) stays blank; a request or timewait socket is looked up as its connection. */
 	if (bpf_sk_fullsock(sk))
-		owner_from_sock(sk, out);
+		owner_of_sender(skb, sk, out);
 	else
 		owner_by_lookup(skb, l2len, 0, out);
 }
@@ -278,3 +322,4 @@ int ptcap_cg_egress(struct __sk_buff *skb)
 _Static_assert(sizeof(struct ptcap_packet) == 112, "ptcap_packet is 112 bytes");
 _Static_assert(__builtin_offsetof(struct ptcap_packet, location) == 80, "hook metadata at 80");
 _Static_assert(__builtin_offsetof(struct ptcap_packet, iface_id) == 92, "EPB body at 92");
+char LICENSE[] SEC("license") = "GPL";

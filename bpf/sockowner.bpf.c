@@ -3,6 +3,7 @@
  *
  *  - cgroup/sock_create (on the cgroup v2 root): the creating task, for new sockets;
  *  - tp_btf sock_send_length / sock_recv_length: the task that last sent or received;
+ *  - tp_btf tcp_sendmsg_locked: the task about to send on a TCP socket;
  *  - iter/task_file: a one-off walk of every process's sockets that existed before start.
  */
 #include "vmlinux.h"
@@ -54,6 +55,15 @@ int ptcap_sock_create(struct bpf_sock *ctx)
 
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(ptcap_sock_send, struct sock *sk, int ret, int flags)
+{
+	touch(sk);
+	return 0;
+}
+
+/* TCP names its sender before the data is queued: what it sends next (now, or later from
+ * timers and ACKs) is this task's, even when threads or processes share the connection. */
+SEC("tp_btf/tcp_sendmsg_locked")
+int BPF_PROG(ptcap_tcp_send, struct sock *sk, struct msghdr *msg, struct sk_buff *skb, int size_goal)
 {
 	touch(sk);
 	return 0;

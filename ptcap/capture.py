@@ -302,6 +302,11 @@ class Session:
         if cgroot is None:
             obj.program("ptcap_sock_create").set_autoload(False)
             self.hooks.failed["cgroup/sock_create"] = "cgroup v2 is not mounted"
+        tracepoints = [(name, hook) for name, hook in _OWNER_TRACEPOINTS if _has_tracepoint(hook)]
+        for name, hook in _OWNER_TRACEPOINTS:
+            if (name, hook) not in tracepoints:
+                obj.program(name).set_autoload(False)
+                self.hooks.failed[hook] = "this kernel has no such tracepoint"
         try:
             obj.load()
         except PtcapError as e:
@@ -316,8 +321,7 @@ class Session:
                 self.hooks.failed["cgroup/sock_create"] = str(e)
             finally:
                 os.close(fd)
-        for name, hook in (("ptcap_sock_send", "tp_btf/sock_send_length"),
-                           ("ptcap_sock_recv", "tp_btf/sock_recv_length")):
+        for name, hook in tracepoints:
             try:
                 self._links.append(obj.program(name).attach())
                 self.hooks.working.append(hook)
@@ -446,6 +450,21 @@ def probe_hooks() -> HookReport:
     finally:
         session.close()
     return session.hooks
+
+
+# The socket-owner tracepoints (program, hook): each optional, the kernel may lack one.
+_OWNER_TRACEPOINTS = (("ptcap_sock_send", "tp_btf/sock_send_length"),
+                      ("ptcap_tcp_send", "tp_btf/tcp_sendmsg_locked"),
+                      ("ptcap_sock_recv", "tp_btf/sock_recv_length"))
+
+
+def _has_tracepoint(hook: str) -> bool:
+    """Does this kernel's BTF know the tracepoint a tp_btf program attaches to?"""
+    from . import btf
+    try:
+        return btf.vmlinux().type_id(btf.KIND_TYPEDEF, "btf_trace_" + hook.split("/", 1)[1]) is not None
+    except PtcapError:
+        return True       # no BTF to ask: let the load say
 
 
 def _close(fd: int) -> None:

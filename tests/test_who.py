@@ -276,3 +276,80 @@ def test_exec_under_the_same_name_changes_the_comments(peers, tmp_path):
     assert set(args) == {"14", "13"}, rows           # "before" and "after"
     assert args["14"].endswith("9808 first")
     assert args["13"].endswith("second " + args["13"].split()[-1]) and " 9808 second " in args["13"]
+
+
+SHARED_UDP = """
+import os, socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect(("127.0.0.1", int(sys.argv[1])))
+def say(word):
+    s.send(f"{os.getpid()} {os.getpid()} {word}".encode())
+    time.sleep(0.1)
+say("parent-first")
+child = os.fork()
+if child == 0:
+    say("child-first")
+    say("child-again")
+    os._exit(0)
+os.waitpid(child, 0)
+say("parent-again")
+"""
+
+SHARED_TCP = """
+import socket, sys, threading, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+def say(word):
+    s.sendall(f"{threading.get_native_id()} {threading.get_native_id()} {word}".encode())
+    time.sleep(0.15)
+def worker(words):
+    for w in words:
+        say(w)
+say("main-first")
+for words in (["a-first", "a-again"], ["b-first"]):
+    t = threading.Thread(target=worker, args=(words,))
+    t.start()
+    t.join()
+say("main-again")
+"""
+
+
+def _sent_by(out, id_field: str) -> list[tuple[str, str, str]]:
+    """(id in the payload, the word, id in the packet's comments) of every packet with data."""
+    got = []
+    for payload, text in tshark_fields(out, "data.data", "frame.comment"):
+        if payload:
+            claimed, _, word = bytes.fromhex(payload).decode().split(" ", 2)
+            got.append((claimed, word, comments(text).get(id_field, "")))
+    return got
+
+
+def test_shared_udp_socket_names_each_sender(peers, tmp_path):
+    """A UDP socket used by a parent, then by its child, then by the parent again: every
+    datagram carries the process that sent it, not the socket's previous user."""
+    peers("udp-server", "9809", "127.0.0.1")
+    script = tmp_path / "shared_udp.py"
+    script.write_text(SHARED_UDP)
+    out = tmp_path / "o.pcapng"
+    proc = subprocess.run(ptcap_argv("-i", "lo", "-w", str(out), "-Q", "out", "udp dst port 9809", "--",
+                                     PYTHON, str(script), "9809"), capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    got = _sent_by(out, "PID")
+    assert [w for _, w, _ in got] == ["parent-first", "child-first", "child-again", "parent-again"], got
+    assert all(claimed == pid for claimed, _, pid in got), got
+    assert len({pid for _, _, pid in got}) == 2
+
+
+def test_shared_tcp_connection_names_each_thread(peers, tmp_path):
+    """Threads taking turns on one TCP connection: each segment carries the thread that
+    wrote it (tcp_sendmsg_locked names it before the data is queued)."""
+    peers("tcp-server", "9810", "127.0.0.1")
+    script = tmp_path / "shared_tcp.py"
+    script.write_text(SHARED_TCP)
+    out = tmp_path / "o.pcapng"
+    proc = subprocess.run(ptcap_argv("-i", "lo", "-w", str(out), "-Q", "out", "tcp dst port 9810", "--",
+                                     PYTHON, str(script), "9810"), capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    got = _sent_by(out, "ThreadId")
+    assert [w for _, w, _ in got] == ["main-first", "a-first", "a-again", "b-first", "main-again"], got
+    assert all(claimed == tid for claimed, _, tid in got), got
+    assert len({tid for _, _, tid in got}) == 3
