@@ -59,13 +59,21 @@ def section_header() -> bytes:
     return _block(0x0A0D0D0A, body)
 
 
+# Raw IP goes in interface blocks as 12 (DLT_RAW), which libpcap, Wireshark and ptcap all
+# read as raw IP: libpcap 1.10's pcapng reader compares each later block's LINKTYPE_RAW (101)
+# with the first one's value after mapping it to DLT_RAW (12), and refuses a file with two
+# raw-IP interfaces (every cgroup-skb capture of more than one interface).
+_IDB_LINKTYPE = {101: 12}
+
+
 def interface_block(iface: Interface) -> bytes:
     opts = option(IF_NAME, iface.name.encode()) + option(IF_TSRESOL, b"\x09")
     if iface.description:
         opts += option(IF_DESCRIPTION, iface.description.encode())
     if iface.filter:
         opts += option(IF_FILTER, b"\0" + iface.filter.encode())
-    body = struct.pack("<HHI", iface.linktype, 0, iface.snaplen) + opts + option(OPT_ENDOFOPT, b"")
+    linktype = _IDB_LINKTYPE.get(iface.linktype, iface.linktype)
+    body = struct.pack("<HHI", linktype, 0, iface.snaplen) + opts + option(OPT_ENDOFOPT, b"")
     return _block(1, body)
 
 

@@ -54,6 +54,22 @@ def test_both_backends_attribute_udp_on_loopback(backend, peers, capture, tmp_pa
     assert wait_clean() == []
 
 
+def test_raw_ip_file_of_several_interfaces_reads_in_tcpdump(veth, capture, tmp_path):
+    """A cgroup-skb capture of two interfaces is two raw-IP interface blocks: tcpdump (whose
+    libpcap refuses a second LINKTYPE_RAW block), tshark and ptcap -r all read it."""
+    out = tmp_path / "o.pcapng"
+    cap = capture("--backend", "cgroup-skb", "-i", "lo", "-i", veth.host_if, "-w", str(out), "-c", "2",
+                  "udp port 9906")
+    send_udp("127.0.0.1", 9906, count=2)
+    cap.finish()
+    res = run(["tcpdump", "-n", "-r", str(out)], check=False)
+    assert res.returncode == 0, res.stderr
+    assert len([l for l in res.stdout.splitlines() if "127.0.0.1.9906: UDP" in l]) == 2, res.stdout
+    assert encap(out) == {"7"}
+    assert len(run(ptcap_argv("-n", "-r", str(out))).stdout.splitlines()) == 2
+    assert wait_clean() == []
+
+
 def test_cgroup_skb_rejects_link_layer_filters():
     res = subprocess.run(ptcap_argv("--backend", "cgroup-skb", "-i", "lo", "ether host 00:00:00:00:00:01"),
                          capture_output=True, text=True, timeout=30)
