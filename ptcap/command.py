@@ -5,9 +5,20 @@ selector, so not even its first packet is missed. Under sudo it runs as the invo
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import pwd
 import signal
+
+PR_SET_PDEATHSIG = 1
+
+
+def _end_with_parent(parent: int) -> None:
+    """SIGTERM the command if ptcap dies, even by SIGKILL (set after the user changes:
+    a change of credentials clears it)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:      # ptcap already gone
+        os._exit(127)
 
 
 
@@ -16,6 +27,7 @@ class Command:
         self.argv = argv
         self.status: int | None = None
         read_end, self._go = os.pipe()
+        parent = os.getpid()
         self.pid = os.fork()
         if self.pid == 0:       # child: wait for the go, become the user, exec
             try:
@@ -25,6 +37,7 @@ class Command:
                 for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                     signal.signal(sig, signal.SIG_DFL)
                 _drop_to_invoking_user()
+                _end_with_parent(parent)
                 os.execvp(argv[0], argv)
             except BaseException as e:  # noqa: BLE001 (the child must never return)
                 os.write(2, f"ptcap: {argv[0]}: {e}\n".encode())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -353,3 +354,28 @@ def test_shared_tcp_connection_names_each_thread(peers, tmp_path):
     assert [w for _, w, _ in got] == ["main-first", "a-first", "a-again", "b-first", "main-again"], got
     assert all(claimed == tid for claimed, _, tid in got), got
     assert len({tid for _, _, tid in got}) == 3
+
+
+def test_command_ends_when_ptcap_is_killed(capture):
+    """`ptcap -- CMD` killed with SIGKILL (no chance to clean up): the command goes too."""
+    cap = capture("-i", "lo", "udp port 9811", "--", "sleep", "60")
+    deadline = time.time() + 5
+    children: list[str] = []
+    while time.time() < deadline:       # the command starts once the capture listens
+        children = open(f"/proc/{cap.proc.pid}/task/{cap.proc.pid}/children").read().split()
+        if children and open(f"/proc/{children[0]}/comm").read().strip() == "sleep":
+            break
+        time.sleep(0.05)
+    assert len(children) == 1
+    child = int(children[0])
+    cap.send(signal.SIGKILL)
+    cap.proc.wait()
+    deadline = time.time() + 5
+    while os.path.exists(f"/proc/{child}") and time.time() < deadline:
+        try:
+            os.waitpid(child, os.WNOHANG)   # pytest is the orphan's subreaper
+        except ChildProcessError:
+            pass
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{child}"), "the command outlived ptcap"
+    assert wait_clean() == []
