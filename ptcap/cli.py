@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("-c", dest="count", type=int, metavar="N", help="exit after N packets")
     cap.add_argument("-B", "--buffer-size", dest="buffer_kib", type=int, metavar="KiB",
                      help="kernel ring buffer size in KiB (rounded up to a power of two)")
+    cap.add_argument("-p", "--no-promiscuous-mode", action="store_true",
+                     help="accepted for tcpdump's sake: ptcap never puts an interface in promiscuous mode")
     cap.add_argument("-D", "--list-interfaces", action="store_true", help="list interfaces and exit")
     cap.add_argument("--backend", choices=("tc", "cgroup-skb"), default="tc",
                      help="where packets are taken: tc (L2, default) or cgroup-skb (L3)")
@@ -123,7 +125,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     own, command = split_command(argv)
     args = build_parser().parse_intermixed_args(own)
     args.command = command
+    if not 0 <= args.snaplen <= MAX_SNAPLEN:
+        raise PtcapError(f"invalid snaplen {args.snaplen} (must be >= 0 and <= {MAX_SNAPLEN})")
+    if args.buffer_kib is not None and not 1 <= args.buffer_kib <= MAX_BUFFER_KIB:
+        raise PtcapError(f"invalid buffer size {args.buffer_kib} (must be 1 to {MAX_BUFFER_KIB} KiB)")
     return args
+
+
+MAX_SNAPLEN = 262144
+MAX_BUFFER_KIB = 1 << 20        # a 1 GiB ring
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         _quiet_stdout()
         return 0
+    except OSError as e:
+        # output that cannot be written (a full disk, /dev/full): one line, never a traceback
+        _quiet_stdout()
+        _error(f"{e.filename or 'standard output'}: {e.strerror or e}")
+        return 1
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, comments, ptcap_argv, run, tshark_fields, wait_clean
+from conftest import PYTHON, ROOT, comments, ptcap_argv, run, tshark_fields, wait_clean
 
 
 def exe(pid: int) -> str:
@@ -293,10 +294,28 @@ def test_errors_are_one_line(tmp_path):
     assert res.stderr.startswith("ptcap: this kernel has no BTF") and res.stderr.count("\n") == 1
 
     for bad, words in ((("-s", "abc"), "invalid int value: 'abc'"), (("--bogus",), "unrecognized arguments: --bogus"),
-                       (("-Q", "sideways"), "invalid choice: 'sideways'")):
+                       (("-Q", "sideways"), "invalid choice: 'sideways'"),
+                       (("-s", "99999999"), "invalid snaplen 99999999 (must be >= 0 and <= 262144)"),
+                       (("-B", "0"), "invalid buffer size 0")):
         res = ptcap(*bad)
         assert res.returncode == 1 and res.stderr.startswith("ptcap: ") and words in res.stderr
         assert res.stderr.count("\n") == 1, res.stderr
+
+    # printed lines that cannot be written (a full disk): one line, exit 1, from -r and live
+    with open("/dev/full", "w") as full:
+        res = subprocess.run(ptcap_argv("-r", str(ROOT / "tests/data/live/lo.pcap")), stdout=full,
+                             stderr=subprocess.PIPE, text=True, timeout=30)
+        assert (res.returncode, res.stderr.splitlines()[-1]) == (1, "ptcap: standard output: No space left on device")
+        live = subprocess.Popen(ptcap_argv("-i", "lo", "-c", "1", "udp port 9501"), stdout=full,
+                                stderr=subprocess.PIPE, text=True)
+        while "listening on" not in live.stderr.readline():
+            pass
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.sendto(b"x", ("127.0.0.1", 9501))
+        s.close()
+        err = live.communicate(timeout=30)[1]
+        assert live.returncode == 1 and err.splitlines()[-1] == "ptcap: standard output: No space left on device"
+        assert "Traceback" not in err
 
     nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"]
     res = subprocess.run(nobody + ptcap_argv("-i", "lo", "-c", "1"), capture_output=True, text=True,
