@@ -196,16 +196,15 @@ class Session:
         return not self.config.interfaces or "any" in self.config.interfaces
 
     def _entry(self, linktype: int, direction: str, cb_values: tuple[int, ...]) -> int:
-        """Load the filter program that tail-calls the capture program for one attachment."""
+        """Load the filter program that tail-calls the capture program for one attachment.
+        The caller closes it once linked: the link holds it, and goes with it."""
         backend = self.config.backend
         prog_type = bpf.ProgType.CGROUP_SKB if backend == "cgroup-skb" else bpf.ProgType.SCHED_CLS
         ret = 1 if backend == "cgroup-skb" else _TC_NEXT
         code = pcapfilter.entry_program(self._classic[linktype], prog_type=prog_type,
                                         prog_array_fd=self._progs_fd, index=_SLOTS[backend, direction],
                                         accept_ret=ret, reject_ret=ret, cb_values=cb_values)
-        fd = bpf.prog_load(prog_type, code, name=f"ptcap_filter_{direction}")
-        self._fds.append(fd)
-        return fd
+        return bpf.prog_load(prog_type, code, name=f"ptcap_filter_{direction}")
 
     def _attach_cgroup(self, cgroot: str) -> None:
         """cgroup_skb on the v2 root: every socket of every namespace passes through it."""
@@ -214,10 +213,13 @@ class Session:
             for d in self._wanted:
                 attach = (bpf.AttachType.CGROUP_INET_INGRESS if d == "in"
                           else bpf.AttachType.CGROUP_INET_EGRESS)
+                prog = self._entry(LinkType.RAW, d, ())
                 try:
-                    self._cgroup_links.append(bpf.link_create(self._entry(LinkType.RAW, d, ()), fd, attach))
+                    self._cgroup_links.append(bpf.link_create(prog, fd, attach))
                 except bpf.BPFError as e:
                     raise PtcapError(f"attaching the cgroup_skb capture to {cgroot}: {e.strerror}") from None
+                finally:
+                    _close(prog)
         finally:
             os.close(fd)
 
@@ -243,6 +245,8 @@ class Session:
                 for fd in links:
                     _close(fd)
                 raise PtcapError(f"{iface.display_name}: attaching the {d}gress capture: {e.strerror}") from None
+            finally:
+                _close(prog)    # the link holds the program: it goes when the interface does
         self._attached[iface.key] = links
 
     def _remove(self, key: tuple[int, int]) -> None:

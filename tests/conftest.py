@@ -291,3 +291,20 @@ def _root_and_tools():
     for tool in ("tshark", "tcpdump", "bpftool", "tc", "ip"):
         if shutil.which(tool) is None:
             pytest.exit(f"{tool} is missing: run ./install.sh", returncode=1)
+
+
+@pytest.fixture(autouse=True)
+def _no_ptcap_outlives_its_test():
+    """A test that fails half-way must not leave a capture running into the next tests
+    (pytest is the subreaper of what they start, so orphans are found too)."""
+    yield
+    for pid in _descendants(os.getpid()) - {os.getpid()}:
+        try:
+            cmdline = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if b"ptcap.cli" in cmdline or b"ptcap.extcap" in cmdline:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

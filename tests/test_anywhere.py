@@ -116,6 +116,7 @@ def test_interface_that_appears_and_disappears(capture, tmp_path):
     """-i any: a veth created while capturing is taken; deleting it ends only its part."""
     out = tmp_path / "o.pcapng"
     cap = capture("-i", "any", "-w", str(out), "udp port 9903")
+    filters_before = _filter_programs()
     tag = f"{os.getpid() % 10000}"
     a, b = f"pta{tag}", f"ptb{tag}"
     try:
@@ -132,12 +133,17 @@ def test_interface_that_appears_and_disappears(capture, tmp_path):
     time.sleep(0.3)
     send_udp("127.0.0.1", 9903)                   # the rest of the capture goes on
     time.sleep(0.3)
+    assert _filter_programs() == filters_before   # the gone veth's programs went with it
     _, err = cap.stop()
     assert cap.proc.returncode == 0, err
     names = [r[0] for r in tshark_fields(out, "frame.interface_name")]
     assert names.count(a) >= 3
     assert "lo" in names
     assert wait_clean() == []
+
+
+def _filter_programs() -> int:
+    return run(["bpftool", "prog", "show"]).stdout.count("name ptcap_filter_")
 
 
 def _rotate_names(tool: list[str], d, *flags: str, packets: int = 2500) -> list[str]:

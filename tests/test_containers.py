@@ -191,8 +191,23 @@ POD = {"io.kubernetes.pod.name": "web-0", "io.kubernetes.pod.namespace": "shop",
        "io.kubernetes.container.name": "nginx"}
 
 
+_STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_capture_outlives_its_test():
+    """A test that fails before stop_capture() must not leave its capture running."""
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def start_capture(*args: str, env=None) -> subprocess.Popen:
     proc = subprocess.Popen(ptcap_argv(*args), stderr=subprocess.PIPE, text=True, env=env)
+    _STARTED.append(proc)
     deadline = time.time() + 30
     lines = []
     while time.time() < deadline:
