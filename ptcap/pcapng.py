@@ -231,3 +231,56 @@ class PcapWriter:
 
 _PCAP_RECORD = struct.Struct("<IIII")
 _EPB_FIELDS = struct.Struct("<IIIII")
+
+
+class PacketWriter:
+    """`-r FILE -w OUT`: packets read from a file, written again. pcapng keeps each packet's
+    interface, direction and process comments; a name ending in .pcap writes classic pcap
+    (one link type, no metadata). Not the capture hot path: one packet at a time."""
+
+    def __init__(self, out: BinaryIO, classic: bool, linktype: int, snaplen: int = 262144,
+                 nano: bool = False) -> None:
+        self.out = out
+        self._classic = classic
+        self._snaplen = snaplen
+        self._nano = nano
+        self._pcap = PcapWriter(out, linktype, snaplen, nano=nano) if classic else None
+        self._ids: dict[tuple[str, int], int] = {}
+        self._pending: list[bytes] = [] if classic else [section_header()]
+
+    def write(self, pkt) -> None:
+        """Write one ptcap.packet.Packet."""
+        key = (pkt.ifname, pkt.linktype)
+        iface_id = self._ids.get(key)
+        if iface_id is None:
+            iface_id = self._ids[key] = len(self._ids)
+            if not self._classic:
+                self._pending.append(interface_block(Interface(pkt.ifname or f"if{iface_id}", pkt.linktype,
+                                                               self._snaplen)))
+            elif pkt.linktype != self._pcap.linktype:
+                raise PtcapError(f"{pkt.ifname or 'a packet'}: its link type differs from the first "
+                                 "packet's; a classic pcap file holds one link type: write pcapng instead")
+        data = pkt.data
+        if self._classic:
+            sec, nsec = divmod(pkt.ts_ns, 1_000_000_000)
+            self._pending.append(_PCAP_RECORD.pack(sec, nsec if self._nano else nsec // 1000,
+                                                   len(data), pkt.orig_len) + data)
+        else:
+            opts = b"".join(option(OPT_COMMENT, text.encode(errors="replace"))
+                            for text in (pkt.context.comments() if pkt.context is not None else []))
+            flags = _FLAGS.get(pkt.direction)
+            if flags:
+                opts += option(EPB_FLAGS, _U32.pack(flags))
+            if opts:
+                opts += option(OPT_ENDOFOPT, b"")
+            body = struct.pack("<IIIII", iface_id, pkt.ts_ns >> 32, pkt.ts_ns & 0xFFFFFFFF, len(data),
+                               pkt.orig_len) + data + b"\0" * (-len(data) & 3) + opts
+            self._pending.append(_block(6, body))
+        if len(self._pending) >= 256:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            self.out.write(b"".join(self._pending))
+            self._pending = []
+        self.out.flush()

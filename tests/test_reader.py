@@ -160,3 +160,41 @@ def test_reader_streams_without_reading_everything(tmp_path):
     reader = CaptureReader(src)
     first = next(iter(reader))
     assert first.data == PKT and src.pos < len(big)
+
+
+def test_read_select_and_write_again(peers, tmp_path):
+    """`ptcap -r FILE [selectors] -w OUT EXPR`, as tcpdump -r -w: the selected packets are
+    written again; pcapng keeps their interface, direction and process, .pcap is tcpdump's."""
+    from conftest import Capture, comments, ptcap_argv, tshark_fields
+    server = peers("udp-server", "9812", "127.0.0.1")
+    client = peers("udp-client", "127.0.0.1", "9812")
+    src = tmp_path / "in.pcapng"
+    cap = Capture("-i", "lo", "-w", str(src), "-c", "8", "udp port 9812")
+    client.say("send 7")
+    client.say("send 7")
+    cap.finish()
+
+    def ptcap(*args):
+        res = subprocess.run(ptcap_argv("-r", str(src), *args), capture_output=True, text=True, timeout=30)
+        assert res.returncode == 0, res.stderr
+        return res.stdout
+
+    # the client's own packets, by the process comments of the file (sent and received: 4)
+    lines = ptcap("-n", "--pid", str(client.pid)).splitlines()
+    assert len(lines) == 4 and all(f".{client.pid} " in l for l in lines), lines
+    assert len(ptcap("-n", "--pid", str(client.pid), "-Q", "out").splitlines()) == 2
+
+    out = tmp_path / "out.pcapng"
+    assert ptcap("-Q", "in", "-w", str(out), "udp dst port 9812") == ""      # -w: no lines
+    rows = tshark_fields(out, "frame.comment", "frame.packet_flags_direction", "frame.interface_name")
+    assert len(rows) == 2
+    for text, direction, iface in rows:
+        assert comments(text)["PID"] == str(server.pid) and int(direction, 16) == 1 and iface == "lo"
+
+    classic = tmp_path / "out.pcap"
+    ptcap("-w", str(classic), "--pid", str(server.pid))
+    res = subprocess.run(["tcpdump", "-n", "-r", str(classic)], capture_output=True, text=True)
+    assert res.returncode == 0 and len(res.stdout.splitlines()) == 4, res.stderr
+
+    bad = subprocess.run(ptcap_argv("-r", str(src), "-w", "/dev/full"), capture_output=True, text=True)
+    assert (bad.returncode, bad.stderr.splitlines()[-1]) == (1, "ptcap: /dev/full: No space left on device")
