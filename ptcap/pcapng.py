@@ -82,6 +82,15 @@ def _os_name() -> str:
     return f"{platform.system()} {platform.release()}"
 
 
+def packet_options(comments: list[str], direction: int) -> bytes:
+    """An Enhanced Packet Block's options: the comments, the direction flag, the end."""
+    opts = b"".join(option(OPT_COMMENT, text.encode(errors="replace")) for text in comments)
+    flags = _FLAGS.get(direction)
+    if flags:
+        opts += option(EPB_FLAGS, _U32.pack(flags))
+    return opts + option(OPT_ENDOFOPT, b"") if opts else opts
+
+
 class PcapngWriter:
     """Streams pcapng: a section header, interface blocks, then packets.
 
@@ -110,18 +119,10 @@ class PcapngWriter:
     def _options(self, key: bytes) -> tuple:
         """Per direction (0 unknown, 1 in, 2 out): (options length, tails by padding), where
         a tail is the padding, the options (comments, epb_flags, end) ready to append."""
-        comments = b""
-        if self._comments_for is not None:
-            for text in self._comments_for(key):
-                comments += option(OPT_COMMENT, text.encode(errors="replace"))
+        comments = self._comments_for(key) if self._comments_for is not None else []
         entry = []
         for direction in (0, 1, 2):
-            opts = comments
-            flags = _FLAGS.get(direction)
-            if flags:
-                opts += option(EPB_FLAGS, _U32.pack(flags))
-            if opts:
-                opts += option(OPT_ENDOFOPT, b"")
+            opts = packet_options(comments, direction)
             entry.append((32 + len(opts), tuple(pad + opts for pad in _PADS)))
         self._opts[key] = entry
         self._keys.setdefault(key[:OWNER_LEN], []).append(key)
@@ -266,13 +267,7 @@ class PacketWriter:
             self._pending.append(_PCAP_RECORD.pack(sec, nsec if self._nano else nsec // 1000,
                                                    len(data), pkt.orig_len) + data)
         else:
-            opts = b"".join(option(OPT_COMMENT, text.encode(errors="replace"))
-                            for text in (pkt.context.comments() if pkt.context is not None else []))
-            flags = _FLAGS.get(pkt.direction)
-            if flags:
-                opts += option(EPB_FLAGS, _U32.pack(flags))
-            if opts:
-                opts += option(OPT_ENDOFOPT, b"")
+            opts = packet_options(pkt.context.comments() if pkt.context is not None else [], pkt.direction)
             body = struct.pack("<IIIII", iface_id, pkt.ts_ns >> 32, pkt.ts_ns & 0xFFFFFFFF, len(data),
                                pkt.orig_len) + data + b"\0" * (-len(data) & 3) + opts
             self._pending.append(_block(6, body))

@@ -142,12 +142,7 @@ def engine():
         ids = eng.docker("ps", "-aq", check=False).split()
         if ids:
             eng.docker("rm", "-f", *ids, check=False, timeout=120)
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        _stop_daemon(proc)
         log.close()
         if saved is None:
             os.environ.pop("DOCKER_HOST", None)
@@ -155,6 +150,16 @@ def engine():
             os.environ["DOCKER_HOST"] = saved
         _unmount_below(base)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _stop_daemon(proc: subprocess.Popen) -> None:
+    """SIGTERM a daemon the tests started; its whole session if it does not go in 30 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def _unmount_below(base: Path) -> None:
@@ -617,12 +622,7 @@ def node(engine):
                 except Exception:       # noqa: BLE001 (teardown goes on)
                     pass
             n.kubelet.close()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        _stop_daemon(proc)
         log.close()
         _unmount_below(base)
         shutil.rmtree(base, ignore_errors=True)

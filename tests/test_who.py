@@ -324,17 +324,22 @@ def _sent_by(out, id_field: str) -> list[tuple[str, str, str]]:
     return got
 
 
+def _run_sharing(tmp_path, code: str, proto: str, port: int, id_field: str) -> list[tuple[str, str, str]]:
+    """Run a socket-sharing script under `ptcap -- CMD`, capturing what it sends."""
+    script = tmp_path / "sharing.py"
+    script.write_text(code)
+    out = tmp_path / "o.pcapng"
+    proc = subprocess.run(ptcap_argv("-i", "lo", "-w", str(out), "-Q", "out", f"{proto} dst port {port}", "--",
+                                     PYTHON, str(script), str(port)), capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    return _sent_by(out, id_field)
+
+
 def test_shared_udp_socket_names_each_sender(peers, tmp_path):
     """A UDP socket used by a parent, then by its child, then by the parent again: every
     datagram carries the process that sent it, not the socket's previous user."""
     peers("udp-server", "9809", "127.0.0.1")
-    script = tmp_path / "shared_udp.py"
-    script.write_text(SHARED_UDP)
-    out = tmp_path / "o.pcapng"
-    proc = subprocess.run(ptcap_argv("-i", "lo", "-w", str(out), "-Q", "out", "udp dst port 9809", "--",
-                                     PYTHON, str(script), "9809"), capture_output=True, text=True, timeout=30)
-    assert proc.returncode == 0, proc.stderr
-    got = _sent_by(out, "PID")
+    got = _run_sharing(tmp_path, SHARED_UDP, "udp", 9809, "PID")
     assert [w for _, w, _ in got] == ["parent-first", "child-first", "child-again", "parent-again"], got
     assert all(claimed == pid for claimed, _, pid in got), got
     assert len({pid for _, _, pid in got}) == 2
@@ -344,13 +349,7 @@ def test_shared_tcp_connection_names_each_thread(peers, tmp_path):
     """Threads taking turns on one TCP connection: each segment carries the thread that
     wrote it (tcp_sendmsg_locked names it before the data is queued)."""
     peers("tcp-server", "9810", "127.0.0.1")
-    script = tmp_path / "shared_tcp.py"
-    script.write_text(SHARED_TCP)
-    out = tmp_path / "o.pcapng"
-    proc = subprocess.run(ptcap_argv("-i", "lo", "-w", str(out), "-Q", "out", "tcp dst port 9810", "--",
-                                     PYTHON, str(script), "9810"), capture_output=True, text=True, timeout=30)
-    assert proc.returncode == 0, proc.stderr
-    got = _sent_by(out, "ThreadId")
+    got = _run_sharing(tmp_path, SHARED_TCP, "tcp", 9810, "ThreadId")
     assert [w for _, w, _ in got] == ["main-first", "a-first", "a-again", "b-first", "main-again"], got
     assert all(claimed == tid for claimed, _, tid in got), got
     assert len({tid for _, _, tid in got}) == 3
