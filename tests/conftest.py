@@ -303,7 +303,7 @@ def _no_ptcap_outlives_its_test():
             cmdline = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
         except OSError:
             continue
-        if b"ptcap.cli" in cmdline or b"ptcap.extcap" in cmdline:
+        if b"ptcap.cli" in cmdline or b"ptcap.cli.extcap" in cmdline:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from ptcap import protowire as pw
+from ptcap.meta.runtimes import protowire as pw
 
 NODE = 2        # runtime.v1 NamespaceMode: the host's network namespace
 

@@ -164,7 +164,7 @@ def _rotate_names(tool: list[str], d, *flags: str, packets: int = 2500) -> list[
 
 
 def test_rotation_sizes_use_tcpdumps_units():
-    from ptcap.rotation import parse_size
+    from ptcap.sinks.rotation import parse_size
     from ptcap.errors import PtcapError
     assert parse_size("1") == 1_000_000          # millions of bytes
     assert parse_size("2k") == 2048 and parse_size("1m") == 1 << 20 and parse_size("1G") == 1 << 30

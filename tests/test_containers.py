@@ -21,7 +21,7 @@ import pytest
 
 from conftest import comments, ptcap_argv, tshark_fields, wait_clean
 
-from ptcap.containers import parse_cgroup_path, parse_proc_cgroup, proc_container
+from ptcap.meta.containers import parse_cgroup_path, parse_proc_cgroup, proc_container
 
 IMAGE = "ptcap-test:busybox"
 ID = "3f" * 32
@@ -654,8 +654,8 @@ def test_pods_of_a_cri_runtime(node, peers, tmp_path, no_kubeconfig):
 def test_container_found_by_cgroup_id_and_from_proc(containers):
     """The kernel's cgroup v2 id is the inode of the cgroup's directory: found by walking the
     hierarchy; an id that names nothing falls back to the process's /proc/PID/cgroup."""
-    from ptcap.cgroup import v2_mount
-    from ptcap.containers import ContainerFinder
+    from ptcap.kernel.cgroup import v2_mount
+    from ptcap.meta.containers import ContainerFinder
     c = containers("finder")
     v2 = [line[3:] for line in open(f"/proc/{c.pid}/cgroup").read().splitlines() if line.startswith("0::")][0]
     root = v2_mount()

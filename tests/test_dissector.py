@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from ptcap.context import ProcessContext
-from ptcap.pcapng import OPT_COMMENT, EPB_FLAGS, Interface, interface_block, option, section_header
+from ptcap.meta.context import ProcessContext
+from ptcap.formats.pcapng import OPT_COMMENT, EPB_FLAGS, Interface, interface_block, option, section_header
 
 LUA = ROOT / "lua" / "ptcap.lua"
 

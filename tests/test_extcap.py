@@ -38,14 +38,14 @@ def test_interfaces_lists_ptcap_and_drops():
 
 
 def test_listing_calls_import_no_bpf_layer():
-    code = ("import sys; from ptcap import extcap\n"
+    code = ("import sys; from ptcap.cli import extcap\n"
             "extcap.main(['--extcap-interfaces'])\n"
             "extcap.main(['--extcap-interface', 'ptcap', '--extcap-dlts'])\n"
             "extcap.main(['--extcap-interface', 'ptcap', '--extcap-config'])\n"
             "print('MODULES', *sorted(m for m in sys.modules if m.startswith('ptcap') or m == 'ctypes'))")
     res = run([PYTHON, "-c", code])
     modules = res.stdout.split("MODULES", 1)[1].split()
-    assert modules == ["ptcap", "ptcap.extcap"]
+    assert modules == ["ptcap", "ptcap.cli", "ptcap.cli.extcap"]
 
 
 def test_dlts():
@@ -549,7 +549,7 @@ def test_fields_output_is_scriptable_with_processes_statistics(tshark, peers):
 
 
 def test_dialog_options_map_onto_the_cli():
-    from ptcap import extcap as mod
+    from ptcap.cli import extcap as mod
     opts = mod.build_parser().parse_args([
         "--extcap-interface", "ptcap", "--interfaces", "eth0,lo", "--backend", "cgroup-skb",
         "--snaplen", "96", "--direction", "out", "--netns", "a, /run/netns/b", "--pid", "1, 2",
@@ -564,7 +564,7 @@ def test_dialog_options_map_onto_the_cli():
     opts = mod.build_parser().parse_args(["--extcap-interface", "ptcap", "--container", "3f" * 32])
     assert mod.cli_arguments(opts, "/f") == ["-w", "/f", "-i", "any", "--container-id", "3f" * 32]
     # every CLI flag the mapping makes is one the CLI has
-    from ptcap.cli import build_parser
+    from ptcap.cli.main import build_parser
     known = build_parser()._option_string_actions
     assert not [f for f in argv if f.startswith("-") and f not in known]
 
@@ -572,7 +572,7 @@ def test_dialog_options_map_onto_the_cli():
 def test_drops_interface_maps_to_the_kfree_skb_hook():
     """ptcap-drops is `ptcap --hook kfree_skb`: its dialog offers what a hook capture takes
     (snap length, logging), not interfaces, direction or process selectors."""
-    from ptcap import extcap as mod
+    from ptcap.cli import extcap as mod
     assert mod.INTERFACES["ptcap-drops"].cli_flags == ("--hook", "kfree_skb")
     opts = mod.build_parser().parse_args(["--extcap-interface", "ptcap-drops", "--snaplen", "128"])
     assert mod.cli_arguments(opts, "/tmp/fifo") == ["-w", "/tmp/fifo", "--hook", "kfree_skb", "-s", "128"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ptcap import filter as pf
+from ptcap.filter import compiler as pf
 from ptcap.errors import PtcapError
 
 CORPUS = Path("/work/shared/corpus/filters")

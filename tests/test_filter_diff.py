@@ -20,8 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from ptcap import asm, bpf, filter as pf, libpcap
-from ptcap.asm import Jmp, Reg, Size
+from ptcap.filter import asm
+from ptcap.kernel import bpf
+from ptcap.filter import compiler as pf
+from ptcap.filter import libpcap
+from ptcap.filter.asm import Jmp, Reg, Size
 from ptcap.errors import PtcapError
 
 CORPUS = Path("/work/shared/corpus/filters")

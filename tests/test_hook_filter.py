@@ -14,9 +14,11 @@ import struct
 
 import pytest
 
-from ptcap import asm, bpf, filter as pf
-from ptcap.asm import Jmp, Reg, Size
-from ptcap.capture import _possible_cpus
+from ptcap.filter import asm
+from ptcap.kernel import bpf
+from ptcap.filter import compiler as pf
+from ptcap.filter.asm import Jmp, Reg, Size
+from ptcap.kernel.session import _possible_cpus
 from ptcap.errors import PtcapError
 
 from test_filter_diff import CORPUS, load_expressions, read_pcap

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ptcap.context import Part, ProcessContext
-from ptcap.packet import Direction, Packet
+from ptcap.meta.context import Part, ProcessContext
+from ptcap.pipeline.packet import Direction, Packet
 from ptcap.printer import Printer, PrintOptions
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "data"))

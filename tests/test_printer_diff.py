@@ -56,7 +56,7 @@ def run_tcpdump(pcap: Path, flags: list[str]) -> list[str]:
 
 def run_ptcap(pcap: Path, flags: list[str]) -> list[str]:
     """ptcap in-process (same code path as the console script) with process context off."""
-    from ptcap.cli import main
+    from ptcap.cli.main import main
     buf = io.TextIOWrapper(io.BytesIO(), encoding="latin-1", newline="\n")
     err = io.StringIO()
     with redirect_stdout(buf), redirect_stderr(err):

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from ptcap.packet import Packet
+from ptcap.pipeline.packet import Packet
 from ptcap.printer import Printer, PrintOptions
-from ptcap.reader import read_packets
+from ptcap.formats.reader import read_packets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_printer_diff import cases  # noqa: E402

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from ptcap.context import ProcessContext
+from ptcap.meta.context import ProcessContext
 from ptcap.errors import PtcapError
-from ptcap.packet import Direction
-from ptcap.reader import CaptureReader, read_packets
+from ptcap.pipeline.packet import Direction
+from ptcap.formats.reader import CaptureReader, read_packets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "data"))
 import synth  # noqa: E402

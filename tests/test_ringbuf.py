@@ -5,8 +5,8 @@ import mmap
 import os
 import time
 
-from ptcap import bpf
-from ptcap.ringbuf import RingBuffer
+from ptcap.kernel import bpf
+from ptcap.pipeline.ringbuf import RingBuffer
 
 SIZE = 1 << 20
 SECONDS = 1.0

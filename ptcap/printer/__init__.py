@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 from typing import TextIO
 
-from ..packet import Direction, Packet
+from ptcap.pipeline.packet import Direction, Packet
 from .ether import ether_if_print
 from .hexdump import ascii_text, hex_ascii_lines, hex_lines
 from .loopback import loop_if_print, null_if_print

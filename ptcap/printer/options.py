@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from ..context import Part
+from ptcap.meta.context import Part
 
 
 @dataclass(slots=True)
@@ -29,7 +29,7 @@ class PrintOptions:
         try:
             parts = Part.parse(text) if text is not None else Part.ALL
         except ValueError as e:
-            from ..errors import PtcapError
+            from ptcap.errors import PtcapError
             raise PtcapError(str(e)) from None
         return cls(
             numeric=getattr(args, "numeric", 0) or 0,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ..context import Part, ProcessContext
+from ptcap.meta.context import Part, ProcessContext
 
 
 def _args(ctx_args: str) -> str:

@@ -1,0 +1,192 @@
+"""The tcpdump-compatible command line: parse flags, then hand over to capture or file reading."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ptcap import __version__
+from ptcap.kernel.bpf import BPFError
+from ptcap.errors import PtcapError
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad flags are a one-line error and exit 1, as tcpdump answers them (argparse would
+    print the whole usage and exit 2)."""
+
+    def error(self, message: str):
+        raise PtcapError(f"{message} (see ptcap --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="ptcap",
+        usage="ptcap [flags] [expression] [-- command [args]]\n"
+          "       ptcap backtrace --hook HOOK [-c N] [expression]",
+        description="Process-aware packet capture: tcpdump's flags and filters, "
+        "plus the process, container and pod behind every packet.",
+        add_help=False,
+    )
+    p.add_argument("-h", "--help", action="help", help="show this help and exit")
+    p.add_argument("--version", action="store_true", help="print versions and kernel hook support")
+
+    cap = p.add_argument_group("capture")
+    cap.add_argument("-i", "--interface", action="append", dest="interfaces", metavar="IFACE",
+                     help="interface to capture on (repeatable; 'any' = every interface)")
+    cap.add_argument("-Q", "--direction", choices=("in", "out", "inout"), default="inout",
+                     help="capture only received (in), sent (out) or both (inout)")
+    cap.add_argument("-s", "--snapshot-length", dest="snaplen", type=int, default=262144,
+                     metavar="SNAPLEN", help="bytes of each packet to capture (default 262144)")
+    cap.add_argument("-c", dest="count", type=int, metavar="N", help="exit after N packets")
+    cap.add_argument("-B", "--buffer-size", dest="buffer_kib", type=int, metavar="KiB",
+                     help="kernel ring buffer size in KiB (rounded up to a power of two)")
+    cap.add_argument("-p", "--no-promiscuous-mode", action="store_true",
+                     help="accepted for tcpdump's sake: ptcap never puts an interface in promiscuous mode")
+    cap.add_argument("-D", "--list-interfaces", action="store_true", help="list interfaces and exit")
+    cap.add_argument("--backend", choices=("tc", "cgroup-skb"), default="tc",
+                     help="where packets are taken: tc (L2, default) or cgroup-skb (L3)")
+    cap.add_argument("--netns", action="append", metavar="PATH|NAME",
+                     help="capture in this network namespace (repeatable)")
+    cap.add_argument("--hook", action="append", dest="hooks", default=[], metavar="HOOK",
+                     help="capture inside the kernel at this hook point instead of on interfaces "
+                          "(kfree_skb: drops with reason and location; repeatable; see --list-hooks)")
+    cap.add_argument("--list-hooks", action="store_true", help="list the kernel hook points this kernel supports and exit")
+    cap.add_argument("--hook-rate", type=int, default=0, metavar="N",
+                     help="at most N hook events per second (counted beyond that, not copied)")
+
+    flt = p.add_argument_group("filters")
+    flt.add_argument("-F", dest="filter_file", metavar="FILE", help="read the filter expression from FILE")
+    flt.add_argument("-d", dest="dump_filter", action="count", default=0,
+                     help="print the compiled classic BPF (-dd: as C, -ddd: as decimal) and exit")
+    flt.add_argument("--debug-filter", action="store_true",
+                     help="print the generated eBPF program of the filter and exit")
+    flt.add_argument("--pid", action="append", type=int, default=[], metavar="PID",
+                     help="capture only packets of this process (repeatable)")
+    flt.add_argument("--pname", action="append", default=[], metavar="NAME",
+                     help="capture only packets of processes with this name")
+    flt.add_argument("--uid", action="append", type=int, default=[], metavar="UID",
+                     help="capture only packets of this user (repeatable)")
+    flt.add_argument("-f", "--follow-forks", action="store_true",
+                     help="also capture the children of --pid processes")
+    flt.add_argument("--container-id", metavar="ID",
+                     help="capture only packets of this container (full id or a prefix)")
+    flt.add_argument("--container-name", metavar="NAME",
+                     help="capture only packets of containers with this name (also ones started later)")
+    flt.add_argument("--pod-name", metavar="NAME.NAMESPACE",
+                     help="capture only packets of this Kubernetes pod's containers")
+    flt.add_argument("--docker-address", metavar="ADDR",
+                     help="Docker engine address (default $DOCKER_HOST or unix:///var/run/docker.sock)")
+    flt.add_argument("--containerd-address", metavar="ADDR",
+                     help="containerd socket (default /run/containerd/containerd.sock)")
+    flt.add_argument("--cri-runtime-address", metavar="ADDR",
+                     help="CRI runtime socket (default: containerd's, else CRI-O's /run/crio/crio.sock)")
+
+    out = p.add_argument_group("output")
+    out.add_argument("-w", dest="write", metavar="FILE", help="write packets to FILE (pcapng; .pcap = classic pcap; - = stdout)")
+    out.add_argument("-r", dest="read", metavar="FILE", help="read packets from FILE (- = stdin)")
+    out.add_argument("--print", dest="print_too", action="store_true", help="print lines while writing with -w")
+    out.add_argument("-C", dest="file_size", metavar="SIZE", help="rotate -w after SIZE (millions of bytes; k/m/g suffixes)")
+    out.add_argument("-W", dest="file_count", type=int, metavar="COUNT", help="keep at most COUNT rotated files")
+    out.add_argument("-G", dest="rotate_seconds", type=int, metavar="SECONDS", help="rotate -w every SECONDS")
+    out.add_argument("-U", "--packet-buffered", action="store_true", help="flush -w output after every packet")
+    out.add_argument("-l", dest="line_buffered", action="store_true", help="line-buffer stdout")
+    out.add_argument("--context", default="process,thread,parentproc,user,container,pod",
+                     help="process context to print and write (process,thread,parentproc,user,container,pod)")
+
+    fmt = p.add_argument_group("printing (as tcpdump)")
+    fmt.add_argument("-n", dest="numeric", action="count", default=0, help="don't resolve names (-nn: nor ports)")
+    fmt.add_argument("-v", dest="verbose", action="count", default=0, help="more detail (-vv, -vvv)")
+    fmt.add_argument("-q", dest="quiet", action="store_true", help="less protocol detail")
+    fmt.add_argument("-e", dest="link_header", action="store_true", help="print the link-level header")
+    fmt.add_argument("-x", dest="hex", action="count", default=0, help="hex dump (-xx: with link header)")
+    fmt.add_argument("-X", dest="hex_ascii", action="count", default=0, help="hex and ASCII dump (-XX: with link header)")
+    fmt.add_argument("-A", dest="ascii", action="count", default=0, help="print payload as ASCII")
+    fmt.add_argument("-t", dest="tstamp", action="count", default=0, help="-t no time, -tt epoch, -ttt delta, -tttt date, -ttttt since first")
+    fmt.add_argument("-#", "--number", dest="number", action="store_true", help="print a packet number")
+    fmt.add_argument("-S", "--absolute-tcp-sequence-numbers", dest="absolute_seq", action="store_true")
+    fmt.add_argument("--count", dest="count_only", action="store_true", help="print only the packet count (with -r)")
+    fmt.add_argument("--time-stamp-precision", dest="ts_precision", choices=("micro", "nano"), default="micro")
+    fmt.add_argument("--micro", dest="ts_precision", action="store_const", const="micro")
+    fmt.add_argument("--nano", dest="ts_precision", action="store_const", const="nano")
+
+    p.add_argument("expression", nargs="*", help="pcap-filter(7) expression")
+    return p
+
+
+def split_command(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Split 'flags expression -- CMD ARGS' at the first '--'."""
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1:]
+    return argv, []
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    own, command = split_command(argv)
+    args = build_parser().parse_intermixed_args(own)
+    args.command = command
+    if not 0 <= args.snaplen <= MAX_SNAPLEN:
+        raise PtcapError(f"invalid snaplen {args.snaplen} (must be >= 0 and <= {MAX_SNAPLEN})")
+    if args.buffer_kib is not None and not 1 <= args.buffer_kib <= MAX_BUFFER_KIB:
+        raise PtcapError(f"invalid buffer size {args.buffer_kib} (must be 1 to {MAX_BUFFER_KIB} KiB)")
+    return args
+
+
+MAX_SNAPLEN = 262144
+MAX_BUFFER_KIB = 1 << 20        # a 1 GiB ring
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        # `ptcap backtrace --hook kfree_skb EXPR`: a subcommand only as the first word, so
+        # tcpdump-style expressions (which never start with it) keep working
+        if argv[:1] == ["backtrace"]:
+            args = parse_args(argv[1:])
+            from ptcap.cli.live import backtrace
+            return backtrace(args)
+        args = parse_args(argv)
+        return run(args)
+    except (PtcapError, BPFError) as e:
+        _error(str(e))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 0
+    except OSError as e:
+        # output that cannot be written (a full disk, /dev/full): one line, never a traceback
+        _quiet_stdout()
+        _error(f"{e.filename or 'standard output'}: {e.strerror or e}")
+        return 1
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.version:
+        from ptcap.cli.version import report
+        print(report())
+        return 0
+    if args.read is not None:
+        from ptcap.cli.offline import read_file
+        return read_file(args)
+    from ptcap.cli.live import capture
+    return capture(args)
+
+
+def _error(message: str) -> None:
+    sys.stderr.write(f"ptcap: {message}\n")
+    sys.stderr.flush()
+
+
+def _quiet_stdout() -> None:
+    # stdout's reader went away (ptcap | head): point stdout at /dev/null so exit is silent
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

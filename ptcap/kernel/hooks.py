@@ -1,0 +1,287 @@
+"""Capture at kernel hook points (tp_btf tracepoints): where packets are dropped, sent, received.
+
+bpf/hooks.bpf.c holds, per hook, the attached program (copies the packet's first bytes from
+the skb into a per-CPU scratch buffer) and the emit program (scratch → ring buffer, or the
+kernel stack into a counting map for `ptcap backtrace`); between the two runs the pcap filter,
+translated here for the scratch buffer and loaded as a tp_btf program of the same tracepoint
+(a prog array takes only programs of one attach target: one array per hook).
+
+Packets with a usable Ethernet header are captured from it; the others (sent packets before
+the neighbour layer, locally generated drops) from their IP header. Each hook is therefore
+two pcapng interfaces of the same name: Ethernet, and raw IP (link types differ, and so do
+the compiled filters).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import struct
+from dataclasses import dataclass, field
+
+from ptcap.kernel import bpf
+from ptcap.kernel import btf
+from ptcap.kernel import libbpf
+from ptcap.filter import compiler as pcapfilter
+from ptcap.meta.context import ProcessContext
+from ptcap.errors import PtcapError
+from ptcap.kernel.kallsyms import KernelSymbols
+from ptcap.pipeline.packet import LinkType
+
+# enum ptcap_hook (bpf/ptcap.h), in order
+HOOKS = ("kfree_skb", "consume_skb", "net_dev_queue", "net_dev_start_xmit", "netif_receive_skb",
+         "tcp_retransmit_skb", "tcp_send_reset")
+DESCRIPTIONS = {
+    "kfree_skb": "packets the kernel drops, with the reason and where",
+    "consume_skb": "packets freed after normal use",
+    "net_dev_queue": "packets queued for transmit (before the qdisc)",
+    "net_dev_start_xmit": "packets handed to the driver after the qdisc",
+    "netif_receive_skb": "packets entering the stack from a device",
+    "tcp_retransmit_skb": "TCP segments retransmitted",
+    "tcp_send_reset": "packets that made TCP answer with a reset",
+}
+SLOT_FILTER_ETHER, SLOT_FILTER_RAW, SLOT_EMIT = 0, 1, 2
+_CONFIG = struct.Struct(f"<qII{len(HOOKS)}I4x")      # struct ptcap_hook_config
+_INFO = struct.Struct("<QI")                          # location, reason in a record's key
+NO_INFO = bytes(_INFO.size)
+_STACK_DEPTH = 127
+_REJECT_ALL = [(0x06, 0, 0, 0)]                       # ret #0
+
+
+class _NoNamespace:
+    name = ""
+
+
+@dataclass(frozen=True, eq=False)
+class HookInterface:
+    """One pcapng interface of a hook (the sinks treat it like a network interface)."""
+
+    name: str
+    linktype: int
+    ifindex: int = 0
+    netns: object = field(default_factory=_NoNamespace)
+
+    @property
+    def display_name(self) -> str:
+        return self.name
+
+    @property
+    def description(self) -> str:
+        start = "the Ethernet header" if self.linktype == LinkType.ETHERNET else "the IP header"
+        return f"kernel hook tp_btf/{self.name}: {DESCRIPTIONS[self.name]}; packets from {start}"
+
+    @property
+    def linktype_name(self) -> str:
+        return {LinkType.ETHERNET: "EN10MB (Ethernet)", LinkType.RAW: "RAW (Raw IP)"}[self.linktype]
+
+
+def check_names(names: list[str]) -> list[str]:
+    """--hook values, in order, once each; a clear error for an unknown one."""
+    out: list[str] = []
+    for name in names:
+        if name not in HOOKS:
+            raise PtcapError(f"--hook {name}: unknown hook (choose from {', '.join(HOOKS)}; see --list-hooks)")
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def compile_filters(expression: str, snaplen: int) -> dict[int, pcapfilter.ClassicProgram]:
+    """The filter for each link type a hook can see. An expression that cannot apply to raw
+    IP (ether, arp, vlan) rejects the raw-IP packets instead of failing the capture."""
+    progs = {LinkType.ETHERNET: pcapfilter.compile_filter(expression, LinkType.ETHERNET, snaplen)}
+    try:
+        progs[LinkType.RAW] = pcapfilter.compile_filter(expression, LinkType.RAW, snaplen)
+    except PtcapError:
+        progs[LinkType.RAW] = pcapfilter.ClassicProgram(_REJECT_ALL, LinkType.RAW, snaplen, expression)
+    return progs
+
+
+class HookCapture:
+    """The loaded hook programs of one session; close() detaches and unloads them."""
+
+    def __init__(self, hooks: list[str], filters: dict[int, pcapfilter.ClassicProgram], *,
+                 ring_fd: int, counters_fd: int, owners_fd: int, rate: int = 0,
+                 backtrace: bool = False, first_iface_id: int = 0, ring_size: int | None = None) -> None:
+        self.hooks = hooks
+        self.rate = rate
+        self.backtrace = backtrace
+        self.interfaces: list[HookInterface] = []
+        self._iface_base: list[int] = [0] * len(HOOKS)
+        self._links: list[libbpf.Link] = []
+        self._fds: list[int] = []
+        self._obj = libbpf.Object("hooks")
+        try:
+            self._load(filters, ring_fd, counters_fd, owners_fd, first_iface_id, ring_size)
+        except BaseException:
+            self.close()
+            raise
+
+    def _load(self, filters, ring_fd, counters_fd, owners_fd, first_iface_id, ring_size) -> None:
+        obj = self._obj
+        if ring_size is not None:
+            obj.set_max_entries("ptcap_events", ring_size)
+        else:
+            obj.reuse_map("ptcap_events", ring_fd)
+        if counters_fd >= 0:
+            obj.reuse_map("ptcap_counters", counters_fd)
+        if owners_fd >= 0:
+            obj.reuse_map("ptcap_owners", owners_fd)
+        if self.backtrace:
+            obj.set_max_entries("ptcap_stacks", 16384)
+            obj.set_max_entries("ptcap_stack_counts", 16384)
+        for name in HOOKS:
+            on = name in self.hooks
+            obj.program(f"ptcap_hook_{name}").set_autoload(on)
+            obj.program(f"ptcap_emit_{name}").set_autoload(on)
+        obj.load()
+        scratch_fd = obj.map_fd("ptcap_scratch")
+        iface_id = first_iface_id
+        for name in self.hooks:
+            self._iface_base[HOOKS.index(name)] = iface_id
+            for linktype in (LinkType.ETHERNET, LinkType.RAW):
+                self.interfaces.append(HookInterface(name, linktype))
+                iface_id += 1
+            progs_fd = obj.map_fd(f"ptcap_progs_{name}")
+            btf_id = btf.vmlinux().type_id(btf.KIND_TYPEDEF, f"btf_trace_{name}")
+            if btf_id is None:
+                raise PtcapError(f"--hook {name}: this kernel has no tracepoint {name}")
+            for slot, linktype in ((SLOT_FILTER_ETHER, LinkType.ETHERNET), (SLOT_FILTER_RAW, LinkType.RAW)):
+                code = pcapfilter.hook_filter_program(filters[linktype], scratch_fd=scratch_fd,
+                                                      prog_array_fd=progs_fd, index=SLOT_EMIT)
+                try:
+                    fd = bpf.prog_load(bpf.ProgType.TRACING, code, name=f"ptcap_flt_{slot}",
+                                       expected_attach_type=bpf.AttachType.TRACE_RAW_TP,
+                                       attach_btf_id=btf_id)
+                except bpf.BPFError as e:
+                    raise PtcapError(f"--hook {name}: loading the filter: {e}") from None
+                self._fds.append(fd)
+                bpf.map_update(progs_fd, struct.pack("<I", slot), struct.pack("<I", fd))
+            emit = obj.program(f"ptcap_emit_{name}").fd
+            bpf.map_update(progs_fd, struct.pack("<I", SLOT_EMIT), struct.pack("<I", emit))
+        self.sync_clock(0)
+
+    def sync_clock(self, offset: int) -> None:
+        bpf.map_update(self._obj.map_fd(".bss"), struct.pack("<I", 0),
+                       _CONFIG.pack(offset, self.rate, int(self.backtrace), *self._iface_base))
+
+    def attach(self) -> None:
+        for name in self.hooks:
+            try:
+                self._links.append(self._obj.program(f"ptcap_hook_{name}").attach())
+            except PtcapError as e:
+                raise PtcapError(f"--hook {name}: {e}") from None
+
+    def detach(self) -> None:
+        for link in self._links:
+            link.destroy()
+        self._links.clear()
+
+    def stacks(self) -> list[tuple[int, list[int]]]:
+        """`ptcap backtrace`: (count, kernel addresses innermost first) per distinct stack."""
+        counts_fd = self._obj.map_fd("ptcap_stack_counts")
+        stacks_fd = self._obj.map_fd("ptcap_stacks")
+        out = []
+        for key in bpf.map_keys(counts_fd, 4):
+            raw = bpf.map_lookup(counts_fd, key, 8)
+            frames = bpf.map_lookup(stacks_fd, key, 8 * _STACK_DEPTH)
+            if raw is None or frames is None:
+                continue
+            addrs = [a for a in struct.unpack(f"<{_STACK_DEPTH}Q", frames) if a]
+            out.append((struct.unpack("<Q", raw)[0], addrs))
+        out.sort(key=lambda item: -item[0])
+        return out
+
+    def close(self) -> None:
+        self.detach()
+        for fd in self._fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fds.clear()
+        if self._obj is not None:
+            self._obj.close()
+            self._obj = None
+
+
+class HookNames:
+    """Drop reasons and kernel locations as people read them, cached per record key."""
+
+    def __init__(self) -> None:
+        self._reasons: dict[int, str] | None = None
+        self._symbols: KernelSymbols | None = None
+        self._joined: dict[bytes, ProcessContext | None] = {}
+        self._keys: dict[bytes, list[bytes]] = {}      # owner record → its keys in _joined
+
+    @property
+    def symbols(self) -> KernelSymbols:
+        if self._symbols is None:
+            self._symbols = KernelSymbols()
+        return self._symbols
+
+    def reason(self, value: int) -> str:
+        if self._reasons is None:
+            try:
+                self._reasons = btf.drop_reasons()
+            except PtcapError:
+                self._reasons = {}
+        return self._reasons.get(value, str(value))
+
+    def join(self, ctx: ProcessContext | None, owner: bytes, info: bytes) -> ProcessContext | None:
+        """The owner's context with the drop reason and location of `info` added."""
+        if info == NO_INFO:
+            return ctx
+        key = owner + info
+        found = self._joined.get(key, False)
+        if found is not False:
+            return found
+        location, reason = _INFO.unpack(info)
+        # a context even without a reason (consume_skb): lines then name the hook
+        base = ProcessContext() if ctx is None else dataclasses.replace(ctx)
+        if reason:
+            base.drop_reason = self.reason(reason)
+            base.drop_location = self.symbols.name(location)
+        ctx = base
+        self._joined[key] = ctx
+        self._keys.setdefault(owner, []).append(key)
+        return ctx
+
+    def forget(self, owner: bytes) -> None:
+        """The owner's process context was dropped (exec, exit): so are its joins."""
+        for key in self._keys.pop(owner, ()):
+            self._joined.pop(key, None)
+
+
+def symbolize_stack(addrs: list[int], symbols: KernelSymbols) -> list[str]:
+    """Function+offset per frame, without the tracing machinery's own frames on top."""
+    names = [symbols.name(a) for a in addrs]
+    while names and names[0].startswith(("bpf_", "__bpf_trace", "__traceiter_", "0x")):
+        names.pop(0)
+    return names
+
+
+@dataclass
+class HookSupport:
+    name: str
+    supported: bool
+    detail: str
+
+
+def probe() -> list[HookSupport]:
+    """--list-hooks: load and attach each hook (with a filter that accepts everything), then
+    undo it; what this kernel supports and why not."""
+    out = []
+    filters = compile_filters("", 262144)
+    for name in HOOKS:
+        capture = None
+        try:
+            capture = HookCapture([name], filters, ring_fd=-1, counters_fd=-1, owners_fd=-1,
+                                  ring_size=1 << 20)
+            capture.attach()
+            out.append(HookSupport(name, True, f"tp_btf/{name}"))
+        except PtcapError as e:
+            out.append(HookSupport(name, False, str(e).splitlines()[0]))
+        finally:
+            if capture is not None:
+                capture.close()
+    return out

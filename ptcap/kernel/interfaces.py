@@ -1,0 +1,75 @@
+"""Network interfaces as capture sees them: namespace, index, link type, where IP starts."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ptcap.kernel import netns as nsmod
+from ptcap.errors import PtcapError
+from ptcap.kernel.netns import Netns
+from ptcap.pipeline.packet import LinkType
+
+# ARPHRD_* of devices whose packets carry an Ethernet header at tc (loopback has a zeroed one)
+_ETHERNET_TYPES = {1, 772}
+# ARPHRD_* of devices whose packets start at the IP header
+_RAW_TYPES = {65534, 768, 776, 778, 823, 65535}
+
+
+@dataclass(frozen=True, eq=False)
+class NetInterface:
+    name: str
+    ifindex: int
+    linktype: int
+    l2len: int          # bytes before the IP header as tc sees the packet
+    netns: Netns
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.netns.inode, self.ifindex)
+
+    @property
+    def display_name(self) -> str:
+        """The name in files and lines: 'eth0', or 'eth0@ns1' in another namespace."""
+        return f"{self.name}@{self.netns.name}" if self.netns.name else self.name
+
+    @property
+    def linktype_name(self) -> str:
+        return {LinkType.ETHERNET: "EN10MB (Ethernet)", LinkType.RAW: "RAW (Raw IP)"}.get(
+            self.linktype, str(self.linktype))
+
+
+def _make(ns: Netns, ifindex: int, name: str, arphrd: int) -> NetInterface | None:
+    if arphrd in _ETHERNET_TYPES:
+        return NetInterface(name, ifindex, LinkType.ETHERNET, 14, ns)
+    if arphrd in _RAW_TYPES:
+        return NetInterface(name, ifindex, LinkType.RAW, 0, ns)
+    return None
+
+
+def in_namespace(ns: Netns) -> list[NetInterface]:
+    """Every interface of the namespace ptcap can capture on, by index."""
+    found = [_make(ns, i, n, t) for i, n, t in nsmod.links(ns)]
+    return sorted((f for f in found if f is not None), key=lambda i: i.ifindex)
+
+
+def lookup(name: str, ns: Netns) -> NetInterface:
+    for ifindex, ifname, arphrd in nsmod.links(ns):
+        if ifname == name:
+            iface = _make(ns, ifindex, ifname, arphrd)
+            if iface is None:
+                raise PtcapError(f"{name}: link type (ARPHRD {arphrd}) is not supported for capture")
+            return iface
+    where = f" in network namespace {ns.name}" if ns.name else ""
+    raise PtcapError(f"{name}: No such device exists{where}")
+
+
+def resolve(names: list[str] | None, namespaces: list[Netns]) -> list[NetInterface]:
+    """The interfaces named by -i (repeatable; 'any' = all present now) in each namespace."""
+    names = names or ["any"]
+    chosen: dict[tuple[int, int], NetInterface] = {}
+    for ns in namespaces:
+        for name in names:
+            for iface in (in_namespace(ns) if name == "any" else [lookup(name, ns)]):
+                chosen.setdefault(iface.key, iface)
+    if not chosen:
+        raise PtcapError("no suitable device found")
+    return list(chosen.values())

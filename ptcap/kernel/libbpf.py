@@ -1,0 +1,220 @@
+"""A thin binding over the system libbpf (libbpf.so.1): open, load and attach CO-RE objects.
+
+Only what ptcap uses. Every object and link is closed by its owner (a capture Session).
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from pathlib import Path
+
+from ptcap.errors import PtcapError
+
+_lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)
+
+_p = ctypes.c_void_p
+for _name, _res, _args in (
+    ("bpf_object__open_file", _p, [ctypes.c_char_p, _p]),
+    ("bpf_object__load", ctypes.c_int, [_p]),
+    ("bpf_object__close", None, [_p]),
+    ("bpf_object__find_program_by_name", _p, [_p, ctypes.c_char_p]),
+    ("bpf_object__find_map_by_name", _p, [_p, ctypes.c_char_p]),
+    ("bpf_object__next_program", _p, [_p, _p]),
+    ("bpf_program__fd", ctypes.c_int, [_p]),
+    ("bpf_program__name", ctypes.c_char_p, [_p]),
+    ("bpf_program__set_autoload", ctypes.c_int, [_p, ctypes.c_bool]),
+    ("bpf_program__attach", _p, [_p]),
+    ("bpf_program__attach_cgroup", _p, [_p, ctypes.c_int]),
+    ("bpf_program__attach_iter", _p, [_p, _p]),
+    ("bpf_map__fd", ctypes.c_int, [_p]),
+    ("bpf_map__set_max_entries", ctypes.c_int, [_p, ctypes.c_uint32]),
+    ("bpf_map__reuse_fd", ctypes.c_int, [_p, ctypes.c_int]),
+    ("bpf_link__fd", ctypes.c_int, [_p]),
+    ("bpf_link__destroy", ctypes.c_int, [_p]),
+    ("bpf_iter_create", ctypes.c_int, [ctypes.c_int]),
+    ("libbpf_major_version", ctypes.c_uint32, []),
+    ("libbpf_minor_version", ctypes.c_uint32, []),
+):
+    _fn = getattr(_lib, _name)
+    _fn.restype = _res
+    _fn.argtypes = _args
+
+# libbpf reports (the verifier log among it) through a printf-style callback; collect it
+# per thread so a failed load can say why.
+_PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+_libc.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
+_log = threading.local()
+
+
+@_PRINT_FN
+def _print(level: int, fmt: bytes, args: int) -> int:
+    buf = ctypes.create_string_buffer(8192)
+    _libc.vsnprintf(buf, len(buf), fmt, args)
+    lines = getattr(_log, "lines", None)
+    if lines is not None:
+        lines.append(buf.value.decode(errors="replace"))
+    return 0
+
+
+_lib.libbpf_set_print.restype = _p
+_lib.libbpf_set_print.argtypes = [_PRINT_FN]
+_lib.libbpf_set_print(_print)
+
+
+def version() -> str:
+    return f"{_lib.libbpf_major_version()}.{_lib.libbpf_minor_version()}"
+
+
+def objects_dir() -> Path:
+    """Where the compiled BPF objects are: $PTCAP_BPF_DIR, else bpf/build in the source tree."""
+    env = os.environ.get("PTCAP_BPF_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "bpf" / "build"
+
+
+def _errno_text() -> str:
+    return os.strerror(ctypes.get_errno() or 1)
+
+
+class Link:
+    """An attachment owned through a bpf_link: destroying it (or dying) detaches it."""
+
+    def __init__(self, ptr: int, what: str) -> None:
+        self._ptr = ptr
+        self.what = what
+
+    @property
+    def fd(self) -> int:
+        return _lib.bpf_link__fd(self._ptr)
+
+    def destroy(self) -> None:
+        if self._ptr:
+            _lib.bpf_link__destroy(self._ptr)
+            self._ptr = None
+
+
+class Program:
+    def __init__(self, obj: "Object", ptr: int) -> None:
+        self._obj = obj
+        self._ptr = ptr
+
+    @property
+    def name(self) -> str:
+        return _lib.bpf_program__name(self._ptr).decode()
+
+    @property
+    def fd(self) -> int:
+        return _lib.bpf_program__fd(self._ptr)
+
+    def set_autoload(self, on: bool) -> None:
+        _lib.bpf_program__set_autoload(self._ptr, on)
+
+    def attach(self) -> Link:
+        """Attach by section name (tp_btf, raw_tp, ...)."""
+        return self._link(_lib.bpf_program__attach(self._ptr), "")
+
+    def attach_cgroup(self, cgroup_fd: int, where: str = "") -> Link:
+        return self._link(_lib.bpf_program__attach_cgroup(self._ptr, cgroup_fd), where)
+
+    def run_iter(self) -> None:
+        """Run an iterator program once to completion (its output is discarded)."""
+        link = self._link(_lib.bpf_program__attach_iter(self._ptr, None), "")
+        try:
+            fd = _lib.bpf_iter_create(link.fd)
+            if fd < 0:
+                raise PtcapError(f"running BPF iterator {self.name}: {os.strerror(-fd)}")
+            try:
+                while os.read(fd, 65536):
+                    pass
+            finally:
+                os.close(fd)
+        finally:
+            link.destroy()
+
+    def _link(self, ptr: int | None, where: str) -> Link:
+        if not ptr:
+            target = f" to {where}" if where else ""
+            raise PtcapError(f"attaching BPF program {self.name}{target}: {_errno_text()}")
+        return Link(ptr, f"{self.name}{' ' + where if where else ''}")
+
+
+class Object:
+    """A CO-RE object file opened and loaded through libbpf."""
+
+    def __init__(self, name: str) -> None:
+        path = objects_dir() / f"{name}.bpf.o"
+        if not path.exists():
+            raise PtcapError(f"BPF object {path} is missing: run ./install.sh (or make -C bpf)")
+        self.name = name
+        self._ptr = _lib.bpf_object__open_file(str(path).encode(), None)
+        if not self._ptr:
+            raise PtcapError(f"opening BPF object {path}: {_errno_text()}")
+        self.loaded = False
+
+    def program(self, name: str) -> Program:
+        ptr = _lib.bpf_object__find_program_by_name(self._ptr, name.encode())
+        if not ptr:
+            raise PtcapError(f"BPF object {self.name} has no program {name}")
+        return Program(self, ptr)
+
+    def programs(self) -> list[Program]:
+        out, ptr = [], None
+        while True:
+            ptr = _lib.bpf_object__next_program(self._ptr, ptr)
+            if not ptr:
+                return out
+            out.append(Program(self, ptr))
+
+    def _map(self, name: str) -> int:
+        ptr = _lib.bpf_object__find_map_by_name(self._ptr, name.encode())
+        if not ptr:
+            raise PtcapError(f"BPF object {self.name} has no map {name}")
+        return ptr
+
+    def map_fd(self, name: str) -> int:
+        return _lib.bpf_map__fd(self._map(name))
+
+    def set_max_entries(self, map_name: str, n: int) -> None:
+        if _lib.bpf_map__set_max_entries(self._map(map_name), n) < 0:
+            raise PtcapError(f"sizing BPF map {map_name}: {_errno_text()}")
+
+    def reuse_map(self, map_name: str, fd: int) -> None:
+        """Make this object use an existing map (shared between objects) instead of its own."""
+        err = _lib.bpf_map__reuse_fd(self._map(map_name), fd)
+        if err < 0:
+            raise PtcapError(f"sharing BPF map {map_name}: {os.strerror(-err)}")
+
+    def load(self) -> None:
+        _log.lines = []
+        try:
+            err = _lib.bpf_object__load(self._ptr)
+            lines = _log.lines
+        finally:
+            _log.lines = None
+        if err < 0:
+            raise PtcapError(_load_failure(self.name, -err, lines))
+        self.loaded = True
+
+    def close(self) -> None:
+        if self._ptr:
+            _lib.bpf_object__close(self._ptr)
+            self._ptr = None
+
+
+def _load_failure(obj: str, err: int, lines: list[str]) -> str:
+    """Name the program that failed and the verifier's reason (the log's last lines)."""
+    text = "".join(lines)
+    prog = ""
+    for line in text.splitlines():
+        if "prog '" in line and "failed to load" in line:
+            prog = line.split("prog '", 1)[1].split("'", 1)[0]
+    log: list[str] = []
+    if "-- BEGIN PROG LOAD LOG --" in text:
+        body = text.split("-- BEGIN PROG LOAD LOG --", 1)[1].split("-- END PROG LOAD LOG --", 1)[0]
+        log = [l for l in body.strip().splitlines() if l.strip()][-6:]
+    what = f"program {prog} in {obj}" if prog else f"BPF object {obj}"
+    reason = "\n  ".join(log) if log else os.strerror(err)
+    return f"loading {what} failed: {os.strerror(err)}" + (f"\n  verifier: {reason}" if log else "")

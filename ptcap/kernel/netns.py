@@ -1,0 +1,140 @@
+"""Network namespaces: finding them, stepping into them, and what interfaces they hold.
+
+ptcap is single-threaded, so `inside(ns)` can switch the whole process with setns(2) and
+switch back; sockets and TCX links made inside stay bound to that namespace.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import os
+import socket
+import struct
+from dataclasses import dataclass, field
+
+from ptcap.errors import PtcapError
+
+_libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWNET = 0x40000000
+SO_NETNS_COOKIE = 71
+SIOCGIFHWADDR = 0x8927
+RTMGRP_LINK = 1
+
+
+@dataclass(eq=False)
+class Netns:
+    """A network namespace ptcap captures in. `name` is what the user sees ('' = ptcap's own)."""
+
+    name: str
+    path: str
+    fd: int
+    cookie: int = 0
+    inode: int = 0
+    _watch: socket.socket | None = field(default=None, repr=False)
+
+    @property
+    def label(self) -> str:
+        return self.name or "host"
+
+    def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def current() -> Netns:
+    fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    ns = Netns("", "/proc/self/ns/net", fd, inode=os.fstat(fd).st_ino)
+    ns.cookie = _cookie()
+    return ns
+
+
+def resolve(spec: str) -> Netns:
+    """--netns NAME (under /run/netns) or PATH (e.g. /proc/PID/ns/net)."""
+    path = spec if "/" in spec else f"/run/netns/{spec}"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise PtcapError(f"--netns {spec}: {e.strerror}") from None
+    ns = Netns(spec if "/" not in spec else path, path, fd, inode=os.fstat(fd).st_ino)
+    try:
+        with inside(ns):
+            ns.cookie = _cookie()
+    except OSError as e:
+        ns.close()
+        raise PtcapError(f"--netns {spec}: not a network namespace ({e.strerror})") from None
+    return ns
+
+
+_home: int | None = None
+
+
+@contextlib.contextmanager
+def inside(ns: Netns):
+    """Run the block in `ns` (no-op for ptcap's own namespace)."""
+    global _home
+    if not ns.name:
+        yield
+        return
+    if _home is None:
+        _home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    _setns(ns.fd)
+    try:
+        yield
+    finally:
+        _setns(_home)
+
+
+def _cookie() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        return struct.unpack("<Q", s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8))[0]
+
+
+def links(ns: Netns) -> list[tuple[int, str, int]]:
+    """(ifindex, name, ARPHRD type) of every interface in the namespace."""
+    out = []
+    with inside(ns), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for ifindex, name in socket.if_nameindex():
+            try:
+                req = struct.pack("16s16x", name.encode())
+                res = fcntl.ioctl(s.fileno(), SIOCGIFHWADDR, req)
+                arphrd = struct.unpack_from("H", res, 16)[0]
+            except OSError:
+                continue      # gone meanwhile
+            out.append((ifindex, name, arphrd))
+    return out
+
+
+def watch(ns: Netns) -> None:
+    """Start listening for interfaces coming and going in the namespace (rtnetlink)."""
+    with inside(ns):
+        s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+    s.bind((0, RTMGRP_LINK))
+    s.setblocking(False)
+    ns._watch = s
+
+
+def changed(ns: Netns) -> bool:
+    """Did an interface come or go since the last call? (drains the notifications)"""
+    if ns._watch is None:
+        return False
+    seen = False
+    while True:
+        try:
+            if not ns._watch.recv(65536):
+                return seen
+            seen = True
+        except BlockingIOError:
+            return seen
+        except OSError:       # overrun: something changed
+            seen = True

@@ -1,0 +1,494 @@
+"""A capture session: load the BPF objects, attach them, read packets, undo it all on close.
+
+Every attachment is a bpf_link held by this process (TCX for tc, cgroup links for the
+socket hooks), so even SIGKILL leaves nothing behind: the kernel drops the links with
+our file descriptors. Nothing is pinned.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import struct
+import time
+from dataclasses import dataclass, field
+
+from ptcap.kernel import bpf
+from ptcap.filter import compiler as pcapfilter
+from ptcap.kernel import interfaces
+from ptcap.kernel import libbpf
+from ptcap.kernel import hooks as hookmod
+from ptcap.kernel import netns as nsmod
+from ptcap.kernel.cgroup import v2_mount
+from ptcap.errors import PtcapError
+from ptcap.kernel.interfaces import NetInterface
+from ptcap.kernel.netns import Netns
+from ptcap.pipeline.packet import LinkType
+from ptcap.pipeline.ringbuf import RingBuffer, round_size
+from ptcap.kernel.selectors import WhoFilter
+from ptcap.kernel import selectors as whomod
+
+_IFACE = struct.Struct("<I4x")          # struct ptcap_iface
+_IFACE_KEY = struct.Struct("<QI4x")     # struct ptcap_iface_key
+_CONFIG = struct.Struct("<qI4x")        # struct ptcap_config
+_TC_NEXT = -1                           # TC_ACT_UNSPEC = TCX_NEXT: the packet goes on untouched
+
+
+@dataclass
+class CaptureConfig:
+    interfaces: list[str] | None = None        # -i (None = any)
+    direction: str = "inout"                   # -Q
+    snaplen: int = 262144                      # -s
+    expression: str = ""                       # pcap-filter
+    ring_kib: int | None = None                # -B
+    who: WhoFilter = field(default_factory=WhoFilter)   # --pid, --pname, --uid, -f, containers
+    backend: str = "tc"                        # tc | cgroup-skb
+    netns: list[str] = field(default_factory=list)      # --netns (empty = ptcap's own)
+    hooks: list[str] = field(default_factory=list)      # --hook: kernel hook points instead of interfaces
+    hook_rate: int = 0                                  # --hook-rate: events/s at most (0 = no limit)
+    backtrace: bool = False                             # ptcap backtrace: count stacks, no packets
+
+
+@dataclass
+class HookReport:
+    """Which attribution hooks this kernel let us use."""
+
+    working: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def check_privileges() -> None:
+    """Capture needs root (CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON); say so in one line."""
+    if os.geteuid() != 0:
+        raise PtcapError("You don't have permission to capture; run as root "
+                         "(needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)")
+    if not os.path.exists(os.environ.get("PTCAP_BTF", "/sys/kernel/btf/vmlinux")):
+        raise PtcapError("this kernel has no BTF (/sys/kernel/btf/vmlinux): "
+                         "CO-RE programs cannot be loaded; a kernel with CONFIG_DEBUG_INFO_BTF=y is needed")
+
+
+def wall_clock_offset() -> int:
+    """CLOCK_REALTIME - CLOCK_MONOTONIC in ns (best of a few reads)."""
+    best = None
+    for _ in range(3):
+        a = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        r = time.clock_gettime_ns(time.CLOCK_REALTIME)
+        b = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        if best is None or b - a < best[0]:
+            best = (b - a, r - (a + b) // 2)
+    return best[1]
+
+
+_SLOTS = {("tc", "in"): 0, ("tc", "out"): 1, ("cgroup-skb", "in"): 2, ("cgroup-skb", "out"): 3}
+_CAPTURE_PROGS = {0: "ptcap_tc_ingress", 1: "ptcap_tc_egress",
+                  2: "ptcap_cg_ingress", 3: "ptcap_cg_egress"}
+
+
+class Session:
+    """Owns every kernel object of one capture; close() undoes all of it.
+
+    Interfaces are numbered in the order they are taken (their pcapng interface ids); the
+    set grows when an interface appears in a namespace captured with -i any, and an
+    interface that disappears just stops contributing.
+    """
+
+    def __init__(self, config: CaptureConfig) -> None:
+        self.config = config
+        self.ifaces: list[NetInterface] = []      # index = pcapng interface id
+        self.namespaces: list[Netns] = []
+        self.hooks = HookReport()
+        self._objects: list[libbpf.Object] = []
+        self._links: list[libbpf.Link] = []
+        self._fds: list[int] = []
+        self._attached: dict[tuple[int, int], list[int]] = {}   # iface key -> TCX link fds
+        self._cgroup_links: list[int] = []
+        self._classic: dict[int, pcapfilter.ClassicProgram] = {}
+        self._wanted: list[str] = []
+        self.ring: RingBuffer | None = None
+        self.hook_capture: hookmod.HookCapture | None = None
+        self.closed = False
+        self.on_new_interface = None     # called with (iface_id, iface) before it is attached
+
+    # -- set-up -------------------------------------------------------------------------
+    def open(self) -> "Session":
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _open(self) -> None:
+        cfg = self.config
+        if cfg.hooks:
+            self._open_hooks()
+            return
+        self.namespaces = [nsmod.resolve(spec) for spec in cfg.netns] or [nsmod.current()]
+        found = [self._as_seen(i) for i in interfaces.resolve(cfg.interfaces, self.namespaces)]
+        # Compile filters first: a bad expression fails before anything touches the kernel.
+        linktypes = {LinkType.RAW} if cfg.backend == "cgroup-skb" else {i.linktype for i in found}
+        self._classic = {lt: pcapfilter.compile_filter(cfg.expression, lt, cfg.snaplen) for lt in linktypes}
+        check_privileges()
+        cgroot = v2_mount()
+        if cfg.backend == "cgroup-skb" and cgroot is None:
+            raise PtcapError("--backend cgroup-skb needs cgroup v2, which is not mounted")
+
+        capture = self._load_capture()
+        self._who_fds = {name: capture.map_fd(name) for name in
+                         ("ptcap_who_pids", "ptcap_who_uids", "ptcap_who_mntns", "ptcap_who_comms")}
+        whomod.load(cfg.who, self._who_fds)
+        self._ifaces_fd = capture.map_fd("ptcap_ifaces")
+        self._progs_fd = capture.map_fd("ptcap_capture_progs")
+        self._who_bits = int(cfg.who.bits())
+        self.sync_clock()
+        self._wanted = ["in", "out"] if cfg.direction == "inout" else [cfg.direction]
+        for d in self._wanted:
+            slot = _SLOTS[cfg.backend, d]
+            prog = capture.program(_CAPTURE_PROGS[slot])
+            bpf.map_update(self._progs_fd, struct.pack("<I", slot), struct.pack("<I", prog.fd))
+        if cfg.backend == "cgroup-skb":
+            self._attach_cgroup(cgroot)
+        for iface in found:
+            self._add(iface)
+        if self._any:
+            for ns in self.namespaces:
+                nsmod.watch(ns)
+
+    def _load_capture(self) -> libbpf.Object:
+        """The capture object (ring, counters, socket owners) with the attribution and
+        process hooks that feed it; the ring opened for reading."""
+        cfg = self.config
+        capture = libbpf.Object("capture")
+        self._objects.append(capture)
+        ring_size = round_size(cfg.ring_kib)
+        capture.set_max_entries("ptcap_events", ring_size)
+        capture.load()
+        self._capture = capture
+        self._attach_attribution(capture.map_fd("ptcap_owners"))
+        self._attach_process_events(capture.map_fd("ptcap_events"), capture.map_fd("ptcap_who_pids"),
+                                    cfg.who.follow)
+        self.ring = RingBuffer(capture.map_fd("ptcap_events"), ring_size)
+        self._counters_fd = capture.map_fd("ptcap_counters")
+        self._bss_fd = capture.map_fd(".bss")
+        return capture
+
+    def _open_hooks(self) -> None:
+        """--hook: the capture object's ring, counters and socket owners, fed by hook programs."""
+        cfg = self.config
+        filters = hookmod.compile_filters(cfg.expression, cfg.snaplen)
+        check_privileges()
+        capture = self._load_capture()
+        self._who_bits = 0
+        self.hook_capture = hookmod.HookCapture(
+            cfg.hooks, filters, ring_fd=capture.map_fd("ptcap_events"), counters_fd=self._counters_fd,
+            owners_fd=capture.map_fd("ptcap_owners"), rate=cfg.hook_rate, backtrace=cfg.backtrace)
+        self.sync_clock()
+        for iface in self.hook_capture.interfaces:
+            self.ifaces.append(iface)
+            if self.on_new_interface is not None:
+                self.on_new_interface(len(self.ifaces) - 1, iface)
+        self.hook_capture.attach()
+
+    def _as_seen(self, iface: NetInterface) -> NetInterface:
+        """cgroup_skb sees every packet from its IP header, whatever the device."""
+        if self.config.backend == "cgroup-skb":
+            return dataclasses.replace(iface, linktype=LinkType.RAW, l2len=0)
+        return iface
+
+    @property
+    def _any(self) -> bool:
+        return not self.config.interfaces or "any" in self.config.interfaces
+
+    def _entry(self, linktype: int, direction: str, cb_values: tuple[int, ...]) -> int:
+        """Load the filter program that tail-calls the capture program for one attachment.
+        The caller closes it once linked: the link holds it, and goes with it."""
+        backend = self.config.backend
+        prog_type = bpf.ProgType.CGROUP_SKB if backend == "cgroup-skb" else bpf.ProgType.SCHED_CLS
+        ret = 1 if backend == "cgroup-skb" else _TC_NEXT
+        code = pcapfilter.entry_program(self._classic[linktype], prog_type=prog_type,
+                                        prog_array_fd=self._progs_fd, index=_SLOTS[backend, direction],
+                                        accept_ret=ret, reject_ret=ret, cb_values=cb_values)
+        return bpf.prog_load(prog_type, code, name=f"ptcap_filter_{direction}")
+
+    def _attach_cgroup(self, cgroot: str) -> None:
+        """cgroup_skb on the v2 root: every socket of every namespace passes through it."""
+        fd = os.open(cgroot, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for d in self._wanted:
+                attach = (bpf.AttachType.CGROUP_INET_INGRESS if d == "in"
+                          else bpf.AttachType.CGROUP_INET_EGRESS)
+                prog = self._entry(LinkType.RAW, d, ())
+                try:
+                    self._cgroup_links.append(bpf.link_create(prog, fd, attach))
+                except bpf.BPFError as e:
+                    raise PtcapError(f"attaching the cgroup_skb capture to {cgroot}: {e.strerror}") from None
+                finally:
+                    _close(prog)
+        finally:
+            os.close(fd)
+
+    def _add(self, iface: NetInterface) -> None:
+        """Take one more interface: announce it (its pcapng block), then attach."""
+        iface_id = len(self.ifaces)
+        self.ifaces.append(iface)
+        if self.on_new_interface is not None:
+            self.on_new_interface(iface_id, iface)
+        if self.config.backend == "cgroup-skb":
+            bpf.map_update(self._ifaces_fd, _IFACE_KEY.pack(iface.netns.cookie, iface.ifindex),
+                           _IFACE.pack(iface_id))
+            self._attached[iface.key] = []
+            return
+        links = []
+        for d in self._wanted:
+            prog = self._entry(iface.linktype, d, (iface_id, iface.l2len))
+            attach = bpf.AttachType.TCX_INGRESS if d == "in" else bpf.AttachType.TCX_EGRESS
+            try:
+                with nsmod.inside(iface.netns):
+                    links.append(bpf.link_create(prog, iface.ifindex, attach))
+            except bpf.BPFError as e:
+                for fd in links:
+                    _close(fd)
+                raise PtcapError(f"{iface.display_name}: attaching the {d}gress capture: {e.strerror}") from None
+            finally:
+                _close(prog)    # the link holds the program: it goes when the interface does
+        self._attached[iface.key] = links
+
+    def _remove(self, key: tuple[int, int]) -> None:
+        for fd in self._attached.pop(key, []):
+            _close(fd)
+
+    def refresh(self) -> list[NetInterface]:
+        """Follow interfaces coming and going (-i any); returns the ones newly taken."""
+        if self.closed or self.config.hooks:
+            return []
+        added = []
+        for ns in self.namespaces:
+            if not nsmod.changed(ns):
+                continue
+            present = {i.key: self._as_seen(i) for i in interfaces.in_namespace(ns)}
+            for key in [k for k in self._attached if k[0] == ns.inode and k not in present]:
+                self._remove(key)
+            for key, iface in present.items():
+                if key not in self._attached and self._any and self._take(iface):
+                    added.append(iface)
+        return added
+
+    def _take(self, iface: NetInterface) -> bool:
+        """Attach to an interface found while capturing; False if it went away first."""
+        if self.config.backend != "cgroup-skb" and iface.linktype not in self._classic:
+            self._classic[iface.linktype] = pcapfilter.compile_filter(
+                self.config.expression, iface.linktype, self.config.snaplen)
+        try:
+            self._add(iface)
+        except PtcapError:
+            return False      # gone again before we could attach
+        return True
+
+    def add_namespace(self, path: str, name: str) -> list[NetInterface]:
+        """Capture every interface of one more network namespace (a selected container's
+        own), named `name` in lines and files; nothing if it is one already captured."""
+        if self.closed or self.config.hooks:
+            return []
+        try:
+            ns = nsmod.resolve(path)
+        except PtcapError:
+            return []         # the container is gone
+        if any(n.inode == ns.inode for n in self.namespaces):
+            ns.close()
+            return []
+        ns.name = name
+        self.namespaces.append(ns)
+        nsmod.watch(ns)
+        return [i for i in map(self._as_seen, interfaces.in_namespace(ns)) if self._take(i)]
+
+    def _attach_attribution(self, owners_fd: int) -> None:
+        """Socket → process hooks. Each is optional: a kernel without one still captures."""
+        obj = libbpf.Object("sockowner")
+        self._objects.append(obj)
+        obj.reuse_map("ptcap_owners", owners_fd)
+        cgroot = v2_mount()
+        if cgroot is None:
+            obj.program("ptcap_sock_create").set_autoload(False)
+            self.hooks.failed["cgroup/sock_create"] = "cgroup v2 is not mounted"
+        tracepoints = [(name, hook) for name, hook in _OWNER_TRACEPOINTS if _has_tracepoint(hook)]
+        for name, hook in _OWNER_TRACEPOINTS:
+            if (name, hook) not in tracepoints:
+                obj.program(name).set_autoload(False)
+                self.hooks.failed[hook] = "this kernel has no such tracepoint"
+        try:
+            obj.load()
+        except PtcapError as e:
+            self.hooks.failed["sockowner"] = str(e)
+            return
+        if cgroot is not None:
+            fd = os.open(cgroot, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                self._links.append(obj.program("ptcap_sock_create").attach_cgroup(fd, cgroot))
+                self.hooks.working.append("cgroup/sock_create")
+            except PtcapError as e:
+                self.hooks.failed["cgroup/sock_create"] = str(e)
+            finally:
+                os.close(fd)
+        for name, hook in tracepoints:
+            try:
+                self._links.append(obj.program(name).attach())
+                self.hooks.working.append(hook)
+            except PtcapError as e:
+                self.hooks.failed[hook] = str(e)
+        # Sockets opened before we started: walk them once, after the live hooks are on.
+        try:
+            obj.program("ptcap_sock_walk").run_iter()
+            self.hooks.working.append("iter/task_file")
+        except PtcapError as e:
+            self.hooks.failed["iter/task_file"] = str(e)
+
+    def _attach_process_events(self, ring_fd: int, pids_fd: int, follow: bool) -> None:
+        obj = libbpf.Object("procs")
+        self._objects.append(obj)
+        obj.reuse_map("ptcap_events", ring_fd)
+        obj.reuse_map("ptcap_who_pids", pids_fd)
+        try:
+            obj.load()
+        except PtcapError as e:
+            self.hooks.failed["tp_btf/sched_process_exec"] = str(e)
+            if follow:
+                raise PtcapError(f"following forks needs tp_btf/sched_process_fork: {e}") from None
+            return
+        if follow:
+            bpf.map_update(obj.map_fd(".bss"), struct.pack("<I", 0), struct.pack("<I", 1))
+        for prog, hook in (("ptcap_exec", "tp_btf/sched_process_exec"),
+                           ("ptcap_fork", "tp_btf/sched_process_fork"),
+                           ("ptcap_exit", "tp_btf/sched_process_exit")):
+            try:
+                self._links.append(obj.program(prog).attach())
+                self.hooks.working.append(hook)
+            except PtcapError as e:
+                self.hooks.failed[hook] = str(e)
+                if follow and hook.endswith("fork"):
+                    raise
+
+    def sync_clock(self) -> None:
+        """Tell the kernel side the current CLOCK_REALTIME - CLOCK_MONOTONIC (NTP moves it)."""
+        offset = wall_clock_offset()
+        bpf.map_update(self._bss_fd, struct.pack("<I", 0), _CONFIG.pack(offset, self._who_bits))
+        if self.hook_capture is not None:
+            self.hook_capture.sync_clock(offset)
+
+    def select_pid(self, pid: int) -> None:
+        """Add a process to the --pid selector while capturing (-- CMD, containers joining)."""
+        whomod.add_pid(self._who_fds["ptcap_who_pids"], pid)
+
+    def select_mntns(self, inode: int) -> None:
+        """Add a mount namespace to the container selector while capturing (a container
+        that started after us)."""
+        whomod.add_mntns(self._who_fds["ptcap_who_mntns"], inode)
+
+    # -- reading ------------------------------------------------------------------------
+    def counters(self) -> tuple[int, int]:
+        """(received by filter, dropped by kernel), summed over CPUs."""
+        return self.all_counters()[:2]
+
+    def all_counters(self) -> tuple[int, int, int]:
+        """(received by filter, dropped by kernel, over the --hook-rate limit), summed over CPUs."""
+        if self.closed:
+            return self._last_counters
+        ncpu = _possible_cpus()
+        totals = []
+        for which in (0, 1, 2):
+            raw = bpf.map_lookup(self._counters_fd, struct.pack("<I", which), 8 * ncpu)
+            totals.append(sum(struct.unpack(f"<{ncpu}Q", raw)) if raw else 0)
+        self._last_counters = (totals[0], totals[1], totals[2])
+        return self._last_counters
+
+    # -- tear-down ----------------------------------------------------------------------
+    def detach(self) -> None:
+        """Stop new packets arriving (the ring can still be drained)."""
+        for key in list(self._attached):
+            self._remove(key)
+        for fd in self._cgroup_links:
+            _close(fd)
+        self._cgroup_links.clear()
+        if self.hook_capture is not None:
+            self.hook_capture.detach()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            if getattr(self, "_counters_fd", None) is not None:
+                self.counters()
+        except OSError:
+            self._last_counters = (0, 0, 0)
+        self._last_counters = getattr(self, "_last_counters", (0, 0, 0))
+        self.closed = True
+        self.detach()
+        for link in self._links:
+            link.destroy()
+        self._links.clear()
+        if self.ring is not None:
+            self.ring.close()
+            self.ring = None
+        if self.hook_capture is not None:
+            self.hook_capture.close()
+        for fd in self._fds:
+            _close(fd)
+        self._fds.clear()
+        for obj in reversed(self._objects):
+            obj.close()
+        self._objects.clear()
+        for ns in self.namespaces:
+            ns.close()
+
+
+def probe_hooks() -> HookReport:
+    """Load and attach the attribution and process hooks once, then undo it: what works here."""
+    check_privileges()
+    session = Session(CaptureConfig())
+    try:
+        capture = libbpf.Object("capture")
+        session._objects.append(capture)
+        capture.set_max_entries("ptcap_events", round_size(1024))
+        capture.load()
+        session.hooks.working.append("tc capture program")
+        session._attach_attribution(capture.map_fd("ptcap_owners"))
+        session._attach_process_events(capture.map_fd("ptcap_events"),
+                                       capture.map_fd("ptcap_who_pids"), True)
+    except PtcapError as e:
+        session.hooks.failed["capture"] = str(e)
+    finally:
+        session.close()
+    return session.hooks
+
+
+# The socket-owner tracepoints (program, hook): each optional, the kernel may lack one.
+_OWNER_TRACEPOINTS = (("ptcap_sock_send", "tp_btf/sock_send_length"),
+                      ("ptcap_tcp_send", "tp_btf/tcp_sendmsg_locked"),
+                      ("ptcap_sock_recv", "tp_btf/sock_recv_length"))
+
+
+def _has_tracepoint(hook: str) -> bool:
+    """Does this kernel's BTF know the tracepoint a tp_btf program attaches to?"""
+    from ptcap.kernel import btf
+    try:
+        return btf.vmlinux().type_id(btf.KIND_TYPEDEF, "btf_trace_" + hook.split("/", 1)[1]) is not None
+    except PtcapError:
+        return True       # no BTF to ask: let the load say
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _possible_cpus() -> int:
+    """Per-CPU maps have one slot per possible CPU."""
+    try:
+        text = open("/sys/devices/system/cpu/possible").read().strip()
+    except OSError:
+        return os.cpu_count() or 1
+    n = 0
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        n += (int(hi) if hi else int(lo)) - int(lo) + 1
+    return n

@@ -1,0 +1,235 @@
+"""Process details behind an owner record: read from /proc once per process, then cached.
+
+The kernel hands us pid, tid, uid, gid, start time and thread name with each packet; the
+command, arguments and parent come from /proc the first time a process is seen.
+"""
+from __future__ import annotations
+
+import os
+import pwd
+import struct
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from ptcap.meta.context import ProcessContext
+
+if TYPE_CHECKING:
+    from ptcap.meta.metadata import Metadata, Workload
+
+OWNER = struct.Struct("<IIIIQQII16s16s")   # struct ptcap_owner (bpf/ptcap.h)
+_PID_START = struct.Struct("<I12xQ")        # its pid and start time
+EXIT_GRACE = 60.0       # seconds a process's details outlive it (late packets, FINs)
+NO_OWNER = bytes(OWNER.size)
+
+
+@dataclass(slots=True)
+class ProcessInfo:
+    pid: int
+    cmd: str
+    args: str
+    ppid: int
+    comm: str = ""
+
+
+def read_process(pid: int, start_ns: int = 0) -> ProcessInfo | None:
+    """Command (exe path), arguments and parent of a live process; None if it is gone, or if
+    `start_ns` (the kernel's start time) says the pid now belongs to another process."""
+    found = _read(pid)
+    if found is None:
+        return None
+    ticks, info = found
+    if start_ns and ticks and not _same_start(ticks, start_ns):
+        return None         # a reused pid: not the process the packet came from
+    return info
+
+
+def _read(pid: int) -> tuple[int, ProcessInfo] | None:
+    """(start time in clock ticks since boot, details) of a live process."""
+    base = f"/proc/{pid}"
+    try:
+        with open(f"{base}/cmdline", "rb") as f:
+            argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+        with open(f"{base}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    try:
+        cmd = os.readlink(f"{base}/exe")
+    except OSError:
+        cmd = argv[0] if argv else ""
+    if cmd.endswith(" (deleted)"):
+        cmd = cmd[: -len(" (deleted)")]
+    # the comm field may hold spaces and parentheses: the fields after it follow the last ')'
+    fields = stat[stat.rfind(b")") + 2:].split()
+    ticks = int(fields[19]) if len(fields) > 19 else 0
+    ppid = int(fields[1]) if len(fields) > 1 else 0
+    comm = stat[stat.find(b"(") + 1: stat.rfind(b")")].decode(errors="replace")
+    if not argv:
+        argv = [f"[{comm}]"]
+    return ticks, ProcessInfo(pid, cmd, join_args(argv), ppid, comm)
+
+
+_TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+def _same_start(ticks: int, start_ns: int) -> bool:
+    """/proc's start time (clock ticks since boot, suspend included) against the kernel's
+    (monotonic ns): the same process when they agree to a tick."""
+    boot_offset = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+    return abs(ticks - (start_ns + boot_offset) // _TICK_NS) <= 1
+
+
+def join_args(argv: list[str]) -> str:
+    """Arguments as one line: a newline would break the 'Key: value' comment format."""
+    return " ".join(argv).translate(_ONE_LINE)
+
+
+_ONE_LINE = str.maketrans({"\n": " ", "\r": " ", "\t": " "})
+
+
+class ProcessTable:
+    """Joins owner records with process details; keyed by pid + start time, so a reused pid
+    is never mistaken for the old process."""
+
+    def __init__(self, metadata: "Metadata | None" = None) -> None:
+        self.metadata = metadata      # containers and pods (None: not wanted)
+        self._procs: dict[tuple[int, int], ProcessInfo | None] = {}
+        self._latest: dict[int, ProcessInfo] = {}     # newest known program of each pid
+        self._contexts: dict[bytes, ProcessContext | None] = {NO_OWNER: None}
+        self._owners: dict[tuple[int, int], list[bytes]] = {}    # (pid, start) → owner records
+        self._exited: deque[tuple[float, int, int]] = deque()    # (when, pid, start)
+        self._users: dict[int, str] = {}
+        self._snapshot: dict[int, tuple[int, ProcessInfo]] = {}   # pid → (start ticks, details)
+        # called with each owner record whose context is dropped (exec, exit): sinks that
+        # cache what they derived from a context forget it too
+        self.forgotten: list[Callable[[bytes], None]] = []
+
+    def snapshot(self) -> None:
+        """Read every process once at start (after the exec hooks are on): one that exits
+        before its packets are read keeps its command and arguments."""
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                found = _read(int(entry))
+                if found is not None:
+                    self._snapshot[int(entry)] = found
+
+    def process(self, pid: int, start_ns: int = 0) -> ProcessInfo | None:
+        key = (pid, start_ns)
+        if key not in self._procs:
+            info = read_process(pid, start_ns)
+            if info is None and pid in self._snapshot:
+                ticks, seen = self._snapshot[pid]
+                if not start_ns or _same_start(ticks, start_ns):
+                    info = seen
+            self._procs[key] = info
+            if info is not None:
+                self._latest[pid] = info
+        return self._procs[key]
+
+    def parent(self, ppid: int) -> ProcessInfo | None:
+        """A parent as last seen (from its exec, or /proc), even if it has exited since."""
+        return self._latest.get(ppid) or self.process(ppid)
+
+    def context(self, owner: bytes) -> ProcessContext | None:
+        """The context of an owner record (40 bytes from the kernel); None when unknown."""
+        ctx = self._contexts.get(owner, False)
+        if ctx is False:
+            ctx = self._contexts[owner] = self._build(owner)
+            pid, start = _PID_START.unpack_from(owner)
+            self._owners.setdefault((pid, start), []).append(owner)
+        return ctx
+
+    def _build(self, owner: bytes) -> ProcessContext | None:
+        pid, tid, uid, gid, start, cgroup_id, mntns, ppid, comm, pcomm = OWNER.unpack(owner)
+        if not pid:
+            return None
+        tname = comm.split(b"\0", 1)[0].decode(errors="replace")
+        name = pcomm.split(b"\0", 1)[0].decode(errors="replace")
+        ctx = ProcessContext(pid=pid, tid=tid, tname=tname, uid=uid, gid=gid, username=self.user(uid),
+                             name=name, ppid=ppid)
+        info = self.process(pid, start)
+        if info is not None:
+            ctx.cmd, ctx.args = info.cmd, info.args
+            ctx.ppid = ppid or info.ppid
+        else:
+            ctx.cmd = name      # gone before we looked, never seen exec'ing: what the kernel said
+        parent = self.parent(ctx.ppid) if ctx.ppid > 0 else None
+        if parent is not None:
+            ctx.pcmd, ctx.pargs, ctx.pname = parent.cmd, parent.args, parent.comm
+        if self.metadata is not None:
+            _join_workload(ctx, self.metadata.workload(pid, cgroup_id))
+        return ctx
+
+    def learn_exec(self, pid: int, ppid: int, start_ns: int, filename: str, argv: list[str]) -> None:
+        """A process exec'd: remember what it runs now (it may be gone before we look)."""
+        self._drop_contexts(pid, start_ns)
+        # the kernel names a process after the file it executes (at most 15 bytes)
+        comm = filename.rsplit("/", 1)[-1][:15]
+        before = self._latest.get(pid)
+        if filename.startswith(("/proc/self/exe", f"/proc/{pid}/exe")) and before is not None:
+            filename = before.cmd       # it re-ran its own program (busybox applets do)
+        elif not filename.startswith("/") or filename.startswith(("/proc/", "/dev/fd/")):
+            try:
+                filename = os.readlink(f"/proc/{pid}/exe")
+            except OSError:
+                pass
+        info = ProcessInfo(pid, filename, join_args(argv), ppid, comm)
+        self._procs[pid, start_ns] = self._latest[pid] = info
+
+    def learn_fork(self, pid: int, ppid: int, start_ns: int) -> None:
+        """A process forked: until it execs, the child runs its parent's program."""
+        parent = self._latest.get(ppid)
+        if parent is None:
+            return
+        info = ProcessInfo(pid, parent.cmd, parent.args, ppid, parent.comm)
+        self._procs[pid, start_ns] = self._latest[pid] = info
+
+    def user(self, uid: int) -> str:
+        name = self._users.get(uid)
+        if name is None:
+            try:
+                name = pwd.getpwuid(uid).pw_name
+            except KeyError:
+                name = ""
+            self._users[uid] = name
+        return name
+
+    def learn_exit(self, pid: int, start_ns: int) -> None:
+        """A process ended. Its packets may still be queued (and its sockets may send a last
+        FIN): what we know of it is kept for EXIT_GRACE seconds, then dropped."""
+        now = time.monotonic()
+        self._exited.append((now, pid, start_ns))
+        while self._exited and now - self._exited[0][0] > EXIT_GRACE:
+            _, old_pid, old_start = self._exited.popleft()
+            self._drop_contexts(old_pid, old_start)
+            info = self._procs.pop((old_pid, old_start), None)
+            if info is not None and self._latest.get(old_pid) is info:
+                del self._latest[old_pid]
+
+    def _drop_contexts(self, pid: int, start_ns: int) -> None:
+        for owner in self._owners.pop((pid, start_ns), ()):
+            self._contexts.pop(owner, None)
+            for forget in self.forgotten:
+                forget(owner)
+
+    def forget(self, pid: int) -> None:
+        """Drop everything known about a pid (every process that had it)."""
+        for key in [k for k in self._procs if k[0] == pid]:
+            del self._procs[key]
+        self._latest.pop(pid, None)
+        for key in [k for k in self._owners if k[0] == pid]:
+            self._drop_contexts(*key)
+
+
+def _join_workload(ctx: ProcessContext, w: "Workload | None") -> None:
+    if w is None:
+        return
+    c = w.container
+    ctx.container_id, ctx.container_name, ctx.container_image = c.id, c.name, c.image
+    ctx.container_labels = c.labels
+    if w.pod is not None:
+        p = w.pod
+        ctx.pod_name, ctx.pod_namespace, ctx.pod_uid = p.name, p.namespace, p.uid
+        ctx.pod_labels, ctx.pod_annotations = p.labels, p.annotations

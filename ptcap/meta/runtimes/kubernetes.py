@@ -1,0 +1,115 @@
+"""Which Kubernetes pod a container belongs to, and the pod's labels and annotations.
+
+The kubelet labels every container it starts (io.kubernetes.pod.name, .namespace, .uid,
+io.kubernetes.container.name): that gives the pod's identity with no API at all. Labels and
+annotations of the pod itself come from the Kubernetes API (the kubernetes client) when a
+kubeconfig ($KUBECONFIG, ~/.kube/config) or an in-cluster service account exists.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+from ptcap.meta.runtimes.docker_engine import short_error as _short
+
+log = logging.getLogger("ptcap")
+
+POD_NAME = "io.kubernetes.pod.name"
+POD_NAMESPACE = "io.kubernetes.pod.namespace"
+POD_UID = "io.kubernetes.pod.uid"
+CONTAINER_NAME = "io.kubernetes.container.name"
+RETRY_SECONDS = 10.0
+
+
+@dataclass(slots=True)
+class PodInfo:
+    name: str
+    namespace: str = ""
+    uid: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+def pod_from_labels(labels: dict[str, str]) -> PodInfo | None:
+    """The pod a container's runtime labels name, or None for a container outside Kubernetes."""
+    name = labels.get(POD_NAME)
+    if not name:
+        return None
+    return PodInfo(name=name, namespace=labels.get(POD_NAMESPACE, ""), uid=labels.get(POD_UID, ""))
+
+
+def parse_pod_selector(text: str) -> tuple[str, str]:
+    """--pod-name NAME.NAMESPACE (NAME alone means the default namespace). Pod names may hold
+    dots, namespaces may not: the namespace is after the last dot."""
+    name, dot, namespace = text.rpartition(".")
+    if not dot:
+        return text, "default"
+    if not name or not namespace:
+        raise ValueError(f"--pod-name {text!r}: expected NAME.NAMESPACE")
+    return name, namespace
+
+
+class KubernetesAPI:
+    """Pod labels and annotations from the API server; optional and cached per pod."""
+
+    def __init__(self) -> None:
+        self._api = None
+        self._tried = False
+        self._cache: dict[tuple[str, str], PodInfo | None] = {}
+        self._failed_at: dict[tuple[str, str], float] = {}
+        self._said = False
+
+    def _connect(self):
+        if self._tried:
+            return self._api
+        self._tried = True
+        try:
+            from kubernetes import client, config
+        except ImportError as e:
+            log.info("kubernetes: client library missing (%s): pod labels and annotations are left empty", e)
+            return None
+        try:
+            if os.environ.get("KUBERNETES_SERVICE_HOST"):
+                config.load_incluster_config()
+            else:
+                config.load_kube_config()
+        except Exception as e:      # noqa: BLE001 (no kubeconfig: a normal case)
+            log.info("kubernetes: no cluster configuration (%s): pod labels and annotations are left "
+                     "empty", _short(e))
+            return None
+        self._api = client.CoreV1Api()
+        return self._api
+
+    @property
+    def configured(self) -> bool:
+        return self._connect() is not None
+
+    def pod(self, name: str, namespace: str) -> PodInfo | None:
+        key = (name, namespace)
+        if key in self._cache:
+            return self._cache[key]
+        failed = self._failed_at.get(key)
+        if failed is not None and time.monotonic() - failed < RETRY_SECONDS:
+            return None
+        api = self._connect()
+        if api is None:
+            return None
+        try:
+            pod = api.read_namespaced_pod(name, namespace, _request_timeout=5)
+        except Exception as e:      # noqa: BLE001
+            if getattr(e, "status", None) == 404:
+                self._cache[key] = None
+                return None
+            self._failed_at[key] = time.monotonic()
+            if not self._said:
+                log.info("kubernetes: reading pod %s/%s: %s", namespace, name, _short(e))
+                self._said = True
+            return None
+        meta = pod.metadata
+        info = PodInfo(name=meta.name, namespace=meta.namespace or namespace, uid=meta.uid or "",
+                       labels=dict(meta.labels or {}), annotations=dict(meta.annotations or {}))
+        self._cache[key] = info
+        return info
+
