@@ -300,13 +300,17 @@ dropped:
 #define PTCAP_HOOK_tcp_send_reset PTCAP_HOOK_TCP_SEND_RESET
 
 PROGS(kfree_skb)
+/* rx_sk, the socket a received packet was dropped for (a full receive buffer names its
+ * process), is the tracepoint's 4th argument from 6.11 on; before, only its own socket. */
 SEC("tp_btf/kfree_skb")
-int BPF_PROG(ptcap_hook_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason,
-	     struct sock *rx_sk)
+int ptcap_hook_kfree_skb(unsigned long long *ctx)
 {
-	/* rx_sk: the socket a received packet was dropped for (a full receive buffer names
-	 * its process); sent packets still carry their own socket */
-	return take(ctx, &ptcap_progs_kfree_skb, skb, (__u64)location, reason, 0,
+	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	struct sock *rx_sk = 0;
+
+	if (bpf_core_field_exists(struct trace_event_raw_kfree_skb, rx_sk))
+		rx_sk = (struct sock *)ctx[3];
+	return take(ctx, &ptcap_progs_kfree_skb, skb, ctx[1], (__u32)ctx[2], 0,
 		    rx_sk ? rx_sk : skb->sk);
 }
 

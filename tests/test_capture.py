@@ -391,7 +391,8 @@ def test_load_failure_names_the_program_and_the_verifiers_reason(tmp_path):
                          env={**os.environ, "PTCAP_BPF_DIR": str(tmp_path)})
     assert res.returncode == 1
     first, *reason = res.stderr.splitlines()
-    assert first == "ptcap: loading program ptcap_tc_ingress in capture failed: Permission denied"
+    assert first == ("ptcap: loading program ptcap_tc_ingress in capture failed on Linux "
+                     f"{os.uname().release}: Permission denied")
     assert reason and reason[0].startswith("  verifier: ")
     assert "invalid access to packet" in res.stderr
     assert "Traceback" not in res.stderr
