@@ -298,6 +298,7 @@ dropped:
 #define PTCAP_HOOK_netif_receive_skb PTCAP_HOOK_NETIF_RECEIVE_SKB
 #define PTCAP_HOOK_tcp_retransmit_skb PTCAP_HOOK_TCP_RETRANSMIT_SKB
 #define PTCAP_HOOK_tcp_send_reset PTCAP_HOOK_TCP_SEND_RESET
+#define PTCAP_HOOK_dev_direct_xmit PTCAP_HOOK_DEV_DIRECT_XMIT
 
 PROGS(kfree_skb)
 /* rx_sk, the socket a received packet was dropped for (a full receive buffer names its
@@ -355,6 +356,28 @@ SEC("tp_btf/tcp_send_reset")
 int BPF_PROG(ptcap_hook_tcp_send_reset, struct sock *sk, struct sk_buff *skb)
 {
 	return take(ctx, &ptcap_progs_tcp_send_reset, skb, 0, 0, PTCAP_DIR_IN, sk);
+}
+
+/* Direct transmits (PACKET_QDISC_BYPASS, AF_XDP copy mode) skip the qdisc and xmit_one, so
+ * no tracepoint sees them: fentry on __dev_direct_xmit does, where the kernel has BPF
+ * trampolines. Its emit program attaches to the same function (one prog array, one target). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, PTCAP_SLOT_MAX);
+	__type(key, __u32);
+	__type(value, __u32);
+} ptcap_progs_dev_direct_xmit SEC(".maps");
+
+SEC("fentry/__dev_direct_xmit")
+int ptcap_emit_dev_direct_xmit(void *ctx)
+{
+	return emit(ctx, PTCAP_HOOK_DEV_DIRECT_XMIT);
+}
+
+SEC("fentry/__dev_direct_xmit")
+int BPF_PROG(ptcap_hook_dev_direct_xmit, struct sk_buff *skb, __u16 queue_id)
+{
+	return take(ctx, &ptcap_progs_dev_direct_xmit, skb, 0, 0, PTCAP_DIR_OUT, 0);
 }
 
 char LICENSE[] SEC("license") = "GPL";
