@@ -186,6 +186,38 @@ def check_hook() -> None:
     assert len(lines) == 1 and "k19hook" in lines[0], lines
 
 
+def check_direct_transmit() -> None:
+    """A PACKET_QDISC_BYPASS frame on the veth passes no tracepoint; --hook dev_direct_xmit
+    (fentry on __dev_direct_xmit) sees it where the kernel has BPF trampolines, and where it
+    has not, ptcap says so naming the kernel."""
+    import struct
+    port = free_port()
+    cap = Capture("--hook", "dev_direct_xmit", "-n", "-c", "1", f"udp and dst port {port}")
+    deadline = time.monotonic() + START_TIMEOUT
+    while "listening on" not in cap.err.read_text() and cap.proc.poll() is None:
+        assert time.monotonic() < deadline, "ptcap did not start"
+        time.sleep(0.2)
+    if cap.proc.poll() is not None:
+        err = cap.err.read_text()
+        assert f"--hook dev_direct_xmit: loading program" in err and f"on Linux {os.uname().release}" in err, err
+        print(f"  (this kernel has no fentry: {err.splitlines()[0]})")
+        return
+    mac = bytes.fromhex(Path(f"/sys/class/net/{HOST_IF}/address").read_text().strip().replace(":", ""))
+    udp = struct.pack("!HHHH", 40000, port, 8 + 6, 0) + b"direct"
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
+                     socket.inet_aton(HOST_IP), socket.inet_aton(NS_IP))
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    try:
+        s.setsockopt(263, 20, 1)            # SOL_PACKET, PACKET_QDISC_BYPASS
+        s.bind((HOST_IF, 0))
+        s.send(b"\xff" * 6 + mac + b"\x08\x00" + ip + udp)
+    finally:
+        s.close()
+    lines = cap.finish()
+    assert len(lines) == 1 and f"{HOST_IP}.40000 > {NS_IP}.{port}: UDP, length 6" in lines[0], lines
+    assert lines[0].split()[1] == "dev_direct_xmit", lines
+
+
 def _leftovers() -> list[str]:
     """What a capture on the veth left in the kernel. In a booted VM (PTCAP_SMOKE_ALONE=1)
     nothing else runs, so every ptcap program, link and watchdog counts; on a shared host
@@ -265,7 +297,7 @@ def check_extcap_through_tshark() -> None:
 
 
 CHECKS = [check_lo_filter_and_preexisting_socket, check_veth_with_process_selector,
-          check_cgroup_skb_backend, check_hook, check_sigkill_leaves_nothing,
+          check_cgroup_skb_backend, check_hook, check_direct_transmit, check_sigkill_leaves_nothing,
           check_extcap_through_tshark]
 
 

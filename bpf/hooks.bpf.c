@@ -316,10 +316,15 @@ int ptcap_hook_kfree_skb(unsigned long long *ctx)
 }
 
 PROGS(consume_skb)
+/* location is the tracepoint's 2nd argument from 6.3 on; before, only the skb. */
 SEC("tp_btf/consume_skb")
-int BPF_PROG(ptcap_hook_consume_skb, struct sk_buff *skb, void *location)
+int ptcap_hook_consume_skb(unsigned long long *ctx)
 {
-	return take(ctx, &ptcap_progs_consume_skb, skb, (__u64)location, 0, 0, 0);
+	__u64 location = 0;
+
+	if (bpf_core_field_exists(struct trace_event_raw_consume_skb, location))
+		location = ctx[1];
+	return take(ctx, &ptcap_progs_consume_skb, (struct sk_buff *)ctx[0], location, 0, 0, 0);
 }
 
 PROGS(net_dev_queue)

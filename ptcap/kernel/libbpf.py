@@ -50,13 +50,20 @@ _libc.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, c
 _log = threading.local()
 
 
+_DEBUG = 2          # enum libbpf_print_level: WARN 0, INFO 1, DEBUG 2
+_TEXT_SIZE = 1 << 24  # a verifier log can be megabytes, and its reason is at the end
+
+
 @_PRINT_FN
 def _print(level: int, fmt: bytes, args: int) -> int:
-    buf = ctypes.create_string_buffer(8192)
-    _libc.vsnprintf(buf, len(buf), fmt, args)
     lines = getattr(_log, "lines", None)
-    if lines is not None:
-        lines.append(buf.value.decode(errors="replace"))
+    if lines is None or level >= _DEBUG:
+        return 0
+    buf = getattr(_log, "buf", None)
+    if buf is None:
+        buf = _log.buf = ctypes.create_string_buffer(_TEXT_SIZE)
+    _libc.vsnprintf(buf, _TEXT_SIZE, fmt, args)
+    lines.append(buf.value.decode(errors="replace"))
     return 0
 
 

@@ -163,12 +163,6 @@ class Attachment:
         self._key = key
 
     def close(self) -> None:
-        if self.fd >= 0:
-            try:
-                os.close(self.fd)
-            except OSError:
-                pass
-            self.fd = -1
         if self._netlink is not None:
             place, ifindex, point, handle, priority, made = self._netlink
             self._netlink = None
@@ -179,6 +173,12 @@ class Attachment:
                 pass             # the namespace is gone, and its interfaces with it
             if self._watchdog is not None:
                 self._watchdog.forget(self._key)
+        if self.fd >= 0:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = -1
 
 
 class Attacher:
@@ -215,7 +215,9 @@ class Attacher:
                     _lib.bpf_tc_hook_destroy(ctypes.byref(both))
                 raise bpf.BPFError(-err, "adding the tc filter")
         key = self._watchdog.add(netns_fd, ifindex, point, opts.handle, opts.priority, made)
-        return Attachment(netlink=(place, ifindex, point, opts.handle, opts.priority, made),
+        # The filter holds the program; we hold it too, so that it is seen as ptcap's while
+        # ptcap lives (as a TCX link's is).
+        return Attachment(fd=os.dup(prog_fd), netlink=(place, ifindex, point, opts.handle, opts.priority, made),
                           watchdog=self._watchdog, key=key)
 
     def close(self) -> None:
