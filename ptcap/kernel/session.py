@@ -164,15 +164,16 @@ class Session:
         self._objects.append(capture)
         ring_size = round_size(cfg.ring_kib)
         capture.set_max_entries("ptcap_events", ring_size)
-        # Each backend's programs are optional to the others: one this kernel refuses fails
-        # only the captures that need it (see _program).
+        # Only the programs this capture uses are loaded (verifying is most of the start-up
+        # time); one this kernel refuses fails only the captures that need it.
+        directions = ["in", "out"] if cfg.direction == "inout" else [cfg.direction]
+        needed = set() if cfg.hooks else {_CAPTURE_PROGS[_SLOTS[cfg.backend, d]] for d in directions}
+        for name in _CAPTURE_PROGS.values():
+            if name not in needed:
+                capture.set_autoload(name, False)
         capture.load(optional=_CAPTURE_PROGS.values())
-        if not cfg.hooks:
-            directions = ["in", "out"] if cfg.direction == "inout" else [cfg.direction]
-            for d in directions:
-                name = _CAPTURE_PROGS[_SLOTS[cfg.backend, d]]
-                if name in capture.unavailable:
-                    raise PtcapError(capture.unavailable[name])
+        for name in sorted(needed & set(capture.unavailable)):
+            raise PtcapError(capture.unavailable[name])
         self._capture = capture
         self._attach_attribution(capture.map_fd("ptcap_owners"))
         self._attach_process_events(capture.map_fd("ptcap_events"), capture.map_fd("ptcap_who_pids"),
