@@ -4,7 +4,8 @@ traffic once ptcap says it listens, and checks what it printed; every wait is bo
 
 Checks: capture and attribution on lo (a socket opened before ptcap started, a pcap filter),
 on a veth into a network namespace with a process selector, the cgroup-skb backend, a hook,
-SIGKILL leaving nothing attached, and the extcap through tshark. Prints one line per check
+SIGKILL leaving nothing attached, and the extcap through tshark (every capture's normal exit is checked for
+leftovers too). Prints one line per check
 and `smoke: N passed, M failed on Linux RELEASE`; exits 1 if any failed.
 """
 from __future__ import annotations
@@ -110,6 +111,8 @@ class Capture:
             raise AssertionError(f"ptcap did not stop: {self.err.read_text().strip()}")
         if self.proc.returncode:
             raise AssertionError(f"ptcap exit {self.proc.returncode}: {self.err.read_text().strip()}")
+        left = _wait_clean()
+        assert not left, f"left after a normal exit: {left}"
         return out.splitlines()
 
 
@@ -177,50 +180,53 @@ def check_cgroup_skb_backend() -> None:
     assert len(lines) == 2 and all(f"k19cg.{sender.pid}" in l for l in lines), lines
 
 
-def check_hook() -> None:
-    """--hook net_dev_queue sees a datagram leave by the veth, with its sender."""
-    sender = Sender("k19hook", NS_IP, NS)
-    port = free_port()
-    cap = Capture("--hook", "net_dev_queue", "-n", "-c", "1", f"udp and dst port {port}")
-    try:
-        cap.wait_listening()
-        sender.send(port, HOST_IP)
-        lines = cap.finish()
-    finally:
-        sender.stop()
-    assert len(lines) == 1 and "k19hook" in lines[0], lines
-
-
-def check_direct_transmit() -> None:
-    """A PACKET_QDISC_BYPASS frame on the veth passes no tracepoint; --hook dev_direct_xmit
-    (fentry on __dev_direct_xmit) sees it where the kernel has BPF trampolines, and where it
-    has not, ptcap says so naming the kernel."""
+def _direct_frame(port: int) -> bytes:
     import struct
-    port = free_port()
-    cap = Capture("--hook", "dev_direct_xmit", "-n", "-c", "1", f"udp and dst port {port}")
-    deadline = time.monotonic() + START_TIMEOUT
-    while "listening on" not in cap.err.read_text() and cap.proc.poll() is None:
-        assert time.monotonic() < deadline, "ptcap did not start"
-        time.sleep(0.2)
-    if cap.proc.poll() is not None:
-        err = cap.err.read_text()
-        assert f"--hook dev_direct_xmit: loading program" in err and f"on Linux {os.uname().release}" in err, err
-        print(f"  (this kernel has no fentry: {err.splitlines()[0]})")
-        return
     mac = bytes.fromhex(Path(f"/sys/class/net/{HOST_IF}/address").read_text().strip().replace(":", ""))
     udp = struct.pack("!HHHH", 40000, port, 8 + 6, 0) + b"direct"
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
                      socket.inet_aton(HOST_IP), socket.inet_aton(NS_IP))
-    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    return b"\xff" * 6 + mac + b"\x08\x00" + ip + udp
+
+
+def check_hooks() -> None:
+    """--hook net_dev_queue sees a datagram leave by the veth, with its sender; --hook
+    dev_direct_xmit (fentry on __dev_direct_xmit) a PACKET_QDISC_BYPASS frame, which passes
+    no tracepoint, where the kernel has BPF trampolines; where it has not, ptcap says so,
+    naming the kernel, and the tracepoint hook alone is checked."""
+    port = free_port()
+    expr = f"udp and dst port {port}"
+    cap = Capture("--hook", "net_dev_queue", "--hook", "dev_direct_xmit", "-n", "-c", "2", expr)
+    deadline = time.monotonic() + START_TIMEOUT
+    while "listening on" not in cap.err.read_text() and cap.proc.poll() is None:
+        assert time.monotonic() < deadline, "ptcap did not start"
+        time.sleep(0.2)
+    direct = cap.proc.poll() is None
+    if not direct:
+        err = cap.err.read_text()
+        assert "--hook dev_direct_xmit: loading program" in err and f"on Linux {os.uname().release}" in err, err
+        print(f"  (no fentry here: {err.splitlines()[0]})")
+        cap = Capture("--hook", "net_dev_queue", "-n", "-c", "1", expr)
+        cap.wait_listening()
+    sender = Sender("k19hook", NS_IP, NS)
     try:
-        s.setsockopt(263, 20, 1)            # SOL_PACKET, PACKET_QDISC_BYPASS
-        s.bind((HOST_IF, 0))
-        s.send(b"\xff" * 6 + mac + b"\x08\x00" + ip + udp)
+        sender.send(port, HOST_IP)
     finally:
-        s.close()
+        sender.stop()
+    if direct:
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+        try:
+            s.setsockopt(263, 20, 1)            # SOL_PACKET, PACKET_QDISC_BYPASS
+            s.bind((HOST_IF, 0))
+            s.send(_direct_frame(port))
+        finally:
+            s.close()
     lines = cap.finish()
-    assert len(lines) == 1 and f"{HOST_IP}.40000 > {NS_IP}.{port}: UDP, length 6" in lines[0], lines
-    assert lines[0].split()[1] == "dev_direct_xmit", lines
+    queued = [l for l in lines if l.split()[1] == "net_dev_queue"]
+    assert len(queued) == 1 and "k19hook" in queued[0], lines
+    if direct:
+        sent = [l for l in lines if l.split()[1] == "dev_direct_xmit"]
+        assert len(sent) == 1 and f"{HOST_IP}.40000 > {NS_IP}.{port}: UDP, length 6" in sent[0], lines
 
 
 def _leftovers() -> list[str]:
@@ -228,11 +234,13 @@ def _leftovers() -> list[str]:
     nothing else runs, so every ptcap program, link and watchdog counts; on a shared host
     only what is on this check's own interface."""
     out = []
-    if "clsact" in sh("tc", "qdisc", "show", "dev", HOST_IF):
-        out.append(f"clsact qdisc on {HOST_IF}")
-    for side in ("ingress", "egress"):
-        if sh("tc", "filter", "show", "dev", HOST_IF, side, check=False).strip():
-            out.append(f"tc {side} filter on {HOST_IF}")
+    alone = os.environ.get("PTCAP_SMOKE_ALONE") == "1"
+    for dev in (HOST_IF, "lo") if alone else (HOST_IF,):
+        if "clsact" in sh("tc", "qdisc", "show", "dev", dev):
+            out.append(f"clsact qdisc on {dev}")
+        for side in ("ingress", "egress"):
+            if sh("tc", "filter", "show", "dev", dev, side, check=False).strip():
+                out.append(f"tc {side} filter on {dev}")
     ifindex = socket.if_nametoindex(HOST_IF)
     for attach in (bpf.AttachType.TCX_INGRESS, bpf.AttachType.TCX_EGRESS):
         try:
@@ -241,7 +249,7 @@ def _leftovers() -> list[str]:
         except bpf.BPFError:
             pass                  # no TCX in this kernel
     links = sh("bpftool", "link", "show")
-    if os.environ.get("PTCAP_SMOKE_ALONE") == "1":
+    if alone:
         out += [l.strip() for l in sh("bpftool", "prog", "show").splitlines() if "name ptcap_" in l]
         if links.strip():
             out.append("bpf links: " + links.strip().replace("\n", "; "))
@@ -250,15 +258,20 @@ def _leftovers() -> list[str]:
     return out
 
 
+def _wait_clean(timeout: float = 60) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while (left := _leftovers()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return left
+
+
 def check_sigkill_leaves_nothing() -> None:
     cap = Capture("-i", HOST_IF, "-n", "udp")
     cap.wait_listening()
     assert _leftovers(), "the capture attached nothing"
     cap.proc.send_signal(signal.SIGKILL)
     cap.proc.wait()
-    deadline = time.monotonic() + 60
-    while (left := _leftovers()) and time.monotonic() < deadline:
-        time.sleep(0.5)
+    left = _wait_clean()
     assert not left, left
 
 
@@ -285,10 +298,13 @@ def check_extcap_through_tshark() -> None:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "HOME": str(home)})
     try:
-        deadline = time.monotonic() + START_TIMEOUT
+        deadline = time.monotonic() + 2 * START_TIMEOUT     # tshark asks every extcap first
         while not (log.exists() and "listening on" in log.read_text()):
-            assert proc.poll() is None and time.monotonic() < deadline, \
-                f"extcap did not start: {proc.stderr.read() if proc.poll() is not None else ''}"
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                _, err = proc.communicate()
+                raise AssertionError(f"extcap did not start: {err.strip()} / log: "
+                                     f"{log.read_text().strip() if log.exists() else 'none'}")
             time.sleep(0.2)
         for _ in range(2):
             sender.send(port, "127.0.0.1")
@@ -302,7 +318,7 @@ def check_extcap_through_tshark() -> None:
 
 
 CHECKS = [check_lo_filter_and_preexisting_socket, check_veth_with_process_selector,
-          check_cgroup_skb_backend, check_hook, check_direct_transmit, check_sigkill_leaves_nothing,
+          check_cgroup_skb_backend, check_hooks, check_sigkill_leaves_nothing,
           check_extcap_through_tshark]
 
 

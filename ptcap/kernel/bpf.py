@@ -136,7 +136,8 @@ def prog_load(prog_type: int, insns: bytes, *, name: str = "", license: str = "G
         err = -ret
         if level == 1 or err not in (errno.EACCES, errno.EINVAL, errno.E2BIG, errno.ENOSPC):
             text = log.value.decode(errors="replace").strip() if level else ""
-            raise BPFError(err, f"loading BPF program {name or '?'}", _tail(text))
+            raise BPFError(err, f"loading BPF program {name or '?'} failed on Linux {os.uname().release}",
+                           _tail(text))
     raise AssertionError("unreachable")
 
 
