@@ -226,6 +226,9 @@ class Object:
             if err < 0:
                 raise PtcapError(f"sharing BPF map {name}: {os.strerror(-err)}")
         else:
+            ptr = _lib.bpf_object__find_program_by_name(self._ptr, name.encode())
+            if not ptr and not value:
+                return            # not in this object: it will not load anyway
             _lib.bpf_program__set_autoload(self.program(name)._ptr, bool(value))
 
     def load(self, optional: Iterable[str] = ()) -> None:
