@@ -17,7 +17,7 @@ from ptcap.kernel import interfaces
 from ptcap.kernel import netns as nsmod
 from ptcap.kernel.session import CaptureConfig, Session
 from ptcap.cli.command import Command
-from ptcap.meta.runtimes.docker_engine import RuntimeUnavailable
+from ptcap.meta.runtimes.availability import RuntimeUnavailable
 from ptcap.meta.runtimes.kubernetes import parse_pod_selector
 from ptcap.meta.metadata import Metadata
 from ptcap.kernel.selectors import ContainerSelector, WhoFilter

@@ -133,7 +133,7 @@ class ContainerSelector:
     def resolve(self) -> set[int]:
         """Namespaces of the matching containers running now (raises RuntimeUnavailable
         when the runtime is needed and down)."""
-        from ptcap.meta.runtimes.docker_engine import RuntimeUnavailable
+        from ptcap.meta.runtimes.availability import RuntimeUnavailable
         self._last = time.monotonic()
         named, failures = [], []
         for runtime in self.runtimes:
