@@ -6,7 +6,7 @@ import os
 import time
 
 from ptcap.kernel import bpf
-from ptcap.pipeline.ringbuf import RingBuffer
+from ptcap.kernel.ringbuf import RingBuffer
 
 SIZE = 1 << 20
 SECONDS = 1.0

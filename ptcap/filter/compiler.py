@@ -21,6 +21,7 @@ from pathlib import Path
 from ptcap.filter import asm
 from ptcap.filter import libpcap
 from ptcap.filter.asm import Alu, Jmp, Label, Reg, Size
+from ptcap.kernel import records
 from ptcap.errors import PtcapError
 
 # link types (LINKTYPE_* as in pcap files; libpcap maps 101 to DLT_RAW)
@@ -51,9 +52,8 @@ _KEY_OFF = -88
 # Kernel hooks (bpf/hooks.bpf.c): the packet's first bytes sit in a per-CPU struct
 # ptcap_scratch, whose address the filter keeps in R9 (bpf/ptcap.h layout)
 _SCRATCH = Reg.R9
-SCRATCH_LEN, SCRATCH_AVAIL, SCRATCH_SNAP = 12, 16, 20
-SCRATCH_HDR, SCRATCH_SIZE = 128, 32768
-SCRATCH_DATA = SCRATCH_SIZE - SCRATCH_HDR
+SCRATCH_LEN, SCRATCH_AVAIL, SCRATCH_SNAP = (records.SCRATCH.offset[f] for f in ("len", "avail", "snap"))
+SCRATCH_HDR, SCRATCH_DATA = records.SCRATCH.offset["data"], records.SCRATCH.field_size["data"]
 
 
 def _mem_off(i: int) -> int:

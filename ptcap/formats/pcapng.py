@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import BinaryIO, Callable
 
 from ptcap import __version__
-from ptcap.pipeline.decoder import CAPLEN_AT, DIR_AT, EPB_AT, HEADER_LEN, KEY_AT, KEY_END, OWNER_LEN
+from ptcap.kernel.records import CAPLEN_AT, DIR_AT, EPB_AT, HEADER_LEN, KEY_AT, KEY_END, OWNER_LEN
 from ptcap.errors import PtcapError
-from ptcap.pipeline.packet import Direction
+from ptcap.kernel.records import Direction
 
 _U32 = struct.Struct("<I")
 _OPT_HEAD = struct.Struct("<HH")

@@ -25,11 +25,11 @@ from ptcap.filter import compiler as pcapfilter
 from ptcap.meta.context import ProcessContext
 from ptcap.errors import PtcapError
 from ptcap.kernel.kallsyms import KernelSymbols
-from ptcap.pipeline.packet import LinkType
+from ptcap.kernel import records
+from ptcap.kernel.records import HookSlot, LinkType
 
-# enum ptcap_hook (bpf/ptcap.h), in order
-HOOKS = ("kfree_skb", "consume_skb", "net_dev_queue", "net_dev_start_xmit", "netif_receive_skb",
-         "tcp_retransmit_skb", "tcp_send_reset")
+# enum ptcap_hook, in order: the tracepoints' names
+HOOKS = tuple(h.name.lower() for h in records.Hook if h is not records.Hook.MAX)
 DESCRIPTIONS = {
     "kfree_skb": "packets the kernel drops, with the reason and where",
     "consume_skb": "packets freed after normal use",
@@ -39,9 +39,9 @@ DESCRIPTIONS = {
     "tcp_retransmit_skb": "TCP segments retransmitted",
     "tcp_send_reset": "packets that made TCP answer with a reset",
 }
-SLOT_FILTER_ETHER, SLOT_FILTER_RAW, SLOT_EMIT = 0, 1, 2
-_CONFIG = struct.Struct(f"<qII{len(HOOKS)}I4x")      # struct ptcap_hook_config
-_INFO = struct.Struct("<QI")                          # location, reason in a record's key
+SLOT_FILTER_ETHER, SLOT_FILTER_RAW, SLOT_EMIT = HookSlot.FILTER_ETHER, HookSlot.FILTER_RAW, HookSlot.EMIT
+_CONFIG = records.HOOK_CONFIG.struct
+_INFO = struct.Struct("<" + "".join(f for n, f in records.PACKET.fields if n in ("location", "reason")))
 NO_INFO = bytes(_INFO.size)
 _STACK_DEPTH = 127
 _REJECT_ALL = [(0x06, 0, 0, 0)]                       # ret #0

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from ptcap.kernel import netns as nsmod
 from ptcap.errors import PtcapError
 from ptcap.kernel.netns import Netns
-from ptcap.pipeline.packet import LinkType
+from ptcap.kernel.records import LinkType
 
 # ARPHRD_* of devices whose packets carry an Ethernet header at tc (loopback has a zeroed one)
 _ETHERNET_TYPES = {1, 772}

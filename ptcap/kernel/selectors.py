@@ -5,23 +5,13 @@ user gave (the pids and names together form one kind); see bpf/capture.bpf.c who
 """
 from __future__ import annotations
 
-import enum
 import os
 import struct
 import time
 from dataclasses import dataclass, field
 
 from ptcap.kernel import bpf
-
-
-class Who(enum.IntFlag):
-    """enum ptcap_who_bits in bpf/ptcap.h."""
-
-    PIDS = 1
-    COMMS = 2
-    UIDS = 4
-    MNTNS = 8
-    FOLLOW = 16
+from ptcap.kernel.records import COMM_LEN, Who
 
 
 @dataclass
@@ -56,7 +46,7 @@ _ONE = b"\x01"
 
 def comm_key(name: str) -> bytes:
     """A comm as the kernel stores it: at most 15 bytes, NUL-padded to 16."""
-    return name.encode()[:15].ljust(16, b"\0")
+    return name.encode()[:COMM_LEN - 1].ljust(COMM_LEN, b"\0")
 
 
 def load(who: WhoFilter, fds: dict[str, int]) -> None:

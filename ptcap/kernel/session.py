@@ -22,14 +22,15 @@ from ptcap.kernel.cgroup import v2_mount
 from ptcap.errors import PtcapError
 from ptcap.kernel.interfaces import NetInterface
 from ptcap.kernel.netns import Netns
-from ptcap.pipeline.packet import LinkType
-from ptcap.pipeline.ringbuf import RingBuffer, round_size
+from ptcap.kernel import records
+from ptcap.kernel.records import LinkType
+from ptcap.kernel.ringbuf import RingBuffer, round_size
 from ptcap.kernel.selectors import WhoFilter
 from ptcap.kernel import selectors as whomod
 
-_IFACE = struct.Struct("<I4x")          # struct ptcap_iface
-_IFACE_KEY = struct.Struct("<QI4x")     # struct ptcap_iface_key
-_CONFIG = struct.Struct("<qI4x")        # struct ptcap_config
+_IFACE = records.IFACE.struct
+_IFACE_KEY = records.IFACE_KEY.struct
+_CONFIG = records.CONFIG.struct
 _TC_NEXT = -1                           # TC_ACT_UNSPEC = TCX_NEXT: the packet goes on untouched
 
 
@@ -118,6 +119,7 @@ class Session:
         return self
 
     def _open(self) -> None:
+        records.check_objects(libbpf.objects_dir())
         cfg = self.config
         if cfg.hooks:
             self._open_hooks()
@@ -393,7 +395,7 @@ class Session:
             return self._last_counters
         ncpu = _possible_cpus()
         totals = []
-        for which in (0, 1, 2):
+        for which in (records.Counter.RECEIVED, records.Counter.DROPPED, records.Counter.RATE_LIMITED):
             raw = bpf.map_lookup(self._counters_fd, struct.pack("<I", which), 8 * ncpu)
             totals.append(sum(struct.unpack(f"<{ncpu}Q", raw)) if raw else 0)
         self._last_counters = (totals[0], totals[1], totals[2])

@@ -1,31 +1,15 @@
-"""The packet record every sink sees: bytes, lengths, time, interface, direction, context."""
+"""What the pipeline hands to its sinks: one packet with its context, and the Sink protocol."""
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
-from ptcap.meta.context import ProcessContext
+from ptcap.kernel.records import Direction, LinkType
 
+if TYPE_CHECKING:       # the join stage (ptcap.meta) fills it; the pipeline only carries it
+    from ptcap.meta.context import ProcessContext
 
-class Direction(enum.IntEnum):
-    """Packet direction, numbered as pcapng's epb_flags inbound/outbound bits."""
-
-    UNKNOWN = 0
-    IN = 1
-    OUT = 2
-
-
-class LinkType(enum.IntEnum):
-    """The link-layer header types (LINKTYPE_*) ptcap writes and reads most."""
-
-    NULL = 0
-    ETHERNET = 1
-    RAW = 101
-    LOOP = 108
-    LINUX_SLL = 113
-    IPV4 = 228
-    IPV6 = 229
-    LINUX_SLL2 = 276
+__all__ = ["Direction", "LinkType", "Packet", "Sink"]
 
 
 @dataclass(slots=True)
@@ -36,5 +20,24 @@ class Packet:
     linktype: int                   # LINKTYPE_* of data
     ifname: str = ""
     direction: Direction = Direction.UNKNOWN
-    context: ProcessContext | None = None
+    context: ProcessContext | None = None   # who sent or received it, where it was dropped
     ifindex: int = 0
+    iface_id: int = 0               # pcapng interface id (the session's numbering)
+    epb: bytes = b""                # from the kernel: the EPB body's fixed fields, as laid out
+    key: bytes = b""                # from the kernel: what `context` was joined from
+
+
+class Sink(Protocol):
+    """Where joined packets go (a file, tcpdump's lines). The engine calls write for every
+    packet, tick after every batch (and when idle: a sink flushes or rotates then), close
+    once at the end; `finished` set by a sink ends the capture (-W files all written)."""
+
+    finished: bool
+
+    def add_interface(self, iface_id: int, iface) -> None: ...
+
+    def write(self, packet: Packet) -> None: ...
+
+    def tick(self, now: float) -> None: ...
+
+    def close(self) -> None: ...
