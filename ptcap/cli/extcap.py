@@ -329,11 +329,7 @@ def run_capture(opts: argparse.Namespace) -> int:
         args.expression = [opts.extcap_capture_filter] if opts.extcap_capture_filter else []
         watch = FifoWatch(fifo_fd)
         watch.start()
-        real_stderr, sys.stderr = sys.stderr, _LogStream()
-        try:
-            status = capture(args)
-        finally:
-            sys.stderr = real_stderr
+        status = capture(args, report=_LogStream())
         log.info("capture ended (status %d)", status)
         return status
     except BrokenPipeError:

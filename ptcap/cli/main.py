@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         # tcpdump-style expressions (which never start with it) keep working
         if argv[:1] == ["backtrace"]:
             args = parse_args(argv[1:])
-            from ptcap.cli.live import backtrace
+            from ptcap.cli.backtrace import backtrace
             return backtrace(args)
         args = parse_args(argv)
         return run(args)
@@ -171,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
         from ptcap.cli.offline import read_file
         return read_file(args)
     from ptcap.cli.live import capture
-    return capture(args)
+    return capture(args, sys.stderr)
 
 
 def _error(message: str) -> None:

@@ -13,7 +13,6 @@ the compiled filters).
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import struct
 from dataclasses import dataclass, field
@@ -22,7 +21,6 @@ from ptcap.kernel import bpf
 from ptcap.kernel import btf
 from ptcap.kernel import libbpf
 from ptcap.filter import compiler as pcapfilter
-from ptcap.meta.context import ProcessContext
 from ptcap.errors import PtcapError
 from ptcap.kernel.kallsyms import KernelSymbols
 from ptcap.kernel import records
@@ -205,13 +203,11 @@ class HookCapture:
 
 
 class HookNames:
-    """Drop reasons and kernel locations as people read them, cached per record key."""
+    """Drop reasons and kernel locations as people read them (the join stage uses them)."""
 
     def __init__(self) -> None:
         self._reasons: dict[int, str] | None = None
         self._symbols: KernelSymbols | None = None
-        self._joined: dict[bytes, ProcessContext | None] = {}
-        self._keys: dict[bytes, list[bytes]] = {}      # owner record → its keys in _joined
 
     @property
     def symbols(self) -> KernelSymbols:
@@ -227,29 +223,10 @@ class HookNames:
                 self._reasons = {}
         return self._reasons.get(value, str(value))
 
-    def join(self, ctx: ProcessContext | None, owner: bytes, info: bytes) -> ProcessContext | None:
-        """The owner's context with the drop reason and location of `info` added."""
-        if info == NO_INFO:
-            return ctx
-        key = owner + info
-        found = self._joined.get(key, False)
-        if found is not False:
-            return found
-        location, reason = _INFO.unpack(info)
-        # a context even without a reason (consume_skb): lines then name the hook
-        base = ProcessContext() if ctx is None else dataclasses.replace(ctx)
-        if reason:
-            base.drop_reason = self.reason(reason)
-            base.drop_location = self.symbols.name(location)
-        ctx = base
-        self._joined[key] = ctx
-        self._keys.setdefault(owner, []).append(key)
-        return ctx
 
-    def forget(self, owner: bytes) -> None:
-        """The owner's process context was dropped (exec, exit): so are its joins."""
-        for key in self._keys.pop(owner, ()):
-            self._joined.pop(key, None)
+def unpack_info(info: bytes) -> tuple[int, int]:
+    """A record key's hook info: (drop location, drop reason)."""
+    return _INFO.unpack(info)
 
 
 def symbolize_stack(addrs: list[int], symbols: KernelSymbols) -> list[str]:
