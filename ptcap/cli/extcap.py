@@ -228,6 +228,7 @@ def validate_filter(expression: str, opts: argparse.Namespace) -> str:
     """Wireshark's check of a capture filter: '' when valid, else the reason."""
     from ptcap.filter import compiler as pcapfilter
     from ptcap.errors import PtcapError
+    from ptcap.kernel.interfaces import filter_linktype
     iface = INTERFACES.get(opts.extcap_interface or "")
     try:
         if iface is not None and iface.hook:
@@ -236,7 +237,7 @@ def validate_filter(expression: str, opts: argparse.Namespace) -> str:
         else:
             backend = opts.backend or "tc"
             for name in _items(opts.interfaces) or ["any"]:
-                pcapfilter.compile_filter(expression, pcapfilter.linktype_for(name, backend))
+                pcapfilter.compile_filters(expression, (filter_linktype(name, backend),))
     except PtcapError as e:
         return str(e)
     return ""

@@ -32,7 +32,8 @@ def capture(args: argparse.Namespace, report: TextIO | None = None) -> int:
     report = report or sys.stderr
     expression = pcapfilter.expression_from_args(args)
     if args.dump_filter or args.debug_filter:
-        return pcapfilter.dump_main(args)
+        from ptcap.cli.filterdump import dump_main
+        return dump_main(args)
     if args.list_interfaces:
         return list_interfaces(args)
     if args.list_hooks:

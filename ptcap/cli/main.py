@@ -170,6 +170,9 @@ def run(args: argparse.Namespace) -> int:
     if args.read is not None:
         from ptcap.cli.offline import read_file
         return read_file(args)
+    if args.dump_filter or args.debug_filter:
+        from ptcap.cli.filterdump import dump_main      # no capture machinery to print a filter
+        return dump_main(args)
     from ptcap.cli.live import capture
     return capture(args, sys.stderr)
 

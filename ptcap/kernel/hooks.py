@@ -42,7 +42,6 @@ _CONFIG = records.HOOK_CONFIG.struct
 _INFO = struct.Struct("<" + "".join(f for n, f in records.PACKET.fields if n in ("location", "reason")))
 NO_INFO = bytes(_INFO.size)
 _STACK_DEPTH = 127
-_REJECT_ALL = [(0x06, 0, 0, 0)]                       # ret #0
 
 
 class _NoNamespace:
@@ -84,14 +83,10 @@ def check_names(names: list[str]) -> list[str]:
 
 
 def compile_filters(expression: str, snaplen: int) -> dict[int, pcapfilter.ClassicProgram]:
-    """The filter for each link type a hook can see. An expression that cannot apply to raw
-    IP (ether, arp, vlan) rejects the raw-IP packets instead of failing the capture."""
-    progs = {LinkType.ETHERNET: pcapfilter.compile_filter(expression, LinkType.ETHERNET, snaplen)}
-    try:
-        progs[LinkType.RAW] = pcapfilter.compile_filter(expression, LinkType.RAW, snaplen)
-    except PtcapError:
-        progs[LinkType.RAW] = pcapfilter.ClassicProgram(_REJECT_ALL, LinkType.RAW, snaplen, expression)
-    return progs
+    """The filter for each link type a hook can see (the raw-IP one rejects what cannot apply
+    to raw IP: ether, arp, vlan)."""
+    return pcapfilter.compile_filters(expression, (LinkType.ETHERNET, LinkType.RAW), snaplen,
+                                      optional=(LinkType.RAW,))
 
 
 class HookCapture:

@@ -128,7 +128,7 @@ class Session:
         found = [self._as_seen(i) for i in interfaces.resolve(cfg.interfaces, self.namespaces)]
         # Compile filters first: a bad expression fails before anything touches the kernel.
         linktypes = {LinkType.RAW} if cfg.backend == "cgroup-skb" else {i.linktype for i in found}
-        self._classic = {lt: pcapfilter.compile_filter(cfg.expression, lt, cfg.snaplen) for lt in linktypes}
+        self._classic = pcapfilter.compile_filters(cfg.expression, linktypes, cfg.snaplen)
         check_privileges()
         cgroot = v2_mount()
         if cfg.backend == "cgroup-skb" and cgroot is None:
@@ -277,8 +277,8 @@ class Session:
     def _take(self, iface: NetInterface) -> bool:
         """Attach to an interface found while capturing; False if it went away first."""
         if self.config.backend != "cgroup-skb" and iface.linktype not in self._classic:
-            self._classic[iface.linktype] = pcapfilter.compile_filter(
-                self.config.expression, iface.linktype, self.config.snaplen)
+            self._classic.update(pcapfilter.compile_filters(self.config.expression, (iface.linktype,),
+                                                            self.config.snaplen))
         try:
             self._add(iface)
         except PtcapError:
