@@ -12,7 +12,7 @@ from typing import BinaryIO, Callable
 
 from ptcap import __version__
 from ptcap.errors import PtcapError
-from ptcap.kernel.records import Direction
+from ptcap.kernel.records import CAPLEN_AT, DIR_AT, EPB_AT, HEADER_LEN, KEY_AT, KEY_END, Direction
 
 _U32 = struct.Struct("<I")
 _OPT_HEAD = struct.Struct("<HH")
@@ -93,9 +93,9 @@ def packet_options(comments: list[str], direction: int) -> bytes:
 class PcapngWriter:
     """Streams pcapng: a section header, interface blocks, then packets.
 
-    A packet from the kernel brings its EPB body's fixed fields as the kernel laid them out;
-    its options (comments, direction flag) are encoded once per record key and reused while
-    the join hands out the same context for that key.
+    Packets from the kernel are framed as the kernel laid them out (an EPB body); their
+    options (comments, direction flag) are encoded once per record key and reused while the
+    join hands out the same context for that key.
     """
 
     def __init__(self, out: BinaryIO, comments_of: Callable[[object], list[str]] | None = None) -> None:
@@ -124,27 +124,56 @@ class PcapngWriter:
             entry.append((32 + len(opts), tuple(pad + opts for pad in _PADS)))
         return (ctx, entry)
 
-    def write(self, pkt) -> None:
-        """Append one packet (ptcap.pipeline.packet.Packet) to what the next flush writes."""
-        key = pkt.key
-        ctx = pkt.context
-        cached = self._opts.get(key) if key else None
-        if cached is None or cached[0] is not ctx:
-            cached = self._options(ctx)
-            if key:
-                if len(self._opts) >= _MAX_CACHED:     # keys of processes long gone
-                    self._opts.clear()
-                self._opts[key] = cached
-        fixed, tails = cached[1][pkt.direction]
+    def write_batch(self, batch, limit: int = 1 << 62) -> int:
+        """Write the packets of a joined ring batch (ptcap.pipeline.packet.Batch: the kernel's
+        records, framed as they are; the hot path); stop after the packet that takes the file
+        past `limit` bytes. Returns how many were written."""
+        parts = self._pending
+        append = parts.append
+        cache = self._opts
+        options = self._options
+        u32 = _U32.pack
+        fields = _RECORD.unpack_from
+        buf = batch.buf
+        known = batch.contexts.get
+        join = batch.join
+        written = self.written
+        n = 0
+        for off in batch.offsets:
+            direction, key, caplen = fields(buf, off)
+            ctx = known(key, _MISSING)
+            if ctx is _MISSING:
+                ctx = join(key)
+            cached = cache.get(key)
+            if cached is None or cached[0] is not ctx:
+                if len(cache) >= _MAX_CACHED:       # keys of processes long gone
+                    cache.clear()
+                cached = cache[key] = options(ctx)
+            fixed, tails = cached[1][direction]
+            pad = -caplen & 3
+            size = fixed + caplen + pad
+            total = u32(size)
+            append(_EPB_TYPE + total)
+            append(buf[off + EPB_AT:off + HEADER_LEN + caplen])
+            append(tails[pad])
+            append(total)
+            n += 1
+            written += size
+            if written > limit:
+                break
+        self.written = written
+        return n
+
+    def write_packet(self, pkt, iface_id: int) -> None:
+        """One Packet (not from the kernel: -r with -w), with the options of its context."""
+        fixed, tails = self._options(pkt.context)[1][pkt.direction]
         data = pkt.data
-        caplen = len(data)
-        pad = -caplen & 3
-        size = fixed + caplen + pad
-        total = _U32.pack(size)
-        epb = pkt.epb or _EPB_FIELDS.pack(pkt.iface_id, pkt.ts_ns >> 32, pkt.ts_ns & 0xFFFFFFFF, caplen,
-                                          pkt.orig_len)
-        self._pending += (_EPB_TYPE, total, epb, data, tails[pad], total)
-        self.written += size
+        pad = -len(data) & 3
+        total = _U32.pack(fixed + len(data) + pad)
+        self._pending += (_EPB_TYPE, total, _EPB_FIELDS.pack(iface_id, pkt.ts_ns >> 32, pkt.ts_ns & 0xFFFFFFFF,
+                                                            len(data), pkt.orig_len),
+                          data, tails[pad], total)
+        self.written += fixed + len(data) + pad
 
     def flush(self) -> None:
         if self._pending:
@@ -154,6 +183,9 @@ class PcapngWriter:
 
 
 _PADS = (b"", b"\0", b"\0\0", b"\0\0\0")   # by number of padding bytes
+# a kernel record's direction, key and caplen
+_RECORD = struct.Struct(f"<{DIR_AT}xB{KEY_AT - DIR_AT - 1}x{KEY_END - KEY_AT}s{CAPLEN_AT - KEY_END}xI")
+_MISSING = object()
 _EPB_TYPE = _U32.pack(6)
 _MAX_CACHED = 1 << 16
 
@@ -178,7 +210,26 @@ class PcapWriter:
         self._interfaces += 1
         return self._interfaces - 1
 
-    def write(self, pkt) -> None:
+    def write_batch(self, batch, limit: int = 1 << 62) -> int:
+        head = _PCAP_RECORD.pack
+        fields = _EPB_FIELDS.unpack_from
+        buf = batch.buf
+        parts = self._pending
+        written = self.written
+        n = 0
+        for off in batch.offsets:
+            _iface, hi, lo, caplen, length = fields(buf, off + EPB_AT)
+            sec, nsec = divmod((hi << 32) | lo, 1_000_000_000)
+            parts.append(head(sec, nsec // self._div, caplen, length))
+            parts.append(buf[off + HEADER_LEN:off + HEADER_LEN + caplen])
+            n += 1
+            written += 16 + caplen
+            if written > limit:
+                break
+        self.written = written
+        return n
+
+    def write_packet(self, pkt, iface_id: int = 0) -> None:
         data = pkt.data
         sec, nsec = divmod(pkt.ts_ns, 1_000_000_000)
         self._pending += (_PCAP_RECORD.pack(sec, nsec // self._div, len(data), pkt.orig_len), data)
@@ -220,8 +271,7 @@ class PacketWriter:
                                  "packet's; a classic pcap file holds one link type: write pcapng instead")
             if not self._classic:
                 self._writer.add_interface(Interface(pkt.ifname or f"if{iface_id}", pkt.linktype, self._snaplen))
-        pkt.iface_id, pkt.epb, pkt.key = iface_id, b"", b""
-        self._writer.write(pkt)
+        self._writer.write_packet(pkt, iface_id)
         self._unflushed += 1
         if self._unflushed >= 256:
             self.flush()

@@ -1,23 +1,16 @@
-"""The join stage: each packet record becomes one Packet with its context (who owns the
-socket, and where and why the kernel dropped it), made once per record key and shared by
-every sink."""
+"""The join stage: each packet record gets its one context (who owns the socket, where and
+why the kernel dropped it), made once per record key and shared by every sink."""
 from __future__ import annotations
 
 import dataclasses
-import struct
 
 from ptcap.kernel.hooks import NO_INFO, HookNames, unpack_info
 from ptcap.kernel.interfaces import NetInterface
-from ptcap.kernel.records import EPB_AT, HEADER_LEN, KEY_AT, KEY_END, OWNER_LEN, Direction
+from ptcap.kernel.records import OWNER_LEN
 from ptcap.meta.context import ProcessContext
 from ptcap.meta.processes import ProcessTable
-from ptcap.pipeline.packet import Packet
+from ptcap.pipeline.packet import MISSING, Batch
 
-# a packet record's direction, key (owner + hook info) and EPB fields
-_RECORD = struct.Struct(f"<{KEY_AT - 1}xB{KEY_END - KEY_AT}sIIIII")
-_DIRECTIONS = tuple(Direction(d) if d in Direction._value2member_map_ else Direction.UNKNOWN
-                    for d in range(256))
-_MISSING = object()
 
 
 class Joiner:
@@ -36,8 +29,8 @@ class Joiner:
     def context(self, key: bytes) -> ProcessContext | None:
         """The context of a record key: the owner's process, with the hook info's drop reason
         and location added (a hook record gets a context even with no owner: lines name it)."""
-        ctx = self._contexts.get(key, _MISSING)
-        if ctx is not _MISSING:
+        ctx = self._contexts.get(key, MISSING)
+        if ctx is not MISSING:
             return ctx
         owner, info = key[:OWNER_LEN], key[OWNER_LEN:]
         ctx = self._table.context(owner)
@@ -56,22 +49,6 @@ class Joiner:
         for key in self._keys.pop(owner, ()):
             self._contexts.pop(key, None)
 
-    def packets(self, buf, offsets: list[int]) -> list[Packet]:
-        """The packet records at `offsets` of a ring batch, joined (the hot path)."""
-        unpack = _RECORD.unpack_from
-        contexts = self._contexts
-        context = self.context
-        ifaces = self._ifaces
-        directions = _DIRECTIONS
-        out = []
-        append = out.append
-        for off in offsets:
-            direction, key, iface_id, hi, lo, caplen, length = unpack(buf, off)
-            ctx = contexts.get(key, _MISSING)
-            if ctx is _MISSING:
-                ctx = context(key)
-            linktype, name, ifindex = ifaces[iface_id]
-            data_at = off + HEADER_LEN
-            append(Packet((hi << 32) | lo, buf[data_at:data_at + caplen], length, linktype, name,
-                          directions[direction], ctx, ifindex, iface_id, buf[off + EPB_AT:data_at], key))
-        return out
+    def packets(self, buf, offsets: list[int]) -> Batch:
+        """The packet records at `offsets` of a ring batch, with this join's contexts."""
+        return Batch(buf, offsets, self._contexts, self.context, self._ifaces)

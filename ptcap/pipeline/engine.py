@@ -6,7 +6,7 @@ import time
 from typing import Callable, Sequence
 
 from ptcap.pipeline.decoder import split
-from ptcap.pipeline.packet import Packet, Sink
+from ptcap.pipeline.packet import Batch, Sink
 
 POLL_SECONDS = 0.05     # longest a record waits in the ring when traffic is light
 COMMAND_GRACE = 0.2     # after `-- CMD` exits, how long its last packets may still come
@@ -27,11 +27,11 @@ class Stop:
 
 class Engine:
     """`session` is a ptcap.kernel.session.Session, `join` the join stage (ring batch and
-    packet offsets → Packets), `processes` what learns from process records (a ProcessTable),
+    packet offsets → a joined Batch), `processes` what learns from process records (a ProcessTable),
     `command` the `-- CMD` child (poll() gives its status once it ended). `captured` counts
     the packets the sinks were given (still right after a BrokenPipeError from a sink)."""
 
-    def __init__(self, session, join: Callable[[object, list[int]], list[Packet]], sinks: Sequence[Sink],
+    def __init__(self, session, join: Callable[[object, list[int]], Batch], sinks: Sequence[Sink],
                  stop: Stop, processes=None, limit: int | None = None, command=None,
                  tickers: Sequence[Callable[[], None]] = ()) -> None:
         self.session, self.join, self.sinks, self.stop = session, join, sinks, stop
@@ -72,9 +72,7 @@ class Engine:
                     packets = self.join(buf, records)
                     self.captured += len(packets)
                     for sink in sinks:
-                        write = sink.write
-                        for packet in packets:
-                            write(packet)
+                        sink.write(packets)
             finally:
                 ring.release()
             now = time.time()

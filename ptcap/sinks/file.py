@@ -11,7 +11,7 @@ from ptcap.errors import PtcapError
 from ptcap.formats.pcapng import Interface, PcapngWriter, PcapWriter
 from ptcap.kernel.interfaces import NetInterface
 from ptcap.meta.context import Part
-from ptcap.pipeline.packet import Packet
+from ptcap.pipeline.packet import Batch
 from ptcap.sinks.rotation import Rotation
 
 
@@ -61,19 +61,21 @@ class FileSink:
             assert got == iface_id, "interface ids out of step"
             self._writer.flush()
 
-    def write(self, packet: Packet) -> None:
-        if self.finished:
-            return
+    def write(self, packets: Batch) -> None:
         rot = self.rotation
-        if rot.active and rot.time_is_up(time.time()):
-            with self._errors():
-                self._rotate(rot.next_for_time(time.time()))
-            if self.finished:
+        with self._errors():
+            if not rot.active:
+                self._writer.write_batch(packets)
                 return
-        self._writer.write(packet)
-        if rot.size is not None and self._writer.written > rot.size:
-            with self._errors():
-                self._rotate(rot.next_for_size())
+            while len(packets) and not self.finished:
+                if rot.time_is_up(time.time()):
+                    self._rotate(rot.next_for_time(time.time()))
+                    continue
+                limit = rot.size if rot.size is not None else 1 << 62
+                n = self._writer.write_batch(packets, limit)
+                packets = packets.tail(n)
+                if self._writer.written > limit:
+                    self._rotate(rot.next_for_size())
 
     def tick(self, now: float) -> None:
         """After each batch: the batch goes to the file; -G rotates even when no packet comes."""

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from ptcap.kernel.interfaces import NetInterface
-from ptcap.pipeline.packet import Packet
+from ptcap.pipeline.packet import Batch
 
 
 class PrintSink:
@@ -17,8 +17,10 @@ class PrintSink:
     def add_interface(self, iface_id: int, iface: NetInterface) -> None:
         pass
 
-    def write(self, packet: Packet) -> None:
-        self._printer.print_packet(packet)
+    def write(self, packets: Batch) -> None:
+        print_packet = self._printer.print_packet
+        for packet in packets:
+            print_packet(packet)
 
     def tick(self, now: float) -> None:
         sys.stdout.flush()
