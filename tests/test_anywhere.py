@@ -11,6 +11,8 @@ import pytest
 
 from conftest import PYTHON, comments, ptcap_argv, run, tshark_fields, wait_clean
 
+pytestmark = pytest.mark.root      # real BPF, namespaces, daemons
+
 SEND_UDP = """
 import socket, sys, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -14,6 +14,8 @@ import pytest
 
 from conftest import PYTHON, ROOT, comments, ptcap_argv, run, tshark_fields, wait_clean
 
+pytestmark = pytest.mark.root      # real BPF, namespaces, daemons
+
 
 def exe(pid: int) -> str:
     return os.readlink(f"/proc/{pid}/exe")

@@ -24,7 +24,7 @@ from ptcap.errors import PtcapError
 
 from test_filter_diff import CORPUS, load_expressions, read_pcap
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="BPF_PROG_TEST_RUN needs root")
+pytestmark = pytest.mark.root      # BPF_PROG_TEST_RUN
 
 
 def run_filter(fd: int) -> int:

@@ -8,6 +8,10 @@ import time
 from ptcap.kernel import bpf
 from ptcap.kernel.ringbuf import RingBuffer
 
+import pytest
+
+pytestmark = pytest.mark.root      # real BPF, namespaces, daemons
+
 SIZE = 1 << 20
 SECONDS = 1.0
 
