@@ -5,7 +5,6 @@ import argparse
 import os
 import sys
 
-from ptcap import __version__
 from ptcap.kernel.bpf import BPFError
 from ptcap.errors import PtcapError
 

@@ -21,11 +21,10 @@ from ptcap.filter import asm
 from ptcap.filter import libpcap
 from ptcap.filter.asm import Alu, Jmp, Label, Reg, Size
 from ptcap.kernel import records
+from ptcap.kernel.records import LinkType
 from ptcap.errors import PtcapError
 
-# link types (LINKTYPE_* as in pcap files; libpcap maps 101 to DLT_RAW)
-LINKTYPE_ETHERNET = 1
-LINKTYPE_RAW = 101
+LINKTYPE_ETHERNET, LINKTYPE_RAW = LinkType.ETHERNET, LinkType.RAW
 
 # struct __sk_buff offsets (uapi, stable)
 SKB_LEN = 0

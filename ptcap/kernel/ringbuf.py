@@ -44,9 +44,6 @@ class RingBuffer:
         except InterruptedError:
             pass
 
-    def pending(self) -> int:
-        return self._prod_pos[0] - self.cons
-
     def batch(self) -> tuple[mmap.mmap, list[int]]:
         """Every ready record: (buffer, [offset of each record's data]).
 
@@ -99,6 +96,3 @@ def round_size(kib: int | None, default: int = 64 << 20) -> int:
         size <<= 1
     return size
 
-
-def nr_cpus() -> int:
-    return os.cpu_count() or 1

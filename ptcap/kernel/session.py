@@ -99,7 +99,6 @@ class Session:
         self.hooks = HookReport()
         self._objects: list[libbpf.Object] = []
         self._links: list[libbpf.Link] = []
-        self._fds: list[int] = []
         self._attached: dict[tuple[int, int], list[int]] = {}   # iface key -> TCX link fds
         self._cgroup_links: list[int] = []
         self._classic: dict[int, pcapfilter.ClassicProgram] = {}
@@ -439,9 +438,6 @@ class Session:
             self.ring = None
         if self.hook_capture is not None:
             self.hook_capture.close()
-        for fd in self._fds:
-            _close(fd)
-        self._fds.clear()
         for obj in reversed(self._objects):
             obj.close()
         self._objects.clear()
