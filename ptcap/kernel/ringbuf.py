@@ -12,7 +12,6 @@ apparently full ring, and refused records with room to spare.
 from __future__ import annotations
 
 import mmap
-import os
 import select
 import struct
 
