@@ -113,6 +113,18 @@ install -m 644 "$ROOT/lua/profile/preferences" "$CONF_DIR/profiles/ptcap/prefere
 } > "$CONF_DIR/profiles/ptcap/colorfilters"
 chmod 644 "$CONF_DIR/profiles/ptcap/colorfilters"
 
+# Wireshark 4.0 checks a multicheck's boxes from its preference only (an unset one checks
+# none), so the global preferences give the interfaces option its default, "any". Only this
+# block of the file is ptcap's; the rest is kept.
+PREFS="$CONF_DIR/preferences"
+{
+  [ -f "$PREFS" ] && sed '/^# ptcap begin/,/^# ptcap end/d' "$PREFS"
+  printf '# ptcap begin (install-wireshark.sh): the ptcap extcap captures on "any" unless told\n'
+  printf 'extcap.ptcap.interfaces: any\n# ptcap end\n'
+} > "$PREFS.new"
+chmod 644 "$PREFS.new"
+mv -f "$PREFS.new" "$PREFS"
+
 # -- per-user copies of older installs: no longer needed (and they would hide these) ------------
 for home in "$(getent passwd root | cut -d: -f6)" ${SUDO_USER:+"$(getent passwd "$SUDO_USER" | cut -d: -f6)"}; do
   for f in "$home/.config/wireshark/extcap/ptcap" "$home/.local/lib/wireshark/extcap/ptcap"; do

@@ -503,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
         # Wireshark reads the reason from stdout, and only from an extcap that exits 0
         reason = validate_filter(opts.extcap_capture_filter, opts)
         if reason:
-            sys.stdout.write(reason.splitlines()[0] + "\n")
+            sys.stdout.write(f"ptcap: {reason.splitlines()[0]}\n")
         return 0
     if unknown:
         return _fail(f"unknown arguments: {' '.join(unknown)}")
