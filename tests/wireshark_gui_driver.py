@@ -203,7 +203,10 @@ class Gui:
         entry = self.find("menu item", item, root=top, timeout=5) if top else None
         if entry is None:
             return False
-        entry.queryAction().doAction(0)
+        try:
+            entry.queryAction().doAction(0)
+        except Exception:       # no reply in time: the action (a retap, a dialog) is still running
+            pass
         return True
 
     def shot(self, name: str) -> None:
@@ -322,12 +325,16 @@ class Gui:
         headers, rows = [], []
         packet_list = self.find("tree", "Packet list", timeout=10)
         while packet_list is not None and time.time() < deadline:
-            headers, cells = [], []
-            for i in range(min(packet_list.childCount, 800)):
-                c = packet_list.getChildAtIndex(i)
-                if c is None:
-                    continue
-                (headers if c.getRoleName() == "table column header" else cells).append(c.name or "")
+            try:
+                headers, cells = [], []
+                for i in range(min(packet_list.childCount, 800)):
+                    c = packet_list.getChildAtIndex(i)
+                    if c is None:
+                        continue
+                    (headers if c.getRoleName() == "table column header" else cells).append(c.name or "")
+            except Exception:       # Wireshark busy with the capture: no reply in time
+                time.sleep(0.5)
+                continue
             rows = [cells[i:i + len(headers)] for i in range(0, len(cells), len(headers) or 1)]
             if any(comm in row for row in rows):
                 break
