@@ -112,6 +112,6 @@ def test_wireshark_gui_for_a_member_of_group_wireshark(desktop):
     assert report["statistics_window"] and "ptcap Processes" in report["statistics_window"]
     assert f"{sender_name} (" in report["statistics_text"], report["statistics_text"]
     # the GUI part itself (after Wireshark is up with AT-SPI) stays well under a minute
-    print(f"GUI test: {took:.0f} s, Wireshark started {report['starts']} time(s)")
+    print(f"GUI test: {took:.0f} s, Wireshark started {report['starts']} time(s), steps at {report['step_seconds']} s")
     assert report["seconds"] < 120
     assert wait_clean() == []

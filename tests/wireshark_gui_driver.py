@@ -29,6 +29,7 @@ class Gui:
         self.out = cfg["dir"]
         self.procs: list[subprocess.Popen] = []
         self.report: dict = {"steps": []}
+        self.t0 = time.monotonic()
 
     # -- the display, the accessibility bus, Wireshark ------------------------------------------
     def start_display(self) -> None:
@@ -124,14 +125,19 @@ class Gui:
 
     # -- reading and acting ------------------------------------------------------------------
     def walk(self, acc=None):
+        """Depth first; below the root it skips what is not showing (Wireshark keeps many
+        hidden dialogs) and big tables (the packet list, read on its own)."""
         acc = acc if acc is not None else self.app
         stack = [acc]
         while stack:
             x = stack.pop()
             try:
+                if x is not acc and x.getRoleName() not in ("menu item", "popup menu", "menu", "table cell") \
+                        and not x.getState().contains(pyatspi.STATE_SHOWING):
+                    continue
                 yield x
                 n = x.childCount
-                if n > 2000:
+                if n > 300 and x is not acc:
                     continue
                 stack.extend(x.getChildAtIndex(i) for i in range(n - 1, -1, -1))
             except Exception:       # a widget that went away while walked
@@ -214,6 +220,7 @@ class Gui:
 
     def step(self, name: str) -> None:
         self.report["steps"].append(name)
+        self.report.setdefault("step_seconds", []).append(round(time.monotonic() - self.t0, 1))
         self.save()
 
     def save(self) -> None:
