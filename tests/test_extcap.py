@@ -3,6 +3,7 @@ through the installed interface."""
 from __future__ import annotations
 
 import os
+import re
 import select
 import signal
 import struct
@@ -476,6 +477,12 @@ def test_invalid_capture_filter_ends_tshark_with_the_reason(tshark):
     t = tshark("-o", "extcap.ptcap.interfaces:lo", "-f", "udp portx 9")
     out, err = t.finish(timeout=20)
     assert "ptcap: can't parse filter expression: syntax error" in err
+
+
+def test_temporary_file_is_named_after_the_short_description(tshark):
+    t = tshark("-o", "extcap.ptcap.interfaces:lo", "-f", "udp port 9", duration=2)
+    out, err = t.finish()
+    assert re.search(r'File: "/tmp/wireshark_ptcap processes[A-Z0-9]{6}\.pcapng"', err), err
 
 
 def test_error_ends_tshark_at_once(tshark):
