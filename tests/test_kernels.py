@@ -10,7 +10,11 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import ROOT, Capture, peers, ptcap_argv, run, veth, wait_clean  # noqa: F401
+
+pytestmark = pytest.mark.root      # real BPF, namespaces
 
 NETLINK = {**os.environ, "PTCAP_TC_ATTACH": "netlink"}
 

@@ -5,21 +5,11 @@ import argparse
 import sys
 
 from ptcap.errors import PtcapError
+from ptcap.filter.compiler import compile_filters, expression_from_args
 from ptcap.pipeline.packet import Direction
 from ptcap.formats.pcapng import PacketWriter
 from ptcap.printer import Printer, PrintOptions
 from ptcap.formats.reader import open_capture
-
-
-def _expression(args: argparse.Namespace) -> str:
-    if getattr(args, "filter_file", None):
-        try:
-            with open(args.filter_file) as f:
-                # tcpdump drops '#' comments from -F files
-                return " ".join(line.split("#", 1)[0] for line in f).strip()
-        except OSError as e:
-            raise PtcapError(f"can't open {args.filter_file}: {e.strerror}") from None
-    return " ".join(getattr(args, "expression", None) or []).strip()
 
 
 def _selected(args: argparse.Namespace):
@@ -82,10 +72,9 @@ def read_file(args: argparse.Namespace) -> int:
             sys.stderr.write("Warning: interface names might be incorrect\n")
         sys.stderr.flush()
         program = None
-        expression = _expression(args)
-        if expression:
-            from ptcap.filter.libpcap import compile_for
-            program = compile_for(reader.linktype, expression, reader.snaplen)
+        expression = expression_from_args(args)
+        if expression.strip():
+            program = compile_filters(expression, (reader.linktype,), reader.snaplen)[reader.linktype]
         limit = args.count if getattr(args, "count", None) else 0
         count_only = getattr(args, "count_only", False)
         out = sys.stdout

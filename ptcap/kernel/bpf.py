@@ -52,18 +52,10 @@ for _name, _args in (
     ("bpf_map_get_next_key", [_int, _p, _p]),
     ("bpf_prog_test_run_opts", [_int, ctypes.POINTER(_TestRunOpts)]),
     ("bpf_link_create", [_int, _int, _int, _p]),
-    ("bpf_obj_get_info_by_fd", [_int, _p, ctypes.POINTER(_u32)]),
     ("bpf_prog_query", [_int, _int, _u32, ctypes.POINTER(_u32), _p, ctypes.POINTER(_u32)]),
 ):
     getattr(_lib, _name).argtypes = _args
     getattr(_lib, _name).restype = _int
-
-
-def _check(ret: int) -> int:
-    """libbpf 1.x returns -errno on failure (and sets errno)."""
-    if ret < 0:
-        raise OSError(-ret, os.strerror(-ret))
-    return ret
 
 
 class ProgType(enum.IntEnum):
@@ -224,14 +216,6 @@ def link_create(prog_fd: int, target: int, attach_type: int, flags: int = 0) -> 
     if ret < 0:
         raise BPFError(-ret, f"attaching BPF program (attach type {attach_type})")
     return ret
-
-
-def prog_id(fd: int) -> int:
-    """The kernel id of a loaded program (bpf_prog_info.id)."""
-    info = ctypes.create_string_buffer(256)
-    size = _u32(256)
-    _check(_lib.bpf_obj_get_info_by_fd(fd, info, ctypes.byref(size)))
-    return int.from_bytes(info.raw[4:8], "little")
 
 
 def attached(target: int, attach_type: int) -> list[int]:
