@@ -166,7 +166,10 @@ class Session:
         if cfg.backend == "cgroup-skb":
             self._attach_cgroup(cgroot)
         for iface in found:
-            self._add(iface)
+            if self._any:
+                self._take(iface)     # -i any: one that went away since it was listed is skipped
+            else:
+                self._add(iface)
         if self._any:
             for ns in self.namespaces:
                 nsmod.watch(ns)
