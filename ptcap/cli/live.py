@@ -163,11 +163,12 @@ class FileSink:
 
 
 class PrintSink:
-    """No -w (or --print): tcpdump's lines, with the process after the interface name."""
+    """No -w (or --print): tcpdump's lines (sinks.lines), the process after the interface
+    name. Joins each record here until the pipeline's one join stage hands sinks packets."""
 
-    def __init__(self, args: argparse.Namespace, table: ProcessTable) -> None:
-        from ptcap.printer import Printer, PrintOptions
-        self._printer = Printer(PrintOptions.from_args(args), sys.stdout)
+    def __init__(self, args: argparse.Namespace, table: ProcessTable, snaplen: int = 262144) -> None:
+        from ptcap.sinks.lines import PrintSink as LineSink
+        self._lines = LineSink(args, snaplen)
         self._table = table
         self._names = hookmod.HookNames()
         table.forgotten.append(self._names.forget)
@@ -184,20 +185,18 @@ class PrintSink:
         join = self._names.join
         no_info = hookmod.NO_INFO
         ifaces = self._ifaces
+        write = self._lines.write
         for ts, iface_id, direction, length, data, owner, info in decode(buf, offsets, []):
             iface = ifaces[iface_id]
             ctx = context(owner)
             if info != no_info:
                 ctx = join(ctx, owner, info)
-            self._printer.print_packet(Packet(ts, data, length, iface.linktype, iface.display_name,
-                                              Direction(direction), ctx, iface.ifindex))
-        sys.stdout.flush()
+            write(Packet(ts, data, length, iface.linktype, iface.display_name,
+                         Direction(direction), ctx, iface.ifindex))
+        self._lines.tick(time.time())
 
     def close(self) -> None:
-        try:
-            sys.stdout.flush()
-        except BrokenPipeError:
-            pass
+        self._lines.close()
 
 
 def _open_output(path: str) -> BinaryIO:
@@ -256,7 +255,7 @@ def capture(args: argparse.Namespace) -> int:
             raise PtcapError("-C and -G need a file name, not -w -")
         sinks.append(FileSink(args, table, parts))
     if not args.write or (args.print_too and args.write != "-"):
-        sinks.append(PrintSink(args, table))
+        sinks.append(PrintSink(args, table, snaplen))
 
     stop = Stop()
     stop.install()
