@@ -88,6 +88,7 @@ def read_file(args: argparse.Namespace) -> int:
             return _pass_through(args, flags, f, head)
         if f is not None:
             f.close()
+        return _decode_in_ptcap(args, flags, parts, keep, head if f is None else b"")
     return _decode_in_ptcap(args, flags, parts, keep)
 
 
@@ -187,8 +188,21 @@ def _feed(pipe, head: bytes, source) -> None:
             pass
 
 
-def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep) -> int:
-    reader, f = open_capture(args.read)
+def _packets(reader):
+    """The reader's packets; an error in the middle worded as tcpdump's (pcap_loop: ...)."""
+    it = iter(reader)
+    while True:
+        try:
+            pkt = next(it)
+        except StopIteration:
+            return
+        except PtcapError as e:
+            raise PtcapError(f"pcap_loop: {e}") from None
+        yield pkt
+
+
+def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep, head: bytes = b"") -> int:
+    reader, f = open_capture(args.read, head)
     writer = None
     decoder = None
     try:
@@ -214,46 +228,53 @@ def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep) -
             sys.stdout.flush()
             decoder = Decoder(flags, sys.stdout.buffer, reader.snaplen, lossless=True)
         matched = 0
-        for pkt in reader:
-            if expression:
-                program = programs.get(pkt.linktype)
-                if program is None:
-                    program = programs[pkt.linktype] = compile_for(pkt.linktype, expression, reader.snaplen)
-                if not program.matches(pkt.data, pkt.orig_len):
+        try:
+            for pkt in _packets(reader):
+                if expression:
+                    program = programs.get(pkt.linktype)
+                    if program is None:
+                        program = programs[pkt.linktype] = compile_for(pkt.linktype, expression, reader.snaplen)
+                    if not program.matches(pkt.data, pkt.orig_len):
+                        continue
+                if keep is not None and not keep(pkt):
                     continue
-            if keep is not None and not keep(pkt):
-                continue
-            matched += 1
-            if writer is not None:
-                try:
-                    writer.write(pkt)
-                except OSError as e:
-                    raise PtcapError(f"{args.write}: {e.strerror}") from None
-            if decoder is not None:
-                pre, suf, after = additions(pkt.context, pkt.ifname, pkt.direction)
-                decoder.put(pkt.ts_ns, pkt.linktype, pkt.data, pkt.orig_len, pre, suf, after)
-                if matched % 256 == 0:
-                    decoder.wake()
-            if limit and matched >= limit:
-                break
-        if decoder is not None:
-            d, decoder = decoder, None
-            d.close()
+                matched += 1
+                if writer is not None:
+                    try:
+                        writer.write(pkt)
+                    except OSError as e:
+                        raise PtcapError(f"{args.write}: {e.strerror}") from None
+                if decoder is not None:
+                    pre, suf, after = additions(pkt.context, pkt.ifname, pkt.direction)
+                    decoder.put(pkt.ts_ns, pkt.linktype, pkt.data, pkt.orig_len, pre, suf, after)
+                    if matched % 256 == 0:
+                        decoder.wake()
+                if limit and matched >= limit:
+                    break
+        finally:
+            if decoder is not None:     # what was read before an error is printed
+                d, decoder = decoder, None
+                d.close()
         if writer is not None:
-            try:
-                writer.flush()
-                if writer.out is not sys.stdout.buffer:
-                    writer.out.close()
-            except OSError as e:
-                raise PtcapError(f"{args.write}: {e.strerror}") from None
+            w, writer = writer, None
+            _close_writer(w, args.write)
         if count_only:
             sys.stdout.write(f"{matched} packet{'s' if matched != 1 else ''}\n")
         return 0
     finally:
-        if decoder is not None:
+        if writer is not None:          # what was read before an error is kept
             try:
-                decoder.close()
+                _close_writer(writer, args.write)
             except PtcapError:
                 pass
         if f is not sys.stdin.buffer:
             f.close()
+
+
+def _close_writer(writer, name: str) -> None:
+    try:
+        writer.flush()
+        if writer.out is not sys.stdout.buffer:
+            writer.out.close()
+    except OSError as e:
+        raise PtcapError(f"{name}: {e.strerror}") from None
