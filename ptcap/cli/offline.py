@@ -80,6 +80,7 @@ def read_file(args: argparse.Namespace) -> int:
     flag and the filter: its output is tcpdump's by construction. Otherwise ptcap reads it,
     filters it, and feeds a tcpdump child packet by packet, adding its fields to the lines."""
     flags = PrintFlags.from_args(args)
+    child_user(flags.user)              # -Z checked before anything is read
     parts = parts_from_args(args)
     keep = _selected(args)
     if not getattr(args, "write", None) and keep is None:

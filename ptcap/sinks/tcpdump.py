@@ -614,18 +614,25 @@ class Decoder:
         """A child exited before it printed everything it was sent: say so, start another."""
         status = child.proc.wait()
         lost = [e for e in child.expect if e is not None]
-        if child.token is None and self.restarts == 0 and not lost:
-            raise PtcapError(f"tcpdump exited with status {status} before printing anything")
         how = f"signal {-status}" if status < 0 else f"status {status}"
+        if child.token is None:         # it never printed a marker: restarting would not help
+            err = child.err.decode(errors="replace").strip()
+            raise PtcapError(f"tcpdump (the decoder) exited ({how}) before it printed anything"
+                             + (f": {err}" if err else ""))
         for f in (child.proc.stdout, child.proc.stderr):
             f.close()
         del self.children[child.linktype]
         self.restarts += 1
+        n = len(lost)
+        note = (f"ptcap: tcpdump (the decoder) exited ({how}) and was restarted; "
+                f"{n} packet{'s' if n != 1 else ''} not printed\n").encode()
         if lost:
-            n = len(lost)
-            note = (f"ptcap: tcpdump (the decoder) exited ({how}); restarted; "
-                    f"{n} packet{'s' if n != 1 else ''} not printed\n").encode()
             for i, entry in enumerate(lost):
                 self._done[entry[0]] = note if i == 0 else b""
+        else:
+            self._write_out()
+            if not self._done:
+                self.out.write(note)
+                self.out.flush()
         if child.pending or self._inbox or not self._closing:
             self.children[child.linktype] = _Child(self, child.linktype)
