@@ -195,6 +195,10 @@ class PrintSink:
                          Direction(direction), ctx, iface.ifindex))
         self._lines.tick(time.time())
 
+    def tick(self) -> None:
+        """Idle: what the decoder printed since is written out."""
+        self._lines.tick(time.time())
+
     def close(self) -> None:
         self._lines.close()
 

@@ -236,6 +236,10 @@ class _Child:
     def __init__(self, decoder: "Decoder", linktype: int) -> None:
         self.linktype = linktype
         self.frame, self.secret = make_marker(linktype, decoder.flags.numeric > 0)
+        n = len(self.frame)
+        frame = self.frame
+        mark = struct.Struct("<IIII")
+        self._mark_pack = lambda sec, nsec: mark.pack(sec, nsec, n, n) + frame
         argv = [*decoder.flags.argv, "-r", "-"]
         if decoder.flags.line_buffered:
             argv.insert(0, "-l")
@@ -250,8 +254,8 @@ class _Child:
                 fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
             except OSError:
                 pass
-        self.pending: list[bytes] = [struct.pack("<IHHiIII", _NSEC_MAGIC, 2, 4, 0, 0,
-                                                 max(decoder.snaplen, 128), linktype)]
+        self.pending: collections.deque[bytes] = collections.deque([struct.pack(
+            "<IHHiIII", _NSEC_MAGIC, 2, 4, 0, 0, max(decoder.snaplen, 128), linktype)])
         self.pending_bytes = len(self.pending[0])
         self.expect: collections.deque = collections.deque()  # one entry per marker sent
         self.buf = b""
@@ -277,29 +281,41 @@ class _Child:
         self.last_ts = ts
 
     def packet(self, ts: int, data: bytes, orig_len: int, entry) -> None:
+        """The packet's record and, after it, a marker with its time stamp (the hot path)."""
         sec, nsec = divmod(ts, 1_000_000_000)
-        rec = _REC.pack(sec, nsec, len(data), orig_len)
-        self.pending.append(rec)
-        self.pending.append(data)
-        self.pending_bytes += 16 + len(data)
-        self.marker(ts, entry)
+        mark = self._mark_pack(sec, nsec)
+        self.pending.append(_REC.pack(sec, nsec, len(data), orig_len) + data + mark)
+        self.pending_bytes += len(data) + len(mark) + 16
+        self.expect.append(entry)
+        self.last_ts = ts
 
     def flush_input(self) -> int:
-        """Write what the pipe takes; the bytes written."""
-        if not self.pending or not self.stdin_open:
-            return 0
-        data = b"".join(self.pending)
-        try:
-            n = os.write(self.stdin, data)
-        except BlockingIOError:
-            n = 0
-        except (BrokenPipeError, OSError):
-            self.stdin_open = False
-            return 0
-        rest = data[n:]
-        self.pending = [rest] if rest else []
-        self.pending_bytes = len(rest)
-        return n
+        """Write what the pipe takes, a megabyte at a time; the bytes written."""
+        pending = self.pending
+        written = 0
+        while pending and self.stdin_open:
+            if len(pending) > 1 and len(pending[0]) < (1 << 20):
+                take, size = [], 0
+                while pending and size < (1 << 20):
+                    chunk = pending.popleft()
+                    take.append(chunk)
+                    size += len(chunk)
+                data = b"".join(take)
+            else:
+                data = pending.popleft()
+            try:
+                n = os.write(self.stdin, data)
+            except BlockingIOError:
+                n = 0
+            except OSError:             # the child is gone: _died() says so
+                self.stdin_open = False
+                n = 0
+            written += n
+            self.pending_bytes -= n
+            if n < len(data):
+                pending.appendleft(data[n:])
+                break
+        return written
 
     def close_input(self) -> None:
         if self.stdin_open:
@@ -368,8 +384,11 @@ class _Child:
 class Decoder:
     """Feed packets with ptcap's additions; their lines come out on `out`, in order.
 
-    put() never blocks a live capture (lossless=False): beyond BACKLOG_BYTES a packet is
-    counted and not printed. For a file (lossless=True) it waits instead.
+    put() queues a packet for its link type's child; pump() moves bytes between ptcap and
+    the children without blocking (the capture calls it after every batch and when idle). A
+    live capture (lossless=False) never waits: beyond `backlog` bytes queued for a child, a
+    packet is counted and not printed. A file (lossless=True) waits instead. Lines are written
+    to `out` by a thread of their own, so a slow terminal or pipe never blocks the capture.
     """
 
     def __init__(self, flags: PrintFlags, out, snaplen: int = 262144, lossless: bool = False,
@@ -383,163 +402,121 @@ class Decoder:
         self.first_ts = 0
         self.last_ts = 0
         self.children: dict[int, _Child] = {}
-        self._inbox: collections.deque = collections.deque()
-        self._put_bytes = 0             # queued: written by the caller's thread only
-        self._routed_bytes = 0          # taken from the queue: by the I/O thread only
-        self._skipped = 0               # packets not printed: backlog full (caller's thread)
+        self._skipped = 0               # packets not printed: a child or the output behind
         self._skipped_said = 0
         self._seq = 0
         self._next = 0                  # next sequence number to write out
         self._done: dict[int, bytes] = {}
         self._number = 0
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self._closing = False
-        self._failure: BaseException | None = None
+        self._ts_words = 0 if flags.tstamp == 1 else (2 if flags.tstamp == 4 else 1)
         self.restarts = 0
-        self._thread = threading.Thread(target=self._run, name="ptcap-tcpdump", daemon=True)
-        self._thread.start()
-        skip = 0 if flags.tstamp == 1 else (2 if flags.tstamp == 4 else 1)
-        self._ts_words = skip
+        self._closed = False
+        self._writer = _Writer(out)
 
-    # caller's side
+    # ---- the capture's side
     def put(self, ts_ns: int, linktype: int, data: bytes, orig_len: int,
             pre: bytes = b"", suf: bytes = b"", after: bytes = b"") -> bool:
-        """Queue one packet; False when it will not be printed (backlog full)."""
-        if self._failure is not None:
-            raise self._failure
-        size = len(data) + 32
-        if self._put_bytes - self._routed_bytes > self.backlog:
+        """Queue one packet; False when it will not be printed (a child or the output behind)."""
+        writer = self._writer
+        while True:
+            child = self.children.get(linktype)
+            if child is None:
+                if self._seq == 0:
+                    self.first_ts = self.last_ts = ts_ns
+                child = self.children[linktype] = _Child(self, linktype)
+            if child.pending_bytes <= self.backlog and writer.queued <= self.backlog:
+                break
             if not self.lossless:
                 self._skipped += 1
                 return False
-            while self._put_bytes - self._routed_bytes > self.backlog and self._failure is None:
-                self.wake()
-                threading.Event().wait(0.002)
-        self._put_bytes += size
+            self.pump(0.05)
+        if child.last_ts != self.last_ts:
+            child.marker(self.last_ts, None)        # another child printed the previous packet
         note = b""
         if self._skipped != self._skipped_said:
-            n = self._skipped - self._skipped_said
-            self._skipped_said = self._skipped
-            note = f"ptcap: {n} packet{'s' if n != 1 else ''} not printed: tcpdump fell behind\n".encode()
-        self._inbox.append((ts_ns, linktype, data, orig_len, pre, suf, after, note, size))
+            note = self._skip_note()
+        seq = self._seq
+        self._seq += 1
+        child.packet(ts_ns, data, orig_len, (seq, pre, suf, after, note))
+        self.last_ts = ts_ns
+        if child.pending_bytes > (1 << 18):
+            self.pump(0)
         return True
 
+    def _skip_note(self) -> bytes:
+        n = self._skipped - self._skipped_said
+        self._skipped_said = self._skipped
+        return f"ptcap: {n} packet{'s' if n != 1 else ''} not printed: tcpdump fell behind\n".encode()
+
     def wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"\0")
-        except BlockingIOError:
-            pass
+        self.pump(0)
+
+    def pump(self, timeout: float = 0.0) -> None:
+        """Write what the children take, read what they printed, write it out in order;
+        wait at most `timeout` seconds for a child."""
+        self._writer.check()
+        children = list(self.children.values())
+        if not children:
+            return
+        poller = select.poll()
+        fds: dict[int, tuple[_Child, str]] = {}
+        for child in children:
+            if child.pending:
+                child.flush_input()
+            if not child.eof:
+                poller.register(child.stdout, select.POLLIN)
+                poller.register(child.stderr, select.POLLIN)
+                fds[child.stdout] = (child, "out")
+                fds[child.stderr] = (child, "err")
+            if child.pending and child.stdin_open:
+                poller.register(child.stdin, select.POLLOUT)
+                fds[child.stdin] = (child, "in")
+        for fd, _ev in poller.poll(int(timeout * 1000)):
+            child, kind = fds[fd]
+            if kind == "out":
+                self._read_out(child)
+            elif kind == "err":
+                self._read_err(child)
+            else:
+                child.flush_input()
+        self._write_out()
+        for child in children:
+            if child.eof and (child.expect or not self._closed):
+                self._died(child)
 
     def close(self) -> None:
         """Print everything queued, stop the children."""
-        self._closing = True
-        self.wake()
-        self._thread.join()
-        if self._skipped != self._skipped_said and self._failure is None:
-            n = self._skipped - self._skipped_said
-            self._skipped_said = self._skipped
-            self.out.write(f"ptcap: {n} packet{'s' if n != 1 else ''} not printed: tcpdump fell behind\n".encode())
-            self.out.flush()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
-        if self._failure is not None:
-            raise self._failure
+        self._closed = True
+        try:
+            while any(c.pending for c in self.children.values() if c.stdin_open):
+                self.pump(0.05)
+            for child in self.children.values():
+                child.close_input()
+            while any(not c.eof for c in self.children.values()):
+                self.pump(0.05)
+            self._write_out()
+            if self._skipped != self._skipped_said:
+                self._writer.put(self._skip_note())
+        finally:
+            for child in self.children.values():
+                child.close_input()
+                if child.proc.poll() is None:
+                    child.proc.kill()
+                child.proc.wait()
+                for f in (child.proc.stdout, child.proc.stderr):
+                    f.close()
+            self.children.clear()
+            self._writer.close()
 
     @property
     def skipped(self) -> int:
         return self._skipped
 
-    # the I/O thread
-    def _run(self) -> None:
-        try:
-            self._loop()
-        except BaseException as e:     # reported to the caller at its next put/close
-            self._failure = e if isinstance(e, (PtcapError, OSError)) else PtcapError(f"tcpdump decoder: {e!r}")
-        finally:
-            for child in self.children.values():
-                child.close_input()
-                try:
-                    child.proc.kill()
-                except OSError:
-                    pass
-                child.proc.wait()
-                for f in (child.proc.stdout, child.proc.stderr):
-                    f.close()
-
-    def _loop(self) -> None:
-        poller = select.poll()
-        poller.register(self._wake_r, select.POLLIN)
-        registered: dict[int, tuple[_Child, str]] = {}
-        while True:
-            self._route()
-            for child in list(self.children.values()):
-                if child.pending:
-                    child.flush_input()
-                if self._closing and not self._inbox and not child.pending:
-                    child.close_input()
-            if self._closing and not self._inbox and all(c.eof for c in self.children.values()):
-                self._write_out(final=True)
-                return
-            # (re)register fds
-            want: dict[int, tuple[_Child, str, int]] = {}
-            for child in self.children.values():
-                if not child.eof:
-                    want[child.stdout] = (child, "out", select.POLLIN)
-                    want[child.stderr] = (child, "err", select.POLLIN)
-                if child.pending and child.stdin_open:
-                    want[child.stdin] = (child, "in", select.POLLOUT)
-            for fd in list(registered):
-                if fd not in want:
-                    poller.unregister(fd)
-                    del registered[fd]
-            for fd, (child, kind, mask) in want.items():
-                poller.register(fd, mask)
-                registered[fd] = (child, kind)
-            events = poller.poll(50)
-            for fd, ev in events:
-                if fd == self._wake_r:
-                    try:
-                        os.read(self._wake_r, 4096)
-                    except BlockingIOError:
-                        pass
-                    continue
-                child, kind = registered.get(fd, (None, ""))
-                if child is None:
-                    continue
-                if kind == "out":
-                    self._read_out(child)
-                elif kind == "err":
-                    self._read_err(child)
-            self._write_out()
-            for child in list(self.children.values()):
-                if child.eof and (child.expect or not self._closing):
-                    self._died(child)
-
-    def _route(self) -> None:
-        inbox = self._inbox
-        children = self.children
-        while inbox:
-            if any(c.pending_bytes > self.backlog // 4 for c in children.values()):
-                return          # a child is behind: what is queued waits (and put() counts)
-            ts, linktype, data, orig_len, pre, suf, after, note, size = inbox.popleft()
-            self._routed_bytes += size
-            if self._seq == 0:
-                self.first_ts = self.last_ts = ts
-            child = children.get(linktype)
-            if child is None:
-                child = children[linktype] = _Child(self, linktype)
-            elif child.last_ts != self.last_ts:
-                child.marker(self.last_ts, None)        # another child printed the previous one
-            seq = self._seq
-            self._seq += 1
-            child.packet(ts, data, orig_len, (seq, pre, suf, after, note))
-            self.last_ts = ts
-            if child.pending_bytes > (1 << 16):
-                child.flush_input()
-
+    # ---- output
     def _read_out(self, child: _Child) -> None:
+        done = self._done
+        words = self._ts_words
+        number = self.flags.number
         while True:
             try:
                 data = os.read(child.stdout, 1 << 18)
@@ -548,10 +525,8 @@ class Decoder:
             if not data:
                 child.eof = True
                 return
-            done = self._done
-            words = self._ts_words
             for (seq, pre, suf, after, note), text in child.parse(data):
-                if pre or suf or after or note or self.flags.number:
+                if pre or suf or after or note or number:
                     text = self._merge(text, pre, suf, after, note, words)
                 done[seq] = text
 
@@ -596,7 +571,7 @@ class Decoder:
                 sys.stderr.write(line.decode(errors="replace") + "\n")
                 sys.stderr.flush()
 
-    def _write_out(self, final: bool = False) -> None:
+    def _write_out(self) -> None:
         done = self._done
         if not done:
             return
@@ -607,8 +582,7 @@ class Decoder:
             nxt += 1
         self._next = nxt
         if parts:
-            self.out.write(b"".join(parts))
-            self.out.flush()
+            self._writer.put(b"".join(parts))
 
     def _died(self, child: _Child) -> None:
         """A child exited before it printed everything it was sent: say so, start another."""
@@ -632,7 +606,60 @@ class Decoder:
         else:
             self._write_out()
             if not self._done:
-                self.out.write(note)
-                self.out.flush()
-        if child.pending or self._inbox or not self._closing:
+                self._writer.put(note)
+        if not self._closed:
             self.children[child.linktype] = _Child(self, child.linktype)
+
+
+class _Writer:
+    """Writes the lines to ptcap's stdout from a thread of its own; `queued` is what waits."""
+
+    def __init__(self, out) -> None:
+        self.out = out
+        self._queue: collections.deque = collections.deque()
+        self._put = 0                   # bytes queued: the capture's thread only
+        self._done = 0                  # bytes written: the writer thread only
+        self._ready = threading.Event()
+        self._stop = False
+        self.failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="ptcap-lines", daemon=True)
+        self._thread.start()
+
+    @property
+    def queued(self) -> int:
+        return self._put - self._done
+
+    def put(self, data: bytes) -> None:
+        self._put += len(data)
+        self._queue.append(data)
+        self._ready.set()
+
+    def check(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
+    def _run(self) -> None:
+        queue = self._queue
+        while True:
+            self._ready.wait()
+            self._ready.clear()
+            while queue:
+                parts = [queue.popleft()]
+                while queue and len(parts) < 1024:
+                    parts.append(queue.popleft())
+                data = b"".join(parts)
+                try:
+                    self.out.write(data)
+                    self.out.flush()
+                except BaseException as e:      # a closed pipe: said to the capture
+                    self.failure = e
+                    return
+                self._done += len(data)
+            if self._stop and not queue:
+                return
+
+    def close(self) -> None:
+        self._stop = True
+        self._ready.set()
+        self._thread.join()
+        self.check()
