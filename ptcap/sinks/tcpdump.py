@@ -32,6 +32,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 
 from ptcap.errors import PtcapError
@@ -41,6 +42,7 @@ DEFAULT_USER = "tcpdump"        # Debian's tcpdump drops to this user (its WITH_
 FALLBACK_USER = "nobody"
 BACKLOG_BYTES = 16 << 20        # queued for a child beyond this: counted, not printed
 PIPE_SIZE = 1 << 20
+STUCK_SECONDS = 5.0             # at the end of a live capture, a child silent this long is left
 _PR_SET_NO_NEW_PRIVS = 38
 _F_SETPIPE_SZ = 1031
 _REC = struct.Struct("<IIII")
@@ -488,12 +490,19 @@ class Decoder:
         """Print everything queued, stop the children."""
         self._closed = True
         try:
-            while any(c.pending for c in self.children.values() if c.stdin_open):
+            progress, since = None, time.monotonic()
+            while any(c.pending for c in self.children.values() if c.stdin_open) or \
+                    any(not c.eof for c in self.children.values()):
+                if not any(c.pending for c in self.children.values() if c.stdin_open):
+                    for child in self.children.values():
+                        child.close_input()
                 self.pump(0.05)
-            for child in self.children.values():
-                child.close_input()
-            while any(not c.eof for c in self.children.values()):
-                self.pump(0.05)
+                now = (sum(c.pending_bytes for c in self.children.values()), self._seq - self._next)
+                if now != progress:
+                    progress, since = now, time.monotonic()
+                elif not self.lossless and time.monotonic() - since > STUCK_SECONDS:
+                    self._give_up()
+                    break
             self._write_out()
             if self._skipped != self._skipped_said:
                 self._writer.put(self._skip_note())
@@ -507,6 +516,19 @@ class Decoder:
                     f.close()
             self.children.clear()
             self._writer.close()
+
+    def _give_up(self) -> None:
+        """At the end of a live capture, a child that prints nothing more is not waited for."""
+        lost = sum(1 for c in self.children.values() for e in c.expect if e is not None)
+        for child in self.children.values():
+            for entry in child.expect:
+                if entry is not None:
+                    self._done.setdefault(entry[0], b"")
+            child.expect.clear()
+            child.eof = True
+        self._write_out()
+        self._writer.put(f"ptcap: {lost} packet{'s' if lost != 1 else ''} not printed: "
+                         f"tcpdump stopped printing\n".encode())
 
     @property
     def skipped(self) -> int:
