@@ -1,5 +1,6 @@
 /* The records the kernel side hands to user space: one header owns each struct.
- * ptcap/records.py mirrors these layouts; keep the two in step. */
+ * ptcap/kernel/records.py declares them once for user space and checks them
+ * against the objects' BTF at load (bpf/records.bpf.c keeps every type here in its BTF). */
 #ifndef PTCAP_H
 #define PTCAP_H
 

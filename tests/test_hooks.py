@@ -11,6 +11,8 @@ import pytest
 
 from conftest import PYTHON, comments, ptcap_argv, run, tshark_fields, wait_clean
 
+pytestmark = pytest.mark.root      # real BPF, namespaces, daemons
+
 PORT = 22400        # this file's ports: 22400-22499
 
 

@@ -5,7 +5,6 @@ import argparse
 import os
 import sys
 
-from ptcap import __version__
 from ptcap.kernel.bpf import BPFError
 from ptcap.errors import PtcapError
 
@@ -159,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         # tcpdump-style expressions (which never start with it) keep working
         if argv[:1] == ["backtrace"]:
             args = parse_args(argv[1:])
-            from ptcap.cli.live import backtrace
+            from ptcap.cli.backtrace import backtrace
             return backtrace(args)
         args = parse_args(argv)
         return run(args)
@@ -186,8 +185,11 @@ def run(args: argparse.Namespace) -> int:
     if args.read is not None:
         from ptcap.cli.offline import read_file
         return read_file(args)
+    if args.dump_filter or args.debug_filter:
+        from ptcap.cli.filterdump import dump_main      # no capture machinery to print a filter
+        return dump_main(args)
     from ptcap.cli.live import capture
-    return capture(args)
+    return capture(args, sys.stderr)
 
 
 def _error(message: str) -> None:

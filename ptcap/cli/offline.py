@@ -7,23 +7,13 @@ import sys
 import threading
 
 from ptcap.errors import PtcapError
-from ptcap.filter.libpcap import compile_for, datalink_name
+from ptcap.filter.compiler import compile_filter, expression_from_args
+from ptcap.filter.libpcap import datalink_name
 from ptcap.formats.pcapng import PacketWriter
 from ptcap.formats.reader import CaptureReader, open_capture
 from ptcap.pipeline.packet import Direction
 from ptcap.sinks.lines import Additions, parts_from_args
 from ptcap.sinks.tcpdump import Decoder, PrintFlags, check_flags, child_user, spawn
-
-
-def _expression(args: argparse.Namespace) -> str:
-    if getattr(args, "filter_file", None):
-        try:
-            with open(args.filter_file) as f:
-                # tcpdump drops '#' comments from -F files
-                return " ".join(line.split("#", 1)[0] for line in f).strip()
-        except OSError as e:
-            raise PtcapError(f"can't open {args.filter_file}: {e.strerror}") from None
-    return " ".join(getattr(args, "expression", None) or []).strip()
 
 
 def _selected(args: argparse.Namespace):
@@ -143,7 +133,7 @@ def _pass_through(args: argparse.Namespace, flags: PrintFlags, f, head: bytes) -
     if getattr(args, "count_only", False):
         argv.append("--count")
     argv += ["-r", "-"]
-    expression = _expression(args)
+    expression = expression_from_args(args).strip()
     if expression:
         argv.append(expression)
     user = child_user(flags.user)
@@ -216,7 +206,7 @@ def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep, h
         if reader.linktype == 276:
             sys.stderr.write("Warning: interface names might be incorrect\n")
         sys.stderr.flush()
-        expression = _expression(args)
+        expression = expression_from_args(args).strip()
         programs: dict[int, object] = {}
         limit = args.count if getattr(args, "count", None) else 0
         count_only = getattr(args, "count_only", False)
@@ -234,7 +224,7 @@ def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep, h
                 if expression:
                     program = programs.get(pkt.linktype)
                     if program is None:
-                        program = programs[pkt.linktype] = compile_for(pkt.linktype, expression, reader.snaplen)
+                        program = programs[pkt.linktype] = compile_filter(expression, pkt.linktype, reader.snaplen)
                     if not program.matches(pkt.data, pkt.orig_len):
                         continue
                 if keep is not None and not keep(pkt):

@@ -208,12 +208,3 @@ def link_create(prog_fd: int, target: int, attach_type: int, flags: int = 0) -> 
         raise BPFError(e.errno, f"attaching BPF program (attach type {attach_type})") from None
 
 
-def obj_info(fd: int, size: int = 256) -> bytes:
-    info = ctypes.create_string_buffer(size)
-    sys_bpf(Cmd.OBJ_GET_INFO_BY_FD, _attr("=IIQ", fd, size, ctypes.addressof(info)))
-    return info.raw
-
-
-def prog_id(fd: int) -> int:
-    """The kernel id of a loaded program (bpf_prog_info.id)."""
-    return struct.unpack_from("=I", obj_info(fd), 4)[0]

@@ -13,7 +13,6 @@ the compiled filters).
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import struct
 from dataclasses import dataclass, field
@@ -22,14 +21,13 @@ from ptcap.kernel import bpf
 from ptcap.kernel import btf
 from ptcap.kernel import libbpf
 from ptcap.filter import compiler as pcapfilter
-from ptcap.meta.context import ProcessContext
 from ptcap.errors import PtcapError
 from ptcap.kernel.kallsyms import KernelSymbols
-from ptcap.pipeline.packet import LinkType
+from ptcap.kernel import records
+from ptcap.kernel.records import HookSlot, LinkType
 
-# enum ptcap_hook (bpf/ptcap.h), in order
-HOOKS = ("kfree_skb", "consume_skb", "net_dev_queue", "net_dev_start_xmit", "netif_receive_skb",
-         "tcp_retransmit_skb", "tcp_send_reset")
+# enum ptcap_hook, in order: the tracepoints' names
+HOOKS = tuple(h.name.lower() for h in records.Hook if h is not records.Hook.MAX)
 DESCRIPTIONS = {
     "kfree_skb": "packets the kernel drops, with the reason and where",
     "consume_skb": "packets freed after normal use",
@@ -39,12 +37,11 @@ DESCRIPTIONS = {
     "tcp_retransmit_skb": "TCP segments retransmitted",
     "tcp_send_reset": "packets that made TCP answer with a reset",
 }
-SLOT_FILTER_ETHER, SLOT_FILTER_RAW, SLOT_EMIT = 0, 1, 2
-_CONFIG = struct.Struct(f"<qII{len(HOOKS)}I4x")      # struct ptcap_hook_config
-_INFO = struct.Struct("<QI")                          # location, reason in a record's key
+SLOT_FILTER_ETHER, SLOT_FILTER_RAW, SLOT_EMIT = HookSlot.FILTER_ETHER, HookSlot.FILTER_RAW, HookSlot.EMIT
+_CONFIG = records.HOOK_CONFIG.struct
+_INFO = struct.Struct("<" + "".join(f for n, f in records.PACKET.fields if n in ("location", "reason")))
 NO_INFO = bytes(_INFO.size)
 _STACK_DEPTH = 127
-_REJECT_ALL = [(0x06, 0, 0, 0)]                       # ret #0
 
 
 class _NoNamespace:
@@ -86,14 +83,10 @@ def check_names(names: list[str]) -> list[str]:
 
 
 def compile_filters(expression: str, snaplen: int) -> dict[int, pcapfilter.ClassicProgram]:
-    """The filter for each link type a hook can see. An expression that cannot apply to raw
-    IP (ether, arp, vlan) rejects the raw-IP packets instead of failing the capture."""
-    progs = {LinkType.ETHERNET: pcapfilter.compile_filter(expression, LinkType.ETHERNET, snaplen)}
-    try:
-        progs[LinkType.RAW] = pcapfilter.compile_filter(expression, LinkType.RAW, snaplen)
-    except PtcapError:
-        progs[LinkType.RAW] = pcapfilter.ClassicProgram(_REJECT_ALL, LinkType.RAW, snaplen, expression)
-    return progs
+    """The filter for each link type a hook can see (the raw-IP one rejects what cannot apply
+    to raw IP: ether, arp, vlan)."""
+    return pcapfilter.compile_filters(expression, (LinkType.ETHERNET, LinkType.RAW), snaplen,
+                                      optional=(LinkType.RAW,))
 
 
 class HookCapture:
@@ -205,13 +198,11 @@ class HookCapture:
 
 
 class HookNames:
-    """Drop reasons and kernel locations as people read them, cached per record key."""
+    """Drop reasons and kernel locations as people read them (the join stage uses them)."""
 
     def __init__(self) -> None:
         self._reasons: dict[int, str] | None = None
         self._symbols: KernelSymbols | None = None
-        self._joined: dict[bytes, ProcessContext | None] = {}
-        self._keys: dict[bytes, list[bytes]] = {}      # owner record → its keys in _joined
 
     @property
     def symbols(self) -> KernelSymbols:
@@ -227,29 +218,10 @@ class HookNames:
                 self._reasons = {}
         return self._reasons.get(value, str(value))
 
-    def join(self, ctx: ProcessContext | None, owner: bytes, info: bytes) -> ProcessContext | None:
-        """The owner's context with the drop reason and location of `info` added."""
-        if info == NO_INFO:
-            return ctx
-        key = owner + info
-        found = self._joined.get(key, False)
-        if found is not False:
-            return found
-        location, reason = _INFO.unpack(info)
-        # a context even without a reason (consume_skb): lines then name the hook
-        base = ProcessContext() if ctx is None else dataclasses.replace(ctx)
-        if reason:
-            base.drop_reason = self.reason(reason)
-            base.drop_location = self.symbols.name(location)
-        ctx = base
-        self._joined[key] = ctx
-        self._keys.setdefault(owner, []).append(key)
-        return ctx
 
-    def forget(self, owner: bytes) -> None:
-        """The owner's process context was dropped (exec, exit): so are its joins."""
-        for key in self._keys.pop(owner, ()):
-            self._joined.pop(key, None)
+def unpack_info(info: bytes) -> tuple[int, int]:
+    """A record key's hook info: (drop location, drop reason)."""
+    return _INFO.unpack(info)
 
 
 def symbolize_stack(addrs: list[int], symbols: KernelSymbols) -> list[str]:

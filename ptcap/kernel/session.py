@@ -22,14 +22,15 @@ from ptcap.kernel.cgroup import v2_mount
 from ptcap.errors import PtcapError
 from ptcap.kernel.interfaces import NetInterface
 from ptcap.kernel.netns import Netns
-from ptcap.pipeline.packet import LinkType
-from ptcap.pipeline.ringbuf import RingBuffer, round_size
+from ptcap.kernel import records
+from ptcap.kernel.records import LinkType
+from ptcap.kernel.ringbuf import RingBuffer, round_size
 from ptcap.kernel.selectors import WhoFilter
 from ptcap.kernel import selectors as whomod
 
-_IFACE = struct.Struct("<I4x")          # struct ptcap_iface
-_IFACE_KEY = struct.Struct("<QI4x")     # struct ptcap_iface_key
-_CONFIG = struct.Struct("<qI4x")        # struct ptcap_config
+_IFACE = records.IFACE.struct
+_IFACE_KEY = records.IFACE_KEY.struct
+_CONFIG = records.CONFIG.struct
 _TC_NEXT = -1                           # TC_ACT_UNSPEC = TCX_NEXT: the packet goes on untouched
 
 
@@ -56,9 +57,23 @@ class HookReport:
     failed: dict[str, str] = field(default_factory=dict)
 
 
+CAPTURE_CAPS = (39, 38, 12)         # CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN
+
+
+def has_capture_caps() -> bool:
+    """Whether this process holds the capabilities a capture needs (root does; so does the
+    Wireshark extcap's privileged helper, ptcap-capture, for members of group wireshark)."""
+    try:
+        with open("/proc/self/status") as f:
+            eff = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    except (OSError, StopIteration, ValueError):
+        return os.geteuid() == 0
+    return all(eff >> cap & 1 for cap in CAPTURE_CAPS)
+
+
 def check_privileges() -> None:
     """Capture needs root (CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON); say so in one line."""
-    if os.geteuid() != 0:
+    if not has_capture_caps():
         raise PtcapError("You don't have permission to capture; run as root "
                          "(needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)")
     if not os.path.exists(os.environ.get("PTCAP_BTF", "/sys/kernel/btf/vmlinux")):
@@ -98,7 +113,6 @@ class Session:
         self.hooks = HookReport()
         self._objects: list[libbpf.Object] = []
         self._links: list[libbpf.Link] = []
-        self._fds: list[int] = []
         self._attached: dict[tuple[int, int], list[int]] = {}   # iface key -> TCX link fds
         self._cgroup_links: list[int] = []
         self._classic: dict[int, pcapfilter.ClassicProgram] = {}
@@ -118,6 +132,7 @@ class Session:
         return self
 
     def _open(self) -> None:
+        records.check_objects(libbpf.objects_dir())
         cfg = self.config
         if cfg.hooks:
             self._open_hooks()
@@ -126,7 +141,7 @@ class Session:
         found = [self._as_seen(i) for i in interfaces.resolve(cfg.interfaces, self.namespaces)]
         # Compile filters first: a bad expression fails before anything touches the kernel.
         linktypes = {LinkType.RAW} if cfg.backend == "cgroup-skb" else {i.linktype for i in found}
-        self._classic = {lt: pcapfilter.compile_filter(cfg.expression, lt, cfg.snaplen) for lt in linktypes}
+        self._classic = pcapfilter.compile_filters(cfg.expression, linktypes, cfg.snaplen)
         check_privileges()
         cgroot = v2_mount()
         if cfg.backend == "cgroup-skb" and cgroot is None:
@@ -275,8 +290,8 @@ class Session:
     def _take(self, iface: NetInterface) -> bool:
         """Attach to an interface found while capturing; False if it went away first."""
         if self.config.backend != "cgroup-skb" and iface.linktype not in self._classic:
-            self._classic[iface.linktype] = pcapfilter.compile_filter(
-                self.config.expression, iface.linktype, self.config.snaplen)
+            self._classic.update(pcapfilter.compile_filters(self.config.expression, (iface.linktype,),
+                                                            self.config.snaplen))
         try:
             self._add(iface)
         except PtcapError:
@@ -401,7 +416,7 @@ class Session:
             return self._last_counters
         ncpu = _possible_cpus()
         totals = []
-        for which in (0, 1, 2):
+        for which in (records.Counter.RECEIVED, records.Counter.DROPPED, records.Counter.RATE_LIMITED):
             raw = bpf.map_lookup(self._counters_fd, struct.pack("<I", which), 8 * ncpu)
             totals.append(sum(struct.unpack(f"<{ncpu}Q", raw)) if raw else 0)
         self._last_counters = (totals[0], totals[1], totals[2])
@@ -437,9 +452,6 @@ class Session:
             self.ring = None
         if self.hook_capture is not None:
             self.hook_capture.close()
-        for fd in self._fds:
-            _close(fd)
-        self._fds.clear()
         for obj in reversed(self._objects):
             obj.close()
         self._objects.clear()

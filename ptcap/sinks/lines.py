@@ -10,7 +10,7 @@ import sys
 
 from ptcap.errors import PtcapError
 from ptcap.meta.context import Part, ProcessContext
-from ptcap.pipeline.packet import Direction, Packet
+from ptcap.pipeline.packet import Batch, Direction
 from ptcap.sinks.tcpdump import Decoder, PrintFlags, check_flags, child_user
 
 _DIRECTIONS = {Direction.IN: "In ", Direction.OUT: "Out "}
@@ -126,8 +126,9 @@ def parts_from_args(args: argparse.Namespace) -> Part:
 
 
 class PrintSink:
-    """The live line sink (no -w, or --print): the Sink protocol write(packet), tick(now),
-    close(). write() only queues the packet for the tcpdump children (never blocks)."""
+    """The live line sink (no -w, or --print), a Sink: write(batch), tick(now), close().
+    write() only queues the packets for the tcpdump children (it never blocks); tick() moves
+    what the children take and print."""
 
     def __init__(self, args: argparse.Namespace, snaplen: int = 262144) -> None:
         flags = PrintFlags.from_args(args)
@@ -143,9 +144,12 @@ class PrintSink:
     def add_interface(self, iface_id: int, iface) -> None:
         pass
 
-    def write(self, packet: Packet) -> None:
-        pre, suf, after = self.additions(packet.context, packet.ifname, packet.direction)
-        self._put(packet.ts_ns, packet.linktype, packet.data, packet.orig_len, pre, suf, after)
+    def write(self, packets: Batch) -> None:
+        additions = self.additions
+        put = self._put
+        for packet in packets:
+            pre, suf, after = additions(packet.context, packet.ifname, packet.direction)
+            put(packet.ts_ns, packet.linktype, packet.data, packet.orig_len, pre, suf, after)
 
     def tick(self, now: float) -> None:
         self.decoder.wake()
