@@ -10,7 +10,8 @@ import sys
 
 from ptcap.errors import PtcapError
 from ptcap.meta.context import Part, ProcessContext
-from ptcap.pipeline.packet import Batch, Direction
+from ptcap.kernel.records import HEADER_LEN
+from ptcap.pipeline.packet import _DIRECTIONS as _DIRS, _RECORD, MISSING, Batch, Direction
 from ptcap.sinks.tcpdump import Decoder, PrintFlags, check_flags, child_user
 
 _DIRECTIONS = {Direction.IN: "In ", Direction.OUT: "Out "}
@@ -140,16 +141,29 @@ class PrintSink:
         sys.stdout.flush()
         self.decoder = Decoder(flags, sys.stdout.buffer, snaplen, lossless=False)
         self._put = self.decoder.put
+        self._ifaces: list[tuple[int, str]] = []
 
     def add_interface(self, iface_id: int, iface) -> None:
-        pass
+        assert iface_id == len(self._ifaces), "interface ids out of step"
+        self._ifaces.append((iface.linktype, iface.display_name))
 
     def write(self, packets: Batch) -> None:
+        """The kernel's records as they are (no Packet objects): the hot path."""
         additions = self.additions
         put = self._put
-        for packet in packets:
-            pre, suf, after = additions(packet.context, packet.ifname, packet.direction)
-            put(packet.ts_ns, packet.linktype, packet.data, packet.orig_len, pre, suf, after)
+        buf = packets.buf
+        unpack = _RECORD.unpack_from
+        contexts = packets.contexts
+        ifaces = self._ifaces
+        for off in packets.offsets:
+            direction, key, iface_id, hi, lo, caplen, length = unpack(buf, off)
+            ctx = contexts.get(key, MISSING)
+            if ctx is MISSING:
+                ctx = packets.context(key)
+            linktype, name = ifaces[iface_id]
+            data_at = off + HEADER_LEN
+            pre, suf, after = additions(ctx, name, _DIRS[direction])
+            put((hi << 32) | lo, linktype, buf[data_at:data_at + caplen], length, pre, suf, after)
 
     def tick(self, now: float) -> None:
         self.decoder.wake()
