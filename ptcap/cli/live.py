@@ -16,6 +16,7 @@ from ptcap.filter import compiler as pcapfilter
 from ptcap.kernel import interfaces
 from ptcap.kernel import netns as nsmod
 from ptcap.kernel.session import CaptureConfig, Session
+from ptcap.cli import tlskeys
 from ptcap.cli.command import Command
 from ptcap.meta.runtimes.docker_engine import RuntimeUnavailable
 from ptcap.meta.runtimes.kubernetes import parse_pod_selector
@@ -70,6 +71,8 @@ class FileSink:
         self._snaplen = 262144
         self._expression = ""
         self.finished = False         # -G with -W: all files written, capture ends
+        self.keys = None              # a KeyLog whose TLS keys go into the file
+        self._keys_sent = 0
 
     def _comments(self, key: bytes) -> list[str]:
         """A record key is the owner, then the hook info (drop location and reason)."""
@@ -95,6 +98,8 @@ class FileSink:
                 self._writer = PcapWriter(self.out, self._ifaces[0].linktype, self._snaplen, nano=self._nano)
         else:
             self._writer = PcapngWriter(self.out, self._comments)
+            self._keys_sent = 0
+            self._take_keys()
         for iface in self._ifaces:
             self._writer.add_interface(iface)
         if self._writer is not None:
@@ -114,9 +119,27 @@ class FileSink:
             assert got == iface_id, "interface ids out of step"
             self._writer.flush()
 
+    def embed_keys(self, keys) -> None:
+        """Put the TLS keys of `keys` into the file as they come (a new file starts with all)."""
+        self.keys = keys
+        with self._errors():
+            self._take_keys()
+
+    def _take_keys(self) -> None:
+        if self.keys is None or not isinstance(self._writer, PcapngWriter):
+            return
+        if not self._keys_sent:      # a file that holds keys is a secret too
+            tlskeys.make_private(self.out)
+        self._writer.hold_packets(tlskeys.KEY_HOLD_SECONDS)
+        self.keys.poll()
+        new = self.keys.lines[self._keys_sent:]
+        self._keys_sent += len(new)
+        self._writer.add_secrets(new)
+
     def write(self, buf, offsets: list[int]) -> None:
         rot = self.rotation
         with self._errors():
+            self._take_keys()
             if not rot.active:
                 self._writer.write_records(buf, offsets)
                 return
@@ -131,7 +154,11 @@ class FileSink:
                     self._rotate(rot.next_for_size())
 
     def tick(self) -> None:
-        """-G: rotate on time even when no packet comes."""
+        """-G: rotate on time even when no packet comes; held packets whose keys had time."""
+        if self.keys is not None and isinstance(self._writer, PcapngWriter):
+            with self._errors():
+                self._take_keys()
+                self._writer.release(time.monotonic())
         if self.rotation.time_is_up(time.time()) and not self.finished:
             with self._errors():
                 self._rotate(self.rotation.next_for_time(time.time()))
@@ -149,6 +176,7 @@ class FileSink:
     def close(self) -> None:
         if self._writer is not None and not self.out.closed:
             with self._errors():
+                self._take_keys()
                 self._writer.flush()
 
     @contextlib.contextmanager
@@ -240,6 +268,7 @@ def capture(args: argparse.Namespace) -> int:
         raise PtcapError(str(e)) from None
 
     who = _who_from_args(args)
+    tlskeys.wanted(args)
     metadata = None
     if parts & (Part.CONTAINER | Part.POD) or who.containers:
         metadata = Metadata(args.docker_address, args.containerd_address, args.cri_runtime_address)
@@ -263,6 +292,7 @@ def capture(args: argparse.Namespace) -> int:
     session = Session(config)
     captured = 0
     command = None
+    keys = None
     for sink in sinks:
         sink.start(snaplen, expression)
 
@@ -278,11 +308,18 @@ def capture(args: argparse.Namespace) -> int:
             follow(initial=True)
         table.snapshot()
         _announce(session, snaplen, args)
+        keys, embed = tlskeys.open_keys(args, who)
+        for sink in sinks:
+            if embed and isinstance(sink, FileSink):
+                sink.embed_keys(keys)
         if args.command:
-            command = Command(args.command)
+            command = Command(args.command, tlskeys.command_env(keys))
             session.select_pid(command.pid)
+            tlskeys.follow_command(keys, command.pid)
             command.start()
         tickers = [follow] if follow is not None else []
+        if keys is not None:
+            tickers.append(keys.poll)
         captured = _loop(session, sinks, args.count, stop, table, command, tickers)
     finally:
         session.close()
@@ -290,7 +327,11 @@ def capture(args: argparse.Namespace) -> int:
             metadata.close()
         if command is not None:
             command.stop()
-        _close_sinks(sinks)
+        try:
+            _close_sinks(sinks)
+        finally:
+            if keys is not None:
+                keys.close()
     received, dropped, limited = session.all_counters()
     sys.stderr.write(f"{captured} packet{'s' if captured != 1 else ''} captured\n"
                      f"{received} packet{'s' if received != 1 else ''} received by filter\n"

@@ -8,6 +8,7 @@ import sys
 from ptcap import __version__
 from ptcap.kernel.bpf import BPFError
 from ptcap.errors import PtcapError
+from ptcap.cli import tlskeys
 
 
 class _Parser(argparse.ArgumentParser):
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--context", default="process,thread,parentproc,user,container,pod",
                      help="process context to print and write (process,thread,parentproc,user,container,pod)")
 
+    tlskeys.add_arguments(p.add_argument_group("TLS keys (secrets: never printed)"))
     fmt = p.add_argument_group("printing (as tcpdump)")
     fmt.add_argument("-n", dest="numeric", action="count", default=0, help="don't resolve names (-nn: nor ports)")
     fmt.add_argument("-v", dest="verbose", action="count", default=0, help="more detail (-vv, -vvv)")

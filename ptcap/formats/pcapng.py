@@ -7,6 +7,7 @@ Block body; every packet's options (comments + direction flag) are encoded once 
 from __future__ import annotations
 
 import struct
+import time
 from dataclasses import dataclass
 from typing import BinaryIO, Callable
 
@@ -77,6 +78,17 @@ def interface_block(iface: Interface) -> bytes:
     return _block(1, body)
 
 
+DSB_TYPE = 0x0000000A
+SECRETS_TLS_KEY_LOG = 0x544C534B
+
+
+def secrets_block(lines: list[str]) -> bytes:
+    """A Decryption Secrets Block holding TLS key log lines (SSLKEYLOGFILE format)."""
+    data = "".join(line + "\n" for line in lines).encode()
+    body = struct.pack("<II", SECRETS_TLS_KEY_LOG, len(data)) + data + b"\0" * (-len(data) & 3)
+    return _block(DSB_TYPE, body)
+
+
 def _os_name() -> str:
     import platform
     return f"{platform.system()} {platform.release()}"
@@ -107,6 +119,22 @@ class PcapngWriter:
         self._keys: dict[bytes, list[bytes]] = {}      # owner record → its cached keys
         self._pending: list[bytes] = [section_header()]
         self.written = len(self._pending[0])       # bytes of this file so far
+        self._hold = 0.0
+        self._held: list[tuple[float, list[bytes]]] = []
+
+    def hold_packets(self, seconds: float) -> None:
+        """Keep packets back for `seconds` before writing them, so that a TLS key that comes
+        after the packets needing it (a client learns its handshake keys from the server's
+        reply) can still go before them: Wireshark reads a file in one pass."""
+        self._hold = seconds
+
+    def add_secrets(self, lines: list[str]) -> None:
+        """TLS key log lines, as one Decryption Secrets Block before every held packet."""
+        if lines:
+            block = secrets_block(lines)
+            self._pending.append(block)
+            self.written += len(block)
+            self._write(time.monotonic())
 
     def add_interface(self, iface: Interface) -> int:
         """Describe the next interface; returns its interface id (0, 1, ...)."""
@@ -132,6 +160,7 @@ class PcapngWriter:
         """Write the packet records at `offsets` of `buf` (the hot path); stop after the
         packet that takes the file past `limit` bytes. Returns how many were written."""
         parts = self._pending
+        start = len(parts)
         append = parts.append
         cache = self._opts
         u32 = _U32.pack
@@ -156,10 +185,32 @@ class PcapngWriter:
             if written > limit:
                 break
         self.written = written
-        self.flush()
+        if self._hold:
+            self._held.append((time.monotonic(), parts[start:]))
+            del parts[start:]
+            self._write(time.monotonic())
+        else:
+            self.flush()
         return n
 
+    def release(self, now: float) -> None:
+        """Write the held packets that have waited long enough."""
+        self._write(now)
+
+    def _write(self, now: float) -> None:
+        held = self._held
+        while held and now - held[0][0] >= self._hold:
+            self._pending.extend(held.pop(0)[1])
+        if self._pending:
+            self.out.write(b"".join(self._pending))
+            self._pending = []
+            self.out.flush()
+
     def flush(self) -> None:
+        """Write everything, held packets too."""
+        for _at, blocks in self._held:
+            self._pending.extend(blocks)
+        self._held = []
         if self._pending:
             self.out.write(b"".join(self._pending))
             self._pending = []
