@@ -78,7 +78,7 @@ struct {
 __u64 keylog_lost = 0;
 
 SEC("uprobe")
-int keylog_go(struct pt_regs *ctx)
+int ptcap_keylog_go(struct pt_regs *ctx)
 {
 	struct keylog_event *e;
 	__u64 label_len = ctx->cx, random_len = ctx->si, secret_len = ctx->r10;
@@ -111,7 +111,7 @@ static __always_inline __u64 fold(const __u8 *p)
 }
 
 SEC("uprobe")
-int keylog_openssl(struct pt_regs *ctx)
+int ptcap_keylog_ossl(struct pt_regs *ctx)
 {
 	__u32 index = bpf_get_attach_cookie(ctx);
 	struct ossl_layout *l = bpf_map_lookup_elem(&ossl_layouts, &index);

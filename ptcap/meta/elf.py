@@ -2,6 +2,7 @@
 and whether a binary was built by Go."""
 from __future__ import annotations
 
+import mmap
 import struct
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ class ElfFile:
     sections: dict[str, tuple[int, int, int, int, int]]  # name → (type, offset, size, link, entsize)
     headers: list[tuple[int, int, int, int, int]]        # the same, by section index
     segments: list[tuple[int, int, int]]                 # PT_LOAD: (vaddr, offset, filesz)
-    data: bytes
+    data: mmap.mmap
 
     @property
     def is_go(self) -> bool:
@@ -40,7 +41,7 @@ class ElfFile:
                 if info & 0xF != _STT_FUNC or not value or shndx == 0:
                     continue
                 start = strtab[1] + name_off
-                name = self.data[start:self.data.index(b"\0", start)].decode(errors="replace")
+                name = self.data[start:self.data.find(b"\0", start)].decode(errors="replace")
                 name = name.split("@", 1)[0]
                 if name in names and name not in found:
                     offset = self.file_offset(value)
@@ -59,10 +60,10 @@ def read(path: str) -> ElfFile | None:
     """The file's sections and load segments; None when it is not a 64-bit LE ELF file."""
     try:
         with open(path, "rb") as f:
-            data = f.read()
-    except OSError:
+            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)   # pages read as needed
+    except (OSError, ValueError):
         return None
-    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+    if len(data) < 64 or data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
         return None
     (phoff, shoff, _flags, _ehsize, phentsize, phnum, shentsize, shnum,
      shstrndx) = struct.unpack_from("<QQIHHHHHH", data, 0x20)
@@ -79,7 +80,7 @@ def read(path: str) -> ElfFile | None:
     headers = []
     for sh_name, sh_type, _f, _addr, sh_off, sh_size, sh_link, _info, _align, sh_entsize in raw:
         start = names_at + sh_name
-        name = data[start:data.index(b"\0", start)].decode(errors="replace")
+        name = data[start:data.find(b"\0", start)].decode(errors="replace")
         headers.append((sh_type, sh_off, sh_size, sh_link, sh_entsize))
         sections.setdefault(name, headers[-1])
     return ElfFile(path, sections, headers, segments, data)

@@ -55,10 +55,13 @@ class KeyLog:
             self.add(source.poll())
 
     def add(self, lines: list[str]) -> None:
-        new = [line for line in lines if line not in self._seen]
+        new = []
+        for line in lines:
+            if line not in self._seen:
+                self._seen.add(line)
+                new.append(line)
         if not new:
             return
-        self._seen.update(new)
         self.lines.extend(new)
         if self._fd >= 0:
             try:
@@ -188,13 +191,13 @@ class ProcessKeys:
             offsets = e.function_offsets({GO_KEYLOG_SYMBOL})
             if not offsets:
                 return
-            prog, cookie = self._obj.program("keylog_go"), 0
+            prog, cookie = self._obj.program("ptcap_keylog_go"), 0
         else:
             cookie = self._layout(target)
             if cookie is None:
                 return
             offsets = e.function_offsets(set(OPENSSL_PROBES))
-            prog = self._obj.program("keylog_openssl")
+            prog = self._obj.program("ptcap_keylog_ossl")
         for offset in offsets.values():
             try:
                 self._links.append(prog.attach_uprobe(target.path, offset, target.pid, cookie))
@@ -278,8 +281,9 @@ def find_targets(pids: set[int] | None, say) -> list[Target]:
     """The Go executables and libssl.so.3 files of these processes (None: of every process,
     each file once, probed in every process that maps it)."""
     targets: dict[tuple, Target] = {}
+    seen: set[tuple[int, int]] = set()
     for pid in sorted(pids) if pids is not None else _all_pids():
-        for target in _process_targets(pid, say, explicit=pids is not None):
+        for target in _process_targets(pid, say, explicit=pids is not None, seen=seen):
             if pids is None:
                 target.pid = -1
             targets.setdefault((target.key, target.pid), target)
@@ -290,7 +294,8 @@ def _all_pids() -> list[int]:
     return sorted(int(name) for name in os.listdir("/proc") if name.isdigit())
 
 
-def _process_targets(pid: int, say, explicit: bool) -> list[Target]:
+def _process_targets(pid: int, say, explicit: bool, seen: set[tuple[int, int]]) -> list[Target]:
+    """This process's Go executable and libssl.so.3 (when not explicit: those not `seen` yet)."""
     root = f"/proc/{pid}/root"
     out: list[Target] = []
     try:
@@ -308,11 +313,17 @@ def _process_targets(pid: int, say, explicit: bool) -> list[Target]:
             files.setdefault(parts[5], (os.makedev(major, minor), int(parts[4])))
     tls = False
     exe_path = f"/proc/{pid}/exe"
-    e = elf.read(exe_path)
+    try:
+        st = os.stat(exe_path)
+    except OSError:
+        return out
+    e = None
+    if explicit or (st.st_dev, st.st_ino) not in seen:
+        seen.add((st.st_dev, st.st_ino))
+        e = elf.read(exe_path)
     if e is not None and e.is_go:
         if e.has_symtab:
             if e.function_offsets({GO_KEYLOG_SYMBOL}):
-                st = os.stat(exe_path)
                 out.append(Target(exe_path if explicit else root + exe, KIND_GO, pid, (st.st_dev, st.st_ino)))
                 tls = True
         else:
