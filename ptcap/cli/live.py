@@ -307,8 +307,8 @@ def capture(args: argparse.Namespace) -> int:
         if follow is not None:
             follow(initial=True)
         table.snapshot()
-        _announce(session, snaplen, args)
         keys, embed = tlskeys.open_keys(args, who)
+        _announce(session, snaplen, args)
         for sink in sinks:
             if embed and isinstance(sink, FileSink):
                 sink.embed_keys(keys)
