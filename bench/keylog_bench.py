@@ -58,6 +58,7 @@ def run_one(kind: str, mode: str, go: Path, url: str, version: str, n: int, port
                               stdout=subprocess.PIPE, text=True, bufsize=1)
     assert client.stdout.readline().startswith("ready")
     keys = tmp / f"keys-{kind}-{mode}.txt"
+    keys.unlink(missing_ok=True)
     capture = None
     ptcap = [sys.executable, "-m", "ptcap.cli", "-i", "lo", "--pid", str(client.pid), "-w", "/dev/null"]
     if mode == "tcpdump":
@@ -82,6 +83,52 @@ def run_one(kind: str, mode: str, go: Path, url: str, version: str, n: int, port
         client.wait()
     lines = len(keys.read_text().splitlines()) if keys.exists() else 0
     return wall, cpu, lines
+
+
+CALLS = """
+import ctypes, sys, time
+sys.path.insert(0, sys.argv[1])
+from ptcap.meta import openssl_layout as m
+lib = m._Lib("libssl.so.3")
+client, _logged, (_callback, server) = m._handshake(lib, 0x0304)
+buf = ctypes.create_string_buffer(64)
+print("ready", flush=True)
+n = int(sys.stdin.readline())
+t0 = time.perf_counter()
+for _ in range(n):
+    lib.ssl.SSL_write(client, b"0123456789abcdef", 16)
+    lib.ssl.SSL_read(server, buf, 64)
+print("done", time.perf_counter() - t0, flush=True)
+"""
+
+
+def per_call(tmp: Path, calls: int, rounds: int) -> None:
+    """SSL_write + SSL_read on an in-memory TLS 1.3 connection pair, with and without the
+    uprobes on them (two probed calls per iteration)."""
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        for mode in ("none", "ptcap+keys"):
+            proc = subprocess.Popen([sys.executable, "-c", CALLS, str(ROOT)], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, text=True, bufsize=1)
+            assert proc.stdout.readline().startswith("ready")
+            capture = None
+            if mode != "none":
+                capture = start_capture([sys.executable, "-m", "ptcap.cli", "-i", "lo", "--pid", str(proc.pid),
+                                         "-w", "/dev/null", "--write-keylog-file", str(tmp / "calls-keys.txt")])
+            try:
+                proc.stdin.write(f"{calls}\n")
+                proc.stdin.flush()
+                took = float(proc.stdout.readline().split()[1])
+            finally:
+                if capture is not None:
+                    capture.send_signal(signal.SIGINT)
+                    capture.communicate(timeout=60)
+                proc.kill()
+                proc.wait()
+            best[mode] = min(best.get(mode, took), took)
+    extra = (best["ptcap+keys"] - best["none"]) * 1e6 / calls
+    print(f"openssl  {calls} x (SSL_write + SSL_read) in memory: {best['none'] * 1e6 / calls:.2f} µs alone, "
+          f"{best['ptcap+keys'] * 1e6 / calls:.2f} µs probed: {extra / 2:.2f} µs per probed call")
 
 
 def main() -> int:
@@ -123,6 +170,7 @@ def main() -> int:
                           f"{ratio:>15} {lines:>10}")
                 extra = (rows["ptcap+keys"][1] - rows["ptcap"][1]) * 1e6 / n
                 print(f"{kind:<8} key-log uprobes cost the client {extra:.1f} µs CPU per connection")
+            per_call(tmp, 100_000, args.rounds)
         finally:
             server.kill()
             server.wait()

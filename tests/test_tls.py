@@ -150,6 +150,19 @@ def test_command_python_urllib_is_decrypted(tls_server, tmp_path, version):
                        "CLIENT_TRAFFIC_SECRET_0", "SERVER_TRAFFIC_SECRET_0", "EXPORTER_SECRET"})
 
 
+@pytest.mark.parametrize("version", VERSIONS)
+def test_command_go_program_is_decrypted(tls_server, goclient, tmp_path, version):
+    """Go ignores SSLKEYLOGFILE: a Go command is probed from before its exec."""
+    out = tmp_path / "go.pcapng"
+    uri = f"/go-command-{version}"
+    res = ptcap("-i", "lo", "-w", str(out), "--", str(goclient), tls_server.url(uri), version, "1", input="go\n")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[-1] == f"done you asked for {uri}"
+    assert_decrypted(out, uri)
+    assert dsb_lines(out) <= tls_server.lines()
+    assert_not_printed(tls_server, res.stdout, res.stderr)
+
+
 def test_command_channel_is_private_and_goes_away(tmp_path):
     out = tmp_path / "env.pcapng"
     script = ('import os, stat; p = os.environ["SSLKEYLOGFILE"]; d = os.path.dirname(p); '
@@ -264,6 +277,23 @@ def test_keys_are_those_of_the_selected_process_only(tls_server, goclient, tmp_p
                   "-e", "tls.handshake.random"]).stdout.split()
     assert len({l.split()[1] for l in tls_server.lines()}) == 3
     assert randoms == {h.replace(":", "") for h in hellos} and len(randoms) == 1
+    assert_decrypted(out, uri)
+
+
+def test_process_name_selects_whose_keys(tls_server, goclient, tmp_path):
+    uri = "/by-name"
+    mine = Peer([str(goclient), tls_server.url(uri), "tls13", "1"])
+    other = Peer([PYTHON, str(TLS_PEERS), "client", tls_server.url(uri), "tls13", "1"])
+    try:
+        out, keys, _ = _run_clients(tls_server, [other, mine], tmp_path, "--pname", "goclient", uri=uri)
+    finally:
+        mine.stop()
+        other.stop()
+    lines = keys.read_text().splitlines()
+    # Go logs four secrets per TLS 1.3 connection, OpenSSL's five include the exporter's
+    assert {l.split()[0] for l in lines} == {"CLIENT_HANDSHAKE_TRAFFIC_SECRET", "SERVER_HANDSHAKE_TRAFFIC_SECRET",
+                                             "CLIENT_TRAFFIC_SECRET_0", "SERVER_TRAFFIC_SECRET_0"}
+    assert len({l.split()[1] for l in lines}) == 1 and set(lines) <= tls_server.lines()
     assert_decrypted(out, uri)
 
 

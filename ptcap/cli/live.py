@@ -315,7 +315,7 @@ def capture(args: argparse.Namespace) -> int:
         if args.command:
             command = Command(args.command, tlskeys.command_env(keys))
             session.select_pid(command.pid)
-            tlskeys.follow_command(keys, command.pid)
+            tlskeys.follow_command(keys, command.pid, args.command[0])
             command.start()
         tickers = [follow] if follow is not None else []
         if keys is not None:

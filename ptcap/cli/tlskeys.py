@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import stat
 
 from ptcap.errors import PtcapError
@@ -54,8 +55,9 @@ def open_keys(args: argparse.Namespace, who: WhoFilter) -> tuple[KeyLog | None, 
     try:
         if args.command:
             keys.sources.append(command_channel())
-        if probe:
-            probes = ProcessKeys(_running_selection(args, who))
+        if probe or args.command:
+            # -- CMD alone: only the command is probed (a Go program's keys), nothing running
+            probes = ProcessKeys(_running_selection(args, who) if probe else set())
             keys.sources.append(probes)
             probes.open()
     except BaseException:
@@ -81,11 +83,12 @@ def command_env(keys: KeyLog | None) -> dict[str, str]:
     return {}
 
 
-def follow_command(keys: KeyLog | None, pid: int) -> None:
-    """The `-- CMD` child, held before exec: its own keys through uprobes as well."""
-    for source in keys.sources if keys is not None else ():
+def follow_command(keys: KeyLog | None, pid: int, argv0: str) -> None:
+    """The `-- CMD` child, held before exec: a Go command's keys through uprobes as well."""
+    path = shutil.which(argv0)
+    for source in keys.sources if keys is not None and path else ():
         if isinstance(source, ProcessKeys):
-            source.add_pid(pid)
+            source.add_command(pid, os.path.realpath(path))
 
 
 def _running_selection(args: argparse.Namespace, who: WhoFilter) -> set[int] | None:

@@ -177,10 +177,13 @@ class ProcessKeys:
         for target in find_targets(self._pids, self._say):
             self.attach(target)
 
-    def add_pid(self, pid: int) -> None:
-        """A process selected after start (the `-- CMD` child before it execs)."""
-        for target in find_targets({pid}, self._say):
-            self.attach(target)
+    def add_command(self, pid: int, path: str) -> None:
+        """The `-- CMD` child, held before it execs `path`: a Go program's keys, through uprobes
+        (Go ignores SSLKEYLOGFILE)."""
+        e = elf.read(path)
+        if e is not None and e.is_go and e.function_offsets({GO_KEYLOG_SYMBOL}):
+            st = os.stat(path)
+            self.attach(Target(path, KIND_GO, pid, (st.st_dev, st.st_ino)))
 
     def attach(self, target: Target) -> None:
         from ptcap.kernel import bpf
@@ -322,13 +325,12 @@ def _process_targets(pid: int, say, explicit: bool, seen: set[tuple[int, int]]) 
         seen.add((st.st_dev, st.st_ino))
         e = elf.read(exe_path)
     if e is not None and e.is_go:
-        if e.has_symtab:
-            if e.function_offsets({GO_KEYLOG_SYMBOL}):
-                out.append(Target(exe_path if explicit else root + exe, KIND_GO, pid, (st.st_dev, st.st_ino)))
-                tls = True
-        else:
-            say(exe, f"{exe} (pid {pid}, {comm}): a stripped Go binary: its crypto/tls cannot be found, "
-                     "its keys are not captured")
+        if e.function_offsets({GO_KEYLOG_SYMBOL}):
+            out.append(Target(exe_path if explicit else root + exe, KIND_GO, pid, (st.st_dev, st.st_ino)))
+            tls = True
+        elif e.data.find(GO_KEYLOG_SYMBOL.encode()) >= 0:    # named in its pclntab, not its symbols
+            say(exe, f"{exe} (pid {pid}, {comm}): a stripped Go binary: ptcap cannot find its "
+                     "crypto/tls, its keys are not captured")
     for path, key in files.items():
         name = os.path.basename(path)
         if name.startswith("libssl.so.3"):

@@ -111,7 +111,7 @@ def _handshake(lib: _Lib, version: int) -> tuple[int, dict[str, bytes], list]:
     f.SSL_read(server, buf, 16)
     f.SSL_write(server, b"pong", 4)
     f.SSL_read(client, buf, 16)
-    return client, logged, [keylog]
+    return client, logged, [keylog, server]      # kept alive with the connection
 
 
 def _find(memory: bytes, value: bytes, what: str) -> int:
