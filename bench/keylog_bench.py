@@ -136,6 +136,7 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=1000)
     ap.add_argument("--version", choices=("tls12", "tls13"), default="tls13")
     ap.add_argument("--rounds", type=int, default=3, help="runs per row, interleaved; the least CPU is kept")
+    ap.add_argument("--calls-only", action="store_true", help="only the per-call OpenSSL measurement")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="ptcap-keybench-") as tmpdir:
         tmp = Path(tmpdir)
@@ -156,7 +157,7 @@ def main() -> int:
                   "client CPU = its utime+stime")
             print(f"{'client':<8} {'capture':<12} {'wall ms/conn':>12} {'client CPU µs/conn':>19} "
                   f"{'CPU vs tcpdump':>15} {'key lines':>10}")
-            for kind in ("go", "openssl"):
+            for kind in () if args.calls_only else ("go", "openssl"):
                 rows: dict[str, tuple[float, float, int]] = {}
                 for _ in range(args.rounds):     # interleaved, so that load elsewhere hits all rows
                     for mode in ("none", "tcpdump", "ptcap", "ptcap+keys"):

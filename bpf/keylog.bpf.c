@@ -102,11 +102,11 @@ int ptcap_keylog_go(struct pt_regs *ctx)
 	return 0;
 }
 
-static __always_inline __u64 fold(const __u8 *p)
+static __always_inline __u64 read8(__u64 addr)
 {
 	__u64 v = 0;
 
-	__builtin_memcpy(&v, p, 8);
+	bpf_probe_read_user(&v, 8, (void *)addr);
 	return v;
 }
 
@@ -117,10 +117,22 @@ int ptcap_keylog_ossl(struct pt_regs *ctx)
 	struct ossl_layout *l = bpf_map_lookup_elem(&ossl_layouts, &index);
 	struct conn_key key = {};
 	struct keylog_event *e;
-	__u64 ssl = ctx->di, session = 0, cipher = 0, print, *seen;
+	__u64 ssl = ctx->di, session, cipher, master, app, print, *seen;
 	int i;
 
 	if (!l || !ssl)
+		return 0;
+	/* the common case, a connection reported already, costs five 8-byte reads */
+	session = read8(ssl + l->session);
+	master = session ? read8(session + l->master) : 0;
+	app = read8(ssl + l->tls13[0]);
+	if (!master && !app)		/* handshake not done yet */
+		return 0;
+	print = read8(ssl + l->random) ^ master ^ app ^ read8(ssl + l->tls13[2]);
+	key.ssl = ssl;
+	key.tgid = bpf_get_current_pid_tgid() >> 32;
+	seen = bpf_map_lookup_elem(&ossl_reported, &key);
+	if (seen && *seen == print)
 		return 0;
 	e = bpf_ringbuf_reserve(&keylog_events, sizeof(*e), 0);
 	if (!e) {
@@ -129,27 +141,15 @@ int ptcap_keylog_ossl(struct pt_regs *ctx)
 	}
 	__builtin_memset(e, 0, sizeof(*e));
 	e->kind = KEYLOG_OPENSSL;
-	e->tgid = bpf_get_current_pid_tgid() >> 32;
+	e->tgid = key.tgid;
 	bpf_probe_read_user(e->random, 32, (void *)(ssl + l->random));
-	bpf_probe_read_user(&session, 8, (void *)(ssl + l->session));
-	if (session) {
-		bpf_probe_read_user(e->secret, 48, (void *)(session + l->master));
-		bpf_probe_read_user(&cipher, 8, (void *)(session + l->cipher));
-		if (cipher)
-			bpf_probe_read_user(&e->cipher_id, 4, (void *)(cipher + l->cipher_id));
-	}
+	bpf_probe_read_user(e->secret, 48, (void *)(session + l->master));
+	cipher = read8(session + l->cipher);
+	if (cipher)
+		bpf_probe_read_user(&e->cipher_id, 4, (void *)(cipher + l->cipher_id));
 	for (i = 0; i < KEYLOG_TLS13_SECRETS; i++)
 		bpf_probe_read_user(e->tls13[i], KEYLOG_SECRET_MAX, (void *)(ssl + l->tls13[i]));
-	/* handshake not done yet (nothing to report) or reported already */
-	print = fold(e->random) ^ fold(e->secret) ^ fold(e->tls13[0]) ^ fold(e->tls13[2]);
-	if (!e->cipher_id || (!fold(e->secret) && !fold(e->tls13[0]))) {
-		bpf_ringbuf_discard(e, 0);
-		return 0;
-	}
-	key.ssl = ssl;
-	key.tgid = e->tgid;
-	seen = bpf_map_lookup_elem(&ossl_reported, &key);
-	if (seen && *seen == print) {
+	if (!e->cipher_id) {
 		bpf_ringbuf_discard(e, 0);
 		return 0;
 	}

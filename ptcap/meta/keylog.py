@@ -186,7 +186,6 @@ class ProcessKeys:
             self.attach(Target(path, KIND_GO, pid, (st.st_dev, st.st_ino)))
 
     def attach(self, target: Target) -> None:
-        from ptcap.kernel import bpf
         e = elf.read(target.path)
         if e is None:
             return
@@ -249,10 +248,20 @@ class ProcessKeys:
         self._ring.release()
         return lines
 
+    def lost(self) -> int:
+        """Keys the kernel could not queue (the ring was full)."""
+        from ptcap.kernel import bpf
+        value = bpf.map_lookup(self._obj.map_fd(".bss"), struct.pack("<I", 0), 8) if self._obj else None
+        return struct.unpack("<Q", value)[0] if value else 0
+
     def close(self) -> None:
         for link in self._links:
             link.destroy()
         self._links = []
+        lost = self.lost()
+        if lost:
+            log.info(f"{lost} TLS key event{'s' if lost != 1 else ''} lost (the key ring was full): "
+                     "some connections may not decrypt")
         if self._ring is not None:
             self._ring.close()
             self._ring = None
