@@ -117,7 +117,10 @@ class FileSink:
                 self._writer = PcapWriter(self.out, iface.linktype, self._snaplen, nano=self._nano)
             got = self._writer.add_interface(block)
             assert got == iface_id, "interface ids out of step"
-            self._writer.flush()
+            if self.keys is not None and isinstance(self._writer, PcapngWriter):
+                self._writer.release(time.monotonic())     # held packets still wait for keys
+            else:
+                self._writer.flush()
 
     def embed_keys(self, keys) -> None:
         """Put the TLS keys of `keys` into the file as they come (a new file starts with all)."""
