@@ -150,6 +150,17 @@ def test_command_python_urllib_is_decrypted(tls_server, tmp_path, version):
                        "CLIENT_TRAFFIC_SECRET_0", "SERVER_TRAFFIC_SECRET_0", "EXPORTER_SECRET"})
 
 
+def test_keys_that_come_after_their_packets_still_go_before_them(tls_server, tmp_path):
+    """A TLS 1.3 client logs its handshake keys only once it has read the server's reply,
+    which ptcap has captured by then: here 0.3 s later. The packets wait for their keys."""
+    out = tmp_path / "slow.pcapng"
+    res = ptcap("-i", "lo", "-w", str(out), "--", PYTHON, str(TLS_PEERS), "slow-get",
+                tls_server.url("/slow"), "tls13", "0.3")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "you asked for /slow\n"
+    assert_decrypted(out, "/slow")
+
+
 @pytest.mark.parametrize("version", VERSIONS)
 def test_command_go_program_is_decrypted(tls_server, goclient, tmp_path, version):
     """Go ignores SSLKEYLOGFILE: a Go command is probed from before its exec."""
