@@ -13,15 +13,11 @@ Decryption Secrets Blocks (--embed-keylog-to-pcapng, or `-w` with `-- CMD`).
 """
 from __future__ import annotations
 
-import errno
-import json
 import logging
 import os
 import shutil
 import stat
 import struct
-import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 
@@ -215,12 +211,7 @@ class ProcessKeys:
         if target.key in self._layouts:
             return self._layouts[target.key]
         self._layouts[target.key] = None
-        try:
-            out = subprocess.run([sys.executable, "-I", openssl_layout.__file__, target.path],
-                                 capture_output=True, text=True, timeout=30)
-            result = json.loads(out.stdout.strip().splitlines()[-1])
-        except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
-            result = {"error": "measuring it failed"}
+        result = openssl_layout.measure_apart(target.path)
         if "error" in result:
             self._say(target.path, f"{target.path}: its OpenSSL layout is not understood "
                                    f"({result['error']}): keys of its processes are not captured "

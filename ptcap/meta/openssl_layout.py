@@ -2,11 +2,11 @@
 
 OpenSSL exports no function that hands out TLS 1.3 secrets and its structs are private
 (their layout changes between releases and builds), so ptcap measures them: it loads the
-library in a child process (`python -m ptcap.meta.openssl_layout LIBSSL`), runs a TLS 1.2
+library in a child process that runs as nobody (measure_apart), runs a TLS 1.2
 and a TLS 1.3 handshake between two in-memory connections with a key-log callback set,
 and looks for the logged secrets (and what the public getters return) inside the client's
 SSL object. The offsets found are checked by deriving a handshake secret from them.
-The output is one JSON line: the offsets, or {"error": reason}.
+`python -m ptcap.meta.openssl_layout LIBSSL` prints them as JSON, to look at a library.
 """
 from __future__ import annotations
 
@@ -14,7 +14,11 @@ import ctypes
 import hashlib
 import hmac
 import json
+import os
+import select
+import signal
 import sys
+import time
 
 # tls13 slots in bpf/keylog.bpf.c order: client/server application traffic secret, exporter
 # secret, handshake secret, transcript hash after ServerHello
@@ -171,6 +175,55 @@ def _client_random(lib: _Lib, ssl: int) -> bytes:
     random = ctypes.create_string_buffer(32)
     lib.ssl.SSL_get_client_random(ssl, random, 32)
     return random.raw
+
+
+NOBODY = 65534
+_PR_SET_DUMPABLE = 4
+
+
+def measure_apart(path: str, timeout: float = 30) -> dict:
+    """measure() in a forked child that runs as nobody, without capabilities: loading a
+    library runs its code, and the file may belong to a container or to any user. The
+    child reads the library through a descriptor opened here; the result comes back as
+    JSON through a pipe ({"error": reason} when it cannot be measured)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as e:
+        return {"error": e.strerror}
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                    # the child: never returns
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            # a changed uid makes /proc/self root's: readable again for our own descriptor
+            ctypes.CDLL(None).prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0)
+            result = measure(f"/proc/self/fd/{fd}")
+        except BaseException as e:          # noqa: BLE001 (the child must never return)
+            result = {"error": str(e) or type(e).__name__}
+        os.write(w, json.dumps(result).encode())
+        os._exit(0)
+    os.close(fd)
+    os.close(w)
+    data, deadline = b"", time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if select.select([r], [], [], deadline - time.monotonic())[0]:
+                chunk = os.read(r, 65536)
+                if not chunk:
+                    break
+                data += chunk
+    finally:
+        os.close(r)
+        if os.waitpid(pid, os.WNOHANG)[0] == 0:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    try:
+        return json.loads(data)
+    except ValueError:
+        return {"error": "measuring it failed (the test handshake crashed or hung)"}
 
 
 def main() -> int:
