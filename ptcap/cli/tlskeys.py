@@ -8,6 +8,7 @@ Blocks. The flags also read the keys of the selected running processes through u
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import stat
@@ -15,6 +16,8 @@ import stat
 from ptcap.errors import PtcapError
 from ptcap.kernel.selectors import WhoFilter, mntns_of
 from ptcap.meta.keylog import CommandChannel, KeyLog, ProcessKeys, command_channel
+
+log = logging.getLogger("ptcap")
 
 # How long packets wait in a pcapng writer for the keys that decrypt them (a TLS 1.3
 # client logs its handshake keys only after the server's reply has been captured).
@@ -55,11 +58,20 @@ def open_keys(args: argparse.Namespace, who: WhoFilter) -> tuple[KeyLog | None, 
     try:
         if args.command:
             keys.sources.append(command_channel())
-        if probe or args.command:
-            # -- CMD alone: only the command is probed (a Go program's keys), nothing running
-            probes = ProcessKeys(_running_selection(args, who) if probe else set())
+        if probe:
+            probes = ProcessKeys(_running_selection(args, who))
             keys.sources.append(probes)
             probes.open()
+        elif args.command:
+            # -- CMD alone: only the command is probed (a Go program's keys), nothing running;
+            # where uprobes cannot load, its SSLKEYLOGFILE keys still come
+            probes = ProcessKeys(set())
+            try:
+                probes.open()
+                keys.sources.append(probes)
+            except PtcapError as e:
+                probes.close()
+                log.info(f"the keys of a Go command cannot be read here: {e}")
     except BaseException:
         keys.close()
         raise

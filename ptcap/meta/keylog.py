@@ -139,6 +139,7 @@ def command_channel() -> CommandChannel:
 # struct keylog_event of bpf/keylog.bpf.c
 _EVENT = struct.Struct("<IIIIII32s32s64s320s")
 _LAYOUT = struct.Struct("<10I")      # struct ossl_layout
+MAX_LAYOUTS = 64                     # ossl_layouts' max_entries
 KIND_GO, KIND_OPENSSL = 1, 2
 
 
@@ -200,7 +201,7 @@ class ProcessKeys:
             try:
                 self._links.append(prog.attach_uprobe(target.path, offset, target.pid, cookie))
             except PtcapError as err:
-                self._say(target.path, f"ptcap: {target.path}: cannot place a uprobe ({err}); "
+                self._say(target.path, f"{target.path}: cannot place a uprobe ({err}); "
                                        "keys of its processes are not captured")
                 return
         self.probed.append(target)
@@ -218,6 +219,10 @@ class ProcessKeys:
                                    "(ptcap reads OpenSSL 3.0 to 3.x)")
             return None
         index = sum(1 for v in self._layouts.values() if v is not None)
+        if index >= MAX_LAYOUTS:
+            self._say("layouts", f"more than {MAX_LAYOUTS} different libssl files: the keys of "
+                                 f"processes using {target.path} are not captured")
+            return None
         value = _LAYOUT.pack(result["random"], result["session"], result["master"], result["cipher"],
                              result["cipher_id"], *result["tls13"])
         bpf.map_update(self._obj.map_fd("ossl_layouts"), struct.pack("<I", index), value)
@@ -242,7 +247,9 @@ class ProcessKeys:
     def lost(self) -> int:
         """Keys the kernel could not queue (the ring was full)."""
         from ptcap.kernel import bpf
-        value = bpf.map_lookup(self._obj.map_fd(".bss"), struct.pack("<I", 0), 8) if self._obj else None
+        if self._obj is None or not self._obj.loaded:
+            return 0
+        value = bpf.map_lookup(self._obj.map_fd(".bss"), struct.pack("<I", 0), 8)
         return struct.unpack("<Q", value)[0] if value else 0
 
     def close(self) -> None:
