@@ -7,7 +7,7 @@ import os
 import sys
 from typing import TextIO
 
-from ptcap.cli import arguments
+from ptcap.cli import arguments, tlskeys
 from ptcap.cli.command import Command
 from ptcap.cli.listing import list_hooks, list_interfaces
 from ptcap.cli.report import log_to, plural
@@ -43,6 +43,7 @@ def capture(args: argparse.Namespace, report: TextIO | None = None) -> int:
     snaplen = arguments.snaplen(args)
     parts = arguments.parts(args)
     who = arguments.who(args)
+    tlskeys.wanted(args)
     metadata = None
     if parts & (Part.CONTAINER | Part.POD) or who.containers:
         metadata = Metadata(args.docker_address, args.containerd_address, args.cri_runtime_address)
@@ -59,6 +60,7 @@ def capture(args: argparse.Namespace, report: TextIO | None = None) -> int:
     session = Session(config)
     command = None
     engine = None
+    keys = None
 
     def new_interface(iface_id: int, iface) -> None:
         joiner.add_interface(iface_id, iface)
@@ -74,13 +76,20 @@ def capture(args: argparse.Namespace, report: TextIO | None = None) -> int:
             follow = follower(session, selector, own_netns)
             follow(initial=True)
         table.snapshot()
+        keys, embed = tlskeys.open_keys(args, who)
         _announce(session, snaplen, args, report)
+        for sink in sinks:
+            if embed and isinstance(sink, FileSink):
+                sink.embed_keys(keys)
         if args.command:
-            command = Command(args.command)
+            command = Command(args.command, tlskeys.command_env(keys))
             session.select_pid(command.pid)
+            tlskeys.follow_command(keys, command.pid, args.command[0])
             command.start()
-        engine = Engine(session, joiner.packets, sinks, stop, table, limit, command,
-                        [follow] if follow is not None else [])
+        tickers = [follow] if follow is not None else []
+        if keys is not None:
+            tickers.append(keys.poll)
+        engine = Engine(session, joiner.packets, sinks, stop, table, limit, command, tickers)
         try:
             engine.run()
         except BrokenPipeError:
@@ -91,7 +100,11 @@ def capture(args: argparse.Namespace, report: TextIO | None = None) -> int:
             metadata.close()
         if command is not None:
             command.stop()
-        _close(sinks)
+        try:
+            _close(sinks)
+        finally:
+            if keys is not None:
+                keys.close()
     captured = engine.captured if engine is not None else 0
     received, dropped, limited = session.all_counters()
     report.write(f"{plural(captured, 'packet')} captured\n"
