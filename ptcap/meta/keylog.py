@@ -182,7 +182,7 @@ class ProcessKeys:
 
     def open(self) -> None:
         from ptcap.kernel import libbpf
-        from ptcap.pipeline.ringbuf import RingBuffer
+        from ptcap.kernel.ringbuf import RingBuffer
         self._obj = libbpf.Object("keylog")
         self._obj.load()
         self._ring = RingBuffer(self._obj.map_fd("keylog_events"), 1 << 18)
