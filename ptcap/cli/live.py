@@ -9,6 +9,7 @@ import re
 import shutil
 import signal
 import sys
+import threading
 import time
 from typing import BinaryIO
 
@@ -17,7 +18,7 @@ from ptcap.kernel import interfaces
 from ptcap.kernel import netns as nsmod
 from ptcap.kernel.session import CaptureConfig, Session
 from ptcap.cli.command import Command
-from ptcap.meta.runtimes.docker_engine import RuntimeUnavailable
+from ptcap.meta.runtimes.common import RuntimeUnavailable
 from ptcap.meta.runtimes.kubernetes import parse_pod_selector
 from ptcap.meta.metadata import Metadata
 from ptcap.kernel.selectors import ContainerSelector, WhoFilter
@@ -243,8 +244,16 @@ def capture(args: argparse.Namespace) -> int:
     metadata = None
     if parts & (Part.CONTAINER | Part.POD) or who.containers:
         metadata = Metadata(args.docker_address, args.containerd_address, args.cri_runtime_address)
-    selector = _container_selector(args, metadata, who)
+        _log_to_stderr()
+        metadata.start()
+    try:
+        selector = _container_selector(args, metadata, who)
+    except BaseException:
+        if metadata is not None:
+            metadata.close()
+        raise
     _log_to_stderr()
+    _release_log()
     config = CaptureConfig(interfaces=args.interfaces, direction=args.direction, snaplen=snaplen,
                            expression=expression, ring_kib=args.buffer_kib, who=who,
                            backend=args.backend, netns=args.netns or [], hooks=hooks,
@@ -273,6 +282,10 @@ def capture(args: argparse.Namespace) -> int:
     session.on_new_interface = new_interface
     try:
         session.open()
+        if selector is not None:
+            _admit_later_containers(session, selector, metadata)
+        elif metadata is not None and session.admission is not None:
+            metadata.finder.kernel_dirs = session.admission.directory
         follow = _container_follower(session, selector, args)
         if follow is not None:
             follow(initial=True)
@@ -285,9 +298,9 @@ def capture(args: argparse.Namespace) -> int:
         tickers = [follow] if follow is not None else []
         captured = _loop(session, sinks, args.count, stop, table, command, tickers)
     finally:
-        session.close()
         if metadata is not None:
-            metadata.close()
+            metadata.close()        # its watchers first: they write to the session's maps
+        session.close()
         if command is not None:
             command.stop()
         _close_sinks(sinks)
@@ -321,7 +334,8 @@ def _who_from_args(args: argparse.Namespace) -> WhoFilter:
     if len(selectors) > 1:
         raise PtcapError(f"{selectors[0]} and {selectors[1]} cannot be used together")
     return WhoFilter(pids=set(args.pid), comms=set(args.pname), uids=set(args.uid),
-                     follow=bool(args.follow_forks or args.command), containers=bool(selectors))
+                     follow=bool(args.follow_forks or args.command), containers=bool(selectors),
+                     container_prefix=args.container_id or "")
 
 
 def _container_selector(args: argparse.Namespace, metadata: Metadata | None,
@@ -345,11 +359,21 @@ def _container_selector(args: argparse.Namespace, metadata: Metadata | None,
     except RuntimeUnavailable as e:
         raise PtcapError(f"{selector.describe()}: {e}") from None
     if not who.mntns:
-        if cid:
-            raise PtcapError(f"--container-id {cid}: no such running container")
         sys.stderr.write(f"ptcap: {selector.describe()}: no such running container yet; "
                          "waiting for one to start\n")
     return selector
+
+
+def _admit_later_containers(session: Session, selector: ContainerSelector, metadata: Metadata) -> None:
+    """Containers that start from now on: admitted in the kernel at their cgroup's mkdir
+    (ids from the runtimes' create events), their cgroups named after they are gone."""
+    admission = session.admission
+    metadata.finder.kernel_dirs = admission.directory
+    selector.watch(metadata.registry, admission.admit)
+    if admission.error:
+        sys.stderr.write(f"ptcap: {selector.describe()}: cgroup_mkdir admission unavailable "
+                         f"({admission.error.splitlines()[0]}); containers that start later are "
+                         "selected once their runtime reports them\n")
 
 
 def _container_follower(session: Session, selector: ContainerSelector | None,
@@ -371,15 +395,46 @@ def _container_follower(session: Session, selector: ContainerSelector | None,
     return follow
 
 
-def _log_to_stderr() -> None:
-    """Resolvers say once, at info level, what they cannot reach: as 'ptcap: ...' lines."""
+class _HeldLog(logging.StreamHandler):
+    """'ptcap: ...' lines on stderr, held until the capture is set up: a capture that fails to
+    start says one line, its error, and not what the runtime watchers said meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+        self.setFormatter(logging.Formatter("ptcap: %(message)s"))
+        self._held: list[logging.LogRecord] | None = []
+        self._lock2 = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with self._lock2:
+            if self._held is not None:
+                self._held.append(record)
+                return
+        super().emit(record)
+
+    def let_out(self) -> None:
+        with self._lock2:
+            held, self._held = self._held or [], None
+        for record in held:
+            super().emit(record)
+
+
+def _log_to_stderr() -> _HeldLog | None:
+    """Resolvers say once, at info level, what they cannot reach: as 'ptcap: ...' lines
+    (held until release_log())."""
     log = logging.getLogger("ptcap")
     if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("ptcap: %(message)s"))
+        handler = _HeldLog()
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         log.propagate = False
+    return next((h for h in log.handlers if isinstance(h, _HeldLog)), None)
+
+
+def _release_log() -> None:
+    for h in logging.getLogger("ptcap").handlers:
+        if isinstance(h, _HeldLog):
+            h.let_out()
 
 
 def _hooks_from_args(args: argparse.Namespace) -> list[str]:

@@ -32,6 +32,7 @@ class WhoFilter:
     mntns: set[int] = field(default_factory=set)
     follow: bool = False          # children of selected pids, via sched_process_fork
     containers: bool = False      # mntns came from --container-*/--pod-name (never empty then)
+    container_prefix: str = ""    # --container-id: admitted in the kernel at cgroup_mkdir
 
     def bits(self) -> Who:
         b = Who(0)
@@ -90,11 +91,15 @@ def mntns_of(pid: int) -> int | None:
 
 class ContainerSelector:
     """--container-id, --container-name, --pod-name: the mount namespaces of the matching
-    containers, which every process of a container shares (`docker exec` ones too).
+    containers running at start, which every process of a container shares (`docker exec`
+    ones too), and the cgroups of those that start later.
 
-    Containers that start later with a matching name or pod are found by asking the runtime
-    again every REFRESH_SECONDS (poll()); their namespaces are added to the kernel's map.
-    Without a reachable runtime, --container-id still works from the processes' cgroup paths.
+    A container that starts later is admitted by the kernel when its cgroup is made, before
+    its first process runs (kernel/admission.py): --container-id's id or prefix is matched
+    there; a name or pod is mapped to the container's id from its runtime's create event
+    (watch()), which every runtime sends before it makes the container's cgroup. Their own
+    network namespaces are found when they run (poll(), at once after an event, else every
+    REFRESH_SECONDS). Without a reachable runtime, --container-id still works from cgroups.
     """
 
     REFRESH_SECONDS = 1.0
@@ -110,6 +115,21 @@ class ContainerSelector:
         self.netns: dict[int, tuple[str, str]] = {}
         self._handed: set[int] = set()
         self._last = 0.0
+        self._dirty = False
+        self._admit = None
+
+    def watch(self, registry, admit) -> None:
+        """Admit (admit(full id)) each matching container the runtimes report, from now on
+        and those reported already."""
+        self._admit = admit
+        registry.listeners.append(self._learnt)
+        for info in registry.all():
+            self._learnt(info)
+
+    def _learnt(self, info) -> None:
+        if self.matches(info):
+            self._admit(info.id)
+            self._dirty = True
 
     def describe(self) -> str:
         if self.container_id:
@@ -133,7 +153,7 @@ class ContainerSelector:
     def resolve(self) -> set[int]:
         """Namespaces of the matching containers running now (raises RuntimeUnavailable
         when the runtime is needed and down)."""
-        from ptcap.meta.runtimes.docker_engine import RuntimeUnavailable
+        from ptcap.meta.runtimes.common import RuntimeUnavailable
         self._last = time.monotonic()
         named, failures = [], []
         for runtime in self.runtimes:
@@ -162,9 +182,11 @@ class ContainerSelector:
         return [v for _, v in fresh]
 
     def poll(self) -> set[int]:
-        """New namespaces since the last look (at most once every REFRESH_SECONDS)."""
-        if time.monotonic() - self._last < self.REFRESH_SECONDS:
+        """New namespaces since the last look (at once after a matching container was
+        reported, else at most once every REFRESH_SECONDS)."""
+        if not self._dirty and time.monotonic() - self._last < self.REFRESH_SECONDS:
             return set()
+        self._dirty = False
         try:
             return self.resolve()
         except Exception:       # noqa: BLE001 (the runtime went away: keep what we have)

@@ -26,6 +26,7 @@ from ptcap.pipeline.packet import LinkType
 from ptcap.pipeline.ringbuf import RingBuffer, round_size
 from ptcap.kernel.selectors import WhoFilter
 from ptcap.kernel import selectors as whomod
+from ptcap.kernel.admission import Admission, HOOK as MKDIR_HOOK
 
 _IFACE = struct.Struct("<I4x")          # struct ptcap_iface
 _IFACE_KEY = struct.Struct("<QI4x")     # struct ptcap_iface_key
@@ -105,6 +106,7 @@ class Session:
         self._wanted: list[str] = []
         self.ring: RingBuffer | None = None
         self.hook_capture: hookmod.HookCapture | None = None
+        self.admission: Admission | None = None     # containers admitted at cgroup_mkdir
         self.closed = False
         self.on_new_interface = None     # called with (iface_id, iface) before it is attached
 
@@ -166,6 +168,12 @@ class Session:
         self._attach_attribution(capture.map_fd("ptcap_owners"))
         self._attach_process_events(capture.map_fd("ptcap_events"), capture.map_fd("ptcap_who_pids"),
                                     cfg.who.follow)
+        self.admission = Admission(capture.map_fd("ptcap_who_cgroups"))
+        self.admission.open(cfg.who.container_prefix)
+        if self.admission.error:
+            self.hooks.failed[MKDIR_HOOK] = self.admission.error
+        else:
+            self.hooks.working.append(MKDIR_HOOK)
         self.ring = RingBuffer(capture.map_fd("ptcap_events"), ring_size)
         self._counters_fd = capture.map_fd("ptcap_counters")
         self._bss_fd = capture.map_fd(".bss")
@@ -421,6 +429,8 @@ class Session:
         self._last_counters = getattr(self, "_last_counters", (0, 0, 0))
         self.closed = True
         self.detach()
+        if self.admission is not None:
+            self.admission.close()
         for link in self._links:
             link.destroy()
         self._links.clear()

@@ -1,34 +1,17 @@
 """Container names, images and labels from the Docker engine (the docker SDK).
 
 Optional: when the engine cannot be reached the fields stay empty; that is said once, at
-info level. Answers are cached per container id.
+info level. Answers are cached per container id. DockerWatcher follows the engine's events.
 """
 from __future__ import annotations
 
-import logging
 import os
-import time
-from dataclasses import dataclass, field
 from typing import Callable
 
-log = logging.getLogger("ptcap")
+from ptcap.meta.runtimes.common import ContainerInfo, Reach, RuntimeUnavailable, short_error
+from ptcap.meta.runtimes.watch import Watcher
 
 DEFAULT_ADDRESS = "unix:///var/run/docker.sock"
-RETRY_SECONDS = 10.0
-
-
-@dataclass(slots=True)
-class ContainerInfo:
-    id: str
-    name: str = ""
-    image: str = ""
-    labels: dict[str, str] = field(default_factory=dict)
-    pid: int = 0            # its init process (0 when not running)
-    runtime: str = "docker"
-
-
-class RuntimeUnavailable(Exception):
-    """The runtime's address does not answer."""
 
 
 def address_from(value: str | None) -> str:
@@ -43,28 +26,20 @@ def address_from(value: str | None) -> str:
 class DockerResolver:
     def __init__(self, address: str | None = None) -> None:
         self.address = address_from(address)
+        self.reach = Reach("docker", self.address, "container names, images and labels are left empty")
         self._client = None
-        self._down_since: float | None = None
-        self._said = False
         self._cache: dict[str, ContainerInfo | None] = {}
 
     def _connect(self):
         if self._client is not None:
             return self._client
-        if self._down_since is not None and time.monotonic() - self._down_since < RETRY_SECONDS:
-            raise RuntimeUnavailable(self.address)
+        self.reach.check()
         try:
-            import docker
-            client = docker.DockerClient(base_url=self.address, timeout=5)
-            client.ping()
+            client = connect(self.address)
         except Exception as e:      # noqa: BLE001 (ImportError, connection or API error)
-            self._down_since = time.monotonic()
-            if not self._said:
-                log.info("docker: cannot reach %s (%s): container names, images and labels are "
-                         "left empty", self.address, short_error(e))
-                self._said = True
-            raise RuntimeUnavailable(f"cannot reach docker at {self.address}: {short_error(e)}") from None
-        self._client, self._down_since = client, None
+            raise self.reach.failed(short_error(e)) from None
+        self._client = client
+        self.reach.ok()
         return client
 
     @property
@@ -89,7 +64,6 @@ class DockerResolver:
             if _is_not_found(e):
                 info = None
             else:
-                log.info("docker: inspecting %s: %s", container_id[:12], short_error(e))
                 return None
         self._cache[container_id] = info
         return info
@@ -123,6 +97,69 @@ class DockerResolver:
             self._client = None
 
 
+def connect(address: str):
+    import docker
+    client = docker.DockerClient(base_url=address, timeout=5)
+    client.ping()
+    return client
+
+
+class DockerWatcher(Watcher):
+    """The engine's containers: listed, then followed through its events (create, destroy).
+    A create event comes before the container's first process runs, so its name, image and
+    labels are known before its first packet; they are kept a while after destroy."""
+
+    name = "docker"
+
+    def __init__(self, resolver: DockerResolver, registry) -> None:
+        super().__init__(resolver.reach, registry)
+        self.address = resolver.address
+        self._stream = None
+
+    def follow(self) -> None:
+        client = connect(self.address)       # (the SDK reads the event stream without a deadline)
+        try:
+            # subscribed before listing: a container made in between is seen by one or both
+            self._stream = client.api.events(decode=True, filters={"type": "container"})
+            if self.stopping.is_set():
+                return
+            live = {"status": ["created", "running", "restarting", "paused"]}
+            for c in client.api.containers(all=True, filters=live):
+                self._inspect(client, c["Id"])
+            self.listed()
+            for event in self._stream:
+                action = event.get("Action") or event.get("status") or ""
+                cid = event.get("id") or (event.get("Actor") or {}).get("ID", "")
+                if action == "create":
+                    self._inspect(client, cid, event)
+                elif action == "start":
+                    self._inspect(client, cid, event)       # its pid, for the selectors
+                elif action == "destroy":
+                    self.registry.gone(cid)
+        finally:
+            self._stream = None
+            client.close()
+
+    def _inspect(self, client, cid: str, event: dict | None = None) -> None:
+        try:
+            self.registry.learn(_info(client.api.inspect_container(cid)))
+        except Exception as e:      # noqa: BLE001
+            if not _is_not_found(e) or event is None:
+                return
+            # gone already (a --rm container that lived for an instant): what the event says
+            attrs = dict((event.get("Actor") or {}).get("Attributes") or {})
+            name, image = attrs.pop("name", ""), attrs.pop("image", "")
+            self.registry.learn(ContainerInfo(id=cid, name=name, image=image, labels=attrs))
+
+    def interrupt(self) -> None:
+        stream = self._stream
+        if stream is not None:
+            try:
+                stream.close()
+            except Exception:       # noqa: BLE001
+                pass
+
+
 def _info(attrs: dict) -> ContainerInfo:
     config = attrs.get("Config") or {}
     state = attrs.get("State") or {}
@@ -133,9 +170,3 @@ def _info(attrs: dict) -> ContainerInfo:
 
 def _is_not_found(e: Exception) -> bool:
     return getattr(getattr(e, "response", None), "status_code", None) == 404
-
-
-def short_error(e: Exception) -> str:
-    """The first line of an error, at most 160 characters."""
-    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return text if len(text) < 160 else text[:157] + "..."

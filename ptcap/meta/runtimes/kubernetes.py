@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from ptcap.meta.runtimes.docker_engine import short_error as _short
+from ptcap.meta.runtimes.common import short_error as _short
 
 log = logging.getLogger("ptcap")
 
