@@ -4,7 +4,11 @@
  *  - cgroup/sock_create (on the cgroup v2 root): the creating task, for new sockets;
  *  - tp_btf sock_send_length / sock_recv_length: the task that last sent or received;
  *  - tp_btf tcp_sendmsg_locked: the task about to send on a TCP socket;
- *  - iter/task_file: a one-off walk of every process's sockets that existed before start.
+ *  - sockets that existed before start: a one-off walk. iter/task_file notes which task holds
+ *    each socket inode (in ptcap_walk); iter/tcp and iter/udp, run in every network namespace,
+ *    then give each socket that owner. The socket pointer a file walk reaches is untrusted on
+ *    newer kernels (bpf_sk_storage_get refuses it), while the socket iterators' pointers are
+ *    trusted on every kernel.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -76,31 +80,78 @@ int BPF_PROG(ptcap_sock_recv, struct sock *sk, int ret, int flags)
 	return 0;
 }
 
+/* Socket inode → the task that holds it, filled by the file walk, read by the socket walks. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 131072);
+	__type(key, __u64);
+	__type(value, struct ptcap_owner);
+} ptcap_walk SEC(".maps");
+
 SEC("iter/task_file")
-int ptcap_sock_walk(struct bpf_iter__task_file *ctx)
+int ptcap_task_walk(struct bpf_iter__task_file *ctx)
 {
 	struct task_struct *task = ctx->task;
 	struct file *file = ctx->file;
-	struct ptcap_owner *o;
+	struct ptcap_owner o = {};
 	struct socket *sock;
-	struct sock *sk;
 	__u16 family;
+	__u64 ino;
 
 	if (!task || !file)
 		return 0;
 	sock = bpf_sock_from_file(file);
 	if (!sock)
 		return 0;
-	sk = sock->sk;
-	if (!sk)
-		return 0;
-	family = sk->__sk_common.skc_family;
+	family = BPF_CORE_READ(sock, sk, __sk_common.skc_family);
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
+	ino = BPF_CORE_READ(file, f_inode, i_ino);
+	owner_from_task(&o, task);
+	/* A socket several processes hold goes to the first one walked. */
+	bpf_map_update_elem(&ptcap_walk, &ino, &o, BPF_NOEXIST);
+	return 0;
+}
+
+static __always_inline void adopt(struct sock *sk)
+{
+	struct ptcap_owner *known, *o;
+	__u64 ino;
+
+	ino = BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
+	if (!ino)
+		return;
+	known = bpf_map_lookup_elem(&ptcap_walk, &ino);
+	if (!known)
+		return;
 	o = bpf_sk_storage_get(&ptcap_owners, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!o || o->pid)	/* live hooks already know better */
+		return;
+	*o = *known;
+}
+
+SEC("iter/tcp")
+int ptcap_tcp_walk(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	struct tcp_sock *tp;
+
+	if (!skc)
 		return 0;
-	owner_from_task(o, task);
+	tp = bpf_skc_to_tcp_sock(skc);	/* full sockets only: no request or time-wait ones */
+	if (tp)
+		adopt((struct sock *)tp);
+	return 0;
+}
+
+SEC("iter/udp")
+int ptcap_udp_walk(struct bpf_iter__udp *ctx)
+{
+	struct udp_sock *udp = ctx->udp_sk;
+
+	if (udp)
+		adopt((struct sock *)udp);
 	return 0;
 }
 

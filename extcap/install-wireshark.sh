@@ -16,7 +16,7 @@ die() { printf 'install-wireshark.sh: %s\n' "$*" >&2; exit 1; }
 ROOT=$(readlink -f "$1")
 PYTHON="$ROOT/.venv/bin/python"
 [ -x "$PYTHON" ] || die "$PYTHON is missing: run install.sh first"
-[ -f "$ROOT/ptcap/extcap.py" ] || die "$ROOT is not a ptcap tree"
+[ -f "$ROOT/ptcap/cli/extcap.py" ] || die "$ROOT is not a ptcap tree"
 
 # the launcher Wireshark runs: the tree's extcap/ptcap with the .venv's absolute path in it
 launcher() {

@@ -4,10 +4,12 @@ Only what ptcap uses. Every object and link is closed by its owner (a capture Se
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import threading
 from pathlib import Path
+from typing import ContextManager, Iterable
 
 from ptcap.errors import PtcapError
 
@@ -119,18 +121,26 @@ class Program:
     def attach_cgroup(self, cgroup_fd: int, where: str = "") -> Link:
         return self._link(_lib.bpf_program__attach_cgroup(self._ptr, cgroup_fd), where)
 
-    def run_iter(self) -> None:
-        """Run an iterator program once to completion (its output is discarded)."""
+    def run_iter(self, places: Iterable[ContextManager] = (contextlib.nullcontext(),)) -> None:
+        """Run an iterator program to completion once in each place (its output is discarded).
+
+        A place is entered while the iterator is created: socket iterators walk the network
+        namespace current at that moment."""
         link = self._link(_lib.bpf_program__attach_iter(self._ptr, None), "")
         try:
-            fd = _lib.bpf_iter_create(link.fd)
-            if fd < 0:
-                raise PtcapError(f"running BPF iterator {self.name}: {os.strerror(-fd)}")
-            try:
-                while os.read(fd, 65536):
-                    pass
-            finally:
-                os.close(fd)
+            for place in places:
+                try:
+                    with place:
+                        fd = _lib.bpf_iter_create(link.fd)
+                except OSError:
+                    continue          # the place went away (a namespace whose processes ended)
+                if fd < 0:
+                    raise PtcapError(f"running BPF iterator {self.name}: {os.strerror(-fd)}")
+                try:
+                    while os.read(fd, 65536):
+                        pass
+                finally:
+                    os.close(fd)
         finally:
             link.destroy()
 

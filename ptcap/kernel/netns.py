@@ -76,6 +76,27 @@ def resolve(spec: str) -> Netns:
     return ns
 
 
+def every() -> list[Netns]:
+    """Every network namespace a process is in now, once each (the caller closes them).
+    ptcap's own comes first, with an empty name."""
+    own = current()
+    seen = {own.inode}
+    found = [own]
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        path = f"/proc/{pid}/ns/net"
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue          # gone, or a kernel thread
+        inode = os.fstat(fd).st_ino
+        if inode in seen:
+            os.close(fd)
+            continue
+        seen.add(inode)
+        found.append(Netns(path, path, fd, inode=inode))
+    return found
+
+
 _home: int | None = None
 
 

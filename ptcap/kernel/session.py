@@ -343,11 +343,19 @@ class Session:
             except PtcapError as e:
                 self.hooks.failed[hook] = str(e)
         # Sockets opened before we started: walk them once, after the live hooks are on.
+        # (the file walk notes who holds each socket; the socket walks, one per namespace, apply it)
         try:
-            obj.program("ptcap_sock_walk").run_iter()
-            self.hooks.working.append("iter/task_file")
+            obj.program("ptcap_task_walk").run_iter()
+            namespaces = nsmod.every()
+            try:
+                for prog in ("ptcap_tcp_walk", "ptcap_udp_walk"):
+                    obj.program(prog).run_iter(nsmod.inside(ns) for ns in namespaces)
+            finally:
+                for ns in namespaces:
+                    ns.close()
+            self.hooks.working.append("iter/task_file+tcp+udp")
         except PtcapError as e:
-            self.hooks.failed["iter/task_file"] = str(e)
+            self.hooks.failed["iter/task_file+tcp+udp"] = str(e)
 
     def _attach_process_events(self, ring_fd: int, pids_fd: int, follow: bool) -> None:
         obj = libbpf.Object("procs")
