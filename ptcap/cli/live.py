@@ -369,7 +369,9 @@ def _admit_later_containers(session: Session, selector: ContainerSelector, metad
     (ids from the runtimes' create events), their cgroups named after they are gone."""
     admission = session.admission
     metadata.finder.kernel_dirs = admission.directory
+    metadata.selected_prefix = selector.container_id
     selector.watch(metadata.registry, admission.admit)
+    selector.mntns_later = bool(admission.error)
     if admission.error:
         sys.stderr.write(f"ptcap: {selector.describe()}: cgroup_mkdir admission unavailable "
                          f"({admission.error.splitlines()[0]}); containers that start later are "

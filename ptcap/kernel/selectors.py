@@ -117,6 +117,9 @@ class ContainerSelector:
         self._last = 0.0
         self._dirty = False
         self._admit = None
+        # containers found later are selected by their mount namespaces only when the kernel
+        # cannot admit their cgroups: a gone container's namespace inode is reused by the next
+        self.mntns_later = True
 
     def watch(self, registry, admit) -> None:
         """Admit (admit(full id)) each matching container the runtimes report, from now on
@@ -188,9 +191,10 @@ class ContainerSelector:
             return set()
         self._dirty = False
         try:
-            return self.resolve()
+            new = self.resolve()
         except Exception:       # noqa: BLE001 (the runtime went away: keep what we have)
             return set()
+        return new if self.mntns_later else set()
 
 
 def _pids_in_container(prefix: str) -> list[int]:

@@ -175,7 +175,8 @@ class ContainerFinder:
     def __init__(self, namespaces: Callable[[], set[str]] | None = None) -> None:
         self._namespaces = namespaces
         self._cgroups = CgroupPaths()
-        self.kernel_dirs = None
+        self.kernel_dirs = None     # id → (parent id, name) of cgroups made since start
+        self.known = None           # is this a container id? (/<namespace>/<id> of unknown namespaces)
         self._by_cgroup: dict[int, CgroupContainer | None] = {}
 
     def find(self, pid: int, cgroup_id: int) -> CgroupContainer | None:
@@ -185,7 +186,11 @@ class ContainerFinder:
         self._cgroups.kernel = self.kernel_dirs
         path = self._cgroups.path(cgroup_id)
         if path is not None and path != "/":
-            found = self._by_cgroup[cgroup_id] = parse_cgroup_path(path, self._namespaces)
+            found = parse_cgroup_path(path, self._namespaces)
+            parts = path.rstrip("/").split("/")
+            if found is None and len(parts) >= 3 and self.known is not None and self.known(parts[-1]):
+                found = CgroupContainer(parts[-1], "containerd", namespace=parts[-2])
+            self._by_cgroup[cgroup_id] = found
             return found
         # the v2 root or an unknown id: the runtime may use only v1 controllers (per process)
         return proc_container(pid, self._namespaces)

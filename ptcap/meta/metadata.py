@@ -37,6 +37,8 @@ class Metadata:
         self.cri = CRIResolver(cri_address)
         self.registry = ContainerRegistry()
         self.finder = ContainerFinder(self._namespaces)
+        self.finder.known = self._known
+        self.selected_prefix = ""       # --container-id: a cgroup named so is a container
         self.kubernetes = KubernetesAPI() if kubernetes else None
         self._workloads: dict[str, Workload] = {}
         self.watchers = [DockerWatcher(self.docker, self.registry),
@@ -50,6 +52,10 @@ class Metadata:
             w.start()
         for w in self.watchers:
             w.primed.wait(wait)
+
+    def _known(self, name: str) -> bool:
+        return self.registry.get(name) is not None or bool(self.selected_prefix) and \
+            name.startswith(self.selected_prefix)
 
     def _namespaces(self) -> set[str]:
         return self.containerd.namespaces() | self.registry.namespaces

@@ -105,9 +105,9 @@ def connect(address: str):
 
 
 class DockerWatcher(Watcher):
-    """The engine's containers: listed, then followed through its events (create, destroy).
-    A create event comes before the container's first process runs, so its name, image and
-    labels are known before its first packet; they are kept a while after destroy."""
+    """The engine's containers: listed, then followed through its events (create, start,
+    destroy). A create event comes before the container's first process runs, so its name,
+    image and labels are known before its first packet; they are kept a while after destroy."""
 
     name = "docker"
 
@@ -130,26 +130,19 @@ class DockerWatcher(Watcher):
             for event in self._stream:
                 action = event.get("Action") or event.get("status") or ""
                 cid = event.get("id") or (event.get("Actor") or {}).get("ID", "")
-                if action == "create":
-                    self._inspect(client, cid, event)
-                elif action == "start":
-                    self._inspect(client, cid, event)       # its pid, for the selectors
+                if action in ("create", "start"):
+                    self.registry.learn(_from_event(cid, event))
                 elif action == "destroy":
                     self.registry.gone(cid)
         finally:
             self._stream = None
             client.close()
 
-    def _inspect(self, client, cid: str, event: dict | None = None) -> None:
+    def _inspect(self, client, cid: str) -> None:
         try:
             self.registry.learn(_info(client.api.inspect_container(cid)))
-        except Exception as e:      # noqa: BLE001
-            if not _is_not_found(e) or event is None:
-                return
-            # gone already (a --rm container that lived for an instant): what the event says
-            attrs = dict((event.get("Actor") or {}).get("Attributes") or {})
-            name, image = attrs.pop("name", ""), attrs.pop("image", "")
-            self.registry.learn(ContainerInfo(id=cid, name=name, image=image, labels=attrs))
+        except Exception:       # noqa: BLE001 (gone between the list and the inspect)
+            pass
 
     def interrupt(self) -> None:
         stream = self._stream
@@ -158,6 +151,15 @@ class DockerWatcher(Watcher):
                 stream.close()
             except Exception:       # noqa: BLE001
                 pass
+
+
+def _from_event(cid: str, event: dict) -> ContainerInfo:
+    """A container as its event describes it: name, image and labels are the attributes.
+    (Inspecting it instead would wait for the engine's lock on the container, which a start
+    holds until the container runs: too late for its first packets.)"""
+    attrs = dict((event.get("Actor") or {}).get("Attributes") or {})
+    name, image = attrs.pop("name", ""), attrs.pop("image", "")
+    return ContainerInfo(id=cid, name=name, image=image, labels=attrs)
 
 
 def _info(attrs: dict) -> ContainerInfo:
