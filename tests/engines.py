@@ -130,14 +130,24 @@ class PrivateEngines:
         run(["ip", "link", "add", self.bridge, "type", "bridge"])
         run(["ip", "addr", "add", f"{net}.1/24", "dev", self.bridge])
         run(["ip", "link", "set", self.bridge, "up"])
-        dockerd, log = self._daemon("dockerd", [
+        self._dockerd_argv = [
             "dockerd", "--data-root", f"{base}/data", "--exec-root", f"{base}/exec",
             "--pidfile", f"{base}/dockerd.pid", "-H", self.address,
             "--containerd", self.containerd, "--containerd-namespace", self.moby_namespace,
             "--containerd-plugins-namespace", f"ptcap-{self.tag}-plugins",
-            "--bridge", self.bridge, "--iptables=false", "--ip6tables=false", "--ip-masq=false"])
+            "--bridge", self.bridge, "--iptables=false", "--ip6tables=false", "--ip-masq=false"]
+        self._start_dockerd()
+
+    def _start_dockerd(self) -> None:
+        self.dockerd, log = self._daemon("dockerd", self._dockerd_argv)
         _wait("dockerd", lambda: subprocess.run(["docker", "info"], env=self.env,
-                                                capture_output=True).returncode == 0, dockerd, log)
+                                                capture_output=True).returncode == 0, self.dockerd, log)
+
+    def restart_dockerd(self) -> None:
+        """Stop the engine and start it again (its containers stop with it)."""
+        stop_daemon(self.dockerd)
+        self._procs.remove(self.dockerd)
+        self._start_dockerd()
 
     def docker(self, *args: str, check: bool = True, timeout: float = 60) -> str:
         res = subprocess.run(["docker", *args], capture_output=True, text=True, env=self.env, timeout=timeout)

@@ -318,8 +318,7 @@ def test_container_started_after_the_capture_is_selected(engine, containers, pee
     name = f"later-{os.getpid()}"
     cap = start_capture("-i", "lo", "-w", str(out), "--container-name", name)
     assert "no such running container yet; waiting for one to start" in cap.early
-    c = containers("later")
-    time.sleep(2.5)     # the selector looks again every second
+    c = containers("later")       # admitted at its cgroup's mkdir: no waiting
     c.tcp(21015)
     stop_capture(cap)
     got = rows(out)
@@ -386,7 +385,10 @@ def test_later_containers_own_network_is_captured_too(engine, containers, tmp_pa
     cap = start_capture("-w", str(out), "--container-name", name, "tcp port 21022")
     c = containers("ownlater", network="none")
     engine.docker("exec", "-d", c.name, "sh", "-c", "nc -l -p 21022 > /tmp/got")
-    time.sleep(2.5)     # the selector looks again every second
+    deadline = time.time() + 30      # its namespace is taken when its start is reported
+    while f"lo@{c.name}".encode() not in out.read_bytes():
+        assert time.time() < deadline, "the container's namespace was never captured"
+        time.sleep(0.05)
     c.tcp(21022, "later")
     stop_capture(cap)
     got = tshark_fields(out, "frame.interface_name", "frame.comment")
@@ -833,6 +835,34 @@ def _stop(proc: subprocess.Popen) -> str:
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=30)
     return out
+
+
+def _wait_for(path: Path, text: str, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while text not in path.read_text():
+        assert time.time() < deadline, f"{text!r} never came: {path.read_text()}"
+        time.sleep(0.05)
+
+
+def test_a_restarted_engine_is_followed_again(engine, web, tmp_path, no_kubeconfig):
+    """dockerd restarts during a capture: ptcap subscribes to its events again (and says so),
+    and brief containers after the restart carry their names."""
+    out, err = tmp_path / "o.pcapng", tmp_path / "err"
+    with open(err, "w") as stderr:
+        cap = subprocess.Popen(ptcap_argv("-i", "lo", "-w", str(out), f"tcp port {web}"), stderr=stderr)
+    _STARTED.append(cap)
+    _wait_for(err, "listening on")
+    before = _docker_brief(engine, web, 0, tmp_path)
+    engine.engines.restart_dockerd()
+    _wait_for(err, f"docker: reached {engine.address} again: following its containers")
+    after = [_docker_brief(engine, web, run, tmp_path) for run in range(1, 4)]
+    cap.send_signal(signal.SIGINT)
+    assert cap.wait(timeout=30) == 0
+    got = connections(out, web)
+    for run, cid in enumerate([before, *after]):
+        assert {(c.get("ContainerId"), c.get("ContainerImage")) for c in got[f"/run-{run}"]} == {(cid, IMAGE)}
+        assert all(c.get("ContainerName") for c in got[f"/run-{run}"])
+    assert err.read_text().count("again: following") == 1
 
 
 def test_the_hosts_engines_are_left_alone(tmp_path):

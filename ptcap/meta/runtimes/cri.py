@@ -147,6 +147,7 @@ class CRIWatcher(Watcher):
                     self.registry.learn(info)
             for gone in known - now.keys():
                 self.registry.gone(gone)
+            if not self._following:
+                self.listed()
             known = set(now)
-            self.listed()
             self.stopping.wait(LIST_SECONDS)

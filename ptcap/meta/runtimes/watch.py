@@ -9,8 +9,14 @@ that is absent costs one failed connect every RETRY_SECONDS, in a thread that sl
 from __future__ import annotations
 
 import threading
+import time
 
-from ptcap.meta.runtimes.common import RETRY_SECONDS, Reach, RuntimeUnavailable, short_error
+from ptcap.meta.runtimes.common import RETRY_SECONDS, Reach, RuntimeUnavailable, log, short_error
+
+# after a followed runtime's stream ends (a restart), how long it is looked for every
+# RESTART_POLL seconds before falling back to every RETRY_SECONDS
+RESTART_WINDOW = 60.0
+RESTART_POLL = 0.5
 
 
 class Watcher:
@@ -31,24 +37,37 @@ class Watcher:
         self._thread.start()
 
     def _run(self) -> None:
+        lost_at = None          # when the stream of a runtime we were following ended
         while not self.stopping.is_set():
+            restarting = lost_at is not None and time.monotonic() - lost_at < RESTART_WINDOW
+            self._following = False
             try:
-                self.reach.check()
+                if not restarting:
+                    self.reach.check()
                 self.follow()
-                # the stream ended without an error: the runtime went away; follow it again
-                retry = 0.2
-            except RuntimeUnavailable:
-                retry = RETRY_SECONDS
+                error = None        # the stream ended: the runtime went away
+            except RuntimeUnavailable as e:
+                error = e
             except Exception as e:      # noqa: BLE001 (connection, protocol, API errors)
+                error = e
                 if not self.stopping.is_set():
                     self.reach.failed(short_error(e))
-                retry = RETRY_SECONDS
+            if self._following:
+                lost_at = time.monotonic()
+                restarting = True
             self.primed.set()
-            self.stopping.wait(retry)
+            self.stopping.wait(RESTART_POLL if restarting or error is None else RETRY_SECONDS)
+
+    _following = False
+    _listed_before = False
 
     def listed(self) -> None:
-        """Called by follow() once the running containers are in the registry."""
+        """Called by follow() once the running containers are in the registry and its
+        events are being read."""
         self.reach.ok()
+        if self._listed_before:
+            log.info("%s: reached %s again: following its containers", self.reach.what, self.reach.address)
+        self._following = self._listed_before = True
         self.primed.set()
 
     def follow(self) -> None:
