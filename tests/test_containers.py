@@ -837,6 +837,27 @@ def _stop(proc: subprocess.Popen) -> str:
     return out
 
 
+def test_process_details_inside_brief_containers(engine, web, tmp_path, no_kubeconfig):
+    """busybox's sh runs applets by exec'ing /proc/self/exe: the packets name the applet's
+    path; a container's init names its parent, the runtime's shim, with its arguments."""
+    out = tmp_path / "o.pcapng"
+    cap = start_capture("-i", "lo", "-w", str(out), "-Q", "out", f"tcp port {web}")
+    url = f"http://127.0.0.1:{web}"
+    engine.docker("run", "--rm", "--network", "host", IMAGE, "sh", "-c", f"wget -q -O /dev/null {url}/init")
+    engine.docker("run", "--rm", "--network", "host", IMAGE, "sh", "-c",
+                  f"wget -q -O /dev/null {url}/child; true")
+    stop_capture(cap)
+    got = connections(out, web)
+    init, child = got["/init"], got["/child"]
+    for ctx in init + child:
+        assert (ctx["Cmd"], ctx["Args"].split()[0]) == ("/bin/wget", "wget"), ctx
+    for ctx in init:        # sh exec'd wget in its place: the container's init
+        assert ctx["ParentCmd"] == "/usr/bin/containerd-shim-runc-v2", ctx
+        assert f"-namespace {engine.engines.moby_namespace} -id {ctx['ContainerId']}" in ctx["ParentArgs"], ctx
+    for ctx in child:       # sh forked, the child exec'd wget
+        assert (ctx["ParentCmd"], ctx["ParentArgs"]) == ("/bin/sh", f"sh -c wget -q -O /dev/null {url}/child; true")
+
+
 def _wait_for(path: Path, text: str, timeout: float = 60) -> None:
     deadline = time.time() + timeout
     while text not in path.read_text():
