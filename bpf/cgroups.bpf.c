@@ -2,13 +2,16 @@
 /* Container admission: a new cgroup v2 directory whose name says it is a wanted container
  * is added to the capture's cgroup selector at mkdir, before any process runs in it, so a
  * container selected by --container-id/-name/--pod-name is captured from its first packet.
+ * Every new directory's name and parent are kept too (user space names the cgroup of a
+ * container that is gone by the time its packets are read).
  *
- * An object of its own: a kernel where tp_btf/cgroup_mkdir does not load loses only the
- * admission at mkdir (user space then admits containers when their runtime reports them).
+ * An object of its own: a kernel where tp_btf/cgroup_mkdir does not load loses only this
+ * (user space then admits containers when their runtime reports them).
  *
- * The names runtimes give a container's cgroup end in its id: <id> (cgroupfs drivers,
- * containerd's /<namespace>/<id>), <runtime>-<id>.scope (systemd drivers). A child of an
- * admitted cgroup is admitted too (podman's libpod-<id>.scope/container, nested inits). */
+ * Runtimes name a container's cgroup <id> (cgroupfs drivers, containerd's /<namespace>/<id>)
+ * or <runtime>-<id>.scope (systemd drivers): user space writes each such name of each full
+ * id it learns; --container-id's prefix is compared here, at the id's place in either form.
+ * A directory made below an admitted one is admitted too (podman's libpod-<id>.scope/container). */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
