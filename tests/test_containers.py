@@ -858,6 +858,33 @@ def test_process_details_inside_brief_containers(engine, web, tmp_path, no_kubec
         assert (ctx["ParentCmd"], ctx["ParentArgs"]) == ("/bin/sh", f"sh -c wget -q -O /dev/null {url}/child; true")
 
 
+def test_capture_goes_on_when_the_mkdir_program_does_not_load(engine, containers, peers, tmp_path,
+                                                              no_kubeconfig):
+    """A cgroups object the kernel refuses (here: one that is not an object at all) costs the
+    admission at mkdir only: ptcap says so, captures, and a container that starts later is
+    still selected once its runtime reports it."""
+    objects = tmp_path / "bpf"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "bpf" / "build", objects)
+    (objects / "cgroups.bpf.o").write_bytes(b"not an ELF object")
+    peers("tcp-server", "21023", "127.0.0.1")
+    name = f"nomkdir-{os.getpid()}"
+    out = tmp_path / "o.pcapng"
+    cap = start_capture("-i", "lo", "-w", str(out), "--container-name", name, "tcp port 21023",
+                        env={**os.environ, "PTCAP_BPF_DIR": str(objects)})
+    assert f"--container-name {name}: cgroup_mkdir admission unavailable" in cap.early
+    empty = out.stat().st_size      # the file's header and interfaces
+    c = containers("nomkdir")
+    other = containers("nomkdir-other")
+    deadline = time.time() + 30
+    while out.stat().st_size == empty:     # selected once its start is reported: talk until kept
+        assert time.time() < deadline, "the later container was never selected"
+        c.tcp(21023)
+        other.tcp(21023)
+    stop_capture(cap)
+    got = rows(out)
+    assert got and {r["ContainerName"] for r in got} == {c.name}
+
+
 def _wait_for(path: Path, text: str, timeout: float = 60) -> None:
     deadline = time.time() + timeout
     while text not in path.read_text():

@@ -47,9 +47,8 @@ class Admission:
 
     def open(self, prefix: str = "") -> None:
         """Load and attach the mkdir program (prefix: --container-id, matched in the kernel)."""
-        obj = libbpf.Object("cgroups")
-        self._obj = obj
         try:
+            obj = self._obj = libbpf.Object("cgroups")
             obj.reuse_map("ptcap_who_cgroups", self._cgroups_fd)
             obj.load()
             self._dirs_fd = obj.map_fd("ptcap_cgroup_dirs")
@@ -63,9 +62,10 @@ class Admission:
 
     def admit(self, container_id: str) -> None:
         """A wanted container by full id: admitted at its cgroup's mkdir; a cgroup it has
-        already (it started before we learnt it) is admitted now."""
+        already (it started before we learnt it) is admitted now. (Without the mkdir program,
+        each report of the container looks for its cgroups again.)"""
         with self._lock:
-            if self._closed or container_id in self.wanted:
+            if self._closed or (container_id in self.wanted and self.at_mkdir):
                 return
             self.wanted.add(container_id)
             if self._cids_fd >= 0:

@@ -168,12 +168,7 @@ class Session:
         self._attach_attribution(capture.map_fd("ptcap_owners"))
         self._attach_process_events(capture.map_fd("ptcap_events"), capture.map_fd("ptcap_who_pids"),
                                     cfg.who.follow)
-        self.admission = Admission(capture.map_fd("ptcap_who_cgroups"))
-        self.admission.open(cfg.who.container_prefix)
-        if self.admission.error:
-            self.hooks.failed[MKDIR_HOOK] = self.admission.error
-        else:
-            self.hooks.working.append(MKDIR_HOOK)
+        self._attach_admission(capture, cfg.who.container_prefix)
         self.ring = RingBuffer(capture.map_fd("ptcap_events"), ring_size)
         self._counters_fd = capture.map_fd("ptcap_counters")
         self._bss_fd = capture.map_fd(".bss")
@@ -357,6 +352,15 @@ class Session:
         except PtcapError as e:
             self.hooks.failed["iter/task_file+tcp+udp"] = str(e)
 
+    def _attach_admission(self, capture: libbpf.Object, prefix: str) -> None:
+        """Containers admitted at cgroup_mkdir; optional (kernel/admission.py)."""
+        self.admission = Admission(capture.map_fd("ptcap_who_cgroups"))
+        self.admission.open(prefix)
+        if self.admission.error:
+            self.hooks.failed[MKDIR_HOOK] = self.admission.error
+        else:
+            self.hooks.working.append(MKDIR_HOOK)
+
     def _attach_process_events(self, ring_fd: int, pids_fd: int, follow: bool) -> None:
         obj = libbpf.Object("procs")
         self._objects.append(obj)
@@ -470,6 +474,7 @@ def probe_hooks() -> HookReport:
         session._attach_attribution(capture.map_fd("ptcap_owners"))
         session._attach_process_events(capture.map_fd("ptcap_events"),
                                        capture.map_fd("ptcap_who_pids"), True)
+        session._attach_admission(capture, "")
     except PtcapError as e:
         session.hooks.failed["capture"] = str(e)
     finally:
