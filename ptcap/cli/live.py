@@ -253,7 +253,6 @@ def capture(args: argparse.Namespace) -> int:
             metadata.close()
         raise
     _log_to_stderr()
-    _release_log()
     config = CaptureConfig(interfaces=args.interfaces, direction=args.direction, snaplen=snaplen,
                            expression=expression, ring_kib=args.buffer_kib, who=who,
                            backend=args.backend, netns=args.netns or [], hooks=hooks,
@@ -289,6 +288,7 @@ def capture(args: argparse.Namespace) -> int:
         follow = _container_follower(session, selector, args)
         if follow is not None:
             follow(initial=True)
+        _release_log()          # set up: what the runtimes' watchers said may be told now
         table.snapshot()
         _announce(session, snaplen, args)
         if args.command:
