@@ -885,6 +885,23 @@ def test_capture_goes_on_when_the_mkdir_program_does_not_load(engine, containers
     assert got and {r["ContainerName"] for r in got} == {c.name}
 
 
+def test_a_gone_containers_namespace_does_not_select_the_next(engine, containers, web, tmp_path,
+                                                              no_kubeconfig):
+    """A container selected at start exits; the containers made after it (which may be given
+    its mount namespace's inode again) are not captured: it was selected by its cgroup."""
+    first = containers("gone")
+    out = tmp_path / "o.pcapng"
+    cap = start_capture("-i", "lo", "-w", str(out), "--container-name", first.name, f"tcp port {web}")
+    engine.docker("exec", first.name, "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{web}/first")
+    engine.docker("rm", "-f", first.name)
+    for run in range(5):
+        _docker_brief(engine, web, run, tmp_path)
+    stop_capture(cap)
+    got = connections(out, web)
+    assert set(got) == {"/first"}, sorted(got)
+    assert {c["ContainerName"] for c in got["/first"]} == {first.name}
+
+
 def _wait_for(path: Path, text: str, timeout: float = 60) -> None:
     deadline = time.time() + timeout
     while text not in path.read_text():

@@ -16,6 +16,7 @@ from typing import BinaryIO
 from ptcap.filter import compiler as pcapfilter
 from ptcap.kernel import interfaces
 from ptcap.kernel import netns as nsmod
+from ptcap.kernel.admission import existing_cgroups
 from ptcap.kernel.session import CaptureConfig, Session
 from ptcap.cli.command import Command
 from ptcap.meta.runtimes.common import RuntimeUnavailable
@@ -372,6 +373,15 @@ def _admit_later_containers(session: Session, selector: ContainerSelector, metad
     metadata.selected_prefix = selector.container_id
     selector.watch(metadata.registry, admission.admit)
     selector.mntns_later = bool(admission.error)
+    # the containers running at start, by their cgroups when each has one (a gone
+    # container's mount namespace inode is given to the next one made)
+    if admission.at_mkdir and selector.mntns and selector.running_ids and \
+            all(existing_cgroups(cid) for cid in selector.running_ids):
+        for cid in selector.running_ids:
+            for cgroup_id in existing_cgroups(cid):
+                admission.admit_cgroup(cgroup_id)
+        for inode in selector.mntns:
+            session.unselect_mntns(inode)
     if admission.error:
         sys.stderr.write(f"ptcap: {selector.describe()}: cgroup_mkdir admission unavailable "
                          f"({admission.error.splitlines()[0]}); containers that start later are "

@@ -120,6 +120,7 @@ class ContainerSelector:
         # containers found later are selected by their mount namespaces only when the kernel
         # cannot admit their cgroups: a gone container's namespace inode is reused by the next
         self.mntns_later = True
+        self.running_ids: set[str] = set()      # matching containers found running
 
     def watch(self, registry, admit) -> None:
         """Admit (admit(full id)) each matching container the runtimes report, from now on
@@ -161,7 +162,9 @@ class ContainerSelector:
         named, failures = [], []
         for runtime in self.runtimes:
             try:
-                named += [(c.name or c.id[:12], c.pid) for c in runtime.running(self.matches) if c.pid]
+                running = [c for c in runtime.running(self.matches) if c.pid]
+                self.running_ids.update(c.id for c in running)
+                named += [(c.name or c.id[:12], c.pid) for c in running]
             except RuntimeUnavailable as e:
                 failures.append(e)
         if len(failures) == len(self.runtimes):

@@ -402,6 +402,9 @@ class Session:
         that started after us)."""
         whomod.add_mntns(self._who_fds["ptcap_who_mntns"], inode)
 
+    def unselect_mntns(self, inode: int) -> None:
+        bpf.map_delete(self._who_fds["ptcap_who_mntns"], struct.pack("<I", inode))
+
     # -- reading ------------------------------------------------------------------------
     def counters(self) -> tuple[int, int]:
         """(received by filter, dropped by kernel), summed over CPUs."""
