@@ -770,6 +770,27 @@ def test_brief_containerd_containers_carry_their_metadata(engine, ctr_image, web
             assert (ctx["PodName"], ctx["PodNamespace"]) == ("web-0", "shop")
 
 
+def test_container_name_selects_brief_containerd_containers(engine, ctr_image, web, tmp_path, no_kubeconfig):
+    """--container-name given before 20 `ctr run --rm` containers named so (nerdctl's name
+    label): each captured from its SYN, others not."""
+    name = f"ctrbox-{os.getpid()}"
+    out = tmp_path / "o.pcapng"
+    cap = start_capture("-i", "lo", "-w", str(out), "--containerd-address", engine.containerd,
+                        "--container-name", name, f"tcp port {web}")
+    tag = f"ctrsel-{os.getpid()}"
+    for run in range(RUNS):
+        _ctr_brief(ctr_image, f"{tag}-{run}", web, run, {"nerdctl/name": name})
+        if run % 5 == 0:
+            _ctr_brief(ctr_image, f"{tag}-other-{run}", web, 1000 + run, {"nerdctl/name": f"x{name}"})
+    stop_capture(cap)
+    got = connections(out, web)
+    assert set(got) == {f"/run-{run}" for run in range(RUNS)}, sorted(got)
+    for run in range(RUNS):
+        ctxs = got[f"/run-{run}"]
+        assert len(ctxs) >= 5
+        assert {(c.get("ContainerId"), c.get("ContainerName")) for c in ctxs} == {(f"{tag}-{run}", name)}
+
+
 def test_container_id_prefix_admitted_in_the_kernel(engine, ctr_image, web, tmp_path, no_kubeconfig):
     """--container-id with no runtime reachable, before the containers exist: the kernel
     admits each new cgroup named by that prefix at mkdir, from the first packet."""
