@@ -16,9 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import pytest
 
-from conftest import _free_subnet, run
+from conftest import free_subnet, engine_unavailable, run
 
 IMAGE = "ptcap-test:busybox"
 APPLETS = ("sh", "nc", "sleep", "echo", "cat", "wget", "true")
@@ -37,13 +36,6 @@ state = "{base}/containerd/state"
 [plugins."io.containerd.grpc.v1.cri"]
   disable_tcp_service = true
 """
-
-
-def unavailable(reason: str):
-    """A tool or engine this machine lacks: skipped, except under CI, where it fails."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 def busybox_tree(root: Path) -> None:
@@ -79,7 +71,7 @@ def _wait(what: str, ready, proc: subprocess.Popen, log: Path, timeout: float = 
     deadline = time.time() + timeout
     while not ready():
         if proc.poll() is not None or time.time() > deadline:
-            unavailable(f"{what} cannot start here: {log.read_text()[-600:]}")
+            engine_unavailable(f"{what} cannot start here: {log.read_text()[-600:]}")
         time.sleep(0.2)
 
 
@@ -89,11 +81,11 @@ class PrivateEngines:
     def __init__(self, tag: str) -> None:
         for tool in ("dockerd", "docker", "containerd", "ctr", "busybox"):
             if shutil.which(tool) is None:
-                unavailable(f"{tool} is not installed (./install.sh installs docker.io, containerd "
+                engine_unavailable(f"{tool} is not installed (./install.sh installs docker.io, containerd "
                             "and busybox-static)")
         if "statically linked" not in subprocess.run(["file", "-L", shutil.which("busybox")],
                                                      capture_output=True, text=True).stdout:
-            unavailable("busybox is not the static one (busybox-static): it cannot run in a bare image")
+            engine_unavailable("busybox is not the static one (busybox-static): it cannot run in a bare image")
         self.tag = tag
         self.base = Path(tempfile.mkdtemp(prefix=f"ptcap-engines-{tag}-", dir="/tmp"))
         self.containerd = str(self.base / "containerd.sock")
@@ -126,7 +118,7 @@ class PrivateEngines:
         ctd, log = self._daemon("containerd", ["containerd", "--config", str(base / "containerd.toml")])
         _wait("containerd", lambda: run(["ctr", "-a", self.containerd, "version"], check=False).returncode == 0,
               ctd, log)
-        net = _free_subnet()
+        net = free_subnet()
         run(["ip", "link", "add", self.bridge, "type", "bridge"])
         run(["ip", "addr", "add", f"{net}.1/24", "dev", self.bridge])
         run(["ip", "link", "set", self.bridge, "up"])

@@ -22,11 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import comments, ptcap_argv, tshark_fields, wait_clean
+from conftest import comments, engine_unavailable, ptcap_argv, tshark_fields, wait_clean
 from engines import IMAGE, PrivateEngines, docker0 as docker0_of_host, host_engines, \
-    stop_daemon as _stop_daemon, unavailable, unmount_below as _unmount_below
+    stop_daemon as _stop_daemon, unmount_below as _unmount_below
 
 from ptcap.meta.containers import parse_cgroup_path, parse_proc_cgroup, proc_container
+
+pytestmark = pytest.mark.root      # real BPF, namespaces, daemons
 
 ID = "3f" * 32
 
@@ -447,7 +449,7 @@ def test_containerd_containers_metadata_and_selector(engine, containers, peers, 
     """A container of containerd itself (ctr, in a namespace of its own): names, image and
     labels from containerd's API; --container-name finds it there."""
     if shutil.which("ctr") is None:
-        unavailable("ctr (Debian's containerd package) is not installed")
+        engine_unavailable("ctr (Debian's containerd package) is not installed")
     sock = engine.containerd
     ctr = ["ctr", "-a", sock, "-n", "ptcap-test"]
     saved = subprocess.Popen(["docker", "save", IMAGE], stdout=subprocess.PIPE, env=engine.env)
@@ -527,7 +529,7 @@ class Node:
 @pytest.fixture(scope="module")
 def node(engine):
     if shutil.which("containerd") is None or shutil.which("ctr") is None:
-        unavailable("containerd is not installed (Debian's containerd, a docker.io dependency)")
+        engine_unavailable("containerd is not installed (Debian's containerd, a docker.io dependency)")
     base = Path(tempfile.mkdtemp(prefix="ptcap-cri-", dir="/tmp"))
     (base / "config.toml").write_text(CRI_CONFIG.format(base=base))
     log = open(base / "containerd.log", "w")
@@ -539,7 +541,7 @@ def node(engine):
         while subprocess.run(["ctr", "-a", f"{base}/containerd.sock", "version"],
                              capture_output=True).returncode != 0:
             if proc.poll() is not None or time.time() > deadline:
-                unavailable("containerd cannot start here: " + (base / "containerd.log").read_text()[-400:])
+                engine_unavailable("containerd cannot start here: " + (base / "containerd.log").read_text()[-400:])
             time.sleep(0.2)
         # the sandbox ("pause") image needs a command of its own
         tar = subprocess.Popen(["tar", "-C", str(engine.base / "image"), "-c", "."], stdout=subprocess.PIPE)

@@ -18,13 +18,13 @@ import struct
 import threading
 
 from ptcap.errors import PtcapError
-from ptcap.kernel import bpf, libbpf
+from ptcap.kernel import bpf, libbpf, records
 from ptcap.kernel.cgroup import v2_mount
 
-ID_LEN = 76                             # PTCAP_CONTAINER_ID_LEN
-_NAME = struct.Struct("<128s")          # struct ptcap_cgroup_name
-_WANT = struct.Struct("<I80s")          # struct ptcap_cgroup_want (the object's .bss)
-_DIR = struct.Struct("<Q128s")          # struct ptcap_cgroup_dir
+ID_LEN = records.CONTAINER_ID_LEN
+_NAME = records.CGROUP_NAME.struct      # a wanted cgroup directory name (map key)
+_WANT = records.CGROUP_WANT.struct      # --container-id (the object's .bss)
+_DIR = records.CGROUP_DIR.struct        # a cgroup directory as kept (parent, name)
 _U64 = struct.Struct("<Q")
 _ONE = b"\x01"
 HOOK = "tp_btf/cgroup_mkdir"

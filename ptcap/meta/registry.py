@@ -13,7 +13,7 @@ import time
 from collections import deque
 from typing import Callable
 
-from ptcap.meta.runtimes.common import ContainerInfo
+from ptcap.meta.containers import ContainerInfo
 
 KEEP_SECONDS = 60.0
 # which runtime describes a container best when several know it (a Docker container is

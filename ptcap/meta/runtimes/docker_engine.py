@@ -8,7 +8,9 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from ptcap.meta.runtimes.common import ContainerInfo, Reach, RuntimeUnavailable, short_error
+from ptcap.errors import short_error
+from ptcap.meta.containers import ContainerInfo
+from ptcap.meta.runtimes.availability import Reach, RuntimeUnavailable
 from ptcap.meta.runtimes.watch import Watcher
 
 DEFAULT_ADDRESS = "unix:///var/run/docker.sock"

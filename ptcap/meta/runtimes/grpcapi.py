@@ -1,9 +1,9 @@
 """A runtime's gRPC API over its unix socket (containerd, CRI): raw protobuf bytes in and
 out (ptcap.meta.runtimes.protowire), a short timeout, and a runtime that does not answer is
-left alone for a while and reported once, at info level (common.Reach)."""
+left alone for a while and reported once, at info level (availability.Reach)."""
 from __future__ import annotations
 
-from ptcap.meta.runtimes.common import Reach
+from ptcap.meta.runtimes.availability import Reach
 
 
 class GrpcEndpoint:

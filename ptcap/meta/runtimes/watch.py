@@ -2,8 +2,8 @@
 the running containers, then reads the runtime's event stream into the registry.
 
 The rule for every runtime is here, once: a runtime that does not answer is said to be
-unreachable once (its Reach) and tried again every RETRY_SECONDS; a stream that ends (the
-runtime restarted) is subscribed again, and the containers listed again, at once. A runtime
+unreachable once (its availability.Reach: the one Outage policy) and tried again every
+RETRY_SECONDS; a stream that ends (the runtime restarted) is subscribed again, and the containers listed again, at once. A runtime
 that is absent costs one failed connect every RETRY_SECONDS, in a thread that sleeps.
 """
 from __future__ import annotations
@@ -11,7 +11,8 @@ from __future__ import annotations
 import threading
 import time
 
-from ptcap.meta.runtimes.common import RETRY_SECONDS, Reach, RuntimeUnavailable, log, short_error
+from ptcap.errors import short_error
+from ptcap.meta.runtimes.availability import RETRY_SECONDS, Reach, RuntimeUnavailable, log
 
 # after a followed runtime's stream ends (a restart), how long it is looked for every
 # RESTART_POLL seconds before falling back to every RETRY_SECONDS
