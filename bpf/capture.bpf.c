@@ -46,6 +46,8 @@ struct ptcap_config ptcap_config = {};
 WHO_SET(ptcap_who_pids, __u32, 65536);
 WHO_SET(ptcap_who_uids, __u32, 1024);
 WHO_SET(ptcap_who_mntns, __u32, 4096);
+/* Containers' cgroup v2 ids: admitted at cgroup_mkdir (bpf/cgroups.bpf.c) or by user space. */
+WHO_SET(ptcap_who_cgroups, __u64, 65536);
 
 struct ptcap_comm_key {
 	char name[PTCAP_COMM_LEN];
@@ -73,7 +75,9 @@ static __always_inline int who_matches(struct ptcap_owner *o)
 	}
 	if ((who & PTCAP_WHO_UIDS) && !bpf_map_lookup_elem(&ptcap_who_uids, &o->uid))
 		return 0;
-	if ((who & PTCAP_WHO_MNTNS) && !bpf_map_lookup_elem(&ptcap_who_mntns, &o->mntns))
+	/* the container kind: a selected container's mount namespace or cgroup */
+	if ((who & PTCAP_WHO_MNTNS) && !bpf_map_lookup_elem(&ptcap_who_mntns, &o->mntns) &&
+	    !bpf_map_lookup_elem(&ptcap_who_cgroups, &o->cgroup_id))
 		return 0;
 	return 1;
 }

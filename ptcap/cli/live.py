@@ -10,13 +10,13 @@ from typing import TextIO
 from ptcap.cli import arguments, tlskeys
 from ptcap.cli.command import Command
 from ptcap.cli.listing import list_hooks, list_interfaces
-from ptcap.cli.report import log_to, plural
+from ptcap.cli.report import log_to, plural, release_log
 from ptcap.cli.signals import stop_on_signals
 from ptcap.errors import PtcapError
 from ptcap.filter import compiler as pcapfilter
 from ptcap.kernel.session import CaptureConfig, Session
 from ptcap.meta.context import Part
-from ptcap.meta.following import follower
+from ptcap.meta.following import admit_later, follower
 from ptcap.meta.join import Joiner
 from ptcap.meta.metadata import Metadata
 from ptcap.meta.processes import ProcessTable
@@ -47,7 +47,14 @@ def capture(args: argparse.Namespace, report: TextIO | None = None) -> int:
     metadata = None
     if parts & (Part.CONTAINER | Part.POD) or who.containers:
         metadata = Metadata(args.docker_address, args.containerd_address, args.cri_runtime_address)
-    selector = arguments.container_selector(args, metadata, who, report)
+        log_to(report)
+        metadata.start()
+    try:
+        selector = arguments.container_selector(args, metadata, who, report)
+    except BaseException:
+        if metadata is not None:
+            metadata.close()
+        raise
     log_to(report)
     config = CaptureConfig(interfaces=args.interfaces, direction=args.direction, snaplen=snaplen,
                            expression=expression, ring_kib=args.buffer_kib, who=who,
@@ -72,9 +79,14 @@ def capture(args: argparse.Namespace, report: TextIO | None = None) -> int:
         session.open()
         follow = None
         if selector is not None:
+            admit_later(session, selector, metadata, report)
             own_netns = not args.netns and (not args.interfaces or "any" in args.interfaces)
             follow = follower(session, selector, own_netns)
+        elif metadata is not None and session.admission is not None:
+            metadata.finder.kernel_dirs = session.admission.directory
+        if follow is not None:
             follow(initial=True)
+        release_log()           # set up: what the runtimes' watchers said may be told now
         table.snapshot()
         keys, embed = tlskeys.open_keys(args, who)
         _announce(session, snaplen, args, report)
@@ -95,9 +107,9 @@ def capture(args: argparse.Namespace, report: TextIO | None = None) -> int:
         except BrokenPipeError:
             _silence_stdout()
     finally:
-        session.close()
         if metadata is not None:
-            metadata.close()
+            metadata.close()        # its watchers first: they write to the session's maps
+        session.close()
         if command is not None:
             command.stop()
         try:

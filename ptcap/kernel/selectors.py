@@ -22,6 +22,7 @@ class WhoFilter:
     mntns: set[int] = field(default_factory=set)
     follow: bool = False          # children of selected pids, via sched_process_fork
     containers: bool = False      # mntns came from --container-*/--pod-name (never empty then)
+    container_prefix: str = ""    # --container-id: admitted in the kernel at cgroup_mkdir
 
     def bits(self) -> Who:
         b = Who(0)

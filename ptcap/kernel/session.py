@@ -29,6 +29,7 @@ from ptcap.kernel.records import LinkType
 from ptcap.kernel.ringbuf import RingBuffer, round_size
 from ptcap.kernel.selectors import WhoFilter
 from ptcap.kernel import selectors as whomod
+from ptcap.kernel.admission import Admission, HOOK as MKDIR_HOOK
 
 _IFACE = records.IFACE.struct
 _IFACE_KEY = records.IFACE_KEY.struct
@@ -122,6 +123,7 @@ class Session:
         self._wanted: list[str] = []
         self.ring: RingBuffer | None = None
         self.hook_capture: hookmod.HookCapture | None = None
+        self.admission: Admission | None = None     # containers admitted at cgroup_mkdir
         self.closed = False
         self.on_new_interface = None     # called with (iface_id, iface) before it is attached
 
@@ -193,6 +195,7 @@ class Session:
         self._attach_attribution(capture.map_fd("ptcap_owners"))
         self._attach_process_events(capture.map_fd("ptcap_events"), capture.map_fd("ptcap_who_pids"),
                                     cfg.who.follow)
+        self._attach_admission(capture, cfg.who.container_prefix)
         self.ring = RingBuffer(capture.map_fd("ptcap_events"), ring_size)
         self._counters_fd = capture.map_fd("ptcap_counters")
         self._bss_fd = capture.map_fd(".bss")
@@ -387,6 +390,15 @@ class Session:
         except PtcapError as e:
             self.hooks.failed["iter/task_file+tcp+udp"] = str(e)
 
+    def _attach_admission(self, capture: libbpf.Object, prefix: str) -> None:
+        """Containers admitted at cgroup_mkdir; optional (kernel/admission.py)."""
+        self.admission = Admission(capture.map_fd("ptcap_who_cgroups"))
+        self.admission.open(prefix)
+        if self.admission.error:
+            self.hooks.failed[MKDIR_HOOK] = self.admission.error
+        else:
+            self.hooks.working.append(MKDIR_HOOK)
+
     def _attach_process_events(self, ring_fd: int, pids_fd: int, follow: bool) -> None:
         obj = libbpf.Object("procs")
         self._objects.append(obj)
@@ -428,6 +440,9 @@ class Session:
         that started after us)."""
         whomod.add_mntns(self._who_fds["ptcap_who_mntns"], inode)
 
+    def unselect_mntns(self, inode: int) -> None:
+        bpf.map_delete(self._who_fds["ptcap_who_mntns"], struct.pack("<I", inode))
+
     # -- reading ------------------------------------------------------------------------
     def counters(self) -> tuple[int, int]:
         """(received by filter, dropped by kernel), summed over CPUs."""
@@ -468,6 +483,8 @@ class Session:
         self._last_counters = getattr(self, "_last_counters", (0, 0, 0))
         self.closed = True
         self.detach()
+        if self.admission is not None:
+            self.admission.close()
         for link in self._links:
             link.destroy()
         self._links.clear()
@@ -504,6 +521,7 @@ def probe_hooks() -> HookReport:
         session._attach_attribution(capture.map_fd("ptcap_owners"))
         session._attach_process_events(capture.map_fd("ptcap_events"),
                                        capture.map_fd("ptcap_who_pids"), True)
+        session._attach_admission(capture, "")
     except PtcapError as e:
         session.hooks.failed["capture"] = str(e)
     finally:
