@@ -16,6 +16,8 @@ import pytest
 
 from conftest import PYTHON, ROOT, comments, run, tshark_fields, wait_clean
 
+pytestmark = pytest.mark.root      # real BPF, namespaces, daemons
+
 EXTCAP = ROOT / "extcap" / "ptcap"
 LUA = ROOT / "lua" / "ptcap.lua"
 PORTS = iter(range(20100, 20200))

@@ -234,6 +234,7 @@ def validate_filter(expression: str, opts: argparse.Namespace) -> str:
     """Wireshark's check of a capture filter: '' when valid, else the reason."""
     from ptcap.filter import compiler as pcapfilter
     from ptcap.errors import PtcapError
+    from ptcap.kernel.interfaces import filter_linktype
     iface = INTERFACES.get(opts.extcap_interface or "")
     try:
         if iface is not None and iface.hook:
@@ -242,7 +243,7 @@ def validate_filter(expression: str, opts: argparse.Namespace) -> str:
         else:
             backend = opts.backend or "tc"
             for name in _items(opts.interfaces) or ["any"]:
-                pcapfilter.compile_filter(expression, pcapfilter.linktype_for(name, backend))
+                pcapfilter.compile_filters(expression, (filter_linktype(name, backend),))
     except PtcapError as e:
         return str(e)
     return ""
@@ -426,11 +427,7 @@ def run_capture(opts: argparse.Namespace) -> int:
         args.expression = [opts.extcap_capture_filter] if opts.extcap_capture_filter else []
         watch = FifoWatch(fifo_fd)
         watch.start()
-        real_stderr, sys.stderr = sys.stderr, _LogStream()
-        try:
-            status = capture(args)
-        finally:
-            sys.stderr = real_stderr
+        status = capture(args, report=_LogStream())
         log.info("capture ended (status %d)", status)
         return status
     except BrokenPipeError:

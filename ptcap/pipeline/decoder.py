@@ -1,31 +1,27 @@
-"""Reading the kernel's records (bpf/ptcap.h) out of the ring buffer: the hot path.
+"""Reading the kernel's records (ptcap/kernel/records.py, bpf/ptcap.h) out of the ring: the hot path.
 
-Every record has its kind at byte 4. A packet record is:
-
-    0  u32 ifindex   4 u16 kind   6 u8 hook   7 u8 dir   8 owner (72 bytes)
-    80 u64 location  88 u32 reason   (kernel hooks: where and why a packet was dropped)
-    92 EPB body: u32 iface_id, u32 ts_hi, u32 ts_lo, u32 caplen, u32 len, then the bytes
-
-so `record[8:92]` (owner, location, reason) keys everything derived from who sent it and
-where the kernel saw it (the direction, at 7, selects among a key's variants), and `record[92:112 + caplen]` is a ready pcapng
-Enhanced Packet Block body.
+A packet record's owner, drop location and reason (`KEY_AT:KEY_END`) key everything derived
+from who sent it and where the kernel saw it (its direction, at DIR_AT, selects among a key's
+variants); from EPB_AT on, the record is a ready pcapng Enhanced Packet Block body.
 """
 from __future__ import annotations
 
 import struct
 
+from ptcap.kernel import records
+from ptcap.kernel.records import (CAPLEN_AT, DIR_AT, EPB_AT, HEADER_LEN, KEY_AT, KEY_END, KIND_AT,
+                                  OWNER_LEN, EventKind)
+
 KIND = struct.Struct("<H")
-KIND_AT = 4
-EV_PACKET, EV_EXEC, EV_FORK, EV_EXIT = 1, 2, 3, 4
-PACKET = struct.Struct("<IHBB72s12sIIIII")  # whole header, owner and hook info as bytes
-HEADER_LEN = PACKET.size                     # 112
-DIR_AT = 7
-KEY_AT, KEY_END = 8, 92                      # owner, location, reason
-OWNER_LEN = 72                               # a key is the owner record, then the hook info
-EPB_AT = 92
-CAPLEN_AT = 104
-EXEC = struct.Struct("<IHHIIQ256s1024s")     # struct ptcap_exec
-FORK = struct.Struct("<IHHI4xQ")             # struct ptcap_fork
+EV_PACKET, EV_EXEC, EV_FORK, EV_EXIT = EventKind.PACKET, EventKind.EXEC, EventKind.FORK, EventKind.EXIT
+# the packet header with owner and hook info as bytes (what decode hands out)
+PACKET = struct.Struct(f"<IHBB{OWNER_LEN}s{KEY_END - KEY_AT - OWNER_LEN}sIIIII")
+assert PACKET.size == records.PACKET.size
+EXEC = records.EXEC.struct
+FORK = records.FORK.struct
+
+__all__ = ["CAPLEN_AT", "DIR_AT", "EPB_AT", "HEADER_LEN", "KEY_AT", "KEY_END", "OWNER_LEN",
+           "decode", "split"]
 
 
 def decode(buf, offsets: list[int], out: list) -> list:
@@ -55,14 +51,14 @@ def split(buf, offsets: list[int], processes=None) -> list[int]:
         elif processes is None:
             continue
         elif kind == EV_EXEC:
-            pid, _, _, ppid, args_len, start, filename, args = EXEC.unpack_from(buf, off)
+            pid, _, ppid, args_len, start, filename, args = EXEC.unpack_from(buf, off)
             argv = [a.decode(errors="replace") for a in args[:args_len].split(b"\0") if a]
             processes.learn_exec(pid, ppid, start, filename.split(b"\0", 1)[0].decode(errors="replace"),
                                  argv)
         elif kind == EV_FORK:
-            pid, _, _, ppid, start = FORK.unpack_from(buf, off)
+            pid, _, ppid, start = FORK.unpack_from(buf, off)
             processes.learn_fork(pid, ppid, start)
         elif kind == EV_EXIT:
-            pid, _, _, _ppid, start = FORK.unpack_from(buf, off)
+            pid, _, _ppid, start = FORK.unpack_from(buf, off)
             processes.learn_exit(pid, start)
     return packets

@@ -12,7 +12,6 @@ apparently full ring, and refused records with room to spare.
 from __future__ import annotations
 
 import mmap
-import os
 import select
 import struct
 
@@ -43,9 +42,6 @@ class RingBuffer:
             self._epoll.poll(timeout)
         except InterruptedError:
             pass
-
-    def pending(self) -> int:
-        return self._prod_pos[0] - self.cons
 
     def batch(self) -> tuple[mmap.mmap, list[int]]:
         """Every ready record: (buffer, [offset of each record's data]).
@@ -99,6 +95,3 @@ def round_size(kib: int | None, default: int = 64 << 20) -> int:
         size <<= 1
     return size
 
-
-def nr_cpus() -> int:
-    return os.cpu_count() or 1
