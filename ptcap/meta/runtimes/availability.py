@@ -7,6 +7,7 @@ that is down is said to be unreachable once in all."""
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from typing import Hashable
@@ -65,6 +66,22 @@ class Reach(Outage):
         """Raise RuntimeUnavailable while the runtime is left alone after a failure."""
         if self.resting():
             raise RuntimeUnavailable(f"cannot reach {self.what} at {self.address}")
+
+    def absent(self) -> bool:
+        """No socket at the runtime's address: the runtime is not installed or not running
+        here, which is not worth a line on every capture of a host without containers."""
+        path = self.address.removeprefix("unix://")
+        if not path.startswith("/"):
+            return False
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(1)
+            try:
+                s.connect(path)
+            except (FileNotFoundError, ConnectionRefusedError):
+                return True         # no socket, or one nobody listens on (a stopped runtime)
+            except OSError:
+                return False
+        return False
 
     def failed(self, detail: str, quiet: bool = False) -> RuntimeUnavailable:  # type: ignore[override]
         """Note a failure (said once, unless quiet); the exception to raise."""

@@ -100,7 +100,7 @@ class ContainerdResolver:
         return info
 
     def listed(self, namespace: str) -> list[ContainerInfo]:
-        reply = self._call(_LIST, b"", namespace)
+        reply = self._call(_LIST, b"", namespace, quiet=self._api.reach.absent())
         return [_info(raw, namespace) for f, raw in pw.fields(reply) if f == 1]
 
     def close(self) -> None:

@@ -40,8 +40,8 @@ class CRIResolver:
         self._containers: dict[str, tuple[ContainerInfo, str] | None] = {}
         self._pods: dict[str, PodInfo | None] = {}
 
-    def _call(self, method: str, request: bytes) -> bytes:
-        return self._api.call(_SERVICE + method, request)
+    def _call(self, method: str, request: bytes, quiet: bool = False) -> bytes:
+        return self._api.call(_SERVICE + method, request, quiet=quiet)
 
     def container(self, container_id: str) -> tuple[ContainerInfo, str] | None:
         """(the container, its pod sandbox id) by full id; None when unknown or down."""
@@ -111,7 +111,8 @@ class CRIResolver:
     def listed(self) -> list[ContainerInfo]:
         """Every container the runtime has (any state), with its pod sandbox."""
         out = []
-        for f, c in pw.fields(self._call("ListContainers", b"")):
+        # the watcher's listing: a runtime that is not here at all is not worth a line
+        for f, c in pw.fields(self._call("ListContainers", b"", quiet=self._api.reach.absent())):
             if f == 1:
                 out.append(_listed(c))
         return out

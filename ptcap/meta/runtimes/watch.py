@@ -52,7 +52,8 @@ class Watcher:
             except Exception as e:      # noqa: BLE001 (connection, protocol, API errors)
                 error = e
                 if not self.stopping.is_set():
-                    self.reach.failed(short_error(e))
+                    # a runtime that is not here at all is said only when a container needs it
+                    self.reach.failed(short_error(e), quiet=self.reach.absent())
             if self._following:
                 lost_at = time.monotonic()
                 restarting = True
