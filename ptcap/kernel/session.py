@@ -8,6 +8,7 @@ are netlink filters, which a watchdog child removes when we end (ptcap/kernel/tc
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import struct
 import time
@@ -38,6 +39,10 @@ _TC_NEXT = -1                           # TC_ACT_UNSPEC = TCX_NEXT: the packet g
 
 
 @dataclass
+class InterfaceGone(PtcapError):
+    """An interface went away between being listed and being attached to."""
+
+
 class CaptureConfig:
     interfaces: list[str] | None = None        # -i (None = any)
     direction: str = "inout"                   # -Q
@@ -168,7 +173,11 @@ class Session:
         if cfg.backend == "cgroup-skb":
             self._attach_cgroup(cgroot)
         for iface in found:
-            self._add(iface)
+            try:
+                self._add(iface)
+            except InterfaceGone:
+                if not self._any:
+                    raise     # named by the user: say so; with -i any, one that went is skipped
         if self._any:
             for ns in self.namespaces:
                 nsmod.watch(ns)
@@ -276,7 +285,8 @@ class Session:
             except bpf.BPFError as e:
                 for link in links:
                     link.close()
-                raise PtcapError(f"{iface.display_name}: attaching the {d}gress capture: {e.strerror}") from None
+                error = InterfaceGone if e.errno == errno.ENODEV else PtcapError
+                raise error(f"{iface.display_name}: attaching the {d}gress capture: {e.strerror}") from None
             finally:
                 _close(prog)    # the link (or filter) holds the program: it goes when they do
         self._attached[iface.key] = links
