@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def cases() -> list[tuple[str, Path, list[str]]]:
                 out.append((row["name"], CORPUS / "pcaps" / row["pcap"], (row["options"] or "").split()))
     sys.path.insert(0, str(DATA))
     import synth  # noqa: E402
-    synth_dir = DATA / "synth"
+    synth_dir = Path(tempfile.gettempdir()) / f"ptcap-synth-{os.getuid()}"     # generated: any user can write it
     paths = synth.build_all(synth_dir)
     live = sorted((DATA / "live").glob("*.pcap*")) if (DATA / "live").exists() else []
     for path in paths + live:
