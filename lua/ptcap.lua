@@ -4,7 +4,7 @@
 --   "PID: 123\nCmd: /usr/bin/curl\nArgs: curl ..." then thread, user, parent, container,
 --   pod and kernel drop blocks) and turns it into typed, filterable ptcap.* fields, a "ptcap"
 --   tree and the process in the Info column.
--- Statistics: "Statistics > ptcap > Processes" in Wireshark, `-z ptcap,procs` in tshark:
+-- Statistics: "Statistics > ptcap Processes" in Wireshark, `-z ptcap,procs` in tshark:
 --   packets and bytes per process, container and pod.
 
 local ptcap = Proto("ptcap", "ptcap process context")
@@ -232,11 +232,13 @@ register_stat_cmd_arg("ptcap,procs", function(arg)
     processes_tap(filter, function(text) io.write(text) end)
 end)
 
+-- Statistics > ptcap Processes. Wireshark 4.0's Qt menus show MENU_STAT_UNSORTED (and not
+-- MENU_STAT_GENERIC); they take the name as it is, so it has no "/" submenu.
 if gui_enabled() then
-    register_menu("ptcap/Processes", function()
+    register_menu("ptcap Processes", function()
         local win = TextWindow.new("ptcap Processes")
         local tap = processes_tap(nil, function(text) win:set(text) end)
         win:set_atclose(function() tap:remove() end)
         retap_packets()
-    end, MENU_STAT_GENERIC)
+    end, MENU_STAT_UNSORTED)
 end
