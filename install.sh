@@ -38,6 +38,26 @@ say "installing the ptcap package into .venv"
 say "building BPF objects"
 make -s -C bpf
 
+# The kernel matrix (.ci/kernels): qemu, the Debian 12 kernels it boots (the versions README's
+# "Kernels" section was verified on) and virtme-ng, in a venv of its own.
+KERNEL_PACKAGES=(${PTCAP_KERNEL_PACKAGES:-qemu-system-x86 linux-image-6.1.0-57-amd64 linux-image-6.12.117+deb12-amd64})
+VNG_VENV=${VNG_VENV:-/opt/vng-venv}
+missing=()
+for p in "${KERNEL_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing the kernel matrix's packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null
+fi
+if [ ! -x "$VNG_VENV/bin/vng" ]; then
+  say "installing virtme-ng into $VNG_VENV"
+  "$PY" -m venv "$VNG_VENV"
+  "$VNG_VENV/bin/pip" install -q --disable-pip-version-check virtme-ng </dev/null
+fi
+
 # Wireshark integration (extcap + Lua dissector), when present in this tree.
 if [ -x extcap/install-wireshark.sh ]; then
   extcap/install-wireshark.sh "$ROOT"

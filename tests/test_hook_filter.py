@@ -30,9 +30,7 @@ pytestmark = pytest.mark.root      # BPF_PROG_TEST_RUN
 
 def run_filter(fd: int) -> int:
     """BPF_PROG_TEST_RUN of a raw_tp program without context: its return value."""
-    attr = bpf._attr("=IIIIQQIIIIQQII", fd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-    bpf.sys_bpf(bpf.Cmd.PROG_TEST_RUN, attr)
-    return struct.unpack_from("=I", attr.raw, 4)[0]
+    return bpf.prog_test_run(fd, b"")[0]
 
 
 class ScratchRig:

@@ -341,7 +341,9 @@ def entry_program(prog: ClassicProgram, *, prog_type: int, prog_array_fd: int, i
     tail = [
         asm.jmp(Jmp.JEQ, Reg.R0, reject, imm=0),
         asm.stx(Size.W, _CTX, SKB_CB0, Reg.R0),
-        *(asm.st(Size.W, _CTX, SKB_CB0 + 4 * (i + 1), value) for i, value in enumerate(cb_values)),
+        # through a register: a BPF_ST store into the context is refused before 6.3 (EACCES)
+        *(insn for i, value in enumerate(cb_values)
+          for insn in (asm.mov64(Reg.R0, imm=value), asm.stx(Size.W, _CTX, SKB_CB0 + 4 * (i + 1), Reg.R0))),
         *_tail_call(prog_array_fd, index),
         asm.mov64(Reg.R0, imm=accept_ret),      # only if the tail call failed (empty slot)
         asm.exit_(),

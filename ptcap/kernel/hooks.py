@@ -27,8 +27,17 @@ from ptcap.kernel.kallsyms import KernelSymbols
 from ptcap.kernel import records
 from ptcap.kernel.records import HookSlot, LinkType
 
-# enum ptcap_hook, in order: the tracepoints' names
+# enum ptcap_hook, in order: the tracepoints' names (dev_direct_xmit: the fentry hook's)
 HOOKS = tuple(h.name.lower() for h in records.Hook if h is not records.Hook.MAX)
+# Where each hook attaches: a tracepoint (tp_btf), or for a path no tracepoint sees, fentry
+# on a kernel function (kernels with BPF trampolines).
+FENTRY = {"dev_direct_xmit": "__dev_direct_xmit"}
+
+
+def section(name: str) -> str:
+    return f"fentry/{FENTRY[name]}" if name in FENTRY else f"tp_btf/{name}"
+
+
 DESCRIPTIONS = {
     "kfree_skb": "packets the kernel drops, with the reason and where",
     "consume_skb": "packets freed after normal use",
@@ -37,6 +46,7 @@ DESCRIPTIONS = {
     "netif_receive_skb": "packets entering the stack from a device",
     "tcp_retransmit_skb": "TCP segments retransmitted",
     "tcp_send_reset": "packets that made TCP answer with a reset",
+    "dev_direct_xmit": "packets sent straight to the driver (PACKET_QDISC_BYPASS, AF_XDP copy mode)",
 }
 SLOT_FILTER_ETHER, SLOT_FILTER_RAW, SLOT_EMIT = HookSlot.FILTER_ETHER, HookSlot.FILTER_RAW, HookSlot.EMIT
 _CONFIG = records.HOOK_CONFIG.struct
@@ -65,7 +75,7 @@ class HookInterface:
     @property
     def description(self) -> str:
         start = "the Ethernet header" if self.linktype == LinkType.ETHERNET else "the IP header"
-        return f"kernel hook tp_btf/{self.name}: {DESCRIPTIONS[self.name]}; packets from {start}"
+        return f"kernel hook {section(self.name)}: {DESCRIPTIONS[self.name]}; packets from {start}"
 
     @property
     def linktype_name(self) -> str:
@@ -127,7 +137,11 @@ class HookCapture:
             on = name in self.hooks
             obj.program(f"ptcap_hook_{name}").set_autoload(on)
             obj.program(f"ptcap_emit_{name}").set_autoload(on)
-        obj.load()
+        try:
+            obj.load()
+        except PtcapError as e:
+            failed = [n for n in self.hooks if f" ptcap_hook_{n} " in str(e) or f" ptcap_emit_{n} " in str(e)]
+            raise PtcapError(f"--hook {failed[0]}: {e}" if failed else str(e)) from None
         scratch_fd = obj.map_fd("ptcap_scratch")
         iface_id = first_iface_id
         for name in self.hooks:
@@ -136,15 +150,20 @@ class HookCapture:
                 self.interfaces.append(HookInterface(name, linktype))
                 iface_id += 1
             progs_fd = obj.map_fd(f"ptcap_progs_{name}")
-            btf_id = btf.vmlinux().type_id(btf.KIND_TYPEDEF, f"btf_trace_{name}")
+            if name in FENTRY:
+                btf_id = btf.vmlinux().type_id(btf.KIND_FUNC, FENTRY[name])
+                attach_type = bpf.AttachType.TRACE_FENTRY
+            else:
+                btf_id = btf.vmlinux().type_id(btf.KIND_TYPEDEF, f"btf_trace_{name}")
+                attach_type = bpf.AttachType.TRACE_RAW_TP
             if btf_id is None:
-                raise PtcapError(f"--hook {name}: this kernel has no tracepoint {name}")
+                raise PtcapError(f"--hook {name}: this kernel has no {section(name)}")
             for slot, linktype in ((SLOT_FILTER_ETHER, LinkType.ETHERNET), (SLOT_FILTER_RAW, LinkType.RAW)):
                 code = pcaptranslate.hook_filter_program(filters[linktype], scratch_fd=scratch_fd,
                                                       prog_array_fd=progs_fd, index=SLOT_EMIT)
                 try:
                     fd = bpf.prog_load(bpf.ProgType.TRACING, code, name=f"ptcap_flt_{slot}",
-                                       expected_attach_type=bpf.AttachType.TRACE_RAW_TP,
+                                       expected_attach_type=attach_type,
                                        attach_btf_id=btf_id)
                 except bpf.BPFError as e:
                     raise PtcapError(f"--hook {name}: loading the filter: {e}") from None
@@ -251,7 +270,7 @@ def probe() -> list[HookSupport]:
             capture = HookCapture([name], filters, ring_fd=-1, counters_fd=-1, owners_fd=-1,
                                   ring_size=1 << 20)
             capture.attach()
-            out.append(HookSupport(name, True, f"tp_btf/{name}"))
+            out.append(HookSupport(name, True, section(name)))
         except PtcapError as e:
             out.append(HookSupport(name, False, str(e).splitlines()[0]))
         finally:

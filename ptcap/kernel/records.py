@@ -76,12 +76,13 @@ class Hook(enum.IntEnum):
     NETIF_RECEIVE_SKB = 4
     TCP_RETRANSMIT_SKB = 5
     TCP_SEND_RESET = 6
-    MAX = 7
+    DEV_DIRECT_XMIT = 7     # fentry on __dev_direct_xmit (kernels with BPF trampolines)
+    MAX = 8
 
 
 HOOK_CONFIG = Layout("ptcap_hook_config",
                      ("clock_offset", "q"), ("rate", "I"), ("backtrace", "I"),
-                     ("iface_id", f"{Hook.MAX}I"), ("_pad", "4x"))
+                     ("iface_id", f"{Hook.MAX}I"))
 IFACE_KEY = Layout("ptcap_iface_key", ("netns_cookie", "Q"), ("ifindex", "I"), ("_pad", "4x"))
 IFACE = Layout("ptcap_iface", ("iface_id", "I"), ("_pad", "4x"))
 CONFIG = Layout("ptcap_config", ("clock_offset", "q"), ("who", "I"), ("_pad", "4x"))

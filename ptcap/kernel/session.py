@@ -2,7 +2,8 @@
 
 Every attachment is a bpf_link held by this process (TCX for tc, cgroup links for the
 socket hooks), so even SIGKILL leaves nothing behind: the kernel drops the links with
-our file descriptors. Nothing is pinned.
+our file descriptors. Nothing is pinned. On a kernel without TCX (before 6.6) tc programs
+are netlink filters, which a watchdog child removes when we end (ptcap/kernel/tcattach.py).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from ptcap.kernel import interfaces
 from ptcap.kernel import libbpf
 from ptcap.kernel import hooks as hookmod
 from ptcap.kernel import netns as nsmod
+from ptcap.kernel import tcattach
 from ptcap.kernel.cgroup import v2_mount
 from ptcap.errors import PtcapError
 from ptcap.kernel.interfaces import NetInterface
@@ -114,7 +116,8 @@ class Session:
         self.hooks = HookReport()
         self._objects: list[libbpf.Object] = []
         self._links: list[libbpf.Link] = []
-        self._attached: dict[tuple[int, int], list[int]] = {}   # iface key -> TCX link fds
+        self._attached: dict[tuple[int, int], list[tcattach.Attachment]] = {}   # iface key -> its tc attachments
+        self._tc = tcattach.Attacher()
         self._cgroup_links: list[int] = []
         self._classic: dict[int, pcapfilter.ClassicProgram] = {}
         self._wanted: list[str] = []
@@ -177,7 +180,16 @@ class Session:
         self._objects.append(capture)
         ring_size = round_size(cfg.ring_kib)
         capture.set_max_entries("ptcap_events", ring_size)
-        capture.load()
+        # Only the programs this capture uses are loaded (verifying is most of the start-up
+        # time); one this kernel refuses fails only the captures that need it.
+        directions = ["in", "out"] if cfg.direction == "inout" else [cfg.direction]
+        needed = set() if cfg.hooks else {_CAPTURE_PROGS[_SLOTS[cfg.backend, d]] for d in directions}
+        for name in _CAPTURE_PROGS.values():
+            if name not in needed:
+                capture.set_autoload(name, False)
+        capture.load(optional=_CAPTURE_PROGS.values())
+        for name in sorted(needed & set(capture.unavailable)):
+            raise PtcapError(capture.unavailable[name])
         self._capture = capture
         self._attach_attribution(capture.map_fd("ptcap_owners"))
         self._attach_process_events(capture.map_fd("ptcap_events"), capture.map_fd("ptcap_who_pids"),
@@ -256,21 +268,20 @@ class Session:
         links = []
         for d in self._wanted:
             prog = self._entry(iface.linktype, d, (iface_id, iface.l2len))
-            attach = bpf.AttachType.TCX_INGRESS if d == "in" else bpf.AttachType.TCX_EGRESS
             try:
-                with nsmod.inside(iface.netns):
-                    links.append(bpf.link_create(prog, iface.ifindex, attach))
+                links.append(self._tc.attach(prog, iface.ifindex, d == "in", iface.netns.fd,
+                                             lambda: nsmod.inside(iface.netns)))
             except bpf.BPFError as e:
-                for fd in links:
-                    _close(fd)
+                for link in links:
+                    link.close()
                 raise PtcapError(f"{iface.display_name}: attaching the {d}gress capture: {e.strerror}") from None
             finally:
-                _close(prog)    # the link holds the program: it goes when the interface does
+                _close(prog)    # the link (or filter) holds the program: it goes when they do
         self._attached[iface.key] = links
 
     def _remove(self, key: tuple[int, int]) -> None:
-        for fd in self._attached.pop(key, []):
-            _close(fd)
+        for link in self._attached.pop(key, []):
+            link.close()
 
     def refresh(self) -> list[NetInterface]:
         """Follow interfaces coming and going (-i any); returns the ones newly taken."""
@@ -317,25 +328,33 @@ class Session:
         return [i for i in map(self._as_seen, interfaces.in_namespace(ns)) if self._take(i)]
 
     def _attach_attribution(self, owners_fd: int) -> None:
-        """Socket → process hooks. Each is optional: a kernel without one still captures."""
+        """Socket → process hooks. Each is optional: a kernel without one still captures.
+        Per owner hook, the tracepoint where the kernel has it, else fentry on the function
+        that fires it (a kernel with BPF trampolines), else none."""
         obj = libbpf.Object("sockowner")
         self._objects.append(obj)
         obj.reuse_map("ptcap_owners", owners_fd)
         cgroot = v2_mount()
         if cgroot is None:
-            obj.program("ptcap_sock_create").set_autoload(False)
+            obj.set_autoload("ptcap_sock_create", False)
             self.hooks.failed["cgroup/sock_create"] = "cgroup v2 is not mounted"
-        tracepoints = [(name, hook) for name, hook in _OWNER_TRACEPOINTS if _has_tracepoint(hook)]
-        for name, hook in _OWNER_TRACEPOINTS:
-            if (name, hook) not in tracepoints:
-                obj.program(name).set_autoload(False)
-                self.hooks.failed[hook] = "this kernel has no such tracepoint"
+        chosen = []           # (program, hook)
+        for tp_prog, tp_hook, fentry_prog, fentry_hook in _OWNER_HOOKS:
+            if _has_tracepoint(tp_hook):
+                obj.set_autoload(fentry_prog, False)
+                chosen.append((tp_prog, tp_hook))
+            else:
+                obj.set_autoload(tp_prog, False)
+                self.hooks.failed[tp_hook] = "this kernel has no such tracepoint"
+                chosen.append((fentry_prog, fentry_hook))
         try:
-            obj.load()
+            obj.load(optional=[p.name for p in obj.programs()])
         except PtcapError as e:
             self.hooks.failed["sockowner"] = str(e)
             return
-        if cgroot is not None:
+        for prog, why in obj.unavailable.items():
+            self.hooks.failed[_SOCKOWNER_HOOKS.get(prog, prog)] = why
+        if cgroot is not None and "ptcap_sock_create" not in obj.unavailable:
             fd = os.open(cgroot, os.O_RDONLY | os.O_DIRECTORY)
             try:
                 self._links.append(obj.program("ptcap_sock_create").attach_cgroup(fd, cgroot))
@@ -344,7 +363,9 @@ class Session:
                 self.hooks.failed["cgroup/sock_create"] = str(e)
             finally:
                 os.close(fd)
-        for name, hook in tracepoints:
+        for name, hook in chosen:
+            if name in obj.unavailable:
+                continue
             try:
                 self._links.append(obj.program(name).attach())
                 self.hooks.working.append(hook)
@@ -352,6 +373,8 @@ class Session:
                 self.hooks.failed[hook] = str(e)
         # Sockets opened before we started: walk them once, after the live hooks are on.
         # (the file walk notes who holds each socket; the socket walks, one per namespace, apply it)
+        if any(w in obj.unavailable for w in ("ptcap_task_walk", "ptcap_tcp_walk", "ptcap_udp_walk")):
+            return
         try:
             obj.program("ptcap_task_walk").run_iter()
             namespaces = nsmod.every()
@@ -431,6 +454,7 @@ class Session:
         for fd in self._cgroup_links:
             _close(fd)
         self._cgroup_links.clear()
+        self._tc.close()
         if self.hook_capture is not None:
             self.hook_capture.detach()
 
@@ -461,15 +485,23 @@ class Session:
 
 
 def probe_hooks() -> HookReport:
-    """Load and attach the attribution and process hooks once, then undo it: what works here."""
+    """Load the capture object and the attribution and process hooks once, attach what
+    attaches without an interface, then undo it: what this kernel lets ptcap use."""
     check_privileges()
     session = Session(CaptureConfig())
     try:
         capture = libbpf.Object("capture")
         session._objects.append(capture)
         capture.set_max_entries("ptcap_events", round_size(1024))
-        capture.load()
-        session.hooks.working.append("tc capture program")
+        capture.load(optional=_CAPTURE_PROGS.values())
+        for slot, prog in _CAPTURE_PROGS.items():
+            where = "tc" if slot < 2 else "cgroup_skb"
+            hook = f"{where}/{prog}"
+            if prog in capture.unavailable:
+                session.hooks.failed[hook] = capture.unavailable[prog]
+            else:
+                session.hooks.working.append(hook)
+        session.hooks.working.append(f"tc attach: {tcattach.method()}")
         session._attach_attribution(capture.map_fd("ptcap_owners"))
         session._attach_process_events(capture.map_fd("ptcap_events"),
                                        capture.map_fd("ptcap_who_pids"), True)
@@ -480,10 +512,18 @@ def probe_hooks() -> HookReport:
     return session.hooks
 
 
-# The socket-owner tracepoints (program, hook): each optional, the kernel may lack one.
-_OWNER_TRACEPOINTS = (("ptcap_sock_send", "tp_btf/sock_send_length"),
-                      ("ptcap_tcp_send", "tp_btf/tcp_sendmsg_locked"),
-                      ("ptcap_sock_recv", "tp_btf/sock_recv_length"))
+# The socket-owner hooks: each optional, the kernel may lack one. Per hook the tracepoint
+# program and the fentry program that stands in for it (program, hook, program, hook).
+_OWNER_HOOKS = (("ptcap_sock_send", "tp_btf/sock_send_length",
+                 "ptcap_fentry_sock_send", "fentry/sock_sendmsg"),
+                ("ptcap_tcp_send", "tp_btf/tcp_sendmsg_locked",
+                 "ptcap_fentry_tcp_send", "fentry/tcp_sendmsg_locked"),
+                ("ptcap_sock_recv", "tp_btf/sock_recv_length",
+                 "ptcap_fentry_sock_recv", "fentry/sock_recvmsg"))
+_SOCKOWNER_HOOKS = {"ptcap_sock_create": "cgroup/sock_create",
+                    "ptcap_task_walk": "iter/task_file", "ptcap_tcp_walk": "iter/tcp",
+                    "ptcap_udp_walk": "iter/udp",
+                    **{p: h for row in _OWNER_HOOKS for p, h in (row[:2], row[2:])}}
 
 
 def _has_tracepoint(hook: str) -> bool:
