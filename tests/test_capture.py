@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, ROOT, comments, ptcap_argv, run, tshark_fields, wait_clean
+from conftest import (PYTHON, ROOT, comments, file_packets, free_port, ptcap_argv, run, tshark_fields, wait_clean,
+                      wait_for)
 
 pytestmark = pytest.mark.root      # real BPF, namespaces, daemons
 
@@ -24,13 +25,15 @@ def exe(pid: int) -> str:
 def test_tcp_packets_carry_client_and_server_processes(veth, peers, capture, tmp_path):
     """Client in the root namespace, server behind a veth: every TCP packet of the
     connection is attributed, in both directions, with thread, user and parent."""
-    server = peers("tcp-server", "8080", netns=veth.ns)
+    port = free_port(socket.SOCK_STREAM)
+    server = peers("tcp-server", str(port), netns=veth.ns)
     out = tmp_path / "out.pcapng"
     cap = capture("-i", veth.host_if, "-w", str(out))
-    client = peers("tcp-client", veth.peer_ip, "8080")
+    client = peers("tcp-client", veth.peer_ip, str(port))
     client.say("send 100")
     client.say("close")
-    time.sleep(0.3)
+    wait_for(lambda: sum(p.data[47] & 1 for p in file_packets(out) if len(p.data) > 47) >= 2,
+             what="both FINs in the file")
     _, err = cap.stop()
     assert "packets captured" in err
 
@@ -217,13 +220,14 @@ def _wait_listening(proc: subprocess.Popen) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_stops_cleanly_and_file_stays_readable(peers, capture, tmp_path, sig):
-    peers("udp-server", "9300", "127.0.0.1")
-    client = peers("udp-client", "127.0.0.1", "9300")
+    port = str(free_port())
+    peers("udp-server", port, "127.0.0.1")
+    client = peers("udp-client", "127.0.0.1", port)
     out = tmp_path / "out.pcapng"
-    cap = capture("-i", "lo", "-w", str(out), "udp port 9300")
+    cap = capture("-i", "lo", "-w", str(out), f"udp port {port}")
     for _ in range(3):
         client.say("send 10")
-    time.sleep(0.2)
+    wait_for(lambda: len(file_packets(out)) >= 12, what="12 packets in the file")
     _, err = cap.stop(sig)
     assert cap.proc.returncode == 0
     # 3 requests and 3 replies, each seen leaving and arriving on lo

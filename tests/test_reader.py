@@ -162,6 +162,7 @@ def test_reader_streams_without_reading_everything(tmp_path):
     assert first.data == PKT and src.pos < len(big)
 
 
+@pytest.mark.root
 def test_read_select_and_write_again(peers, tmp_path):
     """`ptcap -r FILE [selectors] -w OUT EXPR`, as tcpdump -r -w: the selected packets are
     written again; pcapng keeps their interface, direction and process, .pcap is tcpdump's."""

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from conftest import PEERS, PYTHON, comments, ptcap_argv, tshark_fields, wait_clean
+from conftest import (PEERS, PYTHON, comments, file_packets, free_port, ptcap_argv, tshark_fields, wait_clean,
+                      wait_for)
 
 pytestmark = pytest.mark.root      # real BPF, namespaces, daemons
 
@@ -36,32 +37,34 @@ def pids_in(path) -> list[int]:
 
 
 def test_pid_selects_one_process_among_many(peers, capture, tmp_path):
-    peers("udp-server", "9801", "127.0.0.1")
-    wanted = peers("udp-client", "127.0.0.1", "9801")
-    other = peers("udp-client", "127.0.0.1", "9801")
+    port = str(free_port())
+    peers("udp-server", port, "127.0.0.1")
+    wanted = peers("udp-client", "127.0.0.1", port)
+    other = peers("udp-client", "127.0.0.1", port)
     out = tmp_path / "o.pcapng"
     cap = capture("-i", "lo", "-w", str(out), "--pid", str(wanted.pid), "-Q", "out")
     for _ in range(3):
         other.say("send 10")
         wanted.say("send 10")
         other.say("send 10")
-    time.sleep(0.2)
+    wait_for(lambda: len(file_packets(out)) >= 3, what="the wanted client's 3 datagrams in the file")
     _, err = cap.stop()
     assert pids_in(out) == [wanted.pid] * 3
     assert "3 packets received by filter" in err    # the others never left the kernel
 
 
 def test_pname_selects_processes_started_later(peers, capture, tmp_path):
-    peers("udp-server", "9802", "127.0.0.1")
+    port = str(free_port())
+    peers("udp-server", port, "127.0.0.1")
     out = tmp_path / "o.pcapng"
     link = tmp_path / "pingtool"          # a program whose comm is "pingtool"
     link.symlink_to(os.path.realpath(PYTHON))
     cap = capture("-i", "lo", "-w", str(out), "--pname", "pingtool", "-Q", "out")
-    other = peers("udp-client", "127.0.0.1", "9802")
+    other = peers("udp-client", "127.0.0.1", port)
     other.say("send 10")
-    done = subprocess.run([str(link), "-c", ONE_SHOT, "9802", "0"], timeout=20)
+    done = subprocess.run([str(link), "-c", ONE_SHOT, port, "0"], timeout=20)
     assert done.returncode == 0
-    time.sleep(0.2)
+    wait_for(lambda: len(file_packets(out)) >= 2, what="pingtool's 2 datagrams in the file")
     cap.stop()
     rows = [comments(c) for (c,) in tshark_fields(out, "frame.comment")]
     assert len(rows) == 2                 # parent and forked child, both named pingtool
@@ -69,26 +72,28 @@ def test_pname_selects_processes_started_later(peers, capture, tmp_path):
 
 
 def test_uid_selects_a_user(peers, capture, tmp_path):
-    peers("udp-server", "9803", "127.0.0.1")
+    port = str(free_port())
+    peers("udp-server", port, "127.0.0.1")
     out = tmp_path / "o.pcapng"
     cap = capture("-i", "lo", "-w", str(out), "--uid", "65534", "-Q", "out")
     as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    subprocess.run(as_nobody + [PYTHON, "-c", ONE_SHOT, "9803", "0"], check=True, timeout=20, cwd="/")
-    subprocess.run([PYTHON, "-c", ONE_SHOT, "9803", "0"], check=True, timeout=20)  # root: not captured
-    time.sleep(0.2)
+    subprocess.run(as_nobody + [PYTHON, "-c", ONE_SHOT, port, "0"], check=True, timeout=20, cwd="/")
+    subprocess.run([PYTHON, "-c", ONE_SHOT, port, "0"], check=True, timeout=20)  # root: not captured
+    wait_for(lambda: len(file_packets(out)) >= 2, what="nobody's 2 datagrams in the file")
     cap.stop()
     rows = [comments(c) for (c,) in tshark_fields(out, "frame.comment")]
     assert len(rows) == 2 and all(r["UserId"] == "65534" and r["UserName"] == "nobody" for r in rows)
 
 
 def test_follow_forks_of_a_pid(peers, capture, tmp_path):
-    peers("udp-server", "9804", "127.0.0.1")
-    parent = subprocess.Popen([PYTHON, "-c", "import sys; sys.stdin.readline()\n" + ONE_SHOT, "9804", "0"],
+    port = str(free_port())
+    peers("udp-server", port, "127.0.0.1")
+    parent = subprocess.Popen([PYTHON, "-c", "import sys; sys.stdin.readline()\n" + ONE_SHOT, port, "0"],
                               stdin=subprocess.PIPE, text=True)
     out = tmp_path / "o.pcapng"
     cap = capture("-i", "lo", "-w", str(out), "--pid", str(parent.pid), "-f", "-Q", "out")
     parent.communicate("go\n", timeout=20)
-    time.sleep(0.2)
+    wait_for(lambda: len(file_packets(out)) >= 2, what="the parent's and the child's datagrams in the file")
     cap.stop()
     got = pids_in(out)
     assert len(got) == 2 and got[0] == parent.pid and got[1] != parent.pid

@@ -21,6 +21,8 @@ import pytest
 
 from conftest import ROOT, _descendants, run, wait_clean
 
+pytestmark = pytest.mark.root      # installs system-wide, makes users, namespaces
+
 PREFIX = Path("/opt/ptcap")
 HELPER = PREFIX / "libexec" / "ptcap-capture"
 PORTS = iter(range(20300, 20400))

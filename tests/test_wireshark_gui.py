@@ -23,6 +23,8 @@ import pytest
 from conftest import ROOT, run, wait_clean
 from test_wireshark_desktop import userdel
 
+pytestmark = pytest.mark.root      # installs system-wide, makes users, namespaces
+
 DRIVER = ROOT / "tests" / "wireshark_gui_driver.py"
 TOOLS = ("Xvfb", "wireshark", "xdotool", "dbus-run-session", "convert", "import", "gdbus")
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from ptcap.kernel import bpf
 from ptcap.filter import compiler as pcapfilter
+from ptcap.filter import translate as pcaptranslate
 from ptcap.kernel import interfaces
 from ptcap.kernel import libbpf
 from ptcap.kernel import hooks as hookmod
@@ -243,7 +244,7 @@ class Session:
         backend = self.config.backend
         prog_type = bpf.ProgType.CGROUP_SKB if backend == "cgroup-skb" else bpf.ProgType.SCHED_CLS
         ret = 1 if backend == "cgroup-skb" else _TC_NEXT
-        code = pcapfilter.entry_program(self._classic[linktype], prog_type=prog_type,
+        code = pcaptranslate.entry_program(self._classic[linktype], prog_type=prog_type,
                                         prog_array_fd=self._progs_fd, index=_SLOTS[backend, direction],
                                         accept_ret=ret, reject_ret=ret, cb_values=cb_values)
         return bpf.prog_load(prog_type, code, name=f"ptcap_filter_{direction}")
