@@ -48,6 +48,8 @@ class Admission:
     def open(self, prefix: str = "") -> None:
         """Load and attach the mkdir program (prefix: --container-id, matched in the kernel)."""
         try:
+            # optional, so checked here: a wrong object costs the admission only
+            records.check_object(libbpf.objects_dir() / "cgroups.bpf.o")
             obj = self._obj = libbpf.Object("cgroups")
             obj.reuse_map("ptcap_who_cgroups", self._cgroups_fd)
             obj.load()

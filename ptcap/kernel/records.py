@@ -315,7 +315,7 @@ _checked: set[str] = set()
 
 
 def check_objects(directory: str | Path, names: tuple[str, ...] = ("records", "capture", "hooks", "procs",
-                                                                     "sockowner", "cgroups")) -> None:
+                                                                     "sockowner")) -> None:
     """At load: every built object of `directory` that exists, once per process; records.bpf.o
     (which holds every type of ptcap.h) must exist."""
     directory = Path(directory)

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ptcap.meta.runtimes.containerd import ContainerdResolver, ContainerdWatcher
-from ptcap.meta.containers import CgroupContainer, ContainerFinder
-from ptcap.meta.containers import ContainerInfo
+from ptcap.meta.containers import CgroupContainer, ContainerFinder, ContainerInfo
 from ptcap.meta.registry import ContainerRegistry
+from ptcap.meta.runtimes.containerd import ContainerdResolver, ContainerdWatcher
 from ptcap.meta.runtimes.cri import CRIResolver, CRIWatcher
 from ptcap.meta.runtimes.docker_engine import DockerResolver, DockerWatcher
 from ptcap.meta.runtimes.kubernetes import KubernetesAPI, PodInfo, pod_from_labels
