@@ -39,11 +39,11 @@ _CONFIG = records.CONFIG.struct
 _TC_NEXT = -1                           # TC_ACT_UNSPEC = TCX_NEXT: the packet goes on untouched
 
 
-@dataclass
 class InterfaceGone(PtcapError):
     """An interface went away between being listed and being attached to."""
 
 
+@dataclass
 class CaptureConfig:
     interfaces: list[str] | None = None        # -i (None = any)
     direction: str = "inout"                   # -Q
