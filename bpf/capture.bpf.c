@@ -10,6 +10,7 @@
 #include "ptcap.h"
 #include "owners.h"
 #include "ring.h"
+#include "who.h"
 
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
@@ -33,50 +34,6 @@ struct {
 } ptcap_capture_progs SEC(".maps");
 
 struct ptcap_config ptcap_config = {};
-
-/* Process selectors user space fills (see ptcap/who.py). */
-#define WHO_SET(name, key_t, n)				\
-	struct {						\
-		__uint(type, BPF_MAP_TYPE_HASH);		\
-		__uint(max_entries, n);				\
-		__type(key, key_t);				\
-		__type(value, __u8);				\
-	} name SEC(".maps")
-
-WHO_SET(ptcap_who_pids, __u32, 65536);
-WHO_SET(ptcap_who_uids, __u32, 1024);
-WHO_SET(ptcap_who_mntns, __u32, 4096);
-
-struct ptcap_comm_key {
-	char name[PTCAP_COMM_LEN];
-};
-WHO_SET(ptcap_who_comms, struct ptcap_comm_key, 1024);
-
-/* Does the packet's owner match the selectors the user gave? */
-static __always_inline int who_matches(struct ptcap_owner *o)
-{
-	__u32 who = ptcap_config.who;
-
-	if (!who)
-		return 1;
-	if (!o->pid)
-		return 0;
-	if (who & (PTCAP_WHO_PIDS | PTCAP_WHO_COMMS)) {
-		int hit = 0;
-
-		if ((who & PTCAP_WHO_PIDS) && bpf_map_lookup_elem(&ptcap_who_pids, &o->pid))
-			hit = 1;
-		if (!hit && (who & PTCAP_WHO_COMMS) && bpf_map_lookup_elem(&ptcap_who_comms, o->pcomm))
-			hit = 1;
-		if (!hit)
-			return 0;
-	}
-	if ((who & PTCAP_WHO_UIDS) && !bpf_map_lookup_elem(&ptcap_who_uids, &o->uid))
-		return 0;
-	if ((who & PTCAP_WHO_MNTNS) && !bpf_map_lookup_elem(&ptcap_who_mntns, &o->mntns))
-		return 0;
-	return 1;
-}
 
 static __always_inline int owner_from_sock(struct bpf_sock *sk, struct ptcap_owner *out)
 {
@@ -262,7 +219,7 @@ static __always_inline int capture(struct __sk_buff *skb, __u8 dir, __u32 iface_
 		caplen = 262144;
 	hdr.caplen = caplen;
 	find_owner(skb, l2len, dir, cgroup, &hdr.owner);
-	if (!who_matches(&hdr.owner))
+	if (!who_matches(&hdr.owner, ptcap_config.who))
 		return ret;
 
 	count(PTCAP_CNT_RECEIVED);

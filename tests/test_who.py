@@ -139,7 +139,8 @@ def test_selector_errors():
         return subprocess.run(ptcap_argv(*args), capture_output=True, text=True, timeout=30)
 
     assert ptcap("-i", "lo", "--pid", "999999999").stderr == "ptcap: --pid 999999999: no such process\n"
-    assert ptcap("-i", "lo", "-f").stderr == "ptcap: -f follows the children of --pid processes: give --pid\n"
+    assert ptcap("-i", "lo", "-f").stderr == ("ptcap: -f follows the children of selected processes: "
+                                              "give --pid, --pname or --uid\n")
     res = ptcap("-i", "lo", "--", "no-such-command-xyz")
     assert (res.returncode, res.stderr) == (1, "ptcap: no-such-command-xyz: command not found\n")
 
@@ -378,3 +379,64 @@ def test_command_ends_when_ptcap_is_killed(capture):
         time.sleep(0.05)
     assert not os.path.exists(f"/proc/{child}"), "the command outlived ptcap"
     assert wait_clean() == []
+
+
+# A parent that forks a child which becomes another program (and, as root, another user)
+# before it sends: the child matches the parent's selector only through -f.
+FORK_EXEC = """
+import os, sys
+port, drop = sys.argv[1], sys.argv[2] == "drop"
+if os.fork() == 0:
+    if drop:
+        os.setgid(65534)
+        os.setuid(65534)
+    os.execv("/usr/bin/python3", ["/usr/bin/python3", "-c", sys.argv[3], port, "child"])
+os.wait()
+"""
+
+
+def _fork_exec(argv0: str, port: str, drop: bool) -> None:
+    done = subprocess.run([argv0, "-c", FORK_EXEC, port, "drop" if drop else "keep", SAY], timeout=20, cwd="/")
+    assert done.returncode == 0
+
+
+def test_follow_forks_with_pname(peers, capture, tmp_path):
+    """--pname NAME -f: children born after the start to a NAME process, whatever they exec."""
+    peers("udp-server", "21024", "127.0.0.1")
+    link = tmp_path / "forktool"          # a program whose comm is "forktool"
+    link.symlink_to(os.path.realpath(PYTHON))
+    for follow in (False, True):
+        out = tmp_path / f"o{follow}.pcapng"
+        cap = capture("-i", "lo", "-w", str(out), "-Q", "out", "--pname", "forktool",
+                      *(["-f"] if follow else []), "udp dst port 21024")
+        _fork_exec(str(link), "21024", drop=False)
+        subprocess.run([PYTHON, "-c", SAY, "21024", "stranger"], check=True, timeout=20)  # no forktool child
+        time.sleep(0.2)
+        cap.stop()
+        rows = [comments(c) for (c,) in tshark_fields(out, "frame.comment")]
+        if not follow:
+            assert rows == []             # the child is python3 when it sends
+        else:
+            assert len(rows) == 1 and rows[0]["Cmd"] == "/usr/bin/python3" and rows[0]["Args"].endswith("child")
+
+
+def test_follow_forks_with_uid(peers, capture, tmp_path):
+    """--uid 0 -f: a child of a root process stays selected after it becomes nobody."""
+    peers("udp-server", "21025", "127.0.0.1")
+    for follow in (False, True):
+        out = tmp_path / f"o{follow}.pcapng"
+        # nobody's process born before the start (every later one descends from root)
+        stranger = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                     "/usr/bin/python3", "-c", "import sys; sys.stdin.readline()\n" + SAY,
+                                     "21025", "stranger"], stdin=subprocess.PIPE, cwd="/")
+        cap = capture("-i", "lo", "-w", str(out), "-Q", "out", "--uid", "0",
+                      *(["-f"] if follow else []), "udp dst port 21025")
+        _fork_exec(PYTHON, "21025", drop=True)
+        stranger.communicate(b"go\n", timeout=20)
+        time.sleep(0.2)
+        cap.stop()
+        rows = [comments(c) for (c,) in tshark_fields(out, "frame.comment")]
+        if not follow:
+            assert rows == []
+        else:
+            assert [(r["UserId"], r["Args"].split()[-1]) for r in rows] == [("65534", "child")]

@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     flt.add_argument("--uid", action="append", type=int, default=[], metavar="UID",
                      help="capture only packets of this user (repeatable)")
     flt.add_argument("-f", "--follow-forks", action="store_true",
-                     help="also capture the children of --pid processes")
+                     help="also capture the children of selected processes (--pid, --pname, --uid) born from now on")
     flt.add_argument("--container-id", metavar="ID",
                      help="capture only packets of this container (full id or a prefix)")
     flt.add_argument("--container-name", metavar="NAME",

@@ -134,7 +134,7 @@ class Session:
 
         capture = self._load_capture()
         self._who_fds = {name: capture.map_fd(name) for name in
-                         ("ptcap_who_pids", "ptcap_who_uids", "ptcap_who_mntns", "ptcap_who_comms")}
+                         _WHO_MAPS}
         whomod.load(cfg.who, self._who_fds)
         self._ifaces_fd = capture.map_fd("ptcap_ifaces")
         self._progs_fd = capture.map_fd("ptcap_capture_progs")
@@ -164,8 +164,7 @@ class Session:
         capture.load()
         self._capture = capture
         self._attach_attribution(capture.map_fd("ptcap_owners"))
-        self._attach_process_events(capture.map_fd("ptcap_events"), capture.map_fd("ptcap_who_pids"),
-                                    cfg.who.follow)
+        self._attach_process_events(capture, int(cfg.who.bits()) if cfg.who.follow else 0)
         self.ring = RingBuffer(capture.map_fd("ptcap_events"), ring_size)
         self._counters_fd = capture.map_fd("ptcap_counters")
         self._bss_fd = capture.map_fd(".bss")
@@ -349,11 +348,13 @@ class Session:
         except PtcapError as e:
             self.hooks.failed["iter/task_file+tcp+udp"] = str(e)
 
-    def _attach_process_events(self, ring_fd: int, pids_fd: int, follow: bool) -> None:
+    def _attach_process_events(self, capture: libbpf.Object, follow: int) -> None:
+        """Exec/fork/exit events into the capture's ring; with -f (`follow`: the selector
+        bits), the children of selected processes join the capture's selection at fork."""
         obj = libbpf.Object("procs")
         self._objects.append(obj)
-        obj.reuse_map("ptcap_events", ring_fd)
-        obj.reuse_map("ptcap_who_pids", pids_fd)
+        for name in ("ptcap_events", "ptcap_owners") + _WHO_MAPS:
+            obj.reuse_map(name, capture.map_fd(name))
         try:
             obj.load()
         except PtcapError as e:
@@ -362,7 +363,7 @@ class Session:
                 raise PtcapError(f"following forks needs tp_btf/sched_process_fork: {e}") from None
             return
         if follow:
-            bpf.map_update(obj.map_fd(".bss"), struct.pack("<I", 0), struct.pack("<I", 1))
+            bpf.map_update(obj.map_fd(".bss"), struct.pack("<I", 0), struct.pack("<I", follow))
         for prog, hook in (("ptcap_exec", "tp_btf/sched_process_exec"),
                            ("ptcap_fork", "tp_btf/sched_process_fork"),
                            ("ptcap_exit", "tp_btf/sched_process_exit")):
@@ -458,14 +459,16 @@ def probe_hooks() -> HookReport:
         capture.load()
         session.hooks.working.append("tc capture program")
         session._attach_attribution(capture.map_fd("ptcap_owners"))
-        session._attach_process_events(capture.map_fd("ptcap_events"),
-                                       capture.map_fd("ptcap_who_pids"), True)
+        session._attach_process_events(capture, int(whomod.Who.PIDS | whomod.Who.FOLLOW))
     except PtcapError as e:
         session.hooks.failed["capture"] = str(e)
     finally:
         session.close()
     return session.hooks
 
+
+# The selector maps the capture object tests packets against and the process events extend.
+_WHO_MAPS = ("ptcap_who_pids", "ptcap_who_uids", "ptcap_who_mntns", "ptcap_who_comms", "ptcap_who_children")
 
 # The socket-owner tracepoints (program, hook): each optional, the kernel may lack one.
 _OWNER_TRACEPOINTS = (("ptcap_sock_send", "tp_btf/sock_send_length"),
