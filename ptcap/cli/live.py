@@ -484,7 +484,12 @@ def _close_sinks(sinks: list) -> None:
 
 def _list_interfaces(args: argparse.Namespace) -> int:
     """-D: tcpdump's numbered list (with --netns, of those namespaces)."""
-    namespaces = [nsmod.resolve(spec) for spec in args.netns] if args.netns else [nsmod.current()]
+    if args.netns and nsmod.ANY in args.netns:
+        namespaces = [ns for ns in (nsmod.open_visible(i, *v) for i, v in nsmod.visible().items()) if ns]
+    elif args.netns and nsmod.NEWLY in args.netns:
+        raise PtcapError("-D lists the interfaces there are: --netns newly names none yet")
+    else:
+        namespaces = [nsmod.resolve(spec) for spec in args.netns] if args.netns else [nsmod.current()]
     n = 0
     for ns in namespaces:
         for iface in interfaces.in_namespace(ns):
@@ -499,6 +504,11 @@ def _announce(session: Session, snaplen: int, args: argparse.Namespace) -> None:
         sys.stderr.write("ptcap: verbose output suppressed, use -v[v]... for full protocol decode\n")
     names = ", ".join(dict.fromkeys(i.display_name for i in session.ifaces))
     kinds = {i.linktype_name for i in session.ifaces}
+    if not session.ifaces:      # --netns newly: nothing yet
+        sys.stderr.write(f"listening on network namespaces created from now on, "
+                         f"snapshot length {snaplen} bytes\n")
+        sys.stderr.flush()
+        return
     sys.stderr.write(f"listening on {names}, link-type {'/'.join(sorted(kinds))}, "
                      f"snapshot length {snaplen} bytes\n")
     sys.stderr.flush()

@@ -97,6 +97,64 @@ def every() -> list[Netns]:
     return found
 
 
+ANY, NEWLY = "any", "newly"     # --netns: every namespace / only those created after the start
+
+
+def visible() -> dict[int, tuple[str, str]]:
+    """Every network namespace there is now, by inode: (name, path to open). A namespace
+    `ip netns` knows is named as it names it; another (held by its processes only, as
+    `unshare -n` and container runtimes make them) by its inode, as lsns shows it; ptcap's
+    own has the empty name."""
+    found: dict[int, tuple[str, str]] = {}
+    try:
+        found[os.stat("/proc/self/ns/net").st_ino] = ("", "/proc/self/ns/net")
+    except OSError:
+        pass
+    try:
+        names = sorted(os.listdir("/run/netns"))
+    except OSError:
+        names = []
+    for name in names:
+        path = f"/run/netns/{name}"
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if st.st_dev != os.stat("/run/netns").st_dev:      # a bind-mounted namespace file
+            found.setdefault(st.st_ino, (name, path))
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        path = f"/proc/{pid}/ns/net"
+        try:
+            inode = os.stat(path).st_ino
+        except OSError:
+            continue          # gone, or a kernel thread
+        if inode not in found:
+            found[inode] = (str(inode), path)
+    return found
+
+
+def open_visible(inode: int, name: str, path: str) -> Netns | None:
+    """Open a namespace `visible()` listed; None if it is gone or another one by now."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    if os.fstat(fd).st_ino != inode:
+        os.close(fd)
+        return None
+    if not name:
+        os.close(fd)
+        return current()
+    ns = Netns(name, path, fd, inode=inode)
+    try:
+        with inside(ns):
+            ns.cookie = _cookie()
+    except OSError:
+        ns.close()
+        return None
+    return ns
+
+
 _home: int | None = None
 
 

@@ -31,6 +31,7 @@ _IFACE = struct.Struct("<I4x")          # struct ptcap_iface
 _IFACE_KEY = struct.Struct("<QI4x")     # struct ptcap_iface_key
 _CONFIG = struct.Struct("<qI4x")        # struct ptcap_config
 _TC_NEXT = -1                           # TC_ACT_UNSPEC = TCX_NEXT: the packet goes on untouched
+NETNS_SCAN_SECONDS = 0.2                # --netns any/newly: how often to look for new namespaces
 
 
 @dataclass
@@ -103,6 +104,8 @@ class Session:
         self._cgroup_links: list[int] = []
         self._classic: dict[int, pcapfilter.ClassicProgram] = {}
         self._wanted: list[str] = []
+        self._every_ns = ""                       # --netns any / newly
+        self._ns_known: set[int] = set()
         self.ring: RingBuffer | None = None
         self.hook_capture: hookmod.HookCapture | None = None
         self.closed = False
@@ -122,8 +125,17 @@ class Session:
         if cfg.hooks:
             self._open_hooks()
             return
-        self.namespaces = [nsmod.resolve(spec) for spec in cfg.netns] or [nsmod.current()]
-        found = [self._as_seen(i) for i in interfaces.resolve(cfg.interfaces, self.namespaces)]
+        self._every_ns = _every_mode(cfg.netns)
+        if self._every_ns:
+            # --netns any: every namespace there is and will be; newly: those yet to come
+            now = nsmod.visible()
+            self._ns_known = set(now)
+            self.namespaces = ([ns for ns in (nsmod.open_visible(i, *v) for i, v in now.items()) if ns]
+                               if self._every_ns == nsmod.ANY else [])
+            found = [self._as_seen(i) for ns in self.namespaces for i in self._wanted_in(ns)]
+        else:
+            self.namespaces = [nsmod.resolve(spec) for spec in cfg.netns] or [nsmod.current()]
+            found = [self._as_seen(i) for i in interfaces.resolve(cfg.interfaces, self.namespaces)]
         # Compile filters first: a bad expression fails before anything touches the kernel.
         linktypes = {LinkType.RAW} if cfg.backend == "cgroup-skb" else {i.linktype for i in found}
         self._classic = {lt: pcapfilter.compile_filter(cfg.expression, lt, cfg.snaplen) for lt in linktypes}
@@ -149,9 +161,10 @@ class Session:
             self._attach_cgroup(cgroot)
         for iface in found:
             self._add(iface)
-        if self._any:
+        if self._any or self._every_ns:
             for ns in self.namespaces:
                 nsmod.watch(ns)
+        self._ns_scanned = time.monotonic()
 
     def _load_capture(self) -> libbpf.Object:
         """The capture object (ring, counters, socket owners) with the attribution and
@@ -255,11 +268,46 @@ class Session:
         for fd in self._attached.pop(key, []):
             _close(fd)
 
+    def _wanted_in(self, ns: Netns) -> list[NetInterface]:
+        """--netns any/newly: the -i interfaces of one namespace (those it has)."""
+        present = interfaces.in_namespace(ns)
+        if self._any:
+            return present
+        return [i for i in present if i.name in self.config.interfaces]
+
+    def _follow_namespaces(self) -> list[NetInterface]:
+        """--netns any/newly: take namespaces created since the last look, and let go of
+        those that are gone (a namespace we held open would outlive its `ip netns del`)."""
+        now = time.monotonic()
+        if now - self._ns_scanned < NETNS_SCAN_SECONDS:
+            return []
+        self._ns_scanned = now
+        there = nsmod.visible()
+        self._ns_known &= set(there)      # a gone namespace's inode may be handed out again
+        added = []
+        for ns in [n for n in self.namespaces if n.inode not in there]:
+            for key in [k for k in self._attached if k[0] == ns.inode]:
+                self._remove(key)
+            self.namespaces.remove(ns)
+            ns.close()
+        for inode, (name, path) in there.items():
+            if inode in self._ns_known:
+                continue
+            ns = nsmod.open_visible(inode, name, path)
+            if ns is None:
+                continue          # gone again already: look next time
+            self._ns_known.add(inode)
+            self.namespaces.append(ns)
+            nsmod.watch(ns)
+            added += [i for i in map(self._as_seen, self._wanted_in(ns)) if self._take(i)]
+        return added
+
     def refresh(self) -> list[NetInterface]:
-        """Follow interfaces coming and going (-i any); returns the ones newly taken."""
+        """Follow interfaces coming and going (-i any) and, with --netns any/newly, namespaces;
+        returns the interfaces newly taken."""
         if self.closed or self.config.hooks:
             return []
-        added = []
+        added = self._follow_namespaces() if self._every_ns else []
         for ns in self.namespaces:
             if not nsmod.changed(ns):
                 continue
@@ -267,7 +315,8 @@ class Session:
             for key in [k for k in self._attached if k[0] == ns.inode and k not in present]:
                 self._remove(key)
             for key, iface in present.items():
-                if key not in self._attached and self._any and self._take(iface):
+                wanted = self._any or (self._every_ns and iface.name in self.config.interfaces)
+                if key not in self._attached and wanted and self._take(iface):
                     added.append(iface)
         return added
 
@@ -474,6 +523,18 @@ _WHO_MAPS = ("ptcap_who_pids", "ptcap_who_uids", "ptcap_who_mntns", "ptcap_who_c
 _OWNER_TRACEPOINTS = (("ptcap_sock_send", "tp_btf/sock_send_length"),
                       ("ptcap_tcp_send", "tp_btf/tcp_sendmsg_locked"),
                       ("ptcap_sock_recv", "tp_btf/sock_recv_length"))
+
+
+def _every_mode(specs: list[str]) -> str:
+    """--netns any / --netns newly (alone: they already name every namespace), or ''."""
+    modes = [s for s in specs if s in (nsmod.ANY, nsmod.NEWLY)]
+    if not modes:
+        return ""
+    if len(specs) > 1:
+        raise PtcapError(f"--netns {modes[0]} takes every namespace"
+                         f"{'' if modes[0] == nsmod.ANY else ' created from now on'}: "
+                         "give no other --netns")
+    return modes[0]
 
 
 def _has_tracepoint(hook: str) -> bool:
