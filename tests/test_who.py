@@ -100,11 +100,13 @@ def test_command_is_captured_with_descendants_and_its_status_returned(peers, tmp
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 7, err
     rows = [comments(c) for (c,) in tshark_fields(out, "frame.comment")]
-    # parent and child each send a datagram (out) and get the echo (in); the server's copies
-    # on lo (its receive and its send) belong to the server and are not captured
+    # parent and child each send a datagram and get the echo: on lo one copy of each, the
+    # echo's own process the server's, its receiver the command's
     assert len(rows) == 4, err
-    assert {r["Args"].split()[-1] for r in rows} == {"7"}
-    assert len({r["PID"] for r in rows}) == 2
+    ends = [r if r["Args"].split()[-1] == "7" else {k[len("Receiver"):]: v for k, v in r.items()
+                                                   if k.startswith("Receiver")} for r in rows]
+    assert {e["Args"].split()[-1] for e in ends} == {"7"}
+    assert len({e["PID"] for e in ends}) == 2
     assert wait_clean() == []
 
 

@@ -22,12 +22,12 @@ from ptcap.meta.runtimes.kubernetes import parse_pod_selector
 from ptcap.meta.metadata import Metadata
 from ptcap.kernel.selectors import ContainerSelector, WhoFilter
 from ptcap.meta.context import Part
-from ptcap.pipeline.decoder import OWNER_LEN, decode, split
+from ptcap.pipeline.decoder import decode, split, split_key
 from ptcap.kernel import hooks as hookmod
 from ptcap.errors import PtcapError
 from ptcap.pipeline.packet import Direction, Packet
 from ptcap.formats.pcapng import Interface, PcapngWriter, PcapWriter
-from ptcap.meta.processes import ProcessTable
+from ptcap.meta.processes import NO_OWNER, ProcessTable
 from ptcap.sinks.rotation import Rotation, parse_size
 
 POLL_SECONDS = 0.05     # longest a record waits in the ring when traffic is light
@@ -72,9 +72,10 @@ class FileSink:
         self.finished = False         # -G with -W: all files written, capture ends
 
     def _comments(self, key: bytes) -> list[str]:
-        """A record key is the owner, then the hook info (drop location and reason)."""
-        owner, info = key[:OWNER_LEN], key[OWNER_LEN:]
-        ctx = self._names.join(self._table.context(owner), owner, info)
+        """A record key is the owner, the hook info (drop location and reason), the marks
+        and the peer (the other local end)."""
+        owner, info, marks, peer = split_key(key)
+        ctx = self._names.join(self._table.joined(owner, marks, peer), owner, info)
         return ctx.comments(self._parts) if ctx is not None else []
 
     def _forget(self, owner: bytes) -> None:
@@ -181,12 +182,14 @@ class PrintSink:
 
     def write(self, buf, offsets: list[int]) -> None:
         context = self._table.context
+        joined = self._table.joined
         join = self._names.join
         no_info = hookmod.NO_INFO
+        no_peer = NO_OWNER
         ifaces = self._ifaces
-        for ts, iface_id, direction, length, data, owner, info in decode(buf, offsets, []):
+        for ts, iface_id, direction, length, data, owner, info, marks, peer in decode(buf, offsets, []):
             iface = ifaces[iface_id]
-            ctx = context(owner)
+            ctx = context(owner) if not marks and peer == no_peer else joined(owner, marks, peer)
             if info != no_info:
                 ctx = join(ctx, owner, info)
             self._printer.print_packet(Packet(ts, data, length, iface.linktype, iface.display_name,
@@ -248,7 +251,7 @@ def capture(args: argparse.Namespace) -> int:
     config = CaptureConfig(interfaces=args.interfaces, direction=args.direction, snaplen=snaplen,
                            expression=expression, ring_kib=args.buffer_kib, who=who,
                            backend=args.backend, netns=args.netns or [], hooks=hooks,
-                           hook_rate=args.hook_rate)
+                           hook_rate=args.hook_rate, loopback_twice=args.loopback_twice)
     table = ProcessTable(metadata)
     sinks: list = []
     if args.write:

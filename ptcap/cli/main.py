@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="interface to capture on (repeatable; 'any' = every interface)")
     cap.add_argument("-Q", "--direction", choices=("in", "out", "inout"), default="inout",
                      help="capture only received (in), sent (out) or both (inout)")
+    cap.add_argument("--loopback-twice", action="store_true",
+                     help="capture each loopback packet twice, leaving (sender's process) and arriving "
+                          "(receiver's), instead of once with both")
     cap.add_argument("-s", "--snapshot-length", dest="snaplen", type=int, default=262144,
                      metavar="SNAPLEN", help="bytes of each packet to capture (default 262144)")
     cap.add_argument("-c", dest="count", type=int, metavar="N", help="exit after N packets")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Callable
 
 from ptcap import __version__
-from ptcap.pipeline.decoder import CAPLEN_AT, DIR_AT, EPB_AT, HEADER_LEN, KEY_AT, KEY_END, OWNER_LEN
+from ptcap.pipeline.decoder import CAPLEN_AT, DIR_AT, EPB_AT, HEADER_LEN, KEY_AT, KEY_END, OWNER_LEN, PEER_AT
 from ptcap.errors import PtcapError
 from ptcap.pipeline.packet import Direction
 
@@ -126,6 +126,9 @@ class PcapngWriter:
             entry.append((32 + len(opts), tuple(pad + opts for pad in _PADS)))
         self._opts[key] = entry
         self._keys.setdefault(key[:OWNER_LEN], []).append(key)
+        peer = key[PEER_AT:PEER_AT + OWNER_LEN]
+        if peer != _NO_PEER:
+            self._keys.setdefault(peer, []).append(key)
         return entry
 
     def write_records(self, buf, offsets: list[int], limit: int = 1 << 62) -> int:
@@ -171,12 +174,14 @@ class PcapngWriter:
         self._keys.clear()
 
     def forget_owner(self, owner: bytes) -> None:
-        """Drop the cached options of one owner record (its process exec'd or is gone)."""
+        """Drop the cached options of one owner record, the packet's or its peer's (its
+        process exec'd or is gone)."""
         for key in self._keys.pop(owner, ()):
             self._opts.pop(key, None)
 
 
 _PADS = (b"", b"\0", b"\0\0", b"\0\0\0")   # by number of padding bytes
+_NO_PEER = bytes(OWNER_LEN)
 _EPB_TYPE = _U32.pack(6)
 # direction, options key and caplen of a kernel packet record (ptcap.decoder's layout)
 assert DIR_AT + 1 == KEY_AT

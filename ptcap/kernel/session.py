@@ -27,9 +27,11 @@ from ptcap.pipeline.ringbuf import RingBuffer, round_size
 from ptcap.kernel.selectors import WhoFilter
 from ptcap.kernel import selectors as whomod
 
-_IFACE = struct.Struct("<I4x")          # struct ptcap_iface
+_IFACE = struct.Struct("<II")           # struct ptcap_iface
+# enum ptcap_iface_flags
+IFACE_LOCAL, IFACE_ONE_COPY, IFACE_PEER_NSID_SHIFT = 1, 2, 16
 _IFACE_KEY = struct.Struct("<QI4x")     # struct ptcap_iface_key
-_CONFIG = struct.Struct("<qI4x")        # struct ptcap_config
+_CONFIG = struct.Struct("<qII")         # struct ptcap_config
 _TC_NEXT = -1                           # TC_ACT_UNSPEC = TCX_NEXT: the packet goes on untouched
 NETNS_SCAN_SECONDS = 0.2                # --netns any/newly: how often to look for new namespaces
 
@@ -47,6 +49,7 @@ class CaptureConfig:
     hooks: list[str] = field(default_factory=list)      # --hook: kernel hook points instead of interfaces
     hook_rate: int = 0                                  # --hook-rate: events/s at most (0 = no limit)
     backtrace: bool = False                             # ptcap backtrace: count stacks, no packets
+    loopback_twice: bool = False                        # each loopback packet leaving and arriving
 
 
 @dataclass
@@ -160,7 +163,10 @@ class Session:
         if cfg.backend == "cgroup-skb":
             self._attach_cgroup(cgroot)
         for iface in found:
-            self._add(iface)
+            if self._any or self._every_ns:
+                self._take(iface)     # one that went away meanwhile is not an error
+            else:
+                self._add(iface)
         if self._any or self._every_ns:
             for ns in self.namespaces:
                 nsmod.watch(ns)
@@ -176,7 +182,7 @@ class Session:
         capture.set_max_entries("ptcap_events", ring_size)
         capture.load()
         self._capture = capture
-        self._attach_attribution(capture.map_fd("ptcap_owners"))
+        self._attach_attribution(capture)
         self._attach_process_events(capture, int(cfg.who.bits()) if cfg.who.follow else 0)
         self.ring = RingBuffer(capture.map_fd("ptcap_events"), ring_size)
         self._counters_fd = capture.map_fd("ptcap_counters")
@@ -244,14 +250,18 @@ class Session:
         self.ifaces.append(iface)
         if self.on_new_interface is not None:
             self.on_new_interface(iface_id, iface)
+        flags = self._flags(iface)
         if self.config.backend == "cgroup-skb":
             bpf.map_update(self._ifaces_fd, _IFACE_KEY.pack(iface.netns.cookie, iface.ifindex),
-                           _IFACE.pack(iface_id))
+                           _IFACE.pack(iface_id, flags))
             self._attached[iface.key] = []
             return
         links = []
         for d in self._wanted:
-            prog = self._entry(iface.linktype, d, (iface_id, iface.l2len))
+            if d == "in" and flags & IFACE_ONE_COPY:
+                continue      # loopback: the leaving copy has both ends
+            peer_inode = iface.peer.inode if iface.peer is not None else 0
+            prog = self._entry(iface.linktype, d, (iface_id, iface.l2len, flags, peer_inode))
             attach = bpf.AttachType.TCX_INGRESS if d == "in" else bpf.AttachType.TCX_EGRESS
             try:
                 with nsmod.inside(iface.netns):
@@ -263,6 +273,18 @@ class Session:
             finally:
                 _close(prog)    # the link holds the program: it goes when the interface does
         self._attached[iface.key] = links
+
+    def _flags(self, iface: NetInterface) -> int:
+        """What the kernel side looks for at the other end of an interface's packets: the
+        local receiver (loopback, veth), and on loopback, one copy of each packet."""
+        flags = 0
+        if iface.loopback:
+            flags |= IFACE_LOCAL
+            if self.config.direction == "inout" and not self.config.loopback_twice:
+                flags |= IFACE_ONE_COPY
+        if iface.peer is not None:
+            flags |= IFACE_LOCAL | ((iface.peer.nsid + 1) & 0xFFFF) << IFACE_PEER_NSID_SHIFT
+        return flags
 
     def _remove(self, key: tuple[int, int]) -> None:
         for fd in self._attached.pop(key, []):
@@ -348,11 +370,12 @@ class Session:
         nsmod.watch(ns)
         return [i for i in map(self._as_seen, interfaces.in_namespace(ns)) if self._take(i)]
 
-    def _attach_attribution(self, owners_fd: int) -> None:
+    def _attach_attribution(self, capture: libbpf.Object) -> None:
         """Socket → process hooks. Each is optional: a kernel without one still captures."""
         obj = libbpf.Object("sockowner")
         self._objects.append(obj)
-        obj.reuse_map("ptcap_owners", owners_fd)
+        for name in ("ptcap_owners", "ptcap_conns"):
+            obj.reuse_map(name, capture.map_fd(name))
         cgroot = v2_mount()
         if cgroot is None:
             obj.program("ptcap_sock_create").set_autoload(False)
@@ -427,7 +450,9 @@ class Session:
     def sync_clock(self) -> None:
         """Tell the kernel side the current CLOCK_REALTIME - CLOCK_MONOTONIC (NTP moves it)."""
         offset = wall_clock_offset()
-        bpf.map_update(self._bss_fd, struct.pack("<I", 0), _CONFIG.pack(offset, self._who_bits))
+        cfg = self.config
+        peer_selects = int(cfg.direction == "inout" and not cfg.loopback_twice)
+        bpf.map_update(self._bss_fd, struct.pack("<I", 0), _CONFIG.pack(offset, self._who_bits, peer_selects))
         if self.hook_capture is not None:
             self.hook_capture.sync_clock(offset)
 
@@ -507,7 +532,7 @@ def probe_hooks() -> HookReport:
         capture.set_max_entries("ptcap_events", round_size(1024))
         capture.load()
         session.hooks.working.append("tc capture program")
-        session._attach_attribution(capture.map_fd("ptcap_owners"))
+        session._attach_attribution(capture)
         session._attach_process_events(capture, int(whomod.Who.PIDS | whomod.Who.FOLLOW))
     except PtcapError as e:
         session.hooks.failed["capture"] = str(e)
@@ -522,7 +547,8 @@ _WHO_MAPS = ("ptcap_who_pids", "ptcap_who_uids", "ptcap_who_mntns", "ptcap_who_c
 # The socket-owner tracepoints (program, hook): each optional, the kernel may lack one.
 _OWNER_TRACEPOINTS = (("ptcap_sock_send", "tp_btf/sock_send_length"),
                       ("ptcap_tcp_send", "tp_btf/tcp_sendmsg_locked"),
-                      ("ptcap_sock_recv", "tp_btf/sock_recv_length"))
+                      ("ptcap_sock_recv", "tp_btf/sock_recv_length"),
+                      ("ptcap_tcp_state", "tp_btf/inet_sock_set_state"))
 
 
 def _every_mode(specs: list[str]) -> str:
