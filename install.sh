@@ -12,7 +12,8 @@ die() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
 
 PACKAGES=(clang llvm make libbpf1 libbpf-dev bpftool libpcap0.8 libpcap-dev
           tshark tcpdump iproute2 iptables nftables python3 python3-venv psmisc
-          docker.io busybox-static file)
+          docker.io busybox-static file libcap2-bin
+          wireshark-qt xvfb xauth xdotool imagemagick dbus at-spi2-core python3-pyatspi)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -36,6 +37,26 @@ say "installing the ptcap package into .venv"
 
 say "building BPF objects"
 make -s -C bpf
+
+# The kernel matrix (.ci/kernels): qemu, the Debian 12 kernels it boots (the versions README's
+# "Kernels" section was verified on) and virtme-ng, in a venv of its own.
+KERNEL_PACKAGES=(${PTCAP_KERNEL_PACKAGES:-qemu-system-x86 linux-image-6.1.0-57-amd64 linux-image-6.12.117+deb12-amd64})
+VNG_VENV=${VNG_VENV:-/opt/vng-venv}
+missing=()
+for p in "${KERNEL_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing the kernel matrix's packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null
+fi
+if [ ! -x "$VNG_VENV/bin/vng" ]; then
+  say "installing virtme-ng into $VNG_VENV"
+  "$PY" -m venv "$VNG_VENV"
+  "$VNG_VENV/bin/pip" install -q --disable-pip-version-check virtme-ng </dev/null
+fi
 
 # Wireshark integration (extcap + Lua dissector), when present in this tree.
 if [ -x extcap/install-wireshark.sh ]; then

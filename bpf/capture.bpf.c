@@ -52,7 +52,13 @@ static __always_inline int owner_from_sock(struct bpf_sock *sk, struct ptcap_own
 	return 1;
 }
 
-extern void *bpf_cast_to_kern_ctx(void *ctx) __ksym;
+/* An skb program's context pointer is the kernel's sk_buff: read through it with CO-RE probe
+ * reads (allowed with CAP_PERFMON). bpf_cast_to_kern_ctx would say the same, but that kfunc
+ * came with 6.2 and a missing kfunc fails the whole object. */
+static __always_inline struct sk_buff *kernel_skb(struct __sk_buff *ctx)
+{
+	return (struct sk_buff *)ctx;
+}
 
 #define PF_KTHREAD 0x00200000
 
@@ -82,7 +88,7 @@ static __always_inline int owner_of_sender(struct __sk_buff *ctx, struct bpf_soc
 		task = bpf_get_current_task_btf();
 		if ((__u32)BPF_CORE_READ(task, pid) != o->tid &&
 		    !(BPF_CORE_READ(task, flags) & PF_KTHREAD)) {
-			skb = bpf_cast_to_kern_ctx(ctx);
+			skb = kernel_skb(ctx);
 			task_ns = BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
 			sock_ns = BPF_CORE_READ(skb, sk, __sk_common.skc_net.net, ns.inum);
 			dev_ns = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
@@ -189,7 +195,7 @@ static __always_inline int owner_by_lookup(struct __sk_buff *skb, struct flow *f
 /* The network namespace (inode) of the device a packet is on. */
 static __always_inline __u32 dev_netns(struct __sk_buff *ctx)
 {
-	struct sk_buff *skb = bpf_cast_to_kern_ctx(ctx);
+	struct sk_buff *skb = kernel_skb(ctx);
 
 	return BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
 }
@@ -293,7 +299,7 @@ static __always_inline int forwarded_end(struct __sk_buff *ctx, struct flow *f, 
 	if (flow_owner(&k, out))
 		return 1;
 	if (bpf_core_field_exists(((struct sk_buff *)0)->_nfct)) {
-		struct sk_buff *skb = bpf_cast_to_kern_ctx(ctx);
+		struct sk_buff *skb = kernel_skb(ctx);
 		unsigned long nfct = BPF_CORE_READ(skb, _nfct);
 		struct nf_conn *ct = (struct nf_conn *)(nfct & NFCT_PTRMASK);
 		int reply = (nfct & 7) >= IP_CT_IS_REPLY;
@@ -505,13 +511,25 @@ int ptcap_tc_egress(struct __sk_buff *skb)
 /* cgroup_skb on the v2 root sees every namespace: take only the interfaces asked for.
  * (No attach type in the section: both directions share one prog array with the
  * attach-type-less entry programs, and a prog array takes only one kind.) */
+/* The packet's network namespace, read from its device (else its socket): the helper
+ * bpf_get_netns_cookie takes an skb only from 6.14 on. */
+static __always_inline __u64 netns_cookie(struct __sk_buff *ctx)
+{
+	struct sk_buff *skb = kernel_skb(ctx);
+	struct net_device *dev = BPF_CORE_READ(skb, dev);
+
+	if (dev)
+		return BPF_CORE_READ(dev, nd_net.net, net_cookie);
+	return BPF_CORE_READ(skb, sk, __sk_common.skc_net.net, net_cookie);
+}
+
 static __always_inline int capture_cgroup(struct __sk_buff *skb, __u8 dir)
 {
 	struct ptcap_iface_key key = {};
 	struct ptcap_iface *iface;
 	struct where w = {};
 
-	key.netns_cookie = bpf_get_netns_cookie(skb);
+	key.netns_cookie = netns_cookie(skb);
 	key.ifindex = skb->ifindex;
 	iface = bpf_map_lookup_elem(&ptcap_ifaces, &key);
 	if (!iface)

@@ -298,23 +298,33 @@ dropped:
 #define PTCAP_HOOK_netif_receive_skb PTCAP_HOOK_NETIF_RECEIVE_SKB
 #define PTCAP_HOOK_tcp_retransmit_skb PTCAP_HOOK_TCP_RETRANSMIT_SKB
 #define PTCAP_HOOK_tcp_send_reset PTCAP_HOOK_TCP_SEND_RESET
+#define PTCAP_HOOK_dev_direct_xmit PTCAP_HOOK_DEV_DIRECT_XMIT
 
 PROGS(kfree_skb)
+/* rx_sk, the socket a received packet was dropped for (a full receive buffer names its
+ * process), is the tracepoint's 4th argument from 6.11 on; before, only its own socket. */
 SEC("tp_btf/kfree_skb")
-int BPF_PROG(ptcap_hook_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason,
-	     struct sock *rx_sk)
+int ptcap_hook_kfree_skb(unsigned long long *ctx)
 {
-	/* rx_sk: the socket a received packet was dropped for (a full receive buffer names
-	 * its process); sent packets still carry their own socket */
-	return take(ctx, &ptcap_progs_kfree_skb, skb, (__u64)location, reason, 0,
+	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	struct sock *rx_sk = 0;
+
+	if (bpf_core_field_exists(struct trace_event_raw_kfree_skb, rx_sk))
+		rx_sk = (struct sock *)ctx[3];
+	return take(ctx, &ptcap_progs_kfree_skb, skb, ctx[1], (__u32)ctx[2], 0,
 		    rx_sk ? rx_sk : skb->sk);
 }
 
 PROGS(consume_skb)
+/* location is the tracepoint's 2nd argument from 6.3 on; before, only the skb. */
 SEC("tp_btf/consume_skb")
-int BPF_PROG(ptcap_hook_consume_skb, struct sk_buff *skb, void *location)
+int ptcap_hook_consume_skb(unsigned long long *ctx)
 {
-	return take(ctx, &ptcap_progs_consume_skb, skb, (__u64)location, 0, 0, 0);
+	__u64 location = 0;
+
+	if (bpf_core_field_exists(struct trace_event_raw_consume_skb, location))
+		location = ctx[1];
+	return take(ctx, &ptcap_progs_consume_skb, (struct sk_buff *)ctx[0], location, 0, 0, 0);
 }
 
 PROGS(net_dev_queue)
@@ -351,6 +361,28 @@ SEC("tp_btf/tcp_send_reset")
 int BPF_PROG(ptcap_hook_tcp_send_reset, struct sock *sk, struct sk_buff *skb)
 {
 	return take(ctx, &ptcap_progs_tcp_send_reset, skb, 0, 0, PTCAP_DIR_IN, sk);
+}
+
+/* Direct transmits (PACKET_QDISC_BYPASS, AF_XDP copy mode) skip the qdisc and xmit_one, so
+ * no tracepoint sees them: fentry on __dev_direct_xmit does, where the kernel has BPF
+ * trampolines. Its emit program attaches to the same function (one prog array, one target). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, PTCAP_SLOT_MAX);
+	__type(key, __u32);
+	__type(value, __u32);
+} ptcap_progs_dev_direct_xmit SEC(".maps");
+
+SEC("fentry/__dev_direct_xmit")
+int ptcap_emit_dev_direct_xmit(void *ctx)
+{
+	return emit(ctx, PTCAP_HOOK_DEV_DIRECT_XMIT);
+}
+
+SEC("fentry/__dev_direct_xmit")
+int BPF_PROG(ptcap_hook_dev_direct_xmit, struct sk_buff *skb, __u16 queue_id)
+{
+	return take(ctx, &ptcap_progs_dev_direct_xmit, skb, 0, 0, PTCAP_DIR_OUT, 0);
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -1,5 +1,6 @@
 /* The records the kernel side hands to user space: one header owns each struct.
- * ptcap/records.py mirrors these layouts; keep the two in step. */
+ * ptcap/kernel/records.py declares them once for user space and checks them
+ * against the objects' BTF at load (bpf/records.bpf.c keeps every type here in its BTF). */
 #ifndef PTCAP_H
 #define PTCAP_H
 
@@ -101,6 +102,7 @@ enum ptcap_hook {
 	PTCAP_HOOK_NETIF_RECEIVE_SKB = 4,
 	PTCAP_HOOK_TCP_RETRANSMIT_SKB = 5,
 	PTCAP_HOOK_TCP_SEND_RESET = 6,
+	PTCAP_HOOK_DEV_DIRECT_XMIT = 7,	/* fentry: kernels with BPF trampolines */
 	PTCAP_HOOK_MAX,
 };
 
@@ -140,7 +142,6 @@ struct ptcap_hook_config {
 	__u32 rate;		/* events per second at most (0 = no limit) */
 	__u32 backtrace;	/* 1: count kernel stacks instead of emitting packets */
 	__u32 iface_id[PTCAP_HOOK_MAX];	/* pcapng id of each hook's Ethernet interface; raw IP is +1 */
-	__u32 _pad;
 };
 
 #define PTCAP_FILENAME_LEN 256

@@ -49,10 +49,12 @@ static __always_inline __u64 ring_wakeup(__u64 size)
 			goto dropped;							\
 		__builtin_memcpy(&r->h, &hdr, sizeof(hdr));				\
 		n = caplen;								\
-		/* clamp in the register the helper gets, so the verifier sees it */	\
-		asm volatile("if %[n] <= %[max] goto +1; %[n] = %[max]"			\
+		/* clamp to [1, N] in the register the helper gets, so the verifier	\
+		 * sees both ends (6.1's loses a separate n > 0 test) */		\
+		asm volatile("if %[n] <= %[max] goto +1; %[n] = %[max];"		\
+			     "if %[n] > 0 goto +1; %[n] = 1"				\
 			     : [n] "+r"(n) : [max] "i"(N));				\
-		if (n > 0)								\
+		if (caplen > 0)								\
 			COPY(r->data, n);						\
 		bpf_ringbuf_submit(r, wake);						\
 		return RET;								\

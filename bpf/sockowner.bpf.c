@@ -4,6 +4,7 @@
  *  - cgroup/sock_create (on the cgroup v2 root): the creating task, for new sockets;
  *  - tp_btf sock_send_length / sock_recv_length: the task that last sent or received;
  *  - tp_btf tcp_sendmsg_locked: the task about to send on a TCP socket;
+ *    (fentry on sock_sendmsg, sock_recvmsg, tcp_sendmsg_locked where a tracepoint is missing);
  *  - sockets that existed before start: a one-off walk. iter/task_file notes which task holds
  *    each socket inode (in ptcap_walk); iter/tcp and iter/udp, run in every network namespace,
  *    then give each socket that owner. The socket pointer a file walk reaches is untrusted on
@@ -82,6 +83,32 @@ SEC("tp_btf/sock_recv_length")
 int BPF_PROG(ptcap_sock_recv, struct sock *sk, int ret, int flags)
 {
 	touch(sk);
+	return 0;
+}
+
+/* Kernels without those tracepoints (sock_send_length and sock_recv_length came with 6.2,
+ * tcp_sendmsg_locked later than 6.12): fentry on the functions that would fire them, where
+ * the kernel has BPF trampolines. User space loads one of each pair. */
+SEC("fentry/sock_sendmsg")
+int BPF_PROG(ptcap_fentry_sock_send, struct socket *sock)
+{
+	if (sock)
+		touch(sock->sk);
+	return 0;
+}
+
+SEC("fentry/tcp_sendmsg_locked")
+int BPF_PROG(ptcap_fentry_tcp_send, struct sock *sk)
+{
+	touch(sk);
+	return 0;
+}
+
+SEC("fentry/sock_recvmsg")
+int BPF_PROG(ptcap_fentry_sock_recv, struct socket *sock)
+{
+	if (sock)
+		touch(sock->sk);
 	return 0;
 }
 

@@ -8,7 +8,7 @@
 --   the other end's blocks with every key prefixed by which end it is ("ReceiverPID: ...",
 --   "SenderPID: ..."). The ptcap.* fields hold both ends (ptcap.pid == 123 shows process 123's
 --   whole conversation, both directions); ptcap.sender.* and ptcap.receiver.* say which is which.
--- Statistics: "Statistics > ptcap > Processes" in Wireshark, `-z ptcap,procs` in tshark:
+-- Statistics: "Statistics > ptcap Processes" in Wireshark, `-z ptcap,procs` in tshark:
 --   packets and bytes per process, container and pod.
 
 local ptcap = Proto("ptcap", "ptcap process context")
@@ -335,11 +335,13 @@ register_stat_cmd_arg("ptcap,procs", function(arg)
     processes_tap(filter, function(text) io.write(text) end)
 end)
 
+-- Statistics > ptcap Processes. Wireshark 4.0's Qt menus show MENU_STAT_UNSORTED (and not
+-- MENU_STAT_GENERIC); they take the name as it is, so it has no "/" submenu.
 if gui_enabled() then
-    register_menu("ptcap/Processes", function()
+    register_menu("ptcap Processes", function()
         local win = TextWindow.new("ptcap Processes")
         local tap = processes_tap(nil, function(text) win:set(text) end)
         win:set_atclose(function() tap:remove() end)
         retap_packets()
-    end, MENU_STAT_GENERIC)
+    end, MENU_STAT_UNSORTED)
 end

@@ -9,7 +9,10 @@ import time
 
 import pytest
 
-from conftest import PYTHON, comments, ptcap_argv, run, tshark_fields, wait_clean
+from conftest import (PYTHON, comments, file_packets, free_port, free_subnet, programs_of, ptcap_argv, run,
+                      tshark_fields, wait_clean, wait_for)
+
+pytestmark = pytest.mark.root      # real BPF, namespaces, daemons
 
 SEND_UDP = """
 import socket, sys, time
@@ -115,35 +118,35 @@ def test_missing_namespace_is_one_line():
 def test_interface_that_appears_and_disappears(capture, tmp_path):
     """-i any: a veth created while capturing is taken; deleting it ends only its part."""
     out = tmp_path / "o.pcapng"
-    cap = capture("-i", "any", "-w", str(out), "udp port 9903")
-    filters_before = _filter_programs()
+    port = free_port()
+    cap = capture("-i", "any", "-w", str(out), f"udp port {port}")
+    filters_before = programs_of(cap.proc.pid, "ptcap_filter_")
     tag = f"{os.getpid() % 10000}"
     a, b = f"pta{tag}", f"ptb{tag}"
+    net = free_subnet()
     try:
         run(["ip", "link", "add", a, "type", "veth", "peer", "name", b])
-        run(["ip", "addr", "add", "10.232.0.1/24", "dev", a])
+        run(["ip", "addr", "add", f"{net}.1/24", "dev", a])
         run(["ip", "link", "set", a, "up"])
         run(["ip", "link", "set", b, "up"])
         mac = open(f"/sys/class/net/{b}/address").read().strip()
-        run(["ip", "neigh", "add", "10.232.0.2", "lladdr", mac, "dev", a])   # no ARP wait
-        time.sleep(0.5)
-        send_udp("10.232.0.2", 9903, count=3)     # leaves through the new veth
+        run(["ip", "neigh", "add", f"{net}.2", "lladdr", mac, "dev", a])   # no ARP wait
+        wait_for(lambda: len(programs_of(cap.proc.pid, "ptcap_filter_")) > len(filters_before),
+                 what=f"ptcap to attach to {a}")
+        send_udp(f"{net}.2", port, count=3)     # leaves through the new veth
+        wait_for(lambda: [p.ifname for p in file_packets(out)].count(a) >= 3, what=f"3 packets on {a}")
     finally:
         run(["ip", "link", "del", a], check=False)
-    time.sleep(0.3)
-    send_udp("127.0.0.1", 9903)                   # the rest of the capture goes on
-    time.sleep(0.3)
-    assert _filter_programs() == filters_before   # the gone veth's programs went with it
+    # the gone veth's programs went with it, and nothing else of the capture's did
+    wait_for(lambda: programs_of(cap.proc.pid, "ptcap_filter_") == filters_before, what="the veth's filters to go")
+    send_udp("127.0.0.1", port)                   # the rest of the capture goes on
+    wait_for(lambda: "lo" in [p.ifname for p in file_packets(out)], what="a packet on lo")
     _, err = cap.stop()
     assert cap.proc.returncode == 0, err
     names = [r[0] for r in tshark_fields(out, "frame.interface_name")]
-    assert names.count(a) >= 3
+    assert names.count(a) == 3
     assert "lo" in names
     assert wait_clean() == []
-
-
-def _filter_programs() -> int:
-    return run(["bpftool", "prog", "show"]).stdout.count("name ptcap_filter_")
 
 
 def _rotate_names(tool: list[str], d, *flags: str, packets: int = 2500) -> list[str]:

@@ -19,9 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import comments, ptcap_argv, tshark_fields, wait_clean
+from conftest import comments, engine_unavailable, ptcap_argv, tshark_fields, wait_clean
 
 from ptcap.meta.containers import parse_cgroup_path, parse_proc_cgroup, proc_container
+
+pytestmark = pytest.mark.root      # real BPF, namespaces, daemons
 
 IMAGE = "ptcap-test:busybox"
 ID = "3f" * 32
@@ -110,10 +112,10 @@ def _busybox_tree(root: Path) -> None:
 def engine():
     for tool in ("dockerd", "docker", "busybox"):
         if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed (./install.sh installs docker.io and busybox-static)")
+            engine_unavailable(f"{tool} is not installed (./install.sh installs docker.io and busybox-static)")
     if "statically linked" not in subprocess.run(["file", "-L", shutil.which("busybox")],
                                                  capture_output=True, text=True).stdout:
-        pytest.skip("busybox is not the static one (busybox-static): it cannot run in a bare image")
+        engine_unavailable("busybox is not the static one (busybox-static): it cannot run in a bare image")
     base = Path(tempfile.mkdtemp(prefix="ptcap-dockerd-", dir="/tmp"))
     saved = os.environ.get("DOCKER_HOST")
     eng = Engine(base)
@@ -128,7 +130,7 @@ def engine():
                 subprocess.run(["docker", "info"], env=eng.env, capture_output=True).returncode != 0:
             if proc.poll() is not None or time.time() > deadline:
                 tail = (base / "dockerd.log").read_text()[-600:]
-                pytest.skip(f"dockerd cannot start here: {tail}")
+                engine_unavailable(f"dockerd cannot start here: {tail}")
             time.sleep(0.3)
         tree = base / "image"
         _busybox_tree(tree)
@@ -520,7 +522,7 @@ def test_containerd_containers_metadata_and_selector(engine, containers, peers, 
     """A container of containerd itself (ctr, in a namespace of its own): names, image and
     labels from containerd's API; --container-name finds it there."""
     if shutil.which("ctr") is None:
-        pytest.skip("ctr (Debian's containerd package) is not installed")
+        engine_unavailable("ctr (Debian's containerd package) is not installed")
     sock = engine.containerd
     ctr = ["ctr", "-a", sock, "-n", "ptcap-test"]
     saved = subprocess.Popen(["docker", "save", IMAGE], stdout=subprocess.PIPE, env=engine.env)
@@ -600,7 +602,7 @@ class Node:
 @pytest.fixture(scope="module")
 def node(engine):
     if shutil.which("containerd") is None or shutil.which("ctr") is None:
-        pytest.skip("containerd is not installed (Debian's containerd, a docker.io dependency)")
+        engine_unavailable("containerd is not installed (Debian's containerd, a docker.io dependency)")
     base = Path(tempfile.mkdtemp(prefix="ptcap-cri-", dir="/tmp"))
     (base / "config.toml").write_text(CRI_CONFIG.format(base=base))
     log = open(base / "containerd.log", "w")
@@ -612,7 +614,7 @@ def node(engine):
         while subprocess.run(["ctr", "-a", f"{base}/containerd.sock", "version"],
                              capture_output=True).returncode != 0:
             if proc.poll() is not None or time.time() > deadline:
-                pytest.skip("containerd cannot start here: " + (base / "containerd.log").read_text()[-400:])
+                engine_unavailable("containerd cannot start here: " + (base / "containerd.log").read_text()[-400:])
             time.sleep(0.2)
         # the sandbox ("pause") image needs a command of its own
         tar = subprocess.Popen(["tar", "-C", str(engine.base / "image"), "-c", "."], stdout=subprocess.PIPE)

@@ -13,6 +13,8 @@ import pytest
 
 from ptcap.filter import compiler as pf
 from ptcap.errors import PtcapError
+from ptcap.cli.filterdump import dump_main as dump_main_fn
+from ptcap.kernel.interfaces import filter_linktype
 
 CORPUS = Path("/work/shared/corpus/filters")
 TCPDUMP = shutil.which("tcpdump")
@@ -53,12 +55,12 @@ def test_dump_follows_snaplen_and_interface():
 
 
 def dump_main(capsys, expr: str, **options) -> tuple[int | str, str, str]:
-    """ptcap.filter.dump_main as the CLI calls it (the CLI gates --backend itself)."""
+    """ptcap.cli.filterdump.dump_main as the CLI calls it (the CLI gates --backend itself)."""
     args = argparse.Namespace(dump_filter=1, debug_filter=False, expression=expr.split(),
                               filter_file=None, interfaces=None, backend="tc", snaplen=262144)
     vars(args).update(options)
     try:
-        rc = pf.dump_main(args)
+        rc = dump_main_fn(args)
     except PtcapError as e:
         rc = f"ptcap: {e}"
     out = capsys.readouterr()
@@ -80,14 +82,14 @@ def test_l3_device_gets_raw_ip_framing():
     subprocess.run(["ip", "tuntap", "add", "dev", name, "mode", "tun"], check=True)
     try:
         subprocess.run(["ip", "link", "set", name, "up"], check=True)
-        assert pf.linktype_for(name) == pf.LINKTYPE_RAW
+        assert filter_linktype(name) == pf.LINKTYPE_RAW
         mine, theirs = ptcap("-d", "-i", name, "tcp port 22"), tcpdump("-d", "-i", name, "tcp port 22")
         assert theirs.stdout.startswith("(000) ldb      [0]")
         assert mine.stdout == theirs.stdout
     finally:
         subprocess.run(["ip", "link", "del", name], check=True)
-    assert pf.linktype_for("lo") == pf.LINKTYPE_ETHERNET
-    assert pf.linktype_for("lo", backend="cgroup-skb") == pf.LINKTYPE_RAW
+    assert filter_linktype("lo") == pf.LINKTYPE_ETHERNET
+    assert filter_linktype("lo", backend="cgroup-skb") == pf.LINKTYPE_RAW
 
 
 def invalid_cases() -> list[tuple[str, str]]:

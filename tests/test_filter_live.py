@@ -8,6 +8,10 @@ import time
 from conftest import wait_clean
 from test_filter_diff import read_pcap
 
+import pytest
+
+pytestmark = pytest.mark.root      # real BPF, namespaces, daemons
+
 
 def start_tcpdump(*args: str) -> subprocess.Popen:
     proc = subprocess.Popen(["tcpdump", "-U", "--immediate-mode", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -18,19 +18,18 @@ from ptcap.filter import asm
 from ptcap.kernel import bpf
 from ptcap.filter import compiler as pf
 from ptcap.filter.asm import Jmp, Reg, Size
+from ptcap.kernel import records
 from ptcap.kernel.session import _possible_cpus
 from ptcap.errors import PtcapError
 
 from test_filter_diff import CORPUS, load_expressions, read_pcap
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="BPF_PROG_TEST_RUN needs root")
+pytestmark = pytest.mark.root      # BPF_PROG_TEST_RUN
 
 
 def run_filter(fd: int) -> int:
     """BPF_PROG_TEST_RUN of a raw_tp program without context: its return value."""
-    attr = bpf._attr("=IIIIQQIIIIQQII", fd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-    bpf.sys_bpf(bpf.Cmd.PROG_TEST_RUN, attr)
-    return struct.unpack_from("=I", attr.raw, 4)[0]
+    return bpf.prog_test_run(fd, b"")[0]
 
 
 class ScratchRig:
@@ -38,7 +37,7 @@ class ScratchRig:
 
     def __init__(self) -> None:
         self.ncpu = _possible_cpus()
-        self.scratch = bpf.map_create(bpf.MapType.PERCPU_ARRAY, 4, pf.SCRATCH_SIZE, 1, name="ptcap_t_scr")
+        self.scratch = bpf.map_create(bpf.MapType.PERCPU_ARRAY, 4, records.SCRATCH.size, 1, name="ptcap_t_scr")
         self.progs = bpf.map_create(bpf.MapType.PROG_ARRAY, 4, 4, 3, name="ptcap_t_progs")
         emit = [
             asm.st(Size.W, Reg.R10, -8, 0), asm.mov64(Reg.R2, Reg.R10), asm.alu64(asm.Alu.ADD, Reg.R2, imm=-8),
@@ -59,7 +58,7 @@ class ScratchRig:
         CPU's copy: the test may run on any)."""
         packet = packet[:pf.SCRATCH_DATA]
         head = struct.pack("<QIIII", 0, 0, wire_len, len(packet), 0)
-        value = (head.ljust(pf.SCRATCH_HDR, b"\0") + packet).ljust(pf.SCRATCH_SIZE, b"\0")
+        value = (head.ljust(pf.SCRATCH_HDR, b"\0") + packet).ljust(records.SCRATCH.size, b"\0")
         bpf.map_update(self.scratch, struct.pack("<I", 0), value * self.ncpu)
 
     def close(self) -> None:

@@ -2,6 +2,7 @@
 took, with real namespaces, real nftables rules, real tshark."""
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import subprocess
@@ -10,6 +11,8 @@ import time
 import pytest
 
 from conftest import PYTHON, comments, ptcap_argv, run, tshark_fields, wait_clean
+
+pytestmark = pytest.mark.root      # real BPF, namespaces, daemons
 
 PORT = 22400        # this file's ports: 22400-22499
 
@@ -329,9 +332,27 @@ def test_list_hooks():
     res = run(ptcap_argv("--list-hooks"))
     rows = {l.split()[0]: l.split()[1] for l in res.stdout.splitlines()}
     assert list(rows) == ["kfree_skb", "consume_skb", "net_dev_queue", "net_dev_start_xmit",
-                          "netif_receive_skb", "tcp_retransmit_skb", "tcp_send_reset"]
-    assert set(rows.values()) == {"supported"}
+                          "netif_receive_skb", "tcp_retransmit_skb", "tcp_send_reset", "dev_direct_xmit"]
+    assert {rows[h] for h in list(rows)[:-1]} == {"supported"}
+    # the fentry hook is there exactly when this kernel loads fentry programs at all
+    assert rows["dev_direct_xmit"] == ("supported" if _fentry_loads() else "unsupported"), res.stdout
+    if rows["dev_direct_xmit"] == "unsupported":
+        assert f"failed on Linux {os.uname().release}: " in res.stdout
     assert wait_clean() == []
+
+
+def _fentry_loads() -> bool:
+    """Does the kernel take the smallest fentry program (return 0) on __dev_direct_xmit?"""
+    from ptcap.kernel import bpf, btf
+    func = btf.vmlinux().type_id(btf.KIND_FUNC, "__dev_direct_xmit")
+    try:
+        fd = bpf.prog_load(bpf.ProgType.TRACING, bytes.fromhex("b7000000000000009500000000000000"),
+                           name="ptcap_t_fentry", expected_attach_type=bpf.AttachType.TRACE_FENTRY,
+                           attach_btf_id=func)
+    except bpf.BPFError:
+        return False
+    os.close(fd)
+    return True
 
 
 @pytest.mark.parametrize("args, message", [

@@ -188,10 +188,10 @@ def test_veth_copies_name_both_ends(veth, tmp_path):
 
 def _nat_topology(tag: str) -> dict[str, str]:
     """client namespace C -- router R (forwarding, nftables masquerade) -- server namespace S."""
-    from conftest import _free_subnet
-    a, b = _free_subnet(), _free_subnet()
+    from conftest import free_subnet
+    a, b = free_subnet(), free_subnet()
     while b == a:
-        b = _free_subnet()
+        b = free_subnet()
     n = {"C": f"{tag}C", "R": f"{tag}R", "S": f"{tag}S", "rc": f"{tag}rc", "rs": f"{tag}rs",
          "client_ip": f"{a}.2", "server_ip": f"{b}.2", "masq_ip": f"{b}.1"}
     for ns in ("C", "R", "S"):
@@ -255,9 +255,9 @@ def test_nat_and_forwarding_carry_the_process(tmp_path):
 def test_bridge_between_namespaces_names_both_ends(tmp_path):
     """Two namespaces on a bridge (two containers on Docker's bridge): once the connection is
     established, each copy on each namespace's veth names the client and the server."""
-    from conftest import _free_subnet
+    from conftest import free_subnet
     tag = f"ptatb{os.getpid() % 10000}"
-    net = _free_subnet()
+    net = free_subnet()
     br = f"{tag}br"
     try:
         run(["ip", "link", "add", br, "type", "bridge"])

@@ -6,7 +6,11 @@ import os
 import time
 
 from ptcap.kernel import bpf
-from ptcap.pipeline.ringbuf import RingBuffer
+from ptcap.kernel.ringbuf import RingBuffer
+
+import pytest
+
+pytestmark = pytest.mark.root      # real BPF, namespaces, daemons
 
 SIZE = 1 << 20
 SECONDS = 1.0

@@ -7,7 +7,11 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import PEERS, PYTHON, comments, ptcap_argv, tshark_fields, wait_clean
+
+pytestmark = pytest.mark.root      # real BPF, namespaces, daemons
 
 ONE_SHOT = """
 import os, socket, sys

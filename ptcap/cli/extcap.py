@@ -21,8 +21,14 @@ from pathlib import Path
 
 from ptcap import __version__
 
-# the help button opens this checkout's manual
-HELP_URL = (Path(__file__).resolve().parents[2] / "README.md").as_uri()
+# The tree (a checkout, or the root-owned copy install-wireshark.sh makes in /opt/ptcap)
+TREE = Path(__file__).resolve().parents[2]
+# the dialog's help button opens this page, installed with the extcap
+HELP_URL = (TREE / "extcap" / "help.html").as_uri()
+# The privileged half, for users who are not root: built and installed (root:wireshark 0750,
+# cap_bpf, cap_perfmon, cap_net_admin) by install-wireshark.sh; see extcap/ptcap-capture.c.
+HELPER = TREE / "libexec" / "ptcap-capture"
+GROUP = "wireshark"
 log = logging.getLogger("ptcap.extcap")
 log.addHandler(logging.NullHandler())      # nothing reaches stderr unless asked: Wireshark shows it
 log.propagate = False
@@ -39,8 +45,8 @@ class ExtcapInterface:
 # One entry per interface: what it is called in Wireshark and which CLI flags it adds.
 INTERFACES = {
     i.name: i for i in (
-        ExtcapInterface("ptcap", "Process-aware capture", ()),
-        ExtcapInterface("ptcap-drops", "Packets the kernel drops, with the reason",
+        ExtcapInterface("ptcap", "ptcap processes", ()),
+        ExtcapInterface("ptcap-drops", "ptcap kernel drops",
                         ("--hook", "kfree_skb"), hook=True),
     )
 }
@@ -126,8 +132,8 @@ def config_text(interface: str | None = None) -> str:
     for n, opt in enumerate(options_for(interface)):
         line = (f"arg {{number={n}}}{{call={opt.call}}}{{display={opt.display}}}"
                 f"{{tooltip={opt.tooltip}}}{{type={opt.type}}}")
-        if opt.default and not opt.values:
-            line += f"{{default={opt.default}}}"
+        if opt.default and (not opt.values or opt.type == "multicheck"):
+            line += f"{{default={opt.default}}}"      # a multicheck's boxes checked at first
         if opt.range:
             line += f"{{range={opt.range}}}"
         if opt.validation:
@@ -228,6 +234,7 @@ def validate_filter(expression: str, opts: argparse.Namespace) -> str:
     """Wireshark's check of a capture filter: '' when valid, else the reason."""
     from ptcap.filter import compiler as pcapfilter
     from ptcap.errors import PtcapError
+    from ptcap.kernel.interfaces import filter_linktype
     iface = INTERFACES.get(opts.extcap_interface or "")
     try:
         if iface is not None and iface.hook:
@@ -236,7 +243,7 @@ def validate_filter(expression: str, opts: argparse.Namespace) -> str:
         else:
             backend = opts.backend or "tc"
             for name in _items(opts.interfaces) or ["any"]:
-                pcapfilter.compile_filter(expression, pcapfilter.linktype_for(name, backend))
+                pcapfilter.compile_filters(expression, (filter_linktype(name, backend),))
     except PtcapError as e:
         return str(e)
     return ""
@@ -308,14 +315,105 @@ def _open_fifo(path: str) -> int:
         raise ExtcapError(f"fifo {path}: {e.strerror}") from None
 
 
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+
+def _prctl(option: int, arg: int = 0) -> None:
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(option, ctypes.c_ulong(arg), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)) != 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+
+
+class ParentWatch:
+    """Ends the capture, as SIGTERM does, when the process that started the extcap (tshark
+    or Wireshark; dumpcap is its sibling) dies by any signal: the kernel's parent-death
+    signal, and a poll of the parent's pid for the parent that is gone before it is set."""
+
+    def __init__(self, parent: int) -> None:
+        self.parent = parent
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="parent-watch", daemon=True)
+
+    def start(self) -> None:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.wait(0.2):
+            if os.getppid() != self.parent:
+                log.info("the process that started the capture (pid %d) is gone: stopping", self.parent)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    def stop(self) -> None:
+        self._done.set()
+
+
+def _group_error() -> ExtcapError:
+    import pwd
+    try:
+        user = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        user = str(os.getuid())
+    return ExtcapError(f"capturing needs membership in group {GROUP} (an administrator runs "
+                       f"`usermod -aG {GROUP} {user}`; then log in again), or root")
+
+
+def _to_helper(opts: argparse.Namespace) -> ExtcapError | None:
+    """A user who is not root captures through the privileged helper (this call does not
+    return when it can); the reason it cannot, else None (a checkout without the helper:
+    the capture says what it lacks)."""
+    from ptcap.kernel.session import has_capture_caps
+    if os.getuid() == 0 or has_capture_caps() or not HELPER.exists():
+        return None
+    if os.access(HELPER, os.X_OK):
+        try:
+            os.execv(HELPER, [str(HELPER), *opts.raw_argv])
+        except OSError:
+            pass
+    return _group_error()
+
+
+def _on_behalf_of_user(opts: argparse.Namespace) -> ExtcapError | None:
+    """Run by the helper for a member of the group: capabilities, but the user's own uid and
+    file permissions. Nothing this process starts inherits the capabilities, the user cannot
+    ptrace it, and it writes only to the fifo and enters no other network namespace."""
+    import stat
+    _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+    _prctl(PR_SET_DUMPABLE, 0)
+    try:
+        is_fifo = stat.S_ISFIFO(os.stat(opts.fifo).st_mode)
+    except OSError as e:
+        raise ExtcapError(f"fifo {opts.fifo}: {e.strerror}") from None
+    if not is_fifo:                 # never opened: this is the only file it writes
+        raise ExtcapError(f"fifo {opts.fifo}: not a fifo")
+    if opts.netns:
+        return ExtcapError(f"--netns: capturing in another network namespace needs root "
+                           f"(the {GROUP} group's capture enters none)")
+    return None
+
+
 def run_capture(opts: argparse.Namespace) -> int:
     """--capture: the CLI's capture with -w FIFO; errors are one line on stderr, exit 1."""
     fifo_fd = None
     watch = None
+    parent = ParentWatch(opts.parent)
     try:
+        parent.start()
         if not opts.fifo:
             raise ExtcapError("--capture needs --fifo")
+        refused = _to_helper(opts)
+        if refused is None and os.getuid() != 0:
+            from ptcap.kernel.session import has_capture_caps
+            if has_capture_caps():
+                refused = _on_behalf_of_user(opts)
         fifo_fd = _open_fifo(opts.fifo)     # first: tshark never waits on a fifo nobody opens
+        if refused is not None:
+            raise refused
         _setup_logging(opts)
         log.info("ptcap %s extcap: %s", __version__, " ".join(sys.argv[1:]))
         if getattr(opts, "unknown", None):
@@ -329,11 +427,7 @@ def run_capture(opts: argparse.Namespace) -> int:
         args.expression = [opts.extcap_capture_filter] if opts.extcap_capture_filter else []
         watch = FifoWatch(fifo_fd)
         watch.start()
-        real_stderr, sys.stderr = sys.stderr, _LogStream()
-        try:
-            status = capture(args)
-        finally:
-            sys.stderr = real_stderr
+        status = capture(args, report=_LogStream())
         log.info("capture ended (status %d)", status)
         return status
     except BrokenPipeError:
@@ -351,6 +445,7 @@ def run_capture(opts: argparse.Namespace) -> int:
             return _fail(f"internal error: {type(e).__name__}: {e}")
         return _fail(str(e))
     finally:
+        parent.stop()
         if watch is not None:
             watch.stop()
         if fifo_fd is not None:
@@ -390,6 +485,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if opts.capture:                    # before any check: it opens the fifo whatever goes wrong
         opts.unknown = unknown
+        opts.raw_argv = list(argv)
+        opts.parent = os.getppid()
         return run_capture(opts)
     if opts.extcap_interface and opts.extcap_interface not in INTERFACES:
         return _fail(f"unknown interface {opts.extcap_interface!r}")
@@ -400,10 +497,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(config_text(opts.extcap_interface))
         return 0
     if opts.extcap_capture_filter is not None:
+        # Wireshark reads the reason from stdout, and only from an extcap that exits 0
         reason = validate_filter(opts.extcap_capture_filter, opts)
         if reason:
-            sys.stdout.write(reason + "\n")
-            return 1
+            sys.stdout.write(f"ptcap: {reason.splitlines()[0]}\n")
         return 0
     if unknown:
         return _fail(f"unknown arguments: {' '.join(unknown)}")

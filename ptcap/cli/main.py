@@ -5,7 +5,6 @@ import argparse
 import os
 import sys
 
-from ptcap import __version__
 from ptcap.kernel.bpf import BPFError
 from ptcap.errors import PtcapError
 
@@ -98,9 +97,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     fmt = p.add_argument_group("printing (as tcpdump)")
     fmt.add_argument("-n", dest="numeric", action="count", default=0, help="don't resolve names (-nn: nor ports)")
+    fmt.add_argument("-N", dest="no_domain", action="count", default=0, help="don't print host names' domain")
+    fmt.add_argument("--foreign", dest="foreign", action="store_true",
+                     help="tcpdump's -f (print foreign IPv4 addresses numerically); -f is --follow-forks")
+    fmt.add_argument("-b", dest="asdot", action="store_true", help="BGP AS numbers in ASDOT notation")
+    fmt.add_argument("-H", dest="mesh", action="store_true", help="detect 802.11s draft mesh headers")
+    fmt.add_argument("-K", "--dont-verify-checksums", dest="no_checksum", action="store_true",
+                     help="don't verify IP, TCP or UDP checksums")
+    fmt.add_argument("-u", dest="nfs_handles", action="store_true", help="print undecoded NFS handles")
+    fmt.add_argument("-E", dest="esp_secret", metavar="SPI@IPADDR:ALGO:SECRET",
+                     help="decrypt IPsec ESP packets (as tcpdump -E)")
+    fmt.add_argument("-M", dest="md5_secret", metavar="SECRET", help="TCP-MD5 option secret (RFC 2385)")
+    fmt.add_argument("-m", dest="mib_modules", action="append", metavar="MODULE", help="load an SMI MIB module")
+    fmt.add_argument("-T", dest="packet_type", metavar="TYPE",
+                     help="print packets selected by the expression as TYPE (as tcpdump -T)")
+    fmt.add_argument("-Z", "--relinquish-privileges", dest="relinquish_user", metavar="USER",
+                     help="user the tcpdump decoder runs as (default: tcpdump, else nobody; never root)")
     fmt.add_argument("-v", dest="verbose", action="count", default=0, help="more detail (-vv, -vvv)")
-    fmt.add_argument("-q", dest="quiet", action="store_true", help="less protocol detail")
-    fmt.add_argument("-e", dest="link_header", action="store_true", help="print the link-level header")
+    fmt.add_argument("-q", dest="quiet", action="count", default=0, help="less protocol detail")
+    fmt.add_argument("-e", dest="link_header", action="count", default=0, help="print the link-level header")
     fmt.add_argument("-x", dest="hex", action="count", default=0, help="hex dump (-xx: with link header)")
     fmt.add_argument("-X", dest="hex_ascii", action="count", default=0, help="hex and ASCII dump (-XX: with link header)")
     fmt.add_argument("-A", dest="ascii", action="count", default=0, help="print payload as ASCII")
@@ -146,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         # tcpdump-style expressions (which never start with it) keep working
         if argv[:1] == ["backtrace"]:
             args = parse_args(argv[1:])
-            from ptcap.cli.live import backtrace
+            from ptcap.cli.backtrace import backtrace
             return backtrace(args)
         args = parse_args(argv)
         return run(args)
@@ -173,8 +188,11 @@ def run(args: argparse.Namespace) -> int:
     if args.read is not None:
         from ptcap.cli.offline import read_file
         return read_file(args)
+    if args.dump_filter or args.debug_filter:
+        from ptcap.cli.filterdump import dump_main      # no capture machinery to print a filter
+        return dump_main(args)
     from ptcap.cli.live import capture
-    return capture(args)
+    return capture(args, sys.stderr)
 
 
 def _error(message: str) -> None:

@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ptcap.filter import asm
 from ptcap.filter import libpcap
 from ptcap.filter.asm import Alu, Jmp, Label, Reg, Size
+from ptcap.kernel import records
+from ptcap.kernel.records import LinkType
 from ptcap.errors import PtcapError
 
-# link types (LINKTYPE_* as in pcap files; libpcap maps 101 to DLT_RAW)
-LINKTYPE_ETHERNET = 1
-LINKTYPE_RAW = 101
+LINKTYPE_ETHERNET, LINKTYPE_RAW = LinkType.ETHERNET, LinkType.RAW
 
 # struct __sk_buff offsets (uapi, stable)
 SKB_LEN = 0
@@ -51,9 +50,8 @@ _KEY_OFF = -88
 # Kernel hooks (bpf/hooks.bpf.c): the packet's first bytes sit in a per-CPU struct
 # ptcap_scratch, whose address the filter keeps in R9 (bpf/ptcap.h layout)
 _SCRATCH = Reg.R9
-SCRATCH_LEN, SCRATCH_AVAIL, SCRATCH_SNAP = 12, 16, 20
-SCRATCH_HDR, SCRATCH_SIZE = 128, 32768
-SCRATCH_DATA = SCRATCH_SIZE - SCRATCH_HDR
+SCRATCH_LEN, SCRATCH_AVAIL, SCRATCH_SNAP = (records.SCRATCH.offset[f] for f in ("len", "avail", "snap"))
+SCRATCH_HDR, SCRATCH_DATA = records.SCRATCH.offset["data"], records.SCRATCH.field_size["data"]
 
 
 def _mem_off(i: int) -> int:
@@ -85,24 +83,28 @@ class ClassicProgram:
             lines = [libpcap.insn_image(insn, n) for n, insn in enumerate(self.insns)]
         return "".join(line + "\n" for line in lines)
 
+    _offline: libpcap.BpfProgram | None = field(default=None, init=False, repr=False, compare=False)
+
     def offline(self) -> libpcap.BpfProgram:
-        """The program as libpcap runs it in user space (pcap_offline_filter)."""
-        return libpcap.BpfProgram.from_instructions(self.insns)
+        """The program as libpcap runs it in user space (pcap_offline_filter), made once."""
+        if self._offline is None:
+            self._offline = libpcap.BpfProgram.from_instructions(self.insns)
+        return self._offline
 
     def matches(self, data: bytes, wire_len: int | None = None) -> bool:
         """libpcap's own verdict on one packet."""
         return self.offline().matches(data, len(data) if wire_len is None else wire_len)
 
 
-def compile_filter(expression: str, linktype: int, snaplen: int = 262144,
-                   netmask: int = 0) -> ClassicProgram:
-    """pcap_compile(optimize=1) on a dead handle; PtcapError in tcpdump's words.
+def compile_filter(expression: str, linktype: int, snaplen: int = 262144) -> ClassicProgram:
+    """The one compile of a pcap-filter expression, for live captures, hooks, -r and -d:
+    pcap_compile(optimize=1) on a dead handle of the link type; PtcapError in tcpdump's words.
 
-    netmask 0 as tcpdump 4.99 passes it (it looks the netmask up only with -f), so
-    'ip broadcast' compiles and -d output is byte-identical to tcpdump's.
+    Netmask 0, as tcpdump 4.99 passes it live and with -r (it looks the netmask up only with
+    -f): 'ip broadcast' compiles and -d output is byte-identical to tcpdump's.
     """
     with libpcap.open_dead(linktype, snaplen) as handle:
-        prog = libpcap.compile(handle, expression, netmask=netmask)
+        prog = libpcap.compile(handle, expression, netmask=0)
     try:
         insns = prog.instructions()
     finally:
@@ -125,8 +127,28 @@ def read_filter_file(path: str | os.PathLike) -> str:
     return "\n".join(out)
 
 
+def compile_filters(expression: str, linktypes, snaplen: int = 262144,
+                    optional=()) -> dict[int, ClassicProgram]:
+    """The link-type rule: a filter is compiled for what byte 0 is where it runs (each
+    capture interface's link type, RAW for cgroup_skb, the file's for -r, Ethernet and raw IP
+    for a hook). For a link type in `optional` (a hook's raw-IP packets), an expression that
+    cannot apply to it (ether, arp, vlan) rejects those packets instead of failing."""
+    out = {}
+    for linktype in linktypes:
+        try:
+            out[linktype] = compile_filter(expression, linktype, snaplen)
+        except PtcapError:
+            if linktype not in optional:
+                raise
+            out[linktype] = ClassicProgram(_REJECT_ALL, linktype, snaplen, expression)
+    return out
+
+
+_REJECT_ALL = [(0x06, 0, 0, 0)]                       # ret #0
+
+
 def expression_from_args(args: argparse.Namespace) -> str:
-    """-F FILE wins over command-line words, as in tcpdump."""
+    """The one -F reader: -F FILE wins over command-line words, as in tcpdump."""
     if getattr(args, "filter_file", None):
         return read_filter_file(args.filter_file)
     return " ".join(getattr(args, "expression", None) or [])
@@ -418,7 +440,9 @@ def entry_program(prog: ClassicProgram, *, prog_type: int, prog_array_fd: int, i
     tail = [
         asm.jmp(Jmp.JEQ, Reg.R0, reject, imm=0),
         asm.stx(Size.W, _CTX, SKB_CB0, Reg.R0),
-        *(asm.st(Size.W, _CTX, SKB_CB0 + 4 * (i + 1), value) for i, value in enumerate(cb_values)),
+        # through a register: a BPF_ST store into the context is refused before 6.3 (EACCES)
+        *(insn for i, value in enumerate(cb_values)
+          for insn in (asm.mov64(Reg.R0, imm=value), asm.stx(Size.W, _CTX, SKB_CB0 + 4 * (i + 1), Reg.R0))),
         *_tail_call(prog_array_fd, index),
         asm.mov64(Reg.R0, imm=accept_ret),      # only if the tail call failed (empty slot)
         asm.exit_(),
@@ -431,57 +455,3 @@ def entry_program(prog: ClassicProgram, *, prog_type: int, prog_array_fd: int, i
 
 def disassemble(insns: bytes) -> str:
     return asm.disassemble(insns)
-
-
-# -- link types -------------------------------------------------------------------------
-_ARPHRD_ETHER, _ARPHRD_LOOPBACK, _ARPHRD_NONE = 1, 772, 65534
-
-
-def linktype_for(interface: str | None, backend: str = "tc") -> int:
-    """The link type a filter is compiled for: what byte 0 is at the hook on that device.
-
-    tc sees the MAC header on Ethernet and loopback devices (lo has a zeroed Ethernet header),
-    the IP header on L3 devices (tun, wireguard, ...); cgroup_skb always sees the IP header.
-    """
-    if backend == "cgroup-skb":
-        return LINKTYPE_RAW
-    if interface in (None, "any"):
-        return LINKTYPE_ETHERNET
-    try:
-        hwtype = int(Path(f"/sys/class/net/{interface}/type").read_text())
-    except (OSError, ValueError):
-        raise PtcapError(f"{interface}: No such device exists") from None
-    if hwtype in (_ARPHRD_ETHER, _ARPHRD_LOOPBACK):
-        return LINKTYPE_ETHERNET
-    try:
-        # an L3 device has no link-layer header
-        has_l2 = int(Path(f"/sys/class/net/{interface}/addr_len").read_text()) > 0
-    except (OSError, ValueError):
-        has_l2 = False
-    return LINKTYPE_ETHERNET if has_l2 and hwtype < 0x100 else LINKTYPE_RAW
-
-
-def dump_main(args: argparse.Namespace) -> int:
-    """-d/-dd/-ddd: print the classic program as tcpdump does; --debug-filter: the eBPF too."""
-    interfaces = getattr(args, "interfaces", None) or []
-    backend = getattr(args, "backend", "tc") or "tc"
-    if not interfaces and backend == "tc":
-        sys.stderr.write("Warning: assuming Ethernet\n")
-        sys.stderr.flush()
-    linktype = linktype_for(interfaces[0] if interfaces else None, backend)
-    expression = expression_from_args(args)
-    snaplen = getattr(args, "snaplen", 262144) or 262144
-    if snaplen <= 0 or snaplen > 262144:
-        snaplen = 262144
-    prog = compile_filter(expression, linktype, snaplen)
-    out = []
-    if getattr(args, "dump_filter", 0):
-        out.append(prog.dump(args.dump_filter))
-    if getattr(args, "debug_filter", False):
-        name = libpcap.datalink_name(linktype)[0]
-        out.append(f"; eBPF for {'cgroup_skb' if backend == 'cgroup-skb' else 'tc'} (link type {name}): "
-                   f"R6 = skb, R7 = A, R8 = X, verdict in R0\n")
-        out.append(disassemble(verdict_program(prog, 0)))
-    sys.stdout.write("".join(out))
-    sys.stdout.flush()
-    return 0

@@ -174,17 +174,3 @@ def compile(handle: PcapHandle, expression: str, optimize: bool = True,
 def insn_image(insn: tuple[int, int, int, int], index: int) -> str:
     """One instruction as tcpdump -d prints it (libpcap's bpf_image)."""
     return lib().bpf_image(ctypes.byref(BpfInsn(*insn)), index).decode()
-
-
-def offline_filter(prog: BpfProgram, data: bytes, orig_len: int) -> bool:
-    return prog.matches(data, orig_len)
-
-
-def freecode(prog: BpfProgram) -> None:
-    prog.free()
-
-
-def compile_for(linktype: int, expression: str, snaplen: int = 262144) -> BpfProgram:
-    """Compile an expression for a link type in one step."""
-    with open_dead(linktype, snaplen) as handle:
-        return compile(handle, expression)

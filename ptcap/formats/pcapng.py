@@ -1,8 +1,8 @@
 """Writing capture files: pcapng with per-packet process comments, and classic pcap.
 
-The pcapng writer is on the hot path: the kernel lays out each packet as an Enhanced Packet
-Block body; every packet's options (comments + direction flag) are encoded once per
-(direction, owner, hook info) and reused; blocks are joined and written once per batch.
+The pcapng writer is on the hot path: the kernel lays out each packet's Enhanced Packet
+Block fields; every packet's options (comments + direction flag) are encoded once per
+record key and direction and reused; blocks are joined and written once per batch.
 """
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from typing import BinaryIO, Callable
 
 from ptcap import __version__
-from ptcap.pipeline.decoder import CAPLEN_AT, DIR_AT, EPB_AT, HEADER_LEN, KEY_AT, KEY_END, OWNER_LEN, PEER_AT
 from ptcap.errors import PtcapError
-from ptcap.pipeline.packet import Direction
+from ptcap.kernel.records import CAPLEN_AT, DIR_AT, EPB_AT, HEADER_LEN, KEY_AT, KEY_END, Direction
 
 _U32 = struct.Struct("<I")
 _OPT_HEAD = struct.Struct("<HH")
@@ -94,17 +93,16 @@ def packet_options(comments: list[str], direction: int) -> bytes:
 class PcapngWriter:
     """Streams pcapng: a section header, interface blocks, then packets.
 
-    Packets come as kernel records (ptcap.decoder's layout), whose EPB body is framed as
-    is, with the options of the record's key (owner + hook info: drop location and reason)
-    in its direction, encoded once per key.
+    Packets from the kernel are framed as the kernel laid them out (an EPB body); their
+    options (comments, direction flag) are encoded once per record key and reused while the
+    join hands out the same context for that key.
     """
 
-    def __init__(self, out: BinaryIO, comments_for: Callable[[bytes], list[str]] | None = None) -> None:
+    def __init__(self, out: BinaryIO, comments_of: Callable[[object], list[str]] | None = None) -> None:
         self.out = out
-        self._comments_for = comments_for
+        self._comments_of = comments_of or (lambda ctx: ctx.comments())
         self._interfaces = 0
-        self._opts: dict[bytes, list] = {}
-        self._keys: dict[bytes, list[bytes]] = {}      # owner record → its cached keys
+        self._opts: dict[bytes, tuple] = {}             # key → (context, options by direction)
         self._pending: list[bytes] = [section_header()]
         self.written = len(self._pending[0])       # bytes of this file so far
 
@@ -116,37 +114,42 @@ class PcapngWriter:
         self._interfaces += 1
         return self._interfaces - 1
 
-    def _options(self, key: bytes) -> tuple:
-        """Per direction (0 unknown, 1 in, 2 out): (options length, tails by padding), where
-        a tail is the padding, the options (comments, epb_flags, end) ready to append."""
-        comments = self._comments_for(key) if self._comments_for is not None else []
+    def _options(self, ctx) -> tuple:
+        """Per direction (0 unknown, 1 in, 2 out): (fixed block length, tails by padding), a
+        tail being the padding and the options (comments, epb_flags, end) ready to append."""
+        comments = self._comments_of(ctx) if ctx is not None else []
         entry = []
         for direction in (0, 1, 2):
             opts = packet_options(comments, direction)
             entry.append((32 + len(opts), tuple(pad + opts for pad in _PADS)))
-        self._opts[key] = entry
-        self._keys.setdefault(key[:OWNER_LEN], []).append(key)
-        peer = key[PEER_AT:PEER_AT + OWNER_LEN]
-        if peer != _NO_PEER:
-            self._keys.setdefault(peer, []).append(key)
-        return entry
+        return (ctx, entry)
 
-    def write_records(self, buf, offsets: list[int], limit: int = 1 << 62) -> int:
-        """Write the packet records at `offsets` of `buf` (the hot path); stop after the
-        packet that takes the file past `limit` bytes. Returns how many were written."""
+    def write_batch(self, batch, limit: int = 1 << 62) -> int:
+        """Write the packets of a joined ring batch (ptcap.pipeline.packet.Batch: the kernel's
+        records, framed as they are; the hot path); stop after the packet that takes the file
+        past `limit` bytes. Returns how many were written."""
         parts = self._pending
         append = parts.append
         cache = self._opts
+        options = self._options
         u32 = _U32.pack
-        fields = _RECORD_KEY.unpack_from
+        fields = _RECORD.unpack_from
+        buf = batch.buf
+        known = batch.contexts.get
+        join = batch.join
         written = self.written
         n = 0
-        for off in offsets:
+        for off in batch.offsets:
             direction, key, caplen = fields(buf, off)
-            entry = cache.get(key)
-            if entry is None:
-                entry = self._options(key)
-            fixed, tails = entry[direction]
+            ctx = known(key, _MISSING)
+            if ctx is _MISSING:
+                ctx = join(key)
+            cached = cache.get(key)
+            if cached is None or cached[0] is not ctx:
+                if len(cache) >= _MAX_CACHED:       # keys of processes long gone
+                    cache.clear()
+                cached = cache[key] = options(ctx)
+            fixed, tails = cached[1][direction]
             pad = -caplen & 3
             size = fixed + caplen + pad
             total = u32(size)
@@ -159,8 +162,18 @@ class PcapngWriter:
             if written > limit:
                 break
         self.written = written
-        self.flush()
         return n
+
+    def write_packet(self, pkt, iface_id: int) -> None:
+        """One Packet (not from the kernel: -r with -w), with the options of its context."""
+        fixed, tails = self._options(pkt.context)[1][pkt.direction]
+        data = pkt.data
+        pad = -len(data) & 3
+        total = _U32.pack(fixed + len(data) + pad)
+        self._pending += (_EPB_TYPE, total, _EPB_FIELDS.pack(iface_id, pkt.ts_ns >> 32, pkt.ts_ns & 0xFFFFFFFF,
+                                                            len(data), pkt.orig_len),
+                          data, tails[pad], total)
+        self.written += fixed + len(data) + pad
 
     def flush(self) -> None:
         if self._pending:
@@ -168,24 +181,13 @@ class PcapngWriter:
             self._pending = []
         self.out.flush()
 
-    def forget_context(self) -> None:
-        """Drop cached options (process details changed)."""
-        self._opts.clear()
-        self._keys.clear()
-
-    def forget_owner(self, owner: bytes) -> None:
-        """Drop the cached options of one owner record, the packet's or its peer's (its
-        process exec'd or is gone)."""
-        for key in self._keys.pop(owner, ()):
-            self._opts.pop(key, None)
-
 
 _PADS = (b"", b"\0", b"\0\0", b"\0\0\0")   # by number of padding bytes
-_NO_PEER = bytes(OWNER_LEN)
+# a kernel record's direction, key and caplen
+_RECORD = struct.Struct(f"<{DIR_AT}xB{KEY_AT - DIR_AT - 1}x{KEY_END - KEY_AT}s{CAPLEN_AT - KEY_END}xI")
+_MISSING = object()
 _EPB_TYPE = _U32.pack(6)
-# direction, options key and caplen of a kernel packet record (ptcap.decoder's layout)
-assert DIR_AT + 1 == KEY_AT
-_RECORD_KEY = struct.Struct(f"<{DIR_AT}xB{KEY_END - KEY_AT}s{CAPLEN_AT - KEY_END}xI")
+_MAX_CACHED = 1 << 16
 
 
 class PcapWriter:
@@ -197,7 +199,7 @@ class PcapWriter:
         self.linktype = linktype
         self._div = 1 if nano else 1000
         magic = 0xA1B23C4D if nano else 0xA1B2C3D4
-        out.write(struct.pack("<IHHiIII", magic, 2, 4, 0, 0, snaplen, linktype))
+        self._pending: list[bytes] = [struct.pack("<IHHiIII", magic, 2, 4, 0, 0, snaplen, linktype)]
         self._interfaces = 0
         self.written = 24
 
@@ -208,13 +210,14 @@ class PcapWriter:
         self._interfaces += 1
         return self._interfaces - 1
 
-    def write_records(self, buf, offsets: list[int], limit: int = 1 << 62) -> int:
+    def write_batch(self, batch, limit: int = 1 << 62) -> int:
         head = _PCAP_RECORD.pack
         fields = _EPB_FIELDS.unpack_from
-        parts = []
+        buf = batch.buf
+        parts = self._pending
         written = self.written
         n = 0
-        for off in offsets:
+        for off in batch.offsets:
             _iface, hi, lo, caplen, length = fields(buf, off + EPB_AT)
             sec, nsec = divmod((hi << 32) | lo, 1_000_000_000)
             parts.append(head(sec, nsec // self._div, caplen, length))
@@ -224,15 +227,19 @@ class PcapWriter:
             if written > limit:
                 break
         self.written = written
-        self.out.write(b"".join(parts))
-        self.out.flush()
         return n
 
-    def flush(self) -> None:
-        self.out.flush()
+    def write_packet(self, pkt, iface_id: int = 0) -> None:
+        data = pkt.data
+        sec, nsec = divmod(pkt.ts_ns, 1_000_000_000)
+        self._pending += (_PCAP_RECORD.pack(sec, nsec // self._div, len(data), pkt.orig_len), data)
+        self.written += 16 + len(data)
 
-    def forget_context(self) -> None:
-        pass
+    def flush(self) -> None:
+        if self._pending:
+            self.out.write(b"".join(self._pending))
+            self._pending = []
+        self.out.flush()
 
 
 _PCAP_RECORD = struct.Struct("<IIII")
@@ -240,47 +247,35 @@ _EPB_FIELDS = struct.Struct("<IIIII")
 
 
 class PacketWriter:
-    """`-r FILE -w OUT`: packets read from a file, written again. pcapng keeps each packet's
-    interface, direction and process comments; a name ending in .pcap writes classic pcap
-    (one link type, no metadata). Not the capture hot path: one packet at a time."""
+    """`-r FILE -w OUT`: packets read from a file, written again with the same writers as a
+    live capture. pcapng keeps each packet's interface, direction and process comments; a
+    name ending in .pcap writes classic pcap (one link type, no metadata)."""
 
     def __init__(self, out: BinaryIO, classic: bool, linktype: int, snaplen: int = 262144,
                  nano: bool = False) -> None:
         self.out = out
         self._classic = classic
         self._snaplen = snaplen
-        self._nano = nano
-        self._pcap = PcapWriter(out, linktype, snaplen, nano=nano) if classic else None
+        self._writer = PcapWriter(out, linktype, snaplen, nano=nano) if classic else PcapngWriter(out)
         self._ids: dict[tuple[str, int], int] = {}
-        self._pending: list[bytes] = [] if classic else [section_header()]
+        self._unflushed = 0
 
     def write(self, pkt) -> None:
-        """Write one ptcap.packet.Packet."""
+        """Write one ptcap.pipeline.packet.Packet."""
         key = (pkt.ifname, pkt.linktype)
         iface_id = self._ids.get(key)
         if iface_id is None:
             iface_id = self._ids[key] = len(self._ids)
-            if not self._classic:
-                self._pending.append(interface_block(Interface(pkt.ifname or f"if{iface_id}", pkt.linktype,
-                                                               self._snaplen)))
-            elif pkt.linktype != self._pcap.linktype:
+            if self._classic and pkt.linktype != self._writer.linktype:
                 raise PtcapError(f"{pkt.ifname or 'a packet'}: its link type differs from the first "
                                  "packet's; a classic pcap file holds one link type: write pcapng instead")
-        data = pkt.data
-        if self._classic:
-            sec, nsec = divmod(pkt.ts_ns, 1_000_000_000)
-            self._pending.append(_PCAP_RECORD.pack(sec, nsec if self._nano else nsec // 1000,
-                                                   len(data), pkt.orig_len) + data)
-        else:
-            opts = packet_options(pkt.context.comments() if pkt.context is not None else [], pkt.direction)
-            body = struct.pack("<IIIII", iface_id, pkt.ts_ns >> 32, pkt.ts_ns & 0xFFFFFFFF, len(data),
-                               pkt.orig_len) + data + b"\0" * (-len(data) & 3) + opts
-            self._pending.append(_block(6, body))
-        if len(self._pending) >= 256:
+            if not self._classic:
+                self._writer.add_interface(Interface(pkt.ifname or f"if{iface_id}", pkt.linktype, self._snaplen))
+        self._writer.write_packet(pkt, iface_id)
+        self._unflushed += 1
+        if self._unflushed >= 256:
             self.flush()
 
     def flush(self) -> None:
-        if self._pending:
-            self.out.write(b"".join(self._pending))
-            self._pending = []
-        self.out.flush()
+        self._writer.flush()
+        self._unflushed = 0

@@ -1,8 +1,10 @@
-"""The bpf(2) system call: programs, maps, links and test runs, straight from Python.
+"""bpf(2) through libbpf's low-level calls: programs, maps, links and test runs.
 
-libbpf (ptcap.libbpf) loads the clang-built CO-RE objects; this module covers what
-libbpf 1.1 cannot do for us: programs assembled at run time (the translated pcap
-filter), TCX links (BPF_LINK_CREATE with BPF_TCX_INGRESS/EGRESS), test runs.
+libbpf (ptcap.kernel.libbpf) loads the clang-built CO-RE objects; this module covers the
+objects ptcap makes at run time: programs assembled from the pcap filter (bpf_prog_load),
+their maps, TCX and cgroup links (bpf_link_create: libbpf 1.1 passes BPF_TCX_INGRESS and
+BPF_TCX_EGRESS through), test runs. No syscall numbers or attribute layouts of our own:
+libbpf knows the architecture's.
 """
 from __future__ import annotations
 
@@ -10,26 +12,50 @@ import ctypes
 import enum
 import errno
 import os
-import struct
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-_SYS_BPF = 321  # x86_64
+from ptcap.kernel.libbpf import _lib
+
+_p, _u32, _int = ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int
 
 
-class Cmd(enum.IntEnum):
-    MAP_CREATE = 0
-    MAP_LOOKUP_ELEM = 1
-    MAP_UPDATE_ELEM = 2
-    MAP_DELETE_ELEM = 3
-    MAP_GET_NEXT_KEY = 4
-    PROG_LOAD = 5
-    OBJ_PIN = 6
-    OBJ_GET = 7
-    PROG_TEST_RUN = 10
-    OBJ_GET_INFO_BY_FD = 15
-    LINK_CREATE = 28
-    LINK_DETACH = 34
+class _ProgLoadOpts(ctypes.Structure):      # struct bpf_prog_load_opts (libbpf 1.1)
+    _fields_ = [("sz", ctypes.c_size_t), ("attempts", _int), ("expected_attach_type", _int),
+                ("prog_btf_fd", _u32), ("prog_flags", _u32), ("prog_ifindex", _u32),
+                ("kern_version", _u32), ("attach_btf_id", _u32), ("attach_prog_fd", _u32),
+                ("attach_btf_obj_fd", _u32), ("fd_array", _p), ("func_info", _p),
+                ("func_info_cnt", _u32), ("func_info_rec_size", _u32), ("line_info", _p),
+                ("line_info_cnt", _u32), ("line_info_rec_size", _u32), ("log_level", _u32),
+                ("log_size", _u32), ("log_buf", _p)]
+
+
+class _MapCreateOpts(ctypes.Structure):     # struct bpf_map_create_opts
+    _fields_ = [("sz", ctypes.c_size_t), ("btf_fd", _u32), ("btf_key_type_id", _u32),
+                ("btf_value_type_id", _u32), ("btf_vmlinux_value_type_id", _u32),
+                ("inner_map_fd", _u32), ("map_flags", _u32), ("map_extra", ctypes.c_uint64),
+                ("numa_node", _u32), ("map_ifindex", _u32)]
+
+
+class _TestRunOpts(ctypes.Structure):       # struct bpf_test_run_opts
+    _fields_ = [("sz", ctypes.c_size_t), ("data_in", _p), ("data_out", _p), ("data_size_in", _u32),
+                ("data_size_out", _u32), ("ctx_in", _p), ("ctx_out", _p), ("ctx_size_in", _u32),
+                ("ctx_size_out", _u32), ("retval", _u32), ("repeat", _int), ("duration", _u32),
+                ("flags", _u32), ("cpu", _u32), ("batch_size", _u32)]
+
+
+for _name, _args in (
+    ("bpf_prog_load", [_int, ctypes.c_char_p, ctypes.c_char_p, _p, ctypes.c_size_t,
+                       ctypes.POINTER(_ProgLoadOpts)]),
+    ("bpf_map_create", [_int, ctypes.c_char_p, _u32, _u32, _u32, ctypes.POINTER(_MapCreateOpts)]),
+    ("bpf_map_update_elem", [_int, _p, _p, ctypes.c_uint64]),
+    ("bpf_map_lookup_elem", [_int, _p, _p]),
+    ("bpf_map_delete_elem", [_int, _p]),
+    ("bpf_map_get_next_key", [_int, _p, _p]),
+    ("bpf_prog_test_run_opts", [_int, ctypes.POINTER(_TestRunOpts)]),
+    ("bpf_link_create", [_int, _int, _int, _p]),
+    ("bpf_prog_query", [_int, _int, _u32, ctypes.POINTER(_u32), _p, ctypes.POINTER(_u32)]),
+):
+    getattr(_lib, _name).argtypes = _args
+    getattr(_lib, _name).restype = _int
 
 
 class ProgType(enum.IntEnum):
@@ -60,6 +86,7 @@ class AttachType(enum.IntEnum):
     CGROUP_INET_SOCK_CREATE = 2
     CGROUP_INET_SOCK_RELEASE = 34
     TRACE_RAW_TP = 23
+    TRACE_FENTRY = 24
     TCX_INGRESS = 46
     TCX_EGRESS = 47
 
@@ -78,23 +105,8 @@ class BPFError(OSError):
         return self.args[1]
 
 
-def _buf(data: bytes) -> tuple[ctypes.Array, int]:
-    b = ctypes.create_string_buffer(data, len(data))
-    return b, ctypes.addressof(b)
-
-
-def sys_bpf(cmd: int, attr: ctypes.Array) -> int:
-    """Run bpf(cmd, attr); return the result or raise OSError with errno."""
-    ret = _libc.syscall(_SYS_BPF, ctypes.c_int(cmd), attr, ctypes.c_uint(len(attr)))
-    if ret < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return ret
-
-
-def _attr(fmt: str, *values, size: int = 128) -> ctypes.Array:
-    raw = struct.pack(fmt, *values)
-    return ctypes.create_string_buffer(raw + bytes(size - len(raw)), size)
+def _buf(data: bytes) -> ctypes.Array:
+    return ctypes.create_string_buffer(data, len(data))
 
 
 def prog_load(prog_type: int, insns: bytes, *, name: str = "", license: str = "GPL",
@@ -102,20 +114,22 @@ def prog_load(prog_type: int, insns: bytes, *, name: str = "", license: str = "G
     """Load an eBPF program; on failure the BPFError carries the verifier's log.
     A tp_btf program (TRACING, BPF_TRACE_RAW_TP) names its tracepoint by attach_btf_id,
     the kernel BTF id of the tracepoint's btf_trace_* typedef."""
-    code, code_addr = _buf(insns)
-    lic, lic_addr = _buf(license.encode() + b"\0")
-    name_b = name.encode()[:15].ljust(16, b"\0")
+    code = _buf(insns)
     log = ctypes.create_string_buffer(log_size)
-    for level, (lbuf, lsize) in ((0, (0, 0)), (1, (ctypes.addressof(log), log_size))):
-        attr = _attr("=IIQQIIQII16sIIIIQIIQII", prog_type, len(insns) // 8, code_addr, lic_addr,
-                     level, lsize, lbuf, 0, 0, name_b, 0, expected_attach_type,
-                     0, 0, 0, 0, 0, 0, 0, attach_btf_id)
-        try:
-            return sys_bpf(Cmd.PROG_LOAD, attr)
-        except OSError as e:
-            if level == 1 or e.errno not in (errno.EACCES, errno.EINVAL, errno.E2BIG, errno.ENOSPC):
-                text = log.value.decode(errors="replace").strip() if level else ""
-                raise BPFError(e.errno, f"loading BPF program {name or '?'}", _tail(text)) from None
+    for level in (0, 1):
+        opts = _ProgLoadOpts(sz=ctypes.sizeof(_ProgLoadOpts), expected_attach_type=expected_attach_type,
+                             attach_btf_id=attach_btf_id)
+        if level:
+            opts.log_level, opts.log_size, opts.log_buf = 1, log_size, ctypes.addressof(log)
+        ret = _lib.bpf_prog_load(prog_type, name.encode()[:15] or None, license.encode(), code,
+                                 len(insns) // 8, ctypes.byref(opts))
+        if ret >= 0:
+            return ret
+        err = -ret
+        if level == 1 or err not in (errno.EACCES, errno.EINVAL, errno.E2BIG, errno.ENOSPC):
+            text = log.value.decode(errors="replace").strip() if level else ""
+            raise BPFError(err, f"loading BPF program {name or '?'} failed on Linux {os.uname().release}",
+                           _tail(text))
     raise AssertionError("unreachable")
 
 
@@ -126,32 +140,27 @@ def _tail(log: str, lines: int = 20) -> str:
 
 def map_create(map_type: int, key_size: int, value_size: int, max_entries: int,
                *, flags: int = 0, name: str = "") -> int:
-    attr = _attr("=IIIIIII16s", map_type, key_size, value_size, max_entries, flags, 0, 0,
-                 name.encode()[:15].ljust(16, b"\0"))
-    try:
-        return sys_bpf(Cmd.MAP_CREATE, attr)
-    except OSError as e:
-        raise BPFError(e.errno, f"creating BPF map {name or '?'}") from None
+    opts = _MapCreateOpts(sz=ctypes.sizeof(_MapCreateOpts), map_flags=flags)
+    ret = _lib.bpf_map_create(map_type, name.encode()[:15] or None, key_size, value_size,
+                              max_entries, ctypes.byref(opts))
+    if ret < 0:
+        raise BPFError(-ret, f"creating BPF map {name or '?'}")
+    return ret
 
 
 def map_update(fd: int, key: bytes, value: bytes, flags: int = 0) -> None:
-    kb, ka = _buf(key)
-    vb, va = _buf(value)
-    try:
-        sys_bpf(Cmd.MAP_UPDATE_ELEM, _attr("=IIQQQ", fd, 0, ka, va, flags))
-    except OSError as e:
-        raise BPFError(e.errno, "updating BPF map") from None
+    ret = _lib.bpf_map_update_elem(fd, _buf(key), _buf(value), flags)
+    if ret < 0:
+        raise BPFError(-ret, "updating BPF map")
 
 
 def map_lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
-    kb, ka = _buf(key)
     vb = ctypes.create_string_buffer(value_size)
-    try:
-        sys_bpf(Cmd.MAP_LOOKUP_ELEM, _attr("=IIQQQ", fd, 0, ka, ctypes.addressof(vb), 0))
-    except OSError as e:
-        if e.errno == errno.ENOENT:
-            return None
-        raise BPFError(e.errno, "reading BPF map") from None
+    ret = _lib.bpf_map_lookup_elem(fd, _buf(key), vb)
+    if ret == -errno.ENOENT:
+        return None
+    if ret < 0:
+        raise BPFError(-ret, "reading BPF map")
     return vb.raw
 
 
@@ -161,59 +170,59 @@ def map_keys(fd: int, key_size: int) -> list[bytes]:
     nb = ctypes.create_string_buffer(key_size)
     prev = None
     while True:
-        kb, ka = _buf(prev) if prev is not None else (None, 0)
-        try:
-            sys_bpf(Cmd.MAP_GET_NEXT_KEY, _attr("=IIQQ", fd, 0, ka, ctypes.addressof(nb)))
-        except OSError as e:
-            if e.errno == errno.ENOENT:
-                return keys
-            raise BPFError(e.errno, "walking BPF map") from None
+        ret = _lib.bpf_map_get_next_key(fd, _buf(prev) if prev is not None else None, nb)
+        if ret == -errno.ENOENT:
+            return keys
+        if ret < 0:
+            raise BPFError(-ret, "walking BPF map")
         prev = nb.raw
         keys.append(prev)
 
 
 def map_delete(fd: int, key: bytes) -> bool:
-    kb, ka = _buf(key)
-    try:
-        sys_bpf(Cmd.MAP_DELETE_ELEM, _attr("=IIQQQ", fd, 0, ka, 0, 0))
-    except OSError as e:
-        if e.errno == errno.ENOENT:
-            return False
-        raise BPFError(e.errno, "deleting from BPF map") from None
+    ret = _lib.bpf_map_delete_elem(fd, _buf(key))
+    if ret == -errno.ENOENT:
+        return False
+    if ret < 0:
+        raise BPFError(-ret, "deleting from BPF map")
     return True
 
 
 def prog_test_run(fd: int, data: bytes, *, repeat: int = 1, ctx: bytes | None = None,
                   data_out_size: int | None = None) -> tuple[int, bytes]:
-    """Run a loaded program on one packet (BPF_PROG_TEST_RUN); return (retval, data out)."""
-    db, da = _buf(data)
-    out_size = len(data) + 256 if data_out_size is None else data_out_size
+    """Run a loaded program on one packet (BPF_PROG_TEST_RUN); return (retval, data out).
+    Empty data runs a program that takes none (raw_tp, tp_btf)."""
+    out_size = (len(data) + 256 if data else 0) if data_out_size is None else data_out_size
+    db = _buf(data) if data else None
     ob = ctypes.create_string_buffer(max(out_size, 1))
-    cb, ca = _buf(ctx) if ctx else (None, 0)
-    attr = _attr("=IIIIQQIIIIQQ", fd, 0, len(data), out_size, da, ctypes.addressof(ob),
-                 repeat, 0, len(ctx) if ctx else 0, 0, ca, 0)
-    try:
-        sys_bpf(Cmd.PROG_TEST_RUN, attr)
-    except OSError as e:
-        raise BPFError(e.errno, "test-running BPF program") from None
-    retval, size_out = struct.unpack_from("=I4xI", attr.raw, 4)
-    return retval, ob.raw[:size_out]
+    cb = _buf(ctx) if ctx else None
+    opts = _TestRunOpts(sz=ctypes.sizeof(_TestRunOpts), data_size_in=len(data),
+                        data_size_out=out_size, repeat=repeat if data else 0,
+                        ctx_size_in=len(ctx) if ctx else 0)
+    opts.data_in = ctypes.addressof(db) if db is not None else None
+    opts.data_out = ctypes.addressof(ob) if out_size else None
+    opts.ctx_in = ctypes.addressof(cb) if cb is not None else None
+    ret = _lib.bpf_prog_test_run_opts(fd, ctypes.byref(opts))
+    if ret < 0:
+        raise BPFError(-ret, "test-running BPF program")
+    return opts.retval, ob.raw[:opts.data_size_out]
 
 
 def link_create(prog_fd: int, target: int, attach_type: int, flags: int = 0) -> int:
     """BPF_LINK_CREATE: target is an ifindex for TCX, a cgroup fd for cgroup hooks."""
-    try:
-        return sys_bpf(Cmd.LINK_CREATE, _attr("=IIII", prog_fd, target, attach_type, flags))
-    except OSError as e:
-        raise BPFError(e.errno, f"attaching BPF program (attach type {attach_type})") from None
+    if flags:
+        raise ValueError("link flags are not used")
+    ret = _lib.bpf_link_create(prog_fd, target, attach_type, None)
+    if ret < 0:
+        raise BPFError(-ret, f"attaching BPF program (attach type {attach_type})")
+    return ret
 
 
-def obj_info(fd: int, size: int = 256) -> bytes:
-    info = ctypes.create_string_buffer(size)
-    sys_bpf(Cmd.OBJ_GET_INFO_BY_FD, _attr("=IIQ", fd, size, ctypes.addressof(info)))
-    return info.raw
-
-
-def prog_id(fd: int) -> int:
-    """The kernel id of a loaded program (bpf_prog_info.id)."""
-    return struct.unpack_from("=I", obj_info(fd), 4)[0]
+def attached(target: int, attach_type: int) -> list[int]:
+    """Ids of the programs attached to a target (an ifindex for TCX, a cgroup fd)."""
+    ids = (_u32 * 64)()
+    count, flags = _u32(64), _u32(0)
+    ret = _lib.bpf_prog_query(target, attach_type, 0, ctypes.byref(flags), ids, ctypes.byref(count))
+    if ret < 0:
+        raise BPFError(-ret, f"querying attach type {attach_type}")
+    return list(ids[:count.value])

@@ -13,7 +13,6 @@ the compiled filters).
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import struct
 from dataclasses import dataclass, field
@@ -22,14 +21,22 @@ from ptcap.kernel import bpf
 from ptcap.kernel import btf
 from ptcap.kernel import libbpf
 from ptcap.filter import compiler as pcapfilter
-from ptcap.meta.context import ProcessContext
 from ptcap.errors import PtcapError
 from ptcap.kernel.kallsyms import KernelSymbols
-from ptcap.pipeline.packet import LinkType
+from ptcap.kernel import records
+from ptcap.kernel.records import HookSlot, LinkType
 
-# enum ptcap_hook (bpf/ptcap.h), in order
-HOOKS = ("kfree_skb", "consume_skb", "net_dev_queue", "net_dev_start_xmit", "netif_receive_skb",
-         "tcp_retransmit_skb", "tcp_send_reset")
+# enum ptcap_hook, in order: the tracepoints' names (dev_direct_xmit: the fentry hook's)
+HOOKS = tuple(h.name.lower() for h in records.Hook if h is not records.Hook.MAX)
+# Where each hook attaches: a tracepoint (tp_btf), or for a path no tracepoint sees, fentry
+# on a kernel function (kernels with BPF trampolines).
+FENTRY = {"dev_direct_xmit": "__dev_direct_xmit"}
+
+
+def section(name: str) -> str:
+    return f"fentry/{FENTRY[name]}" if name in FENTRY else f"tp_btf/{name}"
+
+
 DESCRIPTIONS = {
     "kfree_skb": "packets the kernel drops, with the reason and where",
     "consume_skb": "packets freed after normal use",
@@ -38,13 +45,13 @@ DESCRIPTIONS = {
     "netif_receive_skb": "packets entering the stack from a device",
     "tcp_retransmit_skb": "TCP segments retransmitted",
     "tcp_send_reset": "packets that made TCP answer with a reset",
+    "dev_direct_xmit": "packets sent straight to the driver (PACKET_QDISC_BYPASS, AF_XDP copy mode)",
 }
-SLOT_FILTER_ETHER, SLOT_FILTER_RAW, SLOT_EMIT = 0, 1, 2
-_CONFIG = struct.Struct(f"<qII{len(HOOKS)}I4x")      # struct ptcap_hook_config
-_INFO = struct.Struct("<QI")                          # location, reason in a record's key
+SLOT_FILTER_ETHER, SLOT_FILTER_RAW, SLOT_EMIT = HookSlot.FILTER_ETHER, HookSlot.FILTER_RAW, HookSlot.EMIT
+_CONFIG = records.HOOK_CONFIG.struct
+_INFO = struct.Struct("<" + "".join(f for n, f in records.PACKET.fields if n in ("location", "reason")))
 NO_INFO = bytes(_INFO.size)
 _STACK_DEPTH = 127
-_REJECT_ALL = [(0x06, 0, 0, 0)]                       # ret #0
 
 
 class _NoNamespace:
@@ -67,7 +74,7 @@ class HookInterface:
     @property
     def description(self) -> str:
         start = "the Ethernet header" if self.linktype == LinkType.ETHERNET else "the IP header"
-        return f"kernel hook tp_btf/{self.name}: {DESCRIPTIONS[self.name]}; packets from {start}"
+        return f"kernel hook {section(self.name)}: {DESCRIPTIONS[self.name]}; packets from {start}"
 
     @property
     def linktype_name(self) -> str:
@@ -86,14 +93,10 @@ def check_names(names: list[str]) -> list[str]:
 
 
 def compile_filters(expression: str, snaplen: int) -> dict[int, pcapfilter.ClassicProgram]:
-    """The filter for each link type a hook can see. An expression that cannot apply to raw
-    IP (ether, arp, vlan) rejects the raw-IP packets instead of failing the capture."""
-    progs = {LinkType.ETHERNET: pcapfilter.compile_filter(expression, LinkType.ETHERNET, snaplen)}
-    try:
-        progs[LinkType.RAW] = pcapfilter.compile_filter(expression, LinkType.RAW, snaplen)
-    except PtcapError:
-        progs[LinkType.RAW] = pcapfilter.ClassicProgram(_REJECT_ALL, LinkType.RAW, snaplen, expression)
-    return progs
+    """The filter for each link type a hook can see (the raw-IP one rejects what cannot apply
+    to raw IP: ether, arp, vlan)."""
+    return pcapfilter.compile_filters(expression, (LinkType.ETHERNET, LinkType.RAW), snaplen,
+                                      optional=(LinkType.RAW,))
 
 
 class HookCapture:
@@ -133,7 +136,11 @@ class HookCapture:
             on = name in self.hooks
             obj.program(f"ptcap_hook_{name}").set_autoload(on)
             obj.program(f"ptcap_emit_{name}").set_autoload(on)
-        obj.load()
+        try:
+            obj.load()
+        except PtcapError as e:
+            failed = [n for n in self.hooks if f" ptcap_hook_{n} " in str(e) or f" ptcap_emit_{n} " in str(e)]
+            raise PtcapError(f"--hook {failed[0]}: {e}" if failed else str(e)) from None
         scratch_fd = obj.map_fd("ptcap_scratch")
         iface_id = first_iface_id
         for name in self.hooks:
@@ -142,15 +149,20 @@ class HookCapture:
                 self.interfaces.append(HookInterface(name, linktype))
                 iface_id += 1
             progs_fd = obj.map_fd(f"ptcap_progs_{name}")
-            btf_id = btf.vmlinux().type_id(btf.KIND_TYPEDEF, f"btf_trace_{name}")
+            if name in FENTRY:
+                btf_id = btf.vmlinux().type_id(btf.KIND_FUNC, FENTRY[name])
+                attach_type = bpf.AttachType.TRACE_FENTRY
+            else:
+                btf_id = btf.vmlinux().type_id(btf.KIND_TYPEDEF, f"btf_trace_{name}")
+                attach_type = bpf.AttachType.TRACE_RAW_TP
             if btf_id is None:
-                raise PtcapError(f"--hook {name}: this kernel has no tracepoint {name}")
+                raise PtcapError(f"--hook {name}: this kernel has no {section(name)}")
             for slot, linktype in ((SLOT_FILTER_ETHER, LinkType.ETHERNET), (SLOT_FILTER_RAW, LinkType.RAW)):
                 code = pcapfilter.hook_filter_program(filters[linktype], scratch_fd=scratch_fd,
                                                       prog_array_fd=progs_fd, index=SLOT_EMIT)
                 try:
                     fd = bpf.prog_load(bpf.ProgType.TRACING, code, name=f"ptcap_flt_{slot}",
-                                       expected_attach_type=bpf.AttachType.TRACE_RAW_TP,
+                                       expected_attach_type=attach_type,
                                        attach_btf_id=btf_id)
                 except bpf.BPFError as e:
                     raise PtcapError(f"--hook {name}: loading the filter: {e}") from None
@@ -205,13 +217,11 @@ class HookCapture:
 
 
 class HookNames:
-    """Drop reasons and kernel locations as people read them, cached per record key."""
+    """Drop reasons and kernel locations as people read them (the join stage uses them)."""
 
     def __init__(self) -> None:
         self._reasons: dict[int, str] | None = None
         self._symbols: KernelSymbols | None = None
-        self._joined: dict[bytes, ProcessContext | None] = {}
-        self._keys: dict[bytes, list[bytes]] = {}      # owner record → its keys in _joined
 
     @property
     def symbols(self) -> KernelSymbols:
@@ -227,29 +237,10 @@ class HookNames:
                 self._reasons = {}
         return self._reasons.get(value, str(value))
 
-    def join(self, ctx: ProcessContext | None, owner: bytes, info: bytes) -> ProcessContext | None:
-        """The owner's context with the drop reason and location of `info` added."""
-        if info == NO_INFO:
-            return ctx
-        key = owner + info
-        found = self._joined.get(key, False)
-        if found is not False:
-            return found
-        location, reason = _INFO.unpack(info)
-        # a context even without a reason (consume_skb): lines then name the hook
-        base = ProcessContext() if ctx is None else dataclasses.replace(ctx)
-        if reason:
-            base.drop_reason = self.reason(reason)
-            base.drop_location = self.symbols.name(location)
-        ctx = base
-        self._joined[key] = ctx
-        self._keys.setdefault(owner, []).append(key)
-        return ctx
 
-    def forget(self, owner: bytes) -> None:
-        """The owner's process context was dropped (exec, exit): so are its joins."""
-        for key in self._keys.pop(owner, ()):
-            self._joined.pop(key, None)
+def unpack_info(info: bytes) -> tuple[int, int]:
+    """A record key's hook info: (drop location, drop reason)."""
+    return _INFO.unpack(info)
 
 
 def symbolize_stack(addrs: list[int], symbols: KernelSymbols) -> list[str]:
@@ -278,7 +269,7 @@ def probe() -> list[HookSupport]:
             capture = HookCapture([name], filters, ring_fd=-1, counters_fd=-1, owners_fd=-1,
                                   ring_size=1 << 20)
             capture.attach()
-            out.append(HookSupport(name, True, f"tp_btf/{name}"))
+            out.append(HookSupport(name, True, section(name)))
         except PtcapError as e:
             out.append(HookSupport(name, False, str(e).splitlines()[0]))
         finally:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from ptcap.kernel import netns as nsmod
 from ptcap.errors import PtcapError
 from ptcap.kernel.netns import Netns
-from ptcap.pipeline.packet import LinkType
+from ptcap.kernel.records import LinkType
 
 # ARPHRD_* of devices whose packets carry an Ethernet header at tc (loopback has a zeroed one)
 _ETHERNET_TYPES = {1, 772}
@@ -81,3 +81,18 @@ def resolve(names: list[str] | None, namespaces: list[Netns]) -> list[NetInterfa
     if not chosen:
         raise PtcapError("no suitable device found")
     return list(chosen.values())
+
+
+def filter_linktype(name: str | None, backend: str = "tc") -> int:
+    """The link type a filter for -i NAME is compiled for, as a capture on it compiles it:
+    what byte 0 is where the program runs (cgroup_skb always sees the IP header; tc sees the
+    device's own framing, Ethernet for 'any')."""
+    if backend == "cgroup-skb":
+        return LinkType.RAW
+    if name in (None, "any"):
+        return LinkType.ETHERNET
+    ns = nsmod.current()
+    try:
+        return lookup(name, ns).linktype
+    finally:
+        ns.close()

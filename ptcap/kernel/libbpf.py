@@ -50,13 +50,20 @@ _libc.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, c
 _log = threading.local()
 
 
+_DEBUG = 2          # enum libbpf_print_level: WARN 0, INFO 1, DEBUG 2
+_TEXT_SIZE = 1 << 24  # a verifier log can be megabytes, and its reason is at the end
+
+
 @_PRINT_FN
 def _print(level: int, fmt: bytes, args: int) -> int:
-    buf = ctypes.create_string_buffer(8192)
-    _libc.vsnprintf(buf, len(buf), fmt, args)
     lines = getattr(_log, "lines", None)
-    if lines is not None:
-        lines.append(buf.value.decode(errors="replace"))
+    if lines is None or level >= _DEBUG:
+        return 0
+    buf = getattr(_log, "buf", None)
+    if buf is None:
+        buf = _log.buf = ctypes.create_string_buffer(_TEXT_SIZE)
+    _libc.vsnprintf(buf, _TEXT_SIZE, fmt, args)
+    lines.append(buf.value.decode(errors="replace"))
     return 0
 
 
@@ -112,7 +119,7 @@ class Program:
         return _lib.bpf_program__fd(self._ptr)
 
     def set_autoload(self, on: bool) -> None:
-        _lib.bpf_program__set_autoload(self._ptr, on)
+        self._obj.set_autoload(self.name, on)
 
     def attach(self) -> Link:
         """Attach by section name (tp_btf, raw_tp, ...)."""
@@ -152,17 +159,27 @@ class Program:
 
 
 class Object:
-    """A CO-RE object file opened and loaded through libbpf."""
+    """A CO-RE object file opened and loaded through libbpf.
+
+    What the caller sets before loading (map sizes, shared maps, which programs load) is
+    remembered, so that load() can open the file again and retry without a program the
+    kernel refused (see load)."""
 
     def __init__(self, name: str) -> None:
-        path = objects_dir() / f"{name}.bpf.o"
-        if not path.exists():
-            raise PtcapError(f"BPF object {path} is missing: run ./install.sh (or make -C bpf)")
+        self.path = objects_dir() / f"{name}.bpf.o"
+        if not self.path.exists():
+            raise PtcapError(f"BPF object {self.path} is missing: run ./install.sh (or make -C bpf)")
         self.name = name
-        self._ptr = _lib.bpf_object__open_file(str(path).encode(), None)
-        if not self._ptr:
-            raise PtcapError(f"opening BPF object {path}: {_errno_text()}")
+        self._ptr = None
+        self._setup: list[tuple[str, str, int]] = []     # (what, map or program, value)
+        self.unavailable: dict[str, str] = {}            # program -> why this kernel refused it
         self.loaded = False
+        self._open()
+
+    def _open(self) -> None:
+        self._ptr = _lib.bpf_object__open_file(str(self.path).encode(), None)
+        if not self._ptr:
+            raise PtcapError(f"opening BPF object {self.path}: {_errno_text()}")
 
     def program(self, name: str) -> Program:
         ptr = _lib.bpf_object__find_program_by_name(self._ptr, name.encode())
@@ -188,25 +205,58 @@ class Object:
         return _lib.bpf_map__fd(self._map(name))
 
     def set_max_entries(self, map_name: str, n: int) -> None:
-        if _lib.bpf_map__set_max_entries(self._map(map_name), n) < 0:
-            raise PtcapError(f"sizing BPF map {map_name}: {_errno_text()}")
+        self._apply("size", map_name, n)
+        self._setup.append(("size", map_name, n))
 
     def reuse_map(self, map_name: str, fd: int) -> None:
         """Make this object use an existing map (shared between objects) instead of its own."""
-        err = _lib.bpf_map__reuse_fd(self._map(map_name), fd)
-        if err < 0:
-            raise PtcapError(f"sharing BPF map {map_name}: {os.strerror(-err)}")
+        self._apply("reuse", map_name, fd)
+        self._setup.append(("reuse", map_name, fd))
 
-    def load(self) -> None:
-        _log.lines = []
-        try:
-            err = _lib.bpf_object__load(self._ptr)
-            lines = _log.lines
-        finally:
-            _log.lines = None
-        if err < 0:
-            raise PtcapError(_load_failure(self.name, -err, lines))
-        self.loaded = True
+    def set_autoload(self, prog: str, on: bool) -> None:
+        self._apply("autoload", prog, int(on))
+        self._setup.append(("autoload", prog, int(on)))
+
+    def _apply(self, what: str, name: str, value: int) -> None:
+        if what == "size":
+            if _lib.bpf_map__set_max_entries(self._map(name), value) < 0:
+                raise PtcapError(f"sizing BPF map {name}: {_errno_text()}")
+        elif what == "reuse":
+            err = _lib.bpf_map__reuse_fd(self._map(name), value)
+            if err < 0:
+                raise PtcapError(f"sharing BPF map {name}: {os.strerror(-err)}")
+        else:
+            ptr = _lib.bpf_object__find_program_by_name(self._ptr, name.encode())
+            if not ptr and not value:
+                return            # not in this object: it will not load anyway
+            _lib.bpf_program__set_autoload(self.program(name)._ptr, bool(value))
+
+    def load(self, optional: Iterable[str] = ()) -> None:
+        """Load every program set to load. A program named in `optional` that the kernel (or
+        libbpf, for this kernel) refuses does not fail the object: it is left out, with the
+        reason in `unavailable`, and the others load without it. Any other failure raises,
+        naming the kernel, the program and the verifier's or libbpf's reason."""
+        optional = set(optional)
+        while True:
+            _log.lines = []
+            try:
+                err = _lib.bpf_object__load(self._ptr)
+                lines = _log.lines
+            finally:
+                _log.lines = None
+            if err >= 0:
+                self.loaded = True
+                return
+            prog, message = load_failure(self.name, -err, lines)
+            if prog not in optional or prog in self.unavailable:
+                raise PtcapError(message)
+            self.unavailable[prog] = message
+            _lib.bpf_object__close(self._ptr)
+            self._open()
+            for what, name, value in self._setup:
+                self._apply(what, name, value)
+            for name in self.unavailable:
+                self._apply("autoload", name, 0)
 
     def close(self) -> None:
         if self._ptr:
@@ -214,17 +264,41 @@ class Object:
             self._ptr = None
 
 
-def _load_failure(obj: str, err: int, lines: list[str]) -> str:
-    """Name the program that failed and the verifier's reason (the log's last lines)."""
+def kernel_release() -> str:
+    return os.uname().release
+
+
+def load_failure(obj: str, err: int, lines: list[str]) -> tuple[str, str]:
+    """(program, message): the program libbpf names as failing ("" if none) and a message
+    with the kernel's version and the verifier's reason (the log's last lines) or, when the
+    kernel never saw the program, libbpf's."""
     text = "".join(lines)
     prog = ""
     for line in text.splitlines():
         if "prog '" in line and "failed to load" in line:
             prog = line.split("prog '", 1)[1].split("'", 1)[0]
-    log: list[str] = []
+    what = f"program {prog} in {obj}" if prog else f"BPF object {obj}"
+    head = f"loading {what} failed on Linux {kernel_release()}: {os.strerror(err)}"
     if "-- BEGIN PROG LOAD LOG --" in text:
         body = text.split("-- BEGIN PROG LOAD LOG --", 1)[1].split("-- END PROG LOAD LOG --", 1)[0]
         log = [l for l in body.strip().splitlines() if l.strip()][-6:]
-    what = f"program {prog} in {obj}" if prog else f"BPF object {obj}"
-    reason = "\n  ".join(log) if log else os.strerror(err)
-    return f"loading {what} failed: {os.strerror(err)}" + (f"\n  verifier: {reason}" if log else "")
+        if log:
+            return prog, head + "\n  verifier: " + "\n  ".join(log)
+    reasons = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("libbpf: "):
+            line = line[len("libbpf: "):]
+        generic = ("failed to load object", "failed to load: -", "failed to prepare load attributes",
+                   "BPF program load failed")
+        if "ulimit -l" in line:        # libbpf's guess at any EPERM; memlock is not it since 5.11
+            continue
+        if any(g in line for g in generic) or not any(
+                w in line for w in ("fail", "not found", "error", "invalid", "unsupported", "missing")):
+            continue
+        if prog and f"prog '{prog}'" not in line and "prog '" in line:
+            continue
+        reasons.append(line)
+    if reasons:
+        return prog, head + "\n  libbpf: " + reasons[0]
+    return prog, head

@@ -2,7 +2,8 @@
 
 Every attachment is a bpf_link held by this process (TCX for tc, cgroup links for the
 socket hooks), so even SIGKILL leaves nothing behind: the kernel drops the links with
-our file descriptors. Nothing is pinned.
+our file descriptors. Nothing is pinned. On a kernel without TCX (before 6.6) tc programs
+are netlink filters, which a watchdog child removes when we end (ptcap/kernel/tcattach.py).
 """
 from __future__ import annotations
 
@@ -18,20 +19,22 @@ from ptcap.kernel import interfaces
 from ptcap.kernel import libbpf
 from ptcap.kernel import hooks as hookmod
 from ptcap.kernel import netns as nsmod
+from ptcap.kernel import tcattach
 from ptcap.kernel.cgroup import v2_mount
 from ptcap.errors import PtcapError
 from ptcap.kernel.interfaces import NetInterface
 from ptcap.kernel.netns import Netns
-from ptcap.pipeline.packet import LinkType
-from ptcap.pipeline.ringbuf import RingBuffer, round_size
+from ptcap.kernel import records
+from ptcap.kernel.records import LinkType
+from ptcap.kernel.ringbuf import RingBuffer, round_size
 from ptcap.kernel.selectors import WhoFilter
 from ptcap.kernel import selectors as whomod
 
-_IFACE = struct.Struct("<II")           # struct ptcap_iface
+_IFACE = records.IFACE.struct
+_IFACE_KEY = records.IFACE_KEY.struct
+_CONFIG = records.CONFIG.struct
 # enum ptcap_iface_flags
 IFACE_LOCAL, IFACE_ONE_COPY, IFACE_PEER_NSID_SHIFT = 1, 2, 16
-_IFACE_KEY = struct.Struct("<QI4x")     # struct ptcap_iface_key
-_CONFIG = struct.Struct("<qII")         # struct ptcap_config
 _TC_NEXT = -1                           # TC_ACT_UNSPEC = TCX_NEXT: the packet goes on untouched
 NETNS_SCAN_SECONDS = 0.2                # --netns any/newly: how often to look for new namespaces
 
@@ -60,9 +63,23 @@ class HookReport:
     failed: dict[str, str] = field(default_factory=dict)
 
 
+CAPTURE_CAPS = (39, 38, 12)         # CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN
+
+
+def has_capture_caps() -> bool:
+    """Whether this process holds the capabilities a capture needs (root does; so does the
+    Wireshark extcap's privileged helper, ptcap-capture, for members of group wireshark)."""
+    try:
+        with open("/proc/self/status") as f:
+            eff = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    except (OSError, StopIteration, ValueError):
+        return os.geteuid() == 0
+    return all(eff >> cap & 1 for cap in CAPTURE_CAPS)
+
+
 def check_privileges() -> None:
     """Capture needs root (CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON); say so in one line."""
-    if os.geteuid() != 0:
+    if not has_capture_caps():
         raise PtcapError("You don't have permission to capture; run as root "
                          "(needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)")
     if not os.path.exists(os.environ.get("PTCAP_BTF", "/sys/kernel/btf/vmlinux")):
@@ -102,8 +119,8 @@ class Session:
         self.hooks = HookReport()
         self._objects: list[libbpf.Object] = []
         self._links: list[libbpf.Link] = []
-        self._fds: list[int] = []
-        self._attached: dict[tuple[int, int], list[int]] = {}   # iface key -> TCX link fds
+        self._attached: dict[tuple[int, int], list[tcattach.Attachment]] = {}   # iface key -> its tc attachments
+        self._tc = tcattach.Attacher()
         self._cgroup_links: list[int] = []
         self._classic: dict[int, pcapfilter.ClassicProgram] = {}
         self._wanted: list[str] = []
@@ -124,6 +141,7 @@ class Session:
         return self
 
     def _open(self) -> None:
+        records.check_objects(libbpf.objects_dir())
         cfg = self.config
         if cfg.hooks:
             self._open_hooks()
@@ -141,7 +159,7 @@ class Session:
             found = [self._as_seen(i) for i in interfaces.resolve(cfg.interfaces, self.namespaces)]
         # Compile filters first: a bad expression fails before anything touches the kernel.
         linktypes = {LinkType.RAW} if cfg.backend == "cgroup-skb" else {i.linktype for i in found}
-        self._classic = {lt: pcapfilter.compile_filter(cfg.expression, lt, cfg.snaplen) for lt in linktypes}
+        self._classic = pcapfilter.compile_filters(cfg.expression, linktypes, cfg.snaplen)
         check_privileges()
         cgroot = v2_mount()
         if cfg.backend == "cgroup-skb" and cgroot is None:
@@ -180,7 +198,16 @@ class Session:
         self._objects.append(capture)
         ring_size = round_size(cfg.ring_kib)
         capture.set_max_entries("ptcap_events", ring_size)
-        capture.load()
+        # Only the programs this capture uses are loaded (verifying is most of the start-up
+        # time); one this kernel refuses fails only the captures that need it.
+        directions = ["in", "out"] if cfg.direction == "inout" else [cfg.direction]
+        needed = set() if cfg.hooks else {_CAPTURE_PROGS[_SLOTS[cfg.backend, d]] for d in directions}
+        for name in _CAPTURE_PROGS.values():
+            if name not in needed:
+                capture.set_autoload(name, False)
+        capture.load(optional=_CAPTURE_PROGS.values())
+        for name in sorted(needed & set(capture.unavailable)):
+            raise PtcapError(capture.unavailable[name])
         self._capture = capture
         self._attach_attribution(capture)
         self._attach_process_events(capture, int(cfg.who.bits()) if cfg.who.follow else 0)
@@ -262,16 +289,15 @@ class Session:
                 continue      # loopback: the leaving copy has both ends
             peer_inode = iface.peer.inode if iface.peer is not None else 0
             prog = self._entry(iface.linktype, d, (iface_id, iface.l2len, flags, peer_inode))
-            attach = bpf.AttachType.TCX_INGRESS if d == "in" else bpf.AttachType.TCX_EGRESS
             try:
-                with nsmod.inside(iface.netns):
-                    links.append(bpf.link_create(prog, iface.ifindex, attach))
+                links.append(self._tc.attach(prog, iface.ifindex, d == "in", iface.netns.fd,
+                                             lambda: nsmod.inside(iface.netns)))
             except bpf.BPFError as e:
-                for fd in links:
-                    _close(fd)
+                for link in links:
+                    link.close()
                 raise PtcapError(f"{iface.display_name}: attaching the {d}gress capture: {e.strerror}") from None
             finally:
-                _close(prog)    # the link holds the program: it goes when the interface does
+                _close(prog)    # the link (or filter) holds the program: it goes when they do
         self._attached[iface.key] = links
 
     def _flags(self, iface: NetInterface) -> int:
@@ -287,8 +313,8 @@ class Session:
         return flags
 
     def _remove(self, key: tuple[int, int]) -> None:
-        for fd in self._attached.pop(key, []):
-            _close(fd)
+        for link in self._attached.pop(key, []):
+            link.close()
 
     def _wanted_in(self, ns: Netns) -> list[NetInterface]:
         """--netns any/newly: the -i interfaces of one namespace (those it has)."""
@@ -345,8 +371,8 @@ class Session:
     def _take(self, iface: NetInterface) -> bool:
         """Attach to an interface found while capturing; False if it went away first."""
         if self.config.backend != "cgroup-skb" and iface.linktype not in self._classic:
-            self._classic[iface.linktype] = pcapfilter.compile_filter(
-                self.config.expression, iface.linktype, self.config.snaplen)
+            self._classic.update(pcapfilter.compile_filters(self.config.expression, (iface.linktype,),
+                                                            self.config.snaplen))
         try:
             self._add(iface)
         except PtcapError:
@@ -371,26 +397,40 @@ class Session:
         return [i for i in map(self._as_seen, interfaces.in_namespace(ns)) if self._take(i)]
 
     def _attach_attribution(self, capture: libbpf.Object) -> None:
-        """Socket → process hooks. Each is optional: a kernel without one still captures."""
+        """Socket → process hooks. Each is optional: a kernel without one still captures.
+        Per owner hook, the tracepoint where the kernel has it, else fentry on the function
+        that fires it (a kernel with BPF trampolines), else none."""
         obj = libbpf.Object("sockowner")
         self._objects.append(obj)
-        for name in ("ptcap_owners", "ptcap_conns"):
+        for name in ("ptcap_owners", "ptcap_conns", "ptcap_flows"):
             obj.reuse_map(name, capture.map_fd(name))
         cgroot = v2_mount()
         if cgroot is None:
-            obj.program("ptcap_sock_create").set_autoload(False)
+            obj.set_autoload("ptcap_sock_create", False)
             self.hooks.failed["cgroup/sock_create"] = "cgroup v2 is not mounted"
-        tracepoints = [(name, hook) for name, hook in _OWNER_TRACEPOINTS if _has_tracepoint(hook)]
-        for name, hook in _OWNER_TRACEPOINTS:
-            if (name, hook) not in tracepoints:
-                obj.program(name).set_autoload(False)
-                self.hooks.failed[hook] = "this kernel has no such tracepoint"
+        chosen = []           # (program, hook)
+        for tp_prog, tp_hook, fentry_prog, fentry_hook in _OWNER_HOOKS:
+            if _has_tracepoint(tp_hook):
+                obj.set_autoload(fentry_prog, False)
+                chosen.append((tp_prog, tp_hook))
+            else:
+                obj.set_autoload(tp_prog, False)
+                self.hooks.failed[tp_hook] = "this kernel has no such tracepoint"
+                chosen.append((fentry_prog, fentry_hook))
+        # closing connections' last owners, established flows: one tracepoint, no stand-in
+        if _has_tracepoint("tp_btf/inet_sock_set_state"):
+            chosen.append(("ptcap_tcp_state", "tp_btf/inet_sock_set_state"))
+        else:
+            obj.set_autoload("ptcap_tcp_state", False)
+            self.hooks.failed["tp_btf/inet_sock_set_state"] = "this kernel has no such tracepoint"
         try:
-            obj.load()
+            obj.load(optional=[p.name for p in obj.programs()])
         except PtcapError as e:
             self.hooks.failed["sockowner"] = str(e)
             return
-        if cgroot is not None:
+        for prog, why in obj.unavailable.items():
+            self.hooks.failed[_SOCKOWNER_HOOKS.get(prog, prog)] = why
+        if cgroot is not None and "ptcap_sock_create" not in obj.unavailable:
             fd = os.open(cgroot, os.O_RDONLY | os.O_DIRECTORY)
             try:
                 self._links.append(obj.program("ptcap_sock_create").attach_cgroup(fd, cgroot))
@@ -399,7 +439,9 @@ class Session:
                 self.hooks.failed["cgroup/sock_create"] = str(e)
             finally:
                 os.close(fd)
-        for name, hook in tracepoints:
+        for name, hook in chosen:
+            if name in obj.unavailable:
+                continue
             try:
                 self._links.append(obj.program(name).attach())
                 self.hooks.working.append(hook)
@@ -407,6 +449,8 @@ class Session:
                 self.hooks.failed[hook] = str(e)
         # Sockets opened before we started: walk them once, after the live hooks are on.
         # (the file walk notes who holds each socket; the socket walks, one per namespace, apply it)
+        if any(w in obj.unavailable for w in ("ptcap_task_walk", "ptcap_tcp_walk", "ptcap_udp_walk")):
+            return
         try:
             obj.program("ptcap_task_walk").run_iter()
             namespaces = nsmod.every()
@@ -476,7 +520,7 @@ class Session:
             return self._last_counters
         ncpu = _possible_cpus()
         totals = []
-        for which in (0, 1, 2):
+        for which in (records.Counter.RECEIVED, records.Counter.DROPPED, records.Counter.RATE_LIMITED):
             raw = bpf.map_lookup(self._counters_fd, struct.pack("<I", which), 8 * ncpu)
             totals.append(sum(struct.unpack(f"<{ncpu}Q", raw)) if raw else 0)
         self._last_counters = (totals[0], totals[1], totals[2])
@@ -490,6 +534,7 @@ class Session:
         for fd in self._cgroup_links:
             _close(fd)
         self._cgroup_links.clear()
+        self._tc.close()
         if self.hook_capture is not None:
             self.hook_capture.detach()
 
@@ -512,9 +557,6 @@ class Session:
             self.ring = None
         if self.hook_capture is not None:
             self.hook_capture.close()
-        for fd in self._fds:
-            _close(fd)
-        self._fds.clear()
         for obj in reversed(self._objects):
             obj.close()
         self._objects.clear()
@@ -523,15 +565,23 @@ class Session:
 
 
 def probe_hooks() -> HookReport:
-    """Load and attach the attribution and process hooks once, then undo it: what works here."""
+    """Load the capture object and the attribution and process hooks once, attach what
+    attaches without an interface, then undo it: what this kernel lets ptcap use."""
     check_privileges()
     session = Session(CaptureConfig())
     try:
         capture = libbpf.Object("capture")
         session._objects.append(capture)
         capture.set_max_entries("ptcap_events", round_size(1024))
-        capture.load()
-        session.hooks.working.append("tc capture program")
+        capture.load(optional=_CAPTURE_PROGS.values())
+        for slot, prog in _CAPTURE_PROGS.items():
+            where = "tc" if slot < 2 else "cgroup_skb"
+            hook = f"{where}/{prog}"
+            if prog in capture.unavailable:
+                session.hooks.failed[hook] = capture.unavailable[prog]
+            else:
+                session.hooks.working.append(hook)
+        session.hooks.working.append(f"tc attach: {tcattach.method()}")
         session._attach_attribution(capture)
         session._attach_process_events(capture, int(whomod.Who.PIDS | whomod.Who.FOLLOW))
     except PtcapError as e:
@@ -544,11 +594,18 @@ def probe_hooks() -> HookReport:
 # The selector maps the capture object tests packets against and the process events extend.
 _WHO_MAPS = ("ptcap_who_pids", "ptcap_who_uids", "ptcap_who_mntns", "ptcap_who_comms", "ptcap_who_children")
 
-# The socket-owner tracepoints (program, hook): each optional, the kernel may lack one.
-_OWNER_TRACEPOINTS = (("ptcap_sock_send", "tp_btf/sock_send_length"),
-                      ("ptcap_tcp_send", "tp_btf/tcp_sendmsg_locked"),
-                      ("ptcap_sock_recv", "tp_btf/sock_recv_length"),
-                      ("ptcap_tcp_state", "tp_btf/inet_sock_set_state"))
+# The socket-owner hooks: each optional, the kernel may lack one. Per hook the tracepoint
+# program and the fentry program that stands in for it (program, hook, program, hook).
+_OWNER_HOOKS = (("ptcap_sock_send", "tp_btf/sock_send_length",
+                 "ptcap_fentry_sock_send", "fentry/sock_sendmsg"),
+                ("ptcap_tcp_send", "tp_btf/tcp_sendmsg_locked",
+                 "ptcap_fentry_tcp_send", "fentry/tcp_sendmsg_locked"),
+                ("ptcap_sock_recv", "tp_btf/sock_recv_length",
+                 "ptcap_fentry_sock_recv", "fentry/sock_recvmsg"))
+_SOCKOWNER_HOOKS = {"ptcap_sock_create": "cgroup/sock_create",
+                    "ptcap_task_walk": "iter/task_file", "ptcap_tcp_walk": "iter/tcp",
+                    "ptcap_udp_walk": "iter/udp", "ptcap_tcp_state": "tp_btf/inet_sock_set_state",
+                    **{p: h for row in _OWNER_HOOKS for p, h in (row[:2], row[2:])}}
 
 
 def _every_mode(specs: list[str]) -> str:

@@ -34,6 +34,18 @@ _RUNTIMES = {"docker": "docker", "cri-containerd": "containerd", "containerd": "
              "crio": "cri-o", "libpod": "podman", "nerdctl": "containerd"}
 
 
+@dataclass(slots=True)
+class ContainerInfo:
+    """A container as its runtime describes it (docker, containerd, the CRI)."""
+
+    id: str
+    name: str = ""
+    image: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    pid: int = 0            # its init process (0 when not running)
+    runtime: str = "docker"
+
+
 @dataclass(slots=True, frozen=True)
 class CgroupContainer:
     """What a cgroup path says about a container: its id, the runtime's hint, the pod uid."""

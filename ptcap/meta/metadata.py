@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from ptcap.meta.runtimes.containerd import ContainerdResolver
 from ptcap.meta.containers import CgroupContainer, ContainerFinder
 from ptcap.meta.runtimes.cri import CRIResolver
-from ptcap.meta.runtimes.docker_engine import ContainerInfo, DockerResolver
+from ptcap.meta.containers import ContainerInfo
+from ptcap.meta.runtimes.docker_engine import DockerResolver
 from ptcap.meta.runtimes.kubernetes import KubernetesAPI, PodInfo, pod_from_labels
 
 

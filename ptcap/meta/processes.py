@@ -14,6 +14,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+from ptcap.kernel import records
 from ptcap.meta.context import ProcessContext
 from ptcap.pipeline.decoder import (MARK_CONNTRACK, MARK_LAST_OWNER, MARK_PEER_CONNTRACK, MARK_PEER_LAST_OWNER,
                                     MARK_PEER_RECEIVER, MARKS)
@@ -21,8 +22,8 @@ from ptcap.pipeline.decoder import (MARK_CONNTRACK, MARK_LAST_OWNER, MARK_PEER_C
 if TYPE_CHECKING:
     from ptcap.meta.metadata import Metadata, Workload
 
-OWNER = struct.Struct("<IIIIQQII16s16s")   # struct ptcap_owner (bpf/ptcap.h)
-_PID_START = struct.Struct("<I12xQ")        # its pid and start time
+OWNER = records.OWNER.struct
+_PID_START = struct.Struct(f"<I{records.OWNER.offset['start_ns'] - 4}xQ")        # its pid and start time
 EXIT_GRACE = 60.0       # seconds a process's details outlive it (late packets, FINs)
 NO_OWNER = bytes(OWNER.size)
 

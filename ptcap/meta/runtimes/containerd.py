@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Callable
 
 from ptcap.meta.runtimes import protowire as pw
-from ptcap.meta.runtimes.docker_engine import ContainerInfo, RuntimeUnavailable
+from ptcap.meta.containers import ContainerInfo
+from ptcap.meta.runtimes.availability import RuntimeUnavailable
 from ptcap.meta.runtimes.grpcapi import GrpcEndpoint
 
 DEFAULT_ADDRESS = "/run/containerd/containerd.sock"

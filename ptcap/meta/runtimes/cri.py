@@ -12,7 +12,8 @@ import os
 from typing import Callable
 
 from ptcap.meta.runtimes import protowire as pw
-from ptcap.meta.runtimes.docker_engine import ContainerInfo, RuntimeUnavailable
+from ptcap.meta.containers import ContainerInfo
+from ptcap.meta.runtimes.availability import RuntimeUnavailable
 from ptcap.meta.runtimes.grpcapi import GrpcEndpoint
 from ptcap.meta.runtimes.kubernetes import POD_NAME, POD_NAMESPACE, POD_UID, PodInfo
 

@@ -7,28 +7,15 @@ from __future__ import annotations
 
 import logging
 import os
-import time
-from dataclasses import dataclass, field
 from typing import Callable
+
+from ptcap.errors import short_error
+from ptcap.meta.containers import ContainerInfo
+from ptcap.meta.runtimes.availability import Outage, RuntimeUnavailable
 
 log = logging.getLogger("ptcap")
 
 DEFAULT_ADDRESS = "unix:///var/run/docker.sock"
-RETRY_SECONDS = 10.0
-
-
-@dataclass(slots=True)
-class ContainerInfo:
-    id: str
-    name: str = ""
-    image: str = ""
-    labels: dict[str, str] = field(default_factory=dict)
-    pid: int = 0            # its init process (0 when not running)
-    runtime: str = "docker"
-
-
-class RuntimeUnavailable(Exception):
-    """The runtime's address does not answer."""
 
 
 def address_from(value: str | None) -> str:
@@ -44,27 +31,24 @@ class DockerResolver:
     def __init__(self, address: str | None = None) -> None:
         self.address = address_from(address)
         self._client = None
-        self._down_since: float | None = None
-        self._said = False
+        self._outage = Outage()
         self._cache: dict[str, ContainerInfo | None] = {}
 
     def _connect(self):
         if self._client is not None:
             return self._client
-        if self._down_since is not None and time.monotonic() - self._down_since < RETRY_SECONDS:
+        if self._outage.resting():
             raise RuntimeUnavailable(self.address)
         try:
             import docker
             client = docker.DockerClient(base_url=self.address, timeout=5)
             client.ping()
         except Exception as e:      # noqa: BLE001 (ImportError, connection or API error)
-            self._down_since = time.monotonic()
-            if not self._said:
-                log.info("docker: cannot reach %s (%s): container names, images and labels are "
-                         "left empty", self.address, short_error(e))
-                self._said = True
+            self._outage.failed("docker: cannot reach %s (%s): container names, images and labels "
+                                "are left empty", self.address, short_error(e))
             raise RuntimeUnavailable(f"cannot reach docker at {self.address}: {short_error(e)}") from None
-        self._client, self._down_since = client, None
+        self._client = client
+        self._outage.recovered()
         return client
 
     @property
@@ -134,8 +118,3 @@ def _info(attrs: dict) -> ContainerInfo:
 def _is_not_found(e: Exception) -> bool:
     return getattr(getattr(e, "response", None), "status_code", None) == 404
 
-
-def short_error(e: Exception) -> str:
-    """The first line of an error, at most 160 characters."""
-    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return text if len(text) < 160 else text[:157] + "..."

@@ -3,14 +3,7 @@ out (ptcap.protowire), a short timeout, and a runtime that does not answer is le
 for a while and reported once, at info level."""
 from __future__ import annotations
 
-import logging
-import time
-
-from ptcap.meta.runtimes.docker_engine import RuntimeUnavailable
-
-log = logging.getLogger("ptcap")
-
-RETRY_SECONDS = 10.0
+from ptcap.meta.runtimes.availability import Outage, RuntimeUnavailable
 
 
 class GrpcEndpoint:
@@ -19,12 +12,11 @@ class GrpcEndpoint:
         self.address = address if address.startswith("unix:") else "unix://" + address
         self._consequence = consequence     # what stays empty when it is down
         self._channel = None
-        self._down_since: float | None = None
-        self._said = False
+        self._outage = Outage()
 
     def call(self, method: str, request: bytes, metadata: tuple | None = None, quiet: bool = False) -> bytes:
         """The reply's bytes; LookupError for NOT_FOUND, RuntimeUnavailable otherwise."""
-        if self._down_since is not None and time.monotonic() - self._down_since < RETRY_SECONDS:
+        if self._outage.resting():
             raise RuntimeUnavailable(f"cannot reach {self.what} at {self.address}")
         try:
             import grpc
@@ -35,15 +27,13 @@ class GrpcEndpoint:
             code = getattr(e, "code", lambda: None)()
             if code is not None and code.name == "NOT_FOUND":
                 raise LookupError(method) from None
-            self._down_since = time.monotonic()
             details = getattr(e, "details", None)
             detail = ((details() if callable(details) else "") or str(e) or type(e).__name__)
             detail = detail.splitlines()[0][:160]
-            if not self._said and not quiet:
-                log.info("%s: cannot reach %s (%s): %s", self.what, self.address, detail, self._consequence)
-                self._said = True
+            self._outage.failed("%s: cannot reach %s (%s): %s", self.what, self.address, detail,
+                                self._consequence, quiet=quiet)
             raise RuntimeUnavailable(f"cannot reach {self.what} at {self.address}: {detail}") from None
-        self._down_since = None
+        self._outage.recovered()
         return reply
 
     def close(self) -> None:

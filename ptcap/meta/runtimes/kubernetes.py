@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from dataclasses import dataclass, field
 
-from ptcap.meta.runtimes.docker_engine import short_error as _short
+from ptcap.errors import short_error as _short
+from ptcap.meta.runtimes.availability import Outage
 
 log = logging.getLogger("ptcap")
 
@@ -20,7 +20,6 @@ POD_NAME = "io.kubernetes.pod.name"
 POD_NAMESPACE = "io.kubernetes.pod.namespace"
 POD_UID = "io.kubernetes.pod.uid"
 CONTAINER_NAME = "io.kubernetes.container.name"
-RETRY_SECONDS = 10.0
 
 
 @dataclass(slots=True)
@@ -58,8 +57,7 @@ class KubernetesAPI:
         self._api = None
         self._tried = False
         self._cache: dict[tuple[str, str], PodInfo | None] = {}
-        self._failed_at: dict[tuple[str, str], float] = {}
-        self._said = False
+        self._outage = Outage()     # per pod
 
     def _connect(self):
         if self._tried:
@@ -90,8 +88,7 @@ class KubernetesAPI:
         key = (name, namespace)
         if key in self._cache:
             return self._cache[key]
-        failed = self._failed_at.get(key)
-        if failed is not None and time.monotonic() - failed < RETRY_SECONDS:
+        if self._outage.resting(key):
             return None
         api = self._connect()
         if api is None:
@@ -102,10 +99,7 @@ class KubernetesAPI:
             if getattr(e, "status", None) == 404:
                 self._cache[key] = None
                 return None
-            self._failed_at[key] = time.monotonic()
-            if not self._said:
-                log.info("kubernetes: reading pod %s/%s: %s", namespace, name, _short(e))
-                self._said = True
+            self._outage.failed("kubernetes: reading pod %s/%s: %s", namespace, name, _short(e), key=key)
             return None
         meta = pod.metadata
         info = PodInfo(name=meta.name, namespace=meta.namespace or namespace, uid=meta.uid or "",

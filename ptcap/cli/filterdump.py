@@ -1,0 +1,34 @@
+"""-d/-dd/-ddd: the compiled classic program as tcpdump prints it; --debug-filter: the eBPF too."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ptcap.filter import libpcap
+from ptcap.filter.compiler import compile_filter, disassemble, expression_from_args, verdict_program
+from ptcap.kernel.interfaces import filter_linktype
+
+
+def dump_main(args: argparse.Namespace) -> int:
+    interfaces = getattr(args, "interfaces", None) or []
+    backend = getattr(args, "backend", "tc") or "tc"
+    if not interfaces and backend == "tc":
+        sys.stderr.write("Warning: assuming Ethernet\n")
+        sys.stderr.flush()
+    linktype = filter_linktype(interfaces[0] if interfaces else None, backend)
+    expression = expression_from_args(args)
+    snaplen = getattr(args, "snaplen", 262144) or 262144
+    if snaplen <= 0 or snaplen > 262144:
+        snaplen = 262144
+    prog = compile_filter(expression, linktype, snaplen)
+    out = []
+    if getattr(args, "dump_filter", 0):
+        out.append(prog.dump(args.dump_filter))
+    if getattr(args, "debug_filter", False):
+        name = libpcap.datalink_name(linktype)[0]
+        out.append(f"; eBPF for {'cgroup_skb' if backend == 'cgroup-skb' else 'tc'} (link type {name}): "
+                   f"R6 = skb, R7 = A, R8 = X, verdict in R0\n")
+        out.append(disassemble(verdict_program(prog, 0)))
+    sys.stdout.write("".join(out))
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,128 @@
+"""-w: pcapng (or classic pcap for a .pcap name) with the process context as comments,
+rotated with -C/-W/-G as tcpdump does."""
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from typing import BinaryIO
+
+from ptcap.errors import PtcapError
+from ptcap.formats.pcapng import Interface, PcapngWriter, PcapWriter
+from ptcap.kernel.interfaces import NetInterface
+from ptcap.meta.context import Part
+from ptcap.pipeline.packet import Batch
+from ptcap.sinks.rotation import Rotation
+
+
+class FileSink:
+    def __init__(self, path: str, *, parts: Part = Part.ALL, file_size: int | None = None,
+                 file_count: int | None = None, rotate_seconds: int | None = None, nano: bool = False,
+                 snaplen: int = 262144, expression: str = "") -> None:
+        self.rotation = Rotation(path, file_size, file_count, rotate_seconds)
+        self.path = self.rotation.first() if self.rotation.active else path
+        self._classic = path.endswith(".pcap")
+        self._nano = nano
+        self._parts = parts
+        self._snaplen, self._expression = snaplen, expression
+        self._ifaces: list[Interface] = []
+        self._writer: PcapngWriter | PcapWriter | None = None
+        self.finished = False         # -G with -W: all files written, capture ends
+        self.out = open_output(self.path)
+        with self._errors():
+            self._new_writer()
+
+    def _comments(self, ctx) -> list[str]:
+        return ctx.comments(self._parts)
+
+    def _new_writer(self) -> None:
+        if self._classic:
+            self._writer = None
+            if self._ifaces:
+                self._writer = PcapWriter(self.out, self._ifaces[0].linktype, self._snaplen, nano=self._nano)
+        else:
+            self._writer = PcapngWriter(self.out, self._comments)
+        for iface in self._ifaces:
+            self._writer.add_interface(iface)
+        if self._writer is not None:
+            self._writer.flush()
+
+    def add_interface(self, iface_id: int, iface: NetInterface) -> None:
+        """Describe the next interface (ids are the session's: 0, 1, ... in order)."""
+        description = getattr(iface, "description", "")
+        if iface.netns.name:
+            description = f"network namespace {iface.netns.name}"
+        block = Interface(iface.display_name, iface.linktype, self._snaplen, description, self._expression)
+        self._ifaces.append(block)
+        with self._errors():
+            if self._writer is None:       # classic pcap: its one link type is the first's
+                self._writer = PcapWriter(self.out, iface.linktype, self._snaplen, nano=self._nano)
+            got = self._writer.add_interface(block)
+            assert got == iface_id, "interface ids out of step"
+            self._writer.flush()
+
+    def write(self, packets: Batch) -> None:
+        rot = self.rotation
+        with self._errors():
+            if not rot.active:
+                self._writer.write_batch(packets)
+                return
+            while len(packets) and not self.finished:
+                if rot.time_is_up(time.time()):
+                    self._rotate(rot.next_for_time(time.time()))
+                    continue
+                limit = rot.size if rot.size is not None else 1 << 62
+                n = self._writer.write_batch(packets, limit)
+                packets = packets.tail(n)
+                if self._writer.written > limit:
+                    self._rotate(rot.next_for_size())
+
+    def tick(self, now: float) -> None:
+        """After each batch: the batch goes to the file; -G rotates even when no packet comes."""
+        if self.finished:
+            return
+        with self._errors():
+            self._writer.flush()
+            if self.rotation.time_is_up(now):
+                self._rotate(self.rotation.next_for_time(now))
+
+    def _rotate(self, path: str | None) -> None:
+        self._writer.flush()
+        self.out.close()
+        if path is None:
+            self.finished = True
+            return
+        self.path = path
+        self.out = open_output(path)
+        self._new_writer()
+
+    def close(self) -> None:
+        try:
+            if self._writer is not None and not self.out.closed:
+                with self._errors():
+                    self._writer.flush()
+        finally:
+            if self.out is not sys.stdout.buffer and not self.out.closed:
+                try:
+                    self.out.close()
+                except OSError:
+                    pass
+
+    @contextlib.contextmanager
+    def _errors(self):
+        """A failed write is the user's problem to fix (disk full, ...): one line, exit 1."""
+        try:
+            yield
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise PtcapError(f"{self.path}: {e.strerror}") from None
+
+
+def open_output(path: str) -> BinaryIO:
+    if path == "-":
+        return sys.stdout.buffer
+    try:
+        return open(path, "wb")
+    except OSError as e:
+        raise PtcapError(f"{path}: {e.strerror}") from None
