@@ -203,6 +203,25 @@ enum ptcap_who_bits {
 	PTCAP_WHO_FOLLOW = 16,	/* add children of selected pids at fork */
 };
 
+/* Container admission at cgroup_mkdir (bpf/cgroups.bpf.c): a cgroup directory's name
+ * (NUL-padded, the map key of wanted names), a directory as kept (name and parent), and
+ * --container-id's id or prefix (containerd allows ids of 76 characters). */
+#define PTCAP_CONTAINER_ID_LEN 76
+
+struct ptcap_cgroup_name {
+	char name[128];
+};
+
+struct ptcap_cgroup_dir {
+	__u64 parent_id;	/* the parent cgroup's id */
+	struct ptcap_cgroup_name name;
+};
+
+struct ptcap_cgroup_want {
+	__u32 len;		/* 0: no --container-id */
+	char id[80];
+};
+
 /* Settings user space writes while capturing (the capture object's .bss). */
 struct ptcap_config {
 	__s64 clock_offset;	/* CLOCK_REALTIME - CLOCK_MONOTONIC, in ns */

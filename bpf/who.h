@@ -18,6 +18,8 @@
 WHO_SET(ptcap_who_pids, __u32, 65536);
 WHO_SET(ptcap_who_uids, __u32, 1024);
 WHO_SET(ptcap_who_mntns, __u32, 4096);
+/* Containers' cgroup v2 ids: admitted at cgroup_mkdir (bpf/cgroups.bpf.c) or by user space. */
+WHO_SET(ptcap_who_cgroups, __u64, 65536);
 /* -f: processes born after the start to a selected process. A child stays selected when it
  * execs another program or changes user: it is followed, not matched. */
 WHO_SET(ptcap_who_children, __u32, 65536);
@@ -48,7 +50,9 @@ static __always_inline int who_matches(struct ptcap_owner *o, __u32 who)
 	}
 	if ((who & PTCAP_WHO_UIDS) && !bpf_map_lookup_elem(&ptcap_who_uids, &o->uid))
 		return 0;
-	if ((who & PTCAP_WHO_MNTNS) && !bpf_map_lookup_elem(&ptcap_who_mntns, &o->mntns))
+	/* the container kind: a selected container's mount namespace or cgroup */
+	if ((who & PTCAP_WHO_MNTNS) && !bpf_map_lookup_elem(&ptcap_who_mntns, &o->mntns) &&
+	    !bpf_map_lookup_elem(&ptcap_who_cgroups, &o->cgroup_id))
 		return 0;
 	return 1;
 }

@@ -41,6 +41,7 @@ def test_every_object_agrees_with_records():
     # the objects that use a record were compared too
     assert "ptcap_owner" in records.ObjectTypes(BUILD / "capture.bpf.o").structs
     assert "ptcap_scratch" in records.ObjectTypes(BUILD / "hooks.bpf.o").structs
+    assert {"ptcap_cgroup_dir", "ptcap_cgroup_want"} <= records.ObjectTypes(BUILD / "cgroups.bpf.o").structs.keys()
 
 
 def test_a_field_changed_on_one_side_is_a_clear_error(tmp_path):

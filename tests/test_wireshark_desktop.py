@@ -51,6 +51,14 @@ def installed():
     return f
 
 
+def userdel(name: str, timeout: float = 15) -> None:
+    """userdel refuses while a process of the user is still exiting (a session's dbus-daemon):
+    try again until it is gone."""
+    deadline = time.time() + timeout
+    while run(["userdel", name], check=False).returncode not in (0, 6) and time.time() < deadline:
+        time.sleep(0.2)
+
+
 class User:
     def __init__(self, name: str, home: Path, groups: list[str]) -> None:
         self.name, self.home = name, home
@@ -90,7 +98,7 @@ def users(installed):
         yield member, outsider
     finally:
         for u in made:
-            run(["userdel", u.name], check=False)
+            userdel(u.name)
         shutil.rmtree(top, ignore_errors=True)
 
 

@@ -57,7 +57,7 @@ def who(args: argparse.Namespace) -> WhoFilter:
         raise PtcapError(f"{selectors[0]} and {selectors[1]} cannot be used together")
     return WhoFilter(pids=set(args.pid), comms=set(args.pname), uids=set(args.uid),
                      follow=bool(args.follow_forks or args.command), command=bool(args.command),
-                     containers=bool(selectors))
+                     containers=bool(selectors), container_prefix=args.container_id or "")
 
 
 def container_selector(args: argparse.Namespace, metadata: Metadata | None, who: WhoFilter,
@@ -81,8 +81,6 @@ def container_selector(args: argparse.Namespace, metadata: Metadata | None, who:
     except RuntimeUnavailable as e:
         raise PtcapError(f"{selector.describe()}: {e}") from None
     if not who.mntns:
-        if cid:
-            raise PtcapError(f"--container-id {cid}: no such running container")
         report.write(f"ptcap: {selector.describe()}: no such running container yet; "
                      "waiting for one to start\n")
     return selector

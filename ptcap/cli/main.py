@@ -7,6 +7,7 @@ import sys
 
 from ptcap.kernel.bpf import BPFError
 from ptcap.errors import PtcapError
+from ptcap.cli import tlskeys
 
 
 class _Parser(argparse.ArgumentParser):
@@ -95,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--context", default="process,thread,parentproc,user,container,pod",
                      help="process context to print and write (process,thread,parentproc,user,container,pod)")
 
+    tlskeys.add_arguments(p.add_argument_group("TLS keys (secrets: never printed)"))
     fmt = p.add_argument_group("printing (as tcpdump)")
     fmt.add_argument("-n", dest="numeric", action="count", default=0, help="don't resolve names (-nn: nor ports)")
     fmt.add_argument("-N", dest="no_domain", action="count", default=0, help="don't print host names' domain")

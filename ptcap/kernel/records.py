@@ -88,7 +88,15 @@ IFACE_KEY = Layout("ptcap_iface_key", ("netns_cookie", "Q"), ("ifindex", "I"), (
 IFACE = Layout("ptcap_iface", ("iface_id", "I"), ("flags", "I"))
 CONFIG = Layout("ptcap_config", ("clock_offset", "q"), ("who", "I"), ("peer_selects", "I"))
 
-LAYOUTS = (OWNER, PACKET, EXEC, FORK, SCRATCH, HOOK_CONFIG, IFACE_KEY, IFACE, CONFIG)
+# container admission at cgroup_mkdir (bpf/cgroups.bpf.c)
+CONTAINER_ID_LEN = 76       # PTCAP_CONTAINER_ID_LEN: containerd allows ids of 76 characters
+CGROUP_NAME_LEN = 128
+CGROUP_NAME = Layout("ptcap_cgroup_name", ("name", f"{CGROUP_NAME_LEN}s"))
+CGROUP_DIR = Layout("ptcap_cgroup_dir", ("parent_id", "Q"), ("name", f"{CGROUP_NAME.size}s"))
+CGROUP_WANT = Layout("ptcap_cgroup_want", ("len", "I"), ("id", "80s"))
+
+LAYOUTS = (OWNER, PACKET, EXEC, FORK, SCRATCH, HOOK_CONFIG, IFACE_KEY, IFACE, CONFIG,
+           CGROUP_NAME, CGROUP_DIR, CGROUP_WANT)
 
 
 class EventKind(enum.IntEnum):
@@ -308,7 +316,7 @@ _checked: set[str] = set()
 
 
 def check_objects(directory: str | Path, names: tuple[str, ...] = ("records", "capture", "hooks", "procs",
-                                                                     "sockowner")) -> None:
+                                                                     "sockowner", "cgroups")) -> None:
     """At load: every built object of `directory` that exists, once per process; records.bpf.o
     (which holds every type of ptcap.h) must exist."""
     directory = Path(directory)

@@ -23,6 +23,7 @@ class WhoFilter:
     follow: bool = False          # -f: children of selected processes, via sched_process_fork
     command: bool = False         # -- CMD: its pid joins `pids` once it is started
     containers: bool = False      # mntns came from --container-*/--pod-name (never empty then)
+    container_prefix: str = ""    # --container-id: admitted in the kernel at cgroup_mkdir
 
     def bits(self) -> Who:
         b = Who(0)

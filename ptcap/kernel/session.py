@@ -29,6 +29,7 @@ from ptcap.kernel.records import LinkType
 from ptcap.kernel.ringbuf import RingBuffer, round_size
 from ptcap.kernel.selectors import WhoFilter
 from ptcap.kernel import selectors as whomod
+from ptcap.kernel.admission import Admission, HOOK as MKDIR_HOOK
 
 _IFACE = records.IFACE.struct
 _IFACE_KEY = records.IFACE_KEY.struct
@@ -128,6 +129,7 @@ class Session:
         self._ns_known: set[int] = set()
         self.ring: RingBuffer | None = None
         self.hook_capture: hookmod.HookCapture | None = None
+        self.admission: Admission | None = None     # containers admitted at cgroup_mkdir
         self.closed = False
         self.on_new_interface = None     # called with (iface_id, iface) before it is attached
 
@@ -211,6 +213,7 @@ class Session:
         self._capture = capture
         self._attach_attribution(capture)
         self._attach_process_events(capture, int(cfg.who.bits()) if cfg.who.follow else 0)
+        self._attach_admission(capture, cfg.who.container_prefix)
         self.ring = RingBuffer(capture.map_fd("ptcap_events"), ring_size)
         self._counters_fd = capture.map_fd("ptcap_counters")
         self._bss_fd = capture.map_fd(".bss")
@@ -464,6 +467,15 @@ class Session:
         except PtcapError as e:
             self.hooks.failed["iter/task_file+tcp+udp"] = str(e)
 
+    def _attach_admission(self, capture: libbpf.Object, prefix: str) -> None:
+        """Containers admitted at cgroup_mkdir; optional (kernel/admission.py)."""
+        self.admission = Admission(capture.map_fd("ptcap_who_cgroups"))
+        self.admission.open(prefix)
+        if self.admission.error:
+            self.hooks.failed[MKDIR_HOOK] = self.admission.error
+        else:
+            self.hooks.working.append(MKDIR_HOOK)
+
     def _attach_process_events(self, capture: libbpf.Object, follow: int) -> None:
         """Exec/fork/exit events into the capture's ring; with -f (`follow`: the selector
         bits), the children of selected processes join the capture's selection at fork."""
@@ -509,6 +521,9 @@ class Session:
         that started after us)."""
         whomod.add_mntns(self._who_fds["ptcap_who_mntns"], inode)
 
+    def unselect_mntns(self, inode: int) -> None:
+        bpf.map_delete(self._who_fds["ptcap_who_mntns"], struct.pack("<I", inode))
+
     # -- reading ------------------------------------------------------------------------
     def counters(self) -> tuple[int, int]:
         """(received by filter, dropped by kernel), summed over CPUs."""
@@ -549,6 +564,8 @@ class Session:
         self._last_counters = getattr(self, "_last_counters", (0, 0, 0))
         self.closed = True
         self.detach()
+        if self.admission is not None:
+            self.admission.close()
         for link in self._links:
             link.destroy()
         self._links.clear()
@@ -584,6 +601,7 @@ def probe_hooks() -> HookReport:
         session.hooks.working.append(f"tc attach: {tcattach.method()}")
         session._attach_attribution(capture)
         session._attach_process_events(capture, int(whomod.Who.PIDS | whomod.Who.FOLLOW))
+        session._attach_admission(capture, "")
     except PtcapError as e:
         session.hooks.failed["capture"] = str(e)
     finally:
@@ -592,7 +610,8 @@ def probe_hooks() -> HookReport:
 
 
 # The selector maps the capture object tests packets against and the process events extend.
-_WHO_MAPS = ("ptcap_who_pids", "ptcap_who_uids", "ptcap_who_mntns", "ptcap_who_comms", "ptcap_who_children")
+_WHO_MAPS = ("ptcap_who_pids", "ptcap_who_uids", "ptcap_who_mntns", "ptcap_who_comms", "ptcap_who_children",
+             "ptcap_who_cgroups")
 
 # The socket-owner hooks: each optional, the kernel may lack one. Per hook the tracepoint
 # program and the fentry program that stands in for it (program, hook, program, hook).
