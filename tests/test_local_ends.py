@@ -217,8 +217,9 @@ def test_nat_and_forwarding_carry_the_process(tmp_path):
     third namespace: on both of the router's interfaces, before and after NAT, both ways,
     every packet of the connection names the client (and, once known, the server)."""
     tag = f"ptatn{os.getpid() % 10000}"
-    n = _nat_topology(tag)
+    n = {"C": f"{tag}C", "R": f"{tag}R", "S": f"{tag}S"}      # removed even if set-up fails
     try:
+        n = _nat_topology(tag)
         server, port = _http_server("ip", "netns", "exec", n["S"], addr=n["server_ip"])
         out = tmp_path / "o.pcapng"
         cap = _start([PYTHON, "-m", "ptcap.cli", "--netns", n["R"], "-i", "any", "-w", str(out), f"tcp port {port}"])
