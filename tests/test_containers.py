@@ -176,7 +176,19 @@ def stop_capture(proc: subprocess.Popen) -> str:
 
 
 def rows(path: Path) -> list[dict[str, str]]:
-    return [comments(c) for (c,) in tshark_fields(path, "frame.comment")]
+    """Each packet's process keys; a loopback packet's one copy names both ends, and when its
+    own process is in no container but the other end is, that end's (a reply to a container)."""
+    out = []
+    for (c,) in tshark_fields(path, "frame.comment"):
+        r = comments(c)
+        if "ContainerId" not in r:
+            for role in ("Receiver", "Sender"):
+                peer = {k[len(role):]: v for k, v in r.items() if k.startswith(role)}
+                if "ContainerId" in peer:
+                    r = peer
+                    break
+        out.append(r)
+    return out
 
 
 def test_container_metadata_on_every_packet(engine, containers, peers, tmp_path, no_kubeconfig):

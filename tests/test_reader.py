@@ -170,7 +170,7 @@ def test_read_select_and_write_again(peers, tmp_path):
     server = peers("udp-server", "9812", "127.0.0.1")
     client = peers("udp-client", "127.0.0.1", "9812")
     src = tmp_path / "in.pcapng"
-    cap = Capture("-i", "lo", "-w", str(src), "-c", "8", "udp port 9812")
+    cap = Capture("-i", "lo", "--loopback-twice", "-w", str(src), "-c", "8", "udp port 9812")
     client.say("send 7")
     client.say("send 7")
     cap.finish()

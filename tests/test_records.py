@@ -73,4 +73,4 @@ def test_capture_refuses_a_wrong_object_in_one_line(tmp_path):
     assert run.returncode == 1
     lines = run.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("ptcap: "), run.stderr
-    assert "struct ptcap_packet.caplen is at 104, 2 bytes in the object" in lines[0]
+    assert "struct ptcap_packet.caplen is at 184, 2 bytes in the object" in lines[0]      # records.CAPLEN_AT

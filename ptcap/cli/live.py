@@ -59,7 +59,7 @@ def capture(args: argparse.Namespace, report: TextIO | None = None) -> int:
     config = CaptureConfig(interfaces=args.interfaces, direction=args.direction, snaplen=snaplen,
                            expression=expression, ring_kib=args.buffer_kib, who=who,
                            backend=args.backend, netns=args.netns or [], hooks=hooks,
-                           hook_rate=args.hook_rate)
+                           hook_rate=args.hook_rate, loopback_twice=args.loopback_twice)
     table = ProcessTable(metadata)
     joiner = Joiner(table)
     sinks = _sinks(args, parts, snaplen, expression)
@@ -158,6 +158,11 @@ def _close(sinks: list[Sink]) -> None:
 def _announce(session: Session, snaplen: int, args: argparse.Namespace, report: TextIO) -> None:
     if not args.verbose and not args.write:
         report.write("ptcap: verbose output suppressed, use -v[v]... for full protocol decode\n")
+    if not session.ifaces:      # --netns newly: nothing yet
+        report.write(f"listening on network namespaces created from now on, "
+                     f"snapshot length {snaplen} bytes\n")
+        report.flush()
+        return
     names = ", ".join(dict.fromkeys(i.display_name for i in session.ifaces))
     kinds = {i.linktype_name for i in session.ifaces}
     report.write(f"listening on {names}, link-type {'/'.join(sorted(kinds))}, "

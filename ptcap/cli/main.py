@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="interface to capture on (repeatable; 'any' = every interface)")
     cap.add_argument("-Q", "--direction", choices=("in", "out", "inout"), default="inout",
                      help="capture only received (in), sent (out) or both (inout)")
+    cap.add_argument("--loopback-twice", action="store_true",
+                     help="capture each loopback packet twice, leaving (sender's process) and arriving "
+                          "(receiver's), instead of once with both")
     cap.add_argument("-s", "--snapshot-length", dest="snaplen", type=int, default=262144,
                      metavar="SNAPLEN", help="bytes of each packet to capture (default 262144)")
     cap.add_argument("-c", dest="count", type=int, metavar="N", help="exit after N packets")
@@ -67,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     flt.add_argument("--uid", action="append", type=int, default=[], metavar="UID",
                      help="capture only packets of this user (repeatable)")
     flt.add_argument("-f", "--follow-forks", action="store_true",
-                     help="also capture the children of --pid processes")
+                     help="also capture the children of selected processes (--pid, --pname, --uid) born from now on")
     flt.add_argument("--container-id", metavar="ID",
                      help="capture only packets of this container (full id or a prefix)")
     flt.add_argument("--container-name", metavar="NAME",

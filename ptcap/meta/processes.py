@@ -5,6 +5,7 @@ command, arguments and parent come from /proc the first time a process is seen.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import pwd
 import struct
@@ -15,6 +16,8 @@ from typing import TYPE_CHECKING, Callable
 
 from ptcap.kernel import records
 from ptcap.meta.context import ProcessContext
+from ptcap.pipeline.decoder import (MARK_CONNTRACK, MARK_LAST_OWNER, MARK_PEER_CONNTRACK, MARK_PEER_LAST_OWNER,
+                                    MARK_PEER_RECEIVER, MARKS)
 
 if TYPE_CHECKING:
     from ptcap.meta.metadata import Metadata, Workload
@@ -177,6 +180,32 @@ class ProcessTable:
             ctx = self._contexts[owner] = self._build(owner)
             pid, start = _PID_START.unpack_from(owner)
             self._owners.setdefault((pid, start), []).append(owner)
+        return ctx
+
+    def joined(self, owner: bytes, marks: int, peer: bytes) -> ProcessContext | None:
+        """The context of a packet's owner with what the kernel marked (last owner) and the
+        other local end's (peer) context; cached, and dropped when either process's is."""
+        if not marks and peer == NO_OWNER:
+            return self.context(owner)
+        key = owner + MARKS.pack(marks) + peer
+        ctx = self._contexts.get(key, False)
+        if ctx is not False:
+            return ctx
+        own = self.context(owner)
+        other = self.context(peer) if peer != NO_OWNER else None
+        ctx = dataclasses.replace(own) if own is not None else ProcessContext()
+        ctx.last_owner = bool(marks & MARK_LAST_OWNER)
+        ctx.forwarded = bool(marks & MARK_CONNTRACK)
+        if other is not None:
+            ctx.peer = dataclasses.replace(other, last_owner=bool(marks & MARK_PEER_LAST_OWNER),
+                                           forwarded=bool(marks & MARK_PEER_CONNTRACK))
+            ctx.peer_role = "Receiver" if marks & MARK_PEER_RECEIVER else "Sender"
+        if own is None and other is None:
+            ctx = None
+        self._contexts[key] = ctx
+        for record in (owner, peer):
+            if record != NO_OWNER:
+                self._owners.setdefault(_PID_START.unpack_from(record), []).append(key)
         return ctx
 
     def _build(self, owner: bytes) -> ProcessContext | None:

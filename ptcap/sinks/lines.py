@@ -24,8 +24,16 @@ def _labels(labels: dict[str, str]) -> str:
 def inline_prefix(ctx: ProcessContext | None, parts: Part) -> str:
     """'curl.1234 ' for after the interface, or ''."""
     if ctx is not None and ctx.pid > 0 and parts & Part.PROCESS:
-        return f"{ctx.comm}.{ctx.pid} "
+        return f"{ctx.comm}.{ctx.pid}{' (last owner)' if ctx.last_owner else ''} "
     return ""
+
+
+def _peer(ctx: ProcessContext, parts: Part) -> str:
+    """', Receiver [python3.456]': the other local end of the packet."""
+    peer = ctx.peer
+    if peer is None or peer.pid <= 0 or not parts & Part.PROCESS:
+        return ""
+    return f", {ctx.peer_role} [{peer.comm}.{peer.pid}{' (last owner)' if peer.last_owner else ''}]"
 
 
 def inline_suffix(ctx: ProcessContext | None, parts: Part) -> str:
@@ -33,6 +41,7 @@ def inline_suffix(ctx: ProcessContext | None, parts: Part) -> str:
     if ctx is None:
         return ""
     out = []
+    out.append(_peer(ctx, parts))
     if parts & Part.PARENTPROC and ctx.ppid > 0:
         out.append(f", ParentProc [{ctx.pcomm}.{ctx.ppid}]")
     if parts & Part.CONTAINER and ctx.container_id:
@@ -50,7 +59,8 @@ def verbose_blocks(ctx: ProcessContext | None, parts: Part) -> str:
         return ""
     out = []
     if ctx.pid > 0 and parts & Part.PROCESS:
-        out.append(f"    Process (pid {ctx.pid}, cmd {ctx.cmd}, args {ctx.args})")
+        out.append(f"    Process (pid {ctx.pid}, cmd {ctx.cmd}, args {ctx.args}"
+                   f"{', last owner' if ctx.last_owner else ''})")
     if ctx.tid > 0 and parts & Part.THREAD:
         out.append(f"    Thread (tid {ctx.tid}, name {ctx.tname})")
     if ctx.uid >= 0 and parts & Part.USER and (ctx.pid > 0 or ctx.username):
@@ -66,6 +76,10 @@ def verbose_blocks(ctx: ProcessContext | None, parts: Part) -> str:
                    f"labels {_labels(ctx.pod_labels)}, annotations {_labels(ctx.pod_annotations)})")
     if ctx.drop_reason:
         out.append(f"    Drop (reason {ctx.drop_reason}, location {ctx.drop_location})")
+    peer = ctx.peer
+    if peer is not None and peer.pid > 0 and parts & Part.PROCESS:
+        last = ", last owner" if peer.last_owner else ""
+        out.append(f"    {ctx.peer_role} (pid {peer.pid}, cmd {peer.cmd}, args {peer.args}{last})")
     return "".join(_one_line(line) + "\n" for line in out)
 
 
