@@ -240,6 +240,7 @@ def _assert_unprivileged(child: int, user: str) -> None:
     assert os.readlink(f"/proc/{child}/cwd") == "/"
 
 
+@pytest.mark.root      # drops privileges from root, or captures live
 def test_the_decoder_of_a_file_runs_unprivileged():
     """-r: tcpdump reads from a descriptor ptcap opened, as user tcpdump, no capabilities."""
     proc = subprocess.Popen([sys.executable, "-m", "ptcap.cli", "-r", "-"], stdin=subprocess.PIPE,
@@ -255,6 +256,7 @@ def test_the_decoder_of_a_file_runs_unprivileged():
     assert proc.returncode == 0
 
 
+@pytest.mark.root      # drops privileges from root, or captures live
 def test_minus_Z_chooses_the_user_and_never_root():
     res = ptcap("-r", "-", "-Z", "root", input=b"")
     assert res.returncode == 1 and res.stderr.decode() == \
@@ -297,6 +299,7 @@ def _wait_for(predicate, timeout: float = 15, what: str = "") -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.root      # drops privileges from root, or captures live
 def test_live_decoder_unprivileged_killed_restarted_and_the_gap_said(capture, tmp_path):
     port = _udp_port()
     out_path = tmp_path / "lines.txt"
@@ -318,6 +321,7 @@ def test_live_decoder_unprivileged_killed_restarted_and_the_gap_said(capture, tm
     assert "6 packets captured" in err
 
 
+@pytest.mark.root      # drops privileges from root, or captures live
 def test_a_stopped_decoder_never_stalls_the_capture(capture, tmp_path):
     """tcpdump frozen (SIGSTOP): -w keeps writing every captured packet and the count goes on;
     the packets it could not print are counted and said when it runs again."""
