@@ -12,8 +12,9 @@ die() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
 
 PACKAGES=(clang llvm make libbpf1 libbpf-dev bpftool libpcap0.8 libpcap-dev
           tshark tcpdump iproute2 iptables nftables python3 python3-venv psmisc
-          docker.io busybox-static file libcap2-bin
-          wireshark-qt xvfb xauth xdotool imagemagick dbus at-spi2-core python3-pyatspi)
+          docker.io containerd busybox-static file libcap2-bin
+          wireshark-qt xvfb xauth xdotool imagemagick dbus at-spi2-core python3-pyatspi
+          golang-go curl openssl)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

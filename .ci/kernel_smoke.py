@@ -129,7 +129,8 @@ def check_lo_filter_and_preexisting_socket() -> None:
     receiver = Sender("k19rcv", "127.0.0.1")
     sender = Sender("k19lo", "127.0.0.1")
     p1, p2 = receiver.port, free_port()
-    cap = Capture("-i", "lo", "-n", "-c", "4", f"udp and dst port {p1}")
+    # both copies of each loopback packet: the leaving one (sender), the arriving one (receiver)
+    cap = Capture("-i", "lo", "--loopback-twice", "-n", "-c", "4", f"udp and dst port {p1}")
     try:
         cap.wait_listening()
         for _ in range(2):
@@ -314,7 +315,9 @@ def check_extcap_through_tshark() -> None:
         if proc.poll() is None:
             proc.kill()
     rows = [l.split("\t") for l in out.splitlines() if l.strip()]
-    assert rows == [[str(sender.pid), "k19ws", str(port)]] * 2, (rows, err)
+    # one copy per loopback packet, with both its ends (here one process)
+    assert [r[0].split(",")[0] for r in rows] == [str(sender.pid)] * 2, (rows, err)
+    assert [r[1].split(",")[0] for r in rows] == ["k19ws"] * 2 and {r[2] for r in rows} == {str(port)}, rows
 
 
 CHECKS = [check_lo_filter_and_preexisting_socket, check_veth_with_process_selector,

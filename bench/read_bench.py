@@ -2,7 +2,10 @@
 
 Usage: python bench/read_bench.py [PCAP] [--runs N]
 Without PCAP it writes one: TCP with timestamps (and HTTP-port payloads), UDP/DNS, ICMP, over
-Ethernet. Prints each tool's best wall time (output to /dev/null) and the ratio; exit 1 above 3x.
+Ethernet. Prints each tool's best wall time and CPU (output to /dev/null) and the ratio; exit 1
+above 1.2x. The same packets as pcapng with a process comment on each (what ptcap writes) are
+timed too: there ptcap feeds tcpdump packet by packet and merges the processes into its lines
+(tcpdump prints the same packets without them).
 """
 from __future__ import annotations
 
@@ -42,13 +45,33 @@ def make_capture(path: Path, count: int = 100_000) -> None:
     synth.write_pcap(path, 1, packets)
 
 
-def best_time(cmd: list[str], runs: int) -> float:
-    best = float("inf")
+def best_time(cmd: list[str], runs: int) -> tuple[float, float]:
+    """(best wall time, best CPU time of the process and what it waited for)."""
+    best, best_cpu = float("inf"), float("inf")
     for _ in range(runs):
         t0 = time.perf_counter()
-        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        assert status == 0, cmd
         best = min(best, time.perf_counter() - t0)
-    return best
+        best_cpu = min(best_cpu, usage.ru_utime + usage.ru_stime)
+    return best, best_cpu
+
+
+def with_process_comments(src: Path, dst: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from ptcap.formats.pcapng import PacketWriter
+    from ptcap.formats.reader import read_packets
+    from ptcap.meta.context import ProcessContext
+    from ptcap.pipeline.packet import Direction
+    ctx = ProcessContext(pid=4242, cmd="/usr/bin/curl", args="curl http://10.0.0.2/", tid=4242, tname="curl",
+                         uid=1000, ppid=100, pcmd="/bin/bash", pargs="bash")
+    with open(dst, "wb") as out:
+        writer = PacketWriter(out, False, 1)
+        for pkt in read_packets(str(src)):
+            pkt.ifname, pkt.direction, pkt.context = "eth0", Direction.OUT, ctx
+            writer.write(pkt)
+        writer.flush()
 
 
 def main() -> int:
@@ -65,16 +88,22 @@ def main() -> int:
         make_capture(path)
     tcpdump = shutil.which("tcpdump") or "/usr/bin/tcpdump"
     ptcap = [sys.executable, "-m", "ptcap.cli"]
-    t_tcpdump = best_time([tcpdump, "-n", "-r", str(path)], args.runs)
-    t_ptcap = best_time([*ptcap, "-n", "-r", str(path)], args.runs)
-    ratio = t_ptcap / t_tcpdump
-    print(f"capture: {path} ({os.path.getsize(path)} bytes)")
-    print(f"tcpdump -n -r: {t_tcpdump:.3f} s")
-    print(f"ptcap   -n -r: {t_ptcap:.3f} s")
-    print(f"ratio: {ratio:.2f}x (goal: <= 3x)")
+    ng = Path(tmp.name if tmp else tempfile.mkdtemp()) / "bench-100k-processes.pcapng"
+    with_process_comments(path, ng)
+    rows = []
+    for label, file in (("pcap", path), ("pcapng+processes", ng)):
+        t_tcpdump = best_time([tcpdump, "-n", "-r", str(file)], args.runs)
+        t_ptcap = best_time([*ptcap, "-n", "-r", str(file)], args.runs)
+        rows.append((label, file, t_tcpdump, t_ptcap))
+        print(f"{label}: {file} ({os.path.getsize(file)} bytes)")
+        print(f"  tcpdump -n -r: {t_tcpdump[0]:.3f} s (CPU {t_tcpdump[1]:.3f} s)")
+        print(f"  ptcap   -n -r: {t_ptcap[0]:.3f} s (CPU {t_ptcap[1]:.3f} s, its tcpdump child included)")
+        print(f"  ratio: {t_ptcap[0] / t_tcpdump[0]:.2f}x wall, {t_ptcap[1] / t_tcpdump[1]:.2f}x CPU")
+    ratio = rows[0][3][0] / rows[0][2][0]
+    print(f"ratio on the pcap: {ratio:.2f}x (goal: <= 1.2x)")
     if tmp:
         tmp.cleanup()
-    return 0 if ratio <= 3 else 1
+    return 0 if ratio <= 1.2 else 1
 
 
 if __name__ == "__main__":

@@ -10,11 +10,15 @@
 #include "ptcap.h"
 #include "owners.h"
 #include "ring.h"
+#include "who.h"
+#include "conns.h"
 
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
+#define AF_INET 2
+#define AF_INET6 10
 #define TC_ACT_UNSPEC (-1)
 
 struct {
@@ -33,50 +37,6 @@ struct {
 } ptcap_capture_progs SEC(".maps");
 
 struct ptcap_config ptcap_config = {};
-
-/* Process selectors user space fills (see ptcap/who.py). */
-#define WHO_SET(name, key_t, n)				\
-	struct {						\
-		__uint(type, BPF_MAP_TYPE_HASH);		\
-		__uint(max_entries, n);				\
-		__type(key, key_t);				\
-		__type(value, __u8);				\
-	} name SEC(".maps")
-
-WHO_SET(ptcap_who_pids, __u32, 65536);
-WHO_SET(ptcap_who_uids, __u32, 1024);
-WHO_SET(ptcap_who_mntns, __u32, 4096);
-
-struct ptcap_comm_key {
-	char name[PTCAP_COMM_LEN];
-};
-WHO_SET(ptcap_who_comms, struct ptcap_comm_key, 1024);
-
-/* Does the packet's owner match the selectors the user gave? */
-static __always_inline int who_matches(struct ptcap_owner *o)
-{
-	__u32 who = ptcap_config.who;
-
-	if (!who)
-		return 1;
-	if (!o->pid)
-		return 0;
-	if (who & (PTCAP_WHO_PIDS | PTCAP_WHO_COMMS)) {
-		int hit = 0;
-
-		if ((who & PTCAP_WHO_PIDS) && bpf_map_lookup_elem(&ptcap_who_pids, &o->pid))
-			hit = 1;
-		if (!hit && (who & PTCAP_WHO_COMMS) && bpf_map_lookup_elem(&ptcap_who_comms, o->pcomm))
-			hit = 1;
-		if (!hit)
-			return 0;
-	}
-	if ((who & PTCAP_WHO_UIDS) && !bpf_map_lookup_elem(&ptcap_who_uids, &o->uid))
-		return 0;
-	if ((who & PTCAP_WHO_MNTNS) && !bpf_map_lookup_elem(&ptcap_who_mntns, &o->mntns))
-		return 0;
-	return 1;
-}
 
 static __always_inline int owner_from_sock(struct bpf_sock *sk, struct ptcap_owner *out)
 {
@@ -140,17 +100,19 @@ static __always_inline int owner_of_sender(struct __sk_buff *ctx, struct bpf_soc
 	return 1;
 }
 
-/* Find the local socket of a packet from its addresses. `local_is_dst` tells which end
- * is ours: the destination for received packets, the source for sent ones. */
-static __always_inline int owner_by_lookup(struct __sk_buff *skb, __u32 l3off, int local_is_dst,
-					   struct ptcap_owner *out)
+/* A packet's addresses and ports (network order), parsed once for every lookup. */
+struct flow {
+	__u8 proto;		/* IPPROTO_TCP, IPPROTO_UDP; 0: neither, or not parsed */
+	__u8 v6;
+	__u16 sport, dport;
+	__u32 saddr[4], daddr[4];
+};
+
+static __always_inline int parse_flow(struct __sk_buff *skb, __u32 l3off, struct flow *f)
 {
-	struct bpf_sock_tuple t = {};
-	struct bpf_sock *sk;
-	__u32 size, l4off;
-	__u8 proto;
+	__u32 l4off;
 	__u16 ports[2];
-	int found;
+	__u8 proto;
 
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
 		struct iphdr ip;
@@ -161,14 +123,9 @@ static __always_inline int owner_by_lookup(struct __sk_buff *skb, __u32 l3off, i
 			return 0;
 		proto = ip.protocol;
 		l4off = l3off + ip.ihl * 4;
-		if (local_is_dst) {
-			t.ipv4.saddr = ip.saddr;
-			t.ipv4.daddr = ip.daddr;
-		} else {
-			t.ipv4.saddr = ip.daddr;
-			t.ipv4.daddr = ip.saddr;
-		}
-		size = sizeof(t.ipv4);
+		f->saddr[0] = ip.saddr;
+		f->daddr[0] = ip.daddr;
+		f->v6 = 0;
 	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr ip6;
 
@@ -176,14 +133,9 @@ static __always_inline int owner_by_lookup(struct __sk_buff *skb, __u32 l3off, i
 			return 0;
 		proto = ip6.nexthdr;
 		l4off = l3off + sizeof(ip6);
-		if (local_is_dst) {
-			__builtin_memcpy(t.ipv6.saddr, &ip6.saddr, 16);
-			__builtin_memcpy(t.ipv6.daddr, &ip6.daddr, 16);
-		} else {
-			__builtin_memcpy(t.ipv6.saddr, &ip6.daddr, 16);
-			__builtin_memcpy(t.ipv6.daddr, &ip6.saddr, 16);
-		}
-		size = sizeof(t.ipv6);
+		__builtin_memcpy(f->saddr, &ip6.saddr, 16);
+		__builtin_memcpy(f->daddr, &ip6.daddr, 16);
+		f->v6 = 1;
 	} else {
 		return 0;
 	}
@@ -191,18 +143,48 @@ static __always_inline int owner_by_lookup(struct __sk_buff *skb, __u32 l3off, i
 		return 0;
 	if (bpf_skb_load_bytes(skb, l4off, ports, sizeof(ports)) < 0)
 		return 0;
-	if (size == sizeof(t.ipv4)) {
-		t.ipv4.sport = local_is_dst ? ports[0] : ports[1];
-		t.ipv4.dport = local_is_dst ? ports[1] : ports[0];
+	f->sport = ports[0];
+	f->dport = ports[1];
+	f->proto = proto;
+	return 1;
+}
+
+/* The owner of the local socket at one end of a flow: `local_is_dst` says which end (the
+ * destination: the receiver; the source: the sender). `netns` is BPF_F_CURRENT_NETNS or
+ * the id, in the packet's namespace, of the namespace to look in (a veth's peer). */
+static __always_inline int owner_by_lookup(struct __sk_buff *skb, struct flow *f, int local_is_dst,
+					   __u64 netns, struct ptcap_owner *out)
+{
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+	__u32 size;
+	int found;
+
+	if (!f->proto)
+		return 0;
+	if (!f->v6) {
+		t.ipv4.saddr = local_is_dst ? f->saddr[0] : f->daddr[0];
+		t.ipv4.daddr = local_is_dst ? f->daddr[0] : f->saddr[0];
+		t.ipv4.sport = local_is_dst ? f->sport : f->dport;
+		t.ipv4.dport = local_is_dst ? f->dport : f->sport;
+		size = sizeof(t.ipv4);
 	} else {
-		t.ipv6.sport = local_is_dst ? ports[0] : ports[1];
-		t.ipv6.dport = local_is_dst ? ports[1] : ports[0];
+		if (local_is_dst) {
+			__builtin_memcpy(t.ipv6.saddr, f->saddr, 16);
+			__builtin_memcpy(t.ipv6.daddr, f->daddr, 16);
+		} else {
+			__builtin_memcpy(t.ipv6.saddr, f->daddr, 16);
+			__builtin_memcpy(t.ipv6.daddr, f->saddr, 16);
+		}
+		t.ipv6.sport = local_is_dst ? f->sport : f->dport;
+		t.ipv6.dport = local_is_dst ? f->dport : f->sport;
+		size = sizeof(t.ipv6);
 	}
-	/* For a half-open TCP connection this returns its listener. */
-	if (proto == IPPROTO_TCP)
-		sk = bpf_sk_lookup_tcp(skb, &t, size, BPF_F_CURRENT_NETNS, 0);
+	/* For a half-open TCP connection this returns its listener; a time-wait one, nothing. */
+	if (f->proto == IPPROTO_TCP)
+		sk = bpf_sk_lookup_tcp(skb, &t, size, netns, 0);
 	else
-		sk = bpf_sk_lookup_udp(skb, &t, size, BPF_F_CURRENT_NETNS, 0);
+		sk = bpf_sk_lookup_udp(skb, &t, size, netns, 0);
 	if (!sk)
 		return 0;
 	found = owner_from_sock(sk, out);
@@ -210,36 +192,259 @@ static __always_inline int owner_by_lookup(struct __sk_buff *skb, __u32 l3off, i
 	return found;
 }
 
-static __always_inline void find_owner(struct __sk_buff *skb, __u32 l2len, __u8 dir, int cgroup,
-				       struct ptcap_owner *out)
+/* The network namespace (inode) of the device a packet is on. */
+static __always_inline __u32 dev_netns(struct __sk_buff *ctx)
+{
+	struct sk_buff *skb = kernel_skb(ctx);
+
+	return BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
+}
+
+/* The last owner of the TCP connection at one end of a flow, whose socket may be gone
+ * (ptcap_conns, filled as connections close). `netns` is that end's namespace inode. */
+static __always_inline int last_owner(struct flow *f, int local_is_dst, __u32 netns,
+				      struct ptcap_owner *out)
+{
+	struct ptcap_conn_key key = {};
+	struct ptcap_owner *o;
+
+	if (f->proto != IPPROTO_TCP || !netns)
+		return 0;
+	key.netns = netns;
+	key.family = f->v6 ? AF_INET6 : AF_INET;
+	key.lport = local_is_dst ? f->dport : f->sport;
+	key.rport = local_is_dst ? f->sport : f->dport;
+	if (f->v6) {
+		__builtin_memcpy(key.laddr, local_is_dst ? f->daddr : f->saddr, 16);
+		__builtin_memcpy(key.raddr, local_is_dst ? f->saddr : f->daddr, 16);
+	} else {
+		__builtin_memcpy(key.laddr, local_is_dst ? f->daddr : f->saddr, 4);
+		__builtin_memcpy(key.raddr, local_is_dst ? f->saddr : f->daddr, 4);
+	}
+	o = bpf_map_lookup_elem(&ptcap_conns, &key);
+	if (!o)
+		return 0;
+	__builtin_memcpy(out, o, sizeof(*out));
+	return 1;
+}
+
+static __always_inline void flow_key(struct flow *f, int reversed, struct ptcap_flow_key *k)
+{
+	k->proto = f->proto;
+	k->v6 = f->v6;
+	k->sport = reversed ? f->dport : f->sport;
+	k->dport = reversed ? f->sport : f->dport;
+	__builtin_memcpy(k->saddr, reversed ? f->daddr : f->saddr, 16);
+	__builtin_memcpy(k->daddr, reversed ? f->saddr : f->daddr, 16);
+}
+
+/* A local process's packet crossing into this namespace (veth) with no receiver here is
+ * forwarded: remember its flow for where it goes on, rewritten or not. */
+static __always_inline void note_flow(struct flow *f, struct ptcap_owner *o)
+{
+	struct ptcap_flow_key k = {};
+	struct ptcap_owner *known;
+
+	if (!f->proto)
+		return;
+	flow_key(f, 0, &k);
+	known = bpf_map_lookup_elem(&ptcap_flows, &k);
+	if (known && known->tid == o->tid && known->start_ns == o->start_ns)
+		return;
+	bpf_map_update_elem(&ptcap_flows, &k, o, BPF_ANY);
+}
+
+/* A conntrack tuple (one direction of a connection) as a flow key. */
+static __always_inline void ct_flow_key(struct nf_conntrack_tuple *t, struct ptcap_flow_key *k)
+{
+	k->proto = BPF_CORE_READ(t, dst.protonum);
+	k->v6 = BPF_CORE_READ(t, src.l3num) == AF_INET6;
+	k->sport = BPF_CORE_READ(t, src.u.all);
+	k->dport = BPF_CORE_READ(t, dst.u.all);
+	BPF_CORE_READ_INTO(&k->saddr, t, src.u3.all);
+	BPF_CORE_READ_INTO(&k->daddr, t, dst.u3.all);
+	if (!k->v6) {
+		k->saddr[1] = k->saddr[2] = k->saddr[3] = 0;
+		k->daddr[1] = k->daddr[2] = k->daddr[3] = 0;
+	}
+}
+
+#define NFCT_PTRMASK (~7UL)
+#define IP_CT_IS_REPLY 3
+
+static __always_inline int flow_owner(struct ptcap_flow_key *k, struct ptcap_owner *out)
+{
+	struct ptcap_owner *o = bpf_map_lookup_elem(&ptcap_flows, k);
+
+	if (!o)
+		return 0;
+	__builtin_memcpy(out, o, sizeof(*out));
+	return 1;
+}
+
+/* One end of a forwarded packet (no socket of it here): the local process behind it. Its
+ * flow as that end sends it names it before NAT, or after NAT once noted; otherwise the
+ * connection tracking entry the packet carries (after conntrack: leaving, or forwarded
+ * within this namespace) gives the flow as that end sent it, and the packet's rewritten
+ * flow is noted for the packets that come before conntrack (the replies arriving).
+ * `receiver` picks the end: 0 the sender, 1 the receiver. */
+static __always_inline int forwarded_end(struct __sk_buff *ctx, struct flow *f, int receiver,
+					 struct ptcap_owner *out)
+{
+	struct ptcap_flow_key k = {};
+
+	if (!f->proto)
+		return 0;
+	flow_key(f, receiver, &k);
+	if (flow_owner(&k, out))
+		return 1;
+	if (bpf_core_field_exists(((struct sk_buff *)0)->_nfct)) {
+		struct sk_buff *skb = kernel_skb(ctx);
+		unsigned long nfct = BPF_CORE_READ(skb, _nfct);
+		struct nf_conn *ct = (struct nf_conn *)(nfct & NFCT_PTRMASK);
+		int reply = (nfct & 7) >= IP_CT_IS_REPLY;
+
+		if (!ct)
+			return 0;
+		/* the sender of an original-direction packet sent the original tuple; of a
+		 * reply, the reply tuple; the receiver the other one */
+		ct_flow_key(&ct->tuplehash[reply ^ receiver].tuple, &k);
+		if (!flow_owner(&k, out))
+			return 0;
+		flow_key(f, receiver, &k);
+		bpf_map_update_elem(&ptcap_flows, &k, out, BPF_ANY);
+		return 1;
+	}
+	return 0;
+}
+
+/* Where a packet's other end may be: tc gets it in cb[3] and cb[4] from the entry program,
+ * cgroup_skb from its interface entry. */
+struct where {
+	__u32 flags;		/* enum ptcap_iface_flags */
+	__u32 peer_netns;	/* a veth's peer namespace inode (0: none) */
+};
+
+/* How one end was found (marks of the owner; << 1 for the peer's where they pair up). */
+#define END_LAST 1
+#define END_FWD 2
+
+static __always_inline __u32 owner_marks(int how)
+{
+	return (how & END_LAST ? PTCAP_MARK_LAST_OWNER : 0) | (how & END_FWD ? PTCAP_MARK_CONNTRACK : 0);
+}
+
+static __always_inline __u32 peer_marks(int how)
+{
+	return (how & END_LAST ? PTCAP_MARK_PEER_LAST_OWNER : 0) | (how & END_FWD ? PTCAP_MARK_PEER_CONNTRACK : 0);
+}
+
+/* The packet's owner (its sender when leaving, its receiver when arriving; the other local
+ * end when that one is not local) and, where both ends may be local or the packet is
+ * forwarded, the other end's: both in the record `h`. Each end is found by its socket (the
+ * skb's, or looked up here or in a veth's peer namespace), else as the last owner of its
+ * closed connection, else (a forwarded packet) through its flow and conntrack. */
+static __always_inline void find_owners(struct __sk_buff *skb, __u32 l2len, struct where *w,
+					int cgroup, struct ptcap_packet *h)
 {
 	struct bpf_sock *sk = skb->sk;
+	struct flow f = {};
+	__u32 nsid = w->flags >> PTCAP_IFACE_PEER_NSID_SHIFT;
+	__u64 peer_ns = nsid ? nsid - 1 : (__u64)BPF_F_CURRENT_NETNS;
+	__u32 netns = 0;
+	int local = w->flags & PTCAP_IFACE_LOCAL, got, how = 0, forwarded;
 
-	/* At cgroup_skb the socket is known both ways: the sender's or the receiver's. */
-	if (cgroup) {
-		if (sk && dir == PTCAP_DIR_OUT)
-			owner_of_sender(skb, sk, out);
-		else if (sk)
-			owner_from_sock(sk, out);
-		return;
-	}
-	/* Received: the local socket it is for. Failing that, a packet crossing from another
-	 * namespace (veth) may still carry its sender's socket. */
-	if (dir == PTCAP_DIR_IN) {
-		if (owner_by_lookup(skb, l2len, 1, out))
+	if (h->dir == PTCAP_DIR_OUT) {
+		/* The sender: the socket that sent it. A full socket that isn't ours (the kernel's
+		 * reset/ICMP socket) has none; a request or timewait socket is looked up as its
+		 * connection; failing all, the connection's last owner, or a forwarded packet's. */
+		got = 0;
+		forwarded = !sk && !cgroup;
+		if (sk && bpf_sk_fullsock(sk))
+			got = owner_of_sender(skb, sk, &h->owner);
+		else if (sk && !cgroup && parse_flow(skb, l2len, &f))
+			got = owner_by_lookup(skb, &f, 0, BPF_F_CURRENT_NETNS, &h->owner);
+		if (!got && (local || !cgroup) && (f.proto || parse_flow(skb, l2len, &f))) {
+			netns = dev_netns(skb);
+			if (last_owner(&f, 0, netns, &h->owner))
+				h->marks |= PTCAP_MARK_LAST_OWNER;
+			else if (forwarded && forwarded_end(skb, &f, 0, &h->owner))
+				h->marks |= PTCAP_MARK_CONNTRACK;
+		}
+		if (!(local || forwarded) || (!f.proto && !parse_flow(skb, l2len, &f)))
 			return;
-		if (sk)
-			owner_from_sock(sk, out);
+		/* The receiver: here (loopback), in the veth's peer namespace, or behind NAT. */
+		got = 0;
+		if (local) {
+			got = owner_by_lookup(skb, &f, 1, peer_ns, &h->peer);
+			if (!got) {
+				if (!netns && !nsid)
+					netns = dev_netns(skb);
+				got = last_owner(&f, 1, nsid ? w->peer_netns : netns, &h->peer);
+				how = got ? END_LAST : 0;
+			}
+		}
+		if (!got && forwarded) {
+			got = forwarded_end(skb, &f, 1, &h->peer);
+			how = got ? END_FWD : 0;
+		}
+		if (got)
+			h->marks |= PTCAP_MARK_PEER_RECEIVER | peer_marks(how);
 		return;
 	}
-	if (!sk)
+	/* Received. The receiver: the local socket it is for (at cgroup_skb, the one it was
+	 * given to), or that connection's last owner. */
+	got = 0;
+	if (cgroup) {
+		if (sk)
+			got = owner_from_sock(sk, &h->owner);
+	} else if (parse_flow(skb, l2len, &f)) {
+		got = owner_by_lookup(skb, &f, 1, BPF_F_CURRENT_NETNS, &h->owner);
+		if (!got) {
+			netns = dev_netns(skb);
+			got = last_owner(&f, 1, netns, &h->owner);
+			how = got ? END_LAST : 0;
+		}
+	}
+	if (cgroup && !(got && local))
 		return;
-	/* Sent: the socket that sent it. A full socket that isn't ours (the kernel's reset/ICMP
-	 * socket) stays blank; a request or timewait socket is looked up as its connection. */
-	if (bpf_sk_fullsock(sk))
-		owner_of_sender(skb, sk, out);
-	else
-		owner_by_lookup(skb, l2len, 0, out);
+	/* The sender: a packet crossing from another namespace (veth, bridge) still carries its
+	 * socket; on loopback it is looked up. With no local receiver, the packet is forwarded:
+	 * its receiver may be behind NAT, and the sender is the owner. */
+	if (!cgroup && sk && owner_from_sock(sk, got ? &h->peer : &h->owner)) {
+		if (got) {
+			h->marks |= owner_marks(how) | PTCAP_MARK_PEER_SENDER;
+			return;
+		}
+		if (forwarded_end(skb, &f, 1, &h->peer))
+			h->marks |= PTCAP_MARK_PEER_RECEIVER | PTCAP_MARK_PEER_CONNTRACK;
+		note_flow(&f, &h->owner);	/* for where it goes on, rewritten or not */
+		return;
+	}
+	if (!got && !cgroup) {
+		/* forwarded from elsewhere: its receiver behind NAT, else its sender, by flow */
+		if (forwarded_end(skb, &f, 1, &h->owner)) {
+			h->marks |= PTCAP_MARK_CONNTRACK;
+			if (forwarded_end(skb, &f, 0, &h->peer))
+				h->marks |= PTCAP_MARK_PEER_SENDER | PTCAP_MARK_PEER_CONNTRACK;
+		} else if (forwarded_end(skb, &f, 0, &h->owner)) {
+			h->marks |= PTCAP_MARK_CONNTRACK;
+		}
+		return;
+	}
+	h->marks |= owner_marks(how);
+	if (!got || !local || (!f.proto && !parse_flow(skb, l2len, &f)))
+		return;
+	/* here (loopback) or in the veth's peer namespace (its request and time-wait sockets
+	 * do not travel with the packet) */
+	if (owner_by_lookup(skb, &f, 0, peer_ns, &h->peer)) {
+		h->marks |= PTCAP_MARK_PEER_SENDER;
+	} else {
+		if (!netns && !nsid)
+			netns = dev_netns(skb);
+		if (last_owner(&f, 0, nsid ? w->peer_netns : netns, &h->peer))
+			h->marks |= PTCAP_MARK_PEER_SENDER | PTCAP_MARK_PEER_LAST_OWNER;
+	}
 }
 
 #define SKB_COPY(dst, n) bpf_skb_load_bytes(skb, 0, dst, n)
@@ -247,7 +452,7 @@ static __always_inline void find_owner(struct __sk_buff *skb, __u32 l2len, __u8 
 
 /* Copy one packet (and who owns it) into the ring; `ret` is what the hook returns. */
 static __always_inline int capture(struct __sk_buff *skb, __u8 dir, __u32 iface_id, __u32 l2len,
-				   int cgroup, int ret)
+				   struct where *w, int cgroup, int ret)
 {
 	struct ptcap_packet hdr = {};
 	__u32 caplen;
@@ -267,8 +472,10 @@ static __always_inline int capture(struct __sk_buff *skb, __u8 dir, __u32 iface_
 	if (caplen > 262144)
 		caplen = 262144;
 	hdr.caplen = caplen;
-	find_owner(skb, l2len, dir, cgroup, &hdr.owner);
-	if (!who_matches(&hdr.owner))
+	find_owners(skb, l2len, w, cgroup, &hdr);
+	/* a local conversation's one copy is selected by either end (-Q in / out: by its own) */
+	if (!who_matches(&hdr.owner, ptcap_config.who) &&
+	    !(ptcap_config.peer_selects && hdr.peer.pid && who_matches(&hdr.peer, ptcap_config.who)))
 		return ret;
 
 	count(PTCAP_CNT_RECEIVED);
@@ -283,17 +490,22 @@ dropped:
 	return ret;
 }
 
-/* tc: the entry program put the interface's pcapng id in cb[1] and its L2 length in cb[2]. */
+/* tc: the entry program put the interface's pcapng id in cb[1], its L2 length in cb[2], its
+ * flags (enum ptcap_iface_flags) in cb[3] and a veth's peer namespace inode in cb[4]. */
 SEC("tc")
 int ptcap_tc_ingress(struct __sk_buff *skb)
 {
-	return capture(skb, PTCAP_DIR_IN, skb->cb[1], skb->cb[2], 0, TC_ACT_UNSPEC);
+	struct where w = { .flags = skb->cb[3], .peer_netns = skb->cb[4] };
+
+	return capture(skb, PTCAP_DIR_IN, skb->cb[1], skb->cb[2], &w, 0, TC_ACT_UNSPEC);
 }
 
 SEC("tc")
 int ptcap_tc_egress(struct __sk_buff *skb)
 {
-	return capture(skb, PTCAP_DIR_OUT, skb->cb[1], skb->cb[2], 0, TC_ACT_UNSPEC);
+	struct where w = { .flags = skb->cb[3], .peer_netns = skb->cb[4] };
+
+	return capture(skb, PTCAP_DIR_OUT, skb->cb[1], skb->cb[2], &w, 0, TC_ACT_UNSPEC);
 }
 
 /* cgroup_skb on the v2 root sees every namespace: take only the interfaces asked for.
@@ -315,13 +527,18 @@ static __always_inline int capture_cgroup(struct __sk_buff *skb, __u8 dir)
 {
 	struct ptcap_iface_key key = {};
 	struct ptcap_iface *iface;
+	struct where w = {};
 
 	key.netns_cookie = netns_cookie(skb);
 	key.ifindex = skb->ifindex;
 	iface = bpf_map_lookup_elem(&ptcap_ifaces, &key);
 	if (!iface)
 		return 1;
-	return capture(skb, dir, iface->iface_id, 0, 1, 1);
+	/* loopback, one copy: the leaving one (it has both ends) */
+	if (dir == PTCAP_DIR_IN && (iface->flags & PTCAP_IFACE_ONE_COPY))
+		return 1;
+	w.flags = iface->flags & (PTCAP_IFACE_LOCAL | PTCAP_IFACE_ONE_COPY);
+	return capture(skb, dir, iface->iface_id, 0, &w, 1, 1);
 }
 
 SEC("cgroup/skb")
@@ -337,7 +554,8 @@ int ptcap_cg_egress(struct __sk_buff *skb)
 }
 
 /* The record layout user space relies on (ptcap/decoder.py). */
-_Static_assert(sizeof(struct ptcap_packet) == 112, "ptcap_packet is 112 bytes");
+_Static_assert(sizeof(struct ptcap_packet) == 192, "ptcap_packet is 192 bytes");
 _Static_assert(__builtin_offsetof(struct ptcap_packet, location) == 80, "hook metadata at 80");
-_Static_assert(__builtin_offsetof(struct ptcap_packet, iface_id) == 92, "EPB body at 92");
+_Static_assert(__builtin_offsetof(struct ptcap_packet, peer) == 96, "peer at 96");
+_Static_assert(__builtin_offsetof(struct ptcap_packet, iface_id) == 172, "EPB body at 172");
 char LICENSE[] SEC("license") = "GPL";

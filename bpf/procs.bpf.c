@@ -7,6 +7,8 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "ptcap.h"
+#include "owners.h"
+#include "who.h"
 
 /* The capture object's ring buffer (user space shares the map). */
 struct {
@@ -14,16 +16,9 @@ struct {
 	__uint(max_entries, 1 << 24);
 } ptcap_events SEC(".maps");
 
-/* The capture object's pid selector and switches (shared maps / set by user space). */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u32);
-	__type(value, __u8);
-} ptcap_who_pids SEC(".maps");
-
-/* Set by user space: -f / -- CMD, a child of a selected process is selected too. */
-__u32 follow_forks = 0;
+/* Set by user space with -f / -- CMD: the active selectors (enum ptcap_who_bits), so that a
+ * child of a selected process is selected too. 0: nothing is followed. */
+__u32 follow_who = 0;
 
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(ptcap_fork, struct task_struct *parent, struct task_struct *child)
@@ -34,8 +29,14 @@ int BPF_PROG(ptcap_fork, struct task_struct *parent, struct task_struct *child)
 
 	if (child->pid != child->tgid)	/* a new thread, not a new process */
 		return 0;
-	if (follow_forks && bpf_map_lookup_elem(&ptcap_who_pids, &ppid))
-		bpf_map_update_elem(&ptcap_who_pids, &pid, &one, BPF_ANY);
+	if (follow_who) {
+		struct ptcap_owner o = {};
+
+		/* the parent as a packet of its would be judged (pid, name, user, container) */
+		owner_from_task(&o, parent);
+		if (who_matches(&o, follow_who))
+			bpf_map_update_elem(&ptcap_who_children, &pid, &one, BPF_ANY);
+	}
 	e = bpf_ringbuf_reserve(&ptcap_events, sizeof(*e), 0);
 	if (!e)
 		return 0;
@@ -84,6 +85,7 @@ int BPF_PROG(ptcap_exit, struct task_struct *p)
 		return 0;
 	/* the pid is free for reuse now: a new process with it is someone else */
 	bpf_map_delete_elem(&ptcap_who_pids, &pid);
+	bpf_map_delete_elem(&ptcap_who_children, &pid);
 	e = bpf_ringbuf_reserve(&ptcap_events, sizeof(*e), 0);
 	if (!e)
 		return 0;

@@ -32,10 +32,22 @@ struct ptcap_owner {
 	char pcomm[PTCAP_COMM_LEN];	/* process name (the thread group leader's) */
 };
 
-/* A captured packet; the packet bytes follow (caplen of them). 112 bytes.
+/* What else a packet record says about its owners (struct ptcap_packet.marks). */
+enum ptcap_marks {
+	PTCAP_MARK_LAST_OWNER = 1,	/* owner: the last owner of a connection whose socket is gone */
+	PTCAP_MARK_PEER_LAST_OWNER = 2,	/* the same for the peer */
+	PTCAP_MARK_PEER_RECEIVER = 4,	/* peer: the local process the packet is for */
+	PTCAP_MARK_PEER_SENDER = 8,	/* peer: the local process that sent it */
+	PTCAP_MARK_CONNTRACK = 16,	/* owner: a forwarded (NATed) packet's, through its flow / conntrack entry */
+	PTCAP_MARK_PEER_CONNTRACK = 32,	/* the same for the peer */
+};
+
+/* A captured packet; the packet bytes follow (caplen of them). 192 bytes.
  * From `iface_id` on, the record is the body of a pcapng Enhanced Packet Block, so the
- * writer in user space only frames it; `hook` to `reason` are adjacent: together they
- * are the key of the packet's pcapng options (who, and where the kernel saw it). */
+ * writer in user space only frames it; `owner` to `_pad` are adjacent: together they are
+ * the key of the packet's pcapng options (who, and where the kernel saw it).
+ * `owner` is the packet's own process (the sender of an outgoing packet, the receiver of an
+ * incoming one); `peer` the other end's when it is local too (loopback, veth), else zero. */
 struct ptcap_packet {
 	__u32 ifindex;
 	__u16 kind;		/* PTCAP_EV_PACKET */
@@ -44,12 +56,41 @@ struct ptcap_packet {
 	struct ptcap_owner owner;
 	__u64 location;		/* kernel address: where the skb was dropped (kfree_skb hook) */
 	__u32 reason;		/* enum skb_drop_reason (kfree_skb hook) */
+	__u32 marks;		/* enum ptcap_marks */
+	struct ptcap_owner peer;
+	__u32 _pad;
 	/* pcapng EPB body */
 	__u32 iface_id;		/* pcapng interface id (from struct ptcap_iface) */
 	__u32 ts_hi;		/* wall clock in ns, split as pcapng wants it */
 	__u32 ts_lo;
 	__u32 caplen;		/* bytes that follow */
 	__u32 len;		/* original length */
+};
+
+/* A flow as its local sender sees it (addresses and ports in network order, IPv4 in the first
+ * 4 bytes): the key of the flow map, which names the process behind a flow for its packets
+ * that are forwarded or NATed, where no socket is at hand. */
+struct ptcap_flow_key {
+	__u8 proto;		/* IPPROTO_TCP, IPPROTO_UDP */
+	__u8 v6;
+	__u16 sport;
+	__u16 dport;
+	__u16 _pad;
+	__u32 saddr[4];
+	__u32 daddr[4];
+};
+
+/* A TCP connection as its local end sees it: the key of the last-owner map, which keeps who
+ * owned a connection once its socket closes, so that its teardown (FIN, RST, the last ACKs
+ * of time-wait) still names it. Addresses in network order, IPv4 in the first 4 bytes. */
+struct ptcap_conn_key {
+	__u32 netns;		/* network namespace inode */
+	__u16 family;		/* AF_INET, AF_INET6 */
+	__u16 lport;		/* network order */
+	__u16 rport;
+	__u16 _pad;
+	__u8 laddr[16];
+	__u8 raddr[16];
 };
 
 /* Kernel hook points packets can be captured at (bpf/hooks.bpf.c, ptcap/hooks.py). */
@@ -140,7 +181,16 @@ struct ptcap_iface_key {
 
 struct ptcap_iface {
 	__u32 iface_id;		/* its pcapng interface id */
-	__u32 _pad;
+	__u32 flags;		/* enum ptcap_iface_flags */
+};
+
+/* What an interface's packets may have at their other end (tc: cb[3]; cgroup_skb: struct
+ * ptcap_iface.flags). */
+enum ptcap_iface_flags {
+	PTCAP_IFACE_LOCAL = 1,		/* both ends may be local: look for the receiver (lo, veth) */
+	PTCAP_IFACE_ONE_COPY = 2,	/* loopback: take each packet once, leaving (cgroup_skb) */
+	/* bits 16-31: a veth's peer network namespace, as its id in this one + 1 (0: none) */
+	PTCAP_IFACE_PEER_NSID_SHIFT = 16,
 };
 
 /* Which process selectors are active (the global ptcap_who): a packet must match every
@@ -153,11 +203,30 @@ enum ptcap_who_bits {
 	PTCAP_WHO_FOLLOW = 16,	/* add children of selected pids at fork */
 };
 
+/* Container admission at cgroup_mkdir (bpf/cgroups.bpf.c): a cgroup directory's name
+ * (NUL-padded, the map key of wanted names), a directory as kept (name and parent), and
+ * --container-id's id or prefix (containerd allows ids of 76 characters). */
+#define PTCAP_CONTAINER_ID_LEN 76
+
+struct ptcap_cgroup_name {
+	char name[128];
+};
+
+struct ptcap_cgroup_dir {
+	__u64 parent_id;	/* the parent cgroup's id */
+	struct ptcap_cgroup_name name;
+};
+
+struct ptcap_cgroup_want {
+	__u32 len;		/* 0: no --container-id */
+	char id[80];
+};
+
 /* Settings user space writes while capturing (the capture object's .bss). */
 struct ptcap_config {
 	__s64 clock_offset;	/* CLOCK_REALTIME - CLOCK_MONOTONIC, in ns */
 	__u32 who;		/* active process selectors (enum ptcap_who_bits); 0 = all */
-	__u32 _pad;
+	__u32 peer_selects;	/* 1: a packet whose peer (other local end) matches is taken too */
 };
 
 enum ptcap_counter {

@@ -10,13 +10,18 @@
  *    then give each socket that owner. The socket pointer a file walk reaches is untrusted on
  *    newer kernels (bpf_sk_storage_get refuses it), while the socket iterators' pointers are
  *    trusted on every kernel.
+ *  - tp_btf inet_sock_set_state: when a TCP connection starts closing (and at each later
+ *    step), its owner is kept by connection in ptcap_conns, for the packets sent and received
+ *    after its socket is gone.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
 #include "ptcap.h"
 #include "owners.h"
+#include "conns.h"
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -179,6 +184,77 @@ int ptcap_udp_walk(struct bpf_iter__udp *ctx)
 
 	if (udp)
 		adopt((struct sock *)udp);
+	return 0;
+}
+
+#define IPPROTO_TCP 6
+
+/* An established connection's flow, as its sender sends it: for its packets forwarded (NATed)
+ * to and from other namespaces, where its socket cannot be looked up. */
+static __always_inline void note_flow(const struct sock *sk)
+{
+	struct ptcap_flow_key key = {};
+	struct ptcap_owner *o;
+
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return;
+	o = bpf_sk_storage_get(&ptcap_owners, (struct sock *)sk, 0, 0);
+	if (!o || !o->pid)
+		return;
+	key.proto = IPPROTO_TCP;
+	key.sport = bpf_htons(sk->__sk_common.skc_num);
+	key.dport = sk->__sk_common.skc_dport;
+	if (sk->__sk_common.skc_family == AF_INET) {
+		key.saddr[0] = sk->__sk_common.skc_rcv_saddr;
+		key.daddr[0] = sk->__sk_common.skc_daddr;
+	} else if (sk->__sk_common.skc_family == AF_INET6) {
+		key.v6 = 1;
+		BPF_CORE_READ_INTO(&key.saddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(&key.daddr, sk, __sk_common.skc_v6_daddr);
+	} else {
+		return;
+	}
+	bpf_map_update_elem(&ptcap_flows, &key, o, BPF_ANY);
+}
+
+/* A TCP connection's owner, by connection, from the moment it starts closing: its FIN, the
+ * peer's answers, RSTs sent for it by the kernel's own socket and the ACKs of its time-wait
+ * are seen after the socket (and its storage) may be gone. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(ptcap_tcp_state, const struct sock *sk, const int oldstate, const int newstate)
+{
+	struct ptcap_conn_key key = {};
+	struct ptcap_owner *o;
+
+	if (newstate == TCP_ESTABLISHED) {
+		note_flow(sk);
+		return 0;
+	}
+	if (newstate != TCP_FIN_WAIT1 && newstate != TCP_CLOSE_WAIT && newstate != TCP_CLOSE &&
+	    newstate != TCP_LAST_ACK && newstate != TCP_CLOSING && newstate != TCP_FIN_WAIT2 &&
+	    newstate != TCP_TIME_WAIT)
+		return 0;
+	if (oldstate == TCP_SYN_SENT || oldstate == TCP_LISTEN || oldstate == TCP_CLOSE)
+		return 0;	/* never connected: nothing to tear down */
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	o = bpf_sk_storage_get(&ptcap_owners, (struct sock *)sk, 0, 0);
+	if (!o || !o->pid)
+		return 0;
+	key.family = sk->__sk_common.skc_family;
+	key.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	key.lport = bpf_htons(sk->__sk_common.skc_num);
+	key.rport = sk->__sk_common.skc_dport;
+	if (key.family == AF_INET) {
+		__builtin_memcpy(key.laddr, &sk->__sk_common.skc_rcv_saddr, 4);
+		__builtin_memcpy(key.raddr, &sk->__sk_common.skc_daddr, 4);
+	} else if (key.family == AF_INET6) {
+		BPF_CORE_READ_INTO(&key.laddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(&key.raddr, sk, __sk_common.skc_v6_daddr);
+	} else {
+		return 0;
+	}
+	bpf_map_update_elem(&ptcap_conns, &key, o, BPF_ANY);
 	return 0;
 }
 

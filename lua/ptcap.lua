@@ -4,6 +4,10 @@
 --   "PID: 123\nCmd: /usr/bin/curl\nArgs: curl ..." then thread, user, parent, container,
 --   pod and kernel drop blocks) and turns it into typed, filterable ptcap.* fields, a "ptcap"
 --   tree and the process in the Info column.
+-- A local conversation's packet (loopback, veth) names both ends: its own process first, then
+--   the other end's blocks with every key prefixed by which end it is ("ReceiverPID: ...",
+--   "SenderPID: ..."). The ptcap.* fields hold both ends (ptcap.pid == 123 shows process 123's
+--   whole conversation, both directions); ptcap.sender.* and ptcap.receiver.* say which is which.
 -- Statistics: "Statistics > ptcap Processes" in Wireshark, `-z ptcap,procs` in tshark:
 --   packets and bytes per process, container and pod.
 
@@ -33,7 +37,27 @@ local F = {
     pod_annotations  = ProtoField.string("ptcap.pod.annotations", "Pod annotations"),
     drop_reason      = ProtoField.string("ptcap.drop.reason", "Drop reason"),
     drop_location    = ProtoField.string("ptcap.drop.location", "Drop location"),
+    last_owner  = ProtoField.bool("ptcap.last_owner", "Last owner (the socket is gone)"),
+    forwarded   = ProtoField.bool("ptcap.forwarded", "Forwarded (found through the flow / conntrack)"),
 }
+-- Directional fields: ptcap.sender.* and ptcap.receiver.*
+local ENDS = { "sender", "receiver" }
+local DIRECTIONAL = { "pid", "tid", "comm", "cmd", "args", "uid", "user", "container", "pod", "last_owner" }
+local D = { sender = {}, receiver = {} }
+for _, e in ipairs(ENDS) do
+    local title = e == "sender" and "Sender" or "Receiver"
+    D[e].pid = ProtoField.uint32("ptcap." .. e .. ".pid", title .. " PID", base.DEC)
+    D[e].tid = ProtoField.uint32("ptcap." .. e .. ".tid", title .. " thread ID", base.DEC)
+    D[e].comm = ProtoField.string("ptcap." .. e .. ".comm", title .. " command name")
+    D[e].cmd = ProtoField.string("ptcap." .. e .. ".cmd", title .. " command")
+    D[e].args = ProtoField.string("ptcap." .. e .. ".args", title .. " arguments")
+    D[e].uid = ProtoField.uint32("ptcap." .. e .. ".uid", title .. " user ID", base.DEC)
+    D[e].user = ProtoField.string("ptcap." .. e .. ".user", title .. " user name")
+    D[e].container = ProtoField.string("ptcap." .. e .. ".container", title .. " container")
+    D[e].pod = ProtoField.string("ptcap." .. e .. ".pod", title .. " pod")
+    D[e].last_owner = ProtoField.bool("ptcap." .. e .. ".last_owner", title .. " is the last owner")
+    for _, key in ipairs(DIRECTIONAL) do F[e .. "_" .. key] = D[e][key] end
+end
 ptcap.fields = F
 
 -- comment key -> { context key, field, is a number }
@@ -61,13 +85,16 @@ local KEYS = {
     PodAnnotations = { "pod_annotations", F.pod_annotations },
     DropReason = { "drop_reason", F.drop_reason },
     DropLocation = { "drop_location", F.drop_location },
+    LastOwner = { "last_owner", F.last_owner, "bool" },
+    Forwarded = { "forwarded", F.forwarded, "bool" },
 }
+local ROLES = { Receiver = "receiver", Sender = "sender" }
 
 -- the order of the tree: process, thread, user, parent, container, pod, drop
 local ORDER = { "pid", "comm", "cmd", "args", "tid", "thread", "uid", "gid", "user", "ppid", "pcmd",
                 "pargs", "container", "container_id", "container_image", "container_labels",
                 "pod", "pod_namespace", "pod_uid", "pod_labels", "pod_annotations",
-                "drop_reason", "drop_location" }
+                "drop_reason", "drop_location", "last_owner", "forwarded" }
 local FIELD_OF = {}
 for _, spec in pairs(KEYS) do FIELD_OF[spec[1]] = spec[2] end
 
@@ -77,31 +104,55 @@ local function exe_name(cmd)
     return string.sub(string.match(cmd, "([^/]*)$"), 1, 15)
 end
 
--- The context of one packet from its comments (nil when none carries any).
+local function set(ctx, spec, value)
+    if spec[3] == "bool" then
+        ctx[spec[1]] = value == "yes"
+        return true
+    elseif spec[3] then
+        local n = tonumber(value)
+        if n and n >= 0 then ctx[spec[1]] = n; return true end
+    elseif value ~= "" then
+        ctx[spec[1]] = value
+        return true
+    end
+    return false
+end
+
+-- the kernel's comm of the task behind the packet (what --pname matches): the thread's
+-- name, else the executable's base name cut to 15 bytes as the kernel cuts it
+local function complete(ctx)
+    if ctx.comm == nil then
+        ctx.comm = ctx.thread or (ctx.cmd and exe_name(ctx.cmd))
+    end
+end
+
+-- The context of one packet from its comments (nil when none carries any); the other local
+-- end's, when named, in ctx.peer with its role ("sender" or "receiver") in ctx.peer_role.
 local function parse(comments)
     local ctx, found = {}, false
     for _, text in ipairs(comments) do
         for line in string.gmatch(text, "[^\r\n]+") do
             local key, value = string.match(line, "^%s*([%a]+):%s?(.*)$")
-            local spec = key and KEYS[key]
-            if spec then
-                if spec[3] then
-                    local n = tonumber(value)
-                    if n and n >= 0 then ctx[spec[1]] = n; found = true end
-                elseif value ~= "" then
-                    ctx[spec[1]] = value; found = true
+            local target = ctx
+            if key and not KEYS[key] then
+                local role, rest = string.match(key, "^(Receiver)(%a+)$")
+                if not role then role, rest = string.match(key, "^(Sender)(%a+)$") end
+                if role and KEYS[rest] then
+                    if ctx.peer == nil then ctx.peer = {}; ctx.peer_role = ROLES[role] end
+                    target, key = ctx.peer, rest
                 end
             end
+            local spec = key and KEYS[key]
+            if spec and set(target, spec, value) then found = true end
         end
     end
     if not found then return nil end
-    -- the kernel's comm of the task behind the packet (what --pname matches): the thread's
-    -- name, else the executable's base name cut to 15 bytes as the kernel cuts it
-    if ctx.comm == nil then
-        ctx.comm = ctx.thread or (ctx.cmd and exe_name(ctx.cmd))
-    end
+    complete(ctx)
+    if ctx.peer then complete(ctx.peer) end
     return ctx
 end
+
+local packet_direction = Field.new("frame.packet_flags_direction")
 
 local function packet_context()
     local texts = {}
@@ -109,10 +160,20 @@ local function packet_context()
         texts[#texts + 1] = tostring(fi.value)
     end
     if #texts == 0 then return nil end
-    return parse(texts)
+    local ctx = parse(texts)
+    if ctx == nil then return nil end
+    -- which end the packet's own process is: the peer's role says, else the direction
+    if ctx.peer_role then
+        ctx.role = ctx.peer_role == "receiver" and "sender" or "receiver"
+    else
+        local d = packet_direction()
+        local dir = d and d.value
+        if dir == 1 then ctx.role = "receiver" elseif dir == 2 then ctx.role = "sender" end
+    end
+    return ctx
 end
 
-local function summary(ctx)
+local function who(ctx)
     local words = {}
     if ctx.pid then words[#words + 1] = string.format("%s %d", ctx.comm or "?", ctx.pid) end
     if ctx.container or ctx.container_id then
@@ -121,8 +182,37 @@ local function summary(ctx)
     if ctx.pod then
         words[#words + 1] = "pod " .. ctx.pod .. (ctx.pod_namespace and ("." .. ctx.pod_namespace) or "")
     end
-    if ctx.drop_reason then words[#words + 1] = "drop " .. ctx.drop_reason end
+    if ctx.last_owner then words[#words + 1] = "last owner" end
     return table.concat(words, ", ")
+end
+
+local function summary(ctx)
+    local text = who(ctx)
+    if ctx.drop_reason then text = text .. (text ~= "" and ", " or "") .. "drop " .. ctx.drop_reason end
+    if ctx.peer then
+        local other = who(ctx.peer)
+        if other ~= "" then
+            text = ctx.peer_role == "receiver" and ((text ~= "" and text or "?") .. " -> " .. other)
+                or (other .. " -> " .. (text ~= "" and text or "?"))
+        end
+    end
+    return text
+end
+
+-- one end's fields: the ptcap.* ones (either end) and the directional ones
+local function add_end(tree, ctx, role)
+    for _, key in ipairs(ORDER) do
+        local value = ctx[key]
+        if value ~= nil then
+            tree:add(FIELD_OF[key], value):set_generated()
+        end
+    end
+    if role then
+        for _, key in ipairs(DIRECTIONAL) do
+            local value = ctx[key]
+            if value ~= nil then tree:add(D[role][key], value):set_generated() end
+        end
+    end
 end
 
 function ptcap.dissector(tvb, pinfo, tree)
@@ -130,11 +220,11 @@ function ptcap.dissector(tvb, pinfo, tree)
     if ctx == nil then return end
     local text = summary(ctx)
     local sub = tree:add(ptcap, text ~= "" and ("ptcap: " .. text) or "ptcap")
-    for _, key in ipairs(ORDER) do
-        local value = ctx[key]
-        if value ~= nil then
-            sub:add(FIELD_OF[key], value):set_generated()
-        end
+    add_end(sub, ctx, ctx.role)
+    if ctx.peer then
+        local title = ctx.peer_role == "receiver" and "Receiver" or "Sender"
+        local peer = sub:add(ptcap, title .. ": " .. who(ctx.peer))
+        add_end(peer, ctx.peer, ctx.peer_role)
     end
     if text ~= "" then
         pinfo.cols.info:append(" [" .. text .. "]")
@@ -209,16 +299,29 @@ local function processes_tap(filter, show)
     function tap.packet(pinfo, tvb)
         local ctx = packet_context()
         local bytes = pinfo.len
-        if ctx == nil or ctx.pid == nil then
+        if ctx == nil or (ctx.pid == nil and (ctx.peer == nil or ctx.peer.pid == nil)) then
             count(counts.process, "(no process)", bytes)
-        else
-            count_process(counts.process, ctx, bytes)
+            return
         end
-        if ctx and (ctx.container or ctx.container_id) then
-            count(counts.container, ctx.container or ctx.container_id, bytes)
-        end
-        if ctx and ctx.pod then
-            count(counts.pod, ctx.pod .. "." .. (ctx.pod_namespace or ""), bytes)
+        -- a local conversation's packet counts for both its ends (once each)
+        local seen = {}
+        for _, c in ipairs({ ctx, ctx.peer }) do
+            if c.pid and not seen["p" .. c.pid] then
+                seen["p" .. c.pid] = true
+                count_process(counts.process, c, bytes)
+            end
+            local container = c.container or c.container_id
+            if container and not seen["c" .. container] then
+                seen["c" .. container] = true
+                count(counts.container, container, bytes)
+            end
+            if c.pod then
+                local pod = c.pod .. "." .. (c.pod_namespace or "")
+                if not seen["o" .. pod] then
+                    seen["o" .. pod] = true
+                    count(counts.pod, pod, bytes)
+                end
+            end
         end
     end
     function tap.draw() show(report(counts)) end

@@ -382,3 +382,24 @@ def _no_ptcap_outlives_its_test():
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+# -- the host's own container engines: the suite must leave them as they were ---------------
+_HOST_ENGINES: dict = {}
+
+
+def pytest_sessionstart(session):
+    from engines import host_engines
+    _HOST_ENGINES["before"] = host_engines()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The host's docker0 and its engines' running containers, as at the start (the tests'
+    private engines must not touch them): a change fails the run."""
+    from engines import host_engines
+    before = _HOST_ENGINES.get("before")
+    after = host_engines()
+    if before is not None and after != before:
+        sys.stderr.write(f"\nthe host's container engines changed during the tests:\n  before {before}\n"
+                         f"  after  {after}\n")
+        session.exitstatus = 1

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, ROOT, comments, ptcap_argv, run, tshark_fields, wait_clean
+from conftest import (PYTHON, ROOT, comments, file_packets, free_port, ptcap_argv, run, tshark_fields, wait_clean,
+                      wait_for)
 
 pytestmark = pytest.mark.root      # real BPF, namespaces, daemons
 
@@ -24,13 +25,15 @@ def exe(pid: int) -> str:
 def test_tcp_packets_carry_client_and_server_processes(veth, peers, capture, tmp_path):
     """Client in the root namespace, server behind a veth: every TCP packet of the
     connection is attributed, in both directions, with thread, user and parent."""
-    server = peers("tcp-server", "8080", netns=veth.ns)
+    port = free_port(socket.SOCK_STREAM)
+    server = peers("tcp-server", str(port), netns=veth.ns)
     out = tmp_path / "out.pcapng"
     cap = capture("-i", veth.host_if, "-w", str(out))
-    client = peers("tcp-client", veth.peer_ip, "8080")
+    client = peers("tcp-client", veth.peer_ip, str(port))
     client.say("send 100")
     client.say("close")
-    time.sleep(0.3)
+    wait_for(lambda: sum(p.data[47] & 1 for p in file_packets(out) if len(p.data) > 47) >= 2,
+             what="both FINs in the file")
     _, err = cap.stop()
     assert "packets captured" in err
 
@@ -100,23 +103,47 @@ def test_preexisting_connection_ingress_first_packet(veth, peers, capture, tmp_p
     assert comments(rows[0][0])["PID"] == str(client.pid)
 
 
-def test_loopback_sender_and_receiver_are_each_attributed(peers, capture, tmp_path):
+def test_loopback_packets_once_with_sender_and_receiver(peers, capture, tmp_path):
+    """By default each loopback packet is captured once (as tcpdump -i lo shows it), naming
+    its sender and, under Receiver* keys, its receiver."""
     server = peers("udp-server", "9100", "127.0.0.1")
     client = peers("udp-client", "127.0.0.1", "9100")
     out = tmp_path / "out.pcapng"
-    cap = capture("-i", "lo", "-w", str(out), "-c", "4", "udp port 9100")
+    cap = capture("-i", "lo", "-w", str(out), "-c", "2", "udp port 9100")
+    client.say("send 20")
+    cap.finish()
+    rows = tshark_fields(out, "frame.comment", "udp.srcport")
+    assert len(rows) == 2
+    sport = client.ready.split()[2]
+    for comment, src_port in rows:
+        ctx = comments(comment)
+        sender = client.pid if src_port == sport else server.pid
+        receiver = server.pid if src_port == sport else client.pid
+        assert (int(ctx["PID"]), int(ctx["ReceiverPID"])) == (sender, receiver), comment
+
+
+def test_loopback_twice_keeps_both_copies(peers, capture, tmp_path):
+    """--loopback-twice: each packet leaving (its sender's) and arriving (its receiver's),
+    each copy naming the other end too."""
+    server = peers("udp-server", "9101", "127.0.0.1")
+    client = peers("udp-client", "127.0.0.1", "9101")
+    out = tmp_path / "out.pcapng"
+    cap = capture("-i", "lo", "--loopback-twice", "-w", str(out), "-c", "4", "udp port 9101")
     client.say("send 20")
     cap.finish()
     rows = tshark_fields(out, "frame.comment", "udp.srcport", "frame.packet_flags_direction")
     assert len(rows) == 4
     sport = client.ready.split()[2]
     for comment, src_port, direction in rows:
-        pid = comments(comment)["PID"]
+        ctx = comments(comment)
         outbound = int(direction, 16) == 2
         sender = client.pid if src_port == sport else server.pid
         receiver = server.pid if src_port == sport else client.pid
         # on lo a packet is seen leaving its sender and arriving at its receiver
-        assert int(pid) == (sender if outbound else receiver), (comment, src_port, direction)
+        if outbound:
+            assert (int(ctx["PID"]), int(ctx["ReceiverPID"])) == (sender, receiver), comment
+        else:
+            assert (int(ctx["PID"]), int(ctx["SenderPID"])) == (receiver, sender), comment
 
 
 def test_kernel_generated_packets_stay_blank(veth, capture, tmp_path):
@@ -140,7 +167,9 @@ except OSError: pass
     assert len(rows) == 2
     (syn_comment, syn_rst), (rst_comment, rst) = rows
     assert syn_rst == "0" and comments(syn_comment)["PID"] == str(sender.pid)
-    assert rst == "1" and rst_comment == ""
+    # the kernel's RST has no process of its own; it is for the connecting process
+    assert rst == "1" and "PID" not in comments(rst_comment)
+    assert comments(rst_comment)["ReceiverPID"] == str(sender.pid)
 
 
 def test_snaplen_interfaces_and_clock(veth, peers, capture, tmp_path):
@@ -186,16 +215,16 @@ def test_classic_pcap_and_stdout_stream(peers, capture, tmp_path):
     peers("udp-server", "9200", "127.0.0.1")
     client = peers("udp-client", "127.0.0.1", "9200")
     out = tmp_path / "out.pcap"
-    cap = capture("-i", "lo", "-w", str(out), "-c", "4", "udp port 9200")
+    cap = capture("-i", "lo", "-w", str(out), "-c", "2", "udp port 9200")
     client.say("send 10")
     cap.finish()
     res = run(["tcpdump", "-n", "-r", str(out)])
-    assert len(res.stdout.splitlines()) == 4
+    assert len(res.stdout.splitlines()) == 2           # the request and the reply, once each
     assert "UDP, length 10" in res.stdout
     assert open(out, "rb").read(4) == bytes.fromhex("d4c3b2a1")   # microsecond pcap, as tcpdump writes
 
     # ptcap -w - | tcpdump -n -r -
-    pt = subprocess.Popen(ptcap_argv("-i", "lo", "-w", "-", "-c", "4", "udp port 9200"),
+    pt = subprocess.Popen(ptcap_argv("-i", "lo", "-w", "-", "-c", "2", "udp port 9200"),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     td = subprocess.Popen(["tcpdump", "-n", "-r", "-"], stdin=pt.stdout, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
@@ -204,7 +233,7 @@ def test_classic_pcap_and_stdout_stream(peers, capture, tmp_path):
     client.say("send 10")
     lines = td.communicate(timeout=20)[0].splitlines()
     pt.wait(timeout=10)
-    assert len(lines) == 4 and all("UDP, length 10" in l for l in lines)
+    assert len(lines) == 2 and all("UDP, length 10" in l for l in lines)
 
 
 def _wait_listening(proc: subprocess.Popen) -> None:
@@ -217,20 +246,21 @@ def _wait_listening(proc: subprocess.Popen) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_stops_cleanly_and_file_stays_readable(peers, capture, tmp_path, sig):
-    peers("udp-server", "9300", "127.0.0.1")
-    client = peers("udp-client", "127.0.0.1", "9300")
+    port = str(free_port())
+    peers("udp-server", port, "127.0.0.1")
+    client = peers("udp-client", "127.0.0.1", port)
     out = tmp_path / "out.pcapng"
-    cap = capture("-i", "lo", "-w", str(out), "udp port 9300")
+    cap = capture("-i", "lo", "-w", str(out), f"udp port {port}")
     for _ in range(3):
         client.say("send 10")
-    time.sleep(0.2)
+    wait_for(lambda: len(file_packets(out)) >= 12, what="12 packets in the file")
     _, err = cap.stop(sig)
     assert cap.proc.returncode == 0
-    # 3 requests and 3 replies, each seen leaving and arriving on lo
-    assert "12 packets captured" in err
-    assert "12 packets received by filter" in err
+    # 3 requests and 3 replies, once each on lo
+    assert "6 packets captured" in err
+    assert "6 packets received by filter" in err
     assert "0 packets dropped by kernel" in err
-    assert len(tshark_fields(out, "frame.number")) == 12
+    assert len(tshark_fields(out, "frame.number")) == 6
     assert wait_clean() == []
 
 
@@ -308,7 +338,8 @@ def test_errors_are_one_line(tmp_path):
     with open("/dev/full", "w") as full:
         res = subprocess.run(ptcap_argv("-r", str(ROOT / "tests/data/live/lo.pcap")), stdout=full,
                              stderr=subprocess.PIPE, text=True, timeout=30)
-        assert (res.returncode, res.stderr.splitlines()[-1]) == (1, "ptcap: standard output: No space left on device")
+        # -r of a file tcpdump reads as it is: tcpdump's own words
+        assert (res.returncode, res.stderr.splitlines()[-1]) == (1, "ptcap: Unable to write output: No space left on device")
         live = subprocess.Popen(ptcap_argv("-i", "lo", "-c", "1", "udp port 9501"), stdout=full,
                                 stderr=subprocess.PIPE, text=True)
         while "listening on" not in live.stderr.readline():
@@ -333,7 +364,7 @@ def test_live_lines_name_interface_process_and_direction(peers):
     """Without -w: tcpdump's line with the interface, COMM.PID and In/Out."""
     server = peers("udp-server", "9600", "127.0.0.1")
     client = peers("udp-client", "127.0.0.1", "9600")
-    proc = subprocess.Popen(ptcap_argv("-n", "-i", "lo", "-c", "4", "udp port 9600"),
+    proc = subprocess.Popen(ptcap_argv("-n", "-i", "lo", "--loopback-twice", "-c", "4", "udp port 9600"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_listening_text(proc)
     client.say("send 33")
@@ -343,13 +374,16 @@ def test_live_lines_name_interface_process_and_direction(peers):
     cport = client.ready.split()[2]
     comm = open(f"/proc/{client.pid}/comm").read().strip()
     scomm = open(f"/proc/{server.pid}/comm").read().strip()
-    pattern = r"^\d\d:\d\d:\d\d\.\d{6} lo (\S+) (In|Out) IP 127\.0\.0\.1\.(\d+) > 127\.0\.0\.1\.(\d+): UDP, length 33"
+    pattern = (r"^\d\d:\d\d:\d\d\.\d{6} lo (\S+) (In|Out) IP 127\.0\.0\.1\.(\d+) > 127\.0\.0\.1\.(\d+): UDP, length 33, "
+               r"(Receiver|Sender) \[(\S+)\]")
     import re
     seen = [re.match(pattern, line) for line in lines]
     assert all(seen), lines
-    got = [(m.group(1), m.group(2), m.group(3)) for m in seen]
-    assert got == [(f"{comm}.{client.pid}", "Out", cport), (f"{scomm}.{server.pid}", "In", cport),
-                   (f"{scomm}.{server.pid}", "Out", "9600"), (f"{comm}.{client.pid}", "In", "9600")]
+    got = [(m.group(1), m.group(2), m.group(3), m.group(5), m.group(6)) for m in seen]
+    c, s = f"{comm}.{client.pid}", f"{scomm}.{server.pid}"
+    # --loopback-twice: each packet leaving (its sender's) and arriving (its receiver's)
+    assert got == [(c, "Out", cport, "Receiver", s), (s, "In", cport, "Sender", c),
+                   (s, "Out", "9600", "Receiver", c), (c, "In", "9600", "Sender", s)]
     assert "4 packets captured" in err
 
 

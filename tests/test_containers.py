@@ -1,8 +1,11 @@
-"""Containers and pods: a real Docker engine, containers from a locally built busybox image,
-traffic on loopback (--network host) or inside the container's own namespace (--network none).
+"""Containers and pods: a real Docker engine and a real containerd, containers from a locally
+built busybox image, traffic on loopback (--network host) or inside the container's own
+namespace (--network none).
 
-The engine is started by the tests (a private dockerd: its own data root and socket, no
-bridge, no iptables rules) and stopped with everything it ran once the module is done.
+The engines are started by the tests (tests/engines.py: a private containerd and a dockerd
+on it, with their own sockets, data roots, containerd namespaces and bridge, no iptables
+rules), stopped with everything they ran once the module is done, and the host's own engines
+are checked to be untouched.
 """
 from __future__ import annotations
 
@@ -20,12 +23,13 @@ from pathlib import Path
 import pytest
 
 from conftest import comments, engine_unavailable, ptcap_argv, tshark_fields, wait_clean
+from engines import IMAGE, PrivateEngines, docker0 as docker0_of_host, host_engines, \
+    stop_daemon as _stop_daemon, unmount_below as _unmount_below
 
 from ptcap.meta.containers import parse_cgroup_path, parse_proc_cgroup, proc_container
 
 pytestmark = pytest.mark.root      # real BPF, namespaces, daemons
 
-IMAGE = "ptcap-test:busybox"
 ID = "3f" * 32
 
 
@@ -64,22 +68,13 @@ def test_proc_cgroup_v1_and_v2_lines():
 
 # -- a real engine -------------------------------------------------------------------------
 class Engine:
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.address = f"unix://{base}/docker.sock"
-        self.env = {**os.environ, "DOCKER_HOST": self.address}
-
-    @property
-    def containerd(self) -> str:
-        """The containerd the engine uses: its own, or the system's when one was running."""
-        own = self.base / "exec" / "containerd" / "containerd.sock"
-        return str(own) if own.exists() else "/run/containerd/containerd.sock"
-
-    def docker(self, *args: str, check: bool = True, timeout: float = 60) -> str:
-        res = subprocess.run(["docker", *args], capture_output=True, text=True, env=self.env, timeout=timeout)
-        if check and res.returncode != 0:
-            raise AssertionError(f"docker {' '.join(args)}: {res.stderr.strip()}")
-        return res.stdout.strip()
+    def __init__(self, engines: PrivateEngines) -> None:
+        self.engines = engines
+        self.base = engines.base
+        self.address = engines.address
+        self.env = engines.env
+        self.containerd = engines.containerd
+        self.docker = engines.docker
 
     def run(self, name: str, *, network: str = "host", labels: dict[str, str] | None = None) -> "Container":
         args = ["run", "-d", "--name", name, "--network", network]
@@ -99,77 +94,21 @@ class Container:
         self.engine.docker("exec", self.name, "sh", "-c", f"echo {payload} | nc -w 1 {addr} {port}")
 
 
-def _busybox_tree(root: Path) -> None:
-    busybox = shutil.which("busybox")
-    (root / "bin").mkdir(parents=True)
-    (root / "tmp").mkdir()
-    shutil.copy(busybox, root / "bin" / "busybox")
-    for applet in ("sh", "nc", "sleep", "echo", "cat"):
-        (root / "bin" / applet).symlink_to("busybox")
-
-
 @pytest.fixture(scope="module")
 def engine():
-    for tool in ("dockerd", "docker", "busybox"):
-        if shutil.which(tool) is None:
-            engine_unavailable(f"{tool} is not installed (./install.sh installs docker.io and busybox-static)")
-    if "statically linked" not in subprocess.run(["file", "-L", shutil.which("busybox")],
-                                                 capture_output=True, text=True).stdout:
-        engine_unavailable("busybox is not the static one (busybox-static): it cannot run in a bare image")
-    base = Path(tempfile.mkdtemp(prefix="ptcap-dockerd-", dir="/tmp"))
     saved = os.environ.get("DOCKER_HOST")
-    eng = Engine(base)
-    log = open(base / "dockerd.log", "w")
-    proc = subprocess.Popen(["dockerd", "--data-root", f"{base}/data", "--exec-root", f"{base}/exec",
-                             "--pidfile", f"{base}/dockerd.pid", "-H", eng.address, "--bridge=none",
-                             "--iptables=false", "--ip6tables=false"],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    engines = PrivateEngines(f"{os.getpid() % 100000}")
     try:
-        deadline = time.time() + 60
-        while eng.docker("version", check=False, timeout=10) == "" or \
-                subprocess.run(["docker", "info"], env=eng.env, capture_output=True).returncode != 0:
-            if proc.poll() is not None or time.time() > deadline:
-                tail = (base / "dockerd.log").read_text()[-600:]
-                engine_unavailable(f"dockerd cannot start here: {tail}")
-            time.sleep(0.3)
-        tree = base / "image"
-        _busybox_tree(tree)
-        tar = subprocess.Popen(["tar", "-C", str(tree), "-c", "."], stdout=subprocess.PIPE)
-        subprocess.run(["docker", "import", "-", IMAGE], stdin=tar.stdout, env=eng.env, check=True,
-                       capture_output=True, timeout=120)
-        tar.wait()
-        os.environ["DOCKER_HOST"] = eng.address       # the engine ptcap talks to in these tests
-        yield eng
+        engines.start()
+        engines.import_image()
+        os.environ["DOCKER_HOST"] = engines.address       # the engine ptcap talks to in these tests
+        yield Engine(engines)
     finally:
-        ids = eng.docker("ps", "-aq", check=False).split()
-        if ids:
-            eng.docker("rm", "-f", *ids, check=False, timeout=120)
-        _stop_daemon(proc)
-        log.close()
+        engines.stop()
         if saved is None:
             os.environ.pop("DOCKER_HOST", None)
         else:
             os.environ["DOCKER_HOST"] = saved
-        _unmount_below(base)
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def _stop_daemon(proc: subprocess.Popen) -> None:
-    """SIGTERM a daemon the tests started; its whole session if it does not go in 30 s."""
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def _unmount_below(base: Path) -> None:
-    """What the engine left mounted under its directories (its netns files, overlays)."""
-    with open("/proc/self/mounts") as f:
-        points = [line.split()[1] for line in f if line.split()[1].startswith(f"{base}/")]
-    for point in sorted(points, key=len, reverse=True):
-        subprocess.run(["umount", "-l", point], capture_output=True)
 
 
 @pytest.fixture
@@ -237,7 +176,19 @@ def stop_capture(proc: subprocess.Popen) -> str:
 
 
 def rows(path: Path) -> list[dict[str, str]]:
-    return [comments(c) for (c,) in tshark_fields(path, "frame.comment")]
+    """Each packet's process keys; a loopback packet's one copy names both ends, and when its
+    own process is in no container but the other end is, that end's (a reply to a container)."""
+    out = []
+    for (c,) in tshark_fields(path, "frame.comment"):
+        r = comments(c)
+        if "ContainerId" not in r:
+            for role in ("Receiver", "Sender"):
+                peer = {k[len(role):]: v for k, v in r.items() if k.startswith(role)}
+                if "ContainerId" in peer:
+                    r = peer
+                    break
+        out.append(r)
+    return out
 
 
 def test_container_metadata_on_every_packet(engine, containers, peers, tmp_path, no_kubeconfig):
@@ -381,8 +332,7 @@ def test_container_started_after_the_capture_is_selected(engine, containers, pee
     name = f"later-{os.getpid()}"
     cap = start_capture("-i", "lo", "-w", str(out), "--container-name", name)
     assert "no such running container yet; waiting for one to start" in cap.early
-    c = containers("later")
-    time.sleep(2.5)     # the selector looks again every second
+    c = containers("later")       # admitted at its cgroup's mkdir: no waiting
     c.tcp(21015)
     stop_capture(cap)
     got = rows(out)
@@ -449,7 +399,10 @@ def test_later_containers_own_network_is_captured_too(engine, containers, tmp_pa
     cap = start_capture("-w", str(out), "--container-name", name, "tcp port 21022")
     c = containers("ownlater", network="none")
     engine.docker("exec", "-d", c.name, "sh", "-c", "nc -l -p 21022 > /tmp/got")
-    time.sleep(2.5)     # the selector looks again every second
+    deadline = time.time() + 30      # its namespace is taken when its start is reported
+    while f"lo@{c.name}".encode() not in out.read_bytes():
+        assert time.time() < deadline, "the container's namespace was never captured"
+        time.sleep(0.05)
     c.tcp(21022, "later")
     stop_capture(cap)
     got = tshark_fields(out, "frame.interface_name", "frame.comment")
@@ -494,8 +447,6 @@ def test_container_selector_errors(engine, tmp_path):
         return subprocess.run(ptcap_argv("-i", "lo", *args), capture_output=True, text=True, timeout=30,
                               env={**os.environ, "DOCKER_HOST": engine.address})
 
-    res = ptcap("--container-id", "0123456789ab")
-    assert (res.returncode, res.stderr) == (1, "ptcap: --container-id 0123456789ab: no such running container\n")
     res = ptcap("--container-id", "not-hex!")
     assert res.returncode == 1 and res.stderr.startswith("ptcap: --container-id 'not-hex!': ")
     res = ptcap("--container-name", "x", "--docker-address", str(tmp_path / "no.sock"))
@@ -681,3 +632,356 @@ def test_container_id_without_a_runtime(engine, containers, peers, tmp_path, no_
     stop_capture(cap)
     got = rows(out)
     assert got and {r["ContainerId"] for r in got} == {c.id}
+
+
+# -- containers that live for a second ------------------------------------------------------
+RUNS = 20
+
+
+class _Quiet(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b"ok\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def web():
+    """An HTTP server on loopback, on an ephemeral port (a host process: no container)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def connections(path: Path, port: int) -> dict[str, list[dict[str, str]]]:
+    """Every connection to the server, by the path it asked for: the context of each packet
+    whose local end is the client (sent by it, or received for it)."""
+    got = tshark_fields(path, "tcp.srcport", "tcp.dstport", "frame.packet_flags_direction",
+                        "http.request.uri", "frame.comment", display_filter=f"tcp.port == {port}")
+    by_port: dict[str, list] = {}
+    uris: dict[str, str] = {}
+    for sport, dport, direction, uri, text in got:
+        client = sport if dport == str(port) else dport
+        if uri:
+            uris[client] = uri
+        outbound = direction in ("2", "0x00000002", "0x2")
+        if (outbound and sport == client) or (not outbound and dport == client):
+            by_port.setdefault(client, []).append(comments(text))
+    return {uris.get(client, f"?{client}"): ctxs for client, ctxs in by_port.items()}
+
+
+def _cid(path: Path) -> str:
+    return path.read_text().strip()
+
+
+BRIEF_POD = {"io.kubernetes.pod.name": "web-0", "io.kubernetes.pod.namespace": "shop"}
+
+
+def _docker_brief(engine, port: int, run: int, tmp_path: Path, name: str | None = None,
+                  labels: dict[str, str] = BRIEF_POD) -> str:
+    """`docker run --rm`: a container that makes one request and is gone; its id."""
+    cidfile = tmp_path / f"cid-{run}-{time.monotonic_ns()}"
+    args = ["run", "--rm", "--network", "host", "--cidfile", str(cidfile)]
+    if name:
+        args += ["--name", name]
+    for k, v in labels.items():
+        args += ["--label", f"{k}={v}"]
+    engine.docker(*args, IMAGE, "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{port}/run-{run}")
+    return _cid(cidfile)
+
+
+def test_brief_docker_containers_carry_their_metadata(engine, web, tmp_path, no_kubeconfig):
+    """20 `docker run --rm` containers of one request each, started after ptcap: every packet
+    of each carries its container and pod, the SYN included (the name is known from the
+    create event, the cgroup named after the container is gone)."""
+    out = tmp_path / "o.pcapng"
+    cap = start_capture("-i", "lo", "-w", str(out), f"tcp port {web}")
+    ids = [_docker_brief(engine, web, run, tmp_path) for run in range(RUNS)]
+    stop_capture(cap)
+    got = connections(out, web)
+    assert set(got) == {f"/run-{run}" for run in range(RUNS)}, sorted(got)
+    for run, cid in enumerate(ids):
+        ctxs = got[f"/run-{run}"]
+        assert len(ctxs) >= 5, ctxs        # SYN, ACK, request, ..., FIN
+        for ctx in ctxs:
+            assert ctx.get("ContainerId") == cid, (run, ctx)
+            assert ctx["ContainerName"] and ctx["ContainerImage"] == IMAGE, (run, ctx)
+            assert (ctx["PodName"], ctx["PodNamespace"]) == ("web-0", "shop"), (run, ctx)
+            assert ctx["Cmd"] == "/bin/wget" and ctx["Args"].startswith("wget -q"), (run, ctx)
+
+
+def test_container_name_selects_brief_containers_from_their_first_packet(engine, web, tmp_path,
+                                                                        no_kubeconfig):
+    """--container-name given before the container exists: each of 20 `docker run --rm` with
+    that name is captured from its SYN, and nothing of other containers or the host."""
+    name = f"brief-{os.getpid()}"
+    out = tmp_path / "o.pcapng"
+    cap = start_capture("-i", "lo", "-w", str(out), "--container-name", name, f"tcp port {web}")
+    assert "no such running container yet" in cap.early
+    ids = []
+    for run in range(RUNS):
+        ids.append(_docker_brief(engine, web, run, tmp_path, name=name))
+        if run % 5 == 0:
+            _docker_brief(engine, web, 1000 + run, tmp_path, name=f"other-{name}")   # not selected
+            subprocess.run(["wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{web}/host-{run}"],
+                           check=False, timeout=10)
+    stop_capture(cap)
+    got = connections(out, web)
+    assert set(got) == {f"/run-{run}" for run in range(RUNS)}, sorted(got)
+    for run, cid in enumerate(ids):
+        ctxs = got[f"/run-{run}"]
+        assert len(ctxs) >= 5
+        assert {c.get("ContainerId") for c in ctxs} == {cid}
+        assert {c.get("ContainerName") for c in ctxs} == {name}
+    every = rows(out)
+    assert every and {r.get("ContainerName") for r in every} == {name}     # the server's side too
+
+
+@pytest.fixture(scope="module")
+def ctr_image(engine):
+    """The test image in a containerd namespace of its own (for ctr)."""
+    ns = f"ptcap-test-{os.getpid()}"
+    ctr = ["ctr", "-a", engine.containerd, "-n", ns]
+    saved = subprocess.Popen(["docker", "save", IMAGE], stdout=subprocess.PIPE, env=engine.env)
+    subprocess.run(ctr + ["images", "import", "-"], stdin=saved.stdout, check=True, capture_output=True,
+                   timeout=120)
+    saved.wait()
+    return ctr
+
+
+def _ctr_brief(ctr: list[str], cid: str, port: int, run: int, labels: dict[str, str]) -> None:
+    """`ctr run --rm`: one request, then gone."""
+    subprocess.run(ctr + ["run", "--rm", "--net-host"] + [a for k, v in labels.items() for a in ("--label", f"{k}={v}")]
+                   + [f"docker.io/library/{IMAGE}", cid, "wget", "-q", "-O", "/dev/null",
+                      f"http://127.0.0.1:{port}/run-{run}"], check=True, capture_output=True, timeout=60)
+
+
+def test_brief_containerd_containers_carry_their_metadata(engine, ctr_image, web, tmp_path, no_kubeconfig):
+    """20 `ctr run --rm` containers, started after ptcap: names, image and pod labels from
+    containerd's create events, on every packet."""
+    out = tmp_path / "o.pcapng"
+    cap = start_capture("-i", "lo", "-w", str(out), "--containerd-address", engine.containerd,
+                        f"tcp port {web}")
+    tag = f"ctr-{os.getpid()}"
+    for run in range(RUNS):
+        _ctr_brief(ctr_image, f"{tag}-{run}", web, run,
+                   {"nerdctl/name": f"box-{run}", **BRIEF_POD, "app": "brief"})
+    stop_capture(cap)
+    got = connections(out, web)
+    assert set(got) == {f"/run-{run}" for run in range(RUNS)}, sorted(got)
+    for run in range(RUNS):
+        for ctx in got[f"/run-{run}"]:
+            assert (ctx.get("ContainerId"), ctx.get("ContainerName")) == (f"{tag}-{run}", f"box-{run}"), ctx
+            assert ctx["ContainerImage"] == f"docker.io/library/{IMAGE}"
+            assert json.loads(ctx["ContainerLabels"])["app"] == "brief"
+            assert (ctx["PodName"], ctx["PodNamespace"]) == ("web-0", "shop")
+
+
+def test_container_name_selects_brief_containerd_containers(engine, ctr_image, web, tmp_path, no_kubeconfig):
+    """--container-name given before 20 `ctr run --rm` containers named so (nerdctl's name
+    label): each captured from its SYN, others not."""
+    name = f"ctrbox-{os.getpid()}"
+    out = tmp_path / "o.pcapng"
+    cap = start_capture("-i", "lo", "-w", str(out), "--containerd-address", engine.containerd,
+                        "--container-name", name, f"tcp port {web}")
+    tag = f"ctrsel-{os.getpid()}"
+    for run in range(RUNS):
+        _ctr_brief(ctr_image, f"{tag}-{run}", web, run, {"nerdctl/name": name})
+        if run % 5 == 0:
+            _ctr_brief(ctr_image, f"{tag}-other-{run}", web, 1000 + run, {"nerdctl/name": f"x{name}"})
+    stop_capture(cap)
+    got = connections(out, web)
+    assert set(got) == {f"/run-{run}" for run in range(RUNS)}, sorted(got)
+    for run in range(RUNS):
+        ctxs = got[f"/run-{run}"]
+        assert len(ctxs) >= 5
+        assert {(c.get("ContainerId"), c.get("ContainerName")) for c in ctxs} == {(f"{tag}-{run}", name)}
+
+
+def test_container_id_prefix_admitted_in_the_kernel(engine, ctr_image, web, tmp_path, no_kubeconfig):
+    """--container-id with no runtime reachable, before the containers exist: the kernel
+    admits each new cgroup named by that prefix at mkdir, from the first packet."""
+    tag = f"pfx{os.getpid()}"
+    nowhere = str(tmp_path / "no.sock")
+    out = tmp_path / "o.pcapng"
+    cap = start_capture("-i", "lo", "-w", str(out), "--container-id", tag, "--docker-address", nowhere,
+                        "--containerd-address", nowhere, "--cri-runtime-address", nowhere, f"tcp port {web}")
+    for run in range(5):
+        _ctr_brief(ctr_image, f"{tag}-{run}", web, run, {})
+        _ctr_brief(ctr_image, f"x{tag}-{run}", web, 100 + run, {})      # another id: not selected
+    stop_capture(cap)
+    got = connections(out, web)
+    assert set(got) == {f"/run-{run}" for run in range(5)}, sorted(got)
+    for run in range(5):
+        assert {c.get("ContainerId") for c in got[f"/run-{run}"]} == {f"{tag}-{run}"}
+
+
+def test_printed_line_and_verbose_blocks_of_a_brief_container(engine, web, tmp_path, no_kubeconfig):
+    """The default line ends with Container [NAME], Pod [NAME.NAMESPACE]; -v prints the
+    Container and Pod blocks; Wireshark's fields (the Lua dissector) have the same values."""
+    name = f"line-{os.getpid()}"
+    cap = subprocess.Popen(ptcap_argv("-i", "lo", "-Q", "out", "--container-name", name, "-v",
+                                      f"tcp port {web}"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    _STARTED.append(cap)
+    _wait_listening(cap)
+    cid = _docker_brief(engine, web, 0, tmp_path, name=name)
+    verbose = _stop(cap)
+    assert f"Container (name {name}, id {cid}, image {IMAGE}, labels " in verbose
+    assert "Pod (name web-0, namespace shop, " in verbose
+
+    out = tmp_path / "o.pcapng"
+    plain = subprocess.Popen(ptcap_argv("-i", "lo", "-Q", "out", "--container-name", name, "--print",
+                                        "-w", str(out), f"tcp port {web}"),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _STARTED.append(plain)
+    _wait_listening(plain)
+    cid = _docker_brief(engine, web, 1, tmp_path, name=name)
+    lines = [line for line in _stop(plain).splitlines() if f".{web}" in line]
+    assert lines and all(line.endswith(f", Container [{name}], Pod [web-0.shop]") for line in lines), lines
+    lua = Path(__file__).resolve().parent.parent / "lua" / "ptcap.lua"
+    res = subprocess.run(["tshark", "-X", f"lua_script:{lua}", "-r", str(out), "-T", "fields", "-E",
+                          "separator=\t", "-e", "ptcap.container", "-e", "ptcap.container.id", "-e",
+                          "ptcap.pod", "-e", "ptcap.pod.namespace"], capture_output=True, text=True,
+                         env={**os.environ, "HOME": str(tmp_path)})
+    fields = {tuple(line.split("\t")) for line in res.stdout.splitlines()}
+    assert fields == {(name, cid, "web-0", "shop")}, res.stderr
+
+
+def _wait_listening(proc: subprocess.Popen) -> None:
+    lines = []
+    while True:
+        line = proc.stderr.readline()
+        if not line:
+            raise AssertionError("ptcap did not start: " + "".join(lines))
+        lines.append(line)
+        if line.startswith("listening on"):
+            return
+
+
+def _stop(proc: subprocess.Popen) -> str:
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    return out
+
+
+def test_process_details_inside_brief_containers(engine, web, tmp_path, no_kubeconfig):
+    """busybox's sh runs applets by exec'ing /proc/self/exe: the packets name the applet's
+    path; a container's init names its parent, the runtime's shim, with its arguments."""
+    out = tmp_path / "o.pcapng"
+    cap = start_capture("-i", "lo", "-w", str(out), "-Q", "out", f"tcp port {web}")
+    url = f"http://127.0.0.1:{web}"
+    engine.docker("run", "--rm", "--network", "host", IMAGE, "sh", "-c", f"wget -q -O /dev/null {url}/init")
+    engine.docker("run", "--rm", "--network", "host", IMAGE, "sh", "-c",
+                  f"wget -q -O /dev/null {url}/child; true")
+    stop_capture(cap)
+    got = connections(out, web)
+    init, child = got["/init"], got["/child"]
+    for ctx in init + child:
+        assert (ctx["Cmd"], ctx["Args"].split()[0]) == ("/bin/wget", "wget"), ctx
+    for ctx in init:        # sh exec'd wget in its place: the container's init
+        assert ctx["ParentCmd"] == "/usr/bin/containerd-shim-runc-v2", ctx
+        assert f"-namespace {engine.engines.moby_namespace} -id {ctx['ContainerId']}" in ctx["ParentArgs"], ctx
+    for ctx in child:       # sh forked, the child exec'd wget
+        assert (ctx["ParentCmd"], ctx["ParentArgs"]) == ("/bin/sh", f"sh -c wget -q -O /dev/null {url}/child; true")
+
+
+def test_capture_goes_on_when_the_mkdir_program_does_not_load(engine, containers, peers, tmp_path,
+                                                              no_kubeconfig):
+    """A cgroups object the kernel refuses (here: one that is not an object at all) costs the
+    admission at mkdir only: ptcap says so, captures, and a container that starts later is
+    still selected once its runtime reports it."""
+    objects = tmp_path / "bpf"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "bpf" / "build", objects)
+    (objects / "cgroups.bpf.o").write_bytes(b"not an ELF object")
+    peers("tcp-server", "21023", "127.0.0.1")
+    name = f"nomkdir-{os.getpid()}"
+    out = tmp_path / "o.pcapng"
+    cap = start_capture("-i", "lo", "-w", str(out), "--container-name", name, "tcp port 21023",
+                        env={**os.environ, "PTCAP_BPF_DIR": str(objects)})
+    assert f"--container-name {name}: cgroup_mkdir admission unavailable" in cap.early
+    empty = out.stat().st_size      # the file's header and interfaces
+    c = containers("nomkdir")
+    other = containers("nomkdir-other")
+    deadline = time.time() + 30
+    while out.stat().st_size == empty:     # selected once its start is reported: talk until kept
+        assert time.time() < deadline, "the later container was never selected"
+        c.tcp(21023)
+        other.tcp(21023)
+    stop_capture(cap)
+    got = rows(out)
+    assert got and {r["ContainerName"] for r in got} == {c.name}
+
+
+def test_a_gone_containers_namespace_does_not_select_the_next(engine, containers, web, tmp_path,
+                                                              no_kubeconfig):
+    """A container selected at start exits; the containers made after it (which may be given
+    its mount namespace's inode again) are not captured: it was selected by its cgroup."""
+    first = containers("gone")
+    out = tmp_path / "o.pcapng"
+    cap = start_capture("-i", "lo", "-w", str(out), "--container-name", first.name, f"tcp port {web}")
+    engine.docker("exec", first.name, "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{web}/first")
+    engine.docker("rm", "-f", first.name)
+    for run in range(5):
+        _docker_brief(engine, web, run, tmp_path)
+    stop_capture(cap)
+    got = connections(out, web)
+    assert set(got) == {"/first"}, sorted(got)
+    assert {c["ContainerName"] for c in got["/first"]} == {first.name}
+
+
+def _wait_for(path: Path, text: str, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while text not in path.read_text():
+        assert time.time() < deadline, f"{text!r} never came: {path.read_text()}"
+        time.sleep(0.05)
+
+
+def test_a_restarted_engine_is_followed_again(engine, web, tmp_path, no_kubeconfig):
+    """dockerd restarts during a capture: ptcap subscribes to its events again (and says so),
+    and brief containers after the restart carry their names."""
+    out, err = tmp_path / "o.pcapng", tmp_path / "err"
+    with open(err, "w") as stderr:
+        cap = subprocess.Popen(ptcap_argv("-i", "lo", "-w", str(out), f"tcp port {web}"), stderr=stderr)
+    _STARTED.append(cap)
+    _wait_for(err, "listening on")
+    before = _docker_brief(engine, web, 0, tmp_path)
+    engine.engines.restart_dockerd()
+    _wait_for(err, f"docker: reached {engine.address} again: following its containers")
+    after = [_docker_brief(engine, web, run, tmp_path) for run in range(1, 4)]
+    cap.send_signal(signal.SIGINT)
+    assert cap.wait(timeout=30) == 0
+    got = connections(out, web)
+    for run, cid in enumerate([before, *after]):
+        assert {(c.get("ContainerId"), c.get("ContainerImage")) for c in got[f"/run-{run}"]} == {(cid, IMAGE)}
+        assert all(c.get("ContainerName") for c in got[f"/run-{run}"])
+    assert err.read_text().count("again: following") == 1
+
+
+def test_the_hosts_engines_are_left_alone(tmp_path):
+    """Private engines leave the host's docker0 and the host's containers as they were. With
+    no docker0 here, a stand-in is made for the check (dockerd --bridge=none deletes it)."""
+    made = None
+    if docker0_of_host() is None:
+        made = "docker0"
+        subprocess.run(["ip", "link", "add", "docker0", "type", "bridge"], check=True)
+        subprocess.run(["ip", "addr", "add", "198.18.255.1/30", "dev", "docker0"], check=True)
+    try:
+        before = host_engines()
+        engines = PrivateEngines(f"h{os.getpid() % 10000}")
+        try:
+            engines.start()
+            engines.docker("network", "ls")
+        finally:
+            engines.stop()
+        assert host_engines() == before
+    finally:
+        if made:
+            subprocess.run(["ip", "link", "del", made], check=False)

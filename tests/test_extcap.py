@@ -86,7 +86,7 @@ def test_config_groups_and_validation():
         "--interfaces": "Capture", "--backend": "Capture", "--snaplen": "Capture",
         "--direction": "Capture", "--netns": "Capture",
         "--pid": "Filter", "--follow-forks": "Filter", "--pname": "Filter", "--uid": "Filter",
-        "--container": "Filter", "--pod": "Filter",
+        "--container": "Filter", "--pod": "Filter", "--embed-keylog-to-pcapng": "TLS",
         "--log-level": "Debug", "--log-file": "Debug",
     }
     assert args["--interfaces"]["type"] == "multicheck"

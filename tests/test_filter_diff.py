@@ -23,6 +23,7 @@ import pytest
 from ptcap.filter import asm
 from ptcap.kernel import bpf
 from ptcap.filter import compiler as pf
+from ptcap.filter import translate as pt
 from ptcap.filter import libpcap
 from ptcap.filter.asm import Jmp, Reg, Size
 from ptcap.errors import PtcapError
@@ -93,7 +94,7 @@ def differential(exprs: list[str], linktype: int, prog_type: int, frames: list[b
             continue                 # ether/vlan/llc...: libpcap refuses them on raw IP
         tally.expressions += 1
         offline = prog.offline()
-        fd = bpf.prog_load(prog_type, pf.verdict_program(prog, prog_type), name="ptcap_fltest")
+        fd = bpf.prog_load(prog_type, pt.verdict_program(prog, prog_type), name="ptcap_fltest")
         try:
             for n, frame in enumerate(frames):
                 # cgroup_skb test runs take an Ethernet frame and start the program at the IP header
@@ -217,7 +218,7 @@ def test_random_classic_programs_agree_with_libpcap(frames):
         insns = random_program(rng, rng.randint(8, 40))
         prog = pf.ClassicProgram(insns)
         offline = prog.offline()
-        fd = bpf.prog_load(bpf.ProgType.SCHED_CLS, pf.verdict_program(prog, bpf.ProgType.SCHED_CLS),
+        fd = bpf.prog_load(bpf.ProgType.SCHED_CLS, pt.verdict_program(prog, bpf.ProgType.SCHED_CLS),
                            name="ptcap_fuzz")
         try:
             for frame in sample:
@@ -236,7 +237,7 @@ def test_random_classic_programs_agree_with_libpcap(frames):
 def test_ancillary_offsets_are_refused_with_a_reason():
     prog = pf.ClassicProgram([(0x30, 0, 0, 0xFFFFF000 + 4), (0x16, 0, 0, 0)])  # ldb [SKF_AD_PROTOCOL]
     with pytest.raises(PtcapError, match="ancillary"):
-        pf.translate(prog)
+        pt.translate(prog)
 
 
 # -- the entry program: filter, cb[0], tail call -----------------------------------------
@@ -246,10 +247,10 @@ MARK = 0x50000000
 def marker_program(prog_type: int, expect_cb0: int) -> bytes:
     """Stands in for the capture program: tells the test it ran and what cb[0] held."""
     if prog_type == bpf.ProgType.SCHED_CLS:
-        return asm.assemble([asm.ldx(Size.W, Reg.R0, Reg.R1, pf.SKB_CB0),
+        return asm.assemble([asm.ldx(Size.W, Reg.R0, Reg.R1, pt.SKB_CB0),
                              asm.alu64(asm.Alu.ADD, Reg.R0, imm=MARK), asm.exit_()])
     bad = asm.Label("bad")   # cgroup_skb may only return 0/1: 1 = reached with the right cb[0]
-    return asm.assemble([asm.ldx(Size.W, Reg.R2, Reg.R1, pf.SKB_CB0), asm.mov64(Reg.R0, imm=0),
+    return asm.assemble([asm.ldx(Size.W, Reg.R2, Reg.R1, pt.SKB_CB0), asm.mov64(Reg.R0, imm=0),
                          asm.jmp(Jmp.JNE, Reg.R2, bad, imm=expect_cb0), asm.mov64(Reg.R0, imm=1),
                          bad, asm.exit_()])
 
@@ -269,7 +270,7 @@ def test_entry_program_tail_calls_with_the_snap_length(frames, prog_type):
     array = bpf.map_create(bpf.MapType.PROG_ARRAY, 4, 4, 1, name="ptcap_fltest")
     fds = [array]
     try:
-        entry = bpf.prog_load(prog_type, pf.entry_program(
+        entry = bpf.prog_load(prog_type, pt.entry_program(
             prog, prog_type=prog_type, prog_array_fd=array, index=0,
             accept_ret=accept, reject_ret=reject), name="ptcap_entry")
         fds.append(entry)
@@ -283,7 +284,7 @@ def test_entry_program_tail_calls_with_the_snap_length(frames, prog_type):
             assert bpf.prog_test_run(entry, other)[0] == 0xFFFFFFFF   # TC_ACT_UNSPEC
         else:
             # reject_ret=1 here too, so load a stricter entry to see the non-match path
-            strict = bpf.prog_load(prog_type, pf.entry_program(
+            strict = bpf.prog_load(prog_type, pt.entry_program(
                 prog, prog_type=prog_type, prog_array_fd=array, index=0, accept_ret=1,
                 reject_ret=0), name="ptcap_entry")
             fds.append(strict)
@@ -296,12 +297,12 @@ def test_entry_program_tail_calls_with_the_snap_length(frames, prog_type):
 
 def test_disassembly_is_readable():
     prog = pf.compile_filter("tcp port 80", pf.LINKTYPE_ETHERNET)
-    text = pf.disassemble(pf.verdict_program(prog, bpf.ProgType.SCHED_CLS))
+    text = pt.disassemble(pt.verdict_program(prog, bpf.ProgType.SCHED_CLS))
     assert "call bpf_skb_load_bytes#26" in text
     assert "r7 = be16 r7" in text
     assert "if w7 == 0x50 goto pc+" in text
     assert text.rstrip().endswith("exit")
-    array_text = pf.disassemble(pf.entry_program(prog, prog_type=3, prog_array_fd=9, index=1,
+    array_text = pt.disassemble(pt.entry_program(prog, prog_type=3, prog_array_fd=9, index=1,
                                                  accept_ret=-1, reject_ret=-1))
     assert "r2 = map[fd:9]" in array_text and "call bpf_tail_call#12" in array_text
     assert "*(u32 *)(r6 +48) = r0" in array_text

@@ -17,6 +17,7 @@ import pytest
 from ptcap.filter import asm
 from ptcap.kernel import bpf
 from ptcap.filter import compiler as pf
+from ptcap.filter import translate as pt
 from ptcap.filter.asm import Jmp, Reg, Size
 from ptcap.kernel import records
 from ptcap.kernel.session import _possible_cpus
@@ -43,22 +44,22 @@ class ScratchRig:
             asm.st(Size.W, Reg.R10, -8, 0), asm.mov64(Reg.R2, Reg.R10), asm.alu64(asm.Alu.ADD, Reg.R2, imm=-8),
             *asm.ld_map_fd(Reg.R1, self.scratch), asm.call(asm.Helper.map_lookup_elem),
             asm.jmp(Jmp.JEQ, Reg.R0, asm.Label("none"), imm=0),
-            asm.ldx(Size.W, Reg.R0, Reg.R0, pf.SCRATCH_SNAP), asm.exit_(),
+            asm.ldx(Size.W, Reg.R0, Reg.R0, pt.SCRATCH_SNAP), asm.exit_(),
             asm.Label("none"), asm.mov64(Reg.R0, imm=0), asm.exit_(),
         ]
         self.emit = bpf.prog_load(bpf.ProgType.RAW_TRACEPOINT, asm.assemble(emit), name="ptcap_t_emit")
         bpf.map_update(self.progs, struct.pack("<I", 2), struct.pack("<I", self.emit))
 
     def load(self, prog: pf.ClassicProgram) -> int:
-        code = pf.hook_filter_program(prog, scratch_fd=self.scratch, prog_array_fd=self.progs, index=2)
+        code = pt.hook_filter_program(prog, scratch_fd=self.scratch, prog_array_fd=self.progs, index=2)
         return bpf.prog_load(bpf.ProgType.RAW_TRACEPOINT, code, name="ptcap_t_flt")
 
     def put(self, packet: bytes, wire_len: int) -> None:
         """The packet as the hook program leaves it: at most SCRATCH_DATA bytes of it (every
         CPU's copy: the test may run on any)."""
-        packet = packet[:pf.SCRATCH_DATA]
+        packet = packet[:pt.SCRATCH_DATA]
         head = struct.pack("<QIIII", 0, 0, wire_len, len(packet), 0)
-        value = (head.ljust(pf.SCRATCH_HDR, b"\0") + packet).ljust(records.SCRATCH.size, b"\0")
+        value = (head.ljust(pt.SCRATCH_HDR, b"\0") + packet).ljust(records.SCRATCH.size, b"\0")
         bpf.map_update(self.scratch, struct.pack("<I", 0), value * self.ncpu)
 
     def close(self) -> None:
@@ -94,7 +95,7 @@ def test_hook_filters_agree_with_libpcap(rig, linktype):
             rig.put(frame, len(frame))
             for expr, offline, fd in programs:
                 kernel = run_filter(fd)
-                want = offline.verdict(frame[:pf.SCRATCH_DATA], len(frame))
+                want = offline.verdict(frame[:pt.SCRATCH_DATA], len(frame))
                 runs += 1
                 accepted += want != 0
                 if kernel != want:

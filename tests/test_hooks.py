@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import PYTHON, comments, ptcap_argv, run, tshark_fields, wait_clean
+from conftest import PYTHON, comments, file_packets, ptcap_argv, run, tshark_fields, wait_clean, wait_for
 
 pytestmark = pytest.mark.root      # real BPF, namespaces, daemons
 
@@ -76,7 +76,7 @@ def test_netfilter_drop_has_reason_location_and_comments(dropping, capture, tmp_
     out = tmp_path / "drops.pcapng"
     cap = capture("--hook", "kfree_skb", "-n", "--print", "-w", str(out), f"icmp and host {dropping.peer_ip}")
     ping(dropping.peer_ip, 3)
-    time.sleep(0.3)
+    wait_for(lambda: len(file_packets(out)) >= 3, what="the 3 dropped echo requests in the file")
     printed, err = cap.stop()
     lines = [l for l in _lines(printed) if "ICMP echo request" in l]
     assert len(lines) == 3, printed.decode() + err
@@ -110,7 +110,7 @@ def test_locally_sent_drop_is_raw_ip_with_its_process(dropping, capture, tmp_pat
         f"try: s.sendto(b'out', ('{dropping.host_ip}', {PORT + 51}))\nexcept OSError as e: print(e)")],
         capture_output=True, text=True)
     assert "not permitted" in sender.stdout
-    time.sleep(0.3)
+    wait_for(lambda: len(file_packets(out)) >= 1, what="the dropped datagram in the file")
     cap.stop()
     rows = tshark_fields(out, "frame.interface_name", "frame.interface_description", "frame.encap_type",
                          "ip.src", "udp.dstport", "frame.comment")

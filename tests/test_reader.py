@@ -162,6 +162,7 @@ def test_reader_streams_without_reading_everything(tmp_path):
     assert first.data == PKT and src.pos < len(big)
 
 
+@pytest.mark.root
 def test_read_select_and_write_again(peers, tmp_path):
     """`ptcap -r FILE [selectors] -w OUT EXPR`, as tcpdump -r -w: the selected packets are
     written again; pcapng keeps their interface, direction and process, .pcap is tcpdump's."""
@@ -169,7 +170,7 @@ def test_read_select_and_write_again(peers, tmp_path):
     server = peers("udp-server", "9812", "127.0.0.1")
     client = peers("udp-client", "127.0.0.1", "9812")
     src = tmp_path / "in.pcapng"
-    cap = Capture("-i", "lo", "-w", str(src), "-c", "8", "udp port 9812")
+    cap = Capture("-i", "lo", "--loopback-twice", "-w", str(src), "-c", "8", "udp port 9812")
     client.say("send 7")
     client.say("send 7")
     cap.finish()
@@ -198,3 +199,82 @@ def test_read_select_and_write_again(peers, tmp_path):
 
     bad = subprocess.run(ptcap_argv("-r", str(src), "-w", "/dev/full"), capture_output=True, text=True)
     assert (bad.returncode, bad.stderr.splitlines()[-1]) == (1, "ptcap: /dev/full: No space left on device")
+
+
+# ---- libpcap's limits and its "reading from file" line (issue 15) --------------------------------
+
+def _blk(t: int, body: bytes, total: int | None = None) -> bytes:
+    total = 12 + len(body) if total is None else total
+    return struct.pack("<II", t, total) + body + struct.pack("<I", total)
+
+
+_SHB_BODY = struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)
+_SHB = _blk(0x0A0D0D0A, _SHB_BODY)
+
+
+def _idb(linktype: int = 1, snaplen: int = 262144) -> bytes:
+    return _blk(1, struct.pack("<HHI", linktype, 0, snaplen))
+
+
+BAD_FILES = {
+    "shb-2g.pcapng": struct.pack("<II", 0x0A0D0D0A, 0x80000000) + _SHB_BODY + b"\0" * 100,
+    "shb-20.pcapng": struct.pack("<II", 0x0A0D0D0A, 20) + _SHB_BODY,
+    "epb-2g.pcapng": _SHB + _idb() + struct.pack("<II", 6, 0x80000000) + b"\0" * 100,
+    "epb-20m.pcapng": _SHB + _idb() + struct.pack("<II", 6, 20 << 20) + b"\0" * 100,
+    "no-idb.pcapng": _SHB,
+    "caplen-2g.pcap": struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+                      + struct.pack("<IIII", 1, 0, 0x80000000, 60) + b"\0" * 60,
+    "caplen-over-max.pcap": struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 100, 1)
+                            + struct.pack("<IIII", 1, 0, 300000, 300000) + b"\0" * 60,
+}
+GOOD_HEADERS = {
+    "snap0.pcap": struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 0, 1),
+    "snap-huge.pcap": struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 0x7FFFFFFF, 147),
+    "snap-neg.pcap": struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 0x80000000, 1),
+    "idb-snap0.pcapng": _SHB + _idb(1, 0),
+    "idb-raw.pcapng": _SHB + _idb(101, 1500),
+    "idb-huge.pcapng": _SHB + _idb(1, 0x7FFFFFFF),
+    "idb-sll2.pcapng": _SHB + _idb(276, 65535),
+}
+
+
+def _limited(limit: int):
+    import resource
+
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    return apply
+
+
+def _ptcap_r(path, stdin: bytes | None = None, limit: int = 1 << 30) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ptcap.cli", "-r", str(path)], capture_output=True, input=stdin,
+                          preexec_fn=_limited(limit))
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_oversized_and_broken_blocks_are_refused_as_libpcap_does(tmp_path, name):
+    """One line in tcpdump's words, exit 1, under a 1 GiB address-space limit (a 2 GB block
+    length is never a read size), whether ptcap or its tcpdump child reads the file."""
+    path = tmp_path / name
+    path.write_bytes(BAD_FILES[name])
+    oracle = subprocess.run(["tcpdump", "-r", "-"], input=BAD_FILES[name], capture_output=True)
+    want = [ln.replace("tcpdump: ", "ptcap: ", 1) for ln in oracle.stderr.decode().splitlines()
+            if not ln.startswith("reading from file")]
+    assert oracle.returncode == 1 and len(want) == 1
+    for got in (_ptcap_r(path), _ptcap_r("-", BAD_FILES[name])):
+        lines = [ln for ln in got.stderr.decode().splitlines() if not ln.startswith("reading from file")]
+        assert lines == want and got.returncode == 1, got.stderr
+        assert b"Traceback" not in got.stderr and got.stdout == b""
+
+
+@pytest.mark.parametrize("name", sorted(GOOD_HEADERS))
+def test_reading_from_file_line_is_tcpdumps(tmp_path, name):
+    """The real snapshot length and link-type name, from ptcap's reader (stdin) and from tcpdump
+    itself (a file without process information)."""
+    path = tmp_path / name
+    path.write_bytes(GOOD_HEADERS[name])
+    oracle = subprocess.run(["tcpdump", "-r", str(path)], capture_output=True)
+    want = oracle.stderr.decode().splitlines()[0]
+    assert _ptcap_r(path).stderr.decode().splitlines()[0] == want
+    assert _ptcap_r("-", GOOD_HEADERS[name]).stderr.decode().splitlines()[0] == \
+        want.replace(f"reading from file {path},", "reading from file -,")

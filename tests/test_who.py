@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from conftest import PEERS, PYTHON, comments, ptcap_argv, tshark_fields, wait_clean
+from conftest import (PEERS, PYTHON, comments, file_packets, free_port, ptcap_argv, tshark_fields, wait_clean,
+                      wait_for)
 
 pytestmark = pytest.mark.root      # real BPF, namespaces, daemons
 
@@ -36,32 +37,34 @@ def pids_in(path) -> list[int]:
 
 
 def test_pid_selects_one_process_among_many(peers, capture, tmp_path):
-    peers("udp-server", "9801", "127.0.0.1")
-    wanted = peers("udp-client", "127.0.0.1", "9801")
-    other = peers("udp-client", "127.0.0.1", "9801")
+    port = str(free_port())
+    peers("udp-server", port, "127.0.0.1")
+    wanted = peers("udp-client", "127.0.0.1", port)
+    other = peers("udp-client", "127.0.0.1", port)
     out = tmp_path / "o.pcapng"
     cap = capture("-i", "lo", "-w", str(out), "--pid", str(wanted.pid), "-Q", "out")
     for _ in range(3):
         other.say("send 10")
         wanted.say("send 10")
         other.say("send 10")
-    time.sleep(0.2)
+    wait_for(lambda: len(file_packets(out)) >= 3, what="the wanted client's 3 datagrams in the file")
     _, err = cap.stop()
     assert pids_in(out) == [wanted.pid] * 3
     assert "3 packets received by filter" in err    # the others never left the kernel
 
 
 def test_pname_selects_processes_started_later(peers, capture, tmp_path):
-    peers("udp-server", "9802", "127.0.0.1")
+    port = str(free_port())
+    peers("udp-server", port, "127.0.0.1")
     out = tmp_path / "o.pcapng"
     link = tmp_path / "pingtool"          # a program whose comm is "pingtool"
     link.symlink_to(os.path.realpath(PYTHON))
     cap = capture("-i", "lo", "-w", str(out), "--pname", "pingtool", "-Q", "out")
-    other = peers("udp-client", "127.0.0.1", "9802")
+    other = peers("udp-client", "127.0.0.1", port)
     other.say("send 10")
-    done = subprocess.run([str(link), "-c", ONE_SHOT, "9802", "0"], timeout=20)
+    done = subprocess.run([str(link), "-c", ONE_SHOT, port, "0"], timeout=20)
     assert done.returncode == 0
-    time.sleep(0.2)
+    wait_for(lambda: len(file_packets(out)) >= 2, what="pingtool's 2 datagrams in the file")
     cap.stop()
     rows = [comments(c) for (c,) in tshark_fields(out, "frame.comment")]
     assert len(rows) == 2                 # parent and forked child, both named pingtool
@@ -69,26 +72,28 @@ def test_pname_selects_processes_started_later(peers, capture, tmp_path):
 
 
 def test_uid_selects_a_user(peers, capture, tmp_path):
-    peers("udp-server", "9803", "127.0.0.1")
+    port = str(free_port())
+    peers("udp-server", port, "127.0.0.1")
     out = tmp_path / "o.pcapng"
     cap = capture("-i", "lo", "-w", str(out), "--uid", "65534", "-Q", "out")
     as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    subprocess.run(as_nobody + [PYTHON, "-c", ONE_SHOT, "9803", "0"], check=True, timeout=20, cwd="/")
-    subprocess.run([PYTHON, "-c", ONE_SHOT, "9803", "0"], check=True, timeout=20)  # root: not captured
-    time.sleep(0.2)
+    subprocess.run(as_nobody + [PYTHON, "-c", ONE_SHOT, port, "0"], check=True, timeout=20, cwd="/")
+    subprocess.run([PYTHON, "-c", ONE_SHOT, port, "0"], check=True, timeout=20)  # root: not captured
+    wait_for(lambda: len(file_packets(out)) >= 2, what="nobody's 2 datagrams in the file")
     cap.stop()
     rows = [comments(c) for (c,) in tshark_fields(out, "frame.comment")]
     assert len(rows) == 2 and all(r["UserId"] == "65534" and r["UserName"] == "nobody" for r in rows)
 
 
 def test_follow_forks_of_a_pid(peers, capture, tmp_path):
-    peers("udp-server", "9804", "127.0.0.1")
-    parent = subprocess.Popen([PYTHON, "-c", "import sys; sys.stdin.readline()\n" + ONE_SHOT, "9804", "0"],
+    port = str(free_port())
+    peers("udp-server", port, "127.0.0.1")
+    parent = subprocess.Popen([PYTHON, "-c", "import sys; sys.stdin.readline()\n" + ONE_SHOT, port, "0"],
                               stdin=subprocess.PIPE, text=True)
     out = tmp_path / "o.pcapng"
     cap = capture("-i", "lo", "-w", str(out), "--pid", str(parent.pid), "-f", "-Q", "out")
     parent.communicate("go\n", timeout=20)
-    time.sleep(0.2)
+    wait_for(lambda: len(file_packets(out)) >= 2, what="the parent's and the child's datagrams in the file")
     cap.stop()
     got = pids_in(out)
     assert len(got) == 2 and got[0] == parent.pid and got[1] != parent.pid
@@ -104,11 +109,13 @@ def test_command_is_captured_with_descendants_and_its_status_returned(peers, tmp
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 7, err
     rows = [comments(c) for (c,) in tshark_fields(out, "frame.comment")]
-    # parent and child each send a datagram (out) and get the echo (in); the server's copies
-    # on lo (its receive and its send) belong to the server and are not captured
+    # parent and child each send a datagram and get the echo: on lo one copy of each, the
+    # echo's own process the server's, its receiver the command's
     assert len(rows) == 4, err
-    assert {r["Args"].split()[-1] for r in rows} == {"7"}
-    assert len({r["PID"] for r in rows}) == 2
+    ends = [r if r["Args"].split()[-1] == "7" else {k[len("Receiver"):]: v for k, v in r.items()
+                                                   if k.startswith("Receiver")} for r in rows]
+    assert {e["Args"].split()[-1] for e in ends} == {"7"}
+    assert len({e["PID"] for e in ends}) == 2
     assert wait_clean() == []
 
 
@@ -143,7 +150,8 @@ def test_selector_errors():
         return subprocess.run(ptcap_argv(*args), capture_output=True, text=True, timeout=30)
 
     assert ptcap("-i", "lo", "--pid", "999999999").stderr == "ptcap: --pid 999999999: no such process\n"
-    assert ptcap("-i", "lo", "-f").stderr == "ptcap: -f follows the children of --pid processes: give --pid\n"
+    assert ptcap("-i", "lo", "-f").stderr == ("ptcap: -f follows the children of selected processes: "
+                                              "give --pid, --pname or --uid\n")
     res = ptcap("-i", "lo", "--", "no-such-command-xyz")
     assert (res.returncode, res.stderr) == (1, "ptcap: no-such-command-xyz: command not found\n")
 
@@ -382,3 +390,64 @@ def test_command_ends_when_ptcap_is_killed(capture):
         time.sleep(0.05)
     assert not os.path.exists(f"/proc/{child}"), "the command outlived ptcap"
     assert wait_clean() == []
+
+
+# A parent that forks a child which becomes another program (and, as root, another user)
+# before it sends: the child matches the parent's selector only through -f.
+FORK_EXEC = """
+import os, sys
+port, drop = sys.argv[1], sys.argv[2] == "drop"
+if os.fork() == 0:
+    if drop:
+        os.setgid(65534)
+        os.setuid(65534)
+    os.execv("/usr/bin/python3", ["/usr/bin/python3", "-c", sys.argv[3], port, "child"])
+os.wait()
+"""
+
+
+def _fork_exec(argv0: str, port: str, drop: bool) -> None:
+    done = subprocess.run([argv0, "-c", FORK_EXEC, port, "drop" if drop else "keep", SAY], timeout=20, cwd="/")
+    assert done.returncode == 0
+
+
+def test_follow_forks_with_pname(peers, capture, tmp_path):
+    """--pname NAME -f: children born after the start to a NAME process, whatever they exec."""
+    peers("udp-server", "21024", "127.0.0.1")
+    link = tmp_path / "forktool"          # a program whose comm is "forktool"
+    link.symlink_to(os.path.realpath(PYTHON))
+    for follow in (False, True):
+        out = tmp_path / f"o{follow}.pcapng"
+        cap = capture("-i", "lo", "-w", str(out), "-Q", "out", "--pname", "forktool",
+                      *(["-f"] if follow else []), "udp dst port 21024")
+        _fork_exec(str(link), "21024", drop=False)
+        subprocess.run([PYTHON, "-c", SAY, "21024", "stranger"], check=True, timeout=20)  # no forktool child
+        time.sleep(0.2)
+        cap.stop()
+        rows = [comments(c) for (c,) in tshark_fields(out, "frame.comment")]
+        if not follow:
+            assert rows == []             # the child is python3 when it sends
+        else:
+            assert len(rows) == 1 and rows[0]["Cmd"] == "/usr/bin/python3" and rows[0]["Args"].endswith("child")
+
+
+def test_follow_forks_with_uid(peers, capture, tmp_path):
+    """--uid 0 -f: a child of a root process stays selected after it becomes nobody."""
+    peers("udp-server", "21025", "127.0.0.1")
+    for follow in (False, True):
+        out = tmp_path / f"o{follow}.pcapng"
+        # nobody's process born before the start (every later one descends from root)
+        stranger = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                     "/usr/bin/python3", "-c", "import sys; sys.stdin.readline()\n" + SAY,
+                                     "21025", "stranger"], stdin=subprocess.PIPE, cwd="/")
+        cap = capture("-i", "lo", "-w", str(out), "-Q", "out", "--uid", "0",
+                      *(["-f"] if follow else []), "udp dst port 21025")
+        _fork_exec(PYTHON, "21025", drop=True)
+        stranger.communicate(b"go\n", timeout=20)
+        time.sleep(0.2)
+        cap.stop()
+        rows = [comments(c) for (c,) in tshark_fields(out, "frame.comment")]
+        if not follow:
+            assert rows == []
+        else:
+            assert [(r["UserId"], r["Args"].split()[-1]) for r in rows] == [("65534", "child")]

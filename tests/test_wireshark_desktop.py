@@ -21,6 +21,8 @@ import pytest
 
 from conftest import ROOT, _descendants, run, wait_clean
 
+pytestmark = pytest.mark.root      # installs system-wide, makes users, namespaces
+
 PREFIX = Path("/opt/ptcap")
 HELPER = PREFIX / "libexec" / "ptcap-capture"
 PORTS = iter(range(20300, 20400))
@@ -49,6 +51,14 @@ def installed():
     lua = Path(f["Global Lua Plugins"]) / "ptcap.lua"
     assert lua.read_bytes() == (ROOT / "lua/ptcap.lua").read_bytes(), f"{lua} is not this tree's: run ./install.sh"
     return f
+
+
+def userdel(name: str, timeout: float = 15) -> None:
+    """userdel refuses while a process of the user is still exiting (a session's dbus-daemon):
+    try again until it is gone."""
+    deadline = time.time() + timeout
+    while run(["userdel", name], check=False).returncode not in (0, 6) and time.time() < deadline:
+        time.sleep(0.2)
 
 
 class User:
@@ -90,7 +100,7 @@ def users(installed):
         yield member, outsider
     finally:
         for u in made:
-            run(["userdel", u.name], check=False)
+            userdel(u.name)
         shutil.rmtree(top, ignore_errors=True)
 
 

@@ -21,6 +21,9 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, run, wait_clean
+from test_wireshark_desktop import userdel
+
+pytestmark = pytest.mark.root      # installs system-wide, makes users, namespaces
 
 DRIVER = ROOT / "tests" / "wireshark_gui_driver.py"
 TOOLS = ("Xvfb", "wireshark", "xdotool", "dbus-run-session", "convert", "import", "gdbus")
@@ -55,7 +58,7 @@ def desktop():
             os.chown(d, entry.pw_uid, entry.pw_gid)
         yield user, ns, home, out
     finally:
-        run(["userdel", user], check=False)
+        userdel(user)
         run(["ip", "netns", "del", ns], check=False)
         for p in sorted(out.glob("*.png")):
             shutil.copy(p, Path(tempfile.gettempdir()) / f"ptcap-gui-last-{p.name}")

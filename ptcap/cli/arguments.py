@@ -49,14 +49,15 @@ def who(args: argparse.Namespace) -> WhoFilter:
             raise PtcapError(f"--pname {name!r}: a process name is 1 to 15 bytes (the kernel's comm)")
     if args.command and shutil.which(args.command[0]) is None:
         raise PtcapError(f"{args.command[0]}: command not found")
-    if args.follow_forks and not args.pid and not args.command:
-        raise PtcapError("-f follows the children of --pid processes: give --pid")
+    if args.follow_forks and not (args.pid or args.pname or args.uid or args.command):
+        raise PtcapError("-f follows the children of selected processes: give --pid, --pname or --uid")
     selectors = [f for f, v in (("--container-id", args.container_id), ("--container-name", args.container_name),
                                 ("--pod-name", args.pod_name)) if v]
     if len(selectors) > 1:
         raise PtcapError(f"{selectors[0]} and {selectors[1]} cannot be used together")
     return WhoFilter(pids=set(args.pid), comms=set(args.pname), uids=set(args.uid),
-                     follow=bool(args.follow_forks or args.command), containers=bool(selectors))
+                     follow=bool(args.follow_forks or args.command), command=bool(args.command),
+                     containers=bool(selectors), container_prefix=args.container_id or "")
 
 
 def container_selector(args: argparse.Namespace, metadata: Metadata | None, who: WhoFilter,
@@ -80,8 +81,6 @@ def container_selector(args: argparse.Namespace, metadata: Metadata | None, who:
     except RuntimeUnavailable as e:
         raise PtcapError(f"{selector.describe()}: {e}") from None
     if not who.mntns:
-        if cid:
-            raise PtcapError(f"--container-id {cid}: no such running container")
         report.write(f"ptcap: {selector.describe()}: no such running container yet; "
                      "waiting for one to start\n")
     return selector

@@ -23,7 +23,7 @@ def _end_with_parent(parent: int) -> None:
 
 
 class Command:
-    def __init__(self, argv: list[str]) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
         self.argv = argv
         self.status: int | None = None
         read_end, self._go = os.pipe()
@@ -38,6 +38,7 @@ class Command:
                     signal.signal(sig, signal.SIG_DFL)
                 _drop_to_invoking_user()
                 _end_with_parent(parent)
+                os.environ.update(env or {})
                 os.execvp(argv[0], argv)
             except BaseException as e:  # noqa: BLE001 (the child must never return)
                 os.write(2, f"ptcap: {argv[0]}: {e}\n".encode())

@@ -102,6 +102,9 @@ def _options() -> list[Option]:
                "Capture only the packets of this container (name, or ID of 12 to 64 hex digits)"),
         Option("--pod", "Pod", "string", "Filter",
                "Capture only the packets of this Kubernetes pod (NAME.NAMESPACE)"),
+        Option("--embed-keylog-to-pcapng", "Decrypt TLS (embed keys)", "boolflag", "TLS",
+               "Read the TLS keys of the selected running processes (Go crypto/tls, OpenSSL 3) "
+               "and send them with the packets, so Wireshark decrypts TLS while capturing"),
         Option("--log-level", "Log level", "selector", "Debug", "How much to log", "message",
                values=tuple((v, v.capitalize()) for v in LOG_LEVELS), at_hooks=True),
         Option("--log-file", "Log file", "fileselect", "Debug",
@@ -163,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--capture", action="store_true")
     p.add_argument("--fifo")
     for opt in _OPTION_CALLS:
-        if opt == "--follow-forks":
+        if opt in ("--follow-forks", "--embed-keylog-to-pcapng"):
             p.add_argument(opt, action="store_true")
         else:
             p.add_argument(opt, default="")
@@ -171,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _OPTION_CALLS = ("--interfaces", "--backend", "--snaplen", "--direction", "--netns", "--pid",
-                 "--follow-forks", "--pname", "--uid", "--container", "--pod", "--log-level", "--log-file")
+                 "--follow-forks", "--pname", "--uid", "--container", "--pod", "--embed-keylog-to-pcapng",
+                 "--log-level", "--log-file")
 
 
 class ExtcapError(Exception):
@@ -227,6 +231,8 @@ def cli_arguments(opts: argparse.Namespace, fifo: str) -> list[str]:
         argv += ["--container-id" if is_id else "--container-name", container]
     if opts.pod.strip():
         argv += ["--pod-name", opts.pod.strip()]
+    if opts.embed_keylog_to_pcapng:
+        argv.append("--embed-keylog-to-pcapng")
     return argv
 
 

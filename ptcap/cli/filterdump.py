@@ -5,7 +5,8 @@ import argparse
 import sys
 
 from ptcap.filter import libpcap
-from ptcap.filter.compiler import compile_filter, disassemble, expression_from_args, verdict_program
+from ptcap.filter.compiler import compile_filter, expression_from_args
+from ptcap.filter.translate import disassemble, verdict_program
 from ptcap.kernel.interfaces import filter_linktype
 
 

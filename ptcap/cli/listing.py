@@ -10,7 +10,12 @@ from ptcap.kernel import netns as nsmod
 
 def list_interfaces(args: argparse.Namespace) -> int:
     """-D: tcpdump's numbered list (with --netns, of those namespaces)."""
-    namespaces = [nsmod.resolve(spec) for spec in args.netns] if args.netns else [nsmod.current()]
+    if args.netns and nsmod.ANY in args.netns:
+        namespaces = [ns for ns in (nsmod.open_visible(i, *v) for i, v in nsmod.visible().items()) if ns]
+    elif args.netns and nsmod.NEWLY in args.netns:
+        raise PtcapError("-D lists the interfaces there are: --netns newly names none yet")
+    else:
+        namespaces = [nsmod.resolve(spec) for spec in args.netns] if args.netns else [nsmod.current()]
     n = 0
     for ns in namespaces:
         for iface in interfaces.in_namespace(ns):

@@ -7,16 +7,16 @@ import os
 import sys
 from typing import TextIO
 
-from ptcap.cli import arguments
+from ptcap.cli import arguments, tlskeys
 from ptcap.cli.command import Command
 from ptcap.cli.listing import list_hooks, list_interfaces
-from ptcap.cli.report import log_to, plural
+from ptcap.cli.report import log_to, plural, release_log
 from ptcap.cli.signals import stop_on_signals
 from ptcap.errors import PtcapError
 from ptcap.filter import compiler as pcapfilter
 from ptcap.kernel.session import CaptureConfig, Session
 from ptcap.meta.context import Part
-from ptcap.meta.following import follower
+from ptcap.meta.following import admit_later, follower
 from ptcap.meta.join import Joiner
 from ptcap.meta.metadata import Metadata
 from ptcap.meta.processes import ProcessTable
@@ -43,15 +43,23 @@ def capture(args: argparse.Namespace, report: TextIO | None = None) -> int:
     snaplen = arguments.snaplen(args)
     parts = arguments.parts(args)
     who = arguments.who(args)
+    tlskeys.wanted(args)
     metadata = None
     if parts & (Part.CONTAINER | Part.POD) or who.containers:
         metadata = Metadata(args.docker_address, args.containerd_address, args.cri_runtime_address)
-    selector = arguments.container_selector(args, metadata, who, report)
+        log_to(report)
+        metadata.start()
+    try:
+        selector = arguments.container_selector(args, metadata, who, report)
+    except BaseException:
+        if metadata is not None:
+            metadata.close()
+        raise
     log_to(report)
     config = CaptureConfig(interfaces=args.interfaces, direction=args.direction, snaplen=snaplen,
                            expression=expression, ring_kib=args.buffer_kib, who=who,
                            backend=args.backend, netns=args.netns or [], hooks=hooks,
-                           hook_rate=args.hook_rate)
+                           hook_rate=args.hook_rate, loopback_twice=args.loopback_twice)
     table = ProcessTable(metadata)
     joiner = Joiner(table)
     sinks = _sinks(args, parts, snaplen, expression)
@@ -59,6 +67,7 @@ def capture(args: argparse.Namespace, report: TextIO | None = None) -> int:
     session = Session(config)
     command = None
     engine = None
+    keys = None
 
     def new_interface(iface_id: int, iface) -> None:
         joiner.add_interface(iface_id, iface)
@@ -70,28 +79,44 @@ def capture(args: argparse.Namespace, report: TextIO | None = None) -> int:
         session.open()
         follow = None
         if selector is not None:
+            admit_later(session, selector, metadata, report)
             own_netns = not args.netns and (not args.interfaces or "any" in args.interfaces)
             follow = follower(session, selector, own_netns)
+        elif metadata is not None and session.admission is not None:
+            metadata.finder.kernel_dirs = session.admission.directory
+        if follow is not None:
             follow(initial=True)
+        release_log()           # set up: what the runtimes' watchers said may be told now
         table.snapshot()
+        keys, embed = tlskeys.open_keys(args, who)
         _announce(session, snaplen, args, report)
+        for sink in sinks:
+            if embed and isinstance(sink, FileSink):
+                sink.embed_keys(keys)
         if args.command:
-            command = Command(args.command)
+            command = Command(args.command, tlskeys.command_env(keys))
             session.select_pid(command.pid)
+            tlskeys.follow_command(keys, command.pid, args.command[0])
             command.start()
-        engine = Engine(session, joiner.packets, sinks, stop, table, limit, command,
-                        [follow] if follow is not None else [])
+        tickers = [follow] if follow is not None else []
+        if keys is not None:
+            tickers.append(keys.poll)
+        engine = Engine(session, joiner.packets, sinks, stop, table, limit, command, tickers)
         try:
             engine.run()
         except BrokenPipeError:
             _silence_stdout()
     finally:
-        session.close()
         if metadata is not None:
-            metadata.close()
+            metadata.close()        # its watchers first: they write to the session's maps
+        session.close()
         if command is not None:
             command.stop()
-        _close(sinks)
+        try:
+            _close(sinks)
+        finally:
+            if keys is not None:
+                keys.close()
     captured = engine.captured if engine is not None else 0
     received, dropped, limited = session.all_counters()
     report.write(f"{plural(captured, 'packet')} captured\n"
@@ -133,6 +158,11 @@ def _close(sinks: list[Sink]) -> None:
 def _announce(session: Session, snaplen: int, args: argparse.Namespace, report: TextIO) -> None:
     if not args.verbose and not args.write:
         report.write("ptcap: verbose output suppressed, use -v[v]... for full protocol decode\n")
+    if not session.ifaces:      # --netns newly: nothing yet
+        report.write(f"listening on network namespaces created from now on, "
+                     f"snapshot length {snaplen} bytes\n")
+        report.flush()
+        return
     names = ", ".join(dict.fromkeys(i.display_name for i in session.ifaces))
     kinds = {i.linktype_name for i in session.ifaces}
     report.write(f"listening on {names}, link-type {'/'.join(sorted(kinds))}, "

@@ -7,6 +7,7 @@ import sys
 
 from ptcap.kernel.bpf import BPFError
 from ptcap.errors import PtcapError
+from ptcap.cli import tlskeys
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="interface to capture on (repeatable; 'any' = every interface)")
     cap.add_argument("-Q", "--direction", choices=("in", "out", "inout"), default="inout",
                      help="capture only received (in), sent (out) or both (inout)")
+    cap.add_argument("--loopback-twice", action="store_true",
+                     help="capture each loopback packet twice, leaving (sender's process) and arriving "
+                          "(receiver's), instead of once with both")
     cap.add_argument("-s", "--snapshot-length", dest="snaplen", type=int, default=262144,
                      metavar="SNAPLEN", help="bytes of each packet to capture (default 262144)")
     cap.add_argument("-c", dest="count", type=int, metavar="N", help="exit after N packets")
@@ -66,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     flt.add_argument("--uid", action="append", type=int, default=[], metavar="UID",
                      help="capture only packets of this user (repeatable)")
     flt.add_argument("-f", "--follow-forks", action="store_true",
-                     help="also capture the children of --pid processes")
+                     help="also capture the children of selected processes (--pid, --pname, --uid) born from now on")
     flt.add_argument("--container-id", metavar="ID",
                      help="capture only packets of this container (full id or a prefix)")
     flt.add_argument("--container-name", metavar="NAME",
@@ -92,11 +96,28 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--context", default="process,thread,parentproc,user,container,pod",
                      help="process context to print and write (process,thread,parentproc,user,container,pod)")
 
+    tlskeys.add_arguments(p.add_argument_group("TLS keys (secrets: never printed)"))
     fmt = p.add_argument_group("printing (as tcpdump)")
     fmt.add_argument("-n", dest="numeric", action="count", default=0, help="don't resolve names (-nn: nor ports)")
+    fmt.add_argument("-N", dest="no_domain", action="count", default=0, help="don't print host names' domain")
+    fmt.add_argument("--foreign", dest="foreign", action="store_true",
+                     help="tcpdump's -f (print foreign IPv4 addresses numerically); -f is --follow-forks")
+    fmt.add_argument("-b", dest="asdot", action="store_true", help="BGP AS numbers in ASDOT notation")
+    fmt.add_argument("-H", dest="mesh", action="store_true", help="detect 802.11s draft mesh headers")
+    fmt.add_argument("-K", "--dont-verify-checksums", dest="no_checksum", action="store_true",
+                     help="don't verify IP, TCP or UDP checksums")
+    fmt.add_argument("-u", dest="nfs_handles", action="store_true", help="print undecoded NFS handles")
+    fmt.add_argument("-E", dest="esp_secret", metavar="SPI@IPADDR:ALGO:SECRET",
+                     help="decrypt IPsec ESP packets (as tcpdump -E)")
+    fmt.add_argument("-M", dest="md5_secret", metavar="SECRET", help="TCP-MD5 option secret (RFC 2385)")
+    fmt.add_argument("-m", dest="mib_modules", action="append", metavar="MODULE", help="load an SMI MIB module")
+    fmt.add_argument("-T", dest="packet_type", metavar="TYPE",
+                     help="print packets selected by the expression as TYPE (as tcpdump -T)")
+    fmt.add_argument("-Z", "--relinquish-privileges", dest="relinquish_user", metavar="USER",
+                     help="user the tcpdump decoder runs as (default: tcpdump, else nobody; never root)")
     fmt.add_argument("-v", dest="verbose", action="count", default=0, help="more detail (-vv, -vvv)")
-    fmt.add_argument("-q", dest="quiet", action="store_true", help="less protocol detail")
-    fmt.add_argument("-e", dest="link_header", action="store_true", help="print the link-level header")
+    fmt.add_argument("-q", dest="quiet", action="count", default=0, help="less protocol detail")
+    fmt.add_argument("-e", dest="link_header", action="count", default=0, help="print the link-level header")
     fmt.add_argument("-x", dest="hex", action="count", default=0, help="hex dump (-xx: with link header)")
     fmt.add_argument("-X", dest="hex_ascii", action="count", default=0, help="hex and ASCII dump (-XX: with link header)")
     fmt.add_argument("-A", dest="ascii", action="count", default=0, help="print payload as ASCII")

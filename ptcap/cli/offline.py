@@ -1,15 +1,19 @@
-"""'ptcap -r FILE': read a capture, filter it offline with libpcap, print it as tcpdump does."""
+"""'ptcap -r FILE': tcpdump prints the file; ptcap adds the process information it carries."""
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
+import threading
 
 from ptcap.errors import PtcapError
-from ptcap.filter.compiler import compile_filters, expression_from_args
-from ptcap.pipeline.packet import Direction
+from ptcap.filter.compiler import compile_filter, expression_from_args
+from ptcap.filter.libpcap import datalink_name
 from ptcap.formats.pcapng import PacketWriter
-from ptcap.printer import Printer, PrintOptions
-from ptcap.formats.reader import open_capture
+from ptcap.formats.reader import CaptureReader, open_capture
+from ptcap.pipeline.packet import Direction
+from ptcap.sinks.lines import Additions, parts_from_args
+from ptcap.sinks.tcpdump import Decoder, PrintFlags, check_flags, child_user, spawn
 
 
 def _selected(args: argparse.Namespace):
@@ -56,12 +60,143 @@ def _file_writer(args: argparse.Namespace, linktype: int, snaplen: int):
                         nano=getattr(args, "ts_precision", "micro") == "nano")
 
 
+_PCAP_MAGICS = {b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d",
+                b"\x34\xcd\xb2\xa1", b"\xa1\xb2\xcd\x34"}
+
+
 def read_file(args: argparse.Namespace) -> int:
-    options = PrintOptions.from_args(args)
-    reader, f = open_capture(args.read)
-    writer = None
+    """Print a file with tcpdump. A file whose packets carry no process information (classic
+    pcap; pcapng without ptcap's or ptcpdump's comments) goes to tcpdump as it is, with every
+    flag and the filter: its output is tcpdump's by construction. Otherwise ptcap reads it,
+    filters it, and feeds a tcpdump child packet by packet, adding its fields to the lines."""
+    flags = PrintFlags.from_args(args)
+    child_user(flags.user)              # -Z checked before anything is read
+    parts = parts_from_args(args)
+    keep = _selected(args)
+    if not getattr(args, "write", None) and keep is None:
+        f, head = _open_raw(args.read)
+        if head[:4] in _PCAP_MAGICS or not parts or (f is not None and not _has_context(f)):
+            return _pass_through(args, flags, f, head)
+        if f is not None:
+            f.close()
+        return _decode_in_ptcap(args, flags, parts, keep, head if f is None else b"")
+    return _decode_in_ptcap(args, flags, parts, keep)
+
+
+def _open_raw(path: str):
+    """(the open file, its first bytes); for stdin (None, the bytes read from it)."""
+    if path == "-":
+        return None, _read_some(sys.stdin.buffer, 4)
     try:
-        from ptcap.filter.libpcap import datalink_name
+        f = open(path, "rb", buffering=0)
+    except OSError as e:
+        raise PtcapError(f"{path}: {e.strerror}") from None
+    head = _read_some(f, 4)
+    f.seek(0)
+    return f, head
+
+
+def _read_some(f, n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        chunk = f.read(n - len(out))
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def _has_context(f) -> bool:
+    """Does any packet of this pcapng file carry process information? (A read error is left
+    for tcpdump to say.)"""
+    try:
+        reader = CaptureReader(f, "")
+        for pkt in reader:
+            if pkt.context is not None:
+                return True
+    except PtcapError:
+        return False
+    finally:
+        f.seek(0)
+    return False
+
+
+def _pass_through(args: argparse.Namespace, flags: PrintFlags, f, head: bytes) -> int:
+    """tcpdump reads the file itself (from a descriptor ptcap opened; from a pipe for stdin)."""
+    argv = list(flags.argv)
+    if flags.number:
+        argv.append("-#")
+    if getattr(args, "line_buffered", False):
+        argv.append("-l")
+    if getattr(args, "count", None) is not None:
+        argv += ["-c", str(args.count)]
+    if getattr(args, "count_only", False):
+        argv.append("--count")
+    argv += ["-r", "-"]
+    expression = expression_from_args(args).strip()
+    if expression:
+        argv.append(expression)
+    user = child_user(flags.user)
+    sys.stdout.flush()
+    stdin = f if f is not None else subprocess.PIPE
+    proc = spawn(argv, user, stdin, sys.stdout.fileno(), subprocess.PIPE)
+    if f is not None:
+        f.close()
+    feeder = None
+    if proc.stdin is not None:
+        feeder = threading.Thread(target=_feed, args=(proc.stdin, head, sys.stdin.buffer), daemon=True)
+        feeder.start()
+    name = args.read
+    for raw in proc.stderr:
+        line = raw.decode(errors="replace")
+        if line.startswith("reading from file -,"):
+            line = f"reading from file {name}," + line[len("reading from file -,"):]
+        elif line.startswith("tcpdump: "):
+            line = "ptcap: " + line[len("tcpdump: "):]
+        sys.stderr.write(line)
+        sys.stderr.flush()
+    status = proc.wait()
+    proc.stderr.close()
+    if status < 0:
+        raise PtcapError(f"tcpdump (the decoder) was killed by signal {-status}")
+    return 0 if status == 0 else 1
+
+
+def _feed(pipe, head: bytes, source) -> None:
+    try:
+        pipe.write(head)
+        while True:
+            chunk = source.read1(1 << 20) if hasattr(source, "read1") else source.read(1 << 20)
+            if not chunk:
+                break
+            pipe.write(chunk)
+    except (BrokenPipeError, OSError):
+        pass
+    finally:
+        try:
+            pipe.close()
+        except OSError:
+            pass
+
+
+def _packets(reader):
+    """The reader's packets; an error in the middle worded as tcpdump's (pcap_loop: ...)."""
+    it = iter(reader)
+    while True:
+        try:
+            pkt = next(it)
+        except StopIteration:
+            return
+        except PtcapError as e:
+            raise PtcapError(f"pcap_loop: {e}") from None
+        yield pkt
+
+
+def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep, head: bytes = b"") -> int:
+    reader, f = open_capture(args.read, head)
+    writer = None
+    decoder = None
+    try:
         try:
             name, desc = datalink_name(reader.linktype)
             link = f"{name} ({desc})" if desc else name
@@ -71,32 +206,27 @@ def read_file(args: argparse.Namespace) -> int:
         if reader.linktype == 276:
             sys.stderr.write("Warning: interface names might be incorrect\n")
         sys.stderr.flush()
-        program = None
-        expression = expression_from_args(args)
-        if expression.strip():
-            program = compile_filters(expression, (reader.linktype,), reader.snaplen)[reader.linktype]
+        expression = expression_from_args(args).strip()
+        programs: dict[int, object] = {}
         limit = args.count if getattr(args, "count", None) else 0
         count_only = getattr(args, "count_only", False)
-        out = sys.stdout
-        if not getattr(args, "line_buffered", False):
-            try:
-                out.reconfigure(line_buffering=False, write_through=False)
-            except (AttributeError, ValueError):
-                pass
-        keep = _selected(args)
         if getattr(args, "write", None):
             writer = _file_writer(args, reader.linktype, reader.snaplen)
-        printing = writer is None or (getattr(args, "print_too", False) and args.write != "-")
-        printer = Printer(options, out)
-        write = out.write
-        fmt = printer.format_packet
-        line_buffered = getattr(args, "line_buffered", False)
-        pending: list[str] = []  # write in batches: one write per packet costs more than the join
+        printing = not count_only and (writer is None or (getattr(args, "print_too", False) and args.write != "-"))
+        additions = Additions(parts, flags.verbose, live=False)
+        if printing:
+            check_flags(flags, child_user(flags.user), reader.linktype)
+            sys.stdout.flush()
+            decoder = Decoder(flags, sys.stdout.buffer, reader.snaplen, lossless=True)
         matched = 0
         try:
-            for pkt in reader:
-                if program is not None and not program.matches(pkt.data, pkt.orig_len):
-                    continue
+            for pkt in _packets(reader):
+                if expression:
+                    program = programs.get(pkt.linktype)
+                    if program is None:
+                        program = programs[pkt.linktype] = compile_filter(expression, pkt.linktype, reader.snaplen)
+                    if not program.matches(pkt.data, pkt.orig_len):
+                        continue
                 if keep is not None and not keep(pkt):
                     continue
                 matched += 1
@@ -105,29 +235,37 @@ def read_file(args: argparse.Namespace) -> int:
                         writer.write(pkt)
                     except OSError as e:
                         raise PtcapError(f"{args.write}: {e.strerror}") from None
-                if printing and not count_only:
-                    pending.append(fmt(pkt))
-                    if line_buffered or len(pending) >= 256:
-                        write("".join(pending))
-                        pending.clear()
-                        if line_buffered:
-                            out.flush()
+                if decoder is not None:
+                    pre, suf, after = additions(pkt.context, pkt.ifname, pkt.direction)
+                    decoder.put(pkt.ts_ns, pkt.linktype, pkt.data, pkt.orig_len, pre, suf, after)
+                    if matched % 256 == 0:
+                        decoder.wake()
                 if limit and matched >= limit:
                     break
         finally:
-            if pending:
-                write("".join(pending))
-        out.flush()
+            if decoder is not None:     # what was read before an error is printed
+                d, decoder = decoder, None
+                d.close()
         if writer is not None:
-            try:
-                writer.flush()
-                if writer.out is not sys.stdout.buffer:
-                    writer.out.close()
-            except OSError as e:
-                raise PtcapError(f"{args.write}: {e.strerror}") from None
+            w, writer = writer, None
+            _close_writer(w, args.write)
         if count_only:
             sys.stdout.write(f"{matched} packet{'s' if matched != 1 else ''}\n")
         return 0
     finally:
+        if writer is not None:          # what was read before an error is kept
+            try:
+                _close_writer(writer, args.write)
+            except PtcapError:
+                pass
         if f is not sys.stdin.buffer:
             f.close()
+
+
+def _close_writer(writer, name: str) -> None:
+    try:
+        writer.flush()
+        if writer.out is not sys.stdout.buffer:
+            writer.out.close()
+    except OSError as e:
+        raise PtcapError(f"{name}: {e.strerror}") from None

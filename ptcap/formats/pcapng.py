@@ -7,6 +7,7 @@ record key and direction and reused; blocks are joined and written once per batc
 from __future__ import annotations
 
 import struct
+import time
 from dataclasses import dataclass
 from typing import BinaryIO, Callable
 
@@ -76,6 +77,17 @@ def interface_block(iface: Interface) -> bytes:
     return _block(1, body)
 
 
+DSB_TYPE = 0x0000000A
+SECRETS_TLS_KEY_LOG = 0x544C534B
+
+
+def secrets_block(lines: list[str]) -> bytes:
+    """A Decryption Secrets Block holding TLS key log lines (SSLKEYLOGFILE format)."""
+    data = "".join(line + "\n" for line in lines).encode()
+    body = struct.pack("<II", SECRETS_TLS_KEY_LOG, len(data)) + data + b"\0" * (-len(data) & 3)
+    return _block(DSB_TYPE, body)
+
+
 def _os_name() -> str:
     import platform
     return f"{platform.system()} {platform.release()}"
@@ -105,6 +117,22 @@ class PcapngWriter:
         self._opts: dict[bytes, tuple] = {}             # key → (context, options by direction)
         self._pending: list[bytes] = [section_header()]
         self.written = len(self._pending[0])       # bytes of this file so far
+        self._hold = 0.0
+        self._held: list[tuple[float, list[bytes]]] = []
+
+    def hold_packets(self, seconds: float) -> None:
+        """Keep packets back for `seconds` before writing them, so that a TLS key that comes
+        after the packets needing it (a client learns its handshake keys from the server's
+        reply) can still go before them: Wireshark reads a file in one pass."""
+        self._hold = seconds
+
+    def add_secrets(self, lines: list[str]) -> None:
+        """TLS key log lines, as one Decryption Secrets Block before every held packet."""
+        if lines:
+            block = secrets_block(lines)
+            self._pending.append(block)
+            self.written += len(block)
+            self.release(time.monotonic())
 
     def add_interface(self, iface: Interface) -> int:
         """Describe the next interface; returns its interface id (0, 1, ...)."""
@@ -129,6 +157,7 @@ class PcapngWriter:
         records, framed as they are; the hot path); stop after the packet that takes the file
         past `limit` bytes. Returns how many were written."""
         parts = self._pending
+        start = len(parts)
         append = parts.append
         cache = self._opts
         options = self._options
@@ -162,6 +191,9 @@ class PcapngWriter:
             if written > limit:
                 break
         self.written = written
+        if self._hold:
+            self._held.append((time.monotonic(), parts[start:]))
+            del parts[start:]
         return n
 
     def write_packet(self, pkt, iface_id: int) -> None:
@@ -175,7 +207,21 @@ class PcapngWriter:
                           data, tails[pad], total)
         self.written += fixed + len(data) + pad
 
+    def release(self, now: float) -> None:
+        """Write the held packets that have waited long enough, and what is pending."""
+        held = self._held
+        while held and now - held[0][0] >= self._hold:
+            self._pending.extend(held.pop(0)[1])
+        if self._pending:
+            self.out.write(b"".join(self._pending))
+            self._pending = []
+            self.out.flush()
+
     def flush(self) -> None:
+        """Write everything, held packets too."""
+        for _at, blocks in self._held:
+            self._pending.extend(blocks)
+        self._held = []
         if self._pending:
             self.out.write(b"".join(self._pending))
             self._pending = []

@@ -14,6 +14,14 @@ from ptcap.pipeline.packet import Direction, Packet
 
 _CHUNK = 1 << 20
 MAX_SNAPLEN = 262144
+SHB_INSANE_MAX = 1024 * 1024        # libpcap's BT_SHB_INSANE_MAX
+MAX_BLOCKSIZE = 16 * 1024 * 1024    # libpcap's INITIAL_MAX_BLOCKSIZE
+_DLT_MAX_SNAPLEN = {231: 128 * 1024 * 1024, 279: 8 * 1024 * 1024, 249: 1024 * 1024}  # DBUS, EBHSCR, USBPCAP
+
+
+def max_snaplen_for(linktype: int) -> int:
+    """libpcap's max_snaplen_for_dlt()."""
+    return _DLT_MAX_SNAPLEN.get(linktype, MAX_SNAPLEN)
 
 # classic pcap magics -> (byte order, nanosecond timestamps, modified-pcap record header)
 _PCAP_MAGICS = {
@@ -48,7 +56,7 @@ class _Stream:
         parts = [buf[pos:]]
         have = len(buf) - pos
         while have < n:
-            chunk = self.f.read(max(_CHUNK, n - have))
+            chunk = self.f.read(_CHUNK)     # never one read of a size a file claims
             if not chunk:
                 break
             parts.append(chunk)
@@ -66,9 +74,9 @@ class CaptureReader:
     tcpdump's 'reading from file' line reports them.
     """
 
-    def __init__(self, f: BinaryIO, name: str = "-") -> None:
+    def __init__(self, f: BinaryIO, name: str = "-", head: bytes = b"") -> None:
         self.name = name
-        self._s = _Stream(f)
+        self._s = _Stream(f, head)
         self.format = ""
         self.linktype = 1
         self.snaplen = MAX_SNAPLEN
@@ -94,7 +102,8 @@ class CaptureReader:
             raise PtcapError(f"unsupported pcap savefile version {major}.{minor}")
         self.format = "pcap"
         self.linktype = linktype & 0x03FFFFFF
-        self.snaplen = snaplen if 0 < snaplen <= MAX_SNAPLEN else MAX_SNAPLEN
+        # as libpcap: a snapshot length that is 0 or negative (as a C int) means the maximum
+        self.snaplen = snaplen if 0 < snaplen < 1 << 31 else max_snaplen_for(self.linktype)
         self._order = order
         self._nano = nano
         self._rec = 24 if modified else 16
@@ -107,6 +116,7 @@ class CaptureReader:
         scale = 1 if self._nano else 1000
         linktype = self.linktype
         snaplen = self.snaplen
+        max_caplen = max_snaplen_for(linktype)
         buf, pos = s.buf, s.pos
         n = len(buf)
         while True:
@@ -120,8 +130,10 @@ class CaptureReader:
                 buf, pos = s.buf, s.pos - rec
                 n = len(buf)
             sec, frac, caplen, orig = hdr(buf, pos)
-            if caplen > MAX_SNAPLEN:
-                raise PtcapError(f"invalid packet capture length {caplen}, bigger than snaplen of {MAX_SNAPLEN}")
+            if caplen > max_caplen:
+                if caplen > snaplen:
+                    raise PtcapError(f"invalid packet capture length {caplen}, bigger than snaplen of {snaplen}")
+                raise PtcapError(f"invalid packet capture length {caplen}, bigger than maximum of {max_caplen}")
             start = pos + rec
             end = start + caplen
             if end > n:
@@ -148,7 +160,7 @@ class CaptureReader:
         while not self._ifaces:
             pkt = self._next_block()
             if pkt is _EOF:
-                break
+                raise PtcapError("the capture file has no Interface Description Blocks")
             if pkt is not None:
                 self._pending.append(pkt)
 
@@ -164,9 +176,12 @@ class CaptureReader:
         else:
             raise PtcapError("unknown file format" if first else "pcapng section header has a bad byte-order magic")
         (total,) = struct.unpack(self._order + "I", head[:4])
-        if total < 28 or total % 4:
-            raise PtcapError(f"block in pcapng dump file has a length of {total} < 28" if total < 28
-                             else f"block in pcapng dump file has a length of {total} that is not a multiple of 4")
+        if total < 28 or total > SHB_INSANE_MAX:
+            # libpcap's words; the length is never used as a read size
+            raise PtcapError(f"Section Header Block in pcapng dump file has invalid length 28 < _{total}_ < "
+                             f"{SHB_INSANE_MAX} (BT_SHB_INSANE_MAX)")
+        if total % 4:
+            raise PtcapError(f"block in pcapng dump file has a length of {total} that is not a multiple of 4")
         rest = self._s.take(total - 12)
         if len(rest) < total - 12:
             raise PtcapError(f"truncated dump file; tried to read {total} bytes, only got {len(rest) + 12}")
@@ -206,7 +221,7 @@ class CaptureReader:
                 offset = struct.unpack(self._order + "q", value[:8])[0] * 1_000_000_000
         if not self._ifaces:
             self.linktype = linktype
-            self.snaplen = snaplen if 0 < snaplen <= MAX_SNAPLEN else MAX_SNAPLEN
+            self.snaplen = snaplen if 0 < snaplen < 1 << 31 else max_snaplen_for(linktype)
         self._ifaces.append((linktype, snaplen or MAX_SNAPLEN, name, num, den, offset))
 
     def _context(self, comments: tuple[bytes, ...]) -> ProcessContext | None:
@@ -241,8 +256,8 @@ class CaptureReader:
         if total < 12 or total % 4:
             raise PtcapError(f"block in pcapng dump file has a length of {total} < 12" if total < 12
                              else f"block in pcapng dump file has a length of {total} that is not a multiple of 4")
-        if total > 16 * 1024 * 1024:
-            raise PtcapError(f"pcapng block size {total} > maximum {16 * 1024 * 1024}")
+        if total > MAX_BLOCKSIZE:
+            raise PtcapError(f"pcapng block size {total} > maximum {MAX_BLOCKSIZE}")
         body = s.take(total - 8)
         if len(body) < total - 8:
             raise PtcapError(f"truncated dump file; tried to read {total} bytes, only got {len(body) + 8}")
@@ -313,8 +328,9 @@ class _Eof:
 _EOF = _Eof()
 
 
-def open_capture(path: str) -> tuple[CaptureReader, BinaryIO]:
-    """Open a path ('-' = stdin) and read its header; the caller closes the returned file."""
+def open_capture(path: str, head: bytes = b"") -> tuple[CaptureReader, BinaryIO]:
+    """Open a path ('-' = stdin, whose first bytes may have been read already: `head`) and
+    read its header; the caller closes the returned file."""
     if path == "-":
         f = sys.stdin.buffer
     else:
@@ -323,7 +339,7 @@ def open_capture(path: str) -> tuple[CaptureReader, BinaryIO]:
         except OSError as e:
             raise PtcapError(f"{path}: {e.strerror}") from None
     try:
-        return CaptureReader(f, path), f
+        return CaptureReader(f, path, head if path == "-" else b""), f
     except BaseException:
         if f is not sys.stdin.buffer:
             f.close()

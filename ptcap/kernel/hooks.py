@@ -21,6 +21,7 @@ from ptcap.kernel import bpf
 from ptcap.kernel import btf
 from ptcap.kernel import libbpf
 from ptcap.filter import compiler as pcapfilter
+from ptcap.filter import translate as pcaptranslate
 from ptcap.errors import PtcapError
 from ptcap.kernel.kallsyms import KernelSymbols
 from ptcap.kernel import records
@@ -158,7 +159,7 @@ class HookCapture:
             if btf_id is None:
                 raise PtcapError(f"--hook {name}: this kernel has no {section(name)}")
             for slot, linktype in ((SLOT_FILTER_ETHER, LinkType.ETHERNET), (SLOT_FILTER_RAW, LinkType.RAW)):
-                code = pcapfilter.hook_filter_program(filters[linktype], scratch_fd=scratch_fd,
+                code = pcaptranslate.hook_filter_program(filters[linktype], scratch_fd=scratch_fd,
                                                       prog_array_fd=progs_fd, index=SLOT_EMIT)
                 try:
                     fd = bpf.prog_load(bpf.ProgType.TRACING, code, name=f"ptcap_flt_{slot}",

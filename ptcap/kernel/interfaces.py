@@ -21,6 +21,8 @@ class NetInterface:
     linktype: int
     l2len: int          # bytes before the IP header as tc sees the packet
     netns: Netns
+    loopback: bool = False      # both ends of its packets are local
+    peer: nsmod.LinkPeer | None = None      # a veth's other end, in another namespace
 
     @property
     def key(self) -> tuple[int, int]:
@@ -37,9 +39,14 @@ class NetInterface:
             self.linktype, str(self.linktype))
 
 
-def _make(ns: Netns, ifindex: int, name: str, arphrd: int) -> NetInterface | None:
+_ARPHRD_LOOPBACK = 772
+
+
+def _make(ns: Netns, ifindex: int, name: str, arphrd: int,
+          peers: dict[int, nsmod.LinkPeer] | None = None) -> NetInterface | None:
     if arphrd in _ETHERNET_TYPES:
-        return NetInterface(name, ifindex, LinkType.ETHERNET, 14, ns)
+        return NetInterface(name, ifindex, LinkType.ETHERNET, 14, ns, loopback=arphrd == _ARPHRD_LOOPBACK,
+                            peer=(peers or {}).get(ifindex))
     if arphrd in _RAW_TYPES:
         return NetInterface(name, ifindex, LinkType.RAW, 0, ns)
     return None
@@ -47,14 +54,15 @@ def _make(ns: Netns, ifindex: int, name: str, arphrd: int) -> NetInterface | Non
 
 def in_namespace(ns: Netns) -> list[NetInterface]:
     """Every interface of the namespace ptcap can capture on, by index."""
-    found = [_make(ns, i, n, t) for i, n, t in nsmod.links(ns)]
+    peers = nsmod.veth_peers(ns)
+    found = [_make(ns, i, n, t, peers) for i, n, t in nsmod.links(ns)]
     return sorted((f for f in found if f is not None), key=lambda i: i.ifindex)
 
 
 def lookup(name: str, ns: Netns) -> NetInterface:
     for ifindex, ifname, arphrd in nsmod.links(ns):
         if ifname == name:
-            iface = _make(ns, ifindex, ifname, arphrd)
+            iface = _make(ns, ifindex, ifname, arphrd, nsmod.veth_peers(ns))
             if iface is None:
                 raise PtcapError(f"{name}: link type (ARPHRD {arphrd}) is not supported for capture")
             return iface

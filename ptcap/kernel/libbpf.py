@@ -30,6 +30,7 @@ for _name, _res, _args in (
     ("bpf_program__attach", _p, [_p]),
     ("bpf_program__attach_cgroup", _p, [_p, ctypes.c_int]),
     ("bpf_program__attach_iter", _p, [_p, _p]),
+    ("bpf_program__attach_uprobe_opts", _p, [_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, _p]),
     ("bpf_map__fd", ctypes.c_int, [_p]),
     ("bpf_map__set_max_entries", ctypes.c_int, [_p, ctypes.c_uint32]),
     ("bpf_map__reuse_fd", ctypes.c_int, [_p, ctypes.c_int]),
@@ -88,6 +89,12 @@ def _errno_text() -> str:
     return os.strerror(ctypes.get_errno() or 1)
 
 
+class _UprobeOpts(ctypes.Structure):
+    """libbpf 1.1's struct bpf_uprobe_opts."""
+    _fields_ = [("sz", ctypes.c_size_t), ("ref_ctr_offset", ctypes.c_size_t), ("bpf_cookie", ctypes.c_uint64),
+                ("retprobe", ctypes.c_bool), ("func_name", ctypes.c_char_p)]
+
+
 class Link:
     """An attachment owned through a bpf_link: destroying it (or dying) detaches it."""
 
@@ -127,6 +134,12 @@ class Program:
 
     def attach_cgroup(self, cgroup_fd: int, where: str = "") -> Link:
         return self._link(_lib.bpf_program__attach_cgroup(self._ptr, cgroup_fd), where)
+
+    def attach_uprobe(self, path: str, offset: int, pid: int = -1, cookie: int = 0) -> Link:
+        """A uprobe at file offset `offset` of `path`, in process `pid` only (-1: every process)."""
+        opts = _UprobeOpts(ctypes.sizeof(_UprobeOpts), 0, cookie, False, None)
+        ptr = _lib.bpf_program__attach_uprobe_opts(self._ptr, pid, path.encode(), offset, ctypes.byref(opts))
+        return self._link(ptr, f"{path}+{offset:#x}" + (f" (pid {pid})" if pid >= 0 else ""))
 
     def run_iter(self, places: Iterable[ContextManager] = (contextlib.nullcontext(),)) -> None:
         """Run an iterator program to completion once in each place (its output is discarded).

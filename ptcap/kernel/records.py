@@ -52,6 +52,7 @@ OWNER = Layout("ptcap_owner",
 PACKET = Layout("ptcap_packet",
                 ("ifindex", "I"), ("kind", "H"), ("hook", "B"), ("dir", "B"),
                 ("owner", f"{OWNER.size}s"), ("location", "Q"), ("reason", "I"),
+                ("marks", "I"), ("peer", f"{OWNER.size}s"), ("_pad", "4x"),
                 ("iface_id", "I"), ("ts_hi", "I"), ("ts_lo", "I"), ("caplen", "I"), ("len", "I"))
 EXEC = Layout("ptcap_exec",
               ("pid", "I"), ("kind", "H"), ("_pad", "2x"), ("ppid", "I"), ("args_len", "I"),
@@ -84,10 +85,18 @@ HOOK_CONFIG = Layout("ptcap_hook_config",
                      ("clock_offset", "q"), ("rate", "I"), ("backtrace", "I"),
                      ("iface_id", f"{Hook.MAX}I"))
 IFACE_KEY = Layout("ptcap_iface_key", ("netns_cookie", "Q"), ("ifindex", "I"), ("_pad", "4x"))
-IFACE = Layout("ptcap_iface", ("iface_id", "I"), ("_pad", "4x"))
-CONFIG = Layout("ptcap_config", ("clock_offset", "q"), ("who", "I"), ("_pad", "4x"))
+IFACE = Layout("ptcap_iface", ("iface_id", "I"), ("flags", "I"))
+CONFIG = Layout("ptcap_config", ("clock_offset", "q"), ("who", "I"), ("peer_selects", "I"))
 
-LAYOUTS = (OWNER, PACKET, EXEC, FORK, SCRATCH, HOOK_CONFIG, IFACE_KEY, IFACE, CONFIG)
+# container admission at cgroup_mkdir (bpf/cgroups.bpf.c)
+CONTAINER_ID_LEN = 76       # PTCAP_CONTAINER_ID_LEN: containerd allows ids of 76 characters
+CGROUP_NAME_LEN = 128
+CGROUP_NAME = Layout("ptcap_cgroup_name", ("name", f"{CGROUP_NAME_LEN}s"))
+CGROUP_DIR = Layout("ptcap_cgroup_dir", ("parent_id", "Q"), ("name", f"{CGROUP_NAME.size}s"))
+CGROUP_WANT = Layout("ptcap_cgroup_want", ("len", "I"), ("id", "80s"))
+
+LAYOUTS = (OWNER, PACKET, EXEC, FORK, SCRATCH, HOOK_CONFIG, IFACE_KEY, IFACE, CONFIG,
+           CGROUP_NAME, CGROUP_DIR, CGROUP_WANT)
 
 
 class EventKind(enum.IntEnum):
@@ -161,7 +170,7 @@ ENUMS: dict[str, tuple[type[enum.IntEnum] | type[enum.IntFlag], str, frozenset[s
 # Offsets the hot paths use, derived from the layouts above.
 KIND_AT = PACKET.offset["kind"]
 DIR_AT = PACKET.offset["dir"]
-KEY_AT = PACKET.offset["owner"]                       # owner, location, reason: a packet's key
+KEY_AT = PACKET.offset["owner"]                       # owner, location, reason, marks, peer: a packet's key
 KEY_END = PACKET.offset["iface_id"]
 OWNER_LEN = OWNER.size
 EPB_AT = PACKET.offset["iface_id"]                    # from here on: a pcapng EPB body

@@ -20,12 +20,14 @@ class WhoFilter:
     comms: set[str] = field(default_factory=set)
     uids: set[int] = field(default_factory=set)
     mntns: set[int] = field(default_factory=set)
-    follow: bool = False          # children of selected pids, via sched_process_fork
+    follow: bool = False          # -f: children of selected processes, via sched_process_fork
+    command: bool = False         # -- CMD: its pid joins `pids` once it is started
     containers: bool = False      # mntns came from --container-*/--pod-name (never empty then)
+    container_prefix: str = ""    # --container-id: admitted in the kernel at cgroup_mkdir
 
     def bits(self) -> Who:
         b = Who(0)
-        if self.pids or self.follow:
+        if self.pids or self.command:
             b |= Who.PIDS
         if self.comms:
             b |= Who.COMMS

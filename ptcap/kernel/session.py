@@ -8,6 +8,7 @@ are netlink filters, which a watchdog child removes when we end (ptcap/kernel/tc
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import struct
 import time
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 
 from ptcap.kernel import bpf
 from ptcap.filter import compiler as pcapfilter
+from ptcap.filter import translate as pcaptranslate
 from ptcap.kernel import interfaces
 from ptcap.kernel import libbpf
 from ptcap.kernel import hooks as hookmod
@@ -29,11 +31,19 @@ from ptcap.kernel.records import LinkType
 from ptcap.kernel.ringbuf import RingBuffer, round_size
 from ptcap.kernel.selectors import WhoFilter
 from ptcap.kernel import selectors as whomod
+from ptcap.kernel.admission import Admission, HOOK as MKDIR_HOOK
 
 _IFACE = records.IFACE.struct
 _IFACE_KEY = records.IFACE_KEY.struct
 _CONFIG = records.CONFIG.struct
+# enum ptcap_iface_flags
+IFACE_LOCAL, IFACE_ONE_COPY, IFACE_PEER_NSID_SHIFT = 1, 2, 16
 _TC_NEXT = -1                           # TC_ACT_UNSPEC = TCX_NEXT: the packet goes on untouched
+NETNS_SCAN_SECONDS = 0.2                # --netns any/newly: how often to look for new namespaces
+
+
+class InterfaceGone(PtcapError):
+    """An interface went away between being listed and being attached to."""
 
 
 @dataclass
@@ -49,6 +59,7 @@ class CaptureConfig:
     hooks: list[str] = field(default_factory=list)      # --hook: kernel hook points instead of interfaces
     hook_rate: int = 0                                  # --hook-rate: events/s at most (0 = no limit)
     backtrace: bool = False                             # ptcap backtrace: count stacks, no packets
+    loopback_twice: bool = False                        # each loopback packet leaving and arriving
 
 
 @dataclass
@@ -120,8 +131,11 @@ class Session:
         self._cgroup_links: list[int] = []
         self._classic: dict[int, pcapfilter.ClassicProgram] = {}
         self._wanted: list[str] = []
+        self._every_ns = ""                       # --netns any / newly
+        self._ns_known: set[int] = set()
         self.ring: RingBuffer | None = None
         self.hook_capture: hookmod.HookCapture | None = None
+        self.admission: Admission | None = None     # containers admitted at cgroup_mkdir
         self.closed = False
         self.on_new_interface = None     # called with (iface_id, iface) before it is attached
 
@@ -140,8 +154,17 @@ class Session:
         if cfg.hooks:
             self._open_hooks()
             return
-        self.namespaces = [nsmod.resolve(spec) for spec in cfg.netns] or [nsmod.current()]
-        found = [self._as_seen(i) for i in interfaces.resolve(cfg.interfaces, self.namespaces)]
+        self._every_ns = _every_mode(cfg.netns)
+        if self._every_ns:
+            # --netns any: every namespace there is and will be; newly: those yet to come
+            now = nsmod.visible()
+            self._ns_known = set(now)
+            self.namespaces = ([ns for ns in (nsmod.open_visible(i, *v) for i, v in now.items()) if ns]
+                               if self._every_ns == nsmod.ANY else [])
+            found = [self._as_seen(i) for ns in self.namespaces for i in self._wanted_in(ns)]
+        else:
+            self.namespaces = [nsmod.resolve(spec) for spec in cfg.netns] or [nsmod.current()]
+            found = [self._as_seen(i) for i in interfaces.resolve(cfg.interfaces, self.namespaces)]
         # Compile filters first: a bad expression fails before anything touches the kernel.
         linktypes = {LinkType.RAW} if cfg.backend == "cgroup-skb" else {i.linktype for i in found}
         self._classic = pcapfilter.compile_filters(cfg.expression, linktypes, cfg.snaplen)
@@ -152,7 +175,7 @@ class Session:
 
         capture = self._load_capture()
         self._who_fds = {name: capture.map_fd(name) for name in
-                         ("ptcap_who_pids", "ptcap_who_uids", "ptcap_who_mntns", "ptcap_who_comms")}
+                         _WHO_MAPS}
         whomod.load(cfg.who, self._who_fds)
         self._ifaces_fd = capture.map_fd("ptcap_ifaces")
         self._progs_fd = capture.map_fd("ptcap_capture_progs")
@@ -166,13 +189,15 @@ class Session:
         if cfg.backend == "cgroup-skb":
             self._attach_cgroup(cgroot)
         for iface in found:
-            if self._any:
-                self._take(iface)     # -i any: one that went away since it was listed is skipped
-            else:
+            try:
                 self._add(iface)
-        if self._any:
+            except InterfaceGone:
+                if not (self._any or self._every_ns):
+                    raise     # named by the user: say so; one of many that went is skipped
+        if self._any or self._every_ns:
             for ns in self.namespaces:
                 nsmod.watch(ns)
+        self._ns_scanned = time.monotonic()
 
     def _load_capture(self) -> libbpf.Object:
         """The capture object (ring, counters, socket owners) with the attribution and
@@ -193,9 +218,9 @@ class Session:
         for name in sorted(needed & set(capture.unavailable)):
             raise PtcapError(capture.unavailable[name])
         self._capture = capture
-        self._attach_attribution(capture.map_fd("ptcap_owners"))
-        self._attach_process_events(capture.map_fd("ptcap_events"), capture.map_fd("ptcap_who_pids"),
-                                    cfg.who.follow)
+        self._attach_attribution(capture)
+        self._attach_process_events(capture, int(cfg.who.bits()) if cfg.who.follow else 0)
+        self._attach_admission(capture, cfg.who.container_prefix)
         self.ring = RingBuffer(capture.map_fd("ptcap_events"), ring_size)
         self._counters_fd = capture.map_fd("ptcap_counters")
         self._bss_fd = capture.map_fd(".bss")
@@ -234,7 +259,7 @@ class Session:
         backend = self.config.backend
         prog_type = bpf.ProgType.CGROUP_SKB if backend == "cgroup-skb" else bpf.ProgType.SCHED_CLS
         ret = 1 if backend == "cgroup-skb" else _TC_NEXT
-        code = pcapfilter.entry_program(self._classic[linktype], prog_type=prog_type,
+        code = pcaptranslate.entry_program(self._classic[linktype], prog_type=prog_type,
                                         prog_array_fd=self._progs_fd, index=_SLOTS[backend, direction],
                                         accept_ret=ret, reject_ret=ret, cb_values=cb_values)
         return bpf.prog_load(prog_type, code, name=f"ptcap_filter_{direction}")
@@ -262,34 +287,86 @@ class Session:
         self.ifaces.append(iface)
         if self.on_new_interface is not None:
             self.on_new_interface(iface_id, iface)
+        flags = self._flags(iface)
         if self.config.backend == "cgroup-skb":
             bpf.map_update(self._ifaces_fd, _IFACE_KEY.pack(iface.netns.cookie, iface.ifindex),
-                           _IFACE.pack(iface_id))
+                           _IFACE.pack(iface_id, flags))
             self._attached[iface.key] = []
             return
         links = []
         for d in self._wanted:
-            prog = self._entry(iface.linktype, d, (iface_id, iface.l2len))
+            if d == "in" and flags & IFACE_ONE_COPY:
+                continue      # loopback: the leaving copy has both ends
+            peer_inode = iface.peer.inode if iface.peer is not None else 0
+            prog = self._entry(iface.linktype, d, (iface_id, iface.l2len, flags, peer_inode))
             try:
                 links.append(self._tc.attach(prog, iface.ifindex, d == "in", iface.netns.fd,
                                              lambda: nsmod.inside(iface.netns)))
             except bpf.BPFError as e:
                 for link in links:
                     link.close()
-                raise PtcapError(f"{iface.display_name}: attaching the {d}gress capture: {e.strerror}") from None
+                error = InterfaceGone if e.errno == errno.ENODEV else PtcapError
+                raise error(f"{iface.display_name}: attaching the {d}gress capture: {e.strerror}") from None
             finally:
                 _close(prog)    # the link (or filter) holds the program: it goes when they do
         self._attached[iface.key] = links
+
+    def _flags(self, iface: NetInterface) -> int:
+        """What the kernel side looks for at the other end of an interface's packets: the
+        local receiver (loopback, veth), and on loopback, one copy of each packet."""
+        flags = 0
+        if iface.loopback:
+            flags |= IFACE_LOCAL
+            if self.config.direction == "inout" and not self.config.loopback_twice:
+                flags |= IFACE_ONE_COPY
+        if iface.peer is not None:
+            flags |= IFACE_LOCAL | ((iface.peer.nsid + 1) & 0xFFFF) << IFACE_PEER_NSID_SHIFT
+        return flags
 
     def _remove(self, key: tuple[int, int]) -> None:
         for link in self._attached.pop(key, []):
             link.close()
 
+    def _wanted_in(self, ns: Netns) -> list[NetInterface]:
+        """--netns any/newly: the -i interfaces of one namespace (those it has)."""
+        present = interfaces.in_namespace(ns)
+        if self._any:
+            return present
+        return [i for i in present if i.name in self.config.interfaces]
+
+    def _follow_namespaces(self) -> list[NetInterface]:
+        """--netns any/newly: take namespaces created since the last look, and let go of
+        those that are gone (a namespace we held open would outlive its `ip netns del`)."""
+        now = time.monotonic()
+        if now - self._ns_scanned < NETNS_SCAN_SECONDS:
+            return []
+        self._ns_scanned = now
+        there = nsmod.visible()
+        self._ns_known &= set(there)      # a gone namespace's inode may be handed out again
+        added = []
+        for ns in [n for n in self.namespaces if n.inode not in there]:
+            for key in [k for k in self._attached if k[0] == ns.inode]:
+                self._remove(key)
+            self.namespaces.remove(ns)
+            ns.close()
+        for inode, (name, path) in there.items():
+            if inode in self._ns_known:
+                continue
+            ns = nsmod.open_visible(inode, name, path)
+            if ns is None:
+                continue          # gone again already: look next time
+            self._ns_known.add(inode)
+            self.namespaces.append(ns)
+            nsmod.watch(ns)
+            added += [i for i in map(self._as_seen, self._wanted_in(ns)) if self._take(i)]
+        return added
+
     def refresh(self) -> list[NetInterface]:
-        """Follow interfaces coming and going (-i any); returns the ones newly taken."""
+        """Follow interfaces coming and going (-i any) and, with --netns any/newly, namespaces;
+        returns the interfaces newly taken."""
         if self.closed or self.config.hooks:
             return []
-        added = []
+        added = self._follow_namespaces() if self._every_ns else []
         for ns in self.namespaces:
             if not nsmod.changed(ns):
                 continue
@@ -297,7 +374,8 @@ class Session:
             for key in [k for k in self._attached if k[0] == ns.inode and k not in present]:
                 self._remove(key)
             for key, iface in present.items():
-                if key not in self._attached and self._any and self._take(iface):
+                wanted = self._any or (self._every_ns and iface.name in self.config.interfaces)
+                if key not in self._attached and wanted and self._take(iface):
                     added.append(iface)
         return added
 
@@ -329,13 +407,14 @@ class Session:
         nsmod.watch(ns)
         return [i for i in map(self._as_seen, interfaces.in_namespace(ns)) if self._take(i)]
 
-    def _attach_attribution(self, owners_fd: int) -> None:
+    def _attach_attribution(self, capture: libbpf.Object) -> None:
         """Socket → process hooks. Each is optional: a kernel without one still captures.
         Per owner hook, the tracepoint where the kernel has it, else fentry on the function
         that fires it (a kernel with BPF trampolines), else none."""
         obj = libbpf.Object("sockowner")
         self._objects.append(obj)
-        obj.reuse_map("ptcap_owners", owners_fd)
+        for name in ("ptcap_owners", "ptcap_conns", "ptcap_flows"):
+            obj.reuse_map(name, capture.map_fd(name))
         cgroot = v2_mount()
         if cgroot is None:
             obj.set_autoload("ptcap_sock_create", False)
@@ -349,6 +428,12 @@ class Session:
                 obj.set_autoload(tp_prog, False)
                 self.hooks.failed[tp_hook] = "this kernel has no such tracepoint"
                 chosen.append((fentry_prog, fentry_hook))
+        # closing connections' last owners, established flows: one tracepoint, no stand-in
+        if _has_tracepoint("tp_btf/inet_sock_set_state"):
+            chosen.append(("ptcap_tcp_state", "tp_btf/inet_sock_set_state"))
+        else:
+            obj.set_autoload("ptcap_tcp_state", False)
+            self.hooks.failed["tp_btf/inet_sock_set_state"] = "this kernel has no such tracepoint"
         try:
             obj.load(optional=[p.name for p in obj.programs()])
         except PtcapError as e:
@@ -390,11 +475,22 @@ class Session:
         except PtcapError as e:
             self.hooks.failed["iter/task_file+tcp+udp"] = str(e)
 
-    def _attach_process_events(self, ring_fd: int, pids_fd: int, follow: bool) -> None:
+    def _attach_admission(self, capture: libbpf.Object, prefix: str) -> None:
+        """Containers admitted at cgroup_mkdir; optional (kernel/admission.py)."""
+        self.admission = Admission(capture.map_fd("ptcap_who_cgroups"))
+        self.admission.open(prefix)
+        if self.admission.error:
+            self.hooks.failed[MKDIR_HOOK] = self.admission.error
+        else:
+            self.hooks.working.append(MKDIR_HOOK)
+
+    def _attach_process_events(self, capture: libbpf.Object, follow: int) -> None:
+        """Exec/fork/exit events into the capture's ring; with -f (`follow`: the selector
+        bits), the children of selected processes join the capture's selection at fork."""
         obj = libbpf.Object("procs")
         self._objects.append(obj)
-        obj.reuse_map("ptcap_events", ring_fd)
-        obj.reuse_map("ptcap_who_pids", pids_fd)
+        for name in ("ptcap_events", "ptcap_owners") + _WHO_MAPS:
+            obj.reuse_map(name, capture.map_fd(name))
         try:
             obj.load()
         except PtcapError as e:
@@ -403,7 +499,7 @@ class Session:
                 raise PtcapError(f"following forks needs tp_btf/sched_process_fork: {e}") from None
             return
         if follow:
-            bpf.map_update(obj.map_fd(".bss"), struct.pack("<I", 0), struct.pack("<I", 1))
+            bpf.map_update(obj.map_fd(".bss"), struct.pack("<I", 0), struct.pack("<I", follow))
         for prog, hook in (("ptcap_exec", "tp_btf/sched_process_exec"),
                            ("ptcap_fork", "tp_btf/sched_process_fork"),
                            ("ptcap_exit", "tp_btf/sched_process_exit")):
@@ -418,7 +514,9 @@ class Session:
     def sync_clock(self) -> None:
         """Tell the kernel side the current CLOCK_REALTIME - CLOCK_MONOTONIC (NTP moves it)."""
         offset = wall_clock_offset()
-        bpf.map_update(self._bss_fd, struct.pack("<I", 0), _CONFIG.pack(offset, self._who_bits))
+        cfg = self.config
+        peer_selects = int(cfg.direction == "inout" and not cfg.loopback_twice)
+        bpf.map_update(self._bss_fd, struct.pack("<I", 0), _CONFIG.pack(offset, self._who_bits, peer_selects))
         if self.hook_capture is not None:
             self.hook_capture.sync_clock(offset)
 
@@ -430,6 +528,9 @@ class Session:
         """Add a mount namespace to the container selector while capturing (a container
         that started after us)."""
         whomod.add_mntns(self._who_fds["ptcap_who_mntns"], inode)
+
+    def unselect_mntns(self, inode: int) -> None:
+        bpf.map_delete(self._who_fds["ptcap_who_mntns"], struct.pack("<I", inode))
 
     # -- reading ------------------------------------------------------------------------
     def counters(self) -> tuple[int, int]:
@@ -471,6 +572,8 @@ class Session:
         self._last_counters = getattr(self, "_last_counters", (0, 0, 0))
         self.closed = True
         self.detach()
+        if self.admission is not None:
+            self.admission.close()
         for link in self._links:
             link.destroy()
         self._links.clear()
@@ -504,15 +607,19 @@ def probe_hooks() -> HookReport:
             else:
                 session.hooks.working.append(hook)
         session.hooks.working.append(f"tc attach: {tcattach.method()}")
-        session._attach_attribution(capture.map_fd("ptcap_owners"))
-        session._attach_process_events(capture.map_fd("ptcap_events"),
-                                       capture.map_fd("ptcap_who_pids"), True)
+        session._attach_attribution(capture)
+        session._attach_process_events(capture, int(whomod.Who.PIDS | whomod.Who.FOLLOW))
+        session._attach_admission(capture, "")
     except PtcapError as e:
         session.hooks.failed["capture"] = str(e)
     finally:
         session.close()
     return session.hooks
 
+
+# The selector maps the capture object tests packets against and the process events extend.
+_WHO_MAPS = ("ptcap_who_pids", "ptcap_who_uids", "ptcap_who_mntns", "ptcap_who_comms", "ptcap_who_children",
+             "ptcap_who_cgroups")
 
 # The socket-owner hooks: each optional, the kernel may lack one. Per hook the tracepoint
 # program and the fentry program that stands in for it (program, hook, program, hook).
@@ -524,8 +631,20 @@ _OWNER_HOOKS = (("ptcap_sock_send", "tp_btf/sock_send_length",
                  "ptcap_fentry_sock_recv", "fentry/sock_recvmsg"))
 _SOCKOWNER_HOOKS = {"ptcap_sock_create": "cgroup/sock_create",
                     "ptcap_task_walk": "iter/task_file", "ptcap_tcp_walk": "iter/tcp",
-                    "ptcap_udp_walk": "iter/udp",
+                    "ptcap_udp_walk": "iter/udp", "ptcap_tcp_state": "tp_btf/inet_sock_set_state",
                     **{p: h for row in _OWNER_HOOKS for p, h in (row[:2], row[2:])}}
+
+
+def _every_mode(specs: list[str]) -> str:
+    """--netns any / --netns newly (alone: they already name every namespace), or ''."""
+    modes = [s for s in specs if s in (nsmod.ANY, nsmod.NEWLY)]
+    if not modes:
+        return ""
+    if len(specs) > 1:
+        raise PtcapError(f"--netns {modes[0]} takes every namespace"
+                         f"{'' if modes[0] == nsmod.ANY else ' created from now on'}: "
+                         "give no other --netns")
+    return modes[0]
 
 
 def _has_tracepoint(hook: str) -> bool:

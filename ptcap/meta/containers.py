@@ -44,6 +44,8 @@ class ContainerInfo:
     labels: dict[str, str] = field(default_factory=dict)
     pid: int = 0            # its init process (0 when not running)
     runtime: str = "docker"
+    namespace: str = ""     # containerd's namespace
+    sandbox: str = ""       # the CRI pod sandbox it runs in
 
 
 @dataclass(slots=True, frozen=True)
@@ -114,19 +116,48 @@ def proc_container(pid: int, namespaces: Callable[[], set[str]] | None = None) -
 
 @dataclass
 class CgroupPaths:
-    """cgroup v2 id → path below the v2 mount, found by walking the hierarchy on a miss."""
+    """cgroup v2 id → path below the v2 mount: for a cgroup made since the capture started,
+    from what the kernel kept at its mkdir (`kernel`: id → (parent id, name), which outlives
+    the directory); else by walking the hierarchy on a miss."""
 
     root: str | None = field(default_factory=v2_mount)
     _paths: dict[int, str] = field(default_factory=dict)
+    kernel: Callable[[int], tuple[int, str] | None] | None = None
 
     def path(self, cgroup_id: int) -> str | None:
         if not cgroup_id or self.root is None:
             return None
         path = self._paths.get(cgroup_id)
         if path is None:
+            path = self._from_kernel(cgroup_id)
+        if path is None:
             self._walk()
             path = self._paths.setdefault(cgroup_id, "")    # "" = not found (it may be gone)
         return path or None
+
+    def _from_kernel(self, cgroup_id: int, depth: int = 0) -> str | None:
+        if self.kernel is None or depth > 32:
+            return None
+        found = self.kernel(cgroup_id)
+        if found is None:
+            return None
+        parent_id, name = found
+        parent = self._paths.get(parent_id)
+        if parent is None:
+            try:
+                if parent_id == os.stat(self.root).st_ino:
+                    parent = ""
+            except OSError:
+                return None
+        if parent is None:
+            parent = self._from_kernel(parent_id, depth + 1)
+        if parent is None:
+            self._walk()
+            parent = self._paths.get(parent_id)
+        if parent is None:
+            return None
+        path = self._paths[cgroup_id] = f"{parent.rstrip('/')}/{name}"
+        return path
 
     def _walk(self) -> None:
         root = self.root
@@ -158,15 +189,22 @@ class ContainerFinder:
     def __init__(self, namespaces: Callable[[], set[str]] | None = None) -> None:
         self._namespaces = namespaces
         self._cgroups = CgroupPaths()
+        self.kernel_dirs = None     # id → (parent id, name) of cgroups made since start
+        self.known = None           # is this a container id? (/<namespace>/<id> of unknown namespaces)
         self._by_cgroup: dict[int, CgroupContainer | None] = {}
 
     def find(self, pid: int, cgroup_id: int) -> CgroupContainer | None:
         found = self._by_cgroup.get(cgroup_id, False)
         if found is not False:
             return found
+        self._cgroups.kernel = self.kernel_dirs
         path = self._cgroups.path(cgroup_id)
         if path is not None and path != "/":
-            found = self._by_cgroup[cgroup_id] = parse_cgroup_path(path, self._namespaces)
+            found = parse_cgroup_path(path, self._namespaces)
+            parts = path.rstrip("/").split("/")
+            if found is None and len(parts) >= 3 and self.known is not None and self.known(parts[-1]):
+                found = CgroupContainer(parts[-1], "containerd", namespace=parts[-2])
+            self._by_cgroup[cgroup_id] = found
             return found
         # the v2 root or an unknown id: the runtime may use only v1 controllers (per process)
         return proc_container(pid, self._namespaces)

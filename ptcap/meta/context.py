@@ -9,6 +9,18 @@ ptcpdump, tshark and the Lua dissector read each other's files:
     ParentPID: 100\nParentCmd: /usr/bin/bash\nParentArgs: bash
     ContainerName: web\nContainerId: 3f…\nContainerImage: nginx\nContainerLabels: {"a":"b"}
     PodName: web-0\nPodNamespace: default\nPodUID: …\nPodLabels: {…}\nPodAnnotations: {…}
+
+A packet's own process is its sender when it leaves, its receiver when it arrives. The
+other local end of a local conversation (loopback, veth) follows in the same blocks with
+every key prefixed by which end it is, `Receiver` or `Sender`:
+
+    ReceiverPID: 456\nReceiverCmd: /usr/bin/python3\nReceiverArgs: python3 -m http.server
+    ReceiverThreadId: 456\nReceiverThreadName: python3   (and so on for every block)
+
+A process that is the last owner of a connection whose socket is gone (its teardown) is
+marked `LastOwner: yes` (`ReceiverLastOwner: yes` / `SenderLastOwner: yes` for the peer);
+one named for a forwarded or NATed packet (no socket of it where the packet was seen: found
+through the flow and the connection tracking entry) is marked `Forwarded: yes`.
 """
 from __future__ import annotations
 
@@ -67,6 +79,10 @@ class ProcessContext:
     drop_location: str = ""
     name: str = ""          # the process's comm when known (ps shows it); not in comments
     pname: str = ""         # the parent's comm when known
+    last_owner: bool = False        # the connection's last owner: its socket is gone
+    forwarded: bool = False         # found for a forwarded (NATed) packet, through its flow
+    peer: "ProcessContext | None" = None    # the other local end
+    peer_role: str = ""             # which end the peer is: "Receiver" or "Sender"
 
     @property
     def comm(self) -> str:
@@ -108,6 +124,13 @@ class ProcessContext:
             )
         if self.drop_reason:
             out.append(f"DropReason: {self.drop_reason}\nDropLocation: {self.drop_location}")
+        if self.last_owner and self.pid > 0:
+            out.append("LastOwner: yes")
+        if self.forwarded and self.pid > 0:
+            out.append("Forwarded: yes")
+        if self.peer is not None and self.peer_role:
+            role = self.peer_role
+            out += ["\n".join(role + line for line in c.split("\n")) for c in self.peer.comments(parts)]
         return out
 
     @classmethod
@@ -115,19 +138,36 @@ class ProcessContext:
         """Parse comments written by ptcap or ptcpdump; None when none carries context."""
         ctx = cls()
         found = False
+        peer = None
         for comment in comments:
             for line in comment.splitlines():
                 key, sep, value = line.partition(": ")
                 if not sep:
                     key, sep, value = line.partition(":")
-                setter = _SETTERS.get(key.strip())
+                key = key.strip()
+                target = ctx
+                for role in PEER_ROLES:
+                    if key.startswith(role) and key != role:
+                        if peer is None:
+                            peer = cls()
+                            ctx.peer, ctx.peer_role = peer, role
+                        target, key = peer, key[len(role):]
+                        break
+                setter = _SETTERS.get(key)
                 if setter is not None:
                     found = True
                     try:
-                        setter(ctx, value)
+                        setter(target, value)
                     except ValueError:
                         pass
         return ctx if found else None
+
+    def ends(self) -> list["ProcessContext"]:
+        """This process and the peer's, when there is one."""
+        return [self] if self.peer is None else [self, self.peer]
+
+
+PEER_ROLES = ("Receiver", "Sender")
 
 
 def _labels(labels: dict[str, str]) -> str:
@@ -171,4 +211,6 @@ _SETTERS = {
     "PodAnnotations": _set("pod_annotations", _parse_labels),
     "DropReason": _set("drop_reason"),
     "DropLocation": _set("drop_location"),
+    "LastOwner": _set("last_owner", lambda v: v == "yes"),
+    "Forwarded": _set("forwarded", lambda v: v == "yes"),
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 
+from ptcap.kernel.admission import existing_cgroups
 from ptcap.kernel.selectors import mntns_of
 from ptcap.meta.containers import proc_container
 from ptcap.meta.runtimes.availability import RuntimeUnavailable
@@ -13,11 +14,15 @@ from ptcap.meta.runtimes.kubernetes import pod_from_labels
 
 class ContainerSelector:
     """--container-id, --container-name, --pod-name: the mount namespaces of the matching
-    containers, which every process of a container shares (`docker exec` ones too).
+    containers running at start, which every process of a container shares (`docker exec`
+    ones too), and the cgroups of those that start later.
 
-    Containers that start later with a matching name or pod are found by asking the runtime
-    again every REFRESH_SECONDS (poll()); their namespaces are added to the kernel's map.
-    Without a reachable runtime, --container-id still works from the processes' cgroup paths.
+    A container that starts later is admitted by the kernel when its cgroup is made, before
+    its first process runs (kernel/admission.py): --container-id's id or prefix is matched
+    there; a name or pod is mapped to the container's id from its runtime's create event
+    (watch()), which every runtime sends before it makes the container's cgroup. Their own
+    network namespaces are found when they run (poll(), at once after an event, else every
+    REFRESH_SECONDS). Without a reachable runtime, --container-id still works from cgroups.
     """
 
     REFRESH_SECONDS = 1.0
@@ -33,6 +38,25 @@ class ContainerSelector:
         self.netns: dict[int, tuple[str, str]] = {}
         self._handed: set[int] = set()
         self._last = 0.0
+        self._dirty = False
+        self._admit = None
+        # containers found later are selected by their mount namespaces only when the kernel
+        # cannot admit their cgroups: a gone container's namespace inode is reused by the next
+        self.mntns_later = True
+        self.running_ids: set[str] = set()      # matching containers found running
+
+    def watch(self, registry, admit) -> None:
+        """Admit (admit(full id)) each matching container the runtimes report, from now on
+        and those reported already."""
+        self._admit = admit
+        registry.listeners.append(self._learnt)
+        for info in registry.all():
+            self._learnt(info)
+
+    def _learnt(self, info) -> None:
+        if self.matches(info):
+            self._admit(info.id)
+            self._dirty = True
 
     def describe(self) -> str:
         if self.container_id:
@@ -59,7 +83,9 @@ class ContainerSelector:
         named, failures = [], []
         for runtime in self.runtimes:
             try:
-                named += [(c.name or c.id[:12], c.pid) for c in runtime.running(self.matches) if c.pid]
+                running = [c for c in runtime.running(self.matches) if c.pid]
+                self.running_ids.update(c.id for c in running)
+                named += [(c.name or c.id[:12], c.pid) for c in running]
             except RuntimeUnavailable as e:
                 failures.append(e)
         if len(failures) == len(self.runtimes):
@@ -83,13 +109,16 @@ class ContainerSelector:
         return [v for _, v in fresh]
 
     def poll(self) -> set[int]:
-        """New namespaces since the last look (at most once every REFRESH_SECONDS)."""
-        if time.monotonic() - self._last < self.REFRESH_SECONDS:
+        """New namespaces since the last look (at once after a matching container was
+        reported, else at most once every REFRESH_SECONDS)."""
+        if not self._dirty and time.monotonic() - self._last < self.REFRESH_SECONDS:
             return set()
+        self._dirty = False
         try:
-            return self.resolve()
+            new = self.resolve()
         except Exception:       # noqa: BLE001 (the runtime went away: keep what we have)
             return set()
+        return new if self.mntns_later else set()
 
 
 def _pids_in_container(prefix: str) -> list[int]:
@@ -101,6 +130,29 @@ def _pids_in_container(prefix: str) -> list[int]:
             if found is not None and found.id.startswith(prefix):
                 pids.append(int(entry))
     return pids
+
+
+def admit_later(session, selector: ContainerSelector, metadata, report) -> None:
+    """Containers that start from now on: admitted in the kernel at their cgroup's mkdir
+    (ids from the runtimes' create events), their cgroups named after they are gone."""
+    admission = session.admission
+    metadata.finder.kernel_dirs = admission.directory
+    metadata.selected_prefix = selector.container_id
+    selector.watch(metadata.registry, admission.admit)
+    selector.mntns_later = bool(admission.error)
+    # the containers running at start, by their cgroups when each has one (a gone
+    # container's mount namespace inode is given to the next one made)
+    if admission.at_mkdir and selector.mntns and selector.running_ids and \
+            all(existing_cgroups(cid) for cid in selector.running_ids):
+        for cid in selector.running_ids:
+            for cgroup_id in existing_cgroups(cid):
+                admission.admit_cgroup(cgroup_id)
+        for inode in selector.mntns:
+            session.unselect_mntns(inode)
+    if admission.error:
+        report.write(f"ptcap: {selector.describe()}: cgroup_mkdir admission unavailable "
+                     f"({admission.error.splitlines()[0]}); containers that start later are "
+                     "selected once their runtime reports them\n")
 
 
 def follower(session, selector: ContainerSelector, own_netns: bool):

@@ -9,7 +9,10 @@ from ptcap.kernel.interfaces import NetInterface
 from ptcap.kernel.records import OWNER_LEN
 from ptcap.meta.context import ProcessContext
 from ptcap.meta.processes import ProcessTable
+from ptcap.pipeline.decoder import split_key
 from ptcap.pipeline.packet import MISSING, Batch
+
+_NO_PEER = bytes(OWNER_LEN)
 
 
 
@@ -27,13 +30,14 @@ class Joiner:
         self._ifaces.append((iface.linktype, iface.display_name, iface.ifindex))
 
     def context(self, key: bytes) -> ProcessContext | None:
-        """The context of a record key: the owner's process, with the hook info's drop reason
+        """The context of a record key: the owner's process (with the other local end's, the
+        peer, and the kernel's marks: last owner, forwarded), with the hook info's drop reason
         and location added (a hook record gets a context even with no owner: lines name it)."""
         ctx = self._contexts.get(key, MISSING)
         if ctx is not MISSING:
             return ctx
-        owner, info = key[:OWNER_LEN], key[OWNER_LEN:]
-        ctx = self._table.context(owner)
+        owner, info, marks, peer = split_key(key)
+        ctx = self._table.joined(owner, marks, peer)
         if info != NO_INFO:
             location, reason = unpack_info(info)
             ctx = ProcessContext() if ctx is None else dataclasses.replace(ctx)
@@ -42,6 +46,8 @@ class Joiner:
                 ctx.drop_location = self.names.symbols.name(location)
         self._contexts[key] = ctx
         self._keys.setdefault(owner, []).append(key)
+        if peer != _NO_PEER:
+            self._keys.setdefault(peer, []).append(key)       # the peer's context goes too
         return ctx
 
     def _forget(self, owner: bytes) -> None:

@@ -1,8 +1,11 @@
 """Container and pod metadata for owner records: cgroup → container id → runtime → pod.
 
-Runtimes asked, by what the cgroup layout says: the Docker engine, a CRI runtime (a
-kubelet's containers: the pod's labels and annotations come with them), containerd's own
-API; then the Kubernetes API for a pod known only by its runtime labels.
+The runtimes' containers are listed at start and followed through their event streams
+(registry.py, runtimes/watch.py), so a container is known from its creation and for a while
+after it is gone. One the registry does not know is asked for, by what the cgroup layout
+says: the Docker engine, a CRI runtime (a kubelet's containers: the pod's labels and
+annotations come with them), containerd's own API; then the Kubernetes API for a pod known
+only by its runtime labels.
 
 Each step is cached (per cgroup id, per container id, per pod), so a packet costs at most
 one dict lookup once its owner has been seen; runtimes that are absent leave fields empty.
@@ -11,11 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ptcap.meta.runtimes.containerd import ContainerdResolver
-from ptcap.meta.containers import CgroupContainer, ContainerFinder
-from ptcap.meta.runtimes.cri import CRIResolver
-from ptcap.meta.containers import ContainerInfo
-from ptcap.meta.runtimes.docker_engine import DockerResolver
+from ptcap.meta.containers import CgroupContainer, ContainerFinder, ContainerInfo
+from ptcap.meta.registry import ContainerRegistry
+from ptcap.meta.runtimes.containerd import ContainerdResolver, ContainerdWatcher
+from ptcap.meta.runtimes.cri import CRIResolver, CRIWatcher
+from ptcap.meta.runtimes.docker_engine import DockerResolver, DockerWatcher
 from ptcap.meta.runtimes.kubernetes import KubernetesAPI, PodInfo, pod_from_labels
 
 
@@ -31,9 +34,30 @@ class Metadata:
         self.docker = DockerResolver(docker_address)
         self.containerd = ContainerdResolver(containerd_address)
         self.cri = CRIResolver(cri_address)
-        self.finder = ContainerFinder(self.containerd.namespaces)
+        self.registry = ContainerRegistry()
+        self.finder = ContainerFinder(self._namespaces)
+        self.finder.known = self._known
+        self.selected_prefix = ""       # --container-id: a cgroup named so is a container
         self.kubernetes = KubernetesAPI() if kubernetes else None
         self._workloads: dict[str, Workload] = {}
+        self.watchers = [DockerWatcher(self.docker, self.registry),
+                         ContainerdWatcher(self.containerd, self.registry),
+                         CRIWatcher(self.cri, self.registry)]
+
+    def start(self, wait: float = 5.0) -> None:
+        """Follow every runtime from now on; return once each has listed its running
+        containers (or said it cannot be reached), `wait` seconds at most."""
+        for w in self.watchers:
+            w.start()
+        for w in self.watchers:
+            w.primed.wait(wait)
+
+    def _known(self, name: str) -> bool:
+        return self.registry.get(name) is not None or bool(self.selected_prefix) and \
+            name.startswith(self.selected_prefix)
+
+    def _namespaces(self) -> set[str]:
+        return self.containerd.namespaces() | self.registry.namespaces
 
     def workload(self, pid: int, cgroup_id: int) -> Workload | None:
         """The container (and pod) of a process; None for a host process."""
@@ -46,8 +70,15 @@ class Metadata:
         w = self._workloads.get(found.id)
         if w is not None:
             return w
-        info = sandbox_pod = None
-        if found.runtime in ("docker", ""):
+        info = self.registry.get(found.id)
+        sandbox_pod = None
+        if info is not None and info.sandbox:
+            sandbox_pod = self.cri.pod(info.sandbox)
+        elif info is not None and info.runtime == "containerd" and info.namespace == "k8s.io":
+            got = self.cri.container(found.id)      # a kubelet's container: its pod sandbox
+            if got is not None and got[1]:
+                sandbox_pod = self.cri.pod(got[1])
+        if info is None and found.runtime in ("docker", ""):
             info = self.docker.container(found.id)
         if info is None and found.runtime in ("containerd", "cri-o", "kubernetes", ""):
             got = self.cri.container(found.id)      # a kubelet's container: the pod too
@@ -77,6 +108,11 @@ class Metadata:
         return [self.docker, self.containerd, self.cri]
 
     def close(self) -> None:
+        for w in self.watchers:
+            w.stopping.set()
+            w.interrupt()
+        for w in self.watchers:
+            w.stop()
         self.docker.close()
         self.containerd.close()
         self.cri.close()

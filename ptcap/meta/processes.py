@@ -5,6 +5,7 @@ command, arguments and parent come from /proc the first time a process is seen.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import pwd
 import struct
@@ -15,6 +16,8 @@ from typing import TYPE_CHECKING, Callable
 
 from ptcap.kernel import records
 from ptcap.meta.context import ProcessContext
+from ptcap.pipeline.decoder import (MARK_CONNTRACK, MARK_LAST_OWNER, MARK_PEER_CONNTRACK, MARK_PEER_LAST_OWNER,
+                                    MARK_PEER_RECEIVER, MARKS)
 
 if TYPE_CHECKING:
     from ptcap.meta.metadata import Metadata, Workload
@@ -56,12 +59,11 @@ def _read(pid: int) -> tuple[int, ProcessInfo] | None:
             stat = f.read()
     except OSError:
         return None
-    try:
-        cmd = os.readlink(f"{base}/exe")
-    except OSError:
+    cmd = _exe(pid)
+    if cmd and argv:
+        cmd = applet(pid, cmd, argv[0])
+    elif not cmd:
         cmd = argv[0] if argv else ""
-    if cmd.endswith(" (deleted)"):
-        cmd = cmd[: -len(" (deleted)")]
     # the comm field may hold spaces and parentheses: the fields after it follow the last ')'
     fields = stat[stat.rfind(b")") + 2:].split()
     ticks = int(fields[19]) if len(fields) > 19 else 0
@@ -70,6 +72,44 @@ def _read(pid: int) -> tuple[int, ProcessInfo] | None:
     if not argv:
         argv = [f"[{comm}]"]
     return ticks, ProcessInfo(pid, cmd, join_args(argv), ppid, comm)
+
+
+def _exe(pid: int) -> str:
+    """The file a live process runs (as its mount namespace names it); "" when gone."""
+    try:
+        cmd = os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return ""
+    return cmd[: -len(" (deleted)")] if cmd.endswith(" (deleted)") else cmd
+
+
+_BIN_DIRS = ("/bin", "/usr/bin", "/sbin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin")
+
+
+def applet(pid: int, program: str, argv0: str, exec_time: bool = False) -> str:
+    """The path a multi-call program (busybox) was run as: argv[0] when it names the same
+    file as `program` in the process's own root (/bin/wget → /bin/busybox); else `program`.
+    At exec time a process that is gone already cannot be checked: the applet argv[0]
+    names in the program's own directory is taken then."""
+    name = argv0.rsplit("/", 1)[-1]
+    if not name or name == program.rsplit("/", 1)[-1] or name.startswith(("-", "[")):
+        return program
+    here = program.rsplit("/", 1)[0] or "/"
+    candidates = [argv0] if argv0.startswith("/") else \
+        [f"{d}/{name}" for d in dict.fromkeys((here, *_BIN_DIRS))]
+    root = f"/proc/{pid}/root"
+    try:
+        target = os.stat(f"/proc/{pid}/exe")
+    except OSError:
+        return candidates[0] if exec_time else program
+    for path in candidates:
+        try:
+            st = os.stat(root + path)
+        except OSError:
+            continue
+        if (st.st_ino, st.st_dev) == (target.st_ino, target.st_dev):
+            return path
+    return program
 
 
 _TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
@@ -142,6 +182,32 @@ class ProcessTable:
             self._owners.setdefault((pid, start), []).append(owner)
         return ctx
 
+    def joined(self, owner: bytes, marks: int, peer: bytes) -> ProcessContext | None:
+        """The context of a packet's owner with what the kernel marked (last owner) and the
+        other local end's (peer) context; cached, and dropped when either process's is."""
+        if not marks and peer == NO_OWNER:
+            return self.context(owner)
+        key = owner + MARKS.pack(marks) + peer
+        ctx = self._contexts.get(key, False)
+        if ctx is not False:
+            return ctx
+        own = self.context(owner)
+        other = self.context(peer) if peer != NO_OWNER else None
+        ctx = dataclasses.replace(own) if own is not None else ProcessContext()
+        ctx.last_owner = bool(marks & MARK_LAST_OWNER)
+        ctx.forwarded = bool(marks & MARK_CONNTRACK)
+        if other is not None:
+            ctx.peer = dataclasses.replace(other, last_owner=bool(marks & MARK_PEER_LAST_OWNER),
+                                           forwarded=bool(marks & MARK_PEER_CONNTRACK))
+            ctx.peer_role = "Receiver" if marks & MARK_PEER_RECEIVER else "Sender"
+        if own is None and other is None:
+            ctx = None
+        self._contexts[key] = ctx
+        for record in (owner, peer):
+            if record != NO_OWNER:
+                self._owners.setdefault(_PID_START.unpack_from(record), []).append(key)
+        return ctx
+
     def _build(self, owner: bytes) -> ProcessContext | None:
         pid, tid, uid, gid, start, cgroup_id, mntns, ppid, comm, pcomm = OWNER.unpack(owner)
         if not pid:
@@ -169,13 +235,15 @@ class ProcessTable:
         # the kernel names a process after the file it executes (at most 15 bytes)
         comm = filename.rsplit("/", 1)[-1][:15]
         before = self._latest.get(pid)
-        if filename.startswith(("/proc/self/exe", f"/proc/{pid}/exe")) and before is not None:
-            filename = before.cmd       # it re-ran its own program (busybox applets do)
+        if filename.startswith(("/proc/self/exe", f"/proc/{pid}/exe")):
+            # it re-ran its own program (runc init; busybox's sh running an applet): what
+            # it runs is that program, or the applet argv[0] names
+            program = before.cmd if before is not None else _exe(pid)
+            if program:
+                filename = applet(pid, program, argv[0] if argv else "", exec_time=True)
+                comm = filename.rsplit("/", 1)[-1][:15]
         elif not filename.startswith("/") or filename.startswith(("/proc/", "/dev/fd/")):
-            try:
-                filename = os.readlink(f"/proc/{pid}/exe")
-            except OSError:
-                pass
+            filename = _exe(pid) or filename
         info = ProcessInfo(pid, filename, join_args(argv), ppid, comm)
         self._procs[pid, start_ns] = self._latest[pid] = info
 

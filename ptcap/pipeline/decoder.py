@@ -15,13 +15,26 @@ from ptcap.kernel.records import (CAPLEN_AT, DIR_AT, EPB_AT, HEADER_LEN, KEY_AT,
 KIND = struct.Struct("<H")
 EV_PACKET, EV_EXEC, EV_FORK, EV_EXIT = EventKind.PACKET, EventKind.EXEC, EventKind.FORK, EventKind.EXIT
 # the packet header with owner and hook info as bytes (what decode hands out)
-PACKET = struct.Struct(f"<IHBB{OWNER_LEN}s{KEY_END - KEY_AT - OWNER_LEN}sIIIII")
+PACKET = struct.Struct(f"<IHBB{OWNER_LEN}s12sI{OWNER_LEN}s4xIIIII")
+INFO_LEN = 12                                # location, reason (kernel hooks)
+MARKS = struct.Struct("<I")                  # enum ptcap_marks
+PEER_AT = OWNER_LEN + INFO_LEN + MARKS.size  # the peer's offset in a key
+assert KEY_AT + PEER_AT == records.PACKET.offset["peer"]
+# enum ptcap_marks
+MARK_LAST_OWNER, MARK_PEER_LAST_OWNER, MARK_PEER_RECEIVER, MARK_PEER_SENDER = 1, 2, 4, 8
+MARK_CONNTRACK, MARK_PEER_CONNTRACK = 16, 32
+
+
+def split_key(key: bytes) -> tuple[bytes, bytes, int, bytes]:
+    """A record key's (owner, hook info, marks, peer)."""
+    return (key[:OWNER_LEN], key[OWNER_LEN:OWNER_LEN + INFO_LEN],
+            MARKS.unpack_from(key, OWNER_LEN + INFO_LEN)[0], key[PEER_AT:PEER_AT + OWNER_LEN])
 assert PACKET.size == records.PACKET.size
 EXEC = records.EXEC.struct
 FORK = records.FORK.struct
 
-__all__ = ["CAPLEN_AT", "DIR_AT", "EPB_AT", "HEADER_LEN", "KEY_AT", "KEY_END", "OWNER_LEN",
-           "decode", "split"]
+__all__ = ["CAPLEN_AT", "DIR_AT", "EPB_AT", "HEADER_LEN", "KEY_AT", "KEY_END", "OWNER_LEN", "PEER_AT",
+           "decode", "split", "split_key"]
 
 
 def decode(buf, offsets: list[int], out: list) -> list:
@@ -31,7 +44,8 @@ def decode(buf, offsets: list[int], out: list) -> list:
     unpack = PACKET.unpack_from
     append = out.append
     for off in offsets:
-        _ifindex, _kind, _hook, direction, owner, info, iface_id, hi, lo, caplen, length = unpack(buf, off)
+        _ifindex, _kind, _hook, direction, owner, info, _marks, _peer, iface_id, hi, lo, caplen, length = \
+            unpack(buf, off)
         data_at = off + HEADER_LEN
         append(((hi << 32) | lo, iface_id, direction, length, buf[data_at:data_at + caplen], owner, info))
     return out

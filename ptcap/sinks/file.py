@@ -11,6 +11,7 @@ from ptcap.errors import PtcapError
 from ptcap.formats.pcapng import Interface, PcapngWriter, PcapWriter
 from ptcap.kernel.interfaces import NetInterface
 from ptcap.meta.context import Part
+from ptcap.meta.keylog import KEY_HOLD_SECONDS, make_private
 from ptcap.pipeline.packet import Batch
 from ptcap.sinks.rotation import Rotation
 
@@ -28,6 +29,8 @@ class FileSink:
         self._ifaces: list[Interface] = []
         self._writer: PcapngWriter | PcapWriter | None = None
         self.finished = False         # -G with -W: all files written, capture ends
+        self.keys = None              # a KeyLog whose TLS keys go into the file
+        self._keys_sent = 0
         self.out = open_output(self.path)
         with self._errors():
             self._new_writer()
@@ -42,6 +45,8 @@ class FileSink:
                 self._writer = PcapWriter(self.out, self._ifaces[0].linktype, self._snaplen, nano=self._nano)
         else:
             self._writer = PcapngWriter(self.out, self._comments)
+            self._keys_sent = 0
+            self._take_keys()
         for iface in self._ifaces:
             self._writer.add_interface(iface)
         if self._writer is not None:
@@ -59,11 +64,41 @@ class FileSink:
                 self._writer = PcapWriter(self.out, iface.linktype, self._snaplen, nano=self._nano)
             got = self._writer.add_interface(block)
             assert got == iface_id, "interface ids out of step"
+            self._drain(time.monotonic())
+
+    def embed_keys(self, keys) -> None:
+        """Put the TLS keys of `keys` (a KeyLog) into the file as they come; a new file of a
+        rotation starts with all of them."""
+        self.keys = keys
+        with self._errors():
+            self._take_keys()
+
+    def _holding(self) -> bool:
+        return self.keys is not None and isinstance(self._writer, PcapngWriter)
+
+    def _take_keys(self) -> None:
+        if not self._holding():
+            return
+        if not self._keys_sent:      # a file that holds keys is a secret too
+            make_private(self.out)
+        self._writer.hold_packets(KEY_HOLD_SECONDS)
+        self.keys.poll()
+        new = self.keys.lines[self._keys_sent:]
+        self._keys_sent += len(new)
+        self._writer.add_secrets(new)
+
+    def _drain(self, now: float) -> None:
+        """What may go to the file now: everything, or with keys, what waited long enough."""
+        if self._holding():
+            self._take_keys()
+            self._writer.release(now)
+        else:
             self._writer.flush()
 
     def write(self, packets: Batch) -> None:
         rot = self.rotation
         with self._errors():
+            self._take_keys()
             if not rot.active:
                 self._writer.write_batch(packets)
                 return
@@ -82,7 +117,7 @@ class FileSink:
         if self.finished:
             return
         with self._errors():
-            self._writer.flush()
+            self._drain(time.monotonic())
             if self.rotation.time_is_up(now):
                 self._rotate(self.rotation.next_for_time(now))
 
@@ -100,6 +135,7 @@ class FileSink:
         try:
             if self._writer is not None and not self.out.closed:
                 with self._errors():
+                    self._take_keys()
                     self._writer.flush()
         finally:
             if self.out is not sys.stdout.buffer and not self.out.closed:

@@ -1,32 +1,189 @@
-"""No -w (or --print): tcpdump's lines, with the process after the interface name."""
+"""Printed lines: tcpdump's own (a tcpdump child decodes every packet, see sinks/tcpdump), with
+ptcap's fields added as ptcpdump prints them: the interface, 'COMM.PID' and the direction after
+the time stamp, ', ParentProc [...]', ', Container [...]', ', Pod [...]' at the end of the
+packet's first line, or with -v one indented block per kind after the packet's lines."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
-from ptcap.kernel.interfaces import NetInterface
-from ptcap.pipeline.packet import Batch
+from ptcap.errors import PtcapError
+from ptcap.meta.context import Part, ProcessContext
+from ptcap.kernel.records import HEADER_LEN
+from ptcap.pipeline.packet import _DIRECTIONS as _DIRS, _RECORD, MISSING, Batch, Direction
+from ptcap.sinks.tcpdump import Decoder, PrintFlags, check_flags, child_user
+
+_DIRECTIONS = {Direction.IN: "In ", Direction.OUT: "Out "}
+
+
+def _labels(labels: dict[str, str]) -> str:
+    return json.dumps(labels, separators=(",", ":"), sort_keys=True) if labels else "{}"
+
+
+def inline_prefix(ctx: ProcessContext | None, parts: Part) -> str:
+    """'curl.1234 ' for after the interface, or ''."""
+    if ctx is not None and ctx.pid > 0 and parts & Part.PROCESS:
+        return f"{ctx.comm}.{ctx.pid}{' (last owner)' if ctx.last_owner else ''} "
+    return ""
+
+
+def _peer(ctx: ProcessContext, parts: Part) -> str:
+    """', Receiver [python3.456]': the other local end of the packet."""
+    peer = ctx.peer
+    if peer is None or peer.pid <= 0 or not parts & Part.PROCESS:
+        return ""
+    return f", {ctx.peer_role} [{peer.comm}.{peer.pid}{' (last owner)' if peer.last_owner else ''}]"
+
+
+def inline_suffix(ctx: ProcessContext | None, parts: Part) -> str:
+    """', ParentProc [bash.100], Container [web], Pod [web-0.default]' for the line's end."""
+    if ctx is None:
+        return ""
+    out = []
+    out.append(_peer(ctx, parts))
+    if parts & Part.PARENTPROC and ctx.ppid > 0:
+        out.append(f", ParentProc [{ctx.pcomm}.{ctx.ppid}]")
+    if parts & Part.CONTAINER and ctx.container_id:
+        out.append(f", Container [{ctx.container_name or ctx.container_id[:12]}]")
+    if parts & Part.POD and ctx.pod_name:
+        out.append(f", Pod [{ctx.pod_name}.{ctx.pod_namespace}]")
+    if ctx.drop_reason:
+        out.append(f", Drop [{ctx.drop_reason} at {ctx.drop_location}]")
+    return "".join(out)
+
+
+def verbose_blocks(ctx: ProcessContext | None, parts: Part) -> str:
+    """The -v blocks, one line each, indented by four spaces."""
+    if ctx is None:
+        return ""
+    out = []
+    if ctx.pid > 0 and parts & Part.PROCESS:
+        out.append(f"    Process (pid {ctx.pid}, cmd {ctx.cmd}, args {ctx.args}"
+                   f"{', last owner' if ctx.last_owner else ''})")
+    if ctx.tid > 0 and parts & Part.THREAD:
+        out.append(f"    Thread (tid {ctx.tid}, name {ctx.tname})")
+    if ctx.uid >= 0 and parts & Part.USER and (ctx.pid > 0 or ctx.username):
+        user = f"uid {ctx.uid}" + (f", name {ctx.username}" if ctx.username else "")
+        out.append(f"    User ({user})")
+    if ctx.ppid > 0 and parts & Part.PARENTPROC:
+        out.append(f"    ParentProc (pid {ctx.ppid}, cmd {ctx.pcmd}, args {ctx.pargs})")
+    if ctx.container_id and parts & Part.CONTAINER:
+        out.append(f"    Container (name {ctx.container_name}, id {ctx.container_id}, "
+                   f"image {ctx.container_image}, labels {_labels(ctx.container_labels)})")
+    if ctx.pod_name and parts & Part.POD:
+        out.append(f"    Pod (name {ctx.pod_name}, namespace {ctx.pod_namespace}, UID {ctx.pod_uid}, "
+                   f"labels {_labels(ctx.pod_labels)}, annotations {_labels(ctx.pod_annotations)})")
+    if ctx.drop_reason:
+        out.append(f"    Drop (reason {ctx.drop_reason}, location {ctx.drop_location})")
+    peer = ctx.peer
+    if peer is not None and peer.pid > 0 and parts & Part.PROCESS:
+        last = ", last owner" if peer.last_owner else ""
+        out.append(f"    {ctx.peer_role} (pid {peer.pid}, cmd {peer.cmd}, args {peer.args}{last})")
+    return "".join(_one_line(line) + "\n" for line in out)
+
+
+def _one_line(text: str) -> str:
+    """A process name or argument never starts a line of its own."""
+    return text.replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _clean(text: str) -> bytes:
+    return _one_line(text).encode(errors="replace")
+
+
+class Additions:
+    """ptcap's fields for a packet as (after the time stamp, end of first line, after the
+    packet's lines), made once per (context, interface, direction)."""
+
+    def __init__(self, parts: Part, verbose: int, live: bool) -> None:
+        self.parts = parts
+        self.verbose = verbose
+        self.live = live
+        self._cache: dict[tuple, tuple] = {}
+
+    def __call__(self, ctx: ProcessContext | None, ifname: str, direction: int) -> tuple[bytes, bytes, bytes]:
+        key = (id(ctx), ifname, direction)
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] is ctx:
+            return hit[1]
+        value = self._make(ctx, ifname, direction)
+        if len(self._cache) > 65536:
+            self._cache.clear()
+        self._cache[key] = (ctx, value)
+        return value
+
+    def _make(self, ctx, ifname: str, direction: int) -> tuple[bytes, bytes, bytes]:
+        parts = self.parts
+        if not (self.live or (ctx is not None and parts)):
+            return b"", b"", b""        # a file's packet without process information: tcpdump's line
+        pre = []
+        if ifname:
+            pre.append(f"{ifname} ")
+        if not self.verbose:
+            pre.append(inline_prefix(ctx, parts))
+        pre.append(_DIRECTIONS.get(direction, ""))
+        suf = after = b""
+        if ctx is not None and parts:
+            if self.verbose:
+                after = verbose_blocks(ctx, parts).encode(errors="replace")
+            else:
+                suf = _clean(inline_suffix(ctx, parts))
+        return _clean("".join(pre)), suf, after
+
+
+def parts_from_args(args: argparse.Namespace) -> Part:
+    text = getattr(args, "context", None)
+    try:
+        return Part.parse(text) if text is not None else Part.ALL
+    except ValueError as e:
+        raise PtcapError(str(e)) from None
 
 
 class PrintSink:
-    def __init__(self, args: argparse.Namespace) -> None:
-        from ptcap.printer import Printer, PrintOptions
-        self._printer = Printer(PrintOptions.from_args(args), sys.stdout)
-        self.finished = False
+    """The live line sink (no -w, or --print), a Sink: write(batch), tick(now), close().
+    write() only queues the packets for the tcpdump children (it never blocks); tick() moves
+    what the children take and print."""
 
-    def add_interface(self, iface_id: int, iface: NetInterface) -> None:
-        pass
+    def __init__(self, args: argparse.Namespace, snaplen: int = 262144) -> None:
+        flags = PrintFlags.from_args(args)
+        if sys.stdout.isatty():
+            flags.line_buffered = True
+        check_flags(flags, child_user(flags.user))
+        self.finished = False
+        self.additions = Additions(parts_from_args(args), flags.verbose, live=True)
+        sys.stdout.flush()
+        self.decoder = Decoder(flags, sys.stdout.buffer, snaplen, lossless=False)
+        self._put = self.decoder.put
+        self._ifaces: list[tuple[int, str]] = []
+
+    def add_interface(self, iface_id: int, iface) -> None:
+        assert iface_id == len(self._ifaces), "interface ids out of step"
+        self._ifaces.append((iface.linktype, iface.display_name))
 
     def write(self, packets: Batch) -> None:
-        print_packet = self._printer.print_packet
-        for packet in packets:
-            print_packet(packet)
+        """The kernel's records as they are (no Packet objects): the hot path."""
+        additions = self.additions
+        put = self._put
+        buf = packets.buf
+        unpack = _RECORD.unpack_from
+        contexts = packets.contexts
+        ifaces = self._ifaces
+        for off in packets.offsets:
+            direction, key, iface_id, hi, lo, caplen, length = unpack(buf, off)
+            ctx = contexts.get(key, MISSING)
+            if ctx is MISSING:
+                ctx = packets.context(key)
+            linktype, name = ifaces[iface_id]
+            data_at = off + HEADER_LEN
+            pre, suf, after = additions(ctx, name, _DIRS[direction])
+            put((hi << 32) | lo, linktype, buf[data_at:data_at + caplen], length, pre, suf, after)
 
     def tick(self, now: float) -> None:
-        sys.stdout.flush()
+        self.decoder.wake()
 
     def close(self) -> None:
         try:
-            sys.stdout.flush()
+            self.decoder.close()
         except BrokenPipeError:
             pass

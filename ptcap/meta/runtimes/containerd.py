@@ -13,12 +13,16 @@ from ptcap.meta.runtimes import protowire as pw
 from ptcap.meta.containers import ContainerInfo
 from ptcap.meta.runtimes.availability import RuntimeUnavailable
 from ptcap.meta.runtimes.grpcapi import GrpcEndpoint
+from ptcap.meta.runtimes.watch import Watcher
 
 DEFAULT_ADDRESS = "/run/containerd/containerd.sock"
 _NAMESPACES = "/containerd.services.namespaces.v1.Namespaces/List"
 _GET = "/containerd.services.containers.v1.Containers/Get"
 _LIST = "/containerd.services.containers.v1.Containers/List"
 _TASK = "/containerd.services.tasks.v1.Tasks/Get"
+_SUBSCRIBE = "/containerd.services.events.v1.Events/Subscribe"
+# the topics followed (filters are or'ed): containers made and removed, tasks started
+_TOPICS = ('topic~="^/containers/"', 'topic=="/tasks/start"')
 SKIP_NAMESPACES = {"moby"}       # Docker's containers: the Docker engine describes them better
 
 
@@ -57,7 +61,7 @@ class ContainerdResolver:
                     continue
                 except RuntimeUnavailable:
                     return None
-                self._cache[key] = _info(pw.first(reply, 1, b""))
+                self._cache[key] = _info(pw.first(reply, 1, b""), ns)
             if self._cache[key] is not None:
                 return self._cache[key]
         return None
@@ -74,7 +78,7 @@ class ContainerdResolver:
             for f, raw in pw.fields(reply):
                 if f != 1:
                     continue
-                info = _info(raw)
+                info = _info(raw, ns)
                 if not wanted(info):
                     continue
                 try:
@@ -86,12 +90,89 @@ class ContainerdResolver:
                     out.append(info)
         return out
 
+    def get(self, container_id: str, namespace: str) -> ContainerInfo | None:
+        """A container asked for afresh (no cache): None when it is gone."""
+        try:
+            reply = self._call(_GET, pw.string(1, container_id), namespace)
+        except LookupError:
+            return None
+        info = self._cache[namespace, container_id] = _info(pw.first(reply, 1, b""), namespace)
+        return info
+
+    def listed(self, namespace: str) -> list[ContainerInfo]:
+        reply = self._call(_LIST, b"", namespace, quiet=self._api.reach.absent())
+        return [_info(raw, namespace) for f, raw in pw.fields(reply) if f == 1]
+
     def close(self) -> None:
         self._api.close()
 
 
-def _info(raw: bytes) -> ContainerInfo:
+class ContainerdWatcher(Watcher):
+    """containerd's containers: listed in every namespace, then followed through its Events
+    service (Subscribe). /containers/create comes before the container's task (and cgroup)
+    is made: its labels are read then, so a container that lives for an instant is known."""
+
+    name = "containerd"
+
+    def __init__(self, resolver: ContainerdResolver, registry) -> None:
+        super().__init__(resolver._api.reach, registry)
+        self.resolver = resolver
+        self._stream = None
+
+    def follow(self) -> None:
+        api = self.resolver._api
+        request = b"".join(pw.string(1, f) for f in _TOPICS)
+        self._stream = api.stream(_SUBSCRIBE, request)
+        try:
+            if self.stopping.is_set():
+                return
+            self.resolver._namespaces = None
+            spaces = self.resolver.namespaces()
+            if not spaces:
+                self.resolver._call(_NAMESPACES, b"")       # raises when down
+            for ns in sorted(spaces - SKIP_NAMESPACES):
+                for info in self.resolver.listed(ns):
+                    self.registry.learn(info)
+            self.listed()
+            for envelope in self._stream:
+                self._event(envelope)
+        finally:
+            stream, self._stream = self._stream, None
+            stream.cancel()
+
+    def _event(self, envelope: bytes) -> None:
+        ns, topic = pw.text(envelope, 2), pw.text(envelope, 3)
+        body = pw.first(pw.first(envelope, 4, b""), 2, b"")     # google.protobuf.Any value
+        cid = pw.text(body, 1)
+        if not cid or ns in SKIP_NAMESPACES:
+            return
+        if self.resolver._namespaces is not None:
+            self.resolver._namespaces.add(ns)
+        if topic in ("/containers/create", "/containers/update", "/tasks/start"):
+            try:
+                info = self.resolver.get(cid, ns)
+            except RuntimeUnavailable:
+                info = None
+            if info is None and topic == "/containers/create":
+                # gone already: what the event says (its image)
+                info = ContainerInfo(id=cid, name=cid, image=pw.text(body, 2), runtime="containerd",
+                                     namespace=ns)
+            if info is not None:
+                if topic == "/tasks/start":
+                    info.pid = pw.first(body, 2, 0)
+                self.registry.learn(info)
+        elif topic == "/containers/delete":
+            self.registry.gone(cid)
+
+    def interrupt(self) -> None:
+        stream = self._stream
+        if stream is not None:
+            stream.cancel()
+
+
+def _info(raw: bytes, namespace: str = "") -> ContainerInfo:
     labels = pw.string_map(raw, 2)
     cid = pw.text(raw, 1)
     name = labels.get("nerdctl/name") or labels.get("io.kubernetes.container.name") or cid
-    return ContainerInfo(id=cid, name=name, image=pw.text(raw, 3), labels=labels, runtime="containerd")
+    return ContainerInfo(id=cid, name=name, image=pw.text(raw, 3), labels=labels, runtime="containerd",
+                         namespace=namespace)

@@ -15,11 +15,13 @@ from ptcap.meta.runtimes import protowire as pw
 from ptcap.meta.containers import ContainerInfo
 from ptcap.meta.runtimes.availability import RuntimeUnavailable
 from ptcap.meta.runtimes.grpcapi import GrpcEndpoint
+from ptcap.meta.runtimes.watch import Watcher
 from ptcap.meta.runtimes.kubernetes import POD_NAME, POD_NAMESPACE, POD_UID, PodInfo
 
 DEFAULT_ADDRESSES = ("/run/containerd/containerd.sock", "/run/crio/crio.sock")
 _SERVICE = "/runtime.v1.RuntimeService/"
 _RUNNING = 1        # runtime.v1 ContainerState CONTAINER_RUNNING
+LIST_SECONDS = 0.25     # how often the CRI watcher lists the containers
 _KUBELET_LABELS = {POD_NAME, POD_NAMESPACE, POD_UID}
 
 
@@ -38,8 +40,8 @@ class CRIResolver:
         self._containers: dict[str, tuple[ContainerInfo, str] | None] = {}
         self._pods: dict[str, PodInfo | None] = {}
 
-    def _call(self, method: str, request: bytes) -> bytes:
-        return self._api.call(_SERVICE + method, request)
+    def _call(self, method: str, request: bytes, quiet: bool = False) -> bytes:
+        return self._api.call(_SERVICE + method, request, quiet=quiet)
 
     def container(self, container_id: str) -> tuple[ContainerInfo, str] | None:
         """(the container, its pod sandbox id) by full id; None when unknown or down."""
@@ -59,7 +61,7 @@ class CRIResolver:
                 sandbox = pw.text(c, 2)
         info = ContainerInfo(id=container_id, name=pw.text(pw.first(status, 2, b""), 1),
                              image=pw.text(pw.first(status, 8, b""), 1),
-                             labels=pw.string_map(status, 12), runtime="cri")
+                             labels=pw.string_map(status, 12), runtime="cri", sandbox=sandbox)
         found = self._containers[container_id] = (info, sandbox)
         return found
 
@@ -89,10 +91,8 @@ class CRIResolver:
         for f, c in pw.fields(listed):
             if f != 1:
                 continue
-            cid = pw.text(c, 1)
-            info = ContainerInfo(id=cid, name=pw.text(pw.first(c, 3, b""), 1),
-                                 image=pw.text(pw.first(c, 4, b""), 1), labels=pw.string_map(c, 8),
-                                 runtime="cri")
+            info = _listed(c)
+            cid = info.id
             if not wanted(info):
                 continue
             try:
@@ -108,5 +108,48 @@ class CRIResolver:
                 out.append(info)
         return out
 
+    def listed(self) -> list[ContainerInfo]:
+        """Every container the runtime has (any state), with its pod sandbox."""
+        out = []
+        # the watcher's listing: a runtime that is not here at all is not worth a line
+        for f, c in pw.fields(self._call("ListContainers", b"", quiet=self._api.reach.absent())):
+            if f == 1:
+                out.append(_listed(c))
+        return out
+
     def close(self) -> None:
         self._api.close()
+
+
+def _listed(c: bytes) -> ContainerInfo:
+    """A runtime.v1 Container message."""
+    return ContainerInfo(id=pw.text(c, 1), name=pw.text(pw.first(c, 3, b""), 1),
+                         image=pw.text(pw.first(c, 4, b""), 1), labels=pw.string_map(c, 8),
+                         runtime="cri", sandbox=pw.text(c, 2))
+
+
+class CRIWatcher(Watcher):
+    """A CRI runtime's containers (with their pods): the v1 API's container events are not
+    served by every runtime (containerd 1.6 has none), so it is a tight list: every
+    LIST_SECONDS, new containers are learnt and removed ones let go."""
+
+    name = "cri"
+
+    def __init__(self, resolver: CRIResolver, registry) -> None:
+        super().__init__(resolver._api.reach, registry)
+        self.resolver = resolver
+
+    def follow(self) -> None:
+        known: set[str] = set()
+        while not self.stopping.is_set():
+            now = {}
+            for info in self.resolver.listed():
+                now[info.id] = info
+                if info.id not in known:
+                    self.registry.learn(info)
+            for gone in known - now.keys():
+                self.registry.gone(gone)
+            if not self._following:
+                self.listed()
+            known = set(now)
+            self.stopping.wait(LIST_SECONDS)

@@ -1,19 +1,17 @@
 """Container names, images and labels from the Docker engine (the docker SDK).
 
 Optional: when the engine cannot be reached the fields stay empty; that is said once, at
-info level. Answers are cached per container id.
+info level. Answers are cached per container id. DockerWatcher follows the engine's events.
 """
 from __future__ import annotations
 
-import logging
 import os
 from typing import Callable
 
 from ptcap.errors import short_error
 from ptcap.meta.containers import ContainerInfo
-from ptcap.meta.runtimes.availability import Outage, RuntimeUnavailable
-
-log = logging.getLogger("ptcap")
+from ptcap.meta.runtimes.availability import Reach, RuntimeUnavailable
+from ptcap.meta.runtimes.watch import Watcher
 
 DEFAULT_ADDRESS = "unix:///var/run/docker.sock"
 
@@ -30,25 +28,20 @@ def address_from(value: str | None) -> str:
 class DockerResolver:
     def __init__(self, address: str | None = None) -> None:
         self.address = address_from(address)
+        self.reach = Reach("docker", self.address, "container names, images and labels are left empty")
         self._client = None
-        self._outage = Outage()
         self._cache: dict[str, ContainerInfo | None] = {}
 
     def _connect(self):
         if self._client is not None:
             return self._client
-        if self._outage.resting():
-            raise RuntimeUnavailable(self.address)
+        self.reach.check()
         try:
-            import docker
-            client = docker.DockerClient(base_url=self.address, timeout=5)
-            client.ping()
+            client = connect(self.address)
         except Exception as e:      # noqa: BLE001 (ImportError, connection or API error)
-            self._outage.failed("docker: cannot reach %s (%s): container names, images and labels "
-                                "are left empty", self.address, short_error(e))
-            raise RuntimeUnavailable(f"cannot reach docker at {self.address}: {short_error(e)}") from None
+            raise self.reach.failed(short_error(e)) from None
         self._client = client
-        self._outage.recovered()
+        self.reach.ok()
         return client
 
     @property
@@ -73,7 +66,6 @@ class DockerResolver:
             if _is_not_found(e):
                 info = None
             else:
-                log.info("docker: inspecting %s: %s", container_id[:12], short_error(e))
                 return None
         self._cache[container_id] = info
         return info
@@ -107,6 +99,71 @@ class DockerResolver:
             self._client = None
 
 
+def connect(address: str):
+    import docker
+    client = docker.DockerClient(base_url=address, timeout=5)
+    client.ping()
+    return client
+
+
+class DockerWatcher(Watcher):
+    """The engine's containers: listed, then followed through its events (create, start,
+    destroy). A create event comes before the container's first process runs, so its name,
+    image and labels are known before its first packet; they are kept a while after destroy."""
+
+    name = "docker"
+
+    def __init__(self, resolver: DockerResolver, registry) -> None:
+        super().__init__(resolver.reach, registry)
+        self.address = resolver.address
+        self._stream = None
+
+    def follow(self) -> None:
+        client = connect(self.address)       # (the SDK reads the event stream without a deadline)
+        try:
+            # subscribed before listing: a container made in between is seen by one or both
+            self._stream = client.api.events(decode=True, filters={"type": "container"})
+            if self.stopping.is_set():
+                return
+            live = {"status": ["created", "running", "restarting", "paused"]}
+            for c in client.api.containers(all=True, filters=live):
+                self._inspect(client, c["Id"])
+            self.listed()
+            for event in self._stream:
+                action = event.get("Action") or event.get("status") or ""
+                cid = event.get("id") or (event.get("Actor") or {}).get("ID", "")
+                if action in ("create", "start"):
+                    self.registry.learn(_from_event(cid, event))
+                elif action == "destroy":
+                    self.registry.gone(cid)
+        finally:
+            self._stream = None
+            client.close()
+
+    def _inspect(self, client, cid: str) -> None:
+        try:
+            self.registry.learn(_info(client.api.inspect_container(cid)))
+        except Exception:       # noqa: BLE001 (gone between the list and the inspect)
+            pass
+
+    def interrupt(self) -> None:
+        stream = self._stream
+        if stream is not None:
+            try:
+                stream.close()
+            except Exception:       # noqa: BLE001
+                pass
+
+
+def _from_event(cid: str, event: dict) -> ContainerInfo:
+    """A container as its event describes it: name, image and labels are the attributes.
+    (Inspecting it instead would wait for the engine's lock on the container, which a start
+    holds until the container runs: too late for its first packets.)"""
+    attrs = dict((event.get("Actor") or {}).get("Attributes") or {})
+    name, image = attrs.pop("name", ""), attrs.pop("image", "")
+    return ContainerInfo(id=cid, name=name, image=image, labels=attrs)
+
+
 def _info(attrs: dict) -> ContainerInfo:
     config = attrs.get("Config") or {}
     state = attrs.get("State") or {}
@@ -117,4 +174,3 @@ def _info(attrs: dict) -> ContainerInfo:
 
 def _is_not_found(e: Exception) -> bool:
     return getattr(getattr(e, "response", None), "status_code", None) == 404
-

@@ -1,42 +1,54 @@
 """A runtime's gRPC API over its unix socket (containerd, CRI): raw protobuf bytes in and
-out (ptcap.protowire), a short timeout, and a runtime that does not answer is left alone
-for a while and reported once, at info level."""
+out (ptcap.meta.runtimes.protowire), a short timeout, and a runtime that does not answer is
+left alone for a while and reported once, at info level (availability.Reach)."""
 from __future__ import annotations
 
-from ptcap.meta.runtimes.availability import Outage, RuntimeUnavailable
+from ptcap.meta.runtimes.availability import Reach
 
 
 class GrpcEndpoint:
     def __init__(self, what: str, address: str, consequence: str) -> None:
-        self.what = what                    # "containerd", "the CRI runtime"
         self.address = address if address.startswith("unix:") else "unix://" + address
-        self._consequence = consequence     # what stays empty when it is down
+        self.path = self.address[len("unix://"):] if self.address.startswith("unix://") else self.address
+        self.reach = Reach(what, self.address, consequence)
         self._channel = None
-        self._outage = Outage()
+
+    @property
+    def what(self) -> str:
+        return self.reach.what
+
+    def _chan(self):
+        import grpc
+        if self._channel is None:
+            self._channel = grpc.insecure_channel(self.address)
+        return self._channel
 
     def call(self, method: str, request: bytes, metadata: tuple | None = None, quiet: bool = False) -> bytes:
         """The reply's bytes; LookupError for NOT_FOUND, RuntimeUnavailable otherwise."""
-        if self._outage.resting():
-            raise RuntimeUnavailable(f"cannot reach {self.what} at {self.address}")
+        self.reach.check()
         try:
-            import grpc
-            if self._channel is None:
-                self._channel = grpc.insecure_channel(self.address)
-            reply = self._channel.unary_unary(method)(request, timeout=5, metadata=metadata)
+            reply = self._chan().unary_unary(method)(request, timeout=5, metadata=metadata)
         except Exception as e:      # noqa: BLE001 (ImportError, RpcError)
-            code = getattr(e, "code", lambda: None)()
-            if code is not None and code.name == "NOT_FOUND":
-                raise LookupError(method) from None
-            details = getattr(e, "details", None)
-            detail = ((details() if callable(details) else "") or str(e) or type(e).__name__)
-            detail = detail.splitlines()[0][:160]
-            self._outage.failed("%s: cannot reach %s (%s): %s", self.what, self.address, detail,
-                                self._consequence, quiet=quiet)
-            raise RuntimeUnavailable(f"cannot reach {self.what} at {self.address}: {detail}") from None
-        self._outage.recovered()
+            raise self._failure(e, method, quiet) from None
+        self.reach.ok()
         return reply
+
+    def stream(self, method: str, request: bytes, metadata: tuple | None = None):
+        """A server stream (no deadline): an iterator of reply messages that also has cancel().
+        Errors while reading are grpc.RpcError (the watcher's loop handles them)."""
+        self.reach.check()
+        return self._chan().unary_stream(method)(request, metadata=metadata)
+
+    def _failure(self, e: Exception, method: str, quiet: bool) -> Exception:
+        code = getattr(e, "code", lambda: None)()
+        if code is not None and code.name == "NOT_FOUND":
+            return LookupError(method)
+        details = getattr(e, "details", None)
+        detail = ((details() if callable(details) else "") or str(e) or type(e).__name__)
+        return self.reach.failed(detail.splitlines()[0][:160], quiet)
 
     def close(self) -> None:
         if self._channel is not None:
             self._channel.close()
             self._channel = None
+

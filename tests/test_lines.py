@@ -1,0 +1,359 @@
+"""What a user sees: tcpdump's lines with ptcap's fields where ptcpdump puts them; the merge can
+never move a packet's process to another packet's lines; the decoder runs unprivileged and a
+slow or dead one never stalls the capture."""
+from __future__ import annotations
+
+import io
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ptcap.cli.main import build_parser
+from ptcap.meta.context import Part, ProcessContext
+from ptcap.pipeline.packet import Direction
+from ptcap.sinks.lines import Additions
+from ptcap.sinks.tcpdump import Decoder, PrintFlags
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "data"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import synth  # noqa: E402
+from test_reader import pcapng_bytes  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = dict(os.environ, TZ="UTC")
+TS = 1_700_000_000_123_456_789
+SYN = synth.ip4("10.0.0.1", "10.0.0.2", 6, synth.tcp(5555, 80, 1, 0, 0x02, options=b"\x02\x04\x05\xb4"))
+CTX = ProcessContext(pid=4242, cmd="/usr/bin/curl", args="curl http://10.0.0.2/", tid=4243, tname="curl",
+                     uid=1000, gid=1000, ppid=100, pcmd="/bin/bash", pargs="bash",
+                     container_id="3f" * 32, container_name="web", container_image="nginx:1",
+                     pod_name="web-0", pod_namespace="default", pod_uid="u-1")
+
+
+@pytest.fixture(autouse=True)
+def _utc(monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+
+
+def _flags(*argv: str) -> PrintFlags:
+    return PrintFlags.from_args(build_parser().parse_intermixed_args([*argv, "-r", "x"]))
+
+
+def decode(packets, *argv: str, parts: Part = Part.ALL, live: bool = True) -> str:
+    """Packets (ts, linktype, data, ifname, direction, ctx) through the real decoder."""
+    flags = _flags(*argv)
+    add = Additions(parts, flags.verbose, live)
+    out = io.BytesIO()
+    d = Decoder(flags, out, lossless=True)
+    for ts, linktype, data, ifname, direction, ctx in packets:
+        d.put(ts, linktype, data, len(data), *add(ctx, ifname, direction))
+    d.close()
+    return out.getvalue().decode()
+
+
+def tcpdump_lines(tmp_path: Path, linktype: int, packets: list[tuple[int, bytes]], *argv: str) -> str:
+    path = tmp_path / f"oracle{len(list(tmp_path.iterdir()))}.pcap"
+    synth.write_pcap(path, linktype, packets, nano=True)
+    return subprocess.run(["tcpdump", "-r", str(path), *argv], capture_output=True, env=ENV).stdout.decode()
+
+
+def ptcap(*args: str, input: bytes | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ptcap.cli", *args], capture_output=True, input=input,
+                          env=ENV, cwd=ROOT)
+
+
+def test_live_packet_with_process_prints_like_ptcpdump():
+    text = decode([(TS, 101, SYN, "eth0", Direction.OUT, CTX)], "-n")
+    assert text == ("22:13:20.123456 eth0 curl.4242 Out IP 10.0.0.1.5555 > 10.0.0.2.80: Flags [S], seq 1, win 64240, "
+                    "options [mss 1460], length 0, ParentProc [bash.100], Container [web], Pod [web-0.default]\n")
+
+
+def test_verbose_context_blocks_follow_the_packets_lines(tmp_path):
+    text = decode([(TS, 101, SYN, "eth0", Direction.IN, CTX)], "-n", "-v", "-X")
+    oracle = tcpdump_lines(tmp_path, 101, [(TS, SYN)], "-n", "-v", "-X")
+    head = oracle.split(" ", 1)
+    assert text == head[0] + " eth0 In " + head[1] + "".join(f"    {b}\n" for b in [
+        "Process (pid 4242, cmd /usr/bin/curl, args curl http://10.0.0.2/)",
+        "Thread (tid 4243, name curl)",
+        "User (uid 1000)",
+        "ParentProc (pid 100, cmd /bin/bash, args bash)",
+        f"Container (name web, id {'3f' * 32}, image nginx:1, labels {{}})",
+        "Pod (name web-0, namespace default, UID u-1, labels {}, annotations {})"])
+
+
+def test_context_selection():
+    text = decode([(TS, 101, SYN, "eth0", Direction.OUT, CTX)], "-n", parts=Part.parse("process,pod"))
+    assert " eth0 curl.4242 Out IP " in text and text.endswith(", Pod [web-0.default]\n")
+    assert "ParentProc" not in text and "Container" not in text
+    verbose = decode([(TS, 101, SYN, "eth0", Direction.OUT, CTX)], "-v", parts=Part.parse("thread,user"))
+    assert "    Thread (tid 4243, name curl)\n" in verbose and "User (uid 1000)" in verbose
+    assert "Process (" not in verbose
+
+
+@pytest.mark.parametrize("argv", [[], ["-t"], ["-tt"], ["-ttt"], ["-tttt"], ["-ttttt"], ["-tttt", "--nano"], ["-#", "-e"]])
+def test_fields_go_after_the_time_stamp_in_every_format(tmp_path, argv):
+    pkts = [(TS + i * 1_000_000_007, synth.eth(SYN)) for i in range(3)]
+    oracle = tcpdump_lines(tmp_path, 1, pkts, "-n", *[a for a in argv if a != "-#"]).splitlines(True)
+    text = decode([(ts, 1, d, "lo", Direction.IN, None) for ts, d in pkts], "-n", *argv)
+    want = []
+    for i, line in enumerate(oracle):
+        stamp = re.match(r"( ?\S+ \S+ )" if "-tttt" in argv else (r"" if "-t" in argv else r"( ?\S+ )"), line)
+        cut = stamp.end() if stamp else 0
+        number = f"{i + 1:5d}  " if "-#" in argv else ""
+        want.append(number + line[:cut] + "lo In " + line[cut:])
+    assert text == "".join(want)
+
+
+def test_file_packets_without_process_are_tcpdumps_lines(tmp_path):
+    pkts = [(TS, synth.eth(SYN))]
+    assert decode([(TS, 1, synth.eth(SYN), "eth0", Direction.OUT, None)], "-n", live=False) == \
+        tcpdump_lines(tmp_path, 1, pkts, "-n")
+
+
+def test_reading_a_ptcpdump_pcapng_shows_the_context(tmp_path):
+    comments = ["PID: 77\nCmd: /usr/bin/wget\nArgs: wget kernel.org",
+                "ParentPID: 1\nParentCmd: /sbin/init\nParentArgs: init"]
+    path = tmp_path / "ptcpdump.pcapng"
+    path.write_bytes(pcapng_bytes(tsresol=9, name="eth0", packets=[(TS, synth.eth(SYN), 2, comments)]))
+    res = ptcap("-n", "-r", str(path))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.decode() == ("22:13:20.123456 eth0 wget.77 Out IP 10.0.0.1.5555 > 10.0.0.2.80: Flags [S], "
+                                   "seq 1, win 64240, options [mss 1460], length 0, ParentProc [init.1]\n")
+    assert res.stderr.decode().splitlines()[0] == \
+        f"reading from file {path}, link-type EN10MB (Ethernet), snapshot length 262144"
+    plain = ptcap("-n", "-r", str(path), "--context=")
+    want = subprocess.run(["tcpdump", "-n", "-r", str(path)], capture_output=True, env=ENV).stdout
+    assert plain.stdout == want
+
+
+def test_bad_filter_and_bad_flags_are_tcpdump_style_errors(tmp_path):
+    src = synth.build_all(tmp_path / "synth")[0]
+    res = ptcap("-r", str(src), "tcp", "port")
+    assert res.returncode == 1
+    assert res.stderr.decode().splitlines()[-1] == "ptcap: can't parse filter expression: syntax error"
+    res = ptcap("-r", str(src), "-T", "nosuchtype")
+    assert res.returncode == 1 and res.stderr.decode().splitlines()[-1] == "ptcap: unknown packet type `nosuchtype'"
+
+
+# ---- the merge cannot be fooled ----------------------------------------------------------------
+
+def _forgeries(n: int) -> bytes:
+    """A payload that prints (with -A) what the next packets' lines would look like: time stamps
+    a microsecond on, numbers, interfaces and processes, and tcpdump's own protocol text."""
+    lines = []
+    for i in range(1, 6):
+        t = f"22:13:20.{123456 + i:06d}"
+        lines += [f"{t} IP 10.0.0.2.80 > 10.0.0.1.5555: Flags [P.], seq 1:5, ack 1, win 512, length 4",
+                  f"{n + i:5d}  {t} eth0 evil.666 In IP 10.0.0.9.1 > 10.0.0.1.2: UDP, length 1, ParentProc [x.1]",
+                  f"{t} eth0 Out 02:00:00:00:00:01 (oui Unknown) > 02:00:00:00:00:02 (oui Unknown), "
+                  "ethertype Unknown (0x88b5), length 14: ",
+                  "    Process (pid 666, cmd /evil, args evil)"]
+    return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.mark.parametrize("argv", [["-A"], ["-AA", "-#"], ["-t", "-A"], ["-v", "-A"], ["-e", "-A"], ["-X"]])
+def test_payloads_that_forge_lines_never_move_a_process(tmp_path, argv):
+    pkts = []
+    for i in range(6):
+        payload = _forgeries(i) * (1 + i % 3)
+        pkts.append((TS + i * 1000, synth.eth(synth.ip4("10.0.0.1", "10.0.0.2", 6,
+                                                        synth.tcp(5555, 80, 1 + i, 1, 0x18, payload)))))
+    ctxs = [ProcessContext(pid=1000 + i, cmd=f"/bin/p{i}", args=f"p{i}", ppid=1, pcmd="/sbin/init")
+            for i in range(6)]
+    argv = ["-S", *argv]      # absolute sequence numbers: each packet alone prints as in the run
+    text = decode([(ts, 1, d, "eth0", Direction.OUT, ctxs[i]) for i, (ts, d) in enumerate(pkts)], "-n", *argv)
+    # the oracle: tcpdump on each packet alone, ptcap's fields put where they belong
+    want = []
+    for i, (ts, data) in enumerate(pkts):
+        alone = tcpdump_lines(tmp_path, 1, [(ts, data)], "-n", *[a for a in argv if a != "-#"])
+        first, rest = alone.split("\n", 1)
+        if "-t" in argv:
+            head, tail = "", first
+        else:
+            head, tail = first.split(" ", 1)
+            head += " "
+        if "-v" in argv:
+            blocks = f"    Process (pid {1000 + i}, cmd /bin/p{i}, args p{i})\n    ParentProc (pid 1, cmd /sbin/init, args )\n"
+            want.append(f"{head}eth0 Out {tail}\n{rest}{blocks}")
+        else:
+            number = f"{i + 1:5d}  " if "-#" in argv else ""
+            want.append(f"{number}{head}eth0 p{i}.{1000 + i} Out {tail}, ParentProc [init.1]\n{rest}")
+    assert text == "".join(want)
+    if "-X" not in argv:    # every forged line was printed, as payload of its own packet
+        assert text.count("evil.666") == sum(1 + i % 3 for i in range(6)) * 5
+
+
+def test_the_marker_secret_changes_every_run():
+    from ptcap.sinks.tcpdump import make_marker
+    assert make_marker(1, True) != make_marker(1, True)
+    assert make_marker(101, True)[1] != make_marker(101, True)[1]
+
+
+# ---- unprivileged, never stalls ----------------------------------------------------------------
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            if int(stat[stat.rfind(")") + 2:].split()[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+def _status(pid: int) -> dict[str, str]:
+    return dict(line.split(":\t", 1) for line in open(f"/proc/{pid}/status").read().splitlines() if ":\t" in line)
+
+
+def _wait_child(pid: int, timeout: float = 10) -> int:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for c in _children(pid):
+            try:
+                if open(f"/proc/{c}/comm").read().strip() == "tcpdump":
+                    return c
+            except OSError:
+                pass
+        time.sleep(0.05)
+    raise AssertionError("no tcpdump child")
+
+
+def _assert_unprivileged(child: int, user: str) -> None:
+    import pwd
+    pw = pwd.getpwnam(user)
+    st = _status(child)
+    assert st["Uid"].split() == [str(pw.pw_uid)] * 4
+    assert st["Gid"].split() == [str(pw.pw_gid)] * 4
+    for cap in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
+        assert int(st[cap].strip(), 16) == 0, (cap, st[cap])
+    assert st["NoNewPrivs"].strip() == "1"
+    assert os.readlink(f"/proc/{child}/cwd") == "/"
+
+
+@pytest.mark.root      # drops privileges from root, or captures live
+def test_the_decoder_of_a_file_runs_unprivileged():
+    """-r: tcpdump reads from a descriptor ptcap opened, as user tcpdump, no capabilities."""
+    proc = subprocess.Popen([sys.executable, "-m", "ptcap.cli", "-r", "-"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=ENV)
+    try:
+        proc.stdin.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
+        proc.stdin.flush()
+        _assert_unprivileged(_wait_child(proc.pid), "tcpdump")
+    finally:
+        proc.stdin.close()
+        proc.stdin = None
+        proc.communicate(timeout=20)
+    assert proc.returncode == 0
+
+
+@pytest.mark.root      # drops privileges from root, or captures live
+def test_minus_Z_chooses_the_user_and_never_root():
+    res = ptcap("-r", "-", "-Z", "root", input=b"")
+    assert res.returncode == 1 and res.stderr.decode() == \
+        "ptcap: -Z root: the decoder never runs as root or with group root\n"
+    res = ptcap("-r", "-", "-Z", "nosuchuser", input=b"")
+    assert res.returncode == 1 and res.stderr.decode() == "ptcap: Couldn't find user 'nosuchuser'\n"
+    proc = subprocess.Popen([sys.executable, "-m", "ptcap.cli", "-r", "-", "-Z", "nobody"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=ENV)
+    try:
+        proc.stdin.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
+        proc.stdin.flush()
+        _assert_unprivileged(_wait_child(proc.pid), "nobody")
+    finally:
+        proc.stdin.close()
+        proc.stdin = None
+        proc.communicate(timeout=20)
+
+
+def _udp_port() -> int:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def _send(port: int, n: int, payload: bytes = b"x") -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for _ in range(n):
+        s.sendto(payload, ("127.0.0.1", port))
+    s.close()
+
+
+def _wait_for(predicate, timeout: float = 15, what: str = "") -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.root      # drops privileges from root, or captures live
+def test_live_decoder_unprivileged_killed_restarted_and_the_gap_said(capture, tmp_path):
+    port = _udp_port()
+    out_path = tmp_path / "lines.txt"
+    with open(out_path, "wb") as out:
+        cap = capture("-i", "lo", "-n", "-l", "-Q", "in", f"udp dst port {port}", stdout=out)
+        _send(port, 3, b"before")
+        _wait_for(lambda: out_path.read_text().count(f".{port}: UDP") >= 3, what="first lines")
+        child = _wait_child(cap.proc.pid)
+        _assert_unprivileged(child, "tcpdump")
+        os.kill(child, signal.SIGKILL)
+        _wait_for(lambda: "was restarted" in out_path.read_text(), what="the restart note")
+        _send(port, 3, b"after")
+        _wait_for(lambda: out_path.read_text().count(f".{port}: UDP") >= 6, what="lines after the restart")
+        assert _wait_child(cap.proc.pid) != child
+        _out, err = cap.stop()
+    text = out_path.read_text()
+    assert re.search(r"^ptcap: tcpdump \(the decoder\) exited \(signal 9\) and was restarted; \d+ packets? not printed$",
+                     text, re.M), text
+    assert "6 packets captured" in err
+
+
+@pytest.mark.root      # drops privileges from root, or captures live
+def test_a_stopped_decoder_never_stalls_the_capture(capture, tmp_path):
+    """tcpdump frozen (SIGSTOP): -w keeps writing every captured packet and the count goes on;
+    the packets it could not print are counted and said when it runs again."""
+    port = _udp_port()
+    pcap = tmp_path / "all.pcapng"
+    lines = tmp_path / "lines.txt"
+    n = 20000
+    in_file = lambda: subprocess.run(["tcpdump", "-r", str(pcap)], capture_output=True).stdout.count(b"\n")  # noqa: E731
+    with open(lines, "wb") as out:
+        cap = capture("-i", "lo", "-n", "-Q", "in", "-w", str(pcap), "--print", "-B", "65536",
+                      f"udp dst port {port}", stdout=out)
+        _send(port, 1)                  # the decoder starts with the first packet
+        child = _wait_child(cap.proc.pid)
+        os.kill(child, signal.SIGSTOP)
+        try:
+            _send(port, n, b"y" * 1000)      # more than the decoder's backlog holds
+            seen = [-1, time.monotonic()]
+
+            def settled() -> bool:        # the file has the flood (or stopped growing for 3 s)
+                now = in_file()
+                if now != seen[0]:
+                    seen[0], seen[1] = now, time.monotonic()
+                return now >= n + 1 or time.monotonic() - seen[1] > 3
+            _wait_for(settled, timeout=90, what="the file to hold the flood")
+            while_stopped = seen[0]
+        finally:
+            os.kill(child, signal.SIGCONT)
+        _out, err = cap.stop()
+    captured = int(re.search(r"^(\d+) packets captured$", err, re.M).group(1))
+    assert while_stopped == captured == in_file() and captured > n // 2, err
+    text = lines.read_text()
+    printed = text.count(f".{port}: UDP")
+    notes = re.findall(r"^ptcap: (\d+) packets? not printed: tcpdump fell behind$", text, re.M)
+    assert notes, (captured, printed)
+    assert printed + sum(map(int, notes)) == captured
