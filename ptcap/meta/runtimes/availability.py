@@ -61,10 +61,16 @@ class Reach(Outage):
         self.what = what                    # "docker", "containerd", "the CRI runtime"
         self.address = address
         self.consequence = consequence
+        self._detail = ""
 
-    def check(self) -> None:
-        """Raise RuntimeUnavailable while the runtime is left alone after a failure."""
+    def check(self, say: bool = True) -> None:
+        """Raise RuntimeUnavailable while the runtime is left alone after a failure. A failure
+        kept quiet (a runtime not on this host, found by its watcher) is said now, once, when
+        something needs the runtime (`say`)."""
         if self.resting():
+            if say and not self._said and self._detail:
+                super().failed("%s: cannot reach %s (%s): %s", self.what, self.address, self._detail,
+                               self.consequence)
             raise RuntimeUnavailable(f"cannot reach {self.what} at {self.address}")
 
     def absent(self) -> bool:
@@ -85,6 +91,7 @@ class Reach(Outage):
 
     def failed(self, detail: str, quiet: bool = False) -> RuntimeUnavailable:  # type: ignore[override]
         """Note a failure (said once, unless quiet); the exception to raise."""
+        self._detail = detail
         super().failed("%s: cannot reach %s (%s): %s", self.what, self.address, detail,
                        self.consequence, quiet=quiet)
         return RuntimeUnavailable(f"cannot reach {self.what} at {self.address}: {detail}")

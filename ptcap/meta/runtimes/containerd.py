@@ -129,7 +129,8 @@ class ContainerdWatcher(Watcher):
             self.resolver._namespaces = None
             spaces = self.resolver.namespaces()
             if not spaces:
-                self.resolver._call(_NAMESPACES, b"")       # raises when down
+                # raises when down (said only if the runtime is here at all)
+                self.resolver._call(_NAMESPACES, b"", quiet=api.reach.absent())
             for ns in sorted(spaces - SKIP_NAMESPACES):
                 for info in self.resolver.listed(ns):
                     self.registry.learn(info)

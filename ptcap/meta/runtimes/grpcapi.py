@@ -25,7 +25,7 @@ class GrpcEndpoint:
 
     def call(self, method: str, request: bytes, metadata: tuple | None = None, quiet: bool = False) -> bytes:
         """The reply's bytes; LookupError for NOT_FOUND, RuntimeUnavailable otherwise."""
-        self.reach.check()
+        self.reach.check(say=not quiet)
         try:
             reply = self._chan().unary_unary(method)(request, timeout=5, metadata=metadata)
         except Exception as e:      # noqa: BLE001 (ImportError, RpcError)
@@ -36,7 +36,7 @@ class GrpcEndpoint:
     def stream(self, method: str, request: bytes, metadata: tuple | None = None):
         """A server stream (no deadline): an iterator of reply messages that also has cancel().
         Errors while reading are grpc.RpcError (the watcher's loop handles them)."""
-        self.reach.check()
+        self.reach.check(say=False)
         return self._chan().unary_stream(method)(request, metadata=metadata)
 
     def _failure(self, e: Exception, method: str, quiet: bool) -> Exception:

@@ -44,7 +44,7 @@ class Watcher:
             self._following = False
             try:
                 if not restarting:
-                    self.reach.check()
+                    self.reach.check(say=False)
                 self.follow()
                 error = None        # the stream ended: the runtime went away
             except RuntimeUnavailable as e:
