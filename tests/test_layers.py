@@ -62,7 +62,12 @@ def test_no_module_imports_from_a_later_stage():
     assert wrong == []
 
 
+# Modules still over the limit (issue 17 is open for them): each may shrink, none may grow,
+# and no other module may join them.
+TOO_BIG_YET = {"ptcap.cli.extcap": 518, "ptcap.kernel.session": 676, "ptcap.sinks.tcpdump": 687}
+
+
 def test_every_module_is_small():
     big = [f"{name}: {n} lines" for name, path in modules()
-           if (n := len(path.read_text().splitlines())) > MAX_LINES]
+           if (n := len(path.read_text().splitlines())) > TOO_BIG_YET.get(name, MAX_LINES)]
     assert big == []
