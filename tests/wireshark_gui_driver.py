@@ -264,8 +264,12 @@ class Gui:
     def options_dialog(self) -> None:
         cell = self._row_cell("ptcap processes: ptcap")
         x, y, w, h = self.extents(cell)
-        self.click(at=(x - 16, y + h // 2))          # the gear at the start of the row
-        dialog = self.window_with("page tab", "Capture")         # the dialog's first tab
+        dialog = None
+        for _ in range(3):          # a click that only gave the window focus opens nothing
+            self.click(at=(x - 16, y + h // 2))          # the gear at the start of the row
+            dialog = self.window_with("page tab", "Capture", timeout=5)    # the dialog's first tab
+            if dialog is not None:
+                break
         if dialog is None:
             self.shot("options-missing.png")
             return
