@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import comments, engine_unavailable, ptcap_argv, tshark_fields, wait_clean
+from conftest import comments, engine_unavailable, ptcap_argv, tshark_fields, wait_clean, wait_for
 from engines import IMAGE, PrivateEngines, docker0 as docker0_of_host, host_engines, \
     stop_daemon as _stop_daemon, unmount_below as _unmount_below
 
@@ -370,7 +370,8 @@ def test_container_with_its_own_network_namespace(engine, containers, tmp_path, 
     got = rows(out)
     assert got and {r["ContainerId"] for r in got} == {c.id}
     assert {r["ContainerImage"] for r in got} == {IMAGE}
-    assert engine.docker("exec", c.name, "cat", "/tmp/got") == "inside"
+    # nc in the container may write what it got a moment after the client is done
+    wait_for(lambda: engine.docker("exec", c.name, "cat", "/tmp/got") == "inside", what="nc's file")
 
 
 def test_selected_containers_own_network_is_captured_without_netns(engine, containers, tmp_path,
@@ -387,7 +388,7 @@ def test_selected_containers_own_network_is_captured_without_netns(engine, conta
     got = tshark_fields(out, "frame.interface_name", "frame.comment")
     assert got and {iface for iface, _ in got} == {f"lo@{c.name}"}
     assert {comments(text)["ContainerId"] for _, text in got} == {c.id}
-    assert engine.docker("exec", c.name, "cat", "/tmp/got") == "inside"
+    wait_for(lambda: engine.docker("exec", c.name, "cat", "/tmp/got") == "inside", what="nc's file")
     assert wait_clean() == []
 
 
