@@ -25,25 +25,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from engines import IMAGE, PrivateEngines  # noqa: E402  (the tests' private engines)
 
-TICK = os.sysconf("SC_CLK_TCK")
+from procstat import TICK, cpu_seconds, wait_listening  # noqa: E402  (beside this file)
 QUIET = "tcp port 9"        # discard: nothing talks to it here
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK      # utime + stime
-
-
-def wait_listening(proc: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        line = proc.stderr.readline().decode()
-        if not line:
-            raise RuntimeError("capture exited early: " + proc.stderr.read().decode())
-        if "listening on" in line:
-            return
-    raise RuntimeError("capture did not start")
 
 
 def churn(engines: PrivateEngines, n: int) -> float:

@@ -24,24 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PORT = 21900
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK      # utime + stime
-
-
-def wait_listening(proc: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        line = proc.stderr.readline().decode()
-        if not line:
-            raise RuntimeError("capture exited early: " + proc.stderr.read().decode())
-        if "listening on" in line:
-            return
-    raise RuntimeError("capture did not start")
+from procstat import TICK, cpu_seconds, wait_listening  # noqa: E402  (beside this file)
 
 
 def run_one(label: str, argv: list[str], flooder: Path, rate: int, seconds: float) -> tuple[str, int, float, str]:
