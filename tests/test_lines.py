@@ -20,7 +20,8 @@ from ptcap.cli.main import build_parser
 from ptcap.meta.context import Part, ProcessContext
 from ptcap.pipeline.packet import Direction
 from ptcap.sinks.lines import Additions
-from ptcap.sinks.tcpdump import Decoder, PrintFlags
+from ptcap.sinks.tcpdump import Decoder
+from ptcap.sinks.tcpdump_child import PrintFlags
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "data"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -191,7 +192,7 @@ def test_payloads_that_forge_lines_never_move_a_process(tmp_path, argv):
 
 
 def test_the_marker_secret_changes_every_run():
-    from ptcap.sinks.tcpdump import make_marker
+    from ptcap.sinks.markers import make_marker
     assert make_marker(1, True) != make_marker(1, True)
     assert make_marker(101, True)[1] != make_marker(101, True)[1]
 

@@ -20,7 +20,8 @@ import pytest
 from ptcap.cli.main import build_parser
 from ptcap.formats.pcapng import PacketWriter
 from ptcap.formats.reader import read_packets
-from ptcap.sinks.tcpdump import Decoder, PrintFlags
+from ptcap.sinks.tcpdump import Decoder
+from ptcap.sinks.tcpdump_child import PrintFlags
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = next((p for p in (Path(os.environ.get("PTCAP_SHARED", ROOT.parent / "shared")),

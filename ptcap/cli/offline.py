@@ -13,7 +13,8 @@ from ptcap.formats.pcapng import PacketWriter
 from ptcap.formats.reader import CaptureReader, open_capture
 from ptcap.pipeline.packet import Direction
 from ptcap.sinks.lines import Additions, parts_from_args
-from ptcap.sinks.tcpdump import Decoder, PrintFlags, check_flags, child_user, spawn
+from ptcap.sinks.tcpdump import Decoder
+from ptcap.sinks.tcpdump_child import PrintFlags, check_flags, child_user, spawn
 
 
 def _selected(args: argparse.Namespace):

@@ -12,7 +12,8 @@ from ptcap.errors import PtcapError
 from ptcap.meta.context import Part, ProcessContext
 from ptcap.kernel.records import HEADER_LEN
 from ptcap.pipeline.packet import _DIRECTIONS as _DIRS, _RECORD, MISSING, Batch, Direction
-from ptcap.sinks.tcpdump import Decoder, PrintFlags, check_flags, child_user
+from ptcap.sinks.tcpdump import Decoder
+from ptcap.sinks.tcpdump_child import PrintFlags, check_flags, child_user
 
 _DIRECTIONS = {Direction.IN: "In ", Direction.OUT: "Out "}
 
