@@ -155,6 +155,7 @@ class CaptureReader:
         self.format = "pcapng"
         self._ifaces: list[tuple[int, int, str, int, int, int]] = []  # linktype, snaplen, name, num, den, offset_ns
         self._ctx_cache: dict[tuple[bytes, ...], ProcessContext | None] = {}
+        self._opt_cache: dict[bytes, tuple[Direction, ProcessContext | None]] = {}
         self._read_shb(first=True)
         # read ahead to the first interface, so linktype/snaplen are known before printing
         while not self._ifaces:
@@ -234,6 +235,23 @@ class CaptureReader:
             cache[comments] = ctx
         return ctx
 
+    def _packet_options(self, options: bytes) -> tuple[Direction, ProcessContext | None]:
+        """(direction, process) from a packet block's options; the same options bytes (every
+        packet of a process in one direction, in ptcap's files) are parsed once."""
+        direction = Direction.UNKNOWN
+        comments = []
+        for code, value in self._options(options, 0):
+            if code == 1:
+                comments.append(value)
+            elif code == 2 and len(value) >= 4:
+                direction = _DIRECTIONS[self._u32(value, 0)[0] & 3]
+        known = (direction, self._context(tuple(comments)) if comments else None)
+        cache = self._opt_cache
+        if len(cache) > 4096:
+            cache.clear()
+        cache[options] = known
+        return known
+
     def _interface(self, ifid: int) -> tuple[int, int, str, int, int, int]:
         try:
             return self._ifaces[ifid]
@@ -271,18 +289,15 @@ class CaptureReader:
             linktype, snaplen, name, num, den, offset = self._interface(ifid)
             data = body[20:20 + caplen]
             ts = ((hi << 32) | lo) * num // den + offset
-            direction = Direction.UNKNOWN
-            ctx = None
             opt = 20 + ((caplen + 3) & ~3)
             if opt + 4 <= len(body):
-                comments = []
-                for code, value in self._options(body, opt):
-                    if code == 1:
-                        comments.append(value)
-                    elif code == 2 and len(value) >= 4:
-                        direction = _DIRECTIONS[self._u32(value, 0)[0] & 3]
-                if comments:
-                    ctx = self._context(tuple(comments))
+                options = body[opt:]
+                known = self._opt_cache.get(options)
+                if known is None:
+                    known = self._packet_options(options)
+                direction, ctx = known
+            else:
+                direction, ctx = Direction.UNKNOWN, None
             return Packet(ts, data, orig, linktype, name, direction, ctx, ifid)
         if btype == 3:  # Simple Packet Block: always interface 0
             linktype, snaplen, name, num, den, offset = self._interface(0)
@@ -307,11 +322,48 @@ class CaptureReader:
     def _iter_pcapng(self) -> Iterator[Packet]:
         pending, self._pending = self._pending, []
         yield from pending
+        # the hot loop: Enhanced Packet Blocks parsed straight out of the buffer; any other
+        # block, one that crosses the buffer's end, or anything odd goes to _next_block
+        s = self._s
         nxt = self._next_block
+        cache = self._opt_cache
+        parse_options = self._packet_options
+        ifaces = self._ifaces
+        head = struct.Struct(self._order + "II").unpack_from
+        epb = self._epb
+        unknown = (Direction.UNKNOWN, None)
+        buf, pos = s.buf, s.pos
+        n = len(buf)
         while True:
+            if pos + 28 <= n:
+                btype, total = head(buf, pos)
+                end = pos + total
+                if btype == 6 and end <= n and 32 <= total <= MAX_BLOCKSIZE and not total & 3:
+                    ifid, hi, lo, caplen, orig = epb(buf, pos + 8)
+                    start = pos + 28
+                    opt = start + ((caplen + 3) & ~3)
+                    if opt <= end - 4 and ifid < len(ifaces):
+                        linktype, _snaplen, name, num, den, offset = ifaces[ifid]
+                        if opt + 4 <= end - 4:
+                            options = buf[opt:end - 4]
+                            known = cache.get(options)
+                            if known is None:
+                                known = parse_options(options)
+                        else:
+                            known = unknown
+                        pos = end
+                        yield Packet(((hi << 32) | lo) * num // den + offset, buf[start:start + caplen], orig,
+                                     linktype, name, known[0], known[1], ifid)
+                        continue
+            s.buf, s.pos = buf, pos
             pkt = nxt()
             if pkt is _EOF:
                 return
+            head = struct.Struct(self._order + "II").unpack_from    # a new section may change them
+            epb = self._epb
+            ifaces = self._ifaces
+            buf, pos = s.buf, s.pos
+            n = len(buf)
             if pkt is not None:
                 yield pkt
 

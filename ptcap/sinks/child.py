@@ -1,10 +1,20 @@
-"""One tcpdump child for one link type: the pcap stream ptcap sends it (each packet followed by
-a marker, see sinks/markers) and its output, cut at the markers' lines into each packet's text."""
+"""One tcpdump child for one link type: the pcap stream ptcap sends it and its output, cut into
+each packet's text.
+
+A *grouped* child (the usual one) is sent packets back to back and a marker (sinks/markers)
+after each group of them; it runs with -#, and a group's text (between two markers, which no
+payload can forge) is cut at the lines that start with the packets' numbers. tcpdump starts
+every packet's text on a line of its own with its number, so each number has its real line;
+a payload can add lines that look like a number's, but then that number has two candidates
+and the cut would be a guess: the group is not cut but printed again by a *careful* child,
+which is sent a marker after every packet (and is slower: tcpdump prints twice the packets).
+"""
 from __future__ import annotations
 
 import collections
 import fcntl
 import os
+import re
 import struct
 import subprocess
 
@@ -13,21 +23,54 @@ from ptcap.sinks.markers import make_marker
 from ptcap.sinks.tcpdump_child import NSEC_MAGIC, spawn
 
 PIPE_SIZE = 1 << 20
+GROUP = 512                     # packets between two markers, at most
 _F_SETPIPE_SZ = 1031
 _REC = struct.Struct("<IIII")
+_NUMBERED = re.compile(rb" *([0-9]+)  ")     # a line that starts like tcpdump's -# number
+
+
+def cut_group(text: bytes, first: int, n: int) -> list[bytes] | None:
+    """The texts of packets first..first+n-1 (their numbers removed) from a group's output; None
+    when a line other than a packet's first looks like one of these packets' numbers."""
+    prefix = b"%5d  " % first
+    if not text.startswith(prefix):
+        return None
+    out = []
+    start = len(prefix)
+    find = text.find
+    for number in range(first + 1, first + n):
+        prefix = b"\n%5d  " % number
+        at = find(prefix, start)
+        if at < 0:
+            return None
+        out.append(text[start:at + 1])
+        start = at + len(prefix)
+    out.append(text[start:])
+    if text.count(b"\n") != n:     # more lines than packets: none of them may look like a start
+        last = first + n - 1
+        match = _NUMBERED.match
+        for piece in out:
+            for line in piece.split(b"\n")[1:]:
+                m = match(line)
+                if m is not None and first <= int(m.group(1)) <= last:
+                    return None
+    return out
 
 
 class Child:
     """One `tcpdump -r -` for one link type: what was sent to it and its unparsed output."""
 
-    def __init__(self, decoder: "Decoder", linktype: int) -> None:
+    def __init__(self, decoder: "Decoder", linktype: int, careful: bool = False) -> None:
         self.linktype = linktype
+        self.careful = careful
         self.frame, self.secret = make_marker(linktype, decoder.flags.numeric > 0)
         n = len(self.frame)
         frame = self.frame
         mark = struct.Struct("<IIII")
         self._mark_pack = lambda sec, nsec: mark.pack(sec, nsec, n, n) + frame
         argv = [*decoder.flags.argv, "-r", "-"]
+        if not careful:
+            argv.insert(0, "-#")
         if decoder.flags.line_buffered:
             argv.insert(0, "-l")
         self.proc = spawn(argv, decoder.user, subprocess.PIPE, subprocess.PIPE, subprocess.PIPE)
@@ -44,7 +87,12 @@ class Child:
         self.pending: collections.deque[bytes] = collections.deque([struct.pack(
             "<IHHiIII", NSEC_MAGIC, 2, 4, 0, 0, max(decoder.snaplen, 128), linktype)])
         self.pending_bytes = len(self.pending[0])
-        self.expect: collections.deque = collections.deque()  # one entry per marker sent
+        # per marker sent: None, an entry (careful), or (first number, time stamp before, group)
+        self.expect: collections.deque = collections.deque()
+        self.group: list[tuple] = []        # (entry, time stamp, record) not yet closed by a marker
+        self.group_prev = 0                 # the time stamp before the group's first packet
+        self.sent = 0                       # packets and markers sent: tcpdump's -# count
+        self.ambiguous: list[tuple] = []    # (time stamp before, group) to print again carefully
         self.buf = b""
         self.token: bytes | None = None     # the marker line from its secret on, newline included
         self.extra = 0                      # lines a marker prints after that one
@@ -60,26 +108,72 @@ class Child:
             self.marker(decoder.last_ts, None)  # -ttt: the delta of the next packet
 
     def marker(self, ts: int, entry) -> None:
+        if self.group:
+            self.end_group()
         sec, nsec = divmod(ts, 1_000_000_000)
-        rec = _REC.pack(sec, nsec, len(self.frame), len(self.frame)) + self.frame
+        rec = self._mark_pack(sec, nsec)
         self.pending.append(rec)
         self.pending_bytes += len(rec)
         self.expect.append(entry)
+        self.sent += 1
         self.last_ts = ts
 
-    def packet(self, ts: int, data: bytes, orig_len: int, entry) -> None:
-        """The packet's record and, after it, a marker with its time stamp (the hot path)."""
+    def end_group(self) -> None:
+        """A marker after the packets sent since the last one (grouped children)."""
+        group, self.group = self.group, []
+        ts = self.last_ts
         sec, nsec = divmod(ts, 1_000_000_000)
-        mark = self._mark_pack(sec, nsec)
-        self.pending.append(_REC.pack(sec, nsec, len(data), orig_len) + data + mark)
-        self.pending_bytes += len(data) + len(mark) + 16
+        rec = self._mark_pack(sec, nsec)
+        self.pending.append(rec)
+        self.pending_bytes += len(rec)
+        self.expect.append((self.sent - len(group) + 1, self.group_prev, group))
+        self.sent += 1
+
+    def packet(self, ts: int, data: bytes, orig_len: int, entry) -> None:
+        """Queue one packet (the hot path)."""
+        sec, nsec = divmod(ts, 1_000_000_000)
+        rec = _REC.pack(sec, nsec, len(data), orig_len) + data
+        if self.careful:
+            self.again(ts, rec, entry)
+            return
+        self.pending.append(rec)
+        self.pending_bytes += len(rec)
+        group = self.group
+        if not group:
+            self.group_prev = self.last_ts
+        group.append((entry, ts, rec))
+        self.sent += 1
+        self.last_ts = ts
+        if len(group) >= GROUP:
+            self.end_group()
+
+    def again(self, ts: int, rec: bytes, entry) -> None:
+        """A packet's record and, after it, a marker with its time stamp (careful children)."""
+        mark = self._mark_pack(*divmod(ts, 1_000_000_000))
+        self.pending.append(rec + mark)
+        self.pending_bytes += len(rec) + len(mark)
         self.expect.append(entry)
         self.last_ts = ts
+
+    def outstanding(self) -> list:
+        """The entries of the packets sent and not printed yet."""
+        out = []
+        for item in self.expect:
+            if item is None:
+                continue
+            if self.careful:
+                out.append(item)
+            else:
+                out.extend(e for e, _ts, _rec in item[2])
+        out.extend(e for e, _ts, _rec in self.group)
+        return out
 
     def flush_input(self) -> int:
         """Write what the pipe takes, a megabyte at a time; the bytes written."""
         pending = self.pending
         written = 0
+        if self.group and not pending:
+            self.end_group()
         while pending and self.stdin_open:
             if len(pending) > 1 and len(pending[0]) < (1 << 20):
                 take, size = [], 0
@@ -102,6 +196,8 @@ class Child:
             if n < len(data):
                 pending.appendleft(data[n:])
                 break
+            if self.group and not pending:      # the child has everything: close the group
+                self.end_group()
         return written
 
     def close_input(self) -> None:
@@ -134,8 +230,19 @@ class Child:
             for _ in range(lead):               # and the marker's lines before that one
                 end = piece.rfind(b"\n", 0, end - 1) + 1
             entry = expect()
-            if entry is not None:
-                yield entry, piece[start:end] if end > start else b""
+            if entry is None:
+                continue
+            text = piece[start:end] if end > start else b""
+            if self.careful:
+                yield entry, text
+                continue
+            first, prev, group = entry
+            texts = cut_group(text, first, len(group))
+            if texts is None:
+                self.ambiguous.append((prev, group))
+                continue
+            for (e, _ts, _rec), t in zip(group, texts):
+                yield e, t
 
     def _calibrate(self, buf: bytes) -> bytes:
         """The first two markers: which line carries the secret (`lead` lines before it), the

@@ -52,11 +52,12 @@ class Decoder:
         self.first_ts = 0
         self.last_ts = 0
         self.children: dict[int, Child] = {}
+        self.careful: dict[int, Child] = {}     # children that print a group again, packet by packet
         self._skipped = 0               # packets not printed: a child or the output behind
         self._skipped_said = 0
         self._seq = 0
         self._next = 0                  # next sequence number to write out
-        self._done: dict[int, bytes] = {}
+        self._done: dict[int, bytes | tuple[bytes, bytes]] = {}   # (note, text) to number
         self._number = 0
         self._ts_words = 0 if flags.tstamp == 1 else (2 if flags.tstamp == 4 else 1)
         self.restarts = 0
@@ -105,13 +106,13 @@ class Decoder:
         """Write what the children take, read what they printed, write it out in order;
         wait at most `timeout` seconds for a child."""
         self._writer.check()
-        children = list(self.children.values())
+        children = self._all()
         if not children:
             return
         poller = select.poll()
         fds: dict[int, tuple[Child, str]] = {}
         for child in children:
-            if child.pending:
+            if child.pending or child.group:
                 child.flush_input()
             if not child.eof:
                 poller.register(child.stdout, select.POLLIN)
@@ -134,18 +135,40 @@ class Decoder:
             if child.eof and (child.expect or not self._closed):
                 self._died(child)
 
+    def _all(self) -> list[Child]:
+        return [*self.children.values(), *self.careful.values()]
+
+    def _again(self, child: Child) -> None:
+        """Groups whose cut would be a guess: printed again by a careful child of the link type."""
+        careful = self.careful.get(child.linktype)
+        if careful is None:
+            careful = self.careful[child.linktype] = Child(self, child.linktype, careful=True)
+        for prev, group in child.ambiguous:
+            if careful.last_ts != prev:
+                careful.marker(prev, None)      # -ttt: the delta of the group's first packet
+            for entry, ts, rec in group:
+                careful.again(ts, rec, entry)
+        child.ambiguous.clear()
+
     def close(self) -> None:
         """Print everything queued, stop the children."""
         self._closed = True
         try:
             progress, since = None, time.monotonic()
-            while any(c.pending for c in self.children.values() if c.stdin_open) or \
-                    any(not c.eof for c in self.children.values()):
+            for child in self.children.values():
+                if child.group:
+                    child.end_group()
+            while any(c.pending for c in self._all() if c.stdin_open) or \
+                    any(not c.eof for c in self._all()):
                 if not any(c.pending for c in self.children.values() if c.stdin_open):
                     for child in self.children.values():
                         child.close_input()
+                if all(c.eof for c in self.children.values()) and \
+                        not any(c.pending for c in self.careful.values() if c.stdin_open):
+                    for child in self.careful.values():     # last: a group may still need one
+                        child.close_input()
                 self.pump(0.05)
-                now = (sum(c.pending_bytes for c in self.children.values()), self._seq - self._next)
+                now = (sum(c.pending_bytes for c in self._all()), self._seq - self._next)
                 if now != progress:
                     progress, since = now, time.monotonic()
                 elif not self.lossless and time.monotonic() - since > STUCK_SECONDS:
@@ -155,7 +178,7 @@ class Decoder:
             if self._skipped != self._skipped_said:
                 self._writer.put(self._skip_note())
         finally:
-            for child in self.children.values():
+            for child in self._all():
                 child.close_input()
                 if child.proc.poll() is None:
                     child.proc.kill()
@@ -163,16 +186,18 @@ class Decoder:
                 for f in (child.proc.stdout, child.proc.stderr):
                     f.close()
             self.children.clear()
+            self.careful.clear()
             self._writer.close()
 
     def _give_up(self) -> None:
         """At the end of a live capture, a child that prints nothing more is not waited for."""
-        lost = sum(1 for c in self.children.values() for e in c.expect if e is not None)
-        for child in self.children.values():
-            for entry in child.expect:
-                if entry is not None:
-                    self._done.setdefault(entry[0], b"")
+        lost = 0
+        for child in self._all():
+            for entry in child.outstanding():
+                self._done.setdefault(entry[0], b"")
+                lost += 1
             child.expect.clear()
+            child.group = []
             child.eof = True
         self._write_out()
         self._writer.put(f"ptcap: {lost} packet{'s' if lost != 1 else ''} not printed: "
@@ -196,11 +221,16 @@ class Decoder:
                 child.eof = True
                 return
             for (seq, pre, suf, after, note), text in child.parse(data):
-                if pre or suf or after or note or number:
-                    text = self._merge(text, pre, suf, after, note, words)
-                done[seq] = text
+                if pre or suf or after:
+                    text = self._merge(text, pre, suf, after, words)
+                if number:
+                    done[seq] = (note, text)
+                else:
+                    done[seq] = note + text if note else text
+            if child.ambiguous:
+                self._again(child)
 
-    def _merge(self, text: bytes, pre: bytes, suf: bytes, after: bytes, note: bytes, words: int) -> bytes:
+    def _merge(self, text: bytes, pre: bytes, suf: bytes, after: bytes, words: int) -> bytes:
         if pre:
             i = 0
             n = len(text)
@@ -217,11 +247,6 @@ class Decoder:
             text = text[:nl] + suf + text[nl:] if nl >= 0 else text + suf
         if after:
             text = text + after
-        if self.flags.number:
-            self._number += 1
-            text = b"%5d  " % self._number + text
-        if note:
-            text = note + text
         return text
 
     def _read_err(self, child: Child) -> None:
@@ -248,7 +273,12 @@ class Decoder:
         parts = []
         nxt = self._next
         while nxt in done:
-            parts.append(done.pop(nxt))
+            item = done.pop(nxt)
+            if item.__class__ is tuple:     # -#: numbered in the order printed
+                self._number += 1
+                parts.append(b"%s%5d  %s" % (item[0], self._number, item[1]))
+            else:
+                parts.append(item)
             nxt += 1
         self._next = nxt
         if parts:
@@ -257,7 +287,7 @@ class Decoder:
     def _died(self, child: Child) -> None:
         """A child exited before it printed everything it was sent: say so, start another."""
         status = child.proc.wait()
-        lost = [e for e in child.expect if e is not None]
+        lost = child.outstanding()
         how = f"signal {-status}" if status < 0 else f"status {status}"
         if child.token is None:         # it never printed a marker: restarting would not help
             err = child.err.decode(errors="replace").strip()
@@ -265,7 +295,8 @@ class Decoder:
                              + (f": {err}" if err else ""))
         for f in (child.proc.stdout, child.proc.stderr):
             f.close()
-        del self.children[child.linktype]
+        table = self.careful if child.careful else self.children
+        del table[child.linktype]
         self.restarts += 1
         n = len(lost)
         note = (f"ptcap: tcpdump (the decoder) exited ({how}) and was restarted; "
@@ -277,7 +308,7 @@ class Decoder:
             self._write_out()
             if not self._done:
                 self._writer.put(note)
-        if not self._closed:
+        if not self._closed and not child.careful:     # a careful one starts when needed
             self.children[child.linktype] = Child(self, child.linktype)
 
 
