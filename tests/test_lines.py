@@ -18,7 +18,8 @@ import pytest
 
 from ptcap.cli.main import build_parser
 from ptcap.meta.context import Part, ProcessContext
-from ptcap.pipeline.packet import Direction
+from ptcap.formats.pcapng import PacketWriter
+from ptcap.pipeline.packet import Direction, Packet
 from ptcap.sinks.lines import Additions
 from ptcap.sinks.tcpdump import Decoder
 from ptcap.sinks.tcpdump_child import PrintFlags
@@ -159,8 +160,18 @@ def _forgeries(n: int) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+def _write_pcapng(path: Path, packets) -> None:
+    """(ts, data, ctx) as ptcap writes them: interface eth0, outbound, a process each."""
+    with open(path, "wb") as out:
+        writer = PacketWriter(out, False, 1)
+        for ts, data, ctx in packets:
+            writer.write(Packet(ts, data, len(data), 1, "eth0", Direction.OUT, ctx))
+        writer.flush()
+
+
+@pytest.mark.parametrize("via", ["decoder", "file"])
 @pytest.mark.parametrize("argv", [["-A"], ["-AA", "-#"], ["-t", "-A"], ["-v", "-A"], ["-e", "-A"], ["-X"]])
-def test_payloads_that_forge_lines_never_move_a_process(tmp_path, argv):
+def test_payloads_that_forge_lines_never_move_a_process(tmp_path, argv, via):
     pkts = []
     for i in range(6):
         payload = _forgeries(i) * (1 + i % 3)
@@ -169,7 +180,14 @@ def test_payloads_that_forge_lines_never_move_a_process(tmp_path, argv):
     ctxs = [ProcessContext(pid=1000 + i, cmd=f"/bin/p{i}", args=f"p{i}", ppid=1, pcmd="/sbin/init")
             for i in range(6)]
     argv = ["-S", *argv]      # absolute sequence numbers: each packet alone prints as in the run
-    text = decode([(ts, 1, d, "eth0", Direction.OUT, ctxs[i]) for i, (ts, d) in enumerate(pkts)], "-n", *argv)
+    if via == "decoder":
+        text = decode([(ts, 1, d, "eth0", Direction.OUT, ctxs[i]) for i, (ts, d) in enumerate(pkts)], "-n", *argv)
+    else:                     # ptcap -r of its own pcapng: tcpdump reads the file's blocks
+        path = tmp_path / "forged.pcapng"
+        _write_pcapng(path, [(ts, d, ctxs[i]) for i, (ts, d) in enumerate(pkts)])
+        res = ptcap("-n", *argv, "-r", str(path))
+        assert res.returncode == 0, res.stderr
+        text = res.stdout.decode()
     # the oracle: tcpdump on each packet alone, ptcap's fields put where they belong
     want = []
     for i, (ts, data) in enumerate(pkts):
@@ -189,6 +207,44 @@ def test_payloads_that_forge_lines_never_move_a_process(tmp_path, argv):
     assert text == "".join(want)
     if "-X" not in argv:    # every forged line was printed, as payload of its own packet
         assert text.count("evil.666") == sum(1 + i % 3 for i in range(6)) * 5
+
+
+@pytest.mark.parametrize("argv", [["-n"], ["-n", "-v"], ["-n", "-#", "-ttt"], ["-n", "-A"]])
+def test_a_long_pcapng_with_processes_prints_as_tcpdump_with_the_fields(tmp_path, argv):
+    """More packets than a group (and than the 5-digit -# numbers), processes changing: every
+    packet's lines are tcpdump's, with its own process."""
+    n = 1500
+    ctxs = [ProcessContext(pid=2000 + i, cmd=f"/bin/q{i}", args=f"q{i}", ppid=1, pcmd="/sbin/init")
+            for i in range(3)]
+    pkts = []
+    for i in range(n):
+        payload = b"x" * (i % 7) if i % 5 else b""
+        seg = synth.tcp(6000 + i % 3, 80, 1 + i, 1, 0x18 if payload else 0x10, payload)
+        pkts.append((TS + i * 1_000_003, synth.eth(synth.ip4("10.0.0.1", "10.0.0.2", 6, seg)), ctxs[(i // 7) % 3]))
+    path = tmp_path / "long.pcapng"
+    _write_pcapng(path, pkts)
+    res = ptcap(*argv, "-r", str(path))
+    assert res.returncode == 0, res.stderr
+    # the oracle: tcpdump reading the same file (it ignores the comments), cut at its -# numbers
+    plain = [a for a in argv if a != "-#"]
+    oracle = subprocess.run(["tcpdump", "-#", *plain, "-r", str(path)], capture_output=True, env=ENV).stdout.decode()
+    texts = re.split(r"(?m)^ *\d+  ", oracle)[1:]
+    assert len(texts) == n
+    want = []
+    for i, text in enumerate(texts):
+        ctx = ctxs[(i // 7) % 3]
+        stamp = re.match(r" *\S+ ", text)      # -ttt's delta starts with a space
+        head, tail = text[:stamp.end() - 1], text[stamp.end():]
+        first, rest = tail.split("\n", 1)
+        number = f"{i + 1:5d}  " if "-#" in argv else ""
+        if "-v" in argv:
+            blocks = f"    Process (pid {ctx.pid}, cmd {ctx.cmd}, args {ctx.args})\n" \
+                     "    ParentProc (pid 1, cmd /sbin/init, args )\n"
+            want.append(f"{number}{head} eth0 Out {first}\n{rest}{blocks}")
+        else:
+            want.append(f"{number}{head} eth0 q{ctx.pid - 2000}.{ctx.pid} Out {first}, ParentProc [init.1]\n{rest}")
+    got = res.stdout.decode()
+    assert got == "".join(want)
 
 
 def test_the_marker_secret_changes_every_run():

@@ -12,6 +12,7 @@ from ptcap.filter.libpcap import datalink_name
 from ptcap.formats.pcapng import PacketWriter
 from ptcap.formats.reader import CaptureReader, open_capture
 from ptcap.pipeline.packet import Direction
+from ptcap.sinks.blockfeed import BlockPrinter
 from ptcap.sinks.lines import Additions, parts_from_args
 from ptcap.sinks.tcpdump import Decoder
 from ptcap.sinks.tcpdump_child import PrintFlags, check_flags, child_user, spawn
@@ -215,11 +216,19 @@ def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep, h
             writer = _file_writer(args, reader.linktype, reader.snaplen)
         printing = not count_only and (writer is None or (getattr(args, "print_too", False) and args.write != "-"))
         additions = Additions(parts, flags.verbose, live=False)
+        start_ts, matched = None, 0
         if printing:
             check_flags(flags, child_user(flags.user), reader.linktype)
             sys.stdout.flush()
-            decoder = Decoder(flags, sys.stdout.buffer, reader.snaplen, lossless=True)
-        matched = 0
+            if not (expression or keep or limit or writer or args.read == "-") and reader.format == "pcapng":
+                printer = BlockPrinter(reader, flags, additions, sys.stdout.buffer)
+                matched = printer.run()
+                sys.stdout.flush()
+                if not printer.switched:
+                    return 0
+                start_ts = printer.last_ts      # the rest packet by packet (another link type)
+            decoder = Decoder(flags, sys.stdout.buffer, reader.snaplen, lossless=True, start_ts=start_ts)
+            decoder._number = matched
         try:
             for pkt in _packets(reader):
                 if expression:

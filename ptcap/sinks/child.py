@@ -29,9 +29,29 @@ _REC = struct.Struct("<IIII")
 _NUMBERED = re.compile(rb" *([0-9]+)  ")     # a line that starts like tcpdump's -# number
 
 
-def cut_group(text: bytes, first: int, n: int) -> list[bytes] | None:
-    """The texts of packets first..first+n-1 (their numbers removed) from a group's output; None
-    when a line other than a packet's first looks like one of these packets' numbers."""
+def numbered(argv: list[str]) -> bool:
+    """Does a grouped child print -# numbers? Only with flags that print packets on several
+    lines: without them a group of one line per packet is cut at its lines."""
+    return any(flag in ("-v", "-x", "-X", "-A") for flag in argv)
+
+
+def cut_group(text: bytes, first: int, n: int, numbers: bool) -> tuple[list[bytes], bool] | None:
+    """The texts of packets first..first+n-1 (their -# numbers removed) from a group's output,
+    and whether each is one line (then without its newline); None when the cut would be a
+    guess. n lines are n packets of one line each (tcpdump ends every packet with a newline);
+    more lines are cut at the numbers, unless a line other than a packet's first looks like
+    one of these packets' numbers."""
+    if text.count(b"\n") == n:
+        lines = text.split(b"\n")
+        lines.pop()
+        if numbers:
+            if first + n <= 100000:
+                lines = [line[7:] for line in lines]
+            else:
+                lines = [line[len(b"%5d  " % number):] for number, line in enumerate(lines, first)]
+        return lines, True
+    if not numbers:
+        return None
     prefix = b"%5d  " % first
     if not text.startswith(prefix):
         return None
@@ -46,15 +66,51 @@ def cut_group(text: bytes, first: int, n: int) -> list[bytes] | None:
         out.append(text[start:at + 1])
         start = at + len(prefix)
     out.append(text[start:])
-    if text.count(b"\n") != n:     # more lines than packets: none of them may look like a start
-        last = first + n - 1
-        match = _NUMBERED.match
-        for piece in out:
-            for line in piece.split(b"\n")[1:]:
-                m = match(line)
-                if m is not None and first <= int(m.group(1)) <= last:
-                    return None
-    return out
+    last = first + n - 1
+    match = _NUMBERED.match
+    for piece in out:
+        for line in piece.split(b"\n")[1:]:
+            m = match(line)
+            if m is not None and first <= int(m.group(1)) <= last:
+                return None
+    return out, False
+
+
+def calibrate(buf: bytes, secret: bytes) -> tuple[bytes, int, int, bytes] | None:
+    """From a child's first output, the first two markers': the text from the secret to its
+    line's end (the token), the lines a marker prints before that line (lead) and after it
+    (extra), and the output after the second marker's line; None until both are there."""
+    at = buf.find(secret)
+    if at < 0:
+        if buf.count(b"\n") > 8:
+            raise PtcapError("tcpdump's output does not show ptcap's marker packets: "
+                             f"{buf[:200].decode(errors='replace')!r}")
+        return None
+    line = buf.rfind(b"\n", 0, at) + 1
+    eol = buf.find(b"\n", at)
+    if eol < 0:
+        return None
+    token = buf[at:eol + 1]
+    second = buf.find(token, eol + 1)
+    if second < 0:
+        return None
+    lead = buf.count(b"\n", 0, line)
+    start2 = buf.rfind(b"\n", 0, second) + 1
+    for _ in range(lead):
+        start2 = buf.rfind(b"\n", 0, start2 - 1) + 1
+    return token, lead, buf.count(b"\n", eol + 1, start2), buf[second + len(token):]
+
+
+def between_markers(piece: bytes, extra: int, lead: int) -> bytes:
+    """What tcpdump printed between two markers, from the piece of output between two tokens
+    (the first marker's extra lines start it; the second's lead lines and line end it)."""
+    start = 0
+    for _ in range(extra):
+        start = piece.index(b"\n", start) + 1
+    end = piece.rfind(b"\n") + 1
+    for _ in range(lead):
+        end = piece.rfind(b"\n", 0, end - 1) + 1
+    return piece[start:end] if end > start else b""
 
 
 class Child:
@@ -69,7 +125,8 @@ class Child:
         mark = struct.Struct("<IIII")
         self._mark_pack = lambda sec, nsec: mark.pack(sec, nsec, n, n) + frame
         argv = [*decoder.flags.argv, "-r", "-"]
-        if not careful:
+        self.numbers = not careful and numbered(decoder.flags.argv)
+        if self.numbers:
             argv.insert(0, "-#")
         if decoder.flags.line_buffered:
             argv.insert(0, "-l")
@@ -210,7 +267,7 @@ class Child:
             self.proc.stdin = None
 
     def parse(self, data: bytes):
-        """Yield (entry, text) for every packet whose marker has been printed."""
+        """Yield (entries, texts, one line each) for every group whose marker has been printed."""
         buf = self.buf + data
         if self.token is None:
             buf = self._calibrate(buf)
@@ -223,52 +280,25 @@ class Child:
         lead = self.lead
         expect = self.expect.popleft
         for piece in pieces:
-            start = 0
-            for _ in range(extra):
-                start = piece.index(b"\n", start) + 1
-            end = piece.rfind(b"\n") + 1        # the rest is the marker's line up to its secret
-            for _ in range(lead):               # and the marker's lines before that one
-                end = piece.rfind(b"\n", 0, end - 1) + 1
             entry = expect()
             if entry is None:
                 continue
-            text = piece[start:end] if end > start else b""
+            text = between_markers(piece, extra, lead)
             if self.careful:
-                yield entry, text
+                yield [entry], [text], False
                 continue
             first, prev, group = entry
-            texts = cut_group(text, first, len(group))
-            if texts is None:
+            cut = cut_group(text, first, len(group), self.numbers)
+            if cut is None:
                 self.ambiguous.append((prev, group))
                 continue
-            for (e, _ts, _rec), t in zip(group, texts):
-                yield e, t
+            yield [e for e, _ts, _rec in group], cut[0], cut[1]
 
     def _calibrate(self, buf: bytes) -> bytes:
-        """The first two markers: which line carries the secret (`lead` lines before it), the
-        text from the secret to that line's end (the token), and the lines after it (`extra`)."""
-        at = buf.find(self.secret)
-        if at < 0:
-            if buf.count(b"\n") > 8:
-                raise PtcapError("tcpdump's output does not show ptcap's marker packets: "
-                                 f"{buf[:200].decode(errors='replace')!r}")
+        found = calibrate(buf, self.secret)
+        if found is None:
             return buf
-        line = buf.rfind(b"\n", 0, at) + 1
-        eol = buf.find(b"\n", at)
-        if eol < 0:
-            return buf
-        token = buf[at:eol + 1]
-        second = buf.find(token, eol + 1)
-        if second < 0:
-            return buf
-        lead = buf.count(b"\n", 0, line)
-        start2 = buf.rfind(b"\n", 0, second) + 1
-        for _ in range(lead):
-            start2 = buf.rfind(b"\n", 0, start2 - 1) + 1
-        self.extra = buf.count(b"\n", eol + 1, start2)
-        self.lead = lead
-        self.token = token
+        self.token, self.lead, self.extra, rest = found
         self.expect.popleft()
         self.expect.popleft()
-        return buf[second + len(token):]       # the second marker's extra lines start it
-
+        return rest

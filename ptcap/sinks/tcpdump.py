@@ -25,6 +25,7 @@ import time
 
 from ptcap.errors import PtcapError
 from ptcap.sinks.child import Child
+from ptcap.sinks.merge import Span, merge, merge_lines, ts_words
 from ptcap.sinks.tcpdump_child import PrintFlags, child_user
 
 BACKLOG_BYTES = 16 << 20        # queued for a child beyond this: counted, not printed
@@ -42,15 +43,17 @@ class Decoder:
     """
 
     def __init__(self, flags: PrintFlags, out, snaplen: int = 262144, lossless: bool = False,
-                 backlog: int = BACKLOG_BYTES) -> None:
+                 backlog: int = BACKLOG_BYTES, start_ts: int | None = None, collect: bool = False) -> None:
         self.flags = flags
         self.user = child_user(flags.user)
         self.out = out
         self.snaplen = snaplen
         self.lossless = lossless
         self.backlog = backlog
-        self.first_ts = 0
-        self.last_ts = 0
+        self.first_ts = self.last_ts = start_ts or 0    # start_ts: the packet before (-ttt)
+        self._started = start_ts is not None
+        self.collect = collect          # each packet's text kept in `texts`, not written
+        self.texts: list[bytes] = []
         self.children: dict[int, Child] = {}
         self.careful: dict[int, Child] = {}     # children that print a group again, packet by packet
         self._skipped = 0               # packets not printed: a child or the output behind
@@ -59,20 +62,21 @@ class Decoder:
         self._next = 0                  # next sequence number to write out
         self._done: dict[int, bytes | tuple[bytes, bytes]] = {}   # (note, text) to number
         self._number = 0
-        self._ts_words = 0 if flags.tstamp == 1 else (2 if flags.tstamp == 4 else 1)
+        self._ts_words = ts_words(flags)
         self.restarts = 0
         self._closed = False
         self._writer = _Writer(out)
 
     # ---- the capture's side
     def put(self, ts_ns: int, linktype: int, data: bytes, orig_len: int,
-            pre: bytes = b"", suf: bytes = b"", after: bytes = b"") -> bool:
-        """Queue one packet; False when it will not be printed (a child or the output behind)."""
+            pre: bytes = b"", suf: bytes = b"", after: bytes = b"", adds: tuple | None = None) -> bool:
+        """Queue one packet, with ptcap's fields (or `adds`: the three as a tuple); False when it
+        will not be printed (a child or the output behind)."""
         writer = self._writer
         while True:
             child = self.children.get(linktype)
             if child is None:
-                if self._seq == 0:
+                if self._seq == 0 and not self._started:
                     self.first_ts = self.last_ts = ts_ns
                 child = self.children[linktype] = Child(self, linktype)
             if child.pending_bytes <= self.backlog and writer.queued <= self.backlog:
@@ -88,7 +92,7 @@ class Decoder:
             note = self._skip_note()
         seq = self._seq
         self._seq += 1
-        child.packet(ts_ns, data, orig_len, (seq, pre, suf, after, note))
+        child.packet(ts_ns, data, orig_len, (seq, note, adds or (pre, suf, after)))
         self.last_ts = ts_ns
         if child.pending_bytes > (1 << 18):
             self.pump(0)
@@ -220,34 +224,23 @@ class Decoder:
             if not data:
                 child.eof = True
                 return
-            for (seq, pre, suf, after, note), text in child.parse(data):
-                if pre or suf or after:
-                    text = self._merge(text, pre, suf, after, words)
-                if number:
-                    done[seq] = (note, text)
-                else:
-                    done[seq] = note + text if note else text
+            for entries, texts, single in child.parse(data):
+                first, last = entries[0][0], entries[-1][0]
+                if single and not number and last - first == len(entries) - 1 and \
+                        not any(e[1] for e in entries):
+                    done[first] = Span(merge_lines(texts, [e[2] for e in entries], words), len(entries))
+                    continue
+                for (seq, note, (pre, suf, after)), text in zip(entries, texts):
+                    if single:
+                        text += b"\n"
+                    if pre or suf or after:
+                        text = merge(text, pre, suf, after, words)
+                    if number:
+                        done[seq] = (note, text)
+                    else:
+                        done[seq] = note + text if note else text
             if child.ambiguous:
                 self._again(child)
-
-    def _merge(self, text: bytes, pre: bytes, suf: bytes, after: bytes, words: int) -> bytes:
-        if pre:
-            i = 0
-            n = len(text)
-            while i < n and text[i] == 32:
-                i += 1
-            for _ in range(words):
-                j = text.find(b" ", i)
-                if j < 0:
-                    break
-                i = j + 1
-            text = text[:i] + pre + text[i:]
-        if suf:
-            nl = text.find(b"\n")
-            text = text[:nl] + suf + text[nl:] if nl >= 0 else text + suf
-        if after:
-            text = text + after
-        return text
 
     def _read_err(self, child: Child) -> None:
         while True:
@@ -274,6 +267,10 @@ class Decoder:
         nxt = self._next
         while nxt in done:
             item = done.pop(nxt)
+            if item.__class__ is Span:
+                parts.append(item.text)
+                nxt += item.count
+                continue
             if item.__class__ is tuple:     # -#: numbered in the order printed
                 self._number += 1
                 parts.append(b"%s%5d  %s" % (item[0], self._number, item[1]))
@@ -281,7 +278,9 @@ class Decoder:
                 parts.append(item)
             nxt += 1
         self._next = nxt
-        if parts:
+        if self.collect:
+            self.texts += parts
+        elif parts:
             self._writer.put(b"".join(parts))
 
     def _died(self, child: Child) -> None:
