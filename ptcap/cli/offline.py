@@ -9,12 +9,9 @@ import threading
 from ptcap.errors import PtcapError
 from ptcap.filter.compiler import compile_filter, expression_from_args
 from ptcap.filter.libpcap import datalink_name
-from ptcap.formats.pcapng import PacketWriter
 from ptcap.formats.reader import CaptureReader, open_capture
 from ptcap.pipeline.packet import Direction
-from ptcap.sinks.blockfeed import BlockPrinter
 from ptcap.sinks.lines import Additions, parts_from_args
-from ptcap.sinks.tcpdump import Decoder
 from ptcap.sinks.tcpdump_child import PrintFlags, check_flags, child_user, spawn
 
 
@@ -58,6 +55,7 @@ def _file_writer(args: argparse.Namespace, linktype: int, snaplen: int):
             out = open(args.write, "wb")
         except OSError as e:
             raise PtcapError(f"{args.write}: {e.strerror}") from None
+    from ptcap.formats.pcapng import PacketWriter
     return PacketWriter(out, args.write.endswith(".pcap"), linktype, snaplen,
                         nano=getattr(args, "ts_precision", "micro") == "nano")
 
@@ -195,6 +193,8 @@ def _packets(reader):
 
 
 def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep, head: bytes = b"") -> int:
+    from ptcap.sinks.blockfeed import BlockPrinter     # here: a file tcpdump reads alone needs none
+    from ptcap.sinks.tcpdump import Decoder
     reader, f = open_capture(args.read, head)
     writer = None
     decoder = None

@@ -250,13 +250,14 @@ class PcapngReading:
                 yield pkt
 
     def raw_blocks(self):
-        """A pcapng file as its own blocks, for a tcpdump that reads them as they are: yields
-        (buffer, start, end, packet), where packet is None for a block that is no packet and
-        else (interface id, (direction, process)). The first yield is what was read at the
-        start (section header, first interfaces). Raises MixedLinkTypes before anything when
-        the start was not kept, and before an interface block of another link type than the
-        first (one tcpdump reading pcapng takes one link type; the block is consumed, and
-        iterating the reader goes on after it)."""
+        """A pcapng file as its own blocks, for a tcpdump that reads them as they are. Yields
+        (buffer, start, end, interface id, (direction, process), the block's interface id and
+        time stamp fields) for an Enhanced Packet Block; the same with None last for other
+        packet blocks; (buffer, start, end, -1, None, None) for a block that is no packet. The
+        first yield is what was read at the start (section header, first interfaces). Raises
+        MixedLinkTypes before anything when the start was not kept, and before an interface
+        block of another link type than the first (one tcpdump reading pcapng takes one link
+        type; the block is consumed, and iterating the reader goes on after it)."""
         s = self._s
         if self.format != "pcapng" or self._pending or s.f.tell() != len(s.buf):
             raise MixedLinkTypes()  # the start is no longer in the buffer
@@ -265,7 +266,7 @@ class PcapngReading:
         parse_options = self._packet_options
         unknown = (Direction.UNKNOWN, None)
         first_linktype = self.linktype
-        yield s.buf, 0, s.pos, None
+        yield s.buf, 0, s.pos, -1, None, None
         fill = s.fill
         ifaces = self._ifaces
         head = struct.Struct(self._order + "II").unpack_from
@@ -304,7 +305,7 @@ class PcapngReading:
                                 known = parse_options(options)
                         else:
                             known = unknown
-                        yield buf, pos, end, (ifid, known)
+                        yield buf, pos, end, ifid, known, buf[pos + 8:pos + 20]
                         pos = end
                         continue
             s.pos = pos
@@ -314,7 +315,10 @@ class PcapngReading:
                 return
             if len(self._ifaces) > before and self._ifaces[-1][0] != first_linktype:
                 raise MixedLinkTypes()
-            yield buf, pos, s.pos, None if pkt is None else (pkt.ifindex, (pkt.direction, pkt.context))
+            if pkt is None:
+                yield buf, pos, s.pos, -1, None, None
+            else:
+                yield buf, pos, s.pos, pkt.ifindex, (pkt.direction, pkt.context), None
             ifaces = self._ifaces   # a new section may change these
             head = struct.Struct(self._order + "II").unpack_from
             epb = self._epb

@@ -119,8 +119,13 @@ class BlockPrinter:
             adds, blocks = [], []
 
         try:
-            for buf, start, end, packet in self.reader.raw_blocks():
-                if packet is None:
+            last_known = last_ifid = last_adds = None
+            for buf, start, end, ifid, known, ts in self.reader.raw_blocks():
+                if run[0] is not buf or start != run[2]:
+                    flush_run(bool(adds))
+                    run[0], run[1] = buf, start
+                run[2] = end
+                if known is None:                           # no packet
                     if start == 0 and not header:
                         header = bytes(buf[:end])           # what the reader read first
                     elif buf[start:start + 4] == b"\x0a\x0d\x0d\x0a":
@@ -128,42 +133,36 @@ class BlockPrinter:
                         header = bytes(buf[start:end])
                     elif struct.unpack_from(order + "I", buf, start)[0] == 1:
                         header += bytes(buf[start:end])
-                    if run[0] is not buf or start != run[2]:
-                        flush_run(bool(adds))
-                        run[0], run[1] = buf, start
-                    run[2] = end
                     continue
-                ifid, known = packet
-                if struct.unpack_from(order + "I", buf, start)[0] == 6:
-                    ts = buf[start + 8:start + 20]
-                else:                                       # simple or obsolete packet block
+                if ts is None:                              # simple or obsolete packet block
                     ts = prev or struct.pack(order + "III", 0, 0, 0)
-                if not sent:                                # two markers first: calibration
-                    flush_run(False)
-                    for _ in range(2):
-                        out.append(self._marker(ts))
-                    sent = 2
-                    prev = ts
                 if not adds:
+                    if not sent:                            # two markers first: calibration
+                        if start > run[1]:                  # after the blocks before the packet
+                            out.append(memoryview(buf)[run[1]:start])
+                            size += start - run[1]
+                        run[1] = start
+                        out += [self._marker(ts), self._marker(ts)]
+                        sent = 2
+                        prev = ts
                     first, group_prev, group_header = sent + 1, prev, header
-                if run[0] is not buf or start != run[2]:
-                    flush_run(bool(adds))
-                    run[0], run[1] = buf, start
-                run[2] = end
-                hit = cache.get((ifid, id(known)))
-                if hit is None or hit[0] is not known:
-                    name = ifaces[ifid][2] if ifid < len(ifaces) else ""
-                    hit = cache[(ifid, id(known))] = (known, additions(known[1], name, known[0]))
-                adds.append(hit[1])
+                if known is last_known and ifid == last_ifid:
+                    adds.append(last_adds)
+                else:
+                    hit = cache.get((ifid, id(known)))
+                    if hit is None or hit[0] is not known:
+                        name = ifaces[ifid][2] if ifid < len(ifaces) else ""
+                        hit = cache[(ifid, id(known))] = (known, additions(known[1], name, known[0]))
+                    last_known, last_ifid, last_adds = known, ifid, hit[1]
+                    adds.append(last_adds)
                 sent += 1
                 prev = ts
                 if len(adds) >= GROUP:
                     end_group()
-                if size >= _WRITE:
-                    flush_run()
-                    self._write(fd, out)
-                    out.clear()
-                    size = 0
+                    if size >= _WRITE:
+                        self._write(fd, out)
+                        out.clear()
+                        size = 0
         except MixedLinkTypes:
             self.switched = True
         except BaseException as e:      # said by the reading thread, after what was printed

@@ -12,7 +12,6 @@ from ptcap.errors import PtcapError
 from ptcap.meta.context import Part, ProcessContext
 from ptcap.kernel.records import HEADER_LEN
 from ptcap.pipeline.packet import _DIRECTIONS as _DIRS, _RECORD, MISSING, Batch, Direction
-from ptcap.sinks.tcpdump import Decoder
 from ptcap.sinks.tcpdump_child import PrintFlags, check_flags, child_user
 
 _DIRECTIONS = {Direction.IN: "In ", Direction.OUT: "Out "}
@@ -154,6 +153,7 @@ class PrintSink:
         self.finished = False
         self.additions = Additions(parts_from_args(args), flags.verbose, live=True)
         sys.stdout.flush()
+        from ptcap.sinks.tcpdump import Decoder     # here: -r needs only the fields
         self.decoder = Decoder(flags, sys.stdout.buffer, snaplen, lossless=False)
         self._put = self.decoder.put
         self._ifaces: list[tuple[int, str]] = []

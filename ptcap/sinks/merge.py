@@ -29,6 +29,15 @@ def merge(text: bytes, pre: bytes, suf: bytes, after: bytes, words: int) -> byte
 
 def merge_lines(lines: list[bytes], adds: list[tuple[bytes, bytes, bytes]], words: int) -> bytes:
     """merge() of packets of one line each (without their newlines), joined."""
+    first = adds[0] if adds else None
+    if first is not None and not first[2] and words == 1 and adds.count(first) == len(adds) and \
+            min(lines)[:1] not in (b"", b" "):     # no line empty or starting with a space
+        pre, suf, _after = first      # one process for the group (the usual): no loop in Python
+        end = suf + b"\n"
+        if pre:                       # after the time stamp: the line's first space
+            at = b" " + pre
+            lines = [line.replace(b" ", at, 1) for line in lines]
+        return end.join(lines) + end
     parts: list[bytes] = []
     put = parts.append
     for line, (pre, suf, after) in zip(lines, adds):
