@@ -76,6 +76,17 @@ def cut_group(text: bytes, first: int, n: int, numbers: bool) -> tuple[list[byte
     return out, False
 
 
+def split_records(data: bytes):
+    """(time stamp, record) of each pcap record (nanosecond time stamps) in `data`."""
+    pos = 0
+    unpack = _REC.unpack_from
+    while pos < len(data):
+        sec, nsec, caplen, _orig = unpack(data, pos)
+        end = pos + 16 + caplen
+        yield sec * 1_000_000_000 + nsec, data[pos:end]
+        pos = end
+
+
 def calibrate(buf: bytes, secret: bytes) -> tuple[bytes, int, int, bytes] | None:
     """From a child's first output, the first two markers': the text from the secret to its
     line's end (the token), the lines a marker prints before that line (lead) and after it
@@ -146,7 +157,8 @@ class Child:
         self.pending_bytes = len(self.pending[0])
         # per marker sent: None, an entry (careful), or (first number, time stamp before, group)
         self.expect: collections.deque = collections.deque()
-        self.group: list[tuple] = []        # (entry, time stamp, record) not yet closed by a marker
+        self.group: list[tuple] = []        # entries of the packets not yet closed by a marker
+        self.group_raw: list[bytes] = []    # and their pcap records
         self.group_prev = 0                 # the time stamp before the group's first packet
         self.sent = 0                       # packets and markers sent: tcpdump's -# count
         self.ambiguous: list[tuple] = []    # (time stamp before, group) to print again carefully
@@ -178,12 +190,11 @@ class Child:
     def end_group(self) -> None:
         """A marker after the packets sent since the last one (grouped children)."""
         group, self.group = self.group, []
-        ts = self.last_ts
-        sec, nsec = divmod(ts, 1_000_000_000)
-        rec = self._mark_pack(sec, nsec)
+        raw, self.group_raw = self.group_raw, []
+        rec = self._mark_pack(*divmod(self.last_ts, 1_000_000_000))
         self.pending.append(rec)
         self.pending_bytes += len(rec)
-        self.expect.append((self.sent - len(group) + 1, self.group_prev, group))
+        self.expect.append((self.sent - len(group) + 1, self.group_prev, group, raw))
         self.sent += 1
 
     def packet(self, ts: int, data: bytes, orig_len: int, entry) -> None:
@@ -198,10 +209,32 @@ class Child:
         group = self.group
         if not group:
             self.group_prev = self.last_ts
-        group.append((entry, ts, rec))
+        group.append(entry)
+        self.group_raw.append(rec)
         self.sent += 1
         self.last_ts = ts
         if len(group) >= GROUP:
+            self.end_group()
+
+    def records(self, data: bytes, entries: list, first_ts: int, last_ts: int) -> None:
+        """Queue packets given as pcap records back to back, their entries, and the first and
+        last time stamps: a ring batch's worth in one write (at most GROUP packets)."""
+        if self.careful or len(self.group) + len(entries) > GROUP:
+            if self.group:
+                self.end_group()
+            if self.careful:
+                for entry, (ts, rec) in zip(entries, split_records(data)):
+                    self.again(ts, rec, entry)
+                return
+        self.pending.append(data)
+        self.pending_bytes += len(data)
+        if not self.group:
+            self.group_prev = self.last_ts
+        self.group += entries
+        self.group_raw.append(data)
+        self.sent += len(entries)
+        self.last_ts = last_ts
+        if len(self.group) >= GROUP:
             self.end_group()
 
     def again(self, ts: int, rec: bytes, entry) -> None:
@@ -221,8 +254,8 @@ class Child:
             if self.careful:
                 out.append(item)
             else:
-                out.extend(e for e, _ts, _rec in item[2])
-        out.extend(e for e, _ts, _rec in self.group)
+                out += item[2]
+        out += self.group
         return out
 
     def flush_input(self) -> int:
@@ -287,12 +320,12 @@ class Child:
             if self.careful:
                 yield [entry], [text], False
                 continue
-            first, prev, group = entry
+            first, prev, group, raw = entry
             cut = cut_group(text, first, len(group), self.numbers)
             if cut is None:
-                self.ambiguous.append((prev, group))
+                self.ambiguous.append((prev, group, raw))
                 continue
-            yield [e for e, _ts, _rec in group], cut[0], cut[1]
+            yield group, cut[0], cut[1]
 
     def _calibrate(self, buf: bytes) -> bytes:
         found = calibrate(buf, self.secret)

@@ -24,7 +24,7 @@ import threading
 import time
 
 from ptcap.errors import PtcapError
-from ptcap.sinks.child import Child
+from ptcap.sinks.child import Child, split_records
 from ptcap.sinks.merge import Span, merge, merge_lines, ts_words
 from ptcap.sinks.tcpdump_child import PrintFlags, child_user
 
@@ -98,6 +98,36 @@ class Decoder:
             self.pump(0)
         return True
 
+    def put_records(self, linktype: int, data: bytes, adds: list, first_ts: int, last_ts: int) -> bool:
+        """Queue packets of one link type given as pcap records back to back (nanosecond time
+        stamps; at most a group's worth), with ptcap's fields of each as (pre, suf, after);
+        False when they will not be printed (a child or the output behind: counted)."""
+        writer = self._writer
+        while True:
+            child = self.children.get(linktype)
+            if child is None:
+                if self._seq == 0 and not self._started:
+                    self.first_ts = self.last_ts = first_ts
+                child = self.children[linktype] = Child(self, linktype)
+            if child.pending_bytes <= self.backlog and writer.queued <= self.backlog:
+                break
+            if not self.lossless:
+                self._skipped += len(adds)
+                return False
+            self.pump(0.05)
+        if child.last_ts != self.last_ts:
+            child.marker(self.last_ts, None)        # another child printed the previous packet
+        seq = self._seq
+        self._seq += len(adds)
+        entries = [(seq + i, b"", a) for i, a in enumerate(adds)]
+        if self._skipped != self._skipped_said:
+            entries[0] = (seq, self._skip_note(), adds[0])
+        child.records(data, entries, first_ts, last_ts)
+        self.last_ts = last_ts
+        if child.pending_bytes > (1 << 18):
+            self.pump(0)
+        return True
+
     def _skip_note(self) -> bytes:
         n = self._skipped - self._skipped_said
         self._skipped_said = self._skipped
@@ -147,10 +177,10 @@ class Decoder:
         careful = self.careful.get(child.linktype)
         if careful is None:
             careful = self.careful[child.linktype] = Child(self, child.linktype, careful=True)
-        for prev, group in child.ambiguous:
+        for prev, group, raw in child.ambiguous:
             if careful.last_ts != prev:
                 careful.marker(prev, None)      # -ttt: the delta of the group's first packet
-            for entry, ts, rec in group:
+            for entry, (ts, rec) in zip(group, split_records(b"".join(raw))):
                 careful.again(ts, rec, entry)
         child.ambiguous.clear()
 
@@ -201,7 +231,7 @@ class Decoder:
                 self._done.setdefault(entry[0], b"")
                 lost += 1
             child.expect.clear()
-            child.group = []
+            child.group, child.group_raw = [], []
             child.eof = True
         self._write_out()
         self._writer.put(f"ptcap: {lost} packet{'s' if lost != 1 else ''} not printed: "
