@@ -178,17 +178,17 @@ class PrintSink:
         parts: list = []
         adds: list = []
         linktype = first_ts = ts = -1
-        last = None                     # (record key, interface, direction) of the packet before
+        last_key = last_iface = last_dir = None     # the packet before's: same flow, same fields
         fields = None
         for off in packets.offsets:
             direction, key, iface_id, hi, lo, caplen, length = unpack(buf, off)
-            if (key, iface_id, direction) != last:
+            if key != last_key or iface_id != last_iface or direction != last_dir:
                 ctx = contexts.get(key, MISSING)
                 if ctx is MISSING:
                     ctx = packets.context(key)
                 link, name = ifaces[iface_id]
                 fields = additions(ctx, name, _DIRS[direction])
-                last = (key, iface_id, direction)
+                last_key, last_iface, last_dir = key, iface_id, direction
                 if link != linktype:
                     if adds:
                         put(linktype, b"".join(parts), adds, first_ts, ts)
@@ -198,8 +198,7 @@ class PrintSink:
             if not adds:
                 first_ts = ts
             data_at = off + HEADER_LEN
-            parts.append(pack(ts // 1_000_000_000, ts % 1_000_000_000, caplen, length))
-            parts.append(buf[data_at:data_at + caplen])
+            parts += (pack(*divmod(ts, 1_000_000_000), caplen, length), buf[data_at:data_at + caplen])
             adds.append(fields)
             if len(adds) >= GROUP:
                 put(linktype, b"".join(parts), adds, first_ts, ts)
