@@ -54,6 +54,7 @@ class BlockPrinter:
         self.ready = threading.Condition()
         self.failure: BaseException | None = None
         self.switched = False           # stopped at an interface of another link type
+        self.quiet = False
         self.printed = 0
         self.last_ts = 0                # of the last packet sent, nanoseconds
         argv = [*flags.argv, "-r", "-"]
@@ -208,11 +209,16 @@ class BlockPrinter:
         err.start()
         try:
             self._read()
+        except BaseException:
+            self.quiet = True           # the child's complaints of its closed output are ours
+            raise
         finally:
             self.proc.stdout.close()
             feeder.join()
             status = self.proc.wait()
             err.join()
+        if isinstance(self.failure, PtcapError):
+            raise PtcapError(f"pcap_loop: {self.failure}")   # as the reader's errors are said
         if self.failure is not None:
             raise self.failure
         if status != 0 and not self.switched and status != -13:
@@ -221,7 +227,7 @@ class BlockPrinter:
 
     def _stderr(self) -> None:
         for raw in self.proc.stderr:
-            if raw.startswith(b"reading from file -,") or not raw.strip():
+            if raw.startswith(b"reading from file -,") or not raw.strip() or self.quiet:
                 continue
             sys.stderr.write(raw.decode(errors="replace"))
             sys.stderr.flush()
