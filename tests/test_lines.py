@@ -247,6 +247,31 @@ def test_a_long_pcapng_with_processes_prints_as_tcpdump_with_the_fields(tmp_path
     assert got == "".join(want)
 
 
+def test_a_pcapng_whose_second_interface_has_another_link_type(tmp_path):
+    """One tcpdump reads one link type: at the Ethernet file's raw-IP interface ptcap goes on
+    packet by packet, and prints what it prints reading the file from a pipe (-ttt deltas on)."""
+    from test_reader import _block, _opt
+
+    def epb(ifid: int, ticks: int, data: bytes) -> bytes:
+        body = struct.pack("<IIIII", ifid, 0, ticks, len(data), len(data)) + data + b"\0" * (-len(data) % 4)
+        opts = _opt("<", 1, f"PID: {70 + ifid}\nCmd: /bin/w{ifid}\nArgs: w".encode())
+        return _block("<", 6, body + opts + _opt("<", 2, struct.pack("<I", 2)) + _opt("<", 0, b""))
+    raw = _block("<", 1, struct.pack("<HHI", 101, 0, 262144) + _opt("<", 2, b"tun0") + _opt("<", 0, b""))
+    data = pcapng_bytes(packets=[(1000 + i, synth.eth(SYN), 2, ["PID: 70\nCmd: /bin/w0\nArgs: w"])
+                                 for i in range(3)])
+    data += raw + b"".join(epb(i % 2, 2000 + 3 * i, SYN if i % 2 else synth.eth(SYN)) for i in range(4))
+    path = tmp_path / "two-links.pcapng"
+    path.write_bytes(data)
+    from_file = ptcap("-n", "-ttt", "-r", str(path))
+    from_pipe = ptcap("-n", "-ttt", "-r", "-", input=data)
+    assert from_file.returncode == 0, from_file.stderr
+    assert from_file.stdout == from_pipe.stdout
+    lines = from_file.stdout.decode().splitlines()
+    assert [line.split()[1:3] for line in lines] == [["eth0", "w0.70"]] * 4 + [["tun0", "w1.71"], ["eth0", "w0.70"],
+                                                                              ["tun0", "w1.71"]]
+    assert lines[3].startswith(" 00:00:00.000998 ")       # 2000 after 1002 microseconds
+
+
 def test_the_marker_secret_changes_every_run():
     from ptcap.sinks.markers import make_marker
     assert make_marker(1, True) != make_marker(1, True)
