@@ -249,12 +249,13 @@ class PcapngReading:
             if pkt is not None:
                 yield pkt
 
-    def raw_blocks(self):
+    def raw_blocks(self, run: int = 512):
         """A pcapng file as its own blocks, for a tcpdump that reads them as they are. Yields
-        (buffer, start, end, interface id, (direction, process), the block's interface id and
-        time stamp fields) for an Enhanced Packet Block; the same with None last for other
-        packet blocks; (buffer, start, end, -1, None, None) for a block that is no packet. The
-        first yield is what was read at the start (section header, first interfaces). Raises
+        (buffer, start, end, -2, [(interface id, (direction, process)), ...], the last block's
+        interface id and time stamp fields) for a run of up to `run` Enhanced Packet Blocks;
+        (buffer, start, end, interface id, (direction, process), None) for another packet
+        block; (buffer, start, end, -1, None, None) for a block that is no packet. The first
+        yield is what was read at the start (section header, first interfaces). Raises
         MixedLinkTypes before anything when the start was not kept, and before an interface
         block of another link type than the first (one tcpdump reading pcapng takes one link
         type; the block is consumed, and iterating the reader goes on after it)."""
@@ -270,7 +271,7 @@ class PcapngReading:
         fill = s.fill
         ifaces = self._ifaces
         head = struct.Struct(self._order + "II").unpack_from
-        epb = self._epb
+        epb = struct.Struct(self._order + "I8xI").unpack_from   # interface id, captured length
         buf, pos = s.buf, s.pos
         n = len(buf)
         while True:
@@ -294,20 +295,29 @@ class PcapngReading:
                     buf, pos = s.buf, s.pos
                     n = len(buf)
                     end = pos + total
-                if btype == 6 and end <= n and 32 <= total <= MAX_BLOCKSIZE and not total & 3:
-                    ifid, _hi, _lo, caplen, _orig = epb(buf, pos + 8)
+                metas: list = []            # a run of Enhanced Packet Blocks in the buffer
+                start = last = pos
+                while pos + 12 <= n and len(metas) < run:
+                    btype, total = head(buf, pos)
+                    end = pos + total
+                    if btype != 6 or end > n or total < 32 or total > MAX_BLOCKSIZE or total & 3:
+                        break
+                    ifid, caplen = epb(buf, pos + 8)
                     opt = pos + 28 + ((caplen + 3) & ~3)
-                    if opt <= end - 4 and ifid < len(ifaces):
-                        if opt + 4 <= end - 4:
-                            options = buf[opt:end - 4]
-                            known = cache.get(options)
-                            if known is None:
-                                known = parse_options(options)
-                        else:
-                            known = unknown
-                        yield buf, pos, end, ifid, known, buf[pos + 8:pos + 20]
-                        pos = end
-                        continue
+                    if opt > end - 4 or ifid >= len(ifaces):
+                        break
+                    if opt + 4 <= end - 4:
+                        options = buf[opt:end - 4]
+                        known = cache.get(options)
+                        if known is None:
+                            known = parse_options(options)
+                    else:
+                        known = unknown
+                    metas.append((ifid, known))
+                    last, pos = pos, end
+                if metas:
+                    yield buf, start, pos, -2, metas, buf[last + 8:last + 20]
+                    continue
             s.pos = pos
             before = len(self._ifaces)
             pkt = nxt()             # the whole block is in the buffer: the buffer stays
@@ -321,6 +331,6 @@ class PcapngReading:
                 yield buf, pos, s.pos, pkt.ifindex, (pkt.direction, pkt.context), None
             ifaces = self._ifaces   # a new section may change these
             head = struct.Struct(self._order + "II").unpack_from
-            epb = self._epb
+            epb = struct.Struct(self._order + "I8xI").unpack_from
             buf, pos = s.buf, s.pos
             n = len(buf)

@@ -121,7 +121,45 @@ class BlockPrinter:
 
         try:
             last_known = last_ifid = last_adds = None
-            for buf, start, end, ifid, known, ts in self.reader.raw_blocks():
+            for buf, start, end, ifid, known, ts in self.reader.raw_blocks(GROUP):
+                if ifid == -2:                              # a run of packet blocks
+                    if not sent:                            # two markers first: calibration
+                        if run[0] is not buf or start != run[2]:
+                            flush_run(False)
+                            run[0], run[1], run[2] = buf, start, start
+                        flush_run(False)                    # the blocks before the packets
+                        mark = self._marker(buf[start + 8:start + 20])
+                        out += [mark, mark]
+                        size += 2 * len(mark)
+                        sent = 2
+                        prev = buf[start + 8:start + 20]
+                    if adds and len(adds) + len(known) > GROUP:
+                        end_group()
+                    if not adds:
+                        first, group_prev, group_header = sent + 1, prev, header
+                    if run[0] is not buf or start != run[2]:
+                        flush_run(bool(adds))
+                        run[0], run[1] = buf, start
+                    run[2] = end
+                    for m in known:
+                        if m[1] is not last_known or m[0] != last_ifid:
+                            m_ifid, m_known = m
+                            hit = cache.get((m_ifid, id(m_known)))
+                            if hit is None or hit[0] is not m_known:
+                                name = ifaces[m_ifid][2] if m_ifid < len(ifaces) else ""
+                                hit = cache[(m_ifid, id(m_known))] = (m_known, additions(m_known[1], name,
+                                                                                         m_known[0]))
+                            last_known, last_ifid, last_adds = m_known, m_ifid, hit[1]
+                        adds.append(last_adds)
+                    sent += len(known)
+                    prev = ts
+                    if len(adds) >= GROUP:
+                        end_group()
+                        if size >= _WRITE:
+                            self._write(fd, out)
+                            out.clear()
+                            size = 0
+                    continue
                 if run[0] is not buf or start != run[2]:
                     flush_run(bool(adds))
                     run[0], run[1] = buf, start
