@@ -272,6 +272,19 @@ def test_a_pcapng_whose_second_interface_has_another_link_type(tmp_path):
     assert lines[3].startswith(" 00:00:00.000998 ")       # 2000 after 1002 microseconds
 
 
+def test_a_pcapng_of_two_sections_names_each_sections_interface(tmp_path):
+    comments = ["PID: 77\nCmd: /usr/bin/wget\nArgs: wget x"]
+    data = pcapng_bytes(name="eth0", packets=[(1000, synth.eth(SYN), 2, comments)]) + \
+        pcapng_bytes(name="wlan9", packets=[(2000, synth.eth(SYN), 1, comments)])
+    path = tmp_path / "two-sections.pcapng"
+    path.write_bytes(data)
+    res = ptcap("-n", "-r", str(path))
+    assert res.returncode == 0, res.stderr
+    assert [line.split()[1:4] for line in res.stdout.decode().splitlines()] == \
+        [["eth0", "wget.77", "Out"], ["wlan9", "wget.77", "In"]]
+    assert res.stdout == ptcap("-n", "-r", "-", input=data).stdout
+
+
 def test_the_marker_secret_changes_every_run():
     from ptcap.sinks.markers import make_marker
     assert make_marker(1, True) != make_marker(1, True)

@@ -249,6 +249,17 @@ class PcapngReading:
             if pkt is not None:
                 yield pkt
 
+    @property
+    def byte_order(self) -> str:
+        """The current section's byte order, as a struct prefix ("<" or ">")."""
+        return self._order
+
+    @property
+    def interfaces(self) -> list[tuple[int, int, str, int, int, int]]:
+        """The current section's interfaces so far: (link type, snapshot length, name,
+        time stamp numerator and denominator to nanoseconds, offset in nanoseconds)."""
+        return self._ifaces
+
     def raw_blocks(self, run: int = 512):
         """A pcapng file as its own blocks, for a tcpdump that reads them as they are. Yields
         (buffer, start, end, -2, [(interface id, (direction, process)), ...], the last block's

@@ -81,7 +81,7 @@ class BlockPrinter:
 
     def _feed(self) -> None:
         fd = self.proc.stdin.fileno()
-        order = self.order = self.reader._order
+        order = self.order = self.reader.byte_order
         out: list = []                  # what goes to the child next
         size = 0
         run = [None, 0, 0]              # blocks read and not yet in `out`: buffer, start, end
@@ -92,7 +92,7 @@ class BlockPrinter:
         first = 0                       # -# number of its first packet
         sent = 0                        # packets and markers sent (tcpdump's count)
         prev = group_prev = b""         # interface id and time stamp of the last packet
-        ifaces = self.reader._ifaces
+        ifaces = self.reader.interfaces
         cache: dict = {}
         additions = self.additions
 
@@ -168,7 +168,9 @@ class BlockPrinter:
                     if start == 0 and not header:
                         header = bytes(buf[:end])           # what the reader read first
                     elif buf[start:start + 4] == b"\x0a\x0d\x0d\x0a":
-                        order = self.order = self.reader._order
+                        order = self.order = self.reader.byte_order
+                        ifaces = self.reader.interfaces     # a new section: its own
+                        last_known = None
                         header = bytes(buf[start:end])
                     elif struct.unpack_from(order + "I", buf, start)[0] == 1:
                         header += bytes(buf[start:end])
@@ -226,7 +228,7 @@ class BlockPrinter:
 
     def _ns(self, ts: bytes) -> int:
         _ifid, hi, lo = struct.unpack(self.order + "III", ts)
-        ifaces = self.reader._ifaces
+        ifaces = self.reader.interfaces
         _lt, _snap, _name, num, den, offset = ifaces[_ifid] if _ifid < len(ifaces) else (0, 0, "", 1000, 1, 0)
         return ((hi << 32) | lo) * num // den + offset
 
