@@ -11,6 +11,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -283,6 +284,33 @@ def test_a_pcapng_of_two_sections_names_each_sections_interface(tmp_path):
     assert [line.split()[1:4] for line in res.stdout.decode().splitlines()] == \
         [["eth0", "wget.77", "Out"], ["wlan9", "wget.77", "In"]]
     assert res.stdout == ptcap("-n", "-r", "-", input=data).stdout
+
+
+@pytest.mark.parametrize("kind", ["pcapng with processes", "classic pcap"])
+def test_a_file_that_is_a_pipe_is_read_as_a_file_is(tmp_path, kind):
+    """-r FIFO (or `<(...)`): read once from the start, never sought (it was 'Illegal seek')."""
+    comments = ["PID: 77\nCmd: /usr/bin/wget\nArgs: wget x"]
+    if kind == "classic pcap":
+        path = tmp_path / "plain.pcap"
+        synth.write_pcap(path, 1, [(TS + i, synth.eth(SYN)) for i in range(3)], nano=True)
+        data = path.read_bytes()
+    else:
+        data = pcapng_bytes(packets=[(1000 + i, synth.eth(SYN), 2, comments) for i in range(3)])
+    regular = tmp_path / "regular"
+    regular.write_bytes(data)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+
+    def write() -> None:
+        with open(fifo, "wb") as w:
+            w.write(data)
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    res = ptcap("-n", "-r", str(fifo))
+    writer.join(10)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == ptcap("-n", "-r", str(regular)).stdout
+    assert len(res.stdout.splitlines()) == 3
 
 
 def test_the_marker_secret_changes_every_run():

@@ -74,26 +74,30 @@ def read_file(args: argparse.Namespace) -> int:
     parts = parts_from_args(args)
     keep = _selected(args)
     if not getattr(args, "write", None) and keep is None:
-        f, head = _open_raw(args.read)
+        f, head, stream = _open_raw(args.read)
         if head[:4] in _PCAP_MAGICS or not parts or (f is not None and not _has_context(f)):
-            return _pass_through(args, flags, f, head)
+            return _pass_through(args, flags, f, head, stream)
         if f is not None:
             f.close()
-        return _decode_in_ptcap(args, flags, parts, keep, head if f is None else b"")
+            return _decode_in_ptcap(args, flags, parts, keep)
+        return _decode_in_ptcap(args, flags, parts, keep, head, stream)
     return _decode_in_ptcap(args, flags, parts, keep)
 
 
 def _open_raw(path: str):
-    """(the open file, its first bytes); for stdin (None, the bytes read from it)."""
+    """(the open file, its first bytes, None); for stdin or a pipe (a FIFO, `<(...)`), which
+    cannot be read again from the start: (None, the bytes read from it, the stream)."""
     if path == "-":
-        return None, _read_some(sys.stdin.buffer, 4)
+        return None, _read_some(sys.stdin.buffer, 4), sys.stdin.buffer
     try:
         f = open(path, "rb", buffering=0)
     except OSError as e:
         raise PtcapError(f"{path}: {e.strerror}") from None
     head = _read_some(f, 4)
+    if not f.seekable():
+        return None, head, f
     f.seek(0)
-    return f, head
+    return f, head, None
 
 
 def _read_some(f, n: int) -> bytes:
@@ -121,7 +125,7 @@ def _has_context(f) -> bool:
     return False
 
 
-def _pass_through(args: argparse.Namespace, flags: PrintFlags, f, head: bytes) -> int:
+def _pass_through(args: argparse.Namespace, flags: PrintFlags, f, head: bytes, stream=None) -> int:
     """tcpdump reads the file itself (from a descriptor ptcap opened; from a pipe for stdin)."""
     argv = list(flags.argv)
     if flags.number:
@@ -144,7 +148,7 @@ def _pass_through(args: argparse.Namespace, flags: PrintFlags, f, head: bytes) -
         f.close()
     feeder = None
     if proc.stdin is not None:
-        feeder = threading.Thread(target=_feed, args=(proc.stdin, head, sys.stdin.buffer), daemon=True)
+        feeder = threading.Thread(target=_feed, args=(proc.stdin, head, stream), daemon=True)
         feeder.start()
     name = args.read
     for raw in proc.stderr:
@@ -192,10 +196,18 @@ def _packets(reader):
         yield pkt
 
 
-def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep, head: bytes = b"") -> int:
+def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep, head: bytes = b"",
+                     stream=None) -> int:
     from ptcap.sinks.blockfeed import BlockPrinter     # here: a file tcpdump reads alone needs none
     from ptcap.sinks.tcpdump import Decoder
-    reader, f = open_capture(args.read, head)
+    if stream is not None and stream is not sys.stdin.buffer:     # a pipe, its start read
+        try:
+            reader, f = CaptureReader(stream, args.read, head), stream
+        except BaseException:
+            stream.close()
+            raise
+    else:
+        reader, f = open_capture(args.read, head)
     writer = None
     decoder = None
     try:
@@ -220,13 +232,13 @@ def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep, h
         if printing:
             check_flags(flags, child_user(flags.user), reader.linktype)
             sys.stdout.flush()
-            if not (expression or keep or limit or writer or args.read == "-") and reader.format == "pcapng":
+            if not (expression or keep or limit or writer or stream is not None) and reader.format == "pcapng":
                 printer = BlockPrinter(reader, flags, additions, sys.stdout.buffer)
                 matched = printer.run()
                 sys.stdout.flush()
                 if not printer.switched:
                     return 0
-                start_ts = printer.last_ts      # the rest packet by packet (another link type)
+                start_ts = printer.last_ts or None  # the rest packet by packet (another link type)
             decoder = Decoder(flags, sys.stdout.buffer, reader.snaplen, lossless=True, start_ts=start_ts)
             decoder._number = matched
         try:
