@@ -19,7 +19,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <unistd.h>
 #include <linux/types.h>
 #include "ptcap.h"
@@ -45,6 +47,7 @@ enum stop {
 	STOP_FULL = 3,		/* the output buffer has no room for the next block */
 	STOP_BYTES = 4,		/* the last block took the output past the byte limit */
 	STOP_COUNT = 5,		/* the packet limit is reached */
+	STOP_ERROR = 6,		/* writing failed (direct mode): result.err */
 };
 
 /* What blocks to write. */
@@ -86,7 +89,7 @@ struct result {
 	uint32_t stop;		/* enum stop */
 	uint32_t record;	/* for STOP_EVENT and STOP_UNKNOWN: the record's offset in the data pages */
 	uint32_t size;		/* and its size in the ring, header included */
-	uint32_t _pad;
+	int32_t err;		/* STOP_ERROR: the errno of the failed write */
 };
 
 static uint64_t hash_key(const uint8_t *key, uint8_t dir)
@@ -263,24 +266,115 @@ static inline void put32(uint8_t *p, uint32_t v)
 	memcpy(p, &v, 4);
 }
 
-/* Turn ready records into blocks in out[0..cap) until one of enum stop; at most
- * `max_packets` blocks, and stop after the block that takes the output past `max_bytes`. */
-void ptcap_drain_run(struct drain *d, uint8_t *out, uint64_t cap, uint64_t max_packets,
+/* Where a run's blocks go: small pieces are copied into the output buffer, and with a file
+ * descriptor (direct mode) a large packet's bytes are referenced where they lie in the ring,
+ * so that writev(2) copies them once, into the file (to /dev/null: never). */
+#define IOV_MAX_RUN 1024
+#define DIRECT_MIN 1024		/* packets this big go by reference */
+#define FLUSH_BYTES (1 << 20)	/* direct mode writes (and hands the ring space back) this often */
+
+struct emit {
+	struct iovec iov[IOV_MAX_RUN];
+	int n;
+	uint8_t *out;
+	uint64_t used, cap;
+	int fd;
+	uint64_t written;	/* bytes of blocks in this run */
+	int err;
+};
+
+static inline void stage(struct emit *e, const void *p, size_t len)
+{
+	uint8_t *at = e->out + e->used;
+
+	memcpy(at, p, len);
+	e->used += len;
+	if (e->n && (uint8_t *)e->iov[e->n - 1].iov_base + e->iov[e->n - 1].iov_len == at) {
+		e->iov[e->n - 1].iov_len += len;
+	} else {
+		e->iov[e->n].iov_base = at;
+		e->iov[e->n].iov_len = len;
+		e->n++;
+	}
+}
+
+static inline void stage_zeros(struct emit *e, size_t len)
+{
+	static const uint8_t zeros[4];
+
+	stage(e, zeros, len);
+}
+
+static inline void refer(struct emit *e, const void *p, size_t len)
+{
+	e->iov[e->n].iov_base = (void *)p;
+	e->iov[e->n].iov_len = len;
+	e->n++;
+}
+
+/* Write what is queued (direct mode); on failure e->err says why. */
+static int flush(struct emit *e)
+{
+	struct iovec *iov = e->iov;
+	int n = e->n;
+
+	while (n > 0) {
+		ssize_t w = writev(e->fd, iov, n);
+
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			e->err = errno;
+			return -1;
+		}
+		while (n > 0 && (size_t)w >= iov->iov_len) {
+			w -= iov->iov_len;
+			iov++;
+			n--;
+		}
+		if (n > 0) {
+			iov->iov_base = (uint8_t *)iov->iov_base + w;
+			iov->iov_len -= w;
+		}
+	}
+	e->n = 0;
+	e->used = 0;
+	return 0;
+}
+
+/* Turn ready records into blocks until one of enum stop: at most `max_packets`, stopping
+ * after the block that takes the run past `max_bytes`. With fd < 0 the blocks are copied
+ * into out[0..cap) for the caller to write (r->out_len bytes); with a file descriptor they
+ * are written to it here (r->out_len: bytes written; r->err: errno of a failed write, the
+ * records not written then stay in the ring). */
+void ptcap_drain_run(struct drain *d, uint8_t *out, uint64_t cap, int fd, uint64_t max_packets,
 		     uint64_t max_bytes, struct result *r)
 {
 	uint64_t cons = __atomic_load_n(cons_pos(d), __ATOMIC_RELAXED);
 	uint64_t prod = __atomic_load_n((uint64_t *)d->producer, __ATOMIC_ACQUIRE);
-	uint64_t used = 0, packets = 0, start = cons;
+	uint64_t packets = 0, start = cons, done = cons;
 	uint32_t stop = STOP_EMPTY;
+	/* static: 16 KiB of iovecs is no stack object; one run at a time per process */
+	static struct emit e;
 
+	e.n = 0;
+	e.out = out;
+	e.used = 0;
+	e.cap = cap;
+	e.fd = fd;
+	e.written = 0;
+	e.err = 0;
 	r->record = r->size = 0;
+	uint64_t queued = 0;
 	while (cons < prod) {
 		uint8_t *hdr = d->data + (cons & d->mask);
 		uint32_t len = __atomic_load_n((uint32_t *)hdr, __ATOMIC_ACQUIRE);
 		uint64_t size = ((len & ~(RING_BUSY | RING_DISCARD)) + RING_HDR + 7) & ~7ull;
 		const struct ptcap_packet *p = (const void *)(hdr + RING_HDR);
-		uint32_t caplen, pad, total;
-		struct entry *e = NULL;
+		const uint8_t *data = (const uint8_t *)(p + 1);
+		uint32_t caplen, pad, total, staged;
+		struct entry *ent = NULL;
+		int by_ref;
 
 		if (len & RING_BUSY)
 			break;
@@ -306,59 +400,91 @@ void ptcap_drain_run(struct drain *d, uint8_t *out, uint64_t cap, uint64_t max_p
 		if (d->framing == FRAME_PCAPNG) {
 			const uint8_t *key = (const uint8_t *)p + KEY_AT;
 
-			e = d->last;
-			if (!e || e->dir != p->dir || memcmp(e->key, key, KEY_LEN) != 0) {
-				e = find(d, key, p->dir, hash_key(key, p->dir));
-				if (!e->used) {
+			ent = d->last;
+			if (!ent || ent->dir != p->dir || memcmp(ent->key, key, KEY_LEN) != 0) {
+				ent = find(d, key, p->dir, hash_key(key, p->dir));
+				if (!ent->used) {
 					stop = STOP_UNKNOWN;
 					r->record = (uint32_t)(cons & d->mask) + RING_HDR;
 					r->size = (uint32_t)size;
 					break;
 				}
-				d->last = e;
+				d->last = ent;
 			}
-			total = 32 + caplen + pad + e->len;
+			total = 32 + caplen + pad + ent->len;
 		} else {
 			total = 16 + caplen;
 		}
-		if (used + total > cap) {
-			stop = STOP_FULL;
-			break;
+		by_ref = fd >= 0 && caplen >= DIRECT_MIN;
+		staged = by_ref ? total - caplen : total;
+		if (e.used + staged > e.cap || e.n + 4 > IOV_MAX_RUN) {
+			if (fd < 0) {
+				stop = STOP_FULL;
+				break;
+			}
+			if (flush(&e))
+				break;
+			__atomic_store_n(cons_pos(d), cons, __ATOMIC_RELEASE);
+			done = cons;
+			queued = 0;
 		}
 		if (d->framing == FRAME_PCAPNG) {
-			uint8_t *b = out + used;
+			uint8_t head[28];
 
-			put32(b, 6);
-			put32(b + 4, total);
-			memcpy(b + 8, (const uint8_t *)p + EPB_AT, EPB_FIELDS);
-			put32(b + 20, caplen);		/* as clamped above */
-			memcpy(b + 28, (const uint8_t *)(p + 1), caplen);
-			memset(b + 28 + caplen, 0, pad);
-			memcpy(b + 28 + caplen + pad, e->opts, e->len);
-			put32(b + total - 4, total);
+			put32(head, 6);
+			put32(head + 4, total);
+			memcpy(head + 8, (const uint8_t *)p + EPB_AT, EPB_FIELDS);
+			put32(head + 20, caplen);		/* as clamped above */
+			stage(&e, head, 28);
+			if (by_ref)
+				refer(&e, data, caplen);
+			else
+				stage(&e, data, caplen);
+			stage_zeros(&e, pad);
+			stage(&e, ent->opts, ent->len);
+			stage(&e, &total, 4);
 		} else {
 			uint64_t ts = ((uint64_t)p->ts_hi << 32) | p->ts_lo;
 			uint32_t frac = d->framing == FRAME_PCAP_NS ? ts % 1000000000u : (ts % 1000000000u) / 1000u;
-			uint8_t *b = out + used;
+			uint8_t head[16];
 
-			put32(b, (uint32_t)(ts / 1000000000u));
-			put32(b + 4, frac);
-			put32(b + 8, caplen);
-			put32(b + 12, p->len);
-			memcpy(b + 16, (const uint8_t *)(p + 1), caplen);
+			put32(head, (uint32_t)(ts / 1000000000u));
+			put32(head + 4, frac);
+			put32(head + 8, caplen);
+			put32(head + 12, p->len);
+			stage(&e, head, 16);
+			if (by_ref)
+				refer(&e, data, caplen);
+			else
+				stage(&e, data, caplen);
 		}
-		used += total;
+		e.written += total;
+		queued += total;
 		packets++;
 		cons += size;
-		if (used > max_bytes) {
+		if (fd >= 0 && queued >= FLUSH_BYTES) {
+			if (flush(&e))
+				break;
+			__atomic_store_n(cons_pos(d), cons, __ATOMIC_RELEASE);
+			done = cons;
+			queued = 0;
+		}
+		if (e.written > max_bytes) {
 			stop = STOP_BYTES;
 			break;
 		}
 	}
-	if (cons != start)
-		__atomic_store_n(cons_pos(d), cons, __ATOMIC_RELEASE);
-	r->cons = cons;
+	if (fd >= 0 && !e.err && e.n)
+		flush(&e);
+	if (e.err)		/* what was not written stays in the ring */
+		stop = STOP_ERROR;
+	else
+		done = cons;
+	if (done != start)
+		__atomic_store_n(cons_pos(d), done, __ATOMIC_RELEASE);
+	r->cons = done;
 	r->packets = packets;
-	r->out_len = used;
+	r->out_len = e.written;
 	r->stop = stop;
+	r->err = e.err;
 }

@@ -46,15 +46,18 @@ def test_native_and_python_writers_agree(peers, capture, tmp_path):
     expr = f"udp port {port}"
     native, python = tmp_path / "native.pcapng", tmp_path / "python.pcapng"
     env = dict(os.environ, PTCAP_NATIVE="0")
-    a = capture("-i", "lo", "-w", str(native), "-c", "40", expr)
-    b = capture("-i", "lo", "-w", str(python), "-c", "40", expr, env=env)
-    for size in range(1, 21):          # every padding, requests and replies
+    # every padding; packets copied and packets written from the ring where they lie (>= 1 KiB)
+    sizes = [*range(1, 21), 1000, 1023, 1024, 1025, 1499, 4000, 40000, 65000]
+    n = 2 * len(sizes)                  # requests and replies
+    a = capture("-i", "lo", "-w", str(native), "-c", str(n), expr)
+    b = capture("-i", "lo", "-w", str(python), "-c", str(n), expr, env=env)
+    for size in sizes:
         client.say(f"send {size}")
     _, err_a = a.finish()
     _, err_b = b.finish()
-    assert "40 packets captured" in err_a and "40 packets captured" in err_b, err_a + err_b
+    assert f"{n} packets captured" in err_a and f"{n} packets captured" in err_b, err_a + err_b
     got, want = packets_of(native), packets_of(python)
-    assert len(got) == len(want) == 40
+    assert len(got) == len(want) == n
     assert got == want
     # and the packets carry their processes (the comparison is not of two empty files)
     rows = tshark_fields(native, "ptcap.pid")
@@ -72,7 +75,7 @@ def test_classic_pcap_through_the_drain_matches_python(peers, capture, tmp_path)
     for name, env in (("native", None), ("python", dict(os.environ, PTCAP_NATIVE="0"))):
         files[name] = tmp_path / f"{name}.pcap"
         caps[name] = capture("-i", "lo", "-w", str(files[name]), "-c", "10", expr, env=env)
-    for size in range(1, 6):
+    for size in (1, 2, 3, 1500, 30000):
         client.say(f"send {size}")
     for c in caps.values():
         c.finish()

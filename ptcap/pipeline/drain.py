@@ -30,6 +30,7 @@ class Stop(enum.IntEnum):
     FULL = 3
     BYTES = 4
     COUNT = 5
+    ERROR = 6
 
 
 class Framing(enum.IntEnum):
@@ -41,7 +42,7 @@ class Framing(enum.IntEnum):
 class _Result(ctypes.Structure):
     _fields_ = [("cons", ctypes.c_uint64), ("packets", ctypes.c_uint64), ("out_len", ctypes.c_uint64),
                 ("stop", ctypes.c_uint32), ("record", ctypes.c_uint32), ("size", ctypes.c_uint32),
-                ("_pad", ctypes.c_uint32)]
+                ("err", ctypes.c_int32)]
 
 
 
@@ -73,7 +74,7 @@ def library():
                 lib.ptcap_drain_put.restype = ctypes.c_int
                 lib.ptcap_drain_entries.argtypes = [vp]
                 lib.ptcap_drain_entries.restype = u32
-                lib.ptcap_drain_run.argtypes = [vp, vp, u64, u64, u64, ctypes.POINTER(_Result)]
+                lib.ptcap_drain_run.argtypes = [vp, vp, u64, ctypes.c_int, u64, u64, ctypes.POINTER(_Result)]
                 _lib = lib
     return _lib or None
 
@@ -96,11 +97,13 @@ class Drain:
         self._events = (ctypes.c_uint32 * EVENTS_AT_ONCE)()
         self._run = lib.ptcap_drain_run
 
-    def run(self, max_packets: int, max_bytes: int) -> _Result:
-        """Frame what is ready (at most max_packets; stop after the block that takes the output
-        past max_bytes); the ring space of what was framed is handed back already. The result
-        (stop: a Stop value, packets, out_len, record, cons) is overwritten by the next run."""
-        self._run(self._d, self._out_addr, OUTPUT_BYTES, max_packets, max_bytes, self._ref)
+    def run(self, max_packets: int, max_bytes: int, fd: int = -1) -> _Result:
+        """Frame what is ready (at most max_packets; stop after the block that takes the run
+        past max_bytes): into the output (fd -1: out_len bytes of output()), or written to fd
+        here (out_len: bytes written; stop ERROR with err: a failed write). The ring space of
+        what was framed is handed back already. The result (stop: a Stop value, packets,
+        out_len, record, cons, err) is overwritten by the next run."""
+        self._run(self._d, self._out_addr, OUTPUT_BYTES, fd, max_packets, max_bytes, self._ref)
         return self.result
 
     def events(self) -> list[int]:

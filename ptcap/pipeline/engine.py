@@ -132,19 +132,27 @@ class Engine:
         Python only for process records and keys seen for the first time."""
         drain, sink, ring = self.drain, self.sinks[0], self.session.ring
         buf, base = ring.mapping, ring.data_offset
-        EMPTY, EVENT, UNKNOWN, COUNT = native.Stop.EMPTY, native.Stop.EVENT, native.Stop.UNKNOWN, native.Stop.COUNT
+        EMPTY, EVENT, UNKNOWN, COUNT, ERROR = (native.Stop.EMPTY, native.Stop.EVENT, native.Stop.UNKNOWN,
+                                               native.Stop.COUNT, native.Stop.ERROR)
         seen = 0
         while True:
             if self._stale:
                 drain.clear()
                 self._stale = False
             left = _NO_LIMIT if self.limit is None else self.limit - self.captured
-            run = drain.run(left, sink.room())
+            fd = sink.direct()
+            run = drain.run(left, sink.room(), fd)
+            stop = run.stop
+            if stop == ERROR:
+                self.captured += run.packets
+                sink.failed(run.err)
             if run.packets:
                 self.captured += run.packets
                 seen += run.packets
-                sink.write_framed(drain.output(run.out_len), run.packets)
-            stop = run.stop
+                if fd >= 0:
+                    sink.wrote(run.out_len)
+                else:
+                    sink.write_framed(drain.output(run.out_len), run.packets)
             if stop == EMPTY:
                 break
             if stop == EVENT:

@@ -3,6 +3,8 @@ rotated with -C/-W/-G as tcpdump does."""
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import sys
 import time
 from typing import BinaryIO
@@ -131,6 +133,42 @@ class FileSink:
         size = self.rotation.size if self.rotation.active else None
         written = self._writer.written if self._writer is not None else 0
         return 1 << 62 if size is None else max(size - written, 0)
+
+    def direct(self) -> int:
+        """The file descriptor the drain may write blocks to itself (all of this sink's own
+        output written first), or -1: hand them to write_framed (TLS keys hold packets back)."""
+        if self.finished or self._holding() or self._writer is None:
+            return -1
+        rot = self.rotation
+        try:
+            if rot.active and rot.time_is_up(time.time()):
+                self._rotate(rot.next_for_time(time.time()))
+                if self.finished:
+                    return -1
+            self._writer.flush()
+            return self.out.fileno()
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise PtcapError(f"{self.path}: {e.strerror}") from None
+
+    def wrote(self, nbytes: int) -> None:
+        """The drain wrote nbytes of blocks to direct()'s descriptor."""
+        self._writer.written += nbytes
+        rot = self.rotation
+        if rot.active and rot.size is not None and self._writer.written > rot.size:
+            try:
+                self._rotate(rot.next_for_size())
+            except BrokenPipeError:
+                raise
+            except OSError as e:
+                raise PtcapError(f"{self.path}: {e.strerror}") from None
+
+    def failed(self, err: int) -> None:
+        """The drain's write to direct()'s descriptor failed with errno err."""
+        if err == errno.EPIPE:
+            raise BrokenPipeError(err, os.strerror(err))
+        raise PtcapError(f"{self.path}: {os.strerror(err)}")
 
     def write_framed(self, blocks, packets: int) -> None:
         """`packets` blocks framed by the drain (valid during this call only)."""
