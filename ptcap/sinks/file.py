@@ -16,7 +16,7 @@ from ptcap.meta.context import Part
 from ptcap.meta.keylog import KEY_HOLD_SECONDS, make_private
 from ptcap.pipeline.drain import Framing
 from ptcap.pipeline.packet import Batch
-from ptcap.sinks.rotation import Rotation
+from ptcap.sinks.rotation import Closer, Rotation
 
 
 class FileSink:
@@ -35,6 +35,7 @@ class FileSink:
         self.keys = None              # a KeyLog whose TLS keys go into the file
         self._keys_sent = 0
         self.out = open_output(self.path)
+        self._closer = Closer()
         with self._errors():
             self._new_writer()
 
@@ -200,7 +201,7 @@ class FileSink:
 
     def _rotate(self, path: str | None) -> None:
         self._writer.flush()
-        self.out.close()
+        self._closer.close(self.out)      # off the reader's path: a close may wait for the disk
         if path is None:
             self.finished = True
             return
@@ -209,6 +210,10 @@ class FileSink:
         self._new_writer()
 
     def close(self) -> None:
+        try:
+            self._closer.finish()
+        except OSError as e:
+            raise PtcapError(f"{self.path}: {e.strerror}") from None
         try:
             if self._writer is not None and not self.out.closed:
                 with self._errors():
