@@ -429,6 +429,10 @@ static __always_inline void find_owners(struct __sk_buff *skb, __u32 l2len, stru
 				h->marks |= PTCAP_MARK_PEER_SENDER | PTCAP_MARK_PEER_CONNTRACK;
 		} else if (forwarded_end(skb, &f, 0, &h->owner)) {
 			h->marks |= PTCAP_MARK_CONNTRACK;
+		} else if (local && f.proto) {
+			/* on loopback or a veth, to a port nobody listens on: its one local end is
+			 * the sender */
+			owner_by_lookup(skb, &f, 0, peer_ns, &h->owner);
 		}
 		return;
 	}
