@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import tempfile
@@ -90,7 +91,7 @@ def test_wireshark_gui_for_a_member_of_group_wireshark(desktop):
     assert report.get("steps", [])[-1:] == ["stopped"], f"{report} {where}"
 
     # the ptcap interfaces are listed for the member; the ptcap profile is the one in use
-    assert report["interfaces"] == ["ptcap processes: ptcap", "ptcap kernel drops: ptcap-drops"], where
+    assert report["interfaces"] == ["ptcap-processes: ptcap", "ptcap-kernel-drops: ptcap-drops"], where
     assert report["profile_label"] == "Profile: ptcap"
     assert ["ptcap", "Global"] in report["profiles"], report["profiles"]
     # the options dialog: "any" checked at first (a check mark darkens its box), Help opens
@@ -102,7 +103,11 @@ def test_wireshark_gui_for_a_member_of_group_wireshark(desktop):
     # the reason of a bad capture filter, as the extcap gave it
     assert report["filter_reason"] == "ptcap: can't parse filter expression: syntax error"
     # a live capture: the packet list has the profile's columns, and the sender's process
-    assert report["capturing_title"].startswith("Capturing from ptcap processes")
+    assert report["capturing_title"].startswith("Capturing from ptcap-processes")
+    # the capture's temporary file has a short name, without spaces (beside it: the extcap's fifo)
+    files = [f for f in report["temporary_files"] if not f.startswith("wireshark_extcap_")]
+    assert len(files) == 1 and re.fullmatch(r"wireshark_ptcap-processes[A-Z0-9]{6}\.pcapng", files[0]), \
+        report["temporary_files"]
     headers = report["packet_list_headers"]
     assert headers[6:10] == ["Process", "PID", "Container", "Pod"], headers
     rows = report["packet_list_rows"]

@@ -96,7 +96,10 @@ class Gui:
         return r.stdout if r.returncode == 0 else None
 
     def start_wireshark(self) -> None:
-        ws = subprocess.Popen(["wireshark", *self.cfg.get("wireshark_args", [])],
+        # its temporary files (capture file, extcap fifo) in a folder of their own, read by live_capture
+        self.tmp = os.path.join(self.out, "tmp")
+        os.makedirs(self.tmp, exist_ok=True)
+        ws = subprocess.Popen(["wireshark", *self.cfg.get("wireshark_args", [])], env={**os.environ, "TMPDIR": self.tmp},
                               stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.out, "wireshark.log"), "a"))
         self.wireshark = ws
         self.procs.append(ws)
@@ -269,7 +272,7 @@ class Gui:
         return cell
 
     def options_dialog(self) -> None:
-        cell = self._row_cell("ptcap processes: ptcap")
+        cell = self._row_cell("ptcap-processes: ptcap")
         x, y, w, h = self.extents(cell)
         dialog = None
         for _ in range(3):          # a click that only gave the window focus opens nothing
@@ -321,7 +324,7 @@ class Gui:
         self.step("options")
 
     def bad_filter(self) -> None:
-        self.click(self._row_cell("ptcap processes: ptcap"))
+        self.click(self._row_cell("ptcap-processes: ptcap"))
         entry = self.find("text", "Capture filter entry")
         entry.queryEditableText().setTextContents(self.cfg["bad_filter"])
         label = self.find("label", prefix="ptcap: ", timeout=15)
@@ -333,7 +336,7 @@ class Gui:
         entry = self.find("text", "Capture filter entry")
         entry.queryEditableText().setTextContents(self.cfg["good_filter"])
         time.sleep(1.5)                 # the check of the new text runs before the start
-        self.click(self._row_cell("ptcap processes: ptcap"), double=True)
+        self.click(self._row_cell("ptcap-processes: ptcap"), double=True)
         started = self.find(prefix="Capturing from ptcap", timeout=20)
         self.report["capturing_title"] = started.name if started else None
         sender = subprocess.Popen(self.cfg["sender"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -357,6 +360,7 @@ class Gui:
             if any(comm in row for row in rows):
                 break
             time.sleep(0.5)
+        self.report["temporary_files"] = sorted(os.listdir(self.tmp))
         self.report["packet_list_headers"] = headers
         self.report["packet_list_rows"] = rows[:60]
         self.report["sender_pid"] = sender.pid
