@@ -3,6 +3,8 @@ rotated with -C/-W/-G as tcpdump does."""
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import sys
 import time
 from typing import BinaryIO
@@ -12,6 +14,7 @@ from ptcap.formats.pcapng import Interface, PcapngWriter, PcapWriter
 from ptcap.kernel.interfaces import NetInterface
 from ptcap.meta.context import Part
 from ptcap.meta.keylog import KEY_HOLD_SECONDS, make_private
+from ptcap.pipeline.drain import Framing
 from ptcap.pipeline.packet import Batch
 from ptcap.sinks.rotation import Rotation
 
@@ -111,6 +114,80 @@ class FileSink:
                 packets = packets.tail(n)
                 if self._writer.written > limit:
                     self._rotate(rot.next_for_size())
+
+    # fed by the native drain (ptcap.pipeline.drain): blocks framed in C, options from here
+
+    def framing(self):
+        """What blocks this sink takes from the native drain: pcapng, or classic pcap in
+        micro- or nanoseconds."""
+        if not self._classic:
+            return Framing.PCAPNG
+        return Framing.PCAP_NS if self._nano else Framing.PCAP_US
+
+    def options(self, ctx, direction: int) -> bytes:
+        return self._writer.options(ctx, direction) if isinstance(self._writer, PcapngWriter) else b""
+
+    def room(self) -> int:
+        """Bytes the current file takes before it is rotated (-C): the drain stops after the
+        block that goes past them."""
+        size = self.rotation.size if self.rotation.active else None
+        written = self._writer.written if self._writer is not None else 0
+        return 1 << 62 if size is None else max(size - written, 0)
+
+    def direct(self) -> int:
+        """The file descriptor the drain may write blocks to itself (all of this sink's own
+        output written first), or -1: hand them to write_framed (TLS keys hold packets back)."""
+        if self.finished or self._holding() or self._writer is None:
+            return -1
+        rot = self.rotation
+        try:
+            if rot.active and rot.time_is_up(time.time()):
+                self._rotate(rot.next_for_time(time.time()))
+                if self.finished:
+                    return -1
+            self._writer.flush()
+            return self.out.fileno()
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise PtcapError(f"{self.path}: {e.strerror}") from None
+
+    def wrote(self, nbytes: int) -> None:
+        """The drain wrote nbytes of blocks to direct()'s descriptor."""
+        self._writer.written += nbytes
+        rot = self.rotation
+        if rot.active and rot.size is not None and self._writer.written > rot.size:
+            try:
+                self._rotate(rot.next_for_size())
+            except BrokenPipeError:
+                raise
+            except OSError as e:
+                raise PtcapError(f"{self.path}: {e.strerror}") from None
+
+    def failed(self, err: int) -> None:
+        """The drain's write to direct()'s descriptor failed with errno err."""
+        if err == errno.EPIPE:
+            raise BrokenPipeError(err, os.strerror(err))
+        raise PtcapError(f"{self.path}: {os.strerror(err)}")
+
+    def write_framed(self, blocks, packets: int) -> None:
+        """`packets` blocks framed by the drain (valid during this call only)."""
+        rot = self.rotation
+        try:
+            if self.keys is not None:
+                self._take_keys()
+            if rot.active:
+                if rot.time_is_up(time.time()):
+                    self._rotate(rot.next_for_time(time.time()))
+                if self.finished:
+                    return
+            self._writer.write_framed(blocks)
+            if rot.active and rot.size is not None and self._writer.written > rot.size:
+                self._rotate(rot.next_for_size())
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise PtcapError(f"{self.path}: {e.strerror}") from None
 
     def tick(self, now: float) -> None:
         """After each batch: the batch goes to the file; -G rotates even when no packet comes."""
