@@ -42,7 +42,7 @@ def test_interfaces_lists_ptcap_and_drops():
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     assert lines[0].startswith("extcap {version=")
-    assert "interface {value=ptcap}{display=ptcap processes}" in lines
+    assert "interface {value=ptcap}{display=ptcap-processes}" in lines
     assert any(l.startswith("interface {value=ptcap-drops}") for l in lines)
 
 
@@ -295,13 +295,13 @@ def installed():
     lua = _folder("Global Lua Plugins") / "ptcap.lua"
     assert lua.exists() and lua.read_bytes() == LUA.read_bytes(), f"{lua} is not this tree's: run ./install.sh"
     listed = run(["tshark", "-D"], check=False).stdout
-    assert "(ptcap processes)" in listed, "tshark -D does not list ptcap: run ./install.sh"
+    assert "(ptcap-processes)" in listed, "tshark -D does not list ptcap: run ./install.sh"
 
 
 def test_tshark_lists_ptcap(installed):
     listed = run(["tshark", "-D"]).stdout.splitlines()
-    assert any(l.endswith(". ptcap (ptcap processes)") for l in listed)
-    assert any(l.endswith(". ptcap-drops (ptcap kernel drops)") for l in listed)
+    assert any(l.endswith(". ptcap (ptcap-processes)") for l in listed)
+    assert any(l.endswith(". ptcap-drops (ptcap-kernel-drops)") for l in listed)
 
 
 def test_install_is_idempotent_and_checks_as_a_user(installed):
@@ -483,10 +483,13 @@ def test_invalid_capture_filter_ends_tshark_with_the_reason(tshark):
     assert "ptcap: can't parse filter expression: syntax error" in err
 
 
-def test_temporary_file_is_named_after_the_short_description(tshark):
+def test_temporary_file_has_a_short_name_without_spaces(tshark):
+    # Wireshark names its temporary file after the interface's display (its friendly name)
     t = tshark("-o", "extcap.ptcap.interfaces:lo", "-f", "udp port 9", duration=2)
     out, err = t.finish()
-    assert re.search(r'File: "/tmp/wireshark_ptcap processes[A-Z0-9]{6}\.pcapng"', err), err
+    names = re.findall(r'File: "([^"]*)"', err)
+    assert len(names) == 1, err
+    assert re.fullmatch(r"/tmp/wireshark_ptcap-processes[A-Z0-9]{6}\.pcapng", names[0]), names
 
 
 def test_error_ends_tshark_at_once(tshark):
@@ -555,7 +558,8 @@ def test_fields_output_is_scriptable_with_processes_statistics(tshark, peers):
 
 def test_dialog_names_ptcap_and_checks_any():
     from ptcap.cli import extcap as mod
-    assert all(i.display.startswith("ptcap ") for i in mod.INTERFACES.values())
+    # descriptions name ptcap, in one word (Wireshark names its temporary file after them)
+    assert all(re.fullmatch(r"ptcap-[a-z-]+", i.display) for i in mod.INTERFACES.values())
     arg = _config()["--interfaces"]
     assert arg["default"] == "any" and arg["values"][0]["default"] == "true"
     assert mod.HELP_URL.endswith("/extcap/help.html") and (ROOT / "extcap/help.html").exists()

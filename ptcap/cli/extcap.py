@@ -42,11 +42,11 @@ class ExtcapInterface:
     hook: bool = False             # a kernel hook: sees every interface, no process selectors
 
 
-# One entry per interface: what it is called in Wireshark and which CLI flags it adds.
+# One entry per interface: name, display (one word: it names Wireshark's temporary file), CLI flags.
 INTERFACES = {
     i.name: i for i in (
-        ExtcapInterface("ptcap", "ptcap processes", ()),
-        ExtcapInterface("ptcap-drops", "ptcap kernel drops",
+        ExtcapInterface("ptcap", "ptcap-processes", ()),
+        ExtcapInterface("ptcap-drops", "ptcap-kernel-drops",
                         ("--hook", "kfree_skb"), hook=True),
     )
 }
