@@ -54,7 +54,8 @@ def test_listing_calls_import_no_bpf_layer():
             "print('MODULES', *sorted(m for m in sys.modules if m.startswith('ptcap') or m == 'ctypes'))")
     res = run([PYTHON, "-c", code])
     modules = res.stdout.split("MODULES", 1)[1].split()
-    assert modules == ["ptcap", "ptcap.cli", "ptcap.cli.extcap"]
+    assert [m for m in modules if not m.startswith("ptcap.cli.extcap")] == ["ptcap", "ptcap.cli"]
+    assert "ptcap.cli.extcap" in modules
 
 
 def test_dlts():
