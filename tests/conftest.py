@@ -166,6 +166,11 @@ class Capture:
             self.proc.send_signal(sig)
         return self.finish()
 
+    def wait_received(self, n: int, timeout: float = 20) -> None:
+        """Until the kernel side has let `n` packets through the filters (ptcap's own counter,
+        "received by filter"): stopping then drains them all from the ring."""
+        wait_received(self.proc.pid, n, timeout)
+
 
 @pytest.fixture
 def capture():
@@ -325,6 +330,48 @@ def programs_of(pid: int, prefix: str = "ptcap") -> list[str]:
         ids.update(int(m) for m in re.findall(r"^prog_id:\s*(\d+)", text, re.M))
     names = {p["id"]: p.get("name", "") for p in json.loads(run(["bpftool", "-j", "prog", "show"]).stdout or "[]")}
     return sorted(names[i] for i in ids if names.get(i, "").startswith(prefix))
+
+
+def counters_map(pid: int) -> int | None:
+    """Id of the counters map (ptcap_counters) a running capture holds, None before it has one."""
+    held = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fdinfo")
+    except OSError:
+        return None
+    for fd in fds:
+        try:
+            m = re.search(r"^map_id:\s*(\d+)", open(f"/proc/{pid}/fdinfo/{fd}").read(), re.M)
+        except OSError:
+            continue
+        if m:
+            held.add(int(m.group(1)))
+    maps = json.loads(run(["bpftool", "-j", "map", "show"]).stdout or "[]")
+    return next((m["id"] for m in maps if m["id"] in held and m.get("name") == "ptcap_counters"), None)
+
+
+def counters(map_id: int) -> tuple[int, ...]:
+    """(received by filter, dropped by kernel, over --hook-rate) of one counters map, summed over CPUs."""
+    dump = json.loads(run(["bpftool", "-j", "map", "dump", "id", str(map_id)], check=False).stdout or "[]")
+    by_key = {e["formatted"]["key"]: sum(v["value"] for v in e["formatted"]["values"]) for e in dump}
+    return tuple(by_key.get(k, 0) for k in range(3))
+
+
+def wait_received(pid: int, n: int, timeout: float = 20, limited: bool = False) -> None:
+    """Until the capture `pid` has counted `n` packets through its filters in the kernel (with
+    `limited`, those held back by --hook-rate too)."""
+    found: list[int] = []
+
+    def enough() -> bool:
+        if not found:
+            map_id = counters_map(pid)
+            if map_id is None:
+                return False
+            found.append(map_id)
+        c = counters(found[0])
+        return c[0] + (c[2] if limited else 0) >= n
+
+    wait_for(enough, timeout, f"{n} packets received by filter")
 
 
 def wait_clean(timeout: float = 5) -> list[str]:
