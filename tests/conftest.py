@@ -288,6 +288,17 @@ def wait_for(condition, timeout: float = 20, what: str = "") -> None:
         time.sleep(0.05)
 
 
+def tcp_settled(port: int, *netns: str) -> bool:
+    """No TCP connection of `port` is still exchanging packets in these namespaces (the root one
+    if none): each is gone, listening or in TIME-WAIT, so its last packet was sent and received."""
+    for ns in netns or (None,):
+        cmd = ["ss", "-Htan", f"( sport = :{port} or dport = :{port} )"]
+        listing = run(["ip", "netns", "exec", ns, *cmd] if ns else cmd).stdout
+        if any(line.split()[0] not in ("LISTEN", "TIME-WAIT") for line in listing.splitlines() if line.strip()):
+            return False
+    return True
+
+
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:
     """A port the kernel hands out now (ephemeral): no two test runs share it."""
     with socket.socket(socket.AF_INET, kind) as s:
