@@ -216,14 +216,12 @@ def leftovers() -> list[str]:
     A program or link held open by a live process outside this test run (another capture
     on the machine) is not ours to judge; one held by nobody, or by anything this run
     started (orphans included: pytest is their subreaper), is a leftover."""
+    # listed before and after the look at who holds what: one that another process loads or
+    # frees meanwhile is not taken for a leftover
+    before = _bpf_objects()
     foreign = _held_by_others()
-    found = []
-    progs = run(["bpftool", "prog", "show"], check=False).stdout
-    found += [l for l in progs.splitlines()
-              if re.search(r"name ptcap", l) and ("prog", int(l.split(":")[0])) not in foreign]
-    links = run(["bpftool", "link", "show"], check=False).stdout
-    found += [f"link: {l}" for l in links.splitlines()
-              if re.match(r"^\d+:", l) and ("link", int(l.split(":")[0])) not in foreign]
+    after = _bpf_objects()
+    found = [line for key, line in after.items() if key in before and key not in foreign]
     for dev in os.listdir("/sys/class/net"):
         q = run(["tc", "qdisc", "show", "dev", dev], check=False).stdout
         if "clsact" in q:
@@ -235,6 +233,18 @@ def leftovers() -> list[str]:
     if os.path.isdir("/sys/fs/bpf"):
         found += [f"pinned: {p}" for p in os.listdir("/sys/fs/bpf") if "ptcap" in p]
     return found
+
+
+def _bpf_objects() -> dict[tuple[str, int], str]:
+    """ptcap's programs and every link in the kernel now, by ("prog"|"link", id)."""
+    out = {}
+    for line in run(["bpftool", "prog", "show"], check=False).stdout.splitlines():
+        if re.search(r"name ptcap", line):
+            out["prog", int(line.split(":")[0])] = line
+    for line in run(["bpftool", "link", "show"], check=False).stdout.splitlines():
+        if re.match(r"^\d+:", line):
+            out["link", int(line.split(":")[0])] = f"link: {line}"
+    return out
 
 
 def _descendants(root: int) -> set[int]:
