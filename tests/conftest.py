@@ -299,13 +299,19 @@ def wait_for(condition, timeout: float = 20, what: str = "") -> None:
 
 
 def tcp_settled(port: int, *netns: str) -> bool:
-    """No TCP connection of `port` is still exchanging packets in these namespaces (the root one
-    if none): each is gone, listening or in TIME-WAIT, so its last packet was sent and received."""
+    """No TCP packet of `port` is on its way in these namespaces (names from `ip netns`, or
+    paths like /proc/PID/ns/net; the root one if none): every
+    socket is listening, in TIME-WAIT, or idle (nothing unread, nothing unacknowledged, no FIN
+    waiting for its ACK), so each packet sent so far has been sent and received."""
+    idle = ("ESTAB", "CLOSE-WAIT", "FIN-WAIT-2")
     for ns in netns or (None,):
         cmd = ["ss", "-Htan", f"( sport = :{port} or dport = :{port} )"]
-        listing = run(["ip", "netns", "exec", ns, *cmd] if ns else cmd).stdout
-        if any(line.split()[0] not in ("LISTEN", "TIME-WAIT") for line in listing.splitlines() if line.strip()):
-            return False
+        listing = run(["nsenter", f"--net={ns if '/' in ns else '/run/netns/' + ns}", *cmd] if ns else cmd).stdout
+        for state, recv_q, send_q, *_ in (line.split() for line in listing.splitlines() if line.strip()):
+            if state in ("LISTEN", "TIME-WAIT"):
+                continue
+            if state not in idle or recv_q != "0" or send_q != "0":
+                return False
     return True
 
 
