@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, ROOT, comments, run, tshark_fields, wait_clean
+from conftest import PYTHON, ROOT, comments, free_port, run, tshark_fields, wait_clean
 
 pytestmark = pytest.mark.root      # real BPF, namespaces, daemons
 
 EXTCAP = ROOT / "extcap" / "ptcap"
 LUA = ROOT / "lua" / "ptcap.lua"
-PORTS = iter(range(20100, 20200))
+PORTS = iter(free_port, None)       # next(PORTS): a port the kernel hands out now (ephemeral)
 PREFIX = Path("/opt/ptcap")
 
 
