@@ -481,8 +481,13 @@ static __always_inline int capture(struct __sk_buff *skb, __u8 dir, __u32 iface_
 	count(PTCAP_CNT_RECEIVED);
 	wake = ring_wakeup(sizeof(hdr) + caplen);
 
+	/* above 16 KiB: GRO/GSO packets, most often a full 64 KiB IP packet behind its link-layer
+	 * header (65550 bytes on lo), which must not take a 256 KiB reservation */
 	RING_CLASSES_TO_16K
+	TRY_CLASS(32768)
 	TRY_CLASS(65536)
+	TRY_CLASS(65536 + 1024)
+	TRY_CLASS(131072)
 	TRY_CLASS(262144)
 	return ret;
 dropped:
