@@ -78,3 +78,15 @@ def test_arm64_objects_build_from_an_arm64_kernels_btf(tmp_path):
     assert _struct_size(keylog, "user_pt_regs") == 272          # regs[31], sp, pc, pstate
     assert _struct_size(BPF / "build" / "keylog.bpf.o", "pt_regs") == 168    # x86-64's
     assert _struct_size(BPF / "build" / "keylog.bpf.o", "user_pt_regs") is None
+    # every CO-RE relocation of the arm64 objects resolves against that kernel's BTF (what
+    # libbpf does at load; bpftool keeps the types and fields they use): the uprobes' reads
+    # land on user_pt_regs.regs, where the x86 object's register reads find nothing
+    for name in objects:
+        if name != "records.bpf.o":         # types only, no programs to relocate
+            run(["bpftool", "gen", "min_core_btf", str(btf), str(tmp_path / "min.btf"),
+                 str(tree / "build" / "arm64" / name)])
+    run(["bpftool", "gen", "min_core_btf", str(btf), str(tmp_path / "min.btf"), str(keylog)])
+    assert re.search(r"STRUCT 'user_pt_regs' size=272 vlen=1\n\s+'regs'",
+                     run(["bpftool", "btf", "dump", "file", str(tmp_path / "min.btf")]).stdout)
+    run(["bpftool", "gen", "min_core_btf", str(btf), str(tmp_path / "min.btf"), str(BPF / "build" / "keylog.bpf.o")])
+    assert "pt_regs" not in run(["bpftool", "btf", "dump", "file", str(tmp_path / "min.btf")]).stdout
