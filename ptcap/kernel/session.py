@@ -118,8 +118,7 @@ class Session:
             raise PtcapError("--backend cgroup-skb needs cgroup v2, which is not mounted")
 
         capture = self._load_capture()
-        self._who_fds = {name: capture.map_fd(name) for name in
-                         WHO_MAPS}
+        self._who_fds = {name: capture.map_fd(name) for name in WHO_MAPS}
         whomod.load(cfg.who, self._who_fds)
         self._taps.ifaces_fd = capture.map_fd("ptcap_ifaces")
         self._taps.progs_fd = capture.map_fd("ptcap_capture_progs")
