@@ -20,8 +20,20 @@ pytestmark = pytest.mark.root      # real BPF, namespaces, daemons
 
 EXTCAP = ROOT / "extcap" / "ptcap"
 LUA = ROOT / "lua" / "ptcap.lua"
-PORTS = iter(free_port, None)       # next(PORTS): a port the kernel hands out now (ephemeral)
 PREFIX = Path("/opt/ptcap")
+
+
+def _ports():
+    """Ports the kernel hands out now (ephemeral), never the same one twice in a run."""
+    seen = set()
+    while True:
+        port = free_port()
+        if port not in seen:
+            seen.add(port)
+            yield port
+
+
+PORTS = _ports()
 
 
 def _folder(name: str) -> Path:
