@@ -8,11 +8,10 @@ import threading
 
 from ptcap.errors import PtcapError
 from ptcap.filter.compiler import compile_filter, expression_from_args
-from ptcap.filter.libpcap import datalink_name
-from ptcap.formats.reader import CaptureReader, open_capture
-from ptcap.pipeline.packet import Direction
-from ptcap.sinks.lines import Additions, parts_from_args
 from ptcap.sinks.tcpdump_child import PrintFlags, check_flags, child_user, spawn
+
+# The reader, the fields and the decoder are imported where used: a file that tcpdump reads
+# alone (classic pcap, the usual case) starts faster without them.
 
 
 def _selected(args: argparse.Namespace):
@@ -20,7 +19,10 @@ def _selected(args: argparse.Namespace):
     packet (its process comments, its direction flag); None when none was given."""
     pids, names, uids = set(args.pid or ()), set(args.pname or ()), set(args.uid or ())
     cid, cname, pod = args.container_id or "", args.container_name or "", args.pod_name or ""
-    direction = {"in": Direction.IN, "out": Direction.OUT}.get(args.direction)
+    direction = None
+    if args.direction in ("in", "out"):
+        from ptcap.pipeline.packet import Direction
+        direction = {"in": Direction.IN, "out": Direction.OUT}[args.direction]
     if not (pids or names or uids or cid or cname or pod or direction):
         return None
 
@@ -71,11 +73,15 @@ def read_file(args: argparse.Namespace) -> int:
     filters it, and feeds a tcpdump child packet by packet, adding its fields to the lines."""
     flags = PrintFlags.from_args(args)
     child_user(flags.user)              # -Z checked before anything is read
-    parts = parts_from_args(args)
+    parts = None                        # every part (no --context)
+    if getattr(args, "context", None) is not None:
+        from ptcap.sinks.lines import parts_from_args
+        parts = parts_from_args(args)
     keep = _selected(args)
     if not getattr(args, "write", None) and keep is None:
         f, head, stream = _open_raw(args.read)
-        if head[:4] in _PCAP_MAGICS or not parts or (f is not None and not _has_context(f)):
+        if head[:4] in _PCAP_MAGICS or (parts is not None and not parts) or \
+                (f is not None and not _has_context(f)):
             return _pass_through(args, flags, f, head, stream)
         if f is not None:
             f.close()
@@ -113,6 +119,7 @@ def _read_some(f, n: int) -> bytes:
 def _has_context(f) -> bool:
     """Does any packet of this pcapng file carry process information? (A read error is left
     for tcpdump to say.)"""
+    from ptcap.formats.reader import CaptureReader
     try:
         reader = CaptureReader(f, "")
         for pkt in reader:
@@ -198,8 +205,14 @@ def _packets(reader):
 
 def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep, head: bytes = b"",
                      stream=None) -> int:
-    from ptcap.sinks.blockfeed import BlockPrinter     # here: a file tcpdump reads alone needs none
+    from ptcap.filter.libpcap import datalink_name
+    from ptcap.formats.reader import CaptureReader, open_capture
+    from ptcap.meta.context import Part
+    from ptcap.sinks.blockfeed import BlockPrinter
+    from ptcap.sinks.lines import Additions
     from ptcap.sinks.tcpdump import Decoder
+    if parts is None:
+        parts = Part.ALL
     if stream is not None and stream is not sys.stdin.buffer:     # a pipe, its start read
         try:
             reader, f = CaptureReader(stream, args.read, head), stream

@@ -13,7 +13,6 @@ from ptcap.errors import PtcapError
 from ptcap.meta.context import Part, ProcessContext
 from ptcap.kernel.records import HEADER_LEN
 from ptcap.pipeline.packet import _DIRECTIONS as _DIRS, _RECORD, MISSING, Batch, Direction
-from ptcap.sinks.child import GROUP
 from ptcap.sinks.tcpdump_child import PrintFlags, check_flags, child_user
 
 _DIRECTIONS = {Direction.IN: "In ", Direction.OUT: "Out "}
@@ -156,7 +155,9 @@ class PrintSink:
         self.finished = False
         self.additions = Additions(parts_from_args(args), flags.verbose, live=True)
         sys.stdout.flush()
-        from ptcap.sinks.tcpdump import Decoder     # here: -r needs only the fields
+        from ptcap.sinks.child import GROUP         # here: -r needs only the fields
+        from ptcap.sinks.tcpdump import Decoder
+        self._group = GROUP
         self.decoder = Decoder(flags, sys.stdout.buffer, snaplen, lossless=False)
         self._ifaces: list[tuple[int, str]] = []
 
@@ -175,6 +176,7 @@ class PrintSink:
         pack = _PCAP_RECORD.pack
         contexts = packets.contexts
         ifaces = self._ifaces
+        group = self._group
         parts: list = []
         adds: list = []
         linktype = first_ts = ts = -1
@@ -200,7 +202,7 @@ class PrintSink:
             data_at = off + HEADER_LEN
             parts += (pack(*divmod(ts, 1_000_000_000), caplen, length), buf[data_at:data_at + caplen])
             adds.append(fields)
-            if len(adds) >= GROUP:
+            if len(adds) >= group:
                 put(linktype, b"".join(parts), adds, first_ts, ts)
                 parts, adds = [], []
         if adds:

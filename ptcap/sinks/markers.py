@@ -4,7 +4,7 @@ addresses, or ICMP ids and addresses), so a child's output can be cut where no p
 forge a cut."""
 from __future__ import annotations
 
-import secrets
+import os
 import struct
 
 from ptcap.errors import PtcapError
@@ -14,18 +14,22 @@ def _mac_text(mac: bytes) -> bytes:
     return ":".join(f"{b:02x}" for b in mac).encode()
 
 
+def _random16() -> int:
+    return int.from_bytes(os.urandom(2), "big")     # the kernel's random bytes, as secrets' are
+
+
 def _random_mac() -> bytes:
-    first = (secrets.randbits(8) & 0xFC) | 0x02        # locally administered, unicast
-    return bytes([first]) + secrets.token_bytes(5)
+    first = (os.urandom(1)[0] & 0xFC) | 0x02        # locally administered, unicast
+    return bytes([first]) + os.urandom(5)
 
 
 def _ipv4_marker(numeric: bool) -> tuple[bytes, bytes]:
     """An ICMP echo request: id and sequence are secrets; with -n the addresses too (without
     it tcpdump would look names up: 127.0.0.1 is /etc/hosts' localhost)."""
-    ident, seq = secrets.randbits(16), secrets.randbits(16)
+    ident, seq = _random16(), _random16()
     if numeric:
-        src = bytes([127]) + secrets.token_bytes(3)
-        dst = bytes([127]) + secrets.token_bytes(3)
+        src = bytes([127]) + os.urandom(3)
+        dst = bytes([127]) + os.urandom(3)
         text = ".".join(str(b) for b in src).encode() + b" > "
     else:
         src = dst = bytes([127, 0, 0, 1])
@@ -41,7 +45,7 @@ def _ipv4_marker(numeric: bool) -> tuple[bytes, bytes]:
 
 
 def _ipv6_marker(numeric: bool) -> tuple[bytes, bytes]:
-    ident, seq = secrets.randbits(16), secrets.randbits(16)
+    ident, seq = _random16(), _random16()
     loop = b"\0" * 15 + b"\1"
     icmp = struct.pack("!BBHHH", 128, 0, 0, ident, seq)
     ip = struct.pack("!IHBB16s16s", 0x60000000, len(icmp), 58, 64, loop, loop)
