@@ -19,13 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, _descendants, run, wait_clean
+from conftest import ROOT, _descendants, free_port, run, wait_clean
 
 pytestmark = pytest.mark.root      # installs system-wide, makes users, namespaces
 
 PREFIX = Path("/opt/ptcap")
 HELPER = PREFIX / "libexec" / "ptcap-capture"
-PORTS = iter(range(20300, 20400))
 
 
 def folders() -> dict[str, str]:
@@ -191,7 +190,7 @@ def _sample_with_comment(path: Path) -> None:
 # -- a member captures; everyone else is told why not --------------------------------------------
 def test_member_captures_with_processes_without_sudo(installed, users, peers):
     member, _ = users
-    port = next(PORTS)
+    port = free_port()
     peers("udp-server", str(port), "127.0.0.1")
     client = peers("udp-client", "127.0.0.1", str(port))
     log = member.home / f"extcap-{port}.log"
