@@ -118,10 +118,12 @@ def capture(args: argparse.Namespace, report: TextIO | None = None) -> int:
             if keys is not None:
                 keys.close()
     captured = engine.captured if engine is not None else 0
-    received, dropped, limited = session.all_counters()
+    received, dropped, limited, lost = session.all_counters()
     report.write(f"{plural(captured, 'packet')} captured\n"
                  f"{plural(received, 'packet')} received by filter\n"
                  f"{plural(dropped, 'packet')} dropped by kernel\n")
+    if lost:        # the ring had no room for them even in the part packets leave free
+        report.write(f"{plural(lost, 'process event')} lost\n")
     if args.hook_rate:
         report.write(f"{plural(limited, 'packet')} over --hook-rate {args.hook_rate}/s\n")
     if command is not None and command.status is not None:

@@ -18,7 +18,7 @@ from ptcap.kernel import bpf
 from ptcap.filter import compiler as pcapfilter
 from ptcap.filter import translate as pcaptranslate
 from ptcap.kernel import interfaces
-from ptcap.kernel import libbpf
+from ptcap.kernel import libbpf, ringroom
 from ptcap.kernel import hooks as hookmod
 from ptcap.kernel import netns as nsmod
 from ptcap.kernel import tcattach
@@ -207,6 +207,7 @@ class Session:
         self._objects.append(capture)
         ring_size = round_size(cfg.ring_kib)
         capture.set_max_entries("ptcap_events", ring_size)
+        capture.set_data(".rodata", ringroom.ring_config(ring_size))     # room for process events
         # Only the programs this capture uses are loaded (verifying is most of the start-up
         # time); one this kernel refuses fails only the captures that need it.
         directions = ["in", "out"] if cfg.direction == "inout" else [cfg.direction]
@@ -235,7 +236,8 @@ class Session:
         self._who_bits = 0
         self.hook_capture = hookmod.HookCapture(
             cfg.hooks, filters, ring_fd=capture.map_fd("ptcap_events"), counters_fd=self._counters_fd,
-            owners_fd=capture.map_fd("ptcap_owners"), rate=cfg.hook_rate, backtrace=cfg.backtrace)
+            owners_fd=capture.map_fd("ptcap_owners"), rate=cfg.hook_rate, backtrace=cfg.backtrace,
+            ring_config=ringroom.ring_config(self.ring.size))
         self.sync_clock()
         for iface in self.hook_capture.interfaces:
             self.ifaces.append(iface)
@@ -489,7 +491,7 @@ class Session:
         bits), the children of selected processes join the capture's selection at fork."""
         obj = libbpf.Object("procs")
         self._objects.append(obj)
-        for name in ("ptcap_events", "ptcap_owners") + _WHO_MAPS:
+        for name in ("ptcap_events", "ptcap_counters", "ptcap_owners") + _WHO_MAPS:
             obj.reuse_map(name, capture.map_fd(name))
         try:
             obj.load()
@@ -537,16 +539,16 @@ class Session:
         """(received by filter, dropped by kernel), summed over CPUs."""
         return self.all_counters()[:2]
 
-    def all_counters(self) -> tuple[int, int, int]:
-        """(received by filter, dropped by kernel, over the --hook-rate limit), summed over CPUs."""
+    def all_counters(self) -> tuple[int, ...]:
+        """records.Counter's counters (received, dropped, over --hook-rate, process events lost), summed."""
         if self.closed:
             return self._last_counters
         ncpu = _possible_cpus()
         totals = []
-        for which in (records.Counter.RECEIVED, records.Counter.DROPPED, records.Counter.RATE_LIMITED):
+        for which in range(records.Counter.MAX):
             raw = bpf.map_lookup(self._counters_fd, struct.pack("<I", which), 8 * ncpu)
             totals.append(sum(struct.unpack(f"<{ncpu}Q", raw)) if raw else 0)
-        self._last_counters = (totals[0], totals[1], totals[2])
+        self._last_counters = tuple(totals)
         return self._last_counters
 
     # -- tear-down ----------------------------------------------------------------------
@@ -565,11 +567,9 @@ class Session:
         if self.closed:
             return
         try:
-            if getattr(self, "_counters_fd", None) is not None:
-                self.counters()
-        except OSError:
-            self._last_counters = (0, 0, 0)
-        self._last_counters = getattr(self, "_last_counters", (0, 0, 0))
+            self.counters()
+        except (OSError, AttributeError):      # no counters (yet), or they are gone
+            self._last_counters = (0,) * records.Counter.MAX
         self.closed = True
         self.detach()
         if self.admission is not None:
