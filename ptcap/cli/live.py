@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from typing import TextIO
@@ -14,6 +15,7 @@ from ptcap.cli.report import log_to, plural, release_log
 from ptcap.cli.signals import stop_on_signals
 from ptcap.errors import PtcapError
 from ptcap.filter import compiler as pcapfilter
+from ptcap.kernel.records import Counter
 from ptcap.kernel.session import CaptureConfig, Session
 from ptcap.meta.context import Part
 from ptcap.meta.following import admit_later, follower
@@ -77,6 +79,7 @@ def capture(args: argparse.Namespace, report: TextIO | None = None) -> int:
     session.on_new_interface = new_interface
     try:
         session.open()
+        table.lost_events = functools.partial(session.counter, Counter.PROC_LOST)
         follow = None
         if selector is not None:
             admit_later(session, selector, metadata, report)

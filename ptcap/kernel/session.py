@@ -535,20 +535,16 @@ class Session:
         bpf.map_delete(self._who_fds["ptcap_who_mntns"], struct.pack("<I", inode))
 
     # -- reading ------------------------------------------------------------------------
-    def counters(self) -> tuple[int, int]:
-        """(received by filter, dropped by kernel), summed over CPUs."""
-        return self.all_counters()[:2]
+    def counter(self, which: int) -> int:
+        """One counter (records.Counter), summed over CPUs."""
+        ncpu = _possible_cpus()
+        raw = bpf.map_lookup(self._counters_fd, struct.pack("<I", which), 8 * ncpu)
+        return sum(struct.unpack(f"<{ncpu}Q", raw)) if raw else 0
 
     def all_counters(self) -> tuple[int, ...]:
         """records.Counter's counters (received, dropped, over --hook-rate, process events lost), summed."""
-        if self.closed:
-            return self._last_counters
-        ncpu = _possible_cpus()
-        totals = []
-        for which in range(records.Counter.MAX):
-            raw = bpf.map_lookup(self._counters_fd, struct.pack("<I", which), 8 * ncpu)
-            totals.append(sum(struct.unpack(f"<{ncpu}Q", raw)) if raw else 0)
-        self._last_counters = tuple(totals)
+        if not self.closed:
+            self._last_counters = tuple(self.counter(which) for which in range(records.Counter.MAX))
         return self._last_counters
 
     # -- tear-down ----------------------------------------------------------------------
@@ -567,7 +563,7 @@ class Session:
         if self.closed:
             return
         try:
-            self.counters()
+            self.all_counters()
         except (OSError, AttributeError):      # no counters (yet), or they are gone
             self._last_counters = (0,) * records.Counter.MAX
         self.closed = True

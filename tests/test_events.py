@@ -1,0 +1,162 @@
+"""Process events (exec, fork, exit) share the ring with packets: packets leave them room,
+a loss is counted in the kernel and said at exit, and packets say their details may be
+stale after one. The caches behind contexts stay bounded however many processes come and go."""
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+
+import pytest
+
+from conftest import comments, free_port, tshark_fields, wait_clean, wait_for
+from ptcap.kernel import records, ringroom
+from ptcap.meta import processes
+from ptcap.meta.join import MAX_KEYS, Joiner
+from ptcap.meta.processes import MAX_CONTEXTS, MAX_PROCESSES, ProcessTable
+from ptcap.pipeline.decoder import MARKS
+
+RING = 1 << 20          # -B 1024
+EXEC_BYTES = records.EXEC.size + 8       # in the ring, with its header
+FORK_BYTES = records.FORK.size + 8       # a fork, an exit
+
+
+def _counts(err: str) -> dict[str, int]:
+    out = {}
+    for line in err.splitlines():
+        m = re.match(r"(\d+) (packets?|process events?) (.*)", line)
+        if m:
+            out[m.group(3)] = int(m.group(1))
+    return out
+
+
+def _flood_while_stopped(cap, flood, then=None):
+    """With the reader stopped, fill the ring with packets (they are dropped once they reach
+    the room kept for process events), run `then`, let the reader go again."""
+    cap.send(signal.SIGSTOP)
+    try:
+        flood.say("go")
+        if then is not None:
+            then()
+    finally:
+        cap.send(signal.SIGCONT)
+
+
+def _packets_of(out, port: int) -> list[dict[str, str]]:
+    rows = tshark_fields(out, "frame.comment", display_filter=f"udp.srcport == {port}")
+    return [comments(row[0]) for row in rows]
+
+
+@pytest.mark.root
+def test_lost_process_events_are_counted_reported_and_marked(peers, capture, tmp_path):
+    """A stopped reader, a ring full of packets and 600 new processes: the events that did
+    not fit are counted (at least as many as the room cannot hold), said at exit, and the
+    packets after the loss say their process details may be stale."""
+    port = free_port()
+    peers("udp-server", str(port), "127.0.0.1")
+    flood = peers("udp-flood", "127.0.0.1", str(port), "20000")
+    out = tmp_path / "out.pcapng"
+    cap = capture("-i", "lo", "-Q", "out", "-B", "1024", "-w", str(out), f"udp port {port}")
+    n = 600
+
+    def many_processes():
+        for _ in range(n):
+            subprocess.run(["/bin/true"], check=True)
+
+    _flood_while_stopped(cap, flood, many_processes)
+    client = peers("udp-client", "127.0.0.1", str(port))
+    client.say("send 10")
+    wait_for(lambda: _packets_of(out, client_port(client)), what="the client's packet in the file")
+    _, err = cap.stop()
+    counts = _counts(err)
+    assert counts["dropped by kernel"] > 0, err
+    # what our processes queued, less the room packets left (and less than one packet
+    # record's worth they may have left over), in exec records at most
+    room = ringroom.headroom(RING) + 264
+    at_least = (n * (EXEC_BYTES + 2 * FORK_BYTES) - room) // EXEC_BYTES
+    assert counts.get("lost", 0) >= at_least, err
+    assert re.search(r"^\d+ process events lost$", err, re.M), err
+    after = _packets_of(out, client_port(client))
+    assert after and all(c.get("MayBeStale") == "yes" for c in after), after
+    assert "udp-client" in after[0]["Args"]
+    assert wait_clean() == []
+
+
+def client_port(client) -> int:
+    return int(client.ready.split()[2])
+
+
+@pytest.mark.root
+def test_room_kept_for_process_events_while_packets_are_dropped(peers, capture, tmp_path):
+    """A program started while packets fill the ring (and are dropped) is still known by its
+    exec: its packets name its own command, with nothing lost and nothing marked stale."""
+    port, other = free_port(), free_port()
+    peers("udp-server", str(port), "127.0.0.1")
+    peers("udp-server", str(other), "127.0.0.1")
+    flood = peers("udp-flood", "127.0.0.1", str(port), "20000")
+    out = tmp_path / "out.pcapng"
+    cap = capture("-i", "lo", "-Q", "out", "-B", "1024", "-w", str(out),
+                  f"udp port {port} or udp port {other}")
+    started = []
+    _flood_while_stopped(cap, flood, lambda: started.append(peers("udp-client", "127.0.0.1", str(other))))
+    client = started[0]
+
+    def sent_and_written():
+        client.say("send 10")       # packets refused while the ring drains: send until one is kept
+        return _packets_of(out, client_port(client))
+
+    wait_for(sent_and_written, what="the client's packet in the file")
+    _, err = cap.stop()
+    counts = _counts(err)
+    assert counts["dropped by kernel"] > 0, err
+    assert "lost" not in counts, err
+    mine = _packets_of(out, client_port(client))
+    for c in mine:
+        assert c["PID"] == str(client.pid)
+        assert f"udp-client 127.0.0.1 {other}" in c["Args"], c
+        assert "MayBeStale" not in c
+    assert wait_clean() == []
+
+
+def _owner(pid: int, start: int, comm: bytes = b"x") -> bytes:
+    return records.OWNER.struct.pack(pid, pid, 0, 0, start, 0, 0, 1, comm, comm)
+
+
+# pids above the kernel's largest pid_max (4194304): never a live process in /proc
+FAKE = 5_000_000
+
+
+def test_process_table_stays_bounded_when_exits_go_unseen():
+    """Execs without their exits (as when the kernel lost them): at most MAX_PROCESSES
+    processes and MAX_CONTEXTS contexts are kept, the newest."""
+    table = ProcessTable()
+    extra = 1000
+    for i in range(MAX_PROCESSES + extra):
+        table.learn_exec(FAKE + i, 1, i + 1, "/bin/true", ["true"])
+    assert len(table._procs) == MAX_PROCESSES
+    assert len(table._latest) <= MAX_PROCESSES
+    newest = FAKE + MAX_PROCESSES + extra - 1
+    assert table.process(newest, MAX_PROCESSES + extra).cmd == "/bin/true"
+    for i in range(MAX_CONTEXTS + extra):
+        table.context(_owner(FAKE + i, i + 1))
+    assert len(table._contexts) <= MAX_CONTEXTS
+    assert sum(len(keys) for keys in table._owners.values()) <= MAX_CONTEXTS
+
+
+def test_a_long_lived_end_does_not_collect_its_peers(monkeypatch):
+    """A server that answers 10,000 short-lived clients: once each client is gone, neither
+    the table nor the join keeps anything of their conversations."""
+    monkeypatch.setattr(processes, "EXIT_GRACE", -1.0)      # an exit is let go at the next one
+    table = ProcessTable()
+    joiner = Joiner(table)
+    server = _owner(FAKE, 7, b"server")
+    no_info = bytes(12)
+    for i in range(10_000):
+        client = _owner(FAKE + 1 + i, i + 1, b"client")
+        joiner.context(server + no_info + MARKS.pack(4) + client)
+        table.learn_exit(FAKE + 1 + i, i + 1)
+    assert len(joiner._contexts) <= 2
+    assert len(joiner._keys.get(server, ())) <= 2
+    assert len(table._owners.get((FAKE, 7), ())) <= 3
+    assert len(table._contexts) <= 4
+    assert len(joiner._contexts) < MAX_KEYS
