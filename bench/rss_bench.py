@@ -9,6 +9,7 @@ once. ptcap's RSS (VmRSS of its process) is printed at the start, at every tenth
 and at the end, with its own exit report (packets, drops, process events lost).
 
     sudo .venv/bin/python bench/rss_bench.py [--seconds 600] [--processes 100000] [--connections 10000]
+                                             [--ptcap "/other/tree/.venv/bin/python -m ptcap.cli"]
 """
 from __future__ import annotations
 
@@ -100,6 +101,8 @@ def main() -> int:
     ap.add_argument("--processes", type=int, default=100_000, help="short processes started in it")
     ap.add_argument("--connections", type=int, default=10_000, help="how many of them connect")
     ap.add_argument("--samples", type=int, default=10, help="RSS lines between start and end")
+    ap.add_argument("--ptcap", default=f"{sys.executable} -m ptcap.cli",
+                    help="the command that runs ptcap (another tree's, to compare)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root")
@@ -115,7 +118,7 @@ def main() -> int:
         stop = threading.Event()
         threading.Thread(target=serve, args=(server, stop), daemon=True).start()
         out = Path(tmp) / "rss.pcapng"
-        argv = [sys.executable, "-m", "ptcap.cli", "-i", "lo", "-w", str(out), f"tcp port {port}"]
+        argv = args.ptcap.split() + ["-i", "lo", "-w", str(out), f"tcp port {port}"]
         cap = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
         try:
             wait_listening(cap)

@@ -3,8 +3,10 @@ a loss is counted in the kernel and said at exit, and packets say their details 
 stale after one. The caches behind contexts stay bounded however many processes come and go."""
 from __future__ import annotations
 
+import io
 import re
 import signal
+import struct
 import subprocess
 
 import pytest
@@ -153,10 +155,43 @@ def test_a_long_lived_end_does_not_collect_its_peers(monkeypatch):
     no_info = bytes(12)
     for i in range(10_000):
         client = _owner(FAKE + 1 + i, i + 1, b"client")
-        joiner.context(server + no_info + MARKS.pack(4) + client)
+        joiner.context(server + no_info + MARKS.pack(4) + client + bytes(4))      # a record's key
         table.learn_exit(FAKE + 1 + i, i + 1)
     assert len(joiner._contexts) <= 2
     assert len(joiner._keys.get(server, ())) <= 2
     assert len(table._owners.get((FAKE, 7), ())) <= 3
     assert len(table._contexts) <= 4
     assert len(joiner._contexts) < MAX_KEYS
+
+
+def _record(key: bytes, direction: int = 2) -> bytes:
+    """A kernel packet record (bpf/ptcap.h struct ptcap_packet) with 4 bytes of data; `key`
+    is its bytes from owner to the padding before the pcapng body (KEY_AT:KEY_END)."""
+    owner, info, marks, peer = key[:72], key[72:84], key[84:88], key[88:160]
+    location, reason = struct.unpack("<QI", info)
+    return records.PACKET.struct.pack(1, records.EventKind.PACKET, 0, direction, owner, location, reason,
+                                      MARKS.unpack(marks)[0], peer, 0, 0, 0, 4, 4) + b"abcd"
+
+
+def test_pcapng_writer_keeps_options_of_live_keys_only():
+    """The writer's encoded options (a dozen copies per key) stay within _CACHE_BYTES when
+    10,000 short-lived clients each talk to one server: the keys the join let go are dropped
+    first, the live ones stay cached."""
+    from ptcap.formats import pcapng
+    from ptcap.meta.context import ProcessContext
+    from ptcap.pipeline.packet import Batch
+
+    writer = pcapng.PcapngWriter(io.BytesIO())
+    live: dict[bytes, ProcessContext] = {}
+    server = _owner(FAKE, 7, b"server")
+    kept = server + bytes(16) + bytes(72) + bytes(4)
+    live[kept] = ProcessContext(pid=FAKE, cmd="/usr/sbin/server", args="server " + "x" * 500)
+    for i in range(10_000):
+        key = server + bytes(12) + MARKS.pack(4) + _owner(FAKE + 1 + i, i + 1, b"client") + bytes(4)
+        live[key] = ProcessContext(pid=FAKE, cmd="/usr/sbin/server", args="server " + "y" * 500)
+        buf = _record(kept) + _record(key)
+        writer.write_batch(Batch(buf, [0, len(buf) // 2], live, live.get, [(1, "lo", 1)]))
+        del live[key]           # the client exited: the join forgot its key
+        assert writer._opts_bytes <= pcapng._CACHE_BYTES + 65536      # one key's over at most
+    assert len(writer._opts) < 10_000 // 2
+    assert kept in writer._opts and writer._opts[kept][0] is live[kept]
