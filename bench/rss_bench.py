@@ -47,6 +47,8 @@ def serve(server: socket.socket, stop: threading.Event) -> None:
             conn, _ = server.accept()
         except socket.timeout:
             continue
+        except OSError:
+            return
         with conn:
             conn.settimeout(2)
             try:
@@ -116,10 +118,12 @@ def main() -> int:
         server.listen(128)
         port = server.getsockname()[1]
         stop = threading.Event()
-        threading.Thread(target=serve, args=(server, stop), daemon=True).start()
+        serving = threading.Thread(target=serve, args=(server, stop), daemon=True)
+        serving.start()
         out = Path(tmp) / "rss.pcapng"
         argv = args.ptcap.split() + ["-i", "lo", "-w", str(out), f"tcp port {port}"]
-        cap = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+        # run from elsewhere: `-m ptcap.cli` imports the tree of the python it is given
+        cap = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp)
         try:
             wait_listening(cap)
             time.sleep(1.0)                  # start-up done (the /proc snapshot, the runtimes)
@@ -147,6 +151,7 @@ def main() -> int:
             cap.send_signal(signal.SIGINT)
             _, err = cap.communicate(timeout=120)
             stop.set()
+            serving.join()
             server.close()
     slow = time.monotonic() - t0 > args.seconds * 1.5 + 5
     print(f"ptcap RSS: {start_rss / 1024:.1f} MiB at the start, {end_rss / 1024:.1f} MiB at the end "
