@@ -300,3 +300,28 @@ def test_bridge_between_namespaces_names_both_ends(tmp_path):
             run(["ip", "link", "del", f"{tag}h{n}"], check=False)
             run(["ip", "netns", "del", f"{tag}{n}"], check=False)
     assert wait_clean() == []
+
+
+def test_arriving_packet_to_a_closed_port_names_its_sender(capture, tmp_path):
+    """-Q in on lo, datagrams to a port nobody listens on: the one local end, the sender,
+    is the packet's process (as it is of the leaving copy)."""
+    from conftest import free_port
+    port = free_port()
+    out = tmp_path / "in.pcapng"
+    cap = capture("-i", "lo", "-Q", "in", "-w", str(out), "-c", "3", f"udp dst port {port}")
+    sender = subprocess.Popen([PYTHON, "-c", f"""
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(200):
+    s.sendto(b"x", ("127.0.0.1", {port}))
+    time.sleep(0.05)
+"""])
+    try:
+        cap.finish(timeout=30)
+    finally:
+        sender.kill()
+        sender.wait()
+    rows = tshark_fields(out, "frame.comment")
+    assert len(rows) == 3
+    for (comment,) in rows:
+        assert int(comments(comment)["PID"]) == sender.pid, comment

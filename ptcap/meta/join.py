@@ -23,6 +23,8 @@ class Joiner:
         self._contexts: dict[bytes, ProcessContext | None] = {}
         self._keys: dict[bytes, set[bytes]] = {}         # owner record → its keys
         self._ifaces: list[tuple[int, str, int]] = []   # by iface id: linktype, name, ifindex
+        # called with each record key whose context is dropped: what was derived from it goes too
+        self.forgotten: list = []
         table.forgotten.append(self._forget)
 
     def add_interface(self, iface_id: int, iface: NetInterface) -> None:
@@ -62,6 +64,8 @@ class Joiner:
             other = self._keys.get(peer if mine == owner else mine)
             if other is not None:
                 other.discard(key)
+            for forget in self.forgotten:
+                forget(key)
 
     def packets(self, buf, offsets: list[int]) -> Batch:
         """The packet records at `offsets` of a ring batch, with this join's contexts (made
