@@ -64,13 +64,17 @@ def count(err: str, what: str) -> int:
     return int(m.group(1)) if m else -1
 
 
+TREE = ROOT
+
+
 def capture(tool: str, out: str, expr: str, extra: list[str], traffic) -> dict:
     if tool == "ptcap":
-        argv = [sys.executable, "-m", "ptcap.cli"]
+        venv = TREE / ".venv" / "bin" / "python"
+        argv = [str(venv) if venv.exists() else sys.executable, "-m", "ptcap.cli"]
     else:
         argv = ["tcpdump"]
     argv += ["-i", "lo", "-Q", "in", *extra, "-w", out, expr]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=TREE)
     try:
         wait_listening(proc)
         before = cpu_ns(proc.pid)
@@ -95,7 +99,10 @@ def main() -> int:
     ap.add_argument("--iperf-seconds", type=float, default=3.0)
     ap.add_argument("--dir", default="/dev/shm", help="where the files are written")
     ap.add_argument("--only", default="", help="comma-separated runs to do (download,iperf3,rotation)")
+    ap.add_argument("--tree", default=str(ROOT), help="the ptcap tree to run (its .venv)")
     args = ap.parse_args()
+    global TREE
+    TREE = Path(args.tree)
     only = set(filter(None, args.only.split(",")))
 
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:

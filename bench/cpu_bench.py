@@ -29,6 +29,11 @@ sys.path.insert(0, str(HERE))
 from procstat import cpu_ns, thread_ns, wait_listening  # noqa: E402  (beside this file)
 
 
+def tree_python(tree: str) -> str:
+    venv = Path(tree) / ".venv" / "bin" / "python"
+    return str(venv) if venv.exists() else sys.executable
+
+
 def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -78,6 +83,7 @@ def main() -> int:
     ap.add_argument("--buffer-kib", type=int, default=32768)
     ap.add_argument("--dir", default="/dev/shm", help="where both files are written")
     ap.add_argument("--ptcap-arg", action="append", default=[], help="extra ptcap argument")
+    ap.add_argument("--tree", default=str(ROOT), help="the ptcap tree to run (its .venv)")
     ap.add_argument("--ptcap-file", default="ptcap.pcapng",
                     help="ptcap's file name (a .pcap name writes classic pcap, no process comments)")
     args = ap.parse_args()
@@ -91,13 +97,13 @@ def main() -> int:
         tools = {
             "tcpdump": ["tcpdump", "-i", "lo", "-B", str(args.buffer_kib),
                         "-w", str(work / "tcpdump.pcap"), expr],
-            "ptcap": [sys.executable, "-m", "ptcap.cli", "-i", "lo", "-B", str(args.buffer_kib),
+            "ptcap": [tree_python(args.tree), "-m", "ptcap.cli", "-i", "lo", "-B", str(args.buffer_kib),
                       *args.ptcap_arg, "-w", str(work / args.ptcap_file), expr],
         }
         procs = {}
         try:
             for name, argv in tools.items():
-                procs[name] = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+                procs[name] = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=args.tree)
                 wait_listening(procs[name])
             pids = [p.pid for p in procs.values()]
             settle(pids)
