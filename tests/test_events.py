@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from conftest import comments, free_port, tshark_fields, wait_clean, wait_for
+from conftest import comments, file_packets, free_port, tshark_fields, wait_clean, wait_for
 from ptcap.kernel import records, ringroom
 from ptcap.meta import processes
 from ptcap.meta.join import MAX_KEYS, Joiner
@@ -88,10 +88,10 @@ def client_port(client) -> int:
 
 
 def _sent_and_written(client, out) -> list:
-    """Send a datagram; the client's packets in the file so far (packets are refused while
-    the ring drains: the caller sends until one is kept)."""
+    """Send a datagram; the client's packets in the file so far, as ptcap's reader sees them
+    (packets are refused while the ring drains: the caller sends until one is kept)."""
     client.say("send 10")
-    return _packets_of(out, client_port(client))
+    return [p for p in file_packets(out) if p.context is not None and p.context.pid == client.pid]
 
 
 @pytest.mark.root
@@ -101,14 +101,18 @@ def test_room_kept_for_process_events_while_packets_are_dropped(peers, capture, 
     port, other = free_port(), free_port()
     peers("udp-server", str(port), "127.0.0.1")
     peers("udp-server", str(other), "127.0.0.1")
-    flood = peers("udp-flood", "127.0.0.1", str(port), "20000")
+    # a 16 MiB ring keeps 512 KiB for process events: room for the client's and for what the
+    # rest of the host starts meanwhile (~390 execs); 100,000 packets of 264 bytes in the ring
+    # fill the rest
+    assert ringroom.headroom(16 << 20) == 512 << 10
+    flood = peers("udp-flood", "127.0.0.1", str(port), "100000")
     out = tmp_path / "out.pcapng"
-    cap = capture("-i", "lo", "-Q", "out", "-B", "1024", "-w", str(out),
+    cap = capture("-i", "lo", "-Q", "out", "-B", "16384", "-w", str(out),
                   f"udp port {port} or udp port {other}")
     started = []
     _flood_while_stopped(cap, flood, lambda: started.append(peers("udp-client", "127.0.0.1", str(other))))
     client = started[0]
-    wait_for(lambda: _sent_and_written(client, out), what="the client's packet in the file")
+    wait_for(lambda: _sent_and_written(client, out), timeout=60, what="the client's packet in the file")
     _, err = cap.stop()
     counts = _counts(err)
     assert counts["dropped by kernel"] > 0, err
