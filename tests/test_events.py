@@ -202,3 +202,10 @@ def test_pcapng_writer_keeps_options_of_live_keys_only():
         assert writer._opts_bytes <= pcapng._CACHE_BYTES + 65536      # one key's over at most
     assert len(writer._opts) < 10_000 // 2
     assert kept in writer._opts and writer._opts[kept][0] is live[kept]
+
+
+def test_arguments_stay_one_line():
+    """An argument with a newline, return or tab cannot break a comment's 'Key: value' lines
+    (the common case, none of them, is joined as it is)."""
+    assert processes.join_args(["sh", "-c", "echo a\nrm b\r\tc"]) == "sh -c echo a rm b  c"
+    assert processes.join_args(["curl", "-s", "http://127.0.0.1/"]) == "curl -s http://127.0.0.1/"

@@ -129,7 +129,10 @@ def _same_start(ticks: int, start_ns: int) -> bool:
 
 def join_args(argv: list[str]) -> str:
     """Arguments as one line: a newline would break the 'Key: value' comment format."""
-    return " ".join(argv).translate(_ONE_LINE)
+    line = " ".join(argv)
+    if "\n" in line or "\r" in line or "\t" in line:      # rare: translate is the slow part
+        return line.translate(_ONE_LINE)
+    return line
 
 
 _ONE_LINE = str.maketrans({"\n": " ", "\r": " ", "\t": " "})
