@@ -3,9 +3,9 @@
 Usage: python bench/read_bench.py [PCAP] [--runs N]
 Without PCAP it writes one: TCP with timestamps (and HTTP-port payloads), UDP/DNS, ICMP, over
 Ethernet. Prints each tool's best wall time and CPU (output to /dev/null) and the ratio; exit 1
-above 1.2x. The same packets as pcapng with a process comment on each (what ptcap writes) are
-timed too: there ptcap feeds tcpdump packet by packet and merges the processes into its lines
-(tcpdump prints the same packets without them).
+above 1.2x for either file. The same packets as pcapng with a process comment on each (what
+ptcap writes) are timed too: there ptcap's tcpdump child reads the file's own blocks and ptcap
+merges the processes into its lines (tcpdump prints the same packets without them).
 """
 from __future__ import annotations
 
@@ -99,11 +99,11 @@ def main() -> int:
         print(f"  tcpdump -n -r: {t_tcpdump[0]:.3f} s (CPU {t_tcpdump[1]:.3f} s)")
         print(f"  ptcap   -n -r: {t_ptcap[0]:.3f} s (CPU {t_ptcap[1]:.3f} s, its tcpdump child included)")
         print(f"  ratio: {t_ptcap[0] / t_tcpdump[0]:.2f}x wall, {t_ptcap[1] / t_tcpdump[1]:.2f}x CPU")
-    ratio = rows[0][3][0] / rows[0][2][0]
-    print(f"ratio on the pcap: {ratio:.2f}x (goal: <= 1.2x)")
+    ratios = [r[3][0] / r[2][0] for r in rows]
+    print(f"wall ratios: pcap {ratios[0]:.2f}x, pcapng+processes {ratios[1]:.2f}x (goal: <= 1.2x each)")
     if tmp:
         tmp.cleanup()
-    return 0 if ratio <= 1.2 else 1
+    return 0 if max(ratios) <= 1.2 else 1
 
 
 if __name__ == "__main__":

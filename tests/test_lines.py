@@ -11,6 +11,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,9 +19,11 @@ import pytest
 
 from ptcap.cli.main import build_parser
 from ptcap.meta.context import Part, ProcessContext
-from ptcap.pipeline.packet import Direction
+from ptcap.formats.pcapng import PacketWriter
+from ptcap.pipeline.packet import Direction, Packet
 from ptcap.sinks.lines import Additions
-from ptcap.sinks.tcpdump import Decoder, PrintFlags
+from ptcap.sinks.tcpdump import Decoder
+from ptcap.sinks.tcpdump_child import PrintFlags
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "data"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -158,8 +161,18 @@ def _forgeries(n: int) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+def _write_pcapng(path: Path, packets) -> None:
+    """(ts, data, ctx) as ptcap writes them: interface eth0, outbound, a process each."""
+    with open(path, "wb") as out:
+        writer = PacketWriter(out, False, 1)
+        for ts, data, ctx in packets:
+            writer.write(Packet(ts, data, len(data), 1, "eth0", Direction.OUT, ctx))
+        writer.flush()
+
+
+@pytest.mark.parametrize("via", ["decoder", "file"])
 @pytest.mark.parametrize("argv", [["-A"], ["-AA", "-#"], ["-t", "-A"], ["-v", "-A"], ["-e", "-A"], ["-X"]])
-def test_payloads_that_forge_lines_never_move_a_process(tmp_path, argv):
+def test_payloads_that_forge_lines_never_move_a_process(tmp_path, argv, via):
     pkts = []
     for i in range(6):
         payload = _forgeries(i) * (1 + i % 3)
@@ -168,7 +181,14 @@ def test_payloads_that_forge_lines_never_move_a_process(tmp_path, argv):
     ctxs = [ProcessContext(pid=1000 + i, cmd=f"/bin/p{i}", args=f"p{i}", ppid=1, pcmd="/sbin/init")
             for i in range(6)]
     argv = ["-S", *argv]      # absolute sequence numbers: each packet alone prints as in the run
-    text = decode([(ts, 1, d, "eth0", Direction.OUT, ctxs[i]) for i, (ts, d) in enumerate(pkts)], "-n", *argv)
+    if via == "decoder":
+        text = decode([(ts, 1, d, "eth0", Direction.OUT, ctxs[i]) for i, (ts, d) in enumerate(pkts)], "-n", *argv)
+    else:                     # ptcap -r of its own pcapng: tcpdump reads the file's blocks
+        path = tmp_path / "forged.pcapng"
+        _write_pcapng(path, [(ts, d, ctxs[i]) for i, (ts, d) in enumerate(pkts)])
+        res = ptcap("-n", *argv, "-r", str(path))
+        assert res.returncode == 0, res.stderr
+        text = res.stdout.decode()
     # the oracle: tcpdump on each packet alone, ptcap's fields put where they belong
     want = []
     for i, (ts, data) in enumerate(pkts):
@@ -190,8 +210,111 @@ def test_payloads_that_forge_lines_never_move_a_process(tmp_path, argv):
         assert text.count("evil.666") == sum(1 + i % 3 for i in range(6)) * 5
 
 
+@pytest.mark.parametrize("argv", [["-n"], ["-n", "-v"], ["-n", "-#", "-ttt"], ["-n", "-A"]])
+def test_a_long_pcapng_with_processes_prints_as_tcpdump_with_the_fields(tmp_path, argv):
+    """More packets than a group (and than the 5-digit -# numbers), processes changing: every
+    packet's lines are tcpdump's, with its own process."""
+    n = 1500
+    ctxs = [ProcessContext(pid=2000 + i, cmd=f"/bin/q{i}", args=f"q{i}", ppid=1, pcmd="/sbin/init")
+            for i in range(3)]
+    pkts = []
+    for i in range(n):
+        payload = b"x" * (i % 7) if i % 5 else b""
+        seg = synth.tcp(6000 + i % 3, 80, 1 + i, 1, 0x18 if payload else 0x10, payload)
+        pkts.append((TS + i * 1_000_003, synth.eth(synth.ip4("10.0.0.1", "10.0.0.2", 6, seg)), ctxs[(i // 7) % 3]))
+    path = tmp_path / "long.pcapng"
+    _write_pcapng(path, pkts)
+    res = ptcap(*argv, "-r", str(path))
+    assert res.returncode == 0, res.stderr
+    # the oracle: tcpdump reading the same file (it ignores the comments), cut at its -# numbers
+    plain = [a for a in argv if a != "-#"]
+    oracle = subprocess.run(["tcpdump", "-#", *plain, "-r", str(path)], capture_output=True, env=ENV).stdout.decode()
+    texts = re.split(r"(?m)^ *\d+  ", oracle)[1:]
+    assert len(texts) == n
+    want = []
+    for i, text in enumerate(texts):
+        ctx = ctxs[(i // 7) % 3]
+        stamp = re.match(r" *\S+ ", text)      # -ttt's delta starts with a space
+        head, tail = text[:stamp.end() - 1], text[stamp.end():]
+        first, rest = tail.split("\n", 1)
+        number = f"{i + 1:5d}  " if "-#" in argv else ""
+        if "-v" in argv:
+            blocks = f"    Process (pid {ctx.pid}, cmd {ctx.cmd}, args {ctx.args})\n" \
+                     "    ParentProc (pid 1, cmd /sbin/init, args )\n"
+            want.append(f"{number}{head} eth0 Out {first}\n{rest}{blocks}")
+        else:
+            want.append(f"{number}{head} eth0 q{ctx.pid - 2000}.{ctx.pid} Out {first}, ParentProc [init.1]\n{rest}")
+    got = res.stdout.decode()
+    assert got == "".join(want)
+
+
+def test_a_pcapng_whose_second_interface_has_another_link_type(tmp_path):
+    """One tcpdump reads one link type: at the Ethernet file's raw-IP interface ptcap goes on
+    packet by packet, and prints what it prints reading the file from a pipe (-ttt deltas on)."""
+    from test_reader import _block, _opt
+
+    def epb(ifid: int, ticks: int, data: bytes) -> bytes:
+        body = struct.pack("<IIIII", ifid, 0, ticks, len(data), len(data)) + data + b"\0" * (-len(data) % 4)
+        opts = _opt("<", 1, f"PID: {70 + ifid}\nCmd: /bin/w{ifid}\nArgs: w".encode())
+        return _block("<", 6, body + opts + _opt("<", 2, struct.pack("<I", 2)) + _opt("<", 0, b""))
+    raw = _block("<", 1, struct.pack("<HHI", 101, 0, 262144) + _opt("<", 2, b"tun0") + _opt("<", 0, b""))
+    data = pcapng_bytes(packets=[(1000 + i, synth.eth(SYN), 2, ["PID: 70\nCmd: /bin/w0\nArgs: w"])
+                                 for i in range(3)])
+    data += raw + b"".join(epb(i % 2, 2000 + 3 * i, SYN if i % 2 else synth.eth(SYN)) for i in range(4))
+    path = tmp_path / "two-links.pcapng"
+    path.write_bytes(data)
+    from_file = ptcap("-n", "-ttt", "-r", str(path))
+    from_pipe = ptcap("-n", "-ttt", "-r", "-", input=data)
+    assert from_file.returncode == 0, from_file.stderr
+    assert from_file.stdout == from_pipe.stdout
+    lines = from_file.stdout.decode().splitlines()
+    assert [line.split()[1:3] for line in lines] == [["eth0", "w0.70"]] * 4 + [["tun0", "w1.71"], ["eth0", "w0.70"],
+                                                                              ["tun0", "w1.71"]]
+    assert lines[3].startswith(" 00:00:00.000998 ")       # 2000 after 1002 microseconds
+
+
+def test_a_pcapng_of_two_sections_names_each_sections_interface(tmp_path):
+    comments = ["PID: 77\nCmd: /usr/bin/wget\nArgs: wget x"]
+    data = pcapng_bytes(name="eth0", packets=[(1000, synth.eth(SYN), 2, comments)]) + \
+        pcapng_bytes(name="wlan9", packets=[(2000, synth.eth(SYN), 1, comments)])
+    path = tmp_path / "two-sections.pcapng"
+    path.write_bytes(data)
+    res = ptcap("-n", "-r", str(path))
+    assert res.returncode == 0, res.stderr
+    assert [line.split()[1:4] for line in res.stdout.decode().splitlines()] == \
+        [["eth0", "wget.77", "Out"], ["wlan9", "wget.77", "In"]]
+    assert res.stdout == ptcap("-n", "-r", "-", input=data).stdout
+
+
+@pytest.mark.parametrize("kind", ["pcapng with processes", "classic pcap"])
+def test_a_file_that_is_a_pipe_is_read_as_a_file_is(tmp_path, kind):
+    """-r FIFO (or `<(...)`): read once from the start, never sought (it was 'Illegal seek')."""
+    comments = ["PID: 77\nCmd: /usr/bin/wget\nArgs: wget x"]
+    if kind == "classic pcap":
+        path = tmp_path / "plain.pcap"
+        synth.write_pcap(path, 1, [(TS + i, synth.eth(SYN)) for i in range(3)], nano=True)
+        data = path.read_bytes()
+    else:
+        data = pcapng_bytes(packets=[(1000 + i, synth.eth(SYN), 2, comments) for i in range(3)])
+    regular = tmp_path / "regular"
+    regular.write_bytes(data)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+
+    def write() -> None:
+        with open(fifo, "wb") as w:
+            w.write(data)
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    res = ptcap("-n", "-r", str(fifo))
+    writer.join(10)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == ptcap("-n", "-r", str(regular)).stdout
+    assert len(res.stdout.splitlines()) == 3
+
+
 def test_the_marker_secret_changes_every_run():
-    from ptcap.sinks.tcpdump import make_marker
+    from ptcap.sinks.markers import make_marker
     assert make_marker(1, True) != make_marker(1, True)
     assert make_marker(101, True)[1] != make_marker(101, True)[1]
 

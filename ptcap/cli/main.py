@@ -5,7 +5,6 @@ import argparse
 import os
 import sys
 
-from ptcap.kernel.bpf import BPFError
 from ptcap.errors import PtcapError
 from ptcap.cli import tlskeys
 
@@ -167,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             return backtrace(args)
         args = parse_args(argv)
         return run(args)
-    except (PtcapError, BPFError) as e:
+    except PtcapError as e:
         _error(str(e))
         return 1
     except KeyboardInterrupt:
@@ -176,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
         _quiet_stdout()
         return 0
     except OSError as e:
+        bpf = sys.modules.get("ptcap.kernel.bpf")   # imported by what can raise it, not for -r
+        if bpf is not None and isinstance(e, bpf.BPFError):
+            _error(str(e))
+            return 1
         # output that cannot be written (a full disk, /dev/full): one line, never a traceback
         _quiet_stdout()
         _error(f"{e.filename or 'standard output'}: {e.strerror or e}")

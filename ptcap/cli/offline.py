@@ -8,12 +8,10 @@ import threading
 
 from ptcap.errors import PtcapError
 from ptcap.filter.compiler import compile_filter, expression_from_args
-from ptcap.filter.libpcap import datalink_name
-from ptcap.formats.pcapng import PacketWriter
-from ptcap.formats.reader import CaptureReader, open_capture
-from ptcap.pipeline.packet import Direction
-from ptcap.sinks.lines import Additions, parts_from_args
-from ptcap.sinks.tcpdump import Decoder, PrintFlags, check_flags, child_user, spawn
+from ptcap.sinks.tcpdump_child import PrintFlags, check_flags, child_user, spawn
+
+# The reader, the fields and the decoder are imported where used: a file that tcpdump reads
+# alone (classic pcap, the usual case) starts faster without them.
 
 
 def _selected(args: argparse.Namespace):
@@ -21,7 +19,10 @@ def _selected(args: argparse.Namespace):
     packet (its process comments, its direction flag); None when none was given."""
     pids, names, uids = set(args.pid or ()), set(args.pname or ()), set(args.uid or ())
     cid, cname, pod = args.container_id or "", args.container_name or "", args.pod_name or ""
-    direction = {"in": Direction.IN, "out": Direction.OUT}.get(args.direction)
+    direction = None
+    if args.direction in ("in", "out"):
+        from ptcap.pipeline.packet import Direction
+        direction = {"in": Direction.IN, "out": Direction.OUT}[args.direction]
     if not (pids or names or uids or cid or cname or pod or direction):
         return None
 
@@ -56,6 +57,7 @@ def _file_writer(args: argparse.Namespace, linktype: int, snaplen: int):
             out = open(args.write, "wb")
         except OSError as e:
             raise PtcapError(f"{args.write}: {e.strerror}") from None
+    from ptcap.formats.pcapng import PacketWriter
     return PacketWriter(out, args.write.endswith(".pcap"), linktype, snaplen,
                         nano=getattr(args, "ts_precision", "micro") == "nano")
 
@@ -71,29 +73,37 @@ def read_file(args: argparse.Namespace) -> int:
     filters it, and feeds a tcpdump child packet by packet, adding its fields to the lines."""
     flags = PrintFlags.from_args(args)
     child_user(flags.user)              # -Z checked before anything is read
-    parts = parts_from_args(args)
+    parts = None                        # every part (no --context)
+    if getattr(args, "context", None) is not None:
+        from ptcap.sinks.lines import parts_from_args
+        parts = parts_from_args(args)
     keep = _selected(args)
     if not getattr(args, "write", None) and keep is None:
-        f, head = _open_raw(args.read)
-        if head[:4] in _PCAP_MAGICS or not parts or (f is not None and not _has_context(f)):
-            return _pass_through(args, flags, f, head)
+        f, head, stream = _open_raw(args.read)
+        if head[:4] in _PCAP_MAGICS or (parts is not None and not parts) or \
+                (f is not None and not _has_context(f)):
+            return _pass_through(args, flags, f, head, stream)
         if f is not None:
             f.close()
-        return _decode_in_ptcap(args, flags, parts, keep, head if f is None else b"")
+            return _decode_in_ptcap(args, flags, parts, keep)
+        return _decode_in_ptcap(args, flags, parts, keep, head, stream)
     return _decode_in_ptcap(args, flags, parts, keep)
 
 
 def _open_raw(path: str):
-    """(the open file, its first bytes); for stdin (None, the bytes read from it)."""
+    """(the open file, its first bytes, None); for stdin or a pipe (a FIFO, `<(...)`), which
+    cannot be read again from the start: (None, the bytes read from it, the stream)."""
     if path == "-":
-        return None, _read_some(sys.stdin.buffer, 4)
+        return None, _read_some(sys.stdin.buffer, 4), sys.stdin.buffer
     try:
         f = open(path, "rb", buffering=0)
     except OSError as e:
         raise PtcapError(f"{path}: {e.strerror}") from None
     head = _read_some(f, 4)
+    if not f.seekable():
+        return None, head, f
     f.seek(0)
-    return f, head
+    return f, head, None
 
 
 def _read_some(f, n: int) -> bytes:
@@ -109,6 +119,7 @@ def _read_some(f, n: int) -> bytes:
 def _has_context(f) -> bool:
     """Does any packet of this pcapng file carry process information? (A read error is left
     for tcpdump to say.)"""
+    from ptcap.formats.reader import CaptureReader
     try:
         reader = CaptureReader(f, "")
         for pkt in reader:
@@ -121,7 +132,7 @@ def _has_context(f) -> bool:
     return False
 
 
-def _pass_through(args: argparse.Namespace, flags: PrintFlags, f, head: bytes) -> int:
+def _pass_through(args: argparse.Namespace, flags: PrintFlags, f, head: bytes, stream=None) -> int:
     """tcpdump reads the file itself (from a descriptor ptcap opened; from a pipe for stdin)."""
     argv = list(flags.argv)
     if flags.number:
@@ -144,7 +155,7 @@ def _pass_through(args: argparse.Namespace, flags: PrintFlags, f, head: bytes) -
         f.close()
     feeder = None
     if proc.stdin is not None:
-        feeder = threading.Thread(target=_feed, args=(proc.stdin, head, sys.stdin.buffer), daemon=True)
+        feeder = threading.Thread(target=_feed, args=(proc.stdin, head, stream), daemon=True)
         feeder.start()
     name = args.read
     for raw in proc.stderr:
@@ -192,8 +203,24 @@ def _packets(reader):
         yield pkt
 
 
-def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep, head: bytes = b"") -> int:
-    reader, f = open_capture(args.read, head)
+def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep, head: bytes = b"",
+                     stream=None) -> int:
+    from ptcap.filter.libpcap import datalink_name
+    from ptcap.formats.reader import CaptureReader, open_capture
+    from ptcap.meta.context import Part
+    from ptcap.sinks.blockfeed import BlockPrinter
+    from ptcap.sinks.lines import Additions
+    from ptcap.sinks.tcpdump import Decoder
+    if parts is None:
+        parts = Part.ALL
+    if stream is not None and stream is not sys.stdin.buffer:     # a pipe, its start read
+        try:
+            reader, f = CaptureReader(stream, args.read, head), stream
+        except BaseException:
+            stream.close()
+            raise
+    else:
+        reader, f = open_capture(args.read, head)
     writer = None
     decoder = None
     try:
@@ -214,11 +241,19 @@ def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep, h
             writer = _file_writer(args, reader.linktype, reader.snaplen)
         printing = not count_only and (writer is None or (getattr(args, "print_too", False) and args.write != "-"))
         additions = Additions(parts, flags.verbose, live=False)
+        start_ts, matched = None, 0
         if printing:
             check_flags(flags, child_user(flags.user), reader.linktype)
             sys.stdout.flush()
-            decoder = Decoder(flags, sys.stdout.buffer, reader.snaplen, lossless=True)
-        matched = 0
+            if not (expression or keep or limit or writer or stream is not None) and reader.format == "pcapng":
+                printer = BlockPrinter(reader, flags, additions, sys.stdout.buffer)
+                matched = printer.run()
+                sys.stdout.flush()
+                if not printer.switched:
+                    return 0
+                start_ts = printer.last_ts or None  # the rest packet by packet (another link type)
+            decoder = Decoder(flags, sys.stdout.buffer, reader.snaplen, lossless=True, start_ts=start_ts)
+            decoder._number = matched
         try:
             for pkt in _packets(reader):
                 if expression:

@@ -12,9 +12,13 @@ import logging
 import os
 import shutil
 
+from typing import TYPE_CHECKING
+
 from ptcap.errors import PtcapError
-from ptcap.kernel.selectors import WhoFilter, mntns_of
-from ptcap.meta.keylog import CommandChannel, KeyLog, ProcessKeys, command_channel, make_private  # noqa: F401
+
+if TYPE_CHECKING:           # imported where used: 'ptcap -r' parses these flags and needs none
+    from ptcap.kernel.selectors import WhoFilter
+    from ptcap.meta.keylog import KeyLog
 
 log = logging.getLogger("ptcap")
 
@@ -50,6 +54,7 @@ def open_keys(args: argparse.Namespace, who: WhoFilter) -> tuple[KeyLog | None, 
     embed, probe = wanted(args)
     if not embed and not probe:
         return None, False
+    from ptcap.meta.keylog import KeyLog, ProcessKeys, command_channel
     keys = KeyLog(getattr(args, "keylog_file", None))
     try:
         if args.command:
@@ -75,6 +80,7 @@ def open_keys(args: argparse.Namespace, who: WhoFilter) -> tuple[KeyLog | None, 
 
 
 def command_env(keys: KeyLog | None) -> dict[str, str]:
+    from ptcap.meta.keylog import CommandChannel
     for source in keys.sources if keys is not None else ():
         if isinstance(source, CommandChannel):
             return source.env
@@ -83,6 +89,7 @@ def command_env(keys: KeyLog | None) -> dict[str, str]:
 
 def follow_command(keys: KeyLog | None, pid: int, argv0: str) -> None:
     """The `-- CMD` child, held before exec: a Go command's keys through uprobes as well."""
+    from ptcap.meta.keylog import ProcessKeys
     path = shutil.which(argv0)
     for source in keys.sources if keys is not None and path else ():
         if isinstance(source, ProcessKeys):
@@ -93,6 +100,7 @@ def _running_selection(args: argparse.Namespace, who: WhoFilter) -> set[int] | N
     """The running processes the selectors name (None: every process)."""
     if not (who.pids or who.comms or who.uids or who.mntns or who.containers or args.command):
         return None
+    from ptcap.kernel.selectors import mntns_of
     chosen = set(who.pids)
     if who.comms or who.uids or who.mntns:
         for name in os.listdir("/proc"):

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import struct
 import sys
 
 from ptcap.errors import PtcapError
 from ptcap.meta.context import Part, ProcessContext
 from ptcap.kernel.records import HEADER_LEN
 from ptcap.pipeline.packet import _DIRECTIONS as _DIRS, _RECORD, MISSING, Batch, Direction
-from ptcap.sinks.tcpdump import Decoder, PrintFlags, check_flags, child_user
+from ptcap.sinks.tcpdump_child import PrintFlags, check_flags, child_user
 
 _DIRECTIONS = {Direction.IN: "In ", Direction.OUT: "Out "}
+_PCAP_RECORD = struct.Struct("<IIII")   # the children's pcap: nanosecond time stamps
 
 
 def _labels(labels: dict[str, str]) -> str:
@@ -153,8 +155,10 @@ class PrintSink:
         self.finished = False
         self.additions = Additions(parts_from_args(args), flags.verbose, live=True)
         sys.stdout.flush()
+        from ptcap.sinks.child import GROUP         # here: -r needs only the fields
+        from ptcap.sinks.tcpdump import Decoder
+        self._group = GROUP
         self.decoder = Decoder(flags, sys.stdout.buffer, snaplen, lossless=False)
-        self._put = self.decoder.put
         self._ifaces: list[tuple[int, str]] = []
 
     def add_interface(self, iface_id: int, iface) -> None:
@@ -162,22 +166,47 @@ class PrintSink:
         self._ifaces.append((iface.linktype, iface.display_name))
 
     def write(self, packets: Batch) -> None:
-        """The kernel's records as they are (no Packet objects): the hot path."""
+        """The kernel's records as they are (no Packet objects): the hot path. Each run of up
+        to a group's worth of packets of one link type goes to the decoder as one byte string
+        of pcap records."""
         additions = self.additions
-        put = self._put
+        put = self.decoder.put_records
         buf = packets.buf
         unpack = _RECORD.unpack_from
+        pack = _PCAP_RECORD.pack
         contexts = packets.contexts
         ifaces = self._ifaces
+        group = self._group
+        parts: list = []
+        adds: list = []
+        linktype = first_ts = ts = -1
+        last_key = last_iface = last_dir = None     # the packet before's: same flow, same fields
+        fields = None
         for off in packets.offsets:
             direction, key, iface_id, hi, lo, caplen, length = unpack(buf, off)
-            ctx = contexts.get(key, MISSING)
-            if ctx is MISSING:
-                ctx = packets.context(key)
-            linktype, name = ifaces[iface_id]
+            if key != last_key or iface_id != last_iface or direction != last_dir:
+                ctx = contexts.get(key, MISSING)
+                if ctx is MISSING:
+                    ctx = packets.context(key)
+                link, name = ifaces[iface_id]
+                fields = additions(ctx, name, _DIRS[direction])
+                last_key, last_iface, last_dir = key, iface_id, direction
+                if link != linktype:
+                    if adds:
+                        put(linktype, b"".join(parts), adds, first_ts, ts)
+                        parts, adds = [], []
+                    linktype = link
+            ts = (hi << 32) | lo
+            if not adds:
+                first_ts = ts
             data_at = off + HEADER_LEN
-            pre, suf, after = additions(ctx, name, _DIRS[direction])
-            put((hi << 32) | lo, linktype, buf[data_at:data_at + caplen], length, pre, suf, after)
+            parts += (pack(*divmod(ts, 1_000_000_000), caplen, length), buf[data_at:data_at + caplen])
+            adds.append(fields)
+            if len(adds) >= group:
+                put(linktype, b"".join(parts), adds, first_ts, ts)
+                parts, adds = [], []
+        if adds:
+            put(linktype, b"".join(parts), adds, first_ts, ts)
 
     def tick(self, now: float) -> None:
         self.decoder.wake()
