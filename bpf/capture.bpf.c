@@ -460,7 +460,7 @@ static __always_inline int capture(struct __sk_buff *skb, __u8 dir, __u32 iface_
 {
 	struct ptcap_packet hdr = {};
 	__u32 caplen;
-	__u64 n, ts, wake;
+	__u64 n, ts, queued, wake;
 
 	hdr.kind = PTCAP_EV_PACKET;
 	hdr.dir = dir;
@@ -483,7 +483,8 @@ static __always_inline int capture(struct __sk_buff *skb, __u8 dir, __u32 iface_
 		return ret;
 
 	count(PTCAP_CNT_RECEIVED);
-	wake = ring_wakeup(sizeof(hdr) + caplen);
+	queued = ring_queued();
+	wake = ring_wakeup(queued, sizeof(hdr) + caplen);
 
 	/* above 16 KiB: GRO/GSO packets, most often a full 64 KiB IP packet behind its link-layer
 	 * header (65550 bytes on lo), which must not take a 256 KiB reservation */

@@ -219,7 +219,7 @@ static __always_inline int emit(void *ctx, __u32 hook)
 	struct ptcap_packet hdr = {};
 	struct ptcap_scratch *s;
 	__u32 zero = 0, caplen, idx;
-	__u64 n, now, ts, wake;
+	__u64 n, now, ts, queued, wake;
 
 	s = bpf_map_lookup_elem(&ptcap_scratch, &zero);
 	if (!s)
@@ -267,7 +267,8 @@ static __always_inline int emit(void *ctx, __u32 hook)
 		caplen = PTCAP_SCRATCH_DATA;
 	hdr.caplen = caplen;
 	__builtin_memcpy(&hdr.owner, &s->owner, sizeof(hdr.owner));
-	wake = ring_wakeup(sizeof(hdr) + caplen);
+	queued = ring_queued();
+	wake = ring_wakeup(queued, sizeof(hdr) + caplen);
 
 	RING_CLASSES_TO_16K
 	TRY_CLASS(PTCAP_SCRATCH_DATA)

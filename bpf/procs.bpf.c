@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 /* Process events: what each new program is, sent at exec so that user space knows the
  * command and arguments of processes that are gone by the time their packets are read;
- * forks (followed with -f) and exits (caches dropped, selected pids released). */
+ * forks (followed with -f) and exits (caches dropped, selected pids released).
+ * Packets leave them room in the ring (ring.h); one that still finds no room is counted
+ * (PTCAP_CNT_PROC_LOST), so user space knows its process details may be stale. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
@@ -9,12 +11,7 @@
 #include "ptcap.h"
 #include "owners.h"
 #include "who.h"
-
-/* The capture object's ring buffer (user space shares the map). */
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 24);
-} ptcap_events SEC(".maps");
+#include "ring.h"	/* the capture object's ring and counters (user space shares the maps) */
 
 /* Set by user space with -f / -- CMD: the active selectors (enum ptcap_who_bits), so that a
  * child of a selected process is selected too. 0: nothing is followed. */
@@ -38,8 +35,10 @@ int BPF_PROG(ptcap_fork, struct task_struct *parent, struct task_struct *child)
 			bpf_map_update_elem(&ptcap_who_children, &pid, &one, BPF_ANY);
 	}
 	e = bpf_ringbuf_reserve(&ptcap_events, sizeof(*e), 0);
-	if (!e)
+	if (!e) {
+		count(PTCAP_CNT_PROC_LOST);
 		return 0;
+	}
 	e->kind = PTCAP_EV_FORK;
 	e->pid = pid;
 	e->ppid = ppid;
@@ -56,8 +55,10 @@ int BPF_PROG(ptcap_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 	__u64 len;
 
 	e = bpf_ringbuf_reserve(&ptcap_events, sizeof(*e), 0);
-	if (!e)
+	if (!e) {
+		count(PTCAP_CNT_PROC_LOST);
 		return 0;
+	}
 	e->kind = PTCAP_EV_EXEC;
 	e->pid = p->tgid;
 	e->ppid = BPF_CORE_READ(p, real_parent, tgid);
@@ -87,8 +88,10 @@ int BPF_PROG(ptcap_exit, struct task_struct *p)
 	bpf_map_delete_elem(&ptcap_who_pids, &pid);
 	bpf_map_delete_elem(&ptcap_who_children, &pid);
 	e = bpf_ringbuf_reserve(&ptcap_events, sizeof(*e), 0);
-	if (!e)
+	if (!e) {
+		count(PTCAP_CNT_PROC_LOST);
 		return 0;
+	}
 	e->kind = PTCAP_EV_EXIT;
 	e->pid = pid;
 	e->ppid = BPF_CORE_READ(p, real_parent, tgid);

@@ -229,10 +229,18 @@ struct ptcap_config {
 	__u32 peer_selects;	/* 1: a packet whose peer (other local end) matches is taken too */
 };
 
+/* The ring's settings, fixed at load (the objects' .rodata; their only variable there).
+ * A packet is refused (and counted dropped) when the ring would be fuller than
+ * packet_limit bytes with it: the rest is room that only process events may take. */
+struct ptcap_ring_config {
+	__u64 packet_limit;	/* ring size - headroom; 0: no limit */
+};
+
 enum ptcap_counter {
 	PTCAP_CNT_RECEIVED = 0,	/* passed the filters, offered to the ring */
 	PTCAP_CNT_DROPPED = 1,	/* ring buffer full */
 	PTCAP_CNT_RATE_LIMITED = 2,	/* hook events over --hook-rate */
+	PTCAP_CNT_PROC_LOST = 3,	/* process events (exec, fork, exit) the ring had no room for */
 	PTCAP_CNT_MAX,
 };
 

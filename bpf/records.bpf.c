@@ -15,6 +15,7 @@ struct ptcap_hook_config ptcap_keep_hook_config;
 struct ptcap_iface_key ptcap_keep_iface_key;
 struct ptcap_iface ptcap_keep_iface;
 struct ptcap_config ptcap_keep_config;
+struct ptcap_ring_config ptcap_keep_ring_config;
 struct ptcap_cgroup_name ptcap_keep_cgroup_name;
 struct ptcap_cgroup_dir ptcap_keep_cgroup_dir;
 struct ptcap_cgroup_want ptcap_keep_cgroup_want;

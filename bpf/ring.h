@@ -1,5 +1,6 @@
-/* The ring buffer every capture object writes packet records into, its loss counters,
- * and the reservation by size class the verifier needs (shared by capture and hooks). */
+/* The ring buffer every capture object writes packet records and process events into, its
+ * loss counters, and the reservation by size class the verifier needs (shared by capture,
+ * hooks and procs). Packets leave room at the ring's end that only process events take. */
 #ifndef PTCAP_RING_H
 #define PTCAP_RING_H
 
@@ -29,21 +30,38 @@ static __always_inline void count(__u32 which)
 		*c += 1;
 }
 
-/* The submit flag for a record of `size` bytes about to be queued. */
-static __always_inline __u64 ring_wakeup(__u64 size)
-{
-	__u64 queued = bpf_ringbuf_query(&ptcap_events, BPF_RB_AVAIL_DATA);
+/* Set by user space before load: how full packets may make the ring (struct ptcap_ring_config). */
+const volatile struct ptcap_ring_config ptcap_ring = {};
 
+/* Bytes queued in the ring (reserved, submitted or discarded, not yet consumed). */
+static __always_inline __u64 ring_queued(void)
+{
+	return bpf_ringbuf_query(&ptcap_events, BPF_RB_AVAIL_DATA);
+}
+
+/* The submit flag for a record of `size` bytes about to be queued behind `queued`. */
+static __always_inline __u64 ring_wakeup(__u64 queued, __u64 size)
+{
 	return (queued + size) >> WAKEUP_SHIFT != queued >> WAKEUP_SHIFT ?
 		BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
+/* Would a packet record reserving `size` bytes (its 8-byte ring header included) eat into
+ * the room kept for process events? */
+static __always_inline int ring_no_room_for_packet(__u64 queued, __u64 size)
+{
+	return ptcap_ring.packet_limit && queued + size > ptcap_ring.packet_limit;
+}
+
 /* Reserve a record of a fixed size class (the verifier wants constant sizes), fill its
- * header from `hdr`, copy `n` (<= N) packet bytes with COPY(dst, n), submit, return RET.
- * Expects locals hdr, caplen, n, wake and a `dropped` label. */
+ * header from `hdr`, copy `n` (<= N) packet bytes with COPY(dst, n), submit, return RET;
+ * refused (goto dropped) when it would take the room kept for process events.
+ * Expects locals hdr, caplen, n, queued, wake and a `dropped` label. */
 #define RING_TRY_CLASS(N, COPY, RET)							\
 	if (caplen <= (N)) {								\
 		struct { struct ptcap_packet h; __u8 data[N]; } *r;			\
+		if (ring_no_room_for_packet(queued, sizeof(*r) + 8))			\
+			goto dropped;							\
 		r = bpf_ringbuf_reserve(&ptcap_events, sizeof(*r), 0);			\
 		if (!r)									\
 			goto dropped;							\

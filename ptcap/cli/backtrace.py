@@ -45,7 +45,7 @@ def backtrace(args: argparse.Namespace, report: TextIO | None = None) -> int:
                 break
         session.detach()
         stacks = session.hook_capture.stacks()
-        received, lost, limited = session.all_counters()
+        received, lost, limited = session.all_counters()[:3]
     finally:
         session.close()
     symbols = hookmod.HookNames().symbols

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from typing import TextIO
@@ -14,6 +15,7 @@ from ptcap.cli.report import log_to, plural, release_log
 from ptcap.cli.signals import stop_on_signals
 from ptcap.errors import PtcapError
 from ptcap.filter import compiler as pcapfilter
+from ptcap.kernel.records import Counter
 from ptcap.kernel.session import CaptureConfig, Session
 from ptcap.meta.context import Part
 from ptcap.meta.following import admit_later, follower
@@ -77,6 +79,7 @@ def capture(args: argparse.Namespace, report: TextIO | None = None) -> int:
     session.on_new_interface = new_interface
     try:
         session.open()
+        table.lost_events = functools.partial(session.counter, Counter.PROC_LOST)
         follow = None
         if selector is not None:
             admit_later(session, selector, metadata, report)
@@ -99,6 +102,7 @@ def capture(args: argparse.Namespace, report: TextIO | None = None) -> int:
             tlskeys.follow_command(keys, command.pid, args.command[0])
             command.start()
         tickers = [follow] if follow is not None else []
+        tickers.append(table.check_lost)        # the native drain joins no batches: look between them
         if keys is not None:
             tickers.append(keys.poll)
         engine = Engine(session, joiner, sinks, stop, table, limit, command, tickers)
@@ -118,10 +122,12 @@ def capture(args: argparse.Namespace, report: TextIO | None = None) -> int:
             if keys is not None:
                 keys.close()
     captured = engine.captured if engine is not None else 0
-    received, dropped, limited = session.all_counters()
+    received, dropped, limited, lost = session.all_counters()
     report.write(f"{plural(captured, 'packet')} captured\n"
                  f"{plural(received, 'packet')} received by filter\n"
                  f"{plural(dropped, 'packet')} dropped by kernel\n")
+    if lost:        # the ring had no room for them even in the part packets leave free
+        report.write(f"{plural(lost, 'process event')} lost\n")
     if args.hook_rate:
         report.write(f"{plural(limited, 'packet')} over --hook-rate {args.hook_rate}/s\n")
     if command is not None and command.status is not None:

@@ -114,7 +114,8 @@ class PcapngWriter:
         self.out = out
         self._comments_of = comments_of or (lambda ctx: ctx.comments())
         self._interfaces = 0
-        self._opts: dict[bytes, tuple] = {}             # key → (context, options by direction)
+        self._opts: dict[bytes, tuple] = {}             # key → (context, options by direction, bytes)
+        self._opts_bytes = 0                            # what the cached options hold
         self._pending: list[bytes] = [section_header()]
         self.written = len(self._pending[0])       # bytes of this file so far
         self._hold = 0.0
@@ -150,7 +151,18 @@ class PcapngWriter:
         for direction in (0, 1, 2):
             opts = packet_options(comments, direction)
             entry.append((32 + len(opts), tuple(pad + opts for pad in _PADS)))
-        return (ctx, entry)
+        return (ctx, entry, sum(len(tail) for _, tails in entry for tail in tails))
+
+    def _make_room(self, live: dict) -> None:
+        """The cached options reached _CACHE_BYTES: keep those of keys the join still holds
+        with the same context (`live`: key → context); if they alone fill half, start over."""
+        cache = self._opts
+        for key in [k for k, (ctx, _, _) in cache.items() if live.get(k, _MISSING) is not ctx]:
+            del cache[key]
+        self._opts_bytes = sum(entry[2] for entry in cache.values())
+        if self._opts_bytes > _CACHE_BYTES // 2 or len(cache) >= _MAX_CACHED // 2:
+            cache.clear()
+            self._opts_bytes = 0
 
     def write_batch(self, batch, limit: int = 1 << 62) -> int:
         """Write the packets of a joined ring batch (ptcap.pipeline.packet.Batch: the kernel's
@@ -175,9 +187,12 @@ class PcapngWriter:
                 ctx = join(key)
             cached = cache.get(key)
             if cached is None or cached[0] is not ctx:
-                if len(cache) >= _MAX_CACHED:       # keys of processes long gone
-                    cache.clear()
+                if cached is not None:
+                    self._opts_bytes -= cached[2]
+                if self._opts_bytes >= _CACHE_BYTES or len(cache) >= _MAX_CACHED:
+                    self._make_room(batch.contexts)     # keys of processes long gone
                 cached = cache[key] = options(ctx)
+                self._opts_bytes += cached[2]
             fixed, tails = cached[1][direction]
             pad = -caplen & 3
             size = fixed + caplen + pad
@@ -251,6 +266,7 @@ _RECORD = struct.Struct(f"<{DIR_AT}xB{KEY_AT - DIR_AT - 1}x{KEY_END - KEY_AT}s{C
 _MISSING = object()
 _EPB_TYPE = _U32.pack(6)
 _MAX_CACHED = 1 << 16
+_CACHE_BYTES = 16 << 20     # cached options (12 copies per key: 3 directions x 4 paddings)
 
 
 class PcapWriter:

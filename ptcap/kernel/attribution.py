@@ -139,7 +139,7 @@ class Attribution:
         bits), the children of selected processes join the capture's selection at fork."""
         obj = libbpf.Object("procs")
         self._objects.append(obj)
-        for name in ("ptcap_events", "ptcap_owners") + WHO_MAPS:
+        for name in ("ptcap_events", "ptcap_counters", "ptcap_owners") + WHO_MAPS:
             obj.reuse_map(name, capture.map_fd(name))
         try:
             obj.load()

@@ -22,14 +22,17 @@ def possible_cpus() -> int:
     return n
 
 
-def read(counters_fd: int) -> tuple[int, int, int]:
-    """(received by filter, dropped by kernel, over the --hook-rate limit), summed over CPUs."""
+def read(counters_fd: int) -> tuple[int, ...]:
+    """Every counter, in records.Counter's order (received by filter, dropped by kernel, over
+    the --hook-rate limit, process events lost), summed over CPUs."""
+    return tuple(read_one(counters_fd, which) for which in range(records.Counter.MAX))
+
+
+def read_one(counters_fd: int, which: int) -> int:
+    """One counter (records.Counter), summed over CPUs."""
     ncpu = possible_cpus()
-    totals = []
-    for which in (records.Counter.RECEIVED, records.Counter.DROPPED, records.Counter.RATE_LIMITED):
-        raw = bpf.map_lookup(counters_fd, struct.pack("<I", which), 8 * ncpu)
-        totals.append(sum(struct.unpack(f"<{ncpu}Q", raw)) if raw else 0)
-    return totals[0], totals[1], totals[2]
+    raw = bpf.map_lookup(counters_fd, struct.pack("<I", which), 8 * ncpu)
+    return sum(struct.unpack(f"<{ncpu}Q", raw)) if raw else 0
 
 
 def wall_clock_offset() -> int:

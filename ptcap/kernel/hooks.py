@@ -105,8 +105,12 @@ class HookCapture:
 
     def __init__(self, hooks: list[str], filters: dict[int, pcapfilter.ClassicProgram], *,
                  ring_fd: int, counters_fd: int, owners_fd: int, rate: int = 0,
-                 backtrace: bool = False, first_iface_id: int = 0, ring_size: int | None = None) -> None:
+                 backtrace: bool = False, first_iface_id: int = 0, ring_size: int | None = None,
+                 ring_config: bytes | None = None) -> None:
+        """`ring_config`: the shared ring's .rodata (ptcap/kernel/ringroom.py: the room
+        packets leave to process events); None: no room kept."""
         self.hooks = hooks
+        self._ring_config = ring_config
         self.rate = rate
         self.backtrace = backtrace
         self.interfaces: list[HookInterface] = []
@@ -126,6 +130,8 @@ class HookCapture:
             obj.set_max_entries("ptcap_events", ring_size)
         else:
             obj.reuse_map("ptcap_events", ring_fd)
+        if self._ring_config is not None:
+            obj.set_data(".rodata", self._ring_config)
         if counters_fd >= 0:
             obj.reuse_map("ptcap_counters", counters_fd)
         if owners_fd >= 0:

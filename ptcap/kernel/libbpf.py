@@ -34,6 +34,7 @@ for _name, _res, _args in (
     ("bpf_map__fd", ctypes.c_int, [_p]),
     ("bpf_map__set_max_entries", ctypes.c_int, [_p, ctypes.c_uint32]),
     ("bpf_map__reuse_fd", ctypes.c_int, [_p, ctypes.c_int]),
+    ("bpf_map__set_initial_value", ctypes.c_int, [_p, ctypes.c_char_p, ctypes.c_size_t]),
     ("bpf_link__fd", ctypes.c_int, [_p]),
     ("bpf_link__destroy", ctypes.c_int, [_p]),
     ("bpf_iter_create", ctypes.c_int, [ctypes.c_int]),
@@ -184,7 +185,7 @@ class Object:
             raise PtcapError(f"BPF object {self.path} is missing: run ./install.sh (or make -C bpf)")
         self.name = name
         self._ptr = None
-        self._setup: list[tuple[str, str, int]] = []     # (what, map or program, value)
+        self._setup: list[tuple[str, str, int | bytes]] = []     # (what, map or program, value)
         self.unavailable: dict[str, str] = {}            # program -> why this kernel refused it
         self.loaded = False
         self._open()
@@ -226,12 +227,23 @@ class Object:
         self._apply("reuse", map_name, fd)
         self._setup.append(("reuse", map_name, fd))
 
+    def set_data(self, section: str, data: bytes) -> None:
+        """Set the whole of a global data section (".rodata": what the verifier sees as
+        constants) before load; `data` must be exactly its size."""
+        self._apply("data", section, data)
+        self._setup.append(("data", section, data))
+
     def set_autoload(self, prog: str, on: bool) -> None:
         self._apply("autoload", prog, int(on))
         self._setup.append(("autoload", prog, int(on)))
 
-    def _apply(self, what: str, name: str, value: int) -> None:
-        if what == "size":
+    def _apply(self, what: str, name: str, value) -> None:
+        if what == "data":
+            err = _lib.bpf_map__set_initial_value(self._map(name), value, len(value))
+            if err < 0:
+                raise PtcapError(f"setting BPF object {self.name}'s {name} ({len(value)} bytes): "
+                                 f"{os.strerror(-err)}")
+        elif what == "size":
             if _lib.bpf_map__set_max_entries(self._map(name), value) < 0:
                 raise PtcapError(f"sizing BPF map {name}: {_errno_text()}")
         elif what == "reuse":

@@ -87,6 +87,7 @@ HOOK_CONFIG = Layout("ptcap_hook_config",
 IFACE_KEY = Layout("ptcap_iface_key", ("netns_cookie", "Q"), ("ifindex", "I"), ("_pad", "4x"))
 IFACE = Layout("ptcap_iface", ("iface_id", "I"), ("flags", "I"))
 CONFIG = Layout("ptcap_config", ("clock_offset", "q"), ("who", "I"), ("peer_selects", "I"))
+RING_CONFIG = Layout("ptcap_ring_config", ("packet_limit", "Q"))
 
 # container admission at cgroup_mkdir (bpf/cgroups.bpf.c)
 CONTAINER_ID_LEN = 76       # PTCAP_CONTAINER_ID_LEN: containerd allows ids of 76 characters
@@ -95,7 +96,7 @@ CGROUP_NAME = Layout("ptcap_cgroup_name", ("name", f"{CGROUP_NAME_LEN}s"))
 CGROUP_DIR = Layout("ptcap_cgroup_dir", ("parent_id", "Q"), ("name", f"{CGROUP_NAME.size}s"))
 CGROUP_WANT = Layout("ptcap_cgroup_want", ("len", "I"), ("id", "80s"))
 
-LAYOUTS = (OWNER, PACKET, EXEC, FORK, SCRATCH, HOOK_CONFIG, IFACE_KEY, IFACE, CONFIG,
+LAYOUTS = (OWNER, PACKET, EXEC, FORK, SCRATCH, HOOK_CONFIG, IFACE_KEY, IFACE, CONFIG, RING_CONFIG,
            CGROUP_NAME, CGROUP_DIR, CGROUP_WANT)
 
 
@@ -141,7 +142,8 @@ class Counter(enum.IntEnum):
     RECEIVED = 0
     DROPPED = 1
     RATE_LIMITED = 2
-    MAX = 3
+    PROC_LOST = 3       # process events the ring had no room for
+    MAX = 4
 
 
 class LinkType(enum.IntEnum):

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from ptcap.errors import PtcapError
-from ptcap.kernel import bpf, interfaces, libbpf, records, tcattach
+from ptcap.kernel import bpf, interfaces, libbpf, records, ringroom, tcattach
 from ptcap.kernel import counters as countermod
 from ptcap.kernel import hooks as hookmod
 from ptcap.kernel import netns as nsmod
@@ -149,6 +149,7 @@ class Session:
         self._capture = capture
         ring_size = round_size(cfg.ring_kib)
         capture.set_max_entries("ptcap_events", ring_size)
+        capture.set_data(".rodata", ringroom.ring_config(ring_size))     # room for process events
         # Only the programs this capture uses are loaded (verifying is most of the start-up
         # time); one this kernel refuses fails only the captures that need it.
         needed = set() if cfg.hooks else {CAPTURE_PROGS[SLOTS[cfg.backend, d]] for d in self._taps.directions}
@@ -174,7 +175,8 @@ class Session:
         self._who_bits = 0
         self.hook_capture = hookmod.HookCapture(
             cfg.hooks, filters, ring_fd=capture.map_fd("ptcap_events"), counters_fd=self._counters_fd,
-            owners_fd=capture.map_fd("ptcap_owners"), rate=cfg.hook_rate, backtrace=cfg.backtrace)
+            owners_fd=capture.map_fd("ptcap_owners"), rate=cfg.hook_rate, backtrace=cfg.backtrace,
+            ring_config=ringroom.ring_config(self.ring.size))
         self.sync_clock()
         for iface in self.hook_capture.interfaces:
             self.ifaces.append(iface)
@@ -305,8 +307,12 @@ class Session:
         """(received by filter, dropped by kernel), summed over CPUs."""
         return self.all_counters()[:2]
 
-    def all_counters(self) -> tuple[int, int, int]:
-        """(received by filter, dropped by kernel, over the --hook-rate limit), summed over CPUs."""
+    def counter(self, which: int) -> int:
+        """One counter (records.Counter), summed over CPUs."""
+        return countermod.read_one(self._counters_fd, which)
+
+    def all_counters(self) -> tuple[int, ...]:
+        """records.Counter's counters (received, dropped, over --hook-rate, process events lost), summed."""
         if self.closed:
             return self._last_counters
         self._last_counters = countermod.read(self._counters_fd)
@@ -326,8 +332,8 @@ class Session:
             if getattr(self, "_counters_fd", None) is not None:
                 self.counters()
         except OSError:
-            self._last_counters = (0, 0, 0)
-        self._last_counters = getattr(self, "_last_counters", (0, 0, 0))
+            self._last_counters = (0,) * records.Counter.MAX
+        self._last_counters = getattr(self, "_last_counters", (0,) * records.Counter.MAX)
         self.closed = True
         self.detach()
         self._attribution.close()

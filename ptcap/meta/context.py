@@ -21,6 +21,10 @@ A process that is the last owner of a connection whose socket is gone (its teard
 marked `LastOwner: yes` (`ReceiverLastOwner: yes` / `SenderLastOwner: yes` for the peer);
 one named for a forwarded or NATed packet (no socket of it where the packet was seen: found
 through the flow and the connection tracking entry) is marked `Forwarded: yes`.
+
+Once the kernel lost process events (the ring had no room for an exec, fork or exit), a
+process may show an old command or parent: every packet's context then ends with
+`MayBeStale: yes` (for the whole packet, both ends).
 """
 from __future__ import annotations
 
@@ -83,6 +87,7 @@ class ProcessContext:
     forwarded: bool = False         # found for a forwarded (NATed) packet, through its flow
     peer: "ProcessContext | None" = None    # the other local end
     peer_role: str = ""             # which end the peer is: "Receiver" or "Sender"
+    stale: bool = False             # process events were lost before: details may be stale
 
     @property
     def comm(self) -> str:
@@ -131,6 +136,8 @@ class ProcessContext:
         if self.peer is not None and self.peer_role:
             role = self.peer_role
             out += ["\n".join(role + line for line in c.split("\n")) for c in self.peer.comments(parts)]
+        if self.stale and out:
+            out.append("MayBeStale: yes")
         return out
 
     @classmethod
@@ -213,4 +220,5 @@ _SETTERS = {
     "DropLocation": _set("drop_location"),
     "LastOwner": _set("last_owner", lambda v: v == "yes"),
     "Forwarded": _set("forwarded", lambda v: v == "yes"),
+    "MayBeStale": _set("stale", lambda v: v == "yes"),
 }

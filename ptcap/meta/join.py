@@ -13,7 +13,7 @@ from ptcap.pipeline.decoder import split_key
 from ptcap.pipeline.packet import MISSING, Batch
 
 _NO_PEER = bytes(OWNER_LEN)
-
+MAX_KEYS = 1 << 16      # record keys joined at once: past it, start again (memory stays flat)
 
 
 class Joiner:
@@ -21,7 +21,7 @@ class Joiner:
         self._table = table
         self.names = names or HookNames()
         self._contexts: dict[bytes, ProcessContext | None] = {}
-        self._keys: dict[bytes, list[bytes]] = {}        # owner record → its keys
+        self._keys: dict[bytes, set[bytes]] = {}         # owner record → its keys
         self._ifaces: list[tuple[int, str, int]] = []   # by iface id: linktype, name, ifindex
         # called with each record key whose context is dropped: what was derived from it goes too
         self.forgotten: list = []
@@ -46,19 +46,29 @@ class Joiner:
             if reason:
                 ctx.drop_reason = self.names.reason(reason)
                 ctx.drop_location = self.names.symbols.name(location)
+        if len(self._contexts) >= MAX_KEYS:
+            self._contexts.clear()
+            self._keys.clear()
         self._contexts[key] = ctx
-        self._keys.setdefault(owner, []).append(key)
-        if peer != _NO_PEER:
-            self._keys.setdefault(peer, []).append(key)       # the peer's context goes too
+        for record in (owner, peer):        # the key goes with either end's context
+            if record != _NO_PEER:
+                self._keys.setdefault(record, set()).add(key)
         return ctx
 
     def _forget(self, owner: bytes) -> None:
-        """The table dropped an owner's context (exec, exit): its joins go too."""
+        """The table dropped an owner's context (exec, exit): its joins go too, and the
+        other end's record of them."""
         for key in self._keys.pop(owner, ()):
             self._contexts.pop(key, None)
+            mine, _info, _marks, peer = split_key(key)
+            other = self._keys.get(peer if mine == owner else mine)
+            if other is not None:
+                other.discard(key)
             for forget in self.forgotten:
                 forget(key)
 
     def packets(self, buf, offsets: list[int]) -> Batch:
-        """The packet records at `offsets` of a ring batch, with this join's contexts."""
+        """The packet records at `offsets` of a ring batch, with this join's contexts (made
+        again, marked maybe stale, if process events were lost since the last batch)."""
+        self._table.check_lost()
         return Batch(buf, offsets, self._contexts, self.context, self._ifaces)

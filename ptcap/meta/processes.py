@@ -26,6 +26,11 @@ OWNER = records.OWNER.struct
 _PID_START = struct.Struct(f"<I{records.OWNER.offset['start_ns'] - 4}xQ")        # its pid and start time
 EXIT_GRACE = 60.0       # seconds a process's details outlive it (late packets, FINs)
 NO_OWNER = bytes(OWNER.size)
+# Bounds that hold memory flat when exits go unseen (a lost event) or come faster than the
+# grace lets them go: past them the oldest entries go first (a live process is read again).
+MAX_PROCESSES = 1 << 15     # processes known (pid + start) and exits waiting out their grace
+MAX_CONTEXTS = 1 << 16      # joined contexts (owner records, with marks and peers)
+RECHECK_SECONDS = 1.0       # after a loss, how often a new one makes everything be looked up again
 
 
 @dataclass(slots=True)
@@ -124,7 +129,10 @@ def _same_start(ticks: int, start_ns: int) -> bool:
 
 def join_args(argv: list[str]) -> str:
     """Arguments as one line: a newline would break the 'Key: value' comment format."""
-    return " ".join(argv).translate(_ONE_LINE)
+    line = " ".join(argv)
+    if "\n" in line or "\r" in line or "\t" in line:      # rare: translate is the slow part
+        return line.translate(_ONE_LINE)
+    return line
 
 
 _ONE_LINE = str.maketrans({"\n": " ", "\r": " ", "\t": " "})
@@ -132,17 +140,26 @@ _ONE_LINE = str.maketrans({"\n": " ", "\r": " ", "\t": " "})
 
 class ProcessTable:
     """Joins owner records with process details; keyed by pid + start time, so a reused pid
-    is never mistaken for the old process."""
+    is never mistaken for the old process.
+
+    Process events the kernel could not queue (`lost_events`, polled by check_lost()) make
+    what was learnt from events suspect: from the first loss on, every context says its
+    details may be stale, and a process is looked up in /proc again (what events said of it
+    stays the fallback for processes that are gone)."""
 
     def __init__(self, metadata: "Metadata | None" = None) -> None:
         self.metadata = metadata      # containers and pods (None: not wanted)
         self._procs: dict[tuple[int, int], ProcessInfo | None] = {}
         self._latest: dict[int, ProcessInfo] = {}     # newest known program of each pid
         self._contexts: dict[bytes, ProcessContext | None] = {NO_OWNER: None}
-        self._owners: dict[tuple[int, int], list[bytes]] = {}    # (pid, start) → owner records
+        self._owners: dict[tuple[int, int], set[bytes]] = {}     # (pid, start) → its context keys
         self._exited: deque[tuple[float, int, int]] = deque()    # (when, pid, start)
         self._users: dict[int, str] = {}
         self._snapshot: dict[int, tuple[int, ProcessInfo]] = {}   # pid → (start ticks, details)
+        self._suspect: dict[tuple[int, int], ProcessInfo | None] = {}     # known before a loss
+        self.lost_events: Callable[[], int] | None = None   # the kernel's count of lost process events
+        self.events_lost = 0
+        self._rechecked = 0.0
         # called with each owner record whose context is dropped (exec, exit): sinks that
         # cache what they derived from a context forget it too
         self.forgotten: list[Callable[[bytes], None]] = []
@@ -156,18 +173,49 @@ class ProcessTable:
                 if found is not None:
                     self._snapshot[int(entry)] = found
 
+    def check_lost(self) -> None:
+        """Before a batch is joined: has the kernel lost process events since we last looked?
+        Then every context is made again, marked as maybe stale."""
+        if self.lost_events is None:
+            return
+        lost = self.lost_events()
+        if lost <= self.events_lost:
+            return
+        now = time.monotonic()
+        if self.events_lost and now - self._rechecked < RECHECK_SECONDS:
+            return      # already marked: a storm of losses re-reads /proc once a second
+        self.events_lost, self._rechecked = lost, now
+        self._suspect.update(self._procs)
+        self._procs.clear()
+        for key in list(self._owners):
+            self._drop_contexts(*key)
+        self._bound(self._suspect)
+
     def process(self, pid: int, start_ns: int = 0) -> ProcessInfo | None:
         key = (pid, start_ns)
         if key not in self._procs:
             info = read_process(pid, start_ns)
+            if info is None:
+                info = self._suspect.get(key)
             if info is None and pid in self._snapshot:
                 ticks, seen = self._snapshot[pid]
                 if not start_ns or _same_start(ticks, start_ns):
                     info = seen
-            self._procs[key] = info
-            if info is not None:
-                self._latest[pid] = info
+            self._remember(key, info)
         return self._procs[key]
+
+    def _remember(self, key: tuple[int, int], info: ProcessInfo | None) -> None:
+        self._procs[key] = info
+        if info is not None:
+            self._latest[key[0]] = info
+        self._bound(self._procs)
+        self._bound(self._latest)
+
+    @staticmethod
+    def _bound(known: dict) -> None:
+        """Keep at most MAX_PROCESSES entries, dropping the oldest (dicts keep insertion order)."""
+        while len(known) > MAX_PROCESSES:
+            del known[next(iter(known))]
 
     def parent(self, ppid: int) -> ProcessInfo | None:
         """A parent as last seen (from its exec, or /proc), even if it has exited since."""
@@ -177,10 +225,15 @@ class ProcessTable:
         """The context of an owner record (40 bytes from the kernel); None when unknown."""
         ctx = self._contexts.get(owner, False)
         if ctx is False:
+            self._make_room()
             ctx = self._contexts[owner] = self._build(owner)
-            pid, start = _PID_START.unpack_from(owner)
-            self._owners.setdefault((pid, start), []).append(owner)
+            self._owners.setdefault(_PID_START.unpack_from(owner), set()).add(owner)
         return ctx
+
+    def _make_room(self) -> None:
+        """Before a context is added: drop the oldest processes' contexts past MAX_CONTEXTS."""
+        while len(self._contexts) >= MAX_CONTEXTS and self._owners:
+            self._drop_contexts(*next(iter(self._owners)))
 
     def joined(self, owner: bytes, marks: int, peer: bytes) -> ProcessContext | None:
         """The context of a packet's owner with what the kernel marked (last owner) and the
@@ -198,14 +251,16 @@ class ProcessTable:
         ctx.forwarded = bool(marks & MARK_CONNTRACK)
         if other is not None:
             ctx.peer = dataclasses.replace(other, last_owner=bool(marks & MARK_PEER_LAST_OWNER),
-                                           forwarded=bool(marks & MARK_PEER_CONNTRACK))
+                                           forwarded=bool(marks & MARK_PEER_CONNTRACK), stale=False)
             ctx.peer_role = "Receiver" if marks & MARK_PEER_RECEIVER else "Sender"
+        ctx.stale = bool(self.events_lost)
         if own is None and other is None:
             ctx = None
+        self._make_room()
         self._contexts[key] = ctx
         for record in (owner, peer):
             if record != NO_OWNER:
-                self._owners.setdefault(_PID_START.unpack_from(record), []).append(key)
+                self._owners.setdefault(_PID_START.unpack_from(record), set()).add(key)
         return ctx
 
     def _build(self, owner: bytes) -> ProcessContext | None:
@@ -215,7 +270,7 @@ class ProcessTable:
         tname = comm.split(b"\0", 1)[0].decode(errors="replace")
         name = pcomm.split(b"\0", 1)[0].decode(errors="replace")
         ctx = ProcessContext(pid=pid, tid=tid, tname=tname, uid=uid, gid=gid, username=self.user(uid),
-                             name=name, ppid=ppid)
+                             name=name, ppid=ppid, stale=bool(self.events_lost))
         info = self.process(pid, start)
         if info is not None:
             ctx.cmd, ctx.args = info.cmd, info.args
@@ -244,16 +299,14 @@ class ProcessTable:
                 comm = filename.rsplit("/", 1)[-1][:15]
         elif not filename.startswith("/") or filename.startswith(("/proc/", "/dev/fd/")):
             filename = _exe(pid) or filename
-        info = ProcessInfo(pid, filename, join_args(argv), ppid, comm)
-        self._procs[pid, start_ns] = self._latest[pid] = info
+        self._remember((pid, start_ns), ProcessInfo(pid, filename, join_args(argv), ppid, comm))
 
     def learn_fork(self, pid: int, ppid: int, start_ns: int) -> None:
         """A process forked: until it execs, the child runs its parent's program."""
         parent = self._latest.get(ppid)
         if parent is None:
             return
-        info = ProcessInfo(pid, parent.cmd, parent.args, ppid, parent.comm)
-        self._procs[pid, start_ns] = self._latest[pid] = info
+        self._remember((pid, start_ns), ProcessInfo(pid, parent.cmd, parent.args, ppid, parent.comm))
 
     def user(self, uid: int) -> str:
         name = self._users.get(uid)
@@ -270,23 +323,34 @@ class ProcessTable:
         FIN): what we know of it is kept for EXIT_GRACE seconds, then dropped."""
         now = time.monotonic()
         self._exited.append((now, pid, start_ns))
-        while self._exited and now - self._exited[0][0] > EXIT_GRACE:
+        while self._exited and (now - self._exited[0][0] > EXIT_GRACE or len(self._exited) > MAX_PROCESSES):
             _, old_pid, old_start = self._exited.popleft()
             self._drop_contexts(old_pid, old_start)
             info = self._procs.pop((old_pid, old_start), None)
+            self._suspect.pop((old_pid, old_start), None)
             if info is not None and self._latest.get(old_pid) is info:
                 del self._latest[old_pid]
+            found = self._snapshot.get(old_pid)
+            if found is not None and (not old_start or _same_start(found[0], old_start)):
+                del self._snapshot[old_pid]
 
     def _drop_contexts(self, pid: int, start_ns: int) -> None:
-        for owner in self._owners.pop((pid, start_ns), ()):
-            self._contexts.pop(owner, None)
+        for key in self._owners.pop((pid, start_ns), ()):
+            self._contexts.pop(key, None)
+            if len(key) > OWNER.size:       # a joined key: the other process no longer holds it
+                for record in (key[:OWNER.size], key[-OWNER.size:]):
+                    held = self._owners.get(_PID_START.unpack_from(record))
+                    if held is not None:
+                        held.discard(key)
             for forget in self.forgotten:
-                forget(owner)
+                forget(key)
 
     def forget(self, pid: int) -> None:
         """Drop everything known about a pid (every process that had it)."""
         for key in [k for k in self._procs if k[0] == pid]:
             del self._procs[key]
+        for key in [k for k in self._suspect if k[0] == pid]:
+            del self._suspect[key]
         self._latest.pop(pid, None)
         for key in [k for k in self._owners if k[0] == pid]:
             self._drop_contexts(*key)
