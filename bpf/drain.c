@@ -29,6 +29,9 @@
 #define RING_BUSY (1u << 31)
 #define RING_DISCARD (1u << 30)
 #define RING_HDR 8
+/* direct mode writes (and hands the ring space back) this often, or every eighth of a
+ * smaller ring */
+#define FLUSH_BYTES (1 << 20)
 
 #define KEY_AT offsetof(struct ptcap_packet, owner)
 #define KEY_END offsetof(struct ptcap_packet, iface_id)
@@ -73,6 +76,7 @@ struct drain {
 	size_t producer_len;
 	uint8_t *data;
 	uint64_t mask;
+	uint64_t flush_bytes;
 	long page;
 	int framing;
 	struct entry *table;
@@ -196,6 +200,7 @@ struct drain *ptcap_drain_open(int map_fd, uint64_t size, uint32_t slots, int fr
 		return NULL;
 	d->page = sysconf(_SC_PAGESIZE);
 	d->mask = size - 1;
+	d->flush_bytes = size / 8 < FLUSH_BYTES ? size / 8 : FLUSH_BYTES;
 	d->framing = framing;
 	d->slots = slots < 16 ? 16 : slots;
 	d->table = calloc(d->slots, sizeof(*d->table));
@@ -271,7 +276,6 @@ static inline void put32(uint8_t *p, uint32_t v)
  * so that writev(2) copies them once, into the file (to /dev/null: never). */
 #define IOV_MAX_RUN 1024
 #define DIRECT_MIN 1024		/* packets this big go by reference */
-#define FLUSH_BYTES (1 << 20)	/* direct mode writes (and hands the ring space back) this often */
 
 struct emit {
 	struct iovec iov[IOV_MAX_RUN];
@@ -462,7 +466,7 @@ void ptcap_drain_run(struct drain *d, uint8_t *out, uint64_t cap, int fd, uint64
 		queued += total;
 		packets++;
 		cons += size;
-		if (fd >= 0 && queued >= FLUSH_BYTES) {
+		if (fd >= 0 && queued >= d->flush_bytes) {
 			if (flush(&e))
 				break;
 			__atomic_store_n(cons_pos(d), cons, __ATOMIC_RELEASE);

@@ -218,6 +218,9 @@ class Object:
     def map_fd(self, name: str) -> int:
         return _lib.bpf_map__fd(self._map(name))
 
+    def has_map(self, name: str) -> bool:
+        return bool(_lib.bpf_object__find_map_by_name(self._ptr, name.encode()))
+
     def set_max_entries(self, map_name: str, n: int) -> None:
         self._apply("size", map_name, n)
         self._setup.append(("size", map_name, n))

@@ -149,7 +149,8 @@ class Session:
         self._capture = capture
         ring_size = round_size(cfg.ring_kib)
         capture.set_max_entries("ptcap_events", ring_size)
-        capture.set_data(".rodata", ringroom.ring_config(ring_size))     # room for process events
+        if capture.has_map(".rodata"):      # room for process events (every object of ours has it)
+            capture.set_data(".rodata", ringroom.ring_config(ring_size))
         # Only the programs this capture uses are loaded (verifying is most of the start-up
         # time); one this kernel refuses fails only the captures that need it.
         needed = set() if cfg.hooks else {CAPTURE_PROGS[SLOTS[cfg.backend, d]] for d in self._taps.directions}

@@ -134,8 +134,11 @@ class Engine:
         buf, base = ring.mapping, ring.data_offset
         EMPTY, EVENT, UNKNOWN, COUNT, ERROR = (native.Stop.EMPTY, native.Stop.EVENT, native.Stop.UNKNOWN,
                                                native.Stop.COUNT, native.Stop.ERROR)
+        check_lost = getattr(self.processes, "check_lost", None)
         seen = 0
         while True:
+            if check_lost is not None:
+                check_lost()        # a process event lost: what follows is marked (may be stale)
             if self._stale:
                 drain.clear()
                 self._stale = False
