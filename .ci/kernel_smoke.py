@@ -73,9 +73,13 @@ def check_veth_with_process_selector() -> None:
 
 
 def check_cgroup_skb_backend() -> None:
+    """cgroup-skb on lo, both copies: leaving, the sender; arriving, a receiver whose socket
+    existed before the capture and never sends (known only from the walk at the start)."""
+    receiver = Sender("k19cgrcv", "127.0.0.1")
     sender = Sender("k19cg", "127.0.0.1")
-    port = sender.port
-    cap = Capture("--backend", "cgroup-skb", "-i", "lo", "-n", "-c", "2", f"udp and dst port {port}")
+    port = receiver.port
+    cap = Capture("--backend", "cgroup-skb", "-i", "lo", "--loopback-twice", "-n", "-c", "4",
+                  f"udp and dst port {port}")
     try:
         cap.wait_listening()
         for _ in range(2):
@@ -83,7 +87,11 @@ def check_cgroup_skb_backend() -> None:
         lines = cap.finish()
     finally:
         sender.stop()
-    assert len(lines) == 2 and all(f"k19cg.{sender.pid}" in l for l in lines), lines
+        receiver.stop()
+    out = [l for l in lines if " Out " in l]
+    into = [l for l in lines if " In " in l]
+    assert len(out) == 2 and all(f"k19cg.{sender.pid}" in l for l in out), lines
+    assert len(into) == 2 and all(f"k19cgrcv.{receiver.pid}" in l for l in into), lines
 
 
 def check_sigkill_leaves_nothing() -> None:
@@ -167,6 +175,7 @@ def main() -> int:
     t0 = time.monotonic()
     print(sh(*PTCAP, "--version", timeout=START_TIMEOUT).rstrip(), flush=True)
     print(f"smoke: ptcap --version took {time.monotonic() - t0:.0f} s", flush=True)
+    print(sh(*PTCAP, "--list-hooks", timeout=START_TIMEOUT).rstrip(), flush=True)
     setup_netns()
     passed = failed = 0
     try:
