@@ -206,7 +206,7 @@ LISTENER = "import socket, sys\ns = socket.socket(); s.bind((sys.argv[1], 0)); s
 
 
 def _connect(host: str, port: int, timeout: float) -> None:
-    s = socket.socket()
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     s.settimeout(timeout)
     try:
         s.connect((host, port))
@@ -248,6 +248,7 @@ def check_every_hook() -> None:
         listening = int(listener.stdout.readline())
         sender.send(udp_port, HOST_IP)
         _connect(NS_IP, rst_port, 5)
+        _connect("::1", rst_port, 5)             # the IPv6 reset (tcp_v6_send_reset)
         _bare_ack(NS_IP, listening)              # a listener answers an ACK with a reset
         _connect(SILENT, silent_port, 1.6)       # the SYN again after about 1 s
         if direct:
@@ -277,6 +278,7 @@ def check_every_hook() -> None:
     # a reset for a packet no socket took: the tracepoint fires for those from 6.10 on, before
     # ptcap takes fentry on tcp_v4_send_reset/tcp_v6_send_reset instead
     assert any(syn in l for l in at["tcp_send_reset"]), report
+    assert any(f"> ::1.{rst_port}: Flags [S]" in l for l in at["tcp_send_reset"]), report
     assert any(f"> {SILENT}.{silent_port}: Flags [S]" in l for l in at["tcp_retransmit_skb"]), report
     if direct:
         assert any(f"{HOST_IP}.40000 > {NS_IP}.{udp_port}: UDP, length 6" in l for l in at["dev_direct_xmit"]), report
