@@ -118,11 +118,13 @@ def check_extcap_through_tshark() -> None:
         (home / ".local/lib/wireshark/plugins").mkdir(parents=True, exist_ok=True)
         (home / ".local/lib/wireshark/plugins/ptcap.lua").write_bytes((ROOT / "lua" / "ptcap.lua").read_bytes())
     sender = Sender("k19ws", "127.0.0.1")
+    other = Sender("k19wsother", "127.0.0.1")         # not selected (the extcap's --pname)
     port = sender.port
     log = TMP / "extcap.log"
     proc = subprocess.Popen(["tshark", "-i", "ptcap", "-o", "extcap.ptcap.interfaces:lo",
                              "-o", "extcap.ptcap.loglevel:info", "-o", f"extcap.ptcap.logfile:{log}",
-                             "-f", f"udp and dst port {port}", "-c", "2",
+                             "-o", "extcap.ptcap.pname:k19ws",
+                             "-f", f"udp and (dst port {port} or dst port {other.port})", "-c", "2",
                              "-T", "fields", "-e", "ptcap.pid", "-e", "ptcap.comm", "-e", "udp.dstport"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "HOME": str(home)})
@@ -136,10 +138,12 @@ def check_extcap_through_tshark() -> None:
                                      f"{log.read_text().strip() if log.exists() else 'none'}")
             time.sleep(0.2)
         for _ in range(2):
+            other.send(other.port, "127.0.0.1")
             sender.send(port, "127.0.0.1")
         out, err = proc.communicate(timeout=120)
     finally:
         sender.stop()
+        other.stop()
         if proc.poll() is None:
             proc.kill()
     rows = [l.split("\t") for l in out.splitlines() if l.strip()]
