@@ -119,7 +119,7 @@ class Capture:
             if "listening on" in self.err.read_text():
                 return
             if self.proc.poll() is not None:
-                raise AssertionError(f"ptcap exited: {self.err.read_text().strip()}")
+                raise AssertionError(f"ptcap exited ({self.proc.returncode}): {self.err.read_text().strip()}")
             time.sleep(0.2)
         self.proc.kill()
         raise AssertionError("ptcap did not start listening")
