@@ -10,11 +10,11 @@ die() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "run as root (apt packages, BPF build)"
 
-PACKAGES=(clang llvm make libbpf1 libbpf-dev bpftool libpcap0.8 libpcap-dev
+PACKAGES=(clang llvm make gcc libc6-dev libbpf1 libbpf-dev bpftool libpcap0.8 libpcap-dev
           tshark tcpdump iproute2 iptables nftables python3 python3-venv psmisc
           docker.io containerd busybox-static file libcap2-bin
-          wireshark-qt xvfb xauth xdotool imagemagick dbus at-spi2-core python3-pyatspi
-          golang-go curl openssl)
+          wireshark-qt xvfb xauth xdotool x11-utils imagemagick dbus at-spi2-core python3-pyatspi
+          golang-go curl openssl iperf3)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -23,3 +23,28 @@ def wait_listening(proc: subprocess.Popen, timeout: float = 30) -> None:
         if "listening on" in line:
             return
     raise RuntimeError("capture did not start")
+
+
+def cpu_ns(pid: int) -> int:
+    """CPU time of every thread of `pid` in nanoseconds (the scheduler's own account, finer
+    than the clock ticks of cpu_seconds)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total
+
+
+def thread_ns(pid: int) -> dict[int, int]:
+    """CPU time of each thread of `pid` in nanoseconds, by thread id."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                out[int(tid)] = int(f.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return out

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Start-up time: from exec to "listening on" on stderr, ptcap against tcpdump, in one run.
 
-Each tool starts N times on lo with the same filter (`udp port 9`) and is stopped as soon as
-it says it listens; the table shows the median and the best, the last line their ratio.
---tree DIR times another checkout's ptcap (its .venv) as well, e.g. the main branch, to
-compare before and after a change.
+Each tool starts N times on lo with the same filter (`-c 1 udp port 9`) and is stopped as
+soon as it says it listens; the table shows the median and the best, the last lines the
+ratios. --tree DIR times another checkout's ptcap (the `ptcap` its .venv installed, so a
+tree from before the subpackages works too) as well, to compare before and after a change.
+Python runs as installed, with its bytecode cache (PYTHONDONTWRITEBYTECODE is dropped), and
+one untimed start of each tool comes first.
 
     sudo .venv/bin/python bench/startup_bench.py [--runs 9] [--tree /work/main]
 """
@@ -35,7 +37,7 @@ def once(argv: list[str], env: dict | None = None) -> float:
 
 
 def ptcap(tree: Path) -> list[str]:
-    return [str(tree / ".venv" / "bin" / "python"), "-m", "ptcap.cli", "-i", "lo", "udp port 9"]
+    return [str(tree / ".venv" / "bin" / "ptcap"), "-i", "lo", "-c", "1", "udp port 9"]
 
 
 def main() -> None:
@@ -43,11 +45,14 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=9)
     ap.add_argument("--tree", type=Path, action="append", default=[])
     args = ap.parse_args()
-    tools = [("tcpdump", ["tcpdump", "-i", "lo", "-n", "udp port 9"], None)]
+    tools = [("tcpdump", ["tcpdump", "-i", "lo", "-n", "-c", "1", "udp port 9"], None)]
+    base_env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     for tree in [ROOT, *args.tree]:
-        env = {**os.environ, "PYTHONPATH": str(tree)}
+        env = {**base_env, "PYTHONPATH": str(tree)}
         tools.append((f"ptcap ({tree})", ptcap(tree), env))
     times: dict[str, list[float]] = {name: [] for name, _, _ in tools}
+    for name, argv, env in tools:            # bytecode written, caches warm
+        once(argv, env)
     for _ in range(args.runs):             # interleaved: a busy moment hits every tool
         for name, argv, env in tools:
             times[name].append(once(argv, env))

@@ -429,6 +429,10 @@ static __always_inline void find_owners(struct __sk_buff *skb, __u32 l2len, stru
 				h->marks |= PTCAP_MARK_PEER_SENDER | PTCAP_MARK_PEER_CONNTRACK;
 		} else if (forwarded_end(skb, &f, 0, &h->owner)) {
 			h->marks |= PTCAP_MARK_CONNTRACK;
+		} else if (local && f.proto) {
+			/* on loopback or a veth, to a port nobody listens on: its one local end is
+			 * the sender */
+			owner_by_lookup(skb, &f, 0, peer_ns, &h->owner);
 		}
 		return;
 	}
@@ -481,8 +485,13 @@ static __always_inline int capture(struct __sk_buff *skb, __u8 dir, __u32 iface_
 	count(PTCAP_CNT_RECEIVED);
 	wake = ring_wakeup(sizeof(hdr) + caplen);
 
+	/* above 16 KiB: GRO/GSO packets, most often a full 64 KiB IP packet behind its link-layer
+	 * header (65550 bytes on lo), which must not take a 256 KiB reservation */
 	RING_CLASSES_TO_16K
+	TRY_CLASS(32768)
 	TRY_CLASS(65536)
+	TRY_CLASS(65536 + 1024)
+	TRY_CLASS(131072)
 	TRY_CLASS(262144)
 	return ret;
 dropped:

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
-/* TLS session keys of running programs, read with uprobes (x86-64):
+/* TLS session keys of running programs, read with uprobes (x86-64 and arm64):
  *  - Go: crypto/tls.(*Config).writeKeyLog(label string, clientRandom, secret []byte) is
  *    called for every secret whether or not the program set a KeyLogWriter; Go's register
- *    ABI passes the receiver in AX, label in BX/CX, clientRandom in DI/SI/R8, secret in
- *    R9/R10/R11.
+ *    ABI passes its nine words (receiver; label's pointer, length; clientRandom's and
+ *    secret's pointer, length, capacity) in integer registers 1-9 (GO_ARG below).
  *  - OpenSSL 3: on entry to SSL_read/SSL_write (and their _ex forms) the connection's
  *    client random and secrets are copied from the SSL object at offsets that user space
  *    measured on the same libssl file (attach cookie = index of that layout); a
@@ -12,6 +12,28 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
+
+/* The n-th integer argument register of Go's register ABI (ABIInternal) at function entry. */
+#if defined(__TARGET_ARCH_x86)
+/* amd64: AX, BX, CX, DI, SI, R8, R9, R10, R11 */
+#define GO_ARG2(r) ((r)->bx)
+#define GO_ARG3(r) ((r)->cx)
+#define GO_ARG4(r) ((r)->di)
+#define GO_ARG5(r) ((r)->si)
+#define GO_ARG7(r) ((r)->r9)
+#define GO_ARG8(r) ((r)->r10)
+#elif defined(__TARGET_ARCH_arm64)
+/* arm64: R0-R15 (struct user_pt_regs, as libbpf's PT_REGS_PARM reads them) */
+#define GO_ARG_ARM64(r, n) (((const struct user_pt_regs *)(r))->regs[(n) - 1])
+#define GO_ARG2(r) GO_ARG_ARM64(r, 2)
+#define GO_ARG3(r) GO_ARG_ARM64(r, 3)
+#define GO_ARG4(r) GO_ARG_ARM64(r, 4)
+#define GO_ARG5(r) GO_ARG_ARM64(r, 5)
+#define GO_ARG7(r) GO_ARG_ARM64(r, 7)
+#define GO_ARG8(r) GO_ARG_ARM64(r, 8)
+#else
+#error "keylog.bpf.c: Go's argument registers on this architecture are not written down"
+#endif
 
 #define KEYLOG_LABEL_MAX 32
 #define KEYLOG_SECRET_MAX 64
@@ -81,7 +103,7 @@ SEC("uprobe")
 int ptcap_keylog_go(struct pt_regs *ctx)
 {
 	struct keylog_event *e;
-	__u64 label_len = ctx->cx, random_len = ctx->si, secret_len = ctx->r10;
+	__u64 label_len = GO_ARG3(ctx), random_len = GO_ARG5(ctx), secret_len = GO_ARG8(ctx);
 
 	if (label_len > KEYLOG_LABEL_MAX || random_len != 32 || secret_len > KEYLOG_SECRET_MAX)
 		return 0;
@@ -95,9 +117,9 @@ int ptcap_keylog_go(struct pt_regs *ctx)
 	e->tgid = bpf_get_current_pid_tgid() >> 32;
 	e->label_len = label_len;
 	e->secret_len = secret_len;
-	bpf_probe_read_user(e->label, label_len, (void *)ctx->bx);
-	bpf_probe_read_user(e->random, 32, (void *)ctx->di);
-	bpf_probe_read_user(e->secret, secret_len, (void *)ctx->r9);
+	bpf_probe_read_user(e->label, label_len, (void *)GO_ARG2(ctx));
+	bpf_probe_read_user(e->random, 32, (void *)GO_ARG4(ctx));
+	bpf_probe_read_user(e->secret, secret_len, (void *)GO_ARG7(ctx));
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }
@@ -117,7 +139,7 @@ int ptcap_keylog_ossl(struct pt_regs *ctx)
 	struct ossl_layout *l = bpf_map_lookup_elem(&ossl_layouts, &index);
 	struct conn_key key = {};
 	struct keylog_event *e;
-	__u64 ssl = ctx->di, session, cipher, master, app, print, *seen;
+	__u64 ssl = PT_REGS_PARM1(ctx), session, cipher, master, app, print, *seen;
 	int i;
 
 	if (!l || !ssl)

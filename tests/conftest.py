@@ -166,6 +166,11 @@ class Capture:
             self.proc.send_signal(sig)
         return self.finish()
 
+    def wait_received(self, n: int, timeout: float = 20) -> None:
+        """Until the kernel side has let `n` packets through the filters (ptcap's own counter,
+        "received by filter"): stopping then drains them all from the ring."""
+        wait_received(self.proc.pid, n, timeout)
+
 
 @pytest.fixture
 def capture():
@@ -211,14 +216,12 @@ def leftovers() -> list[str]:
     A program or link held open by a live process outside this test run (another capture
     on the machine) is not ours to judge; one held by nobody, or by anything this run
     started (orphans included: pytest is their subreaper), is a leftover."""
+    # listed before and after the look at who holds what: one that another process loads or
+    # frees meanwhile is not taken for a leftover
+    before = _bpf_objects()
     foreign = _held_by_others()
-    found = []
-    progs = run(["bpftool", "prog", "show"], check=False).stdout
-    found += [l for l in progs.splitlines()
-              if re.search(r"name ptcap", l) and ("prog", int(l.split(":")[0])) not in foreign]
-    links = run(["bpftool", "link", "show"], check=False).stdout
-    found += [f"link: {l}" for l in links.splitlines()
-              if re.match(r"^\d+:", l) and ("link", int(l.split(":")[0])) not in foreign]
+    after = _bpf_objects()
+    found = [line for key, line in after.items() if key in before and key not in foreign]
     for dev in os.listdir("/sys/class/net"):
         q = run(["tc", "qdisc", "show", "dev", dev], check=False).stdout
         if "clsact" in q:
@@ -230,6 +233,18 @@ def leftovers() -> list[str]:
     if os.path.isdir("/sys/fs/bpf"):
         found += [f"pinned: {p}" for p in os.listdir("/sys/fs/bpf") if "ptcap" in p]
     return found
+
+
+def _bpf_objects() -> dict[tuple[str, int], str]:
+    """ptcap's programs and every link in the kernel now, by ("prog"|"link", id)."""
+    out = {}
+    for line in run(["bpftool", "prog", "show"], check=False).stdout.splitlines():
+        if re.search(r"name ptcap", line):
+            out["prog", int(line.split(":")[0])] = line
+    for line in run(["bpftool", "link", "show"], check=False).stdout.splitlines():
+        if re.match(r"^\d+:", line):
+            out["link", int(line.split(":")[0])] = f"link: {line}"
+    return out
 
 
 def _descendants(root: int) -> set[int]:
@@ -283,6 +298,23 @@ def wait_for(condition, timeout: float = 20, what: str = "") -> None:
         time.sleep(0.05)
 
 
+def tcp_settled(port: int, *netns: str) -> bool:
+    """No TCP packet of `port` is on its way in these namespaces (names from `ip netns`, or
+    paths like /proc/PID/ns/net; the root one if none): every
+    socket is listening, in TIME-WAIT, or idle (nothing unread, nothing unacknowledged, no FIN
+    waiting for its ACK), so each packet sent so far has been sent and received."""
+    idle = ("ESTAB", "CLOSE-WAIT", "FIN-WAIT-2")
+    for ns in netns or (None,):
+        cmd = ["ss", "-Htan", f"( sport = :{port} or dport = :{port} )"]
+        listing = run(["nsenter", f"--net={ns if '/' in ns else '/run/netns/' + ns}", *cmd] if ns else cmd).stdout
+        for state, recv_q, send_q, *_ in (line.split() for line in listing.splitlines() if line.strip()):
+            if state in ("LISTEN", "TIME-WAIT"):
+                continue
+            if state not in idle or recv_q != "0" or send_q != "0":
+                return False
+    return True
+
+
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:
     """A port the kernel hands out now (ephemeral): no two test runs share it."""
     with socket.socket(socket.AF_INET, kind) as s:
@@ -325,6 +357,48 @@ def programs_of(pid: int, prefix: str = "ptcap") -> list[str]:
         ids.update(int(m) for m in re.findall(r"^prog_id:\s*(\d+)", text, re.M))
     names = {p["id"]: p.get("name", "") for p in json.loads(run(["bpftool", "-j", "prog", "show"]).stdout or "[]")}
     return sorted(names[i] for i in ids if names.get(i, "").startswith(prefix))
+
+
+def counters_map(pid: int) -> int | None:
+    """Id of the counters map (ptcap_counters) a running capture holds, None before it has one."""
+    held = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fdinfo")
+    except OSError:
+        return None
+    for fd in fds:
+        try:
+            m = re.search(r"^map_id:\s*(\d+)", open(f"/proc/{pid}/fdinfo/{fd}").read(), re.M)
+        except OSError:
+            continue
+        if m:
+            held.add(int(m.group(1)))
+    maps = json.loads(run(["bpftool", "-j", "map", "show"]).stdout or "[]")
+    return next((m["id"] for m in maps if m["id"] in held and m.get("name") == "ptcap_counters"), None)
+
+
+def counters(map_id: int) -> tuple[int, ...]:
+    """(received by filter, dropped by kernel, over --hook-rate) of one counters map, summed over CPUs."""
+    dump = json.loads(run(["bpftool", "-j", "map", "dump", "id", str(map_id)], check=False).stdout or "[]")
+    by_key = {e["formatted"]["key"]: sum(v["value"] for v in e["formatted"]["values"]) for e in dump}
+    return tuple(by_key.get(k, 0) for k in range(3))
+
+
+def wait_received(pid: int, n: int, timeout: float = 20, limited: bool = False) -> None:
+    """Until the capture `pid` has counted `n` packets through its filters in the kernel (with
+    `limited`, those held back by --hook-rate too)."""
+    found: list[int] = []
+
+    def enough() -> bool:
+        if not found:
+            map_id = counters_map(pid)
+            if map_id is None:
+                return False
+            found.append(map_id)
+        c = counters(found[0])
+        return c[0] + (c[2] if limited else 0) >= n
+
+    wait_for(enough, timeout, f"{n} packets received by filter")
 
 
 def wait_clean(timeout: float = 5) -> list[str]:

@@ -5,6 +5,9 @@ Everything is theirs: the containerd (root, state, sockets, and the containerd n
 Docker uses in it), dockerd's socket, data root, exec root and pidfile, and its default
 network on a bridge the tests make (a free name and a free subnet). dockerd is never given
 --bridge=none: started that way it deletes the host's docker0.
+
+With netns=NAME, dockerd runs in that network namespace (the caller's) as a stock engine:
+its own docker0, iptables rules, masquerade and forwarding, all inside that namespace.
 """
 from __future__ import annotations
 
@@ -78,7 +81,7 @@ def _wait(what: str, ready, proc: subprocess.Popen, log: Path, timeout: float = 
 class PrivateEngines:
     """A containerd, and a dockerd on top of it, under one temporary directory."""
 
-    def __init__(self, tag: str) -> None:
+    def __init__(self, tag: str, netns: str | None = None) -> None:
         for tool in ("dockerd", "docker", "containerd", "ctr", "busybox"):
             if shutil.which(tool) is None:
                 engine_unavailable(f"{tool} is not installed (./install.sh installs docker.io, containerd "
@@ -93,6 +96,7 @@ class PrivateEngines:
         self.env = {**os.environ, "DOCKER_HOST": self.address}
         self.moby_namespace = f"ptcap-{tag}-moby"       # Docker's containers in our containerd
         self.bridge = f"ptcbr{tag}"[:15]
+        self.netns = netns
         self._procs: list[subprocess.Popen] = []
         self._logs = []
 
@@ -118,16 +122,23 @@ class PrivateEngines:
         ctd, log = self._daemon("containerd", ["containerd", "--config", str(base / "containerd.toml")])
         _wait("containerd", lambda: run(["ctr", "-a", self.containerd, "version"], check=False).returncode == 0,
               ctd, log)
-        net = free_subnet()
-        run(["ip", "link", "add", self.bridge, "type", "bridge"])
-        run(["ip", "addr", "add", f"{net}.1/24", "dev", self.bridge])
-        run(["ip", "link", "set", self.bridge, "up"])
         self._dockerd_argv = [
             "dockerd", "--data-root", f"{base}/data", "--exec-root", f"{base}/exec",
             "--pidfile", f"{base}/dockerd.pid", "-H", self.address,
             "--containerd", self.containerd, "--containerd-namespace", self.moby_namespace,
-            "--containerd-plugins-namespace", f"ptcap-{self.tag}-plugins",
-            "--bridge", self.bridge, "--iptables=false", "--ip6tables=false", "--ip-masq=false"]
+            "--containerd-plugins-namespace", f"ptcap-{self.tag}-plugins"]
+        if self.netns:
+            # only the network namespace is entered (not `ip netns exec`, whose mount namespace
+            # would hide dockerd's image mounts from containerd)
+            self._dockerd_argv = ["nsenter", f"--net=/run/netns/{self.netns}", *self._dockerd_argv,
+                                  "--ip6tables=false"]
+        else:
+            net = free_subnet()
+            run(["ip", "link", "add", self.bridge, "type", "bridge"])
+            run(["ip", "addr", "add", f"{net}.1/24", "dev", self.bridge])
+            run(["ip", "link", "set", self.bridge, "up"])
+            self._dockerd_argv += ["--bridge", self.bridge, "--iptables=false", "--ip6tables=false",
+                                   "--ip-masq=false"]
         self._start_dockerd()
 
     def _start_dockerd(self) -> None:
@@ -168,7 +179,8 @@ class PrivateEngines:
         self._procs.clear()
         for log in self._logs:
             log.close()
-        run(["ip", "link", "del", self.bridge], check=False)
+        if not self.netns:
+            run(["ip", "link", "del", self.bridge], check=False)
         unmount_below(self.base)
         shutil.rmtree(self.base, ignore_errors=True)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 
@@ -38,10 +37,11 @@ def encap(path) -> set[str]:
 
 @pytest.mark.parametrize("backend", ["tc", "cgroup-skb"])
 def test_both_backends_attribute_udp_on_loopback(backend, peers, capture, tmp_path):
-    server = peers("udp-server", "9901", "127.0.0.1")
-    client = peers("udp-client", "127.0.0.1", "9901")
+    port = str(free_port())
+    server = peers("udp-server", port, "127.0.0.1")
+    client = peers("udp-client", "127.0.0.1", port)
     out = tmp_path / "o.pcapng"
-    cap = capture("--backend", backend, "-i", "lo", "-w", str(out), "-c", "2", "udp port 9901")
+    cap = capture("--backend", backend, "-i", "lo", "-w", str(out), "-c", "2", f"udp port {port}")
     client.say("send 9")
     cap.finish()
     rows = tshark_fields(out, "frame.comment", "udp.srcport", "frame.packet_flags_direction", "udp.length")
@@ -61,13 +61,14 @@ def test_raw_ip_file_of_several_interfaces_reads_in_tcpdump(veth, capture, tmp_p
     """A cgroup-skb capture of two interfaces is two raw-IP interface blocks: tcpdump (whose
     libpcap refuses a second LINKTYPE_RAW block), tshark and ptcap -r all read it."""
     out = tmp_path / "o.pcapng"
+    port = str(free_port())
     cap = capture("--backend", "cgroup-skb", "-i", "lo", "-i", veth.host_if, "-w", str(out), "-c", "2",
-                  "udp port 9906")
-    send_udp("127.0.0.1", 9906, count=2)
+                  f"udp port {port}")
+    send_udp("127.0.0.1", int(port), count=2)
     cap.finish()
     res = run(["tcpdump", "-n", "-r", str(out)], check=False)
     assert res.returncode == 0, res.stderr
-    assert len([l for l in res.stdout.splitlines() if "127.0.0.1.9906: UDP" in l]) == 2, res.stdout
+    assert len([l for l in res.stdout.splitlines() if f"127.0.0.1.{port}: UDP" in l]) == 2, res.stdout
     assert encap(out) == {"7"}
     assert len(run(ptcap_argv("-n", "-r", str(out))).stdout.splitlines()) == 2
     assert wait_clean() == []
@@ -83,15 +84,16 @@ def test_cgroup_skb_rejects_link_layer_filters():
 def test_capture_inside_another_namespace(backend, veth, capture, tmp_path):
     """--netns NAME -i any: the namespace's own interfaces, named after it in the file."""
     out = tmp_path / "o.pcapng"
+    port = free_port()
     cap = capture("--backend", backend, "--netns", veth.ns, "-i", "any", "-w", str(out), "-c", "1",
-                  "udp port 9902")
+                  f"udp port {port}")
     server = subprocess.Popen(veth.exec(PYTHON, "-c", """
 import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('127.0.0.1', 9902))
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('127.0.0.1', int(sys.argv[1])))
 print('ready', flush=True); s.recvfrom(100)
-"""), stdout=subprocess.PIPE, text=True)
+""", str(port)), stdout=subprocess.PIPE, text=True)
     server.stdout.readline()
-    send_udp("127.0.0.1", 9902, netns=veth.ns)
+    send_udp("127.0.0.1", port, netns=veth.ns)
     server.wait(timeout=10)
     cap.finish()
     rows = tshark_fields(out, "frame.interface_name", "frame.comment")
@@ -151,19 +153,31 @@ def test_interface_that_appears_and_disappears(capture, tmp_path):
 
 def _rotate_names(tool: list[str], d, *flags: str, packets: int = 2500) -> list[str]:
     d.mkdir()
-    proc = subprocess.Popen([*tool, "-i", "lo", *flags, "-w", str(d / "cap.pcap"), "udp port 9904"],
+    port = free_port()
+    proc = subprocess.Popen([*tool, "-i", "lo", *flags, "-w", str(d / "cap.pcap"), f"udp port {port}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     while True:
         line = proc.stderr.readline()
         assert line, f"{tool[0]} ended before listening"
         if b"listening on" in line:
             break
-    time.sleep(0.3)
-    send_udp("127.0.0.1", 9904, count=packets, size=1000)     # about 2.6 MB
-    time.sleep(0.5)
+    send_udp("127.0.0.1", port, count=packets, size=1000)     # about 2.6 MB
+    send_udp("127.0.0.1", port, size=_LAST)                   # once a file holds it, all are written
+    wait_for(lambda: _holds_the_last(d), what=f"{tool[0]}'s last datagram in its files")
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=20)
     return sorted(os.listdir(d))
+
+
+_LAST = 7       # the size of the datagram sent last
+
+
+def _holds_the_last(d) -> bool:
+    for name in os.listdir(d):
+        packets = file_packets(d / name)
+        if packets and packets[-1].orig_len == 14 + 20 + 8 + _LAST:
+            return True
+    return False
 
 
 def test_rotation_sizes_use_tcpdumps_units():
@@ -179,8 +193,8 @@ def test_rotation_sizes_use_tcpdumps_units():
 def test_rotation_names_files_like_tcpdump(flags, tmp_path):
     """Same traffic, same flags: the same file names as the real tcpdump, each readable."""
     mine = _rotate_names(ptcap_argv("-Q", "in"), tmp_path / "ptcap", *flags)
-    # -Z root: tcpdump drops to its own user before opening rotated files
-    theirs = _rotate_names(["tcpdump", "-Z", "root", "-Q", "in"], tmp_path / "tcpdump", *flags)
+    # -Z root: tcpdump drops to its own user before opening rotated files; -U: each packet written at once
+    theirs = _rotate_names(["tcpdump", "-U", "-Z", "root", "-Q", "in"], tmp_path / "tcpdump", *flags)
     assert mine == theirs, (mine, theirs)
     for name in mine:
         assert run(["tshark", "-r", str(tmp_path / "ptcap" / name)]).returncode == 0
@@ -188,7 +202,8 @@ def test_rotation_names_files_like_tcpdump(flags, tmp_path):
 
 def test_time_rotation_stops_after_w_files(tmp_path):
     pattern = str(tmp_path / "t-%s.pcapng")
-    proc = subprocess.run(ptcap_argv("-i", "lo", "-G", "1", "-W", "2", "-w", pattern, "udp port 9905"),
+    port = str(free_port())
+    proc = subprocess.run(ptcap_argv("-i", "lo", "-G", "1", "-W", "2", "-w", pattern, f"udp port {port}"),
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     files = sorted(os.listdir(tmp_path))

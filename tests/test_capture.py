@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (PYTHON, ROOT, comments, file_packets, free_port, ptcap_argv, run, tshark_fields, wait_clean,
-                      wait_for)
+from conftest import (PYTHON, ROOT, comments, counters, counters_map, file_packets, free_port, ptcap_argv, run,
+                      tshark_fields, wait_clean, wait_for)
 
 pytestmark = pytest.mark.root      # real BPF, namespaces, daemons
 
@@ -54,10 +54,11 @@ def test_tcp_packets_carry_client_and_server_processes(veth, peers, capture, tmp
 
 
 def test_direction_in_epb_flags_and_counts(veth, peers, capture, tmp_path):
-    peers("udp-server", "9000", netns=veth.ns)
+    port = str(free_port())
+    peers("udp-server", port, netns=veth.ns)
     out = tmp_path / "out.pcapng"
-    cap = capture("-i", veth.host_if, "-w", str(out), "-c", "10", "udp port 9000")
-    client = peers("udp-client", veth.peer_ip, "9000")
+    cap = capture("-i", veth.host_if, "-w", str(out), "-c", "10", f"udp port {port}")
+    client = peers("udp-client", veth.peer_ip, port)
     for size in (50, 51, 52, 53, 1):      # every padding of the packet data
         client.say(f"send {size}")
     _, err = cap.finish()
@@ -76,8 +77,9 @@ def test_direction_in_epb_flags_and_counts(veth, peers, capture, tmp_path):
 
 
 def test_connection_opened_before_capture_is_attributed_on_first_packet(veth, peers, capture, tmp_path):
-    peers("tcp-server", "8081", netns=veth.ns)
-    client = peers("tcp-client", veth.peer_ip, "8081")    # connected and idle before ptcap starts
+    port = str(free_port())
+    peers("tcp-server", port, netns=veth.ns)
+    client = peers("tcp-client", veth.peer_ip, port)    # connected and idle before ptcap starts
     client.say("send 10")
     out = tmp_path / "out.pcapng"
     cap = capture("-i", veth.host_if, "-w", str(out), "-c", "1", "-Q", "out", "tcp")
@@ -92,8 +94,9 @@ def test_connection_opened_before_capture_is_attributed_on_first_packet(veth, pe
 
 def test_preexisting_connection_ingress_first_packet(veth, peers, capture, tmp_path):
     """The server's echo arrives first (-Q in): the receiving socket is looked up."""
-    peers("tcp-server", "8082", netns=veth.ns)
-    client = peers("tcp-client", veth.peer_ip, "8082")
+    port = str(free_port())
+    peers("tcp-server", port, netns=veth.ns)
+    client = peers("tcp-client", veth.peer_ip, port)
     out = tmp_path / "out.pcapng"
     cap = capture("-i", veth.host_if, "-w", str(out), "-c", "1", "-Q", "in", "tcp")
     client.say("send 10")
@@ -106,10 +109,11 @@ def test_preexisting_connection_ingress_first_packet(veth, peers, capture, tmp_p
 def test_loopback_packets_once_with_sender_and_receiver(peers, capture, tmp_path):
     """By default each loopback packet is captured once (as tcpdump -i lo shows it), naming
     its sender and, under Receiver* keys, its receiver."""
-    server = peers("udp-server", "9100", "127.0.0.1")
-    client = peers("udp-client", "127.0.0.1", "9100")
+    port = str(free_port())
+    server = peers("udp-server", port, "127.0.0.1")
+    client = peers("udp-client", "127.0.0.1", port)
     out = tmp_path / "out.pcapng"
-    cap = capture("-i", "lo", "-w", str(out), "-c", "2", "udp port 9100")
+    cap = capture("-i", "lo", "-w", str(out), "-c", "2", f"udp port {port}")
     client.say("send 20")
     cap.finish()
     rows = tshark_fields(out, "frame.comment", "udp.srcport")
@@ -125,10 +129,11 @@ def test_loopback_packets_once_with_sender_and_receiver(peers, capture, tmp_path
 def test_loopback_twice_keeps_both_copies(peers, capture, tmp_path):
     """--loopback-twice: each packet leaving (its sender's) and arriving (its receiver's),
     each copy naming the other end too."""
-    server = peers("udp-server", "9101", "127.0.0.1")
-    client = peers("udp-client", "127.0.0.1", "9101")
+    port = str(free_port())
+    server = peers("udp-server", port, "127.0.0.1")
+    client = peers("udp-client", "127.0.0.1", port)
     out = tmp_path / "out.pcapng"
-    cap = capture("-i", "lo", "--loopback-twice", "-w", str(out), "-c", "4", "udp port 9101")
+    cap = capture("-i", "lo", "--loopback-twice", "-w", str(out), "-c", "4", f"udp port {port}")
     client.say("send 20")
     cap.finish()
     rows = tshark_fields(out, "frame.comment", "udp.srcport", "frame.packet_flags_direction")
@@ -173,10 +178,11 @@ except OSError: pass
 
 
 def test_snaplen_interfaces_and_clock(veth, peers, capture, tmp_path):
-    peers("udp-server", "9001", netns=veth.ns)
+    port = str(free_port())
+    peers("udp-server", port, netns=veth.ns)
     out = tmp_path / "out.pcapng"
     cap = capture("-i", veth.host_if, "-i", "lo", "-Q", "out", "-s", "96", "-w", str(out), "-c", "2", "udp")
-    client = peers("udp-client", veth.peer_ip, "9001")
+    client = peers("udp-client", veth.peer_ip, port)
     sent = [float(client.say("send 1000").split()[1]) for _ in range(2)]
     cap.finish()
     idbs = run(["tshark", "-r", str(out), "-T", "fields", "-e", "frame.interface_name"]).stdout.split()
@@ -212,10 +218,11 @@ def _interface_names(path: Path) -> list[str]:
 
 
 def test_classic_pcap_and_stdout_stream(peers, capture, tmp_path):
-    peers("udp-server", "9200", "127.0.0.1")
-    client = peers("udp-client", "127.0.0.1", "9200")
+    port = str(free_port())
+    peers("udp-server", port, "127.0.0.1")
+    client = peers("udp-client", "127.0.0.1", port)
     out = tmp_path / "out.pcap"
-    cap = capture("-i", "lo", "-w", str(out), "-c", "2", "udp port 9200")
+    cap = capture("-i", "lo", "-w", str(out), "-c", "2", f"udp port {port}")
     client.say("send 10")
     cap.finish()
     res = run(["tcpdump", "-n", "-r", str(out)])
@@ -224,7 +231,7 @@ def test_classic_pcap_and_stdout_stream(peers, capture, tmp_path):
     assert open(out, "rb").read(4) == bytes.fromhex("d4c3b2a1")   # microsecond pcap, as tcpdump writes
 
     # ptcap -w - | tcpdump -n -r -
-    pt = subprocess.Popen(ptcap_argv("-i", "lo", "-w", "-", "-c", "2", "udp port 9200"),
+    pt = subprocess.Popen(ptcap_argv("-i", "lo", "-w", "-", "-c", "2", f"udp port {port}"),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     td = subprocess.Popen(["tcpdump", "-n", "-r", "-"], stdin=pt.stdout, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
@@ -267,14 +274,15 @@ def test_signal_stops_cleanly_and_file_stays_readable(peers, capture, tmp_path, 
 def test_ring_overflow_is_counted_as_dropped_by_kernel(peers, capture, tmp_path):
     """A stopped reader and a flood: what didn't fit is counted in the kernel, and
     captured + dropped = received."""
-    peers("udp-server", "9400", "127.0.0.1")
-    flood = peers("udp-flood", "127.0.0.1", "9400", "20000")
+    port = str(free_port())
+    peers("udp-server", port, "127.0.0.1")
+    flood = peers("udp-flood", "127.0.0.1", port, "20000")
     out = tmp_path / "out.pcapng"
-    cap = capture("-i", "lo", "-Q", "out", "-B", "1024", "-w", str(out), "udp port 9400")
+    cap = capture("-i", "lo", "-Q", "out", "-B", "1024", "-w", str(out), f"udp port {port}")
     cap.send(signal.SIGSTOP)
     flood.say("go")
     cap.send(signal.SIGCONT)
-    time.sleep(0.5)
+    wait_for(lambda: counters(counters_map(cap.proc.pid))[1] > 0, what="the kernel's count of dropped packets")
     _, err = cap.stop()
     counts = {}
     for line in err.splitlines():
@@ -288,7 +296,7 @@ def test_ring_overflow_is_counted_as_dropped_by_kernel(peers, capture, tmp_path)
 
 @pytest.mark.parametrize("how", ["count", "sigint", "sigterm", "sigkill", "error"])
 def test_nothing_left_attached(how, peers, capture, tmp_path):
-    assert wait_clean(0) == [], "kernel not clean before the test"
+    assert wait_clean() == [], "kernel not clean before the test"
     if how == "error":
         # fails after attaching: the output cannot be written
         res = subprocess.run(ptcap_argv("-i", "lo", "-w", "/dev/full"), capture_output=True, text=True,
@@ -297,11 +305,12 @@ def test_nothing_left_attached(how, peers, capture, tmp_path):
         assert res.stderr.strip().splitlines()[-1].startswith("ptcap: ")
         assert "Traceback" not in res.stderr
     else:
-        peers("udp-server", "9500", "127.0.0.1")
-        client = peers("udp-client", "127.0.0.1", "9500")
+        port = str(free_port())
+        peers("udp-server", port, "127.0.0.1")
+        client = peers("udp-client", "127.0.0.1", port)
         args = ["-i", "any", "-w", str(tmp_path / "o.pcapng")]
         if how == "count":
-            args += ["-c", "2", "udp port 9500"]
+            args += ["-c", "2", f"udp port {port}"]
         cap = capture(*args)
         assert len(wait_clean(0)) > 0      # something is attached while it runs
         client.say("send 5")
@@ -340,12 +349,13 @@ def test_errors_are_one_line(tmp_path):
                              stderr=subprocess.PIPE, text=True, timeout=30)
         # -r of a file tcpdump reads as it is: tcpdump's own words
         assert (res.returncode, res.stderr.splitlines()[-1]) == (1, "ptcap: Unable to write output: No space left on device")
-        live = subprocess.Popen(ptcap_argv("-i", "lo", "-c", "1", "udp port 9501"), stdout=full,
+        port = str(free_port())
+        live = subprocess.Popen(ptcap_argv("-i", "lo", "-c", "1", f"udp port {port}"), stdout=full,
                                 stderr=subprocess.PIPE, text=True)
         while "listening on" not in live.stderr.readline():
             pass
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.sendto(b"x", ("127.0.0.1", 9501))
+        s.sendto(b"x", ("127.0.0.1", int(port)))
         s.close()
         err = live.communicate(timeout=30)[1]
         assert live.returncode == 1 and err.splitlines()[-1] == "ptcap: standard output: No space left on device"
@@ -362,9 +372,10 @@ def test_errors_are_one_line(tmp_path):
 
 def test_live_lines_name_interface_process_and_direction(peers):
     """Without -w: tcpdump's line with the interface, COMM.PID and In/Out."""
-    server = peers("udp-server", "9600", "127.0.0.1")
-    client = peers("udp-client", "127.0.0.1", "9600")
-    proc = subprocess.Popen(ptcap_argv("-n", "-i", "lo", "--loopback-twice", "-c", "4", "udp port 9600"),
+    port = str(free_port())
+    server = peers("udp-server", port, "127.0.0.1")
+    client = peers("udp-client", "127.0.0.1", port)
+    proc = subprocess.Popen(ptcap_argv("-n", "-i", "lo", "--loopback-twice", "-c", "4", f"udp port {port}"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_listening_text(proc)
     client.say("send 33")
@@ -383,7 +394,7 @@ def test_live_lines_name_interface_process_and_direction(peers):
     c, s = f"{comm}.{client.pid}", f"{scomm}.{server.pid}"
     # --loopback-twice: each packet leaving (its sender's) and arriving (its receiver's)
     assert got == [(c, "Out", cport, "Receiver", s), (s, "In", cport, "Sender", c),
-                   (s, "Out", "9600", "Receiver", c), (c, "In", "9600", "Sender", s)]
+                   (s, "Out", port, "Receiver", c), (c, "In", port, "Sender", s)]
     assert "4 packets captured" in err
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import comments, engine_unavailable, ptcap_argv, tshark_fields, wait_clean, wait_for
+from conftest import comments, engine_unavailable, free_port, ptcap_argv, tcp_settled, tshark_fields, wait_clean, wait_for
 from engines import IMAGE, PrivateEngines, docker0 as docker0_of_host, host_engines, \
     stop_daemon as _stop_daemon, unmount_below as _unmount_below
 
@@ -168,8 +168,12 @@ def start_capture(*args: str, env=None) -> subprocess.Popen:
     raise AssertionError("ptcap did not start: " + "".join(lines) + proc.stderr.read())
 
 
-def stop_capture(proc: subprocess.Popen) -> str:
-    time.sleep(0.3)
+def stop_capture(proc: subprocess.Popen, port: int | str | None = None, netns: str | None = None) -> str:
+    """Stop once no packet of the TCP connections of `port` is on its way (in `netns`, a
+    container's own, or the host's): they are all in the ring, which the stop drains."""
+    if port is not None:
+        wait_for(lambda: tcp_settled(int(port), *([netns] if netns else [])),
+                 what=f"the connections of port {port} settled")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     return proc.early + err
@@ -192,14 +196,15 @@ def rows(path: Path) -> list[dict[str, str]]:
 
 
 def test_container_metadata_on_every_packet(engine, containers, peers, tmp_path, no_kubeconfig):
-    peers("tcp-server", "21011", "127.0.0.1")
+    port = str(free_port())
+    peers("tcp-server", port, "127.0.0.1")
     web = containers("web", labels={"app": "shop", "tier": "front"})
     out = tmp_path / "o.pcapng"
-    cap = start_capture("-i", "lo", "-w", str(out), "tcp port 21011")
-    web.tcp(21011)
-    host = peers("tcp-client", "127.0.0.1", "21011")       # a host process: no container
+    cap = start_capture("-i", "lo", "-w", str(out), f"tcp port {port}")
+    web.tcp(int(port))
+    host = peers("tcp-client", "127.0.0.1", port)       # a host process: no container
     host.say("send 10")
-    stop_capture(cap)
+    stop_capture(cap, port)
     got = rows(out)
     inside = [r for r in got if r.get("ContainerId")]
     assert inside, got
@@ -216,12 +221,13 @@ def test_container_metadata_on_every_packet(engine, containers, peers, tmp_path,
 
 
 def test_pod_from_runtime_labels(engine, containers, peers, tmp_path, no_kubeconfig):
-    peers("tcp-server", "21012", "127.0.0.1")
+    port = str(free_port())
+    peers("tcp-server", port, "127.0.0.1")
     pod = containers("k8s_nginx_web-0", labels=POD)
     out = tmp_path / "o.pcapng"
     cap = start_capture("-i", "lo", "-w", str(out), "-Q", "out", "--container-name", pod.name)
-    pod.tcp(21012)
-    err = stop_capture(cap)
+    pod.tcp(int(port))
+    err = stop_capture(cap, port)
     got = rows(out)
     assert got and all(r["PodName"] == "web-0" and r["PodNamespace"] == "shop" for r in got)
     assert all(r["PodUID"] == POD["io.kubernetes.pod.uid"] for r in got)
@@ -263,12 +269,12 @@ class FakeAPIServer(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def kube_api(tmp_path, monkeypatch):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 21090), FakeAPIServer)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeAPIServer)     # an ephemeral port
     threading.Thread(target=server.serve_forever, daemon=True).start()
     FakeAPIServer.requests = []
     config = {
         "apiVersion": "v1", "kind": "Config", "current-context": "test",
-        "clusters": [{"name": "test", "cluster": {"server": "http://127.0.0.1:21090"}}],
+        "clusters": [{"name": "test", "cluster": {"server": f"http://127.0.0.1:{server.server_port}"}}],
         "users": [{"name": "test", "user": {"token": "t0ken"}}],
         "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
     }
@@ -291,12 +297,13 @@ def test_pod_labels_and_annotations_from_the_kubernetes_api(engine, containers, 
         "spec": {"containers": [{"name": "nginx", "image": "nginx:1.27"}], "nodeName": "node-1"},
         "status": {"phase": "Running", "podIP": "10.1.2.3"},
     }
-    peers("tcp-server", "21013", "127.0.0.1")
+    port = str(free_port())
+    peers("tcp-server", port, "127.0.0.1")
     pod = containers("k8s_nginx_web-0-api", labels=POD)
     out = tmp_path / "o.pcapng"
     cap = start_capture("-i", "lo", "-w", str(out), "-Q", "out", "--pod-name", "web-0.shop")
-    pod.tcp(21013)
-    stop_capture(cap)
+    pod.tcp(int(port))
+    stop_capture(cap, port)
     got = rows(out)
     assert got
     for r in got:
@@ -307,19 +314,20 @@ def test_pod_labels_and_annotations_from_the_kubernetes_api(engine, containers, 
 
 
 def test_container_name_selects_only_that_container(engine, containers, peers, tmp_path, no_kubeconfig):
-    server = peers("tcp-server", "21014", "127.0.0.1")
+    port = str(free_port())
+    server = peers("tcp-server", port, "127.0.0.1")
     a = containers("sel-a")
     b = containers("sel-b")
     out = tmp_path / "o.pcapng"
     cap = start_capture("-i", "lo", "-w", str(out), "--container-name", a.name)
     for _ in range(2):
-        b.tcp(21014, "from-b")
-        a.tcp(21014, "from-a")     # a new process joining a after start (docker exec)
-    host = peers("tcp-client", "127.0.0.1", "21014")
+        b.tcp(int(port), "from-b")
+        a.tcp(int(port), "from-a")     # a new process joining a after start (docker exec)
+    host = peers("tcp-client", "127.0.0.1", port)
     host.say("send 10")
     late = containers("sel-a-late")       # another name: not selected
-    late.tcp(21014)
-    stop_capture(cap)
+    late.tcp(int(port))
+    stop_capture(cap, port)
     got = rows(out)
     assert got and {r["ContainerName"] for r in got} == {a.name}
     assert {r["PID"] for r in got}.isdisjoint({str(server.pid), str(host.pid)})
@@ -327,20 +335,22 @@ def test_container_name_selects_only_that_container(engine, containers, peers, t
 
 
 def test_container_started_after_the_capture_is_selected(engine, containers, peers, tmp_path, no_kubeconfig):
-    peers("tcp-server", "21015", "127.0.0.1")
+    port = str(free_port())
+    peers("tcp-server", port, "127.0.0.1")
     out = tmp_path / "o.pcapng"
     name = f"later-{os.getpid()}"
     cap = start_capture("-i", "lo", "-w", str(out), "--container-name", name)
     assert "no such running container yet; waiting for one to start" in cap.early
     c = containers("later")       # admitted at its cgroup's mkdir: no waiting
-    c.tcp(21015)
-    stop_capture(cap)
+    c.tcp(int(port))
+    stop_capture(cap, port)
     got = rows(out)
     assert got and {r["ContainerName"] for r in got} == {c.name}
 
 
 def test_container_id_prefix_and_pod_name(engine, containers, peers, tmp_path, no_kubeconfig):
-    peers("tcp-server", "21016", "127.0.0.1")
+    port = str(free_port())
+    peers("tcp-server", port, "127.0.0.1")
     app = containers("k8s_app_web-0", labels=POD)
     sidecar = containers("k8s_proxy_web-0", labels={**POD, "io.kubernetes.container.name": "proxy"})
     other = containers("k8s_app_db-0", labels={**POD, "io.kubernetes.pod.name": "db-0",
@@ -349,9 +359,9 @@ def test_container_id_prefix_and_pod_name(engine, containers, peers, tmp_path, n
     cap_id = start_capture("-i", "lo", "-w", str(by_id), "--container-id", app.id[:12])
     cap_pod = start_capture("-i", "lo", "-w", str(by_pod), "--pod-name", "web-0.shop")
     for c in (app, sidecar, other):
-        c.tcp(21016)
-    stop_capture(cap_id)
-    stop_capture(cap_pod)
+        c.tcp(int(port))
+    stop_capture(cap_id, port)
+    stop_capture(cap_pod, port)
     assert {r["ContainerId"] for r in rows(by_id)} == {app.id}
     pod_rows = rows(by_pod)
     assert {r["ContainerName"] for r in pod_rows} == {app.name, sidecar.name}
@@ -362,11 +372,12 @@ def test_container_with_its_own_network_namespace(engine, containers, tmp_path, 
     """--network none: the traffic stays on the container's loopback; capture it there."""
     c = containers("isolated", network="none")
     out = tmp_path / "o.pcapng"
-    engine.docker("exec", "-d", c.name, "sh", "-c", "nc -l -p 21017 > /tmp/got")
+    port = str(free_port())
+    engine.docker("exec", "-d", c.name, "sh", "-c", f"nc -l -p {port} > /tmp/got")
     cap = start_capture("--netns", f"/proc/{c.pid}/ns/net", "-i", "lo", "-w", str(out),
                         "--container-id", c.id)
-    c.tcp(21017, "inside")
-    stop_capture(cap)
+    c.tcp(int(port), "inside")
+    stop_capture(cap, port, f"/proc/{c.pid}/ns/net")
     got = rows(out)
     assert got and {r["ContainerId"] for r in got} == {c.id}
     assert {r["ContainerImage"] for r in got} == {IMAGE}
@@ -380,11 +391,12 @@ def test_selected_containers_own_network_is_captured_without_netns(engine, conta
     its own has its interfaces captured there, named after it; the host's carry nothing of it."""
     c = containers("ownnet", network="none")
     out = tmp_path / "o.pcapng"
-    engine.docker("exec", "-d", c.name, "sh", "-c", "nc -l -p 21021 > /tmp/got")
-    cap = start_capture("-w", str(out), "--container-name", c.name, "tcp port 21021")
+    port = str(free_port())
+    engine.docker("exec", "-d", c.name, "sh", "-c", f"nc -l -p {port} > /tmp/got")
+    cap = start_capture("-w", str(out), "--container-name", c.name, f"tcp port {port}")
     assert f"lo@{c.name}" in cap.early.splitlines()[-1]        # the "listening on" line
-    c.tcp(21021, "inside")
-    stop_capture(cap)
+    c.tcp(int(port), "inside")
+    stop_capture(cap, port, f"/proc/{c.pid}/ns/net")
     got = tshark_fields(out, "frame.interface_name", "frame.comment")
     assert got and {iface for iface, _ in got} == {f"lo@{c.name}"}
     assert {comments(text)["ContainerId"] for _, text in got} == {c.id}
@@ -397,15 +409,16 @@ def test_later_containers_own_network_is_captured_too(engine, containers, tmp_pa
     is taken when the selector finds it, its interfaces announced in the file."""
     name = f"ownlater-{os.getpid()}"
     out = tmp_path / "o.pcapng"
-    cap = start_capture("-w", str(out), "--container-name", name, "tcp port 21022")
+    port = str(free_port())
+    cap = start_capture("-w", str(out), "--container-name", name, f"tcp port {port}")
     c = containers("ownlater", network="none")
-    engine.docker("exec", "-d", c.name, "sh", "-c", "nc -l -p 21022 > /tmp/got")
+    engine.docker("exec", "-d", c.name, "sh", "-c", f"nc -l -p {port} > /tmp/got")
     deadline = time.time() + 30      # its namespace is taken when its start is reported
     while f"lo@{c.name}".encode() not in out.read_bytes():
         assert time.time() < deadline, "the container's namespace was never captured"
         time.sleep(0.05)
-    c.tcp(21022, "later")
-    stop_capture(cap)
+    c.tcp(int(port), "later")
+    stop_capture(cap, port, f"/proc/{c.pid}/ns/net")
     got = tshark_fields(out, "frame.interface_name", "frame.comment")
     assert got and {iface for iface, _ in got} == {f"lo@{c.name}"}
     assert {comments(text)["ContainerName"] for _, text in got} == {c.name}
@@ -413,14 +426,15 @@ def test_later_containers_own_network_is_captured_too(engine, containers, tmp_pa
 
 
 def test_unreachable_runtime_leaves_fields_empty(engine, containers, peers, tmp_path, no_kubeconfig):
-    peers("tcp-server", "21018", "127.0.0.1")
+    port = str(free_port())
+    peers("tcp-server", port, "127.0.0.1")
     c = containers("nodocker")
     out = tmp_path / "o.pcapng"
-    cap = start_capture("-i", "lo", "-w", str(out), "-Q", "out", "tcp port 21018",
+    cap = start_capture("-i", "lo", "-w", str(out), "-Q", "out", f"tcp port {port}",
                         "--docker-address", str(tmp_path / "no.sock"))
-    c.tcp(21018)
-    c.tcp(21018)
-    err = stop_capture(cap)
+    c.tcp(int(port))
+    c.tcp(int(port))
+    err = stop_capture(cap, port)
     got = [r for r in rows(out) if r.get("ContainerId")]
     assert got and {r["ContainerId"] for r in got} == {c.id}          # known from the cgroup
     assert {r["ContainerName"] for r in got} == {""}
@@ -429,13 +443,14 @@ def test_unreachable_runtime_leaves_fields_empty(engine, containers, peers, tmp_
 
 
 def test_context_selects_the_blocks(engine, containers, peers, tmp_path, no_kubeconfig):
-    peers("tcp-server", "21019", "127.0.0.1")
+    port = str(free_port())
+    peers("tcp-server", port, "127.0.0.1")
     c = containers("ctx", labels=POD)
     out = tmp_path / "o.pcapng"
     cap = start_capture("-i", "lo", "-w", str(out), "-Q", "out", "--container-id", c.id,
                         "--context", "process,container")
-    c.tcp(21019)
-    stop_capture(cap)
+    c.tcp(int(port))
+    stop_capture(cap, port)
     got = rows(out)
     assert got
     for r in got:
@@ -475,14 +490,15 @@ def test_containerd_containers_metadata_and_selector(engine, containers, peers, 
     subprocess.run(ctr + ["run", "-d", "--net-host"] + [a for k, v in labels.items() for a in ("--label", f"{k}={v}")]
                    + [f"docker.io/library/{IMAGE}", name, "sleep", "600"], check=True, capture_output=True, timeout=60)
     try:
-        peers("tcp-server", "21042", "127.0.0.1")
+        port = str(free_port())
+        peers("tcp-server", port, "127.0.0.1")
         other = containers("not-ctr")
         out = tmp_path / "o.pcapng"
         cap = start_capture("-i", "lo", "-w", str(out), "--containerd-address", sock, "--container-name", name)
         subprocess.run(ctr + ["task", "exec", "--exec-id", "talk", name, "sh", "-c",
-                              "echo hi | nc -w 1 127.0.0.1 21042"], check=True, capture_output=True, timeout=30)
-        other.tcp(21042)
-        stop_capture(cap)
+                              f"echo hi | nc -w 1 127.0.0.1 {port}"], check=True, capture_output=True, timeout=30)
+        other.tcp(int(port))
+        stop_capture(cap, port)
         got = rows(out)
         assert got
         for r in got:
@@ -585,16 +601,17 @@ def node(engine):
 def test_pods_of_a_cri_runtime(node, peers, tmp_path, no_kubeconfig):
     """Pods made through the CRI as the kubelet makes them: container and pod details
     (the pod's own labels and annotations included) come from the CRI; --pod-name selects."""
-    peers("tcp-server", "21043", "127.0.0.1")
+    port = str(free_port())
+    peers("tcp-server", port, "127.0.0.1")
     uid = "6f1c2d3e-aaaa-bbbb-cccc-0123456789ab"
     api = node.pod("api-0", "prod", uid, {"app": "api", "tier": "back"}, {"team": "payments"}, "app")
     db = node.pod("db-0", "prod", "7f1c2d3e-aaaa-bbbb-cccc-0123456789ab", {"app": "db"}, {}, "postgres")
     out = tmp_path / "o.pcapng"
     cap = start_capture("-i", "lo", "-w", str(out), "--cri-runtime-address", node.address,
                         "--pod-name", "api-0.prod")
-    node.tcp(db, 21043)
-    node.tcp(api, 21043)
-    stop_capture(cap)
+    node.tcp(db, int(port))
+    node.tcp(api, int(port))
+    stop_capture(cap, port)
     got = rows(out)
     assert got
     for r in got:
@@ -621,16 +638,17 @@ def test_container_found_by_cgroup_id_and_from_proc(containers):
 
 def test_container_id_without_a_runtime(engine, containers, peers, tmp_path, no_kubeconfig):
     """--container-id needs no runtime: the container's processes are found by their cgroups."""
-    peers("tcp-server", "21044", "127.0.0.1")
+    port = str(free_port())
+    peers("tcp-server", port, "127.0.0.1")
     c = containers("noruntime")
     other = containers("noruntime-other")
     out = tmp_path / "o.pcapng"
     nowhere = str(tmp_path / "no.sock")
     cap = start_capture("-i", "lo", "-w", str(out), "--container-id", c.id[:16], "--docker-address", nowhere,
                         "--containerd-address", nowhere, "--cri-runtime-address", nowhere)
-    other.tcp(21044)
-    c.tcp(21044)
-    stop_capture(cap)
+    other.tcp(int(port))
+    c.tcp(int(port))
+    stop_capture(cap, port)
     got = rows(out)
     assert got and {r["ContainerId"] for r in got} == {c.id}
 
@@ -705,7 +723,7 @@ def test_brief_docker_containers_carry_their_metadata(engine, web, tmp_path, no_
     out = tmp_path / "o.pcapng"
     cap = start_capture("-i", "lo", "-w", str(out), f"tcp port {web}")
     ids = [_docker_brief(engine, web, run, tmp_path) for run in range(RUNS)]
-    stop_capture(cap)
+    stop_capture(cap, web)
     got = connections(out, web)
     assert set(got) == {f"/run-{run}" for run in range(RUNS)}, sorted(got)
     for run, cid in enumerate(ids):
@@ -733,7 +751,7 @@ def test_container_name_selects_brief_containers_from_their_first_packet(engine,
             _docker_brief(engine, web, 1000 + run, tmp_path, name=f"other-{name}")   # not selected
             subprocess.run(["wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{web}/host-{run}"],
                            check=False, timeout=10)
-    stop_capture(cap)
+    stop_capture(cap, web)
     got = connections(out, web)
     assert set(got) == {f"/run-{run}" for run in range(RUNS)}, sorted(got)
     for run, cid in enumerate(ids):
@@ -774,7 +792,7 @@ def test_brief_containerd_containers_carry_their_metadata(engine, ctr_image, web
     for run in range(RUNS):
         _ctr_brief(ctr_image, f"{tag}-{run}", web, run,
                    {"nerdctl/name": f"box-{run}", **BRIEF_POD, "app": "brief"})
-    stop_capture(cap)
+    stop_capture(cap, web)
     got = connections(out, web)
     assert set(got) == {f"/run-{run}" for run in range(RUNS)}, sorted(got)
     for run in range(RUNS):
@@ -797,7 +815,7 @@ def test_container_name_selects_brief_containerd_containers(engine, ctr_image, w
         _ctr_brief(ctr_image, f"{tag}-{run}", web, run, {"nerdctl/name": name})
         if run % 5 == 0:
             _ctr_brief(ctr_image, f"{tag}-other-{run}", web, 1000 + run, {"nerdctl/name": f"x{name}"})
-    stop_capture(cap)
+    stop_capture(cap, web)
     got = connections(out, web)
     assert set(got) == {f"/run-{run}" for run in range(RUNS)}, sorted(got)
     for run in range(RUNS):
@@ -817,7 +835,7 @@ def test_container_id_prefix_admitted_in_the_kernel(engine, ctr_image, web, tmp_
     for run in range(5):
         _ctr_brief(ctr_image, f"{tag}-{run}", web, run, {})
         _ctr_brief(ctr_image, f"x{tag}-{run}", web, 100 + run, {})      # another id: not selected
-    stop_capture(cap)
+    stop_capture(cap, web)
     got = connections(out, web)
     assert set(got) == {f"/run-{run}" for run in range(5)}, sorted(got)
     for run in range(5):
@@ -882,7 +900,7 @@ def test_process_details_inside_brief_containers(engine, web, tmp_path, no_kubec
     engine.docker("run", "--rm", "--network", "host", IMAGE, "sh", "-c", f"wget -q -O /dev/null {url}/init")
     engine.docker("run", "--rm", "--network", "host", IMAGE, "sh", "-c",
                   f"wget -q -O /dev/null {url}/child; true")
-    stop_capture(cap)
+    stop_capture(cap, web)
     got = connections(out, web)
     init, child = got["/init"], got["/child"]
     for ctx in init + child:
@@ -902,10 +920,11 @@ def test_capture_goes_on_when_the_mkdir_program_does_not_load(engine, containers
     objects = tmp_path / "bpf"
     shutil.copytree(Path(__file__).resolve().parent.parent / "bpf" / "build", objects)
     (objects / "cgroups.bpf.o").write_bytes(b"not an ELF object")
-    peers("tcp-server", "21023", "127.0.0.1")
+    port = str(free_port())
+    peers("tcp-server", port, "127.0.0.1")
     name = f"nomkdir-{os.getpid()}"
     out = tmp_path / "o.pcapng"
-    cap = start_capture("-i", "lo", "-w", str(out), "--container-name", name, "tcp port 21023",
+    cap = start_capture("-i", "lo", "-w", str(out), "--container-name", name, f"tcp port {port}",
                         env={**os.environ, "PTCAP_BPF_DIR": str(objects)})
     assert f"--container-name {name}: cgroup_mkdir admission unavailable" in cap.early
     empty = out.stat().st_size      # the file's header and interfaces
@@ -914,9 +933,9 @@ def test_capture_goes_on_when_the_mkdir_program_does_not_load(engine, containers
     deadline = time.time() + 30
     while out.stat().st_size == empty:     # selected once its start is reported: talk until kept
         assert time.time() < deadline, "the later container was never selected"
-        c.tcp(21023)
-        other.tcp(21023)
-    stop_capture(cap)
+        c.tcp(int(port))
+        other.tcp(int(port))
+    stop_capture(cap, port)
     got = rows(out)
     assert got and {r["ContainerName"] for r in got} == {c.name}
 
@@ -932,7 +951,7 @@ def test_a_gone_containers_namespace_does_not_select_the_next(engine, containers
     engine.docker("rm", "-f", first.name)
     for run in range(5):
         _docker_brief(engine, web, run, tmp_path)
-    stop_capture(cap)
+    stop_capture(cap, web)
     got = connections(out, web)
     assert set(got) == {"/first"}, sorted(got)
     assert {c["ContainerName"] for c in got["/first"]} == {first.name}

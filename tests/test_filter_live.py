@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 
-from conftest import wait_clean
+from conftest import counters, counters_map, file_packets, tcp_settled, wait_clean, wait_for
 from test_filter_diff import read_pcap
 
 import pytest
@@ -37,7 +36,10 @@ def test_tcp_port_8080_captures_what_tcpdump_captures(veth, peers, capture, tmp_
             udp.say(f"send {n}")
         wanted.say("close")
         other.say("close")
-        time.sleep(0.5)
+        for port in (8080, 9090):
+            wait_for(lambda: tcp_settled(port) and tcp_settled(port, veth.ns), what=f"port {port}'s connection over")
+        seen = counters(counters_map(cap.proc.pid))[0]          # all of it, in ptcap's kernel counter
+        wait_for(lambda: len(file_packets(theirs)) >= seen, what=f"tcpdump's file with {seen} packets")
         _, err = cap.stop()
     finally:
         dump.send_signal(signal.SIGINT)

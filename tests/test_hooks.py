@@ -3,6 +3,7 @@ took, with real namespaces, real nftables rules, real tshark."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -10,11 +11,12 @@ import time
 
 import pytest
 
-from conftest import PYTHON, comments, file_packets, ptcap_argv, run, tshark_fields, wait_clean, wait_for
+from conftest import (PYTHON, comments, file_packets, free_port, ptcap_argv, run, tshark_fields, wait_clean,
+                      wait_for, wait_received)
 
 pytestmark = pytest.mark.root      # real BPF, namespaces, daemons
 
-PORT = 22400        # this file's ports: 22400-22499
+PORT = 22400        # ports in the veth fixture's own namespace (nothing else listens there)
 
 
 def _checksum(data: bytes) -> int:
@@ -55,7 +57,7 @@ def dropping(veth):
     run(veth.exec("nft", "add", "table", "inet", "ptcap_test"))
     run(veth.exec("nft", "add", "chain", "inet", "ptcap_test", "in",
                   "{ type filter hook input priority 0; }"))
-    run(veth.exec("nft", "add", "rule", "inet", "ptcap_test", "in", "icmp", "type", "echo-request", "drop"))
+    run(veth.exec("nft", "add", "rule", "inet", "ptcap_test", "in", "icmp", "type", "echo-request", "counter", "drop"))
     run(veth.exec("nft", "add", "rule", "inet", "ptcap_test", "in", "tcp", "dport", str(PORT + 50), "drop"))
     run(veth.exec("nft", "add", "chain", "inet", "ptcap_test", "out",
                   "{ type filter hook output priority 0; }"))
@@ -64,6 +66,12 @@ def dropping(veth):
         yield veth
     finally:
         run(veth.exec("nft", "delete", "table", "inet", "ptcap_test"), check=False)
+
+
+def _nft_dropped(veth) -> int:
+    """Echo requests the namespace's nftables rule has dropped so far."""
+    listing = run(veth.exec("nft", "list", "chain", "inet", "ptcap_test", "in")).stdout
+    return int(re.search(r"echo-request counter packets (\d+)", listing).group(1))
 
 
 def _lines(out: bytes) -> list[str]:
@@ -138,7 +146,7 @@ def test_full_receive_buffer_names_the_receiving_process(veth, capture):
         for _ in range(50):
             s.sendto(b"x" * 1000, (veth.peer_ip, PORT + 6))
         s.close()
-        time.sleep(0.3)
+        cap.wait_received(40)
         printed, err = cap.stop()
         # `ip netns exec` execs python: the server's pid is the one Popen started
         lines = _lines(printed)
@@ -155,7 +163,7 @@ def test_consume_skb_sees_freed_replies(veth, capture):
     """The ICMP port-unreachable a closed port sends back is freed normally: consume_skb."""
     cap = capture("--hook", "consume_skb", "-n", f"icmp and host {veth.peer_ip}")
     udp(veth.peer_ip, PORT + 5)
-    time.sleep(0.3)
+    cap.wait_received(1)
     printed, err = cap.stop()
     lines = _lines(printed)
     assert lines, err
@@ -166,7 +174,7 @@ def test_consume_skb_sees_freed_replies(veth, capture):
 def test_udp_to_closed_port_is_no_socket(veth, capture):
     cap = capture("--hook", "kfree_skb", "-n", f"udp and host {veth.peer_ip}")
     udp(veth.peer_ip, PORT + 1, 2)
-    time.sleep(0.3)
+    cap.wait_received(2)
     printed, err = cap.stop()
     lines = _lines(printed)
     assert len(lines) == 2, printed.decode() + err
@@ -176,15 +184,16 @@ def test_udp_to_closed_port_is_no_socket(veth, capture):
 
 
 def test_ipv6_udp_to_closed_port(capture):
-    cap = capture("--hook", "kfree_skb", "-n", f"ip6 and udp port {PORT + 7}")
+    port = free_port()        # closed again once free_port returns it
+    cap = capture("--hook", "kfree_skb", "-n", f"ip6 and udp port {port}")
     s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    s.sendto(b"six", ("::1", PORT + 7))
+    s.sendto(b"six", ("::1", port))
     s.close()
-    time.sleep(0.3)
+    cap.wait_received(1)
     printed, err = cap.stop()
     lines = _lines(printed)
     assert len(lines) == 1, printed.decode() + err
-    assert f"IP6 ::1." in lines[0] and f"> ::1.{PORT + 7}: UDP, length 3" in lines[0]
+    assert f"IP6 ::1." in lines[0] and f"> ::1.{port}: UDP, length 3" in lines[0]
     assert "Drop [NO_SOCKET at __udp6_lib_rcv+0x" in lines[0]
 
 
@@ -199,7 +208,7 @@ def test_filter_in_kernel_excludes_drops(dropping, capture):
     """A filter that excludes the dropped packets: nothing reaches the ring at all."""
     cap = capture("--hook", "kfree_skb", "-n", f"udp and host {dropping.peer_ip}")
     ping(dropping.peer_ip, 3)
-    time.sleep(0.3)
+    wait_for(lambda: _nft_dropped(dropping) >= 3, what="the namespace's 3 dropped pings")
     printed, err = cap.stop()
     assert printed == b""
     assert "0 packets captured" in err and "0 packets received by filter" in err
@@ -235,7 +244,7 @@ def test_udp_drop_backtrace_until_sigint(veth):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stderr.readline().startswith("listening on")
     udp(veth.peer_ip, PORT + 2, 3)
-    time.sleep(0.3)
+    wait_received(proc.pid, 3)
     proc.send_signal(2)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
@@ -259,7 +268,7 @@ def test_transmit_and_receive_hooks_with_process(dropping, capture):
         f"try: s.connect(('{dropping.peer_ip}', {PORT + 3}))\nexcept OSError as e: print(e)")],
         capture_output=True, text=True)
     assert "refused" in client.stdout
-    time.sleep(0.3)
+    cap.wait_received(6)      # the SYN at its four hooks, the reset at two at least
     printed, err = cap.stop()
     lines = _lines(printed)
     syn = [l for l in lines if "Flags [S]" in l]
@@ -294,7 +303,7 @@ def test_direct_transmit_is_seen_where_it_arrives(veth, capture):
         s.send(frame)
     finally:
         s.close()
-    time.sleep(0.3)
+    cap.wait_received(1)
     printed, err = cap.stop()
     lines = _lines(printed)
     assert [l.split()[1] for l in lines] == ["netif_receive_skb"], printed.decode() + err
@@ -308,7 +317,7 @@ def test_tcp_retransmit_shows_the_segment(dropping, capture):
     subprocess.run([PYTHON, "-c", (
         "import socket\ns=socket.socket(); s.settimeout(1.6)\n"
         f"try: s.connect(('{dropping.peer_ip}', {PORT + 50}))\nexcept OSError: pass")])
-    time.sleep(0.2)
+    cap.wait_received(1)
     printed, err = cap.stop()
     lines = _lines(printed)
     assert lines, err
@@ -320,7 +329,7 @@ def test_tcp_retransmit_shows_the_segment(dropping, capture):
 def test_rate_limit_counts_what_it_holds_back(veth, capture):
     cap = capture("--hook", "kfree_skb", "--hook-rate", "5", "-n", f"udp port {PORT + 4}")
     udp(veth.peer_ip, PORT + 4, 40)
-    time.sleep(0.3)
+    wait_received(cap.proc.pid, 40, limited=True)
     printed, err = cap.stop()
     captured = len(_lines(printed))
     assert 5 <= captured <= 10, err      # one or two one-second windows

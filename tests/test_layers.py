@@ -64,7 +64,7 @@ def test_no_module_imports_from_a_later_stage():
 
 # Modules still over the limit (issue 17 is open for them): each may shrink, none may grow,
 # and no other module may join them.
-TOO_BIG_YET = {"ptcap.cli.extcap": 518, "ptcap.kernel.session": 676, "ptcap.sinks.tcpdump": 687}
+TOO_BIG_YET = {"ptcap.sinks.tcpdump": 687}
 
 
 def test_every_module_is_small():

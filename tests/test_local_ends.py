@@ -8,7 +8,8 @@ import signal
 import subprocess
 import time
 
-from conftest import PYTHON, ROOT, comments, run, tshark_fields, wait_clean
+from conftest import (PYTHON, ROOT, comments, counters, counters_map, file_packets, run, tcp_settled, tshark_fields,
+                      wait_clean, wait_for)
 
 LUA = ROOT / "lua" / "ptcap.lua"
 CURLS = 50
@@ -77,7 +78,7 @@ def test_fifty_curls_once_each_with_both_ends(tmp_path):
     files = {"tcpdump": tmp_path / "tcpdump.pcap", "lo": tmp_path / "lo.pcapng", "any": tmp_path / "any.pcapng"}
     caps = []
     try:
-        caps.append(_start(["tcpdump", "-i", "lo", "-w", str(files["tcpdump"]), expr]))
+        caps.append(_start(["tcpdump", "-U", "-i", "lo", "-w", str(files["tcpdump"]), expr]))
         caps.append(_start([PYTHON, "-m", "ptcap.cli", "-i", "lo", "-w", str(files["lo"]), expr]))
         caps.append(_start([PYTHON, "-m", "ptcap.cli", "-i", "any", "-w", str(files["any"]), expr]))
         curls = []
@@ -86,7 +87,10 @@ def test_fifty_curls_once_each_with_both_ends(tmp_path):
             curl.wait(timeout=20)
             assert curl.returncode == 0
             curls.append(curl.pid)
-        time.sleep(1.2)       # longer than tcpdump's buffer timeout
+        wait_for(lambda: tcp_settled(port), what="the curls' connections closed")
+        # all of it in ptcap's kernel counter now; tcpdump writes it out after its buffer timeout
+        seen = counters(counters_map(caps[1].pid))[0]
+        wait_for(lambda: len(file_packets(files["tcpdump"])) >= seen, what=f"tcpdump's file with {seen} packets")
     finally:
         errs = [_stop(c) for c in caps]
         server.kill()
@@ -121,7 +125,7 @@ def test_dissector_fields_of_both_ends(tmp_path):
     try:
         curl = subprocess.run(["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{port}/"], timeout=20)
         assert curl.returncode == 0
-        time.sleep(0.5)
+        wait_for(lambda: tcp_settled(port), what="curl's connection closed")
     finally:
         cap.send_signal(signal.SIGINT)
         lines, _ = cap.communicate(timeout=30)
@@ -163,7 +167,7 @@ def test_veth_copies_name_both_ends(veth, tmp_path):
     try:
         curl = subprocess.Popen(["curl", "-s", "-o", "/dev/null", f"http://{veth.peer_ip}:{port}/"])
         assert curl.wait(timeout=20) == 0
-        time.sleep(0.5)
+        wait_for(lambda: tcp_settled(port, veth.ns) and tcp_settled(port), what="curl's connection closed")
     finally:
         for c in caps:
             _stop(c)
@@ -227,7 +231,7 @@ def test_nat_and_forwarding_carry_the_process(tmp_path):
             curl = subprocess.Popen(["ip", "netns", "exec", n["C"], "curl", "-s", "-o", "/dev/null",
                                      f"http://{n['server_ip']}:{port}/"])
             assert curl.wait(timeout=20) == 0
-            time.sleep(0.5)
+            wait_for(lambda: tcp_settled(port, n["C"], n["S"]), what="curl's connection closed")
         finally:
             _stop(cap)
             server.kill()
@@ -280,7 +284,7 @@ def test_bridge_between_namespaces_names_both_ends(tmp_path):
             curl = subprocess.Popen(["ip", "netns", "exec", f"{tag}A", "curl", "-s", "-o", "/dev/null",
                                      f"http://{net}.3:{port}/"])
             assert curl.wait(timeout=20) == 0
-            time.sleep(0.5)
+            wait_for(lambda: tcp_settled(port, f"{tag}A", f"{tag}B"), what="curl's connection closed")
         finally:
             _stop(cap)
             server.kill()
@@ -300,3 +304,28 @@ def test_bridge_between_namespaces_names_both_ends(tmp_path):
             run(["ip", "link", "del", f"{tag}h{n}"], check=False)
             run(["ip", "netns", "del", f"{tag}{n}"], check=False)
     assert wait_clean() == []
+
+
+def test_arriving_packet_to_a_closed_port_names_its_sender(capture, tmp_path):
+    """-Q in on lo, datagrams to a port nobody listens on: the one local end, the sender,
+    is the packet's process (as it is of the leaving copy)."""
+    from conftest import free_port
+    port = free_port()
+    out = tmp_path / "in.pcapng"
+    cap = capture("-i", "lo", "-Q", "in", "-w", str(out), "-c", "3", f"udp dst port {port}")
+    sender = subprocess.Popen([PYTHON, "-c", f"""
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(200):
+    s.sendto(b"x", ("127.0.0.1", {port}))
+    time.sleep(0.05)
+"""])
+    try:
+        cap.finish(timeout=30)
+    finally:
+        sender.kill()
+        sender.wait()
+    rows = tshark_fields(out, "frame.comment")
+    assert len(rows) == 3
+    for (comment,) in rows:
+        assert int(comments(comment)["PID"]) == sender.pid, comment

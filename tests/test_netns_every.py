@@ -5,7 +5,7 @@ import os
 import subprocess
 import time
 
-from conftest import PYTHON, comments, run, wait_clean
+from conftest import PYTHON, comments, free_port, run, wait_clean
 
 # Sends a datagram to 127.0.0.1:PORT every 50 ms (its own namespace's loopback) until its
 # stdin closes; says "ready INODE" first (its network namespace).
@@ -69,7 +69,7 @@ UNSHARED = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
 
 
 def _check_newly(capture, tmp_path, mode: str, backend: str = "tc") -> None:
-    port = {"newly": 21031, "any": 21032}[mode] + (0 if backend == "tc" else 2)
+    port = free_port()
     tag = f"ptattrib{os.getpid() % 100000}{mode[0]}"
     before = f"{tag}old"
     _ip_netns(before)               # exists at the start: taken with any, not with newly

@@ -166,11 +166,12 @@ def test_reader_streams_without_reading_everything(tmp_path):
 def test_read_select_and_write_again(peers, tmp_path):
     """`ptcap -r FILE [selectors] -w OUT EXPR`, as tcpdump -r -w: the selected packets are
     written again; pcapng keeps their interface, direction and process, .pcap is tcpdump's."""
-    from conftest import Capture, comments, ptcap_argv, tshark_fields
-    server = peers("udp-server", "9812", "127.0.0.1")
-    client = peers("udp-client", "127.0.0.1", "9812")
+    from conftest import Capture, comments, free_port, ptcap_argv, tshark_fields
+    port = str(free_port())
+    server = peers("udp-server", port, "127.0.0.1")
+    client = peers("udp-client", "127.0.0.1", port)
     src = tmp_path / "in.pcapng"
-    cap = Capture("-i", "lo", "--loopback-twice", "-w", str(src), "-c", "8", "udp port 9812")
+    cap = Capture("-i", "lo", "--loopback-twice", "-w", str(src), "-c", "8", f"udp port {port}")
     client.say("send 7")
     client.say("send 7")
     cap.finish()
@@ -186,7 +187,7 @@ def test_read_select_and_write_again(peers, tmp_path):
     assert len(ptcap("-n", "--pid", str(client.pid), "-Q", "out").splitlines()) == 2
 
     out = tmp_path / "out.pcapng"
-    assert ptcap("-Q", "in", "-w", str(out), "udp dst port 9812") == ""      # -w: no lines
+    assert ptcap("-Q", "in", "-w", str(out), f"udp dst port {port}") == ""      # -w: no lines
     rows = tshark_fields(out, "frame.comment", "frame.packet_flags_direction", "frame.interface_name")
     assert len(rows) == 2
     for text, direction, iface in rows:

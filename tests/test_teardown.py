@@ -3,11 +3,10 @@ last ACKs of time-wait), TCP over IPv4 and IPv6."""
 from __future__ import annotations
 
 import subprocess
-import time
 
 import pytest
 
-from conftest import PYTHON, comments, tshark_fields
+from conftest import PYTHON, comments, tcp_settled, tshark_fields, wait_for
 
 # The server (a forked child) answers and closes first; then in mode "rst" the client sends
 # more (the server's kernel answers with a reset from its own socket: the server's is gone),
@@ -57,7 +56,7 @@ def test_teardown_names_the_last_owner(capture, tmp_path, family, mode):
     assert done.returncode == 0, done.stderr
     client, server, port = done.stdout.split()
     port = int(port)
-    time.sleep(0.3)
+    wait_for(lambda: tcp_settled(port), what="the connection's last packet")
     cap.stop()
     rows = [(flags, int(sport), comments(c)) for flags, sport, c in
             tshark_fields(out, "tcp.flags.str", "tcp.srcport", "frame.comment",

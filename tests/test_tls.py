@@ -344,8 +344,7 @@ def test_uprobes_go_away_when_ptcap_is_killed(tls_server, goclient, tmp_path):
         assert "uprobe" in links or "perf_event" in links, links
         cap.send_signal(signal.SIGKILL)
         cap.wait()
-        assert wait_clean() == []
-        assert "ptcap_keylog" not in run(["bpftool", "prog", "show"]).stdout
+        assert wait_clean() == []       # its keylog programs too, not another capture's on the machine
         # the client is untouched: its next request still works
         assert client.say("go") == "done you asked for /kill"
     finally:

@@ -100,10 +100,11 @@ def test_follow_forks_of_a_pid(peers, capture, tmp_path):
 
 
 def test_command_is_captured_with_descendants_and_its_status_returned(peers, tmp_path):
-    peers("udp-server", "9805", "127.0.0.1")
-    other = peers("udp-client", "127.0.0.1", "9805")
+    port = str(free_port())
+    peers("udp-server", port, "127.0.0.1")
+    other = peers("udp-client", "127.0.0.1", port)
     out = tmp_path / "o.pcapng"
-    proc = subprocess.Popen(ptcap_argv("-i", "lo", "-w", str(out), "--", PYTHON, "-c", ONE_SHOT, "9805", "7"),
+    proc = subprocess.Popen(ptcap_argv("-i", "lo", "-w", str(out), "--", PYTHON, "-c", ONE_SHOT, port, "7"),
                             stderr=subprocess.PIPE, text=True)
     other.say("send 10")
     _, err = proc.communicate(timeout=30)
@@ -120,12 +121,13 @@ def test_command_is_captured_with_descendants_and_its_status_returned(peers, tmp
 
 
 def test_command_runs_as_the_invoking_user_under_sudo(peers, tmp_path):
-    peers("udp-server", "9806", "127.0.0.1")
+    port = str(free_port())
+    peers("udp-server", port, "127.0.0.1")
     out = tmp_path / "o.pcapng"
     env = {**os.environ, "SUDO_UID": "65534", "SUDO_GID": "65534", "SUDO_USER": "nobody"}
     # a python nobody may run (the venv's may live under /root)
     proc = subprocess.run(ptcap_argv("-i", "lo", "-w", str(out), "-Q", "out", "--",
-                                     "/usr/bin/python3", "-c", ONE_SHOT, "9806", "0"),
+                                     "/usr/bin/python3", "-c", ONE_SHOT, port, "0"),
                           capture_output=True, text=True, env=env, timeout=30, cwd="/")
     assert proc.returncode == 0, proc.stderr
     rows = [comments(c) for (c,) in tshark_fields(out, "frame.comment")]
@@ -134,15 +136,16 @@ def test_command_runs_as_the_invoking_user_under_sudo(peers, tmp_path):
 
 def test_exited_process_keeps_its_identity(peers, tmp_path):
     """A process that is gone before its packets are read still has its command and args."""
-    peers("udp-server", "9807", "127.0.0.1")
+    port = str(free_port())
+    peers("udp-server", port, "127.0.0.1")
     out = tmp_path / "o.pcapng"
     proc = subprocess.run(ptcap_argv("-i", "lo", "-w", str(out), "-Q", "out", "--",
-                                     PYTHON, "-c", ONE_SHOT, "9807", "0"),
+                                     PYTHON, "-c", ONE_SHOT, port, "0"),
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0
     for (c,) in tshark_fields(out, "frame.comment"):
         ctx = comments(c)
-        assert ctx["Args"].endswith("9807 0") and os.path.basename(ctx["Cmd"]).startswith("python")
+        assert ctx["Args"].endswith(f"{port} 0") and os.path.basename(ctx["Cmd"]).startswith("python")
 
 
 def test_selector_errors():
@@ -180,19 +183,20 @@ def _spawn_with_pid(pid: int, argv: list[str], tries: int = 200) -> subprocess.P
 def test_reused_pid_is_another_process(peers, capture, tmp_path):
     """Two processes with the same pid, one after the other, read in one batch: each packet
     keeps its own process (the key is pid + start time)."""
-    peers("udp-server", "21020", "127.0.0.1")
+    port = str(free_port())
+    peers("udp-server", port, "127.0.0.1")
     out = tmp_path / "o.pcapng"
-    cap = capture("-i", "lo", "-w", str(out), "-Q", "out", "udp dst port 21020")
+    cap = capture("-i", "lo", "-w", str(out), "-Q", "out", f"udp dst port {port}")
     held = [PYTHON, "-c", "import sys; sys.stdin.readline()\n" + SAY]
-    first = subprocess.Popen(held + ["21020", "first"], stdin=subprocess.PIPE)
+    first = subprocess.Popen(held + [port, "first"], stdin=subprocess.PIPE)
     first.communicate(b"go\n", timeout=20)
     second = _spawn_with_pid(first.pid, ["/usr/bin/python3", "-c", "import sys; sys.stdin.readline()\n" + SAY,
-                                         "21020", "second"])
+                                         port, "second"])
     if second is None:
         cap.stop()
         raise AssertionError(f"pid {first.pid} could not be reused (a busy machine?)")
     second.communicate(b"go\n", timeout=20)
-    time.sleep(0.2)
+    wait_for(lambda: len(file_packets(out)) >= 2, what="the 2 packets in the file")
     cap.stop()
     rows = [comments(c) for (c,) in tshark_fields(out, "frame.comment")]
     assert [r["PID"] for r in rows] == [str(first.pid)] * 2
@@ -201,29 +205,31 @@ def test_reused_pid_is_another_process(peers, capture, tmp_path):
 
 def test_selected_pid_is_released_when_it_exits(peers, capture, tmp_path):
     """--pid N selects that process, not whoever gets pid N after it exits."""
-    peers("udp-server", "21021", "127.0.0.1")
+    port = str(free_port())
+    peers("udp-server", port, "127.0.0.1")
     out = tmp_path / "o.pcapng"
     held = [PYTHON, "-c", "import sys; sys.stdin.readline()\n" + SAY]
-    first = subprocess.Popen(held + ["21021", "first"], stdin=subprocess.PIPE)
+    first = subprocess.Popen(held + [port, "first"], stdin=subprocess.PIPE)
     cap = capture("-i", "lo", "-w", str(out), "-Q", "out", "--pid", str(first.pid))
     first.communicate(b"go\n", timeout=20)
-    second = _spawn_with_pid(first.pid, held + ["21021", "second"])
+    second = _spawn_with_pid(first.pid, held + [port, "second"])
     assert second is not None
-    second.communicate(b"go\n", timeout=20)
-    time.sleep(0.2)
+    second.communicate(b"go\n", timeout=20)     # -Q out: judged in its sendto, which has returned
+    wait_for(lambda: len(file_packets(out)) >= 1, what="the packet in the file")
     cap.stop()
     rows = [comments(c) for (c,) in tshark_fields(out, "frame.comment")]
     assert [r["Args"].split()[-1] for r in rows] == ["first"]
 
 
 def test_pids_and_uids_are_repeatable(peers, capture, tmp_path):
-    peers("udp-server", "21022", "127.0.0.1")
-    a, b, c = (peers("udp-client", "127.0.0.1", "21022") for _ in range(3))
+    port = str(free_port())
+    peers("udp-server", port, "127.0.0.1")
+    a, b, c = (peers("udp-client", "127.0.0.1", port) for _ in range(3))
     out = tmp_path / "o.pcapng"
     cap = capture("-i", "lo", "-w", str(out), "-Q", "out", "--pid", str(a.pid), "--pid", str(b.pid))
     for p in (a, b, c):
         p.say("send 10")
-    time.sleep(0.2)
+    wait_for(lambda: len(file_packets(out)) >= 2, what="the 2 packets in the file")
     cap.stop()
     assert sorted(pids_in(out)) == sorted([a.pid, b.pid])
 
@@ -231,8 +237,8 @@ def test_pids_and_uids_are_repeatable(peers, capture, tmp_path):
     cap = capture("-i", "lo", "-w", str(out), "-Q", "out", "--uid", "65534", "--uid", "65533")
     for uid in (65534, 65533, 65532):
         subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
-                        "/usr/bin/python3", "-c", SAY, "21022", str(uid)], check=True, timeout=20, cwd="/")
-    time.sleep(0.2)
+                        "/usr/bin/python3", "-c", SAY, port, str(uid)], check=True, timeout=20, cwd="/")
+    wait_for(lambda: len(file_packets(out)) >= 2, what="the 2 packets in the file")
     cap.stop()
     rows = [comments(c) for (c,) in tshark_fields(out, "frame.comment")]
     assert sorted(r["UserId"] for r in rows) == ["65533", "65534"]
@@ -241,7 +247,8 @@ def test_pids_and_uids_are_repeatable(peers, capture, tmp_path):
 
 def test_follow_forks_only_follows_children_born_after_start(peers, capture, tmp_path):
     """-f adds children at fork time; a child that existed before start is not selected."""
-    peers("udp-server", "21023", "127.0.0.1")
+    port = str(free_port())
+    peers("udp-server", port, "127.0.0.1")
     script = ("import os, socket, sys, time\n"
               "r, w = os.pipe()\n"
               "if os.fork() == 0:\n"
@@ -250,11 +257,11 @@ def test_follow_forks_only_follows_children_born_after_start(peers, capture, tmp
               "os.write(w, b'g')\n"
               "os.wait()\n"
               "exec(compile(" + repr(SAY) + ", 'say', 'exec'))\n")
-    parent = subprocess.Popen([PYTHON, "-c", script, "21023", "old-child"], stdin=subprocess.PIPE)
+    parent = subprocess.Popen([PYTHON, "-c", script, port, "old-child"], stdin=subprocess.PIPE)
     out = tmp_path / "o.pcapng"
     cap = capture("-i", "lo", "-w", str(out), "-Q", "out", "--pid", str(parent.pid), "-f")
     parent.communicate(b"go\n", timeout=20)
-    time.sleep(0.2)
+    wait_for(lambda: len(file_packets(out)) >= 1, what="the packet in the file")
     cap.stop()
     assert pids_in(out) == [parent.pid]     # not the child: born before the capture started
 
@@ -276,19 +283,20 @@ s.sendto(b"after", ("127.0.0.1", port))
 def test_exec_under_the_same_name_changes_the_comments(peers, tmp_path):
     """A process that execs the same program again (same pid, thread, name and socket) is
     written with its new arguments from then on, not the comment cached before the exec."""
-    peers("udp-server", "9808", "127.0.0.1")
+    port = str(free_port())
+    peers("udp-server", port, "127.0.0.1")
     script = tmp_path / "reexec.py"
     script.write_text(REEXEC)
     out = tmp_path / "o.pcapng"
-    proc = subprocess.run(ptcap_argv("-i", "lo", "-w", str(out), "-Q", "out", "udp dst port 9808", "--",
-                                     PYTHON, str(script), "9808", "first"),
+    proc = subprocess.run(ptcap_argv("-i", "lo", "-w", str(out), "-Q", "out", f"udp dst port {port}", "--",
+                                     PYTHON, str(script), port, "first"),
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     rows = tshark_fields(out, "udp.length", "frame.comment")
     args = {length: comments(c)["Args"] for length, c in rows}
     assert set(args) == {"14", "13"}, rows           # "before" and "after"
-    assert args["14"].endswith("9808 first")
-    assert args["13"].endswith("second " + args["13"].split()[-1]) and " 9808 second " in args["13"]
+    assert args["14"].endswith(f"{port} first")
+    assert args["13"].endswith("second " + args["13"].split()[-1]) and f" {port} second " in args["13"]
 
 
 SHARED_UDP = """
@@ -350,8 +358,9 @@ def _run_sharing(tmp_path, code: str, proto: str, port: int, id_field: str) -> l
 def test_shared_udp_socket_names_each_sender(peers, tmp_path):
     """A UDP socket used by a parent, then by its child, then by the parent again: every
     datagram carries the process that sent it, not the socket's previous user."""
-    peers("udp-server", "9809", "127.0.0.1")
-    got = _run_sharing(tmp_path, SHARED_UDP, "udp", 9809, "PID")
+    port = str(free_port())
+    peers("udp-server", port, "127.0.0.1")
+    got = _run_sharing(tmp_path, SHARED_UDP, "udp", int(port), "PID")
     assert [w for _, w, _ in got] == ["parent-first", "child-first", "child-again", "parent-again"], got
     assert all(claimed == pid for claimed, _, pid in got), got
     assert len({pid for _, _, pid in got}) == 2
@@ -360,8 +369,9 @@ def test_shared_udp_socket_names_each_sender(peers, tmp_path):
 def test_shared_tcp_connection_names_each_thread(peers, tmp_path):
     """Threads taking turns on one TCP connection: each segment carries the thread that
     wrote it (tcp_sendmsg_locked names it before the data is queued)."""
-    peers("tcp-server", "9810", "127.0.0.1")
-    got = _run_sharing(tmp_path, SHARED_TCP, "tcp", 9810, "ThreadId")
+    port = str(free_port())
+    peers("tcp-server", port, "127.0.0.1")
+    got = _run_sharing(tmp_path, SHARED_TCP, "tcp", int(port), "ThreadId")
     assert [w for _, w, _ in got] == ["main-first", "a-first", "a-again", "b-first", "main-again"], got
     assert all(claimed == tid for claimed, _, tid in got), got
     assert len({tid for _, _, tid in got}) == 3
@@ -369,7 +379,8 @@ def test_shared_tcp_connection_names_each_thread(peers, tmp_path):
 
 def test_command_ends_when_ptcap_is_killed(capture):
     """`ptcap -- CMD` killed with SIGKILL (no chance to clean up): the command goes too."""
-    cap = capture("-i", "lo", "udp port 9811", "--", "sleep", "60")
+    port = str(free_port())
+    cap = capture("-i", "lo", f"udp port {port}", "--", "sleep", "60")
     deadline = time.time() + 5
     children: list[str] = []
     while time.time() < deadline:       # the command starts once the capture listens
@@ -413,16 +424,17 @@ def _fork_exec(argv0: str, port: str, drop: bool) -> None:
 
 def test_follow_forks_with_pname(peers, capture, tmp_path):
     """--pname NAME -f: children born after the start to a NAME process, whatever they exec."""
-    peers("udp-server", "21024", "127.0.0.1")
+    port = str(free_port())
+    peers("udp-server", port, "127.0.0.1")
     link = tmp_path / "forktool"          # a program whose comm is "forktool"
     link.symlink_to(os.path.realpath(PYTHON))
     for follow in (False, True):
         out = tmp_path / f"o{follow}.pcapng"
         cap = capture("-i", "lo", "-w", str(out), "-Q", "out", "--pname", "forktool",
-                      *(["-f"] if follow else []), "udp dst port 21024")
-        _fork_exec(str(link), "21024", drop=False)
-        subprocess.run([PYTHON, "-c", SAY, "21024", "stranger"], check=True, timeout=20)  # no forktool child
-        time.sleep(0.2)
+                      *(["-f"] if follow else []), f"udp dst port {port}")
+        _fork_exec(str(link), port, drop=False)
+        subprocess.run([PYTHON, "-c", SAY, port, "stranger"], check=True, timeout=20)  # no forktool child
+        wait_for(lambda: len(file_packets(out)) >= follow)     # -Q out: each judged in its sendto, now returned
         cap.stop()
         rows = [comments(c) for (c,) in tshark_fields(out, "frame.comment")]
         if not follow:
@@ -433,18 +445,19 @@ def test_follow_forks_with_pname(peers, capture, tmp_path):
 
 def test_follow_forks_with_uid(peers, capture, tmp_path):
     """--uid 0 -f: a child of a root process stays selected after it becomes nobody."""
-    peers("udp-server", "21025", "127.0.0.1")
+    port = str(free_port())
+    peers("udp-server", port, "127.0.0.1")
     for follow in (False, True):
         out = tmp_path / f"o{follow}.pcapng"
         # nobody's process born before the start (every later one descends from root)
         stranger = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                                      "/usr/bin/python3", "-c", "import sys; sys.stdin.readline()\n" + SAY,
-                                     "21025", "stranger"], stdin=subprocess.PIPE, cwd="/")
+                                     port, "stranger"], stdin=subprocess.PIPE, cwd="/")
         cap = capture("-i", "lo", "-w", str(out), "-Q", "out", "--uid", "0",
-                      *(["-f"] if follow else []), "udp dst port 21025")
-        _fork_exec(PYTHON, "21025", drop=True)
+                      *(["-f"] if follow else []), f"udp dst port {port}")
+        _fork_exec(PYTHON, port, drop=True)
         stranger.communicate(b"go\n", timeout=20)
-        time.sleep(0.2)
+        wait_for(lambda: len(file_packets(out)) >= follow)     # -Q out: each judged in its sendto, now returned
         cap.stop()
         rows = [comments(c) for (c,) in tshark_fields(out, "frame.comment")]
         if not follow:

@@ -141,8 +141,8 @@ def test_installed_in_wiresharks_global_folders_for_every_user(installed, users)
     member, outsider = users
     for user in (member, outsider):
         listed = user.run("tshark", "-D").stdout.splitlines()
-        assert any(l.endswith(". ptcap (ptcap processes)") for l in listed), listed
-        assert any(l.endswith(". ptcap-drops (ptcap kernel drops)") for l in listed), listed
+        assert any(l.endswith(". ptcap (ptcap-processes)") for l in listed), listed
+        assert any(l.endswith(". ptcap-drops (ptcap-kernel-drops)") for l in listed), listed
         fields = user.run("tshark", "-G", "fields").stdout
         assert "\tptcap.pid\t" in fields and "\tptcap.comm\t" in fields
         # nothing of ptcap in the user's own folders

@@ -33,9 +33,11 @@ class Gui:
 
     # -- the display, the accessibility bus, Wireshark ------------------------------------------
     def start_display(self) -> None:
+        # -noreset: by default Xvfb resets when its last client disconnects, which clears the
+        # root window's properties, among them AT_SPI_BUS (see start_a11y)
         r, w = os.pipe()
-        xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(w), "-screen", "0", "1600x1200x24", "-nolisten", "tcp"],
-                                pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(w), "-screen", "0", "1600x1200x24", "-nolisten", "tcp",
+                                 "-noreset"], pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.close(w)
         self.procs.append(xvfb)
         number = b""
@@ -47,7 +49,6 @@ class Gui:
         os.close(r)
         os.environ["DISPLAY"] = f":{number.decode().strip()}"
         os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="ptcap-gui-rt-")
-        os.environ["QT_ACCESSIBILITY"] = "1"
         # Help opens the page with xdg-open: this one notes what it was asked to open
         bindir = os.path.join(self.out, "bin")
         os.makedirs(bindir, exist_ok=True)
@@ -55,54 +56,63 @@ class Gui:
             f.write(f'#!/bin/sh\nprintf "%s\\n" "$1" >> {self.out}/opened.txt\n')
         os.chmod(os.path.join(bindir, "xdg-open"), 0o755)
         os.environ["PATH"] = f"{bindir}:{os.environ['PATH']}"
-        self.procs.append(subprocess.Popen(["/usr/libexec/at-spi-bus-launcher"],
+
+    def start_a11y(self) -> None:
+        """The accessibility bus and registry, ready before Wireshark starts.
+
+        Qt 5.15's bridge connects to the accessibility bus at once only when the X root
+        window names it (AT_SPI_BUS). Otherwise it asks the session bus for the address and,
+        before the answer comes, already registers with the registry over the connection it
+        does not have yet ("Error in contacting registry: Not connected to D-Bus server" in
+        Wireshark's log) and never again. So: one bus launcher (started here, not also by
+        D-Bus activation), which writes AT_SPI_BUS on the display (kept by -noreset), the
+        registry up, accessibility on, and only then Wireshark."""
+        self.procs.append(subprocess.Popen(["/usr/libexec/at-spi-bus-launcher", "--launch-immediately"],
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        # the registry first (a client's first call starts it), so Wireshark registers with it
-        subprocess.run([sys.executable, "-c", "import pyatspi; pyatspi.Registry.getDesktop(0).childCount"],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.set_a11y(True)
+        deadline = time.monotonic() + 15
+        while "AT_SPI_BUS(STRING)" not in subprocess.run(["xprop", "-root", "AT_SPI_BUS"], capture_output=True,
+                                                         text=True).stdout:
+            if time.monotonic() > deadline:
+                raise SystemExit("the accessibility bus launcher did not set AT_SPI_BUS on the display")
+            time.sleep(0.05)
         self.a11y_bus = subprocess.run(
             ["dbus-send", "--session", "--print-reply=literal", "--dest=org.a11y.Bus", "/org/a11y/bus",
              "org.a11y.Bus.GetAddress"], capture_output=True, text=True).stdout.strip()
-
-    @staticmethod
-    def set_a11y(enabled: bool) -> None:
-        """org.a11y.Status.IsEnabled, which Qt follows: it registers when it turns true."""
         subprocess.run(["dbus-send", "--session", "--print-reply", "--dest=org.a11y.Bus", "/org/a11y/bus",
                         "org.freedesktop.DBus.Properties.Set", "string:org.a11y.Status", "string:IsEnabled",
-                        f"variant:boolean:{'true' if enabled else 'false'}"], stdout=subprocess.DEVNULL)
+                        "variant:boolean:true"], stdout=subprocess.DEVNULL)
+        # the registry: the first call to it starts it on the accessibility bus
+        while self._registry_children() is None:
+            if time.monotonic() > deadline:
+                raise SystemExit("the AT-SPI registry did not start")
+            time.sleep(0.1)
+        os.environ["QT_LINUX_ACCESSIBILITY_ALWAYS_ON"] = "1"
+        os.environ.pop("NO_AT_BRIDGE", None)
 
-    def _registered(self) -> bool:
+    def _registry_children(self) -> str | None:
         r = subprocess.run(["gdbus", "call", "--address", self.a11y_bus, "--dest", "org.a11y.atspi.Registry",
                             "--object-path", "/org/a11y/atspi/accessible/root",
                             "--method", "org.a11y.atspi.Accessible.GetChildren"], capture_output=True, text=True)
-        return "accessible/root" in r.stdout
+        return r.stdout if r.returncode == 0 else None
 
     def start_wireshark(self) -> None:
-        """Qt 5's bridge now and then loses its registration with the AT-SPI registry at
-        start (the registry never lists it); such a Wireshark is started again."""
-        for attempt in range(12):
-            ws = subprocess.Popen(["wireshark", *self.cfg.get("wireshark_args", [])],
-                                  stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.out, "wireshark.log"), "a"))
-            subprocess.run(["xdotool", "search", "--sync", "--name", MAIN_TITLE], stdout=subprocess.DEVNULL,
-                           timeout=30)
-            for i in range(12):
-                if i % 4 == 3:          # not yet: Qt registers again when accessibility turns on
-                    self.set_a11y(False)
-                    time.sleep(0.1)
-                    self.set_a11y(True)
-                if self._registered():
-                    self.wireshark = ws
-                    self.procs.append(ws)
-                    self.report["starts"] = attempt + 1
-                    subprocess.run(["xdotool", "search", "--name", MAIN_TITLE, "windowmove", "0", "0",
-                                    "windowsize", "1600", "1200"], stdout=subprocess.DEVNULL)
-                    self.app = self._app()
-                    return
-                time.sleep(0.15)
-            ws.terminate()
-            ws.wait()
-        raise SystemExit("Wireshark never registered with the AT-SPI registry")
+        # its temporary files (capture file, extcap fifo) in a folder of their own, read by live_capture
+        self.tmp = os.path.join(self.out, "tmp")
+        os.makedirs(self.tmp, exist_ok=True)
+        ws = subprocess.Popen(["wireshark", *self.cfg.get("wireshark_args", [])], env={**os.environ, "TMPDIR": self.tmp},
+                              stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.out, "wireshark.log"), "a"))
+        self.wireshark = ws
+        self.procs.append(ws)
+        deadline = time.monotonic() + 20
+        while "accessible/root" not in (self._registry_children() or ""):
+            if time.monotonic() > deadline or ws.poll() is not None:
+                raise SystemExit("Wireshark never registered with the AT-SPI registry")
+            time.sleep(0.1)
+        self.report["registered_seconds"] = round(time.monotonic() - self.t0, 1)
+        subprocess.run(["xdotool", "search", "--sync", "--name", MAIN_TITLE], stdout=subprocess.DEVNULL, timeout=30)
+        subprocess.run(["xdotool", "search", "--name", MAIN_TITLE, "windowmove", "0", "0",
+                        "windowsize", "1600", "1200"], stdout=subprocess.DEVNULL)
+        self.app = self._app()
 
     def _app(self):
         deadline = time.time() + 10
@@ -262,7 +272,7 @@ class Gui:
         return cell
 
     def options_dialog(self) -> None:
-        cell = self._row_cell("ptcap processes: ptcap")
+        cell = self._row_cell("ptcap-processes: ptcap")
         x, y, w, h = self.extents(cell)
         dialog = None
         for _ in range(3):          # a click that only gave the window focus opens nothing
@@ -314,7 +324,7 @@ class Gui:
         self.step("options")
 
     def bad_filter(self) -> None:
-        self.click(self._row_cell("ptcap processes: ptcap"))
+        self.click(self._row_cell("ptcap-processes: ptcap"))
         entry = self.find("text", "Capture filter entry")
         entry.queryEditableText().setTextContents(self.cfg["bad_filter"])
         label = self.find("label", prefix="ptcap: ", timeout=15)
@@ -326,7 +336,7 @@ class Gui:
         entry = self.find("text", "Capture filter entry")
         entry.queryEditableText().setTextContents(self.cfg["good_filter"])
         time.sleep(1.5)                 # the check of the new text runs before the start
-        self.click(self._row_cell("ptcap processes: ptcap"), double=True)
+        self.click(self._row_cell("ptcap-processes: ptcap"), double=True)
         started = self.find(prefix="Capturing from ptcap", timeout=20)
         self.report["capturing_title"] = started.name if started else None
         sender = subprocess.Popen(self.cfg["sender"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -350,6 +360,7 @@ class Gui:
             if any(comm in row for row in rows):
                 break
             time.sleep(0.5)
+        self.report["temporary_files"] = sorted(os.listdir(self.tmp))
         self.report["packet_list_headers"] = headers
         self.report["packet_list_rows"] = rows[:60]
         self.report["sender_pid"] = sender.pid
@@ -398,6 +409,7 @@ def main() -> int:
     started = time.monotonic()
     try:
         gui.start_display()
+        gui.start_a11y()
         gui.start_wireshark()
         gui.interfaces()
         gui.profiles()

@@ -101,7 +101,7 @@ def capture(args: argparse.Namespace, report: TextIO | None = None) -> int:
         tickers = [follow] if follow is not None else []
         if keys is not None:
             tickers.append(keys.poll)
-        engine = Engine(session, joiner.packets, sinks, stop, table, limit, command, tickers)
+        engine = Engine(session, joiner, sinks, stop, table, limit, command, tickers)
         try:
             engine.run()
         except BrokenPipeError:

@@ -196,6 +196,23 @@ class PcapngWriter:
             del parts[start:]
         return n
 
+    def options(self, ctx, direction: int) -> bytes:
+        """A packet's options (comments of its context, direction flag, end), as the native
+        drain appends them to its blocks."""
+        return packet_options(self._comments_of(ctx) if ctx is not None else [], direction)
+
+    def write_framed(self, blocks) -> None:
+        """Enhanced Packet Blocks framed elsewhere (the native drain), valid only during
+        this call: written at once, or copied while packets are held."""
+        self.written += len(blocks)
+        if self._hold:
+            self._held.append((time.monotonic(), [bytes(blocks)]))
+            return
+        if self._pending:
+            self.out.write(b"".join(self._pending))
+            self._pending = []
+        self.out.write(blocks)
+
     def write_packet(self, pkt, iface_id: int) -> None:
         """One Packet (not from the kernel: -r with -w), with the options of its context."""
         fixed, tails = self._options(pkt.context)[1][pkt.direction]
@@ -274,6 +291,14 @@ class PcapWriter:
                 break
         self.written = written
         return n
+
+    def write_framed(self, records) -> None:
+        """pcap records framed elsewhere (the native drain), valid only during this call."""
+        self.written += len(records)
+        if self._pending:
+            self.out.write(b"".join(self._pending))
+            self._pending = []
+        self.out.write(records)
 
     def write_packet(self, pkt, iface_id: int = 0) -> None:
         data = pkt.data

@@ -23,21 +23,26 @@ _U32 = struct.Struct("<I")
 class RingBuffer:
     def __init__(self, map_fd: int, size: int) -> None:
         page = mmap.PAGESIZE
+        self.map_fd = map_fd
         self.size = size
         self.mask = size - 1
         self._consumer = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
         self._producer = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
         self.data = memoryview(self._producer)[page:]
         self._data_off = page
+        self.mapping, self.data_offset = self._producer, page     # a record at data offset X is at mapping[page + X]
         self._epoll = select.epoll()
-        self._epoll.register(map_fd, select.EPOLLIN)
+        # edge-triggered: a wait returns on the kernel's next wake-up (bpf/ring.h: once per
+        # 256 KiB queued) or the timeout, not at once whenever anything at all is queued
+        self._epoll.register(map_fd, select.EPOLLIN | select.EPOLLET)
         self._cons_pos = memoryview(self._consumer)[:8].cast("Q")
         self._prod_pos = memoryview(self._producer)[:8].cast("Q")
         self.cons = self._cons_pos[0]
         self._next = self.cons
 
     def wait(self, timeout: float) -> None:
-        """Sleep until the kernel wakes us or the timeout passes."""
+        """Sleep until the kernel wakes us (a wake-up while we were reading counts) or the
+        timeout passes."""
         try:
             self._epoll.poll(timeout)
         except InterruptedError:
@@ -72,6 +77,10 @@ class RingBuffer:
         if self._next != self.cons:
             self.cons = self._next
             self._cons_pos[0] = self.cons
+
+    def follow(self, cons: int) -> None:
+        """Another reader of this ring (the native drain) moved the consumer position to cons."""
+        self.cons = self._next = cons
 
     def close(self) -> None:
         for view in ("data", "_cons_pos", "_prod_pos"):

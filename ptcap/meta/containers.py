@@ -124,6 +124,12 @@ class CgroupPaths:
     _paths: dict[int, str] = field(default_factory=dict)
     kernel: Callable[[int], tuple[int, str] | None] | None = None
 
+    def __post_init__(self) -> None:
+        # the cgroups of the start, known at once: one whose processes are gone before their
+        # first packet is looked at (a container whose only process was short-lived) is named
+        if self.root is not None:
+            self._walk()
+
     def path(self, cgroup_id: int) -> str | None:
         if not cgroup_id or self.root is None:
             return None

@@ -23,6 +23,8 @@ class Joiner:
         self._contexts: dict[bytes, ProcessContext | None] = {}
         self._keys: dict[bytes, list[bytes]] = {}        # owner record → its keys
         self._ifaces: list[tuple[int, str, int]] = []   # by iface id: linktype, name, ifindex
+        # called with each record key whose context is dropped: what was derived from it goes too
+        self.forgotten: list = []
         table.forgotten.append(self._forget)
 
     def add_interface(self, iface_id: int, iface: NetInterface) -> None:
@@ -54,6 +56,8 @@ class Joiner:
         """The table dropped an owner's context (exec, exit): its joins go too."""
         for key in self._keys.pop(owner, ()):
             self._contexts.pop(key, None)
+            for forget in self.forgotten:
+                forget(key)
 
     def packets(self, buf, offsets: list[int]) -> Batch:
         """The packet records at `offsets` of a ring batch, with this join's contexts."""

@@ -32,6 +32,11 @@ def split_key(key: bytes) -> tuple[bytes, bytes, int, bytes]:
 assert PACKET.size == records.PACKET.size
 EXEC = records.EXEC.struct
 FORK = records.FORK.struct
+# an exec record's fixed fields (pid, kind, ppid, args_len, start_ns), its strings read in place
+EXEC_HEAD = struct.Struct("<IH2xIIQ")
+FILENAME_AT, ARGS_AT = records.EXEC.offset["filename"], records.EXEC.offset["args"]
+FILENAME_LEN, ARGS_LEN = ARGS_AT - FILENAME_AT, EXEC.size - ARGS_AT
+assert EXEC_HEAD.size == FILENAME_AT
 
 __all__ = ["CAPLEN_AT", "DIR_AT", "EPB_AT", "HEADER_LEN", "KEY_AT", "KEY_END", "OWNER_LEN", "PEER_AT",
            "decode", "split", "split_key"]
@@ -65,10 +70,14 @@ def split(buf, offsets: list[int], processes=None) -> list[int]:
         elif processes is None:
             continue
         elif kind == EV_EXEC:
-            pid, _, ppid, args_len, start, filename, args = EXEC.unpack_from(buf, off)
-            argv = [a.decode(errors="replace") for a in args[:args_len].split(b"\0") if a]
-            processes.learn_exec(pid, ppid, start, filename.split(b"\0", 1)[0].decode(errors="replace"),
-                                 argv)
+            pid, _, ppid, args_len, start = EXEC_HEAD.unpack_from(buf, off)
+            name_at = off + FILENAME_AT
+            name_end = buf.find(b"\0", name_at, name_at + FILENAME_LEN)
+            filename = buf[name_at:name_end if name_end >= 0 else name_at + FILENAME_LEN]
+            args_at = off + ARGS_AT
+            args = buf[args_at:args_at + min(args_len, ARGS_LEN)]
+            argv = args.decode(errors="replace").split("\0")
+            processes.learn_exec(pid, ppid, start, filename.decode(errors="replace"), [a for a in argv if a])
         elif kind == EV_FORK:
             pid, _, ppid, start = FORK.unpack_from(buf, off)
             processes.learn_fork(pid, ppid, start)

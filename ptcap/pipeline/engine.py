@@ -1,17 +1,22 @@
 """The engine loop: ring batches → process records to the table, packet records through the
-join → every sink; until stopped (signal, -c, the command's end, a sink that is done)."""
+join → every sink; until stopped (signal, -c, the command's end, a sink that is done).
+
+Two ways to take what the ring holds, one result: a single file sink that frames the kernel's
+records as they are is fed by the native drain (ptcap.pipeline.drain: no Python per packet);
+anything else (lines, several sinks, no drain library) gets joined Batch objects."""
 from __future__ import annotations
 
 import time
 from typing import Callable, Sequence
 
+from ptcap.kernel.records import DIR_AT, KEY_AT, KEY_END
+from ptcap.pipeline import drain as native
 from ptcap.pipeline.decoder import split
 from ptcap.pipeline.packet import Batch, Sink
 
 POLL_SECONDS = 0.05     # longest a record waits in the ring when traffic is light
 COMMAND_GRACE = 0.2     # after `-- CMD` exits, how long its last packets may still come
-BATCH_NAP = 0.002
-SMALL_BATCH = 256
+_NO_LIMIT = 1 << 62
 
 
 class Stop:
@@ -26,26 +31,54 @@ class Stop:
 
 
 class Engine:
-    """`session` is a ptcap.kernel.session.Session, `join` the join stage (ring batch and
-    packet offsets → a joined Batch), `processes` what learns from process records (a ProcessTable),
-    `command` the `-- CMD` child (poll() gives its status once it ended). `captured` counts
-    the packets the sinks were given (still right after a BrokenPipeError from a sink)."""
+    """`session` is a ptcap.kernel.session.Session; `join` the join stage (its packets(buf,
+    offsets) makes a joined Batch, context(key) a record key's context, and it calls each of
+    its `forgotten` with a key whose context it dropped); `processes` what learns from process
+    records (a ProcessTable), `command` the `-- CMD` child (poll() gives its status once it
+    ended). `captured` counts the packets the sinks were given (still right after a
+    BrokenPipeError from a sink)."""
 
-    def __init__(self, session, join: Callable[[object, list[int]], Batch], sinks: Sequence[Sink],
-                 stop: Stop, processes=None, limit: int | None = None, command=None,
-                 tickers: Sequence[Callable[[], None]] = ()) -> None:
+    def __init__(self, session, join, sinks: Sequence[Sink], stop: Stop, processes=None,
+                 limit: int | None = None, command=None, tickers: Sequence[Callable[[], None]] = ()) -> None:
         self.session, self.join, self.sinks, self.stop = session, join, sinks, stop
         self.processes, self.limit, self.command, self.tickers = processes, limit, command, tickers
         self.captured = 0
+        self.drain: native.Drain | None = None
+        self._stale = False         # the drain holds options of a context the join dropped
+
+    def _native(self) -> native.Drain | None:
+        """The drain for the one file sink that takes framed blocks, when the library is there."""
+        if len(self.sinks) != 1 or self.session.ring is None:
+            return None
+        framing = getattr(self.sinks[0], "framing", lambda: None)()
+        lib = native.library() if framing is not None else None
+        if lib is None:
+            return None
+        ring = self.session.ring
+        drain = native.Drain(lib, ring.map_fd, ring.size, framing)
+        self.join.forgotten.append(self._forget)
+        return drain
+
+    def _forget(self, key: bytes) -> None:
+        self._stale = True
 
     def run(self) -> int:
         """Run until stopped; returns self.captured."""
+        self.drain = self._native()
+        try:
+            return self._loop(self._take_native if self.drain is not None else self._take)
+        finally:
+            if self.drain is not None:
+                self.join.forgotten.remove(self._forget)
+                self.drain.close()
+                self.drain = None
+
+    def _loop(self, take: Callable[[], int]) -> int:
         session, sinks, stop, limit, command = self.session, self.sinks, self.stop, self.limit, self.command
         ring = session.ring
         command_done_at = None
         draining = False
         last_sync = time.monotonic()
-        small_batch = False
         while True:
             if command is not None and command_done_at is None and command.poll() is not None:
                 command_done_at = time.monotonic()
@@ -55,32 +88,14 @@ class Engine:
                 session.detach()      # nothing new comes in; what is queued is still read
                 draining = True
             if not draining:
-                # epoll on a ring is level-triggered: it returns at once while anything is
-                # queued, so after a small batch, nap briefly and take a bigger one next time
-                if small_batch:
-                    time.sleep(BATCH_NAP)
-                else:
-                    ring.wait(POLL_SECONDS)
-            buf, offsets = ring.batch()
-            small_batch = 0 < len(offsets) < SMALL_BATCH
-            try:
-                records = split(buf, offsets, self.processes) if offsets else offsets
-                if records:
-                    if limit is not None and self.captured + len(records) >= limit:
-                        records = records[: limit - self.captured]
-                        stop.requested = True
-                    packets = self.join(buf, records)
-                    self.captured += len(packets)
-                    for sink in sinks:
-                        sink.write(packets)
-            finally:
-                ring.release()
+                ring.wait(POLL_SECONDS)
+            seen = take()
             now = time.time()
             for sink in sinks:
                 sink.tick(now)
                 if sink.finished:
                     stop.requested = True
-            if not offsets and draining:
+            if not seen and draining:
                 return self.captured
             if not draining:
                 session.refresh()
@@ -93,3 +108,66 @@ class Engine:
             if mono - last_sync > 1.0:
                 session.sync_clock()
                 last_sync = mono
+
+    def _take(self) -> int:
+        """The Python path: one ring batch, split, joined, to every sink; returns its records."""
+        ring, limit = self.session.ring, self.limit
+        buf, offsets = ring.batch()
+        try:
+            records = split(buf, offsets, self.processes) if offsets else offsets
+            if records:
+                if limit is not None and self.captured + len(records) >= limit:
+                    records = records[: limit - self.captured]
+                    self.stop.requested = True
+                packets: Batch = self.join.packets(buf, records)
+                self.captured += len(packets)
+                for sink in self.sinks:
+                    sink.write(packets)
+        finally:
+            ring.release()
+        return len(offsets)
+
+    def _take_native(self) -> int:
+        """The native path: everything ready, framed by the drain and written by the sink;
+        Python only for process records and keys seen for the first time."""
+        drain, sink, ring = self.drain, self.sinks[0], self.session.ring
+        buf, base = ring.mapping, ring.data_offset
+        EMPTY, EVENT, UNKNOWN, COUNT, ERROR = (native.Stop.EMPTY, native.Stop.EVENT, native.Stop.UNKNOWN,
+                                               native.Stop.COUNT, native.Stop.ERROR)
+        seen = 0
+        while True:
+            if self._stale:
+                drain.clear()
+                self._stale = False
+            left = _NO_LIMIT if self.limit is None else self.limit - self.captured
+            fd = sink.direct()
+            run = drain.run(left, sink.room(), fd)
+            stop = run.stop
+            if stop == ERROR:
+                self.captured += run.packets
+                sink.failed(run.err)
+            if run.packets:
+                self.captured += run.packets
+                seen += run.packets
+                if fd >= 0:
+                    sink.wrote(run.out_len)
+                else:
+                    sink.write_framed(drain.output(run.out_len), run.packets)
+            if stop == EMPTY:
+                break
+            if stop == EVENT:
+                events = drain.events()
+                split(buf, [base + off for off in events], self.processes)
+                drain.skip(len(events))
+                seen += len(events)
+            elif stop == UNKNOWN:
+                at = base + run.record
+                key, direction = buf[at + KEY_AT:at + KEY_END], buf[at + DIR_AT]
+                drain.put(key, direction, sink.options(self.join.context(key), direction))
+            elif stop == COUNT:
+                self.stop.requested = True
+                break
+            elif sink.finished:      # the -W files are all written
+                break
+        ring.follow(run.cons)
+        return seen

@@ -3,6 +3,8 @@ rotated with -C/-W/-G as tcpdump does."""
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import sys
 import time
 from typing import BinaryIO
@@ -12,8 +14,9 @@ from ptcap.formats.pcapng import Interface, PcapngWriter, PcapWriter
 from ptcap.kernel.interfaces import NetInterface
 from ptcap.meta.context import Part
 from ptcap.meta.keylog import KEY_HOLD_SECONDS, make_private
+from ptcap.pipeline.drain import Framing
 from ptcap.pipeline.packet import Batch
-from ptcap.sinks.rotation import Rotation
+from ptcap.sinks.rotation import Closer, Rotation
 
 
 class FileSink:
@@ -32,6 +35,7 @@ class FileSink:
         self.keys = None              # a KeyLog whose TLS keys go into the file
         self._keys_sent = 0
         self.out = open_output(self.path)
+        self._closer = Closer()
         with self._errors():
             self._new_writer()
 
@@ -112,6 +116,80 @@ class FileSink:
                 if self._writer.written > limit:
                     self._rotate(rot.next_for_size())
 
+    # fed by the native drain (ptcap.pipeline.drain): blocks framed in C, options from here
+
+    def framing(self):
+        """What blocks this sink takes from the native drain: pcapng, or classic pcap in
+        micro- or nanoseconds."""
+        if not self._classic:
+            return Framing.PCAPNG
+        return Framing.PCAP_NS if self._nano else Framing.PCAP_US
+
+    def options(self, ctx, direction: int) -> bytes:
+        return self._writer.options(ctx, direction) if isinstance(self._writer, PcapngWriter) else b""
+
+    def room(self) -> int:
+        """Bytes the current file takes before it is rotated (-C): the drain stops after the
+        block that goes past them."""
+        size = self.rotation.size if self.rotation.active else None
+        written = self._writer.written if self._writer is not None else 0
+        return 1 << 62 if size is None else max(size - written, 0)
+
+    def direct(self) -> int:
+        """The file descriptor the drain may write blocks to itself (all of this sink's own
+        output written first), or -1: hand them to write_framed (TLS keys hold packets back)."""
+        if self.finished or self._holding() or self._writer is None:
+            return -1
+        rot = self.rotation
+        try:
+            if rot.active and rot.time_is_up(time.time()):
+                self._rotate(rot.next_for_time(time.time()))
+                if self.finished:
+                    return -1
+            self._writer.flush()
+            return self.out.fileno()
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise PtcapError(f"{self.path}: {e.strerror}") from None
+
+    def wrote(self, nbytes: int) -> None:
+        """The drain wrote nbytes of blocks to direct()'s descriptor."""
+        self._writer.written += nbytes
+        rot = self.rotation
+        if rot.active and rot.size is not None and self._writer.written > rot.size:
+            try:
+                self._rotate(rot.next_for_size())
+            except BrokenPipeError:
+                raise
+            except OSError as e:
+                raise PtcapError(f"{self.path}: {e.strerror}") from None
+
+    def failed(self, err: int) -> None:
+        """The drain's write to direct()'s descriptor failed with errno err."""
+        if err == errno.EPIPE:
+            raise BrokenPipeError(err, os.strerror(err))
+        raise PtcapError(f"{self.path}: {os.strerror(err)}")
+
+    def write_framed(self, blocks, packets: int) -> None:
+        """`packets` blocks framed by the drain (valid during this call only)."""
+        rot = self.rotation
+        try:
+            if self.keys is not None:
+                self._take_keys()
+            if rot.active:
+                if rot.time_is_up(time.time()):
+                    self._rotate(rot.next_for_time(time.time()))
+                if self.finished:
+                    return
+            self._writer.write_framed(blocks)
+            if rot.active and rot.size is not None and self._writer.written > rot.size:
+                self._rotate(rot.next_for_size())
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise PtcapError(f"{self.path}: {e.strerror}") from None
+
     def tick(self, now: float) -> None:
         """After each batch: the batch goes to the file; -G rotates even when no packet comes."""
         if self.finished:
@@ -123,7 +201,7 @@ class FileSink:
 
     def _rotate(self, path: str | None) -> None:
         self._writer.flush()
-        self.out.close()
+        self._closer.close(self.out)      # off the reader's path: a close may wait for the disk
         if path is None:
             self.finished = True
             return
@@ -132,6 +210,10 @@ class FileSink:
         self._new_writer()
 
     def close(self) -> None:
+        try:
+            self._closer.finish()
+        except OSError as e:
+            raise PtcapError(f"{self.path}: {e.strerror}") from None
         try:
             if self._writer is not None and not self.out.closed:
                 with self._errors():

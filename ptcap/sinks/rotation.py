@@ -6,7 +6,9 @@ files are reused in a ring; with -G the name is first passed through strftime(3)
 """
 from __future__ import annotations
 
+import queue
 import re
+import threading
 import time
 from dataclasses import dataclass
 
@@ -85,3 +87,40 @@ class Rotation:
         self._number = 0
         self._files += 1
         return self._name()
+
+
+class Closer:
+    """Closes the files a rotation is done with on a thread of its own: on a disk, closing a
+    file just written can wait for its blocks to be allocated (ext4 does so for a file it
+    truncated first, as -W does when it reuses a name), and the reader must not wait."""
+
+    def __init__(self) -> None:
+        self._files: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._error: OSError | None = None
+
+    def close(self, f) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="ptcap-closer", daemon=True)
+            self._thread.start()
+        self._files.put(f)
+
+    def _run(self) -> None:
+        while True:
+            f = self._files.get()
+            if f is None:
+                return
+            try:
+                f.close()
+            except OSError as e:
+                self._error = self._error or e
+
+    def finish(self) -> None:
+        """Wait for every file handed over to be closed; raise the first close that failed."""
+        if self._thread is not None:
+            self._files.put(None)
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
