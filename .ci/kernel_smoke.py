@@ -14,6 +14,7 @@ normal exit is checked for leftovers too). Prints one line per check and
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -197,6 +198,7 @@ def main() -> int:
                 print(f"FAIL {check.__name__} ({time.monotonic() - t:.0f} s): {detail}", flush=True)
     finally:
         teardown_netns()
+        shutil.rmtree(TMP, ignore_errors=True)       # the senders' names, files, logs
     print(f"smoke: {passed} passed, {failed} failed on Linux {release} "
           f"in {time.monotonic() - t0:.0f} s", flush=True)
     return 1 if failed else 0
