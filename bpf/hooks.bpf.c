@@ -364,6 +364,32 @@ int BPF_PROG(ptcap_hook_tcp_send_reset, struct sock *sk, struct sk_buff *skb)
 	return take(ctx, &ptcap_progs_tcp_send_reset, skb, 0, 0, PTCAP_DIR_IN, sk);
 }
 
+/* Before 6.10 the tracepoint fires only for the resets of a full socket (and for those the
+ * kernel sends on its own, which carry no packet): not for a packet no socket took, such as
+ * a SYN to a closed port. Every reset answering a packet passes tcp_v4_send_reset or
+ * tcp_v6_send_reset: on such kernels fentry on both takes the tracepoint's place (hooks.py
+ * chooses), one prog array and emit program per function, as for __dev_direct_xmit. */
+#define RESET_FENTRY(fn)						\
+	struct {							\
+		__uint(type, BPF_MAP_TYPE_PROG_ARRAY);			\
+		__uint(max_entries, PTCAP_SLOT_MAX);			\
+		__type(key, __u32);					\
+		__type(value, __u32);					\
+	} ptcap_progs_##fn SEC(".maps");				\
+	SEC("fentry/" #fn)						\
+	int ptcap_emit_##fn(void *ctx)					\
+	{								\
+		return emit(ctx, PTCAP_HOOK_TCP_SEND_RESET);		\
+	}								\
+	SEC("fentry/" #fn)						\
+	int BPF_PROG(ptcap_hook_##fn, struct sock *sk, struct sk_buff *skb)	\
+	{								\
+		return take(ctx, &ptcap_progs_##fn, skb, 0, 0, PTCAP_DIR_IN, sk);	\
+	}
+
+RESET_FENTRY(tcp_v4_send_reset)
+RESET_FENTRY(tcp_v6_send_reset)
+
 /* Direct transmits (PACKET_QDISC_BYPASS, AF_XDP copy mode) skip the qdisc and xmit_one, so
  * no tracepoint sees them: fentry on __dev_direct_xmit does, where the kernel has BPF
  * trampolines. Its emit program attaches to the same function (one prog array, one target). */

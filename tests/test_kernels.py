@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -158,3 +159,36 @@ def test_version_says_which_paths_it_took():
     assert not [h for h in usable if h.startswith("fentry/")]
     netlink = subprocess.run(ptcap_argv("--version"), env=NETLINK, capture_output=True, text=True).stdout
     assert "tc attach: netlink clsact + cls_bpf filters" in netlink
+
+
+def test_reset_hook_takes_the_path_the_kernel_has():
+    """--hook tcp_send_reset where its tracepoint is the old one (PTCAP_RESET_FENTRY=1 takes
+    that path on any kernel): fentry on tcp_v4/v6_send_reset where the kernel loads fentry
+    programs; where it refuses them (this machine), ptcap says so, takes the tracepoint and
+    still captures. Either way the reset of a SYN to a closed port is seen."""
+    from test_hooks import _fentry_loads
+    env = {**os.environ, "PTCAP_RESET_FENTRY": "1"}
+    listed = run(ptcap_argv("--list-hooks"), env=env).stdout
+    line = [l for l in listed.splitlines() if l.startswith("tcp_send_reset ")][0]
+    fentry = _fentry_loads()
+    where = "fentry/tcp_v4_send_reset+fentry/tcp_v6_send_reset" if fentry else "tp_btf/tcp_send_reset"
+    assert line.split()[1] == "supported" and line.endswith(f"; at {where}"), listed
+    closed = socket.socket()                 # holds a port nobody listens on
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    cap = Capture("--hook", "tcp_send_reset", "-n", "-c", "1", f"tcp dst port {port}", env=env)
+    s = socket.socket()
+    try:
+        s.settimeout(10)
+        with pytest.raises(ConnectionRefusedError):
+            s.connect(("127.0.0.1", port))
+    finally:
+        s.close()
+        closed.close()
+    out, err = cap.finish()
+    lines = out.decode().splitlines()
+    assert len(lines) == 1 and f"> 127.0.0.1.{port}: Flags [S]" in lines[0], err
+    refused = (f"ptcap: --hook tcp_send_reset: loading program ptcap_emit_tcp_v4_send_reset in hooks failed on "
+               f"Linux {os.uname().release}: ")
+    assert (refused in err) is not fentry and ("; at tp_btf/tcp_send_reset instead" in err) is not fentry, err
+    assert wait_clean() == []

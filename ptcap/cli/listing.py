@@ -31,6 +31,6 @@ def list_hooks() -> int:
     check_privileges()
     for s in hookmod.probe():
         state = "supported" if s.supported else "unsupported"
-        detail = hookmod.DESCRIPTIONS[s.name] if s.supported else s.detail
+        detail = f"{hookmod.DESCRIPTIONS[s.name]}; at {s.detail}" if s.supported else s.detail
         print(f"{s.name:<20} {state:<12} {detail}")
     return 0

@@ -162,6 +162,8 @@ def _close(sinks: list[Sink]) -> None:
 
 
 def _announce(session: Session, snaplen: int, args: argparse.Namespace, report: TextIO) -> None:
+    for note in session.hook_capture.notes if session.hook_capture is not None else ():
+        report.write(f"ptcap: {note}\n")
     if not args.verbose and not args.write:
         report.write("ptcap: verbose output suppressed, use -v[v]... for full protocol decode\n")
     if not session.ifaces:      # --netns newly: nothing yet

@@ -32,10 +32,31 @@ HOOKS = tuple(h.name.lower() for h in records.Hook if h is not records.Hook.MAX)
 # Where each hook attaches: a tracepoint (tp_btf), or for a path no tracepoint sees, fentry
 # on a kernel function (kernels with BPF trampolines).
 FENTRY = {"dev_direct_xmit": "__dev_direct_xmit"}
+# Before 6.10 tcp_send_reset fires only for a full socket's resets: where its tracepoint has
+# two arguments (6.10 added the reason), fentry on the functions every reset passes.
+RESET_FUNCTIONS = ("tcp_v4_send_reset", "tcp_v6_send_reset")
+
+
+_RESET_FENTRY_REFUSED: list[str] = []   # why this kernel refused them (then: the tracepoint)
+
+
+def _reset_fentry() -> bool:
+    if os.environ.get("PTCAP_RESET_FENTRY") == "1":      # the tests: this path on any kernel
+        return not _RESET_FENTRY_REFUSED
+    return btf.vmlinux().tracepoint_args("tcp_send_reset") == 2 and not _RESET_FENTRY_REFUSED
+
+
+def paths(name: str) -> list[tuple[str, str]]:
+    """(program suffix in hooks.bpf.c, section) of each program the hook attaches."""
+    if name in FENTRY:
+        return [(name, f"fentry/{FENTRY[name]}")]
+    if name == "tcp_send_reset" and _reset_fentry():
+        return [(fn, f"fentry/{fn}") for fn in RESET_FUNCTIONS]
+    return [(name, f"tp_btf/{name}")]
 
 
 def section(name: str) -> str:
-    return f"fentry/{FENTRY[name]}" if name in FENTRY else f"tp_btf/{name}"
+    return "+".join(sec for _, sec in paths(name))
 
 
 DESCRIPTIONS = {
@@ -117,9 +138,30 @@ class HookCapture:
         self._iface_base: list[int] = [0] * len(HOOKS)
         self._links: list[libbpf.Link] = []
         self._fds: list[int] = []
-        self._obj = libbpf.Object("hooks")
+        self.notes: list[str] = []           # paths not taken, for the user (ptcap: ...)
+        load = (filters, ring_fd, counters_fd, owners_fd, first_iface_id, ring_size)
         try:
-            self._load(filters, ring_fd, counters_fd, owners_fd, first_iface_id, ring_size)
+            self._obj = libbpf.Object("hooks")
+            self._load(*load)
+        except PtcapError as e:
+            self.close()
+            if "tcp_send_reset" not in hooks or not _reset_fentry() or "--hook tcp_send_reset:" not in str(e):
+                raise
+            # a kernel without trampolines: the tracepoint, which sees fewer resets
+            _RESET_FENTRY_REFUSED.append(str(e).splitlines()[0])
+            self.notes.append(f"{_RESET_FENTRY_REFUSED[0]}; at tp_btf/tcp_send_reset instead "
+                              "(which before 6.10 misses the resets of packets no socket took)")
+            self.interfaces.clear()
+            self._iface_base = [0] * len(HOOKS)
+            self._retry(load)
+        except BaseException:
+            self.close()
+            raise
+
+    def _retry(self, load) -> None:
+        try:
+            self._obj = libbpf.Object("hooks")
+            self._load(*load)
         except BaseException:
             self.close()
             raise
@@ -139,14 +181,16 @@ class HookCapture:
         if self.backtrace:
             obj.set_max_entries("ptcap_stacks", 16384)
             obj.set_max_entries("ptcap_stack_counts", 16384)
-        for name in HOOKS:
-            on = name in self.hooks
-            obj.program(f"ptcap_hook_{name}").set_autoload(on)
-            obj.program(f"ptcap_emit_{name}").set_autoload(on)
+        chosen = {name: paths(name) for name in self.hooks}
+        for suffix in [*HOOKS, *RESET_FUNCTIONS]:
+            on = any(suffix == p for ps in chosen.values() for p, _ in ps)
+            obj.program(f"ptcap_hook_{suffix}").set_autoload(on)
+            obj.program(f"ptcap_emit_{suffix}").set_autoload(on)
         try:
             obj.load()
         except PtcapError as e:
-            failed = [n for n in self.hooks if f" ptcap_hook_{n} " in str(e) or f" ptcap_emit_{n} " in str(e)]
+            failed = [n for n, ps in chosen.items()
+                      if any(f" ptcap_hook_{p} " in str(e) or f" ptcap_emit_{p} " in str(e) for p, _ in ps)]
             raise PtcapError(f"--hook {failed[0]}: {e}" if failed else str(e)) from None
         scratch_fd = obj.map_fd("ptcap_scratch")
         iface_id = first_iface_id
@@ -155,29 +199,35 @@ class HookCapture:
             for linktype in (LinkType.ETHERNET, LinkType.RAW):
                 self.interfaces.append(HookInterface(name, linktype))
                 iface_id += 1
-            progs_fd = obj.map_fd(f"ptcap_progs_{name}")
-            if name in FENTRY:
-                btf_id = btf.vmlinux().type_id(btf.KIND_FUNC, FENTRY[name])
-                attach_type = bpf.AttachType.TRACE_FENTRY
-            else:
-                btf_id = btf.vmlinux().type_id(btf.KIND_TYPEDEF, f"btf_trace_{name}")
-                attach_type = bpf.AttachType.TRACE_RAW_TP
-            if btf_id is None:
-                raise PtcapError(f"--hook {name}: this kernel has no {section(name)}")
-            for slot, linktype in ((SLOT_FILTER_ETHER, LinkType.ETHERNET), (SLOT_FILTER_RAW, LinkType.RAW)):
-                code = pcaptranslate.hook_filter_program(filters[linktype], scratch_fd=scratch_fd,
-                                                      prog_array_fd=progs_fd, index=SLOT_EMIT)
-                try:
-                    fd = bpf.prog_load(bpf.ProgType.TRACING, code, name=f"ptcap_flt_{slot}",
-                                       expected_attach_type=attach_type,
-                                       attach_btf_id=btf_id)
-                except bpf.BPFError as e:
-                    raise PtcapError(f"--hook {name}: loading the filter: {e}") from None
-                self._fds.append(fd)
-                bpf.map_update(progs_fd, struct.pack("<I", slot), struct.pack("<I", fd))
-            emit = obj.program(f"ptcap_emit_{name}").fd
-            bpf.map_update(progs_fd, struct.pack("<I", SLOT_EMIT), struct.pack("<I", emit))
+            for suffix, sec in chosen[name]:
+                self._fill(name, suffix, sec, filters, scratch_fd)
         self.sync_clock(0)
+
+    def _fill(self, name: str, suffix: str, sec: str, filters, scratch_fd: int) -> None:
+        """One attached program's prog array: the filters (loaded for the same attach
+        target, as tail calls need) and the emit program."""
+        progs_fd = self._obj.map_fd(f"ptcap_progs_{suffix}")
+        kind, _, target = sec.partition("/")
+        if kind == "fentry":
+            btf_id = btf.vmlinux().type_id(btf.KIND_FUNC, target)
+            attach_type = bpf.AttachType.TRACE_FENTRY
+        else:
+            btf_id = btf.vmlinux().type_id(btf.KIND_TYPEDEF, f"btf_trace_{target}")
+            attach_type = bpf.AttachType.TRACE_RAW_TP
+        if btf_id is None:
+            raise PtcapError(f"--hook {name}: this kernel has no {sec}")
+        for slot, linktype in ((SLOT_FILTER_ETHER, LinkType.ETHERNET), (SLOT_FILTER_RAW, LinkType.RAW)):
+            code = pcaptranslate.hook_filter_program(filters[linktype], scratch_fd=scratch_fd,
+                                                  prog_array_fd=progs_fd, index=SLOT_EMIT)
+            try:
+                fd = bpf.prog_load(bpf.ProgType.TRACING, code, name=f"ptcap_flt_{slot}",
+                                   expected_attach_type=attach_type, attach_btf_id=btf_id)
+            except bpf.BPFError as e:
+                raise PtcapError(f"--hook {name}: loading the filter: {e}") from None
+            self._fds.append(fd)
+            bpf.map_update(progs_fd, struct.pack("<I", slot), struct.pack("<I", fd))
+        emit = self._obj.program(f"ptcap_emit_{suffix}").fd
+        bpf.map_update(progs_fd, struct.pack("<I", SLOT_EMIT), struct.pack("<I", emit))
 
     def sync_clock(self, offset: int) -> None:
         bpf.map_update(self._obj.map_fd(".bss"), struct.pack("<I", 0),
@@ -185,10 +235,11 @@ class HookCapture:
 
     def attach(self) -> None:
         for name in self.hooks:
-            try:
-                self._links.append(self._obj.program(f"ptcap_hook_{name}").attach())
-            except PtcapError as e:
-                raise PtcapError(f"--hook {name}: {e}") from None
+            for suffix, _ in paths(name):
+                try:
+                    self._links.append(self._obj.program(f"ptcap_hook_{suffix}").attach())
+                except PtcapError as e:
+                    raise PtcapError(f"--hook {name}: {e}") from None
 
     def detach(self) -> None:
         for link in self._links:

@@ -3,6 +3,8 @@ out (ptcap.meta.runtimes.protowire), a short timeout, and a runtime that does no
 left alone for a while and reported once, at info level (availability.Reach)."""
 from __future__ import annotations
 
+import os
+
 from ptcap.meta.runtimes.availability import Reach
 
 
@@ -18,6 +20,11 @@ class GrpcEndpoint:
         return self.reach.what
 
     def _chan(self):
+        # gRPC's fork handlers make a child forked while a channel is busy (the tcpdump
+        # decoder, started through a preexec_fn) restart gRPC's poller, which then finds its
+        # epoll descriptor closed and aborts the child before its exec (grpc issue 43055).
+        # ptcap's children never use gRPC: no fork support (read when grpc is imported).
+        os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
         import grpc
         if self._channel is None:
             self._channel = grpc.insecure_channel(self.address)
