@@ -2,6 +2,7 @@
 kernel side stamps packets with."""
 from __future__ import annotations
 
+import functools
 import os
 import struct
 import time
@@ -9,6 +10,7 @@ import time
 from ptcap.kernel import bpf, records
 
 
+@functools.cache
 def possible_cpus() -> int:
     """Per-CPU maps have one slot per possible CPU."""
     try:
