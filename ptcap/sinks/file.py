@@ -120,11 +120,7 @@ class FileSink:
 
     def framing(self):
         """What blocks this sink takes from the native drain: pcapng, or classic pcap in
-        micro- or nanoseconds; None while TLS keys go into the file (its packets are held
-        back for the keys and take the Python path: under load the native one let a
-        response out before its key, tests/test_tls.py's live dumpcap test)."""
-        if self.keys is not None:
-            return None
+        micro- or nanoseconds."""
         if not self._classic:
             return Framing.PCAPNG
         return Framing.PCAP_NS if self._nano else Framing.PCAP_US
