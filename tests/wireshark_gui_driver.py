@@ -189,6 +189,20 @@ class Gui:
                 return None
             time.sleep(0.2)
 
+    @staticmethod
+    def until(cond, timeout: float = 5.0) -> bool:
+        """Poll `cond` until it holds (True) or `timeout` passes (False)."""
+        deadline = time.time() + timeout
+        while not cond():
+            if time.time() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
+    def gone(self, role=None, name=None, prefix=None) -> bool:
+        """No widget of this role and name (or name prefix) is shown now."""
+        return self.find(role, name, prefix, timeout=0) is None
+
     def names(self, role, root=None) -> list[str]:
         out = []
         for x in self.walk(root):
@@ -253,7 +267,7 @@ class Gui:
         if dialog is None:
             self.shot("profiles-missing.png")
             return
-        time.sleep(0.3)
+        self.until(lambda: "ptcap" in self.names("table cell", dialog))      # the rows filled in
         cells = self.names("table cell", dialog)
         # rows of (name, type): the cells after the column headers, two a row
         pairs = [(cells[i], cells[i + 1]) for i in range(0, len(cells) - 1)
@@ -283,7 +297,7 @@ class Gui:
         if dialog is None:
             self.shot("options-missing.png")
             return
-        time.sleep(0.5)
+        self.find("table cell", "any (all interfaces)", root=dialog, timeout=5)    # the controls are in
         boxes, dump = {}, []
         for b in self.walk(dialog):
             try:
@@ -320,7 +334,7 @@ class Gui:
             cancel.queryAction().doAction(0)
         else:
             self.key("Escape")
-        time.sleep(0.5)
+        self.until(lambda: self.window_with("page tab", "Capture", timeout=0) is None)    # closed
         self.step("options")
 
     def bad_filter(self) -> None:
@@ -335,7 +349,8 @@ class Gui:
     def live_capture(self) -> None:
         entry = self.find("text", "Capture filter entry")
         entry.queryEditableText().setTextContents(self.cfg["good_filter"])
-        time.sleep(1.5)                 # the check of the new text runs before the start
+        # the check of the new text has run: the bad filter's reason is gone
+        self.until(lambda: self.gone("label", prefix="ptcap: "), timeout=10)
         self.click(self._row_cell("ptcap-processes: ptcap"), double=True)
         started = self.find(prefix="Capturing from ptcap", timeout=20)
         self.report["capturing_title"] = started.name if started else None
@@ -398,7 +413,7 @@ class Gui:
 
     def stop_capture(self) -> None:
         self.menu_action("Capture", "Stop")
-        time.sleep(1)
+        self.until(lambda: self.gone(prefix="Capturing from ptcap"), timeout=10)
         self.step("stopped")
 
 
