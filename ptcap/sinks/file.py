@@ -140,30 +140,18 @@ class FileSink:
         output written first), or -1: hand them to write_framed (TLS keys hold packets back)."""
         if self.finished or self._holding() or self._writer is None:
             return -1
-        rot = self.rotation
-        try:
-            if rot.active and rot.time_is_up(time.time()):
-                self._rotate(rot.next_for_time(time.time()))
-                if self.finished:
-                    return -1
+        with self._errors():
+            self._rotate_if_time_is_up()
+            if self.finished:
+                return -1
             self._writer.flush()
             return self.out.fileno()
-        except BrokenPipeError:
-            raise
-        except OSError as e:
-            raise PtcapError(f"{self.path}: {e.strerror}") from None
 
     def wrote(self, nbytes: int) -> None:
         """The drain wrote nbytes of blocks to direct()'s descriptor."""
         self._writer.written += nbytes
-        rot = self.rotation
-        if rot.active and rot.size is not None and self._writer.written > rot.size:
-            try:
-                self._rotate(rot.next_for_size())
-            except BrokenPipeError:
-                raise
-            except OSError as e:
-                raise PtcapError(f"{self.path}: {e.strerror}") from None
+        with self._errors():
+            self._rotate_if_full()
 
     def failed(self, err: int) -> None:
         """The drain's write to direct()'s descriptor failed with errno err."""
@@ -173,22 +161,25 @@ class FileSink:
 
     def write_framed(self, blocks, packets: int) -> None:
         """`packets` blocks framed by the drain (valid during this call only)."""
-        rot = self.rotation
-        try:
+        with self._errors():
             if self.keys is not None:
                 self._take_keys()
-            if rot.active:
-                if rot.time_is_up(time.time()):
-                    self._rotate(rot.next_for_time(time.time()))
-                if self.finished:
-                    return
+            self._rotate_if_time_is_up()
+            if self.finished:
+                return
             self._writer.write_framed(blocks)
-            if rot.active and rot.size is not None and self._writer.written > rot.size:
-                self._rotate(rot.next_for_size())
-        except BrokenPipeError:
-            raise
-        except OSError as e:
-            raise PtcapError(f"{self.path}: {e.strerror}") from None
+            self._rotate_if_full()
+
+    def _rotate_if_time_is_up(self) -> None:
+        rot = self.rotation
+        if rot.active and rot.time_is_up(time.time()):
+            self._rotate(rot.next_for_time(time.time()))
+
+    def _rotate_if_full(self) -> None:
+        """-C: past the size after the block that took the file over it."""
+        rot = self.rotation
+        if rot.size is not None and self._writer.written > rot.size:
+            self._rotate(rot.next_for_size())
 
     def tick(self, now: float) -> None:
         """After each batch: the batch goes to the file; -G rotates even when no packet comes."""
