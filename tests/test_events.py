@@ -4,6 +4,7 @@ stale after one. The caches behind contexts stay bounded however many processes 
 from __future__ import annotations
 
 import io
+import os
 import re
 import signal
 import struct
@@ -209,3 +210,21 @@ def test_arguments_stay_one_line():
     (the common case, none of them, is joined as it is)."""
     assert processes.join_args(["sh", "-c", "echo a\nrm b\r\tc"]) == "sh -c echo a rm b  c"
     assert processes.join_args(["curl", "-s", "http://127.0.0.1/"]) == "curl -s http://127.0.0.1/"
+
+
+def test_a_process_exited_but_not_reaped_keeps_what_the_start_saw():
+    """An exited process not yet reaped (a zombie) still has /proc/PID/stat but no command
+    line: its packets keep the arguments read at start, not "[comm]"."""
+    child = subprocess.Popen(["sleep", "60", "0.5"])
+    try:
+        table = ProcessTable()
+        table.snapshot()
+        os.kill(child.pid, signal.SIGKILL)     # Popen.send_signal would reap it
+        wait_for(lambda: open(f"/proc/{child.pid}/stat", "rb").read().rsplit(b")", 1)[1].split()[0] == b"Z",
+                 what="the child a zombie")
+        assert processes.read_process(child.pid) is None
+        info = table.process(child.pid)
+        assert info is not None and info.args == "sleep 60 0.5"
+    finally:
+        child.kill()
+        child.wait()

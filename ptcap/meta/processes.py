@@ -64,13 +64,15 @@ def _read(pid: int) -> tuple[int, ProcessInfo] | None:
             stat = f.read()
     except OSError:
         return None
+    # the comm field may hold spaces and parentheses: the fields after it follow the last ')'
+    fields = stat[stat.rfind(b")") + 2:].split()
+    if not argv and fields and fields[0] in (b"Z", b"X"):
+        return None     # exited, not yet reaped: /proc has lost its command and arguments
     cmd = _exe(pid)
     if cmd and argv:
         cmd = applet(pid, cmd, argv[0])
     elif not cmd:
         cmd = argv[0] if argv else ""
-    # the comm field may hold spaces and parentheses: the fields after it follow the last ')'
-    fields = stat[stat.rfind(b")") + 2:].split()
     ticks = int(fields[19]) if len(fields) > 19 else 0
     ppid = int(fields[1]) if len(fields) > 1 else 0
     comm = stat[stat.find(b"(") + 1: stat.rfind(b")")].decode(errors="replace")
