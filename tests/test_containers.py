@@ -85,9 +85,27 @@ class Engine:
         return Container(self, name, cid, pid)
 
 
+def listening(pid: int, port: int) -> bool:
+    """A TCP socket listens on `port` in the network namespace of process `pid`."""
+    for table in ("tcp", "tcp6"):
+        try:
+            rows = [line.split() for line in open(f"/proc/{pid}/net/{table}").read().splitlines()[1:]]
+        except OSError:
+            continue
+        if any(r[1].endswith(f":{port:04X}") and r[3] == "0A" for r in rows):      # 0A: LISTEN
+            return True
+    return False
+
+
 class Container:
     def __init__(self, engine: Engine, name: str, cid: str, pid: int) -> None:
         self.engine, self.name, self.id, self.pid = engine, name, cid, pid
+
+    def listen(self, port: int, into: str = "/tmp/got") -> None:
+        """nc listening on `port` in the container, writing what it gets to `into`; returns
+        once the socket listens (docker exec -d returns before nc has even started)."""
+        self.engine.docker("exec", "-d", self.name, "sh", "-c", f"nc -l -p {port} > {into}")
+        wait_for(lambda: listening(self.pid, port), what=f"nc listening on {port} in {self.name}")
 
     def tcp(self, port: int, payload: str = "hello", addr: str = "127.0.0.1") -> None:
         """A new process joins the container (docker exec) and talks TCP to addr:port."""
@@ -373,7 +391,7 @@ def test_container_with_its_own_network_namespace(engine, containers, tmp_path, 
     c = containers("isolated", network="none")
     out = tmp_path / "o.pcapng"
     port = str(free_port())
-    engine.docker("exec", "-d", c.name, "sh", "-c", f"nc -l -p {port} > /tmp/got")
+    c.listen(int(port))
     cap = start_capture("--netns", f"/proc/{c.pid}/ns/net", "-i", "lo", "-w", str(out),
                         "--container-id", c.id)
     c.tcp(int(port), "inside")
@@ -392,7 +410,7 @@ def test_selected_containers_own_network_is_captured_without_netns(engine, conta
     c = containers("ownnet", network="none")
     out = tmp_path / "o.pcapng"
     port = str(free_port())
-    engine.docker("exec", "-d", c.name, "sh", "-c", f"nc -l -p {port} > /tmp/got")
+    c.listen(int(port))
     cap = start_capture("-w", str(out), "--container-name", c.name, f"tcp port {port}")
     assert f"lo@{c.name}" in cap.early.splitlines()[-1]        # the "listening on" line
     c.tcp(int(port), "inside")
@@ -412,7 +430,7 @@ def test_later_containers_own_network_is_captured_too(engine, containers, tmp_pa
     port = str(free_port())
     cap = start_capture("-w", str(out), "--container-name", name, f"tcp port {port}")
     c = containers("ownlater", network="none")
-    engine.docker("exec", "-d", c.name, "sh", "-c", f"nc -l -p {port} > /tmp/got")
+    c.listen(int(port))
     deadline = time.time() + 30      # its namespace is taken when its start is reported
     while f"lo@{c.name}".encode() not in out.read_bytes():
         assert time.time() < deadline, "the container's namespace was never captured"
