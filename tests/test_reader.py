@@ -279,3 +279,42 @@ def test_reading_from_file_line_is_tcpdumps(tmp_path, name):
     assert _ptcap_r(path).stderr.decode().splitlines()[0] == want
     assert _ptcap_r("-", GOOD_HEADERS[name]).stderr.decode().splitlines()[0] == \
         want.replace(f"reading from file {path},", "reading from file -,")
+
+
+def _commented_file(n: int = 40) -> tuple[bytes, list[int]]:
+    """A pcapng of `n` UDP packets, each with a ptcpdump-style process comment; and where
+    each block starts."""
+    comment = "PID: 4242\nCmd: /usr/bin/sender\nArgs: sender --fast\n"
+    data = pcapng_bytes(packets=[(1_700_000_000_000_000 + i, PKT, 2, [comment]) for i in range(n)])
+    offsets, off = [], 0
+    while off < len(data):
+        offsets.append(off)
+        off += struct.unpack_from("<I", data, off + 4)[0]
+    return data, offsets
+
+
+def _damaged() -> dict[str, bytes]:
+    data, at = _commented_file()
+    blk = at[2 + 25]                # the 26th packet's block (after the SHB and the IDB)
+    total = struct.unpack_from("<I", data, blk + 4)[0]
+    bad_trailer = bytearray(data)
+    struct.pack_into("<I", bad_trailer, blk + total - 4, total + 4)
+    bad_length = bytearray(data)
+    struct.pack_into("<I", bad_length, blk + 4, total + 8)      # a multiple of 4, the trailer disagrees
+    return {"trailer": bytes(bad_trailer), "length": bytes(bad_length),
+            "cut-in-header": data[:blk + 3], "cut-in-body": data[:blk + 20]}
+
+
+@pytest.mark.parametrize("name", sorted(_damaged()))
+def test_a_damaged_file_with_processes_prints_what_tcpdump_prints_then_its_error(tmp_path, name):
+    """A block libpcap refuses half-way through a file with process comments: every packet
+    before it is printed (with its process), then tcpdump's own error, exit 1."""
+    path = tmp_path / f"{name}.pcapng"
+    path.write_bytes(_damaged()[name])
+    oracle = subprocess.run(["tcpdump", "-n", "-r", str(path)], capture_output=True)
+    got = subprocess.run([sys.executable, "-m", "ptcap.cli", "-n", "-r", str(path)], capture_output=True)
+    lines = got.stdout.decode().splitlines()
+    assert len(lines) == len(oracle.stdout.decode().splitlines()) == 25, got.stderr
+    assert all("sender.4242" in line for line in lines)
+    want = oracle.stderr.decode().splitlines()[-1].replace("tcpdump: ", "ptcap: ", 1)
+    assert got.stderr.decode().splitlines()[-1] == want and got.returncode == oracle.returncode == 1

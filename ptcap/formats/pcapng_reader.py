@@ -67,7 +67,9 @@ class PcapngReading:
             raise PtcapError(f"block in pcapng dump file has a length of {total} that is not a multiple of 4")
         rest = self._s.take(total - 12)
         if len(rest) < total - 12:
-            raise PtcapError(f"truncated dump file; tried to read {total} bytes, only got {len(rest) + 12}")
+            raise PtcapError(f"truncated pcapng dump file; tried to read {total - 12} bytes, only got {len(rest)}")
+        if struct.unpack_from(self._order + "I", rest, len(rest) - 4)[0] != total:
+            raise PtcapError("block total length in header and trailer don't match")
         major = struct.unpack_from(self._order + "H", rest, 0)[0]
         if major != 1:
             raise PtcapError(f"unsupported pcapng savefile version {major}")
@@ -146,7 +148,7 @@ class PcapngReading:
         head = s.take(8)
         if len(head) < 8:
             if head:
-                raise PtcapError(f"truncated dump file; tried to read 8 header bytes, only got {len(head)}")
+                raise PtcapError(f"truncated pcapng dump file; tried to read 8 bytes, only got {len(head)}")
             return _EOF
         if head[:4] == PCAPNG_SHB:
             s.pos -= 4  # give back the length and BOM; _read_shb reads them
@@ -160,7 +162,9 @@ class PcapngReading:
             raise PtcapError(f"pcapng block size {total} > maximum {MAX_BLOCKSIZE}")
         body = s.take(total - 8)
         if len(body) < total - 8:
-            raise PtcapError(f"truncated dump file; tried to read {total} bytes, only got {len(body) + 8}")
+            raise PtcapError(f"truncated pcapng dump file; tried to read {total - 8} bytes, only got {len(body)}")
+        if struct.unpack_from(self._order + "I", body, len(body) - 4)[0] != total:
+            raise PtcapError("block total length in header and trailer don't match")
         body = body[:-4]  # trailing total length
         if btype == 6:  # Enhanced Packet Block
             if len(body) < 20:
@@ -224,7 +228,7 @@ class PcapngReading:
                     ifid, hi, lo, caplen, orig = epb(buf, pos + 8)
                     start = pos + 28
                     opt = start + ((caplen + 3) & ~3)
-                    if opt <= end - 4 and ifid < len(ifaces):
+                    if opt <= end - 4 and ifid < len(ifaces) and buf[end - 4:end] == buf[pos + 4:pos + 8]:
                         linktype, _snaplen, name, num, den, offset = ifaces[ifid]
                         if opt + 4 <= end - 4:
                             options = buf[opt:end - 4]
@@ -315,8 +319,8 @@ class PcapngReading:
                         break
                     ifid, caplen = epb(buf, pos + 8)
                     opt = pos + 28 + ((caplen + 3) & ~3)
-                    if opt > end - 4 or ifid >= len(ifaces):
-                        break
+                    if opt > end - 4 or ifid >= len(ifaces) or buf[end - 4:end] != buf[pos + 4:pos + 8]:
+                        break       # the careful path says what is wrong (a trailer, say)
                     if opt + 4 <= end - 4:
                         options = buf[opt:end - 4]
                         known = cache.get(options)
