@@ -301,7 +301,12 @@ def _damaged() -> dict[str, bytes]:
     struct.pack_into("<I", bad_trailer, blk + total - 4, total + 4)
     bad_length = bytearray(data)
     struct.pack_into("<I", bad_length, blk + 4, total + 8)      # a multiple of 4, the trailer disagrees
+    over_snaplen = bytearray(data)
+    struct.pack_into("<I", over_snaplen, blk + 20, 300000)                 # the captured length
+    over_block = bytearray(data)
+    struct.pack_into("<I", over_block, blk + 20, len(PKT) + 100)
     return {"trailer": bytes(bad_trailer), "length": bytes(bad_length),
+            "caplen-over-snaplen": bytes(over_snaplen), "caplen-over-block": bytes(over_block),
             "cut-in-header": data[:blk + 3], "cut-in-body": data[:blk + 20]}
 
 

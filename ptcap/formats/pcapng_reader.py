@@ -19,6 +19,9 @@ PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
 _DIRECTIONS = (Direction.UNKNOWN, Direction.IN, Direction.OUT, Direction.UNKNOWN)
 
 
+_TOO_SHORT = "block of type %u in pcapng dump file is too short"     # libpcap's words
+
+
 class MixedLinkTypes(Exception):
     """raw_blocks() met an interface of another link type than the first (one tcpdump reading
     pcapng takes one link type): the caller goes on with the reader's packets."""
@@ -142,6 +145,13 @@ class PcapngReading:
         except IndexError:
             raise PtcapError(f"a packet arrived on interface {ifid}, but there's no Interface Description Block for that interface") from None
 
+    def _check_caplen(self, caplen: int, room: int, btype: int) -> None:
+        """A packet's captured length against the file's snapshot length, then its block."""
+        if caplen > self.snaplen:
+            raise PtcapError(f"invalid packet capture length {caplen}, bigger than snaplen of {self.snaplen}")
+        if caplen > room:
+            raise PtcapError(_TOO_SHORT % btype)
+
     def _next_block(self):
         """Read one block: a Packet, None for a non-packet block, or _EOF."""
         s = self._s
@@ -168,11 +178,10 @@ class PcapngReading:
         body = body[:-4]  # trailing total length
         if btype == 6:  # Enhanced Packet Block
             if len(body) < 20:
-                raise PtcapError("block in pcapng dump file is too short to hold an Enhanced Packet Block")
+                raise PtcapError(_TOO_SHORT % btype)
             ifid, hi, lo, caplen, orig = self._epb(body, 0)
-            if caplen > len(body) - 20:
-                raise PtcapError(f"invalid packet capture length {caplen}, bigger than the block")
             linktype, snaplen, name, num, den, offset = self._interface(ifid)
+            self._check_caplen(caplen, len(body) - 20, btype)       # in libpcap's order
             data = body[20:20 + caplen]
             ts = ((hi << 32) | lo) * num // den + offset
             opt = 20 + ((caplen + 3) & ~3)
@@ -192,16 +201,17 @@ class PcapngReading:
             return Packet(0, data, orig, linktype, name, Direction.UNKNOWN, None, 0)
         if btype == 2:  # obsolete Packet Block
             if len(body) < 20:
-                raise PtcapError("block in pcapng dump file is too short to hold a Packet Block")
+                raise PtcapError(_TOO_SHORT % btype)
             ifid, _drops = struct.unpack_from(self._order + "HH", body, 0)
             _, hi, lo, caplen, orig = self._epb(body, 0)
             linktype, snaplen, name, num, den, offset = self._interface(ifid)
+            self._check_caplen(caplen, len(body) - 20, btype)
             data = body[20:20 + min(caplen, len(body) - 20)]
             ts = ((hi << 32) | lo) * num // den + offset
             return Packet(ts, data, orig, linktype, name, Direction.UNKNOWN, None, ifid)
         if btype == 1:
             if len(body) < 8:
-                raise PtcapError("block in pcapng dump file is too short to hold an Interface Description Block")
+                raise PtcapError(_TOO_SHORT % btype)
             self._add_interface(body)
         return None  # name resolution, statistics, custom, decryption secrets…: skipped
 
@@ -228,7 +238,8 @@ class PcapngReading:
                     ifid, hi, lo, caplen, orig = epb(buf, pos + 8)
                     start = pos + 28
                     opt = start + ((caplen + 3) & ~3)
-                    if opt <= end - 4 and ifid < len(ifaces) and buf[end - 4:end] == buf[pos + 4:pos + 8]:
+                    if opt <= end - 4 and ifid < len(ifaces) and caplen <= self.snaplen and \
+                            buf[end - 4:end] == buf[pos + 4:pos + 8]:
                         linktype, _snaplen, name, num, den, offset = ifaces[ifid]
                         if opt + 4 <= end - 4:
                             options = buf[opt:end - 4]
@@ -319,7 +330,8 @@ class PcapngReading:
                         break
                     ifid, caplen = epb(buf, pos + 8)
                     opt = pos + 28 + ((caplen + 3) & ~3)
-                    if opt > end - 4 or ifid >= len(ifaces) or buf[end - 4:end] != buf[pos + 4:pos + 8]:
+                    if opt > end - 4 or ifid >= len(ifaces) or caplen > self.snaplen or \
+                            buf[end - 4:end] != buf[pos + 4:pos + 8]:
                         break       # the careful path says what is wrong (a trailer, say)
                     if opt + 4 <= end - 4:
                         options = buf[opt:end - 4]
