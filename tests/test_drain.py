@@ -8,6 +8,7 @@ programs take."""
 from __future__ import annotations
 
 import os
+import socket
 import struct
 from pathlib import Path
 
@@ -120,3 +121,34 @@ def test_rotation_by_size_keeps_every_packet(peers, capture, tmp_path):
             last = blocks(path)[-1]
             assert size > 10_000 and size - (len(last[1]) + 12 + 8) <= 10_000, (path, size)
     assert total == 60
+
+
+def test_printed_lines_native_and_python_agree(peers, capture):
+    """Live printing through the drain (pcap records for the tcpdump child, described in runs
+    of one key) prints the lines the Python path prints: each packet with its own process,
+    across runs cut at their size (a flood of one socket) and at every change of key."""
+    port = free_port()
+    server = peers("udp-server", str(port), "127.0.0.1")
+    client = peers("udp-client", "127.0.0.1", str(port))
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)     # takes the flood, answers nothing
+    sink.bind(("127.0.0.1", 0))
+    flood = peers("udp-flood", "127.0.0.1", str(sink.getsockname()[1]), "1500")
+    n = 1500 + 2 * 20
+    expr = f"udp port {port} or udp port {sink.getsockname()[1]}"
+    caps = {name: capture("-n", "-i", "lo", "-c", str(n), expr, env=env)
+            for name, env in (("native", None), ("python", dict(os.environ, PTCAP_NATIVE="0")))}
+    for size in range(10):
+        client.say(f"send {size}")
+    flood.say("go")
+    for size in range(10, 20):
+        client.say(f"send {size}")
+    lines = {}
+    for name, cap in caps.items():
+        out, err = cap.finish()
+        assert f"{n} packets captured" in err, err
+        lines[name] = [line.split(" ", 1)[1] for line in out.decode().splitlines()]
+    sink.close()
+    assert len(lines["native"]) == n
+    assert lines["native"] == lines["python"]
+    for pid in (server.pid, flood.pid, client.pid):
+        assert any(f".{pid} Out " in line for line in lines["native"]), pid

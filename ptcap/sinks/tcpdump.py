@@ -24,7 +24,7 @@ import threading
 import time
 
 from ptcap.errors import PtcapError
-from ptcap.sinks.child import Child, split_records
+from ptcap.sinks.child import Child, expand, split_records
 from ptcap.sinks.merge import Span, merge, merge_lines, ts_words
 from ptcap.sinks.tcpdump_child import PrintFlags, child_user
 
@@ -92,16 +92,20 @@ class Decoder:
             note = self._skip_note()
         seq = self._seq
         self._seq += 1
-        child.packet(ts_ns, data, orig_len, (seq, note, adds or (pre, suf, after)))
+        child.packet(ts_ns, data, orig_len, (seq, note, adds or (pre, suf, after), 1))
         self.last_ts = ts_ns
         if child.pending_bytes > (1 << 18):
             self.pump(0)
         return True
 
-    def put_records(self, linktype: int, data: bytes, adds: list, first_ts: int, last_ts: int) -> bool:
+    def put_records(self, linktype: int, data: bytes, runs: list, first_ts: int, last_ts: int) -> bool:
         """Queue packets of one link type given as pcap records back to back (nanosecond time
-        stamps; at most a group's worth), with ptcap's fields of each as (pre, suf, after);
-        False when they will not be printed (a child or the output behind: counted)."""
+        stamps; at most a group's worth), with ptcap's fields as runs: ((pre, suf, after), n)
+        for n packets in a row; False when they will not be printed (a child or the output
+        behind: counted)."""
+        count = 0
+        for _fields, n in runs:
+            count += n
         writer = self._writer
         while True:
             child = self.children.get(linktype)
@@ -112,17 +116,20 @@ class Decoder:
             if child.pending_bytes <= self.backlog and writer.queued <= self.backlog:
                 break
             if not self.lossless:
-                self._skipped += len(adds)
+                self._skipped += count
                 return False
             self.pump(0.05)
         if child.last_ts != self.last_ts:
             child.marker(self.last_ts, None)        # another child printed the previous packet
         seq = self._seq
-        self._seq += len(adds)
-        entries = [(seq + i, b"", a) for i, a in enumerate(adds)]
+        self._seq += count
+        entries = []
+        for fields, n in runs:
+            entries.append((seq, b"", fields, n))
+            seq += n
         if self._skipped != self._skipped_said:
-            entries[0] = (seq, self._skip_note(), adds[0])
-        child.records(data, entries, first_ts, last_ts)
+            entries[0] = (entries[0][0], self._skip_note(), *entries[0][2:])
+        child.records(data, entries, count, first_ts, last_ts)
         self.last_ts = last_ts
         if child.pending_bytes > (1 << 18):
             self.pump(0)
@@ -180,7 +187,7 @@ class Decoder:
         for prev, group, raw in child.ambiguous:
             if careful.last_ts != prev:
                 careful.marker(prev, None)      # -ttt: the delta of the group's first packet
-            for entry, (ts, rec) in zip(group, split_records(b"".join(raw))):
+            for entry, (ts, rec) in zip(expand(group), split_records(b"".join(raw))):
                 careful.again(ts, rec, entry)
         child.ambiguous.clear()
 
@@ -231,7 +238,7 @@ class Decoder:
                 self._done.setdefault(entry[0], b"")
                 lost += 1
             child.expect.clear()
-            child.group, child.group_raw = [], []
+            child.group, child.group_raw, child.group_count = [], [], 0
             child.eof = True
         self._write_out()
         self._writer.put(f"ptcap: {lost} packet{'s' if lost != 1 else ''} not printed: "
@@ -255,12 +262,20 @@ class Decoder:
                 child.eof = True
                 return
             for entries, texts, single in child.parse(data):
-                first, last = entries[0][0], entries[-1][0]
-                if single and not number and last - first == len(entries) - 1 and \
-                        not any(e[1] for e in entries):
-                    done[first] = Span(merge_lines(texts, [e[2] for e in entries], words), len(entries))
+                first, end = entries[0][0], entries[-1][0] + entries[-1][3]
+                count = len(texts)
+                if single and not number and end - first == count and not any(e[1] for e in entries):
+                    if len(entries) == count:
+                        adds = [e[2] for e in entries]
+                    else:
+                        adds = []
+                        for e in entries:
+                            adds += [e[2]] * e[3]
+                    done[first] = Span(merge_lines(texts, adds, words), count)
                     continue
-                for (seq, note, (pre, suf, after)), text in zip(entries, texts):
+                if len(entries) != count:
+                    entries = expand(entries)
+                for (seq, note, (pre, suf, after), _n), text in zip(entries, texts):
                     if single:
                         text += b"\n"
                     if pre or suf or after:
