@@ -552,3 +552,83 @@ void ptcap_drain_run(struct drain *d, uint8_t *out, uint64_t cap, int fd, uint64
 	r->err = e.err;
 	r->runs = nruns;
 }
+
+/* ---- 'ptcap -r FILE.pcapng': the file's packet blocks, scanned for their options
+ *
+ * The Enhanced Packet Blocks in buf[pos..n), as the reader would take them
+ * (ptcap/formats/pcapng_reader.py: raw_blocks), described in runs of blocks in a row with the
+ * same interface id and the same options bytes (every packet of one process and direction,
+ * in ptcap's files): Python parses a run's options once, and tcpdump reads the blocks as they
+ * are. */
+
+/* Blocks in a row with the same interface and options. */
+struct scan_run {
+	uint32_t ifid;
+	uint32_t packets;
+	uint64_t opt_at;	/* the options' offset in the buffer */
+	uint32_t opt_len;	/* 0: the blocks have none */
+	uint32_t _pad;
+};
+
+struct scan_result {
+	uint64_t pos;		/* where the scan stopped: the first block not taken */
+	uint64_t last;		/* the offset of the last block taken */
+	uint32_t packets;
+	uint32_t runs;
+};
+
+static inline uint32_t get32(const uint8_t *p, int swapped)
+{
+	uint32_t v;
+
+	memcpy(&v, p, 4);
+	return swapped ? __builtin_bswap32(v) : v;
+}
+
+/* Take at most `max_packets` blocks into at most `max_runs` runs; stop before any other
+ * block, a block not whole in the buffer, or one the reader must look at itself (a size it
+ * refuses: under 32 bytes, over `max_block`, not a multiple of 4; a captured length past the
+ * block; an interface id of none of the `nifaces` interfaces). `swapped`: the section's byte
+ * order is not this machine's. */
+void ptcap_scan_epbs(const uint8_t *buf, uint64_t pos, uint64_t n, int swapped, uint32_t nifaces,
+		     uint32_t max_block, uint32_t max_packets, struct scan_run *runs, uint32_t max_runs,
+		     struct scan_result *r)
+{
+	struct scan_run *cur = NULL;
+	uint32_t packets = 0, nruns = 0;
+	uint64_t last = pos;
+
+	while (pos + 12 <= n && packets < max_packets) {
+		uint32_t type = get32(buf + pos, swapped), total = get32(buf + pos + 4, swapped);
+		uint64_t end = pos + total, opt;
+		uint32_t ifid, caplen, opt_len;
+
+		if (type != 6 || end > n || total < 32 || total > max_block || (total & 3))
+			break;
+		ifid = get32(buf + pos + 8, swapped);
+		caplen = get32(buf + pos + 20, swapped);
+		opt = pos + 28 + (((uint64_t)caplen + 3) & ~3ull);
+		if (opt > end - 4 || ifid >= nifaces)
+			break;
+		opt_len = opt + 4 <= end - 4 ? (uint32_t)(end - 4 - opt) : 0;
+		if (!cur || cur->ifid != ifid || cur->opt_len != opt_len ||
+		    (opt_len && memcmp(buf + cur->opt_at, buf + opt, opt_len) != 0)) {
+			if (nruns >= max_runs)
+				break;
+			cur = &runs[nruns++];
+			cur->ifid = ifid;
+			cur->packets = 0;
+			cur->opt_at = opt;
+			cur->opt_len = opt_len;
+			cur->_pad = 0;
+		}
+		cur->packets++;
+		packets++;
+		last = pos;
+		pos = end;
+	}
+	r->pos = pos;
+	r->last = last;
+	r->packets = packets;
+	r->runs = nruns;
+}

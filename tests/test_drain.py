@@ -152,3 +152,37 @@ def test_printed_lines_native_and_python_agree(peers, capture):
     assert lines["native"] == lines["python"]
     for pid in (server.pid, flood.pid, client.pid):
         assert any(f".{pid} Out " in line for line in lines["native"]), pid
+
+
+def test_scanned_blocks_match_the_python_scan(tmp_path, monkeypatch):
+    """'ptcap -r' of a pcapng: the C scan of its packet blocks (runs of one interface and
+    options) gives what the Python scan gives, across processes, directions, packets without
+    options, a second interface, and more blocks than a run takes."""
+    import io
+    from ptcap.formats import pcapng_scan
+    from ptcap.formats.pcapng import PacketWriter
+    from ptcap.formats.reader import CaptureReader
+    from ptcap.meta.context import ProcessContext
+    from ptcap.pipeline.packet import Direction, Packet
+    ctxs = [ProcessContext(pid=10 + i, cmd=f"/bin/c{i}", args=f"c{i}") for i in range(3)] + [None]
+    buf = io.BytesIO()
+    writer = PacketWriter(buf, False, 1)
+    for i in range(1500):
+        ctx = ctxs[(i // 100) % 4] if i % 7 else ctxs[i % 3]
+        writer.write(Packet(1_700_000_000_000_000_000 + i, bytes(14 + i % 61), 14 + i % 61, 1,
+                            "eth1" if i % 500 > 480 else "eth0",
+                            (Direction.IN, Direction.OUT, Direction.UNKNOWN)[i % 11 % 3], ctx))
+    writer.flush()
+    data = buf.getvalue()
+
+    def scan() -> list:
+        reader = CaptureReader(io.BytesIO(data), "x")
+        return [(start, end, ifid, known, ts) for _buf, start, end, ifid, known, ts in reader.raw_blocks(512)]
+
+    native = scan()
+    monkeypatch.setattr(pcapng_scan, "scanner", lambda: None)
+    python = scan()
+    assert native == python
+    runs = [m for _s, _e, ifid, known, _t in native if ifid == -2 for m in known]
+    assert sum(n for _i, _k, n in runs) == 1500
+    assert {i for i, _k, _n in runs} == {0, 1} and len(runs) > 100

@@ -91,6 +91,7 @@ def library():
                 lib.ptcap_drain_entries.restype = u32
                 lib.ptcap_drain_run.argtypes = [vp, vp, u64, ctypes.c_int, u64, u64, ctypes.POINTER(_Result)]
                 lib.ptcap_drain_runs.argtypes = [vp, vp, u32, u32]
+                lib.ptcap_scan_epbs.argtypes = [ctypes.c_char_p, u64, u64, ctypes.c_int, u32, u32, u32, vp, u32, vp]
                 _lib = lib
     return _lib or None
 

@@ -25,7 +25,7 @@ import time
 
 from ptcap.errors import PtcapError
 from ptcap.sinks.child import Child, expand, split_records
-from ptcap.sinks.merge import Span, merge, merge_lines, ts_words
+from ptcap.sinks.merge import Span, merge, merge_lines, per_packet, ts_words
 from ptcap.sinks.tcpdump_child import PrintFlags, child_user
 
 BACKLOG_BYTES = 16 << 20        # queued for a child beyond this: counted, not printed
@@ -265,12 +265,7 @@ class Decoder:
                 first, end = entries[0][0], entries[-1][0] + entries[-1][3]
                 count = len(texts)
                 if single and not number and end - first == count and not any(e[1] for e in entries):
-                    if len(entries) == count:
-                        adds = [e[2] for e in entries]
-                    else:
-                        adds = []
-                        for e in entries:
-                            adds += [e[2]] * e[3]
+                    adds = per_packet([(e[2], e[3]) for e in entries])
                     done[first] = Span(merge_lines(texts, adds, words), count)
                     continue
                 if len(entries) != count:
