@@ -28,6 +28,7 @@ from ptcap.sinks.tcpdump_child import NSEC_MAGIC, spawn
 
 PIPE_SIZE = 1 << 20
 GROUP = 512                     # packets between two markers, at most
+PUSH = 128                      # markers that fill tcpdump's 4 KiB output buffer (a line is > 32 bytes)
 _F_SETPIPE_SZ = 1031
 _REC = struct.Struct("<IIII")
 _NUMBERED = re.compile(rb" *([0-9]+)  ")     # a line that starts like tcpdump's -# number
@@ -186,11 +187,21 @@ class Child:
         self.err = b""
         self.stdin_open = True
         self.eof = False
+        self.pushed = True                  # nothing printed since the last push()
         first = decoder.first_ts
         self.marker(first, None)
         self.marker(first, None)            # two: calibration
         if decoder.last_ts != first:
             self.marker(decoder.last_ts, None)  # -ttt: the delta of the next packet
+
+    def push(self) -> None:
+        """The capture is idle: markers enough to fill tcpdump's output buffer (4 KiB to a
+        pipe), so the lines of packets it printed come out now and not with the next ones."""
+        if self.pushed:
+            return
+        for _ in range(PUSH):
+            self.marker(self.last_ts, None)
+        self.pushed = True
 
     def marker(self, ts: int, entry) -> None:
         if self.group:
@@ -216,6 +227,7 @@ class Child:
 
     def packet(self, ts: int, data: bytes, orig_len: int, entry) -> None:
         """Queue one packet (its entry's n is 1)."""
+        self.pushed = False
         sec, nsec = divmod(ts, 1_000_000_000)
         rec = _REC.pack(sec, nsec, len(data), orig_len) + data
         if self.careful:
@@ -237,6 +249,7 @@ class Child:
     def records(self, data: bytes, entries: list, count: int, first_ts: int, last_ts: int) -> None:
         """Queue `count` packets given as pcap records back to back, their entries, and the
         first and last time stamps: a ring batch's worth in one write (at most GROUP packets)."""
+        self.pushed = False
         if self.careful or self.group_count + count > GROUP:
             if self.group:
                 self.end_group()
@@ -258,6 +271,7 @@ class Child:
 
     def again(self, ts: int, rec: bytes, entry) -> None:
         """A packet's record and, after it, a marker with its time stamp (careful children)."""
+        self.pushed = False
         mark = self._mark_pack(*divmod(ts, 1_000_000_000))
         self.pending.append(rec + mark)
         self.pending_bytes += len(rec) + len(mark)

@@ -62,6 +62,7 @@ class Decoder:
         self._next = 0                  # next sequence number to write out
         self._done: dict[int, bytes | tuple[bytes, bytes]] = {}   # (note, text) to number
         self._number = 0
+        self._woken = 0                 # self._seq at the last wake()
         self._ts_words = ts_words(flags)
         self.restarts = 0
         self._closed = False
@@ -141,6 +142,12 @@ class Decoder:
         return f"ptcap: {n} packet{'s' if n != 1 else ''} not printed: tcpdump fell behind\n".encode()
 
     def wake(self) -> None:
+        """Between batches: pump(); when no packet came since the last wake, the children
+        push out the lines their output buffer holds (sinks/child: Child.push)."""
+        if self._seq == self._woken and not self.flags.line_buffered:
+            for child in self._all():
+                child.push()
+        self._woken = self._seq
         self.pump(0)
 
     def pump(self, timeout: float = 0.0) -> None:
