@@ -14,6 +14,10 @@
  * page, then the data pages twice in a row, so that a record that wraps is contiguous.
  * Each record: u32 length (bit 31 busy, bit 30 discarded), u32 page offset, data, padded
  * to 8 bytes. Positions are u64s read with acquire and written with release semantics.
+ *
+ * For tcpdump's lines (ptcap/sinks/lines.py) the same loop frames classic pcap records for a
+ * tcpdump child and describes them in *runs*: packets in a row of one key, direction and
+ * interface, whose ptcap fields Python makes once per run instead of once per packet.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -58,7 +62,20 @@ enum framing {
 	FRAME_PCAPNG = 0,	/* Enhanced Packet Blocks with the table's options */
 	FRAME_PCAP_US = 1,	/* classic pcap records, microseconds */
 	FRAME_PCAP_NS = 2,	/* classic pcap records, nanoseconds */
+	FRAME_PCAP_RUNS = 3,	/* classic pcap records, nanoseconds, described in runs */
 };
+
+/* Packets in a row with the same key, direction and interface (FRAME_PCAP_RUNS). */
+struct run {
+	uint32_t iface;		/* pcapng interface id */
+	uint32_t packets;
+	uint32_t bytes;		/* of their pcap records in the output */
+	uint8_t dir;
+	uint8_t _pad[3];
+	uint64_t first_ts;	/* ns */
+	uint64_t last_ts;
+	uint8_t key[KEY_LEN];
+} __attribute__((aligned(8)));
 
 struct entry {
 	uint8_t key[KEY_LEN];
@@ -83,6 +100,9 @@ struct drain {
 	uint32_t slots;		/* a power of two */
 	uint32_t count;
 	struct entry *last;	/* the entry the previous packet used */
+	struct run *runs;	/* FRAME_PCAP_RUNS: where a run describes its records */
+	uint32_t max_runs;
+	uint32_t per_run;	/* packets in a run, at most */
 };
 
 /* What a run did (ptcap/pipeline/drain.py's _Result). */
@@ -94,6 +114,8 @@ struct result {
 	uint32_t record;	/* for STOP_EVENT and STOP_UNKNOWN: the record's offset in the data pages */
 	uint32_t size;		/* and its size in the ring, header included */
 	int32_t err;		/* STOP_ERROR: the errno of the failed write */
+	uint32_t runs;		/* FRAME_PCAP_RUNS: runs written */
+	uint32_t _pad;
 };
 
 static uint64_t hash_key(const uint8_t *key, uint8_t dir)
@@ -217,6 +239,20 @@ struct drain *ptcap_drain_open(int map_fd, uint64_t size, uint32_t slots, int fr
 	}
 	d->data = d->producer + d->page;
 	return d;
+}
+
+/* FRAME_PCAP_RUNS: runs go to runs[0..max), each of at most `per_run` packets (a full array
+ * stops a run with STOP_FULL). */
+void ptcap_drain_runs(struct drain *d, struct run *runs, uint32_t max, uint32_t per_run)
+{
+	d->runs = runs;
+	d->max_runs = runs ? max : 0;
+	d->per_run = per_run ? per_run : 1;
+}
+
+uint32_t ptcap_drain_run_size(void)
+{
+	return sizeof(struct run);
 }
 
 static inline uint64_t *cons_pos(struct drain *d)
@@ -357,7 +393,8 @@ void ptcap_drain_run(struct drain *d, uint8_t *out, uint64_t cap, int fd, uint64
 	uint64_t cons = __atomic_load_n(cons_pos(d), __ATOMIC_RELAXED);
 	uint64_t prod = __atomic_load_n((uint64_t *)d->producer, __ATOMIC_ACQUIRE);
 	uint64_t packets = 0, start = cons, done = cons;
-	uint32_t stop = STOP_EMPTY;
+	uint32_t stop = STOP_EMPTY, nruns = 0;
+	struct run *cur = NULL;
 	/* static: 16 KiB of iovecs is no stack object; one run at a time per process */
 	static struct emit e;
 
@@ -432,6 +469,28 @@ void ptcap_drain_run(struct drain *d, uint8_t *out, uint64_t cap, int fd, uint64
 			done = cons;
 			queued = 0;
 		}
+		if (d->framing == FRAME_PCAP_RUNS) {
+			const uint8_t *key = (const uint8_t *)p + KEY_AT;
+			uint64_t ts = ((uint64_t)p->ts_hi << 32) | p->ts_lo;
+
+			if (!cur || cur->packets >= d->per_run || cur->iface != p->iface_id || cur->dir != p->dir ||
+			    memcmp(cur->key, key, KEY_LEN) != 0) {
+				if (nruns >= d->max_runs) {
+					stop = STOP_FULL;
+					break;
+				}
+				cur = &d->runs[nruns++];
+				cur->iface = p->iface_id;
+				cur->packets = 0;
+				cur->bytes = 0;
+				cur->dir = p->dir;
+				cur->first_ts = ts;
+				memcpy(cur->key, key, KEY_LEN);
+			}
+			cur->packets++;
+			cur->bytes += total;
+			cur->last_ts = ts;
+		}
 		if (d->framing == FRAME_PCAPNG) {
 			uint8_t head[28];
 
@@ -449,7 +508,7 @@ void ptcap_drain_run(struct drain *d, uint8_t *out, uint64_t cap, int fd, uint64
 			stage(&e, &total, 4);
 		} else {
 			uint64_t ts = ((uint64_t)p->ts_hi << 32) | p->ts_lo;
-			uint32_t frac = d->framing == FRAME_PCAP_NS ? ts % 1000000000u : (ts % 1000000000u) / 1000u;
+			uint32_t frac = d->framing != FRAME_PCAP_US ? ts % 1000000000u : (ts % 1000000000u) / 1000u;
 			uint8_t head[16];
 
 			put32(head, (uint32_t)(ts / 1000000000u));
@@ -491,4 +550,88 @@ void ptcap_drain_run(struct drain *d, uint8_t *out, uint64_t cap, int fd, uint64
 	r->out_len = e.written;
 	r->stop = stop;
 	r->err = e.err;
+	r->runs = nruns;
+}
+
+/* ---- 'ptcap -r FILE.pcapng': the file's packet blocks, scanned for their options
+ *
+ * The Enhanced Packet Blocks in buf[pos..n), as the reader would take them
+ * (ptcap/formats/pcapng_reader.py: raw_blocks), described in runs of blocks in a row with the
+ * same interface id and the same options bytes (every packet of one process and direction,
+ * in ptcap's files): Python parses a run's options once, and tcpdump reads the blocks as they
+ * are. */
+
+/* Blocks in a row with the same interface and options. */
+struct scan_run {
+	uint32_t ifid;
+	uint32_t packets;
+	uint64_t opt_at;	/* the options' offset in the buffer */
+	uint32_t opt_len;	/* 0: the blocks have none */
+	uint32_t _pad;
+};
+
+struct scan_result {
+	uint64_t pos;		/* where the scan stopped: the first block not taken */
+	uint64_t last;		/* the offset of the last block taken */
+	uint32_t packets;
+	uint32_t runs;
+};
+
+static inline uint32_t get32(const uint8_t *p, int swapped)
+{
+	uint32_t v;
+
+	memcpy(&v, p, 4);
+	return swapped ? __builtin_bswap32(v) : v;
+}
+
+/* Take at most `max_packets` blocks into at most `max_runs` runs; stop before any other
+ * block, a block not whole in the buffer, or one the reader must look at itself (a size it
+ * refuses: under 32 bytes, over `max_block`, not a multiple of 4; a captured length past the
+ * block; an interface id of none of the `nifaces` interfaces). `swapped`: the section's byte
+ * order is not this machine's. */
+void ptcap_scan_epbs(const uint8_t *buf, uint64_t pos, uint64_t n, int swapped, uint32_t nifaces,
+		     uint32_t max_block, uint32_t snaplen, uint32_t max_packets, struct scan_run *runs, uint32_t max_runs,
+		     struct scan_result *r)
+{
+	struct scan_run *cur = NULL;
+	uint32_t packets = 0, nruns = 0;
+	uint64_t last = pos;
+
+	while (pos + 12 <= n && packets < max_packets) {
+		uint32_t type = get32(buf + pos, swapped), total = get32(buf + pos + 4, swapped);
+		uint64_t end = pos + total, opt;
+		uint32_t ifid, caplen, opt_len;
+
+		if (type != 6 || end > n || total < 32 || total > max_block || (total & 3))
+			break;
+		ifid = get32(buf + pos + 8, swapped);
+		caplen = get32(buf + pos + 20, swapped);
+		opt = pos + 28 + (((uint64_t)caplen + 3) & ~3ull);
+		/* what libpcap refuses (a trailer that disagrees, a captured length over the
+		 * snapshot length) is left to the careful path, which says what is wrong */
+		if (opt > end - 4 || ifid >= nifaces || caplen > snaplen ||
+		    get32(buf + end - 4, swapped) != total)
+			break;
+		opt_len = opt + 4 <= end - 4 ? (uint32_t)(end - 4 - opt) : 0;
+		if (!cur || cur->ifid != ifid || cur->opt_len != opt_len ||
+		    (opt_len && memcmp(buf + cur->opt_at, buf + opt, opt_len) != 0)) {
+			if (nruns >= max_runs)
+				break;
+			cur = &runs[nruns++];
+			cur->ifid = ifid;
+			cur->packets = 0;
+			cur->opt_at = opt;
+			cur->opt_len = opt_len;
+			cur->_pad = 0;
+		}
+		cur->packets++;
+		packets++;
+		last = pos;
+		pos = end;
+	}
+	r->pos = pos;
+	r->last = last;
+	r->packets = packets;
+	r->runs = nruns;
 }

@@ -8,6 +8,7 @@ programs take."""
 from __future__ import annotations
 
 import os
+import socket
 import struct
 from pathlib import Path
 
@@ -120,3 +121,68 @@ def test_rotation_by_size_keeps_every_packet(peers, capture, tmp_path):
             last = blocks(path)[-1]
             assert size > 10_000 and size - (len(last[1]) + 12 + 8) <= 10_000, (path, size)
     assert total == 60
+
+
+def test_printed_lines_native_and_python_agree(peers, capture):
+    """Live printing through the drain (pcap records for the tcpdump child, described in runs
+    of one key) prints the lines the Python path prints: each packet with its own process,
+    across runs cut at their size (a flood of one socket) and at every change of key."""
+    port = free_port()
+    server = peers("udp-server", str(port), "127.0.0.1")
+    client = peers("udp-client", "127.0.0.1", str(port))
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)     # takes the flood, answers nothing
+    sink.bind(("127.0.0.1", 0))
+    flood = peers("udp-flood", "127.0.0.1", str(sink.getsockname()[1]), "1500")
+    n = 1500 + 2 * 20
+    expr = f"udp port {port} or udp port {sink.getsockname()[1]}"
+    caps = {name: capture("-n", "-i", "lo", "-c", str(n), expr, env=env)
+            for name, env in (("native", None), ("python", dict(os.environ, PTCAP_NATIVE="0")))}
+    for size in range(10):
+        client.say(f"send {size}")
+    flood.say("go")
+    for size in range(10, 20):
+        client.say(f"send {size}")
+    lines = {}
+    for name, cap in caps.items():
+        out, err = cap.finish()
+        assert f"{n} packets captured" in err, err
+        lines[name] = [line.split(" ", 1)[1] for line in out.decode().splitlines()]
+    sink.close()
+    assert len(lines["native"]) == n
+    assert lines["native"] == lines["python"]
+    for pid in (server.pid, flood.pid, client.pid):
+        assert any(f".{pid} Out " in line for line in lines["native"]), pid
+
+
+def test_scanned_blocks_match_the_python_scan(tmp_path, monkeypatch):
+    """'ptcap -r' of a pcapng: the C scan of its packet blocks (runs of one interface and
+    options) gives what the Python scan gives, across processes, directions, packets without
+    options, a second interface, and more blocks than a run takes."""
+    import io
+    from ptcap.formats import pcapng_scan
+    from ptcap.formats.pcapng import PacketWriter
+    from ptcap.formats.reader import CaptureReader
+    from ptcap.meta.context import ProcessContext
+    from ptcap.pipeline.packet import Direction, Packet
+    ctxs = [ProcessContext(pid=10 + i, cmd=f"/bin/c{i}", args=f"c{i}") for i in range(3)] + [None]
+    buf = io.BytesIO()
+    writer = PacketWriter(buf, False, 1)
+    for i in range(1500):
+        ctx = ctxs[(i // 100) % 4] if i % 7 else ctxs[i % 3]
+        writer.write(Packet(1_700_000_000_000_000_000 + i, bytes(14 + i % 61), 14 + i % 61, 1,
+                            "eth1" if i % 500 > 480 else "eth0",
+                            (Direction.IN, Direction.OUT, Direction.UNKNOWN)[i % 11 % 3], ctx))
+    writer.flush()
+    data = buf.getvalue()
+
+    def scan() -> list:
+        reader = CaptureReader(io.BytesIO(data), "x")
+        return [(start, end, ifid, known, ts) for _buf, start, end, ifid, known, ts in reader.raw_blocks(512)]
+
+    native = scan()
+    monkeypatch.setattr(pcapng_scan, "scanner", lambda: None)
+    python = scan()
+    assert native == python
+    runs = [m for _s, _e, ifid, known, _t in native if ifid == -2 for m in known]
+    assert sum(n for _i, _k, n in runs) == 1500
+    assert {i for i, _k, _n in runs} == {0, 1} and len(runs) > 100

@@ -480,3 +480,19 @@ def test_a_stopped_decoder_never_stalls_the_capture(capture, tmp_path):
     notes = re.findall(r"^ptcap: (\d+) packets? not printed: tcpdump fell behind$", text, re.M)
     assert notes, (captured, printed)
     assert printed + sum(map(int, notes)) == captured
+
+
+@pytest.mark.root      # captures live
+def test_lines_come_out_while_the_capture_is_idle(capture, tmp_path):
+    """Printing to a file (no -l): once the traffic stops, every packet's line is there while
+    the capture still runs, not only when it exits (tcpdump's output buffer is pushed out)."""
+    port = _udp_port()
+    lines = tmp_path / "lines.txt"
+    n = 700                             # a group of 512 and the start of the next
+    with open(lines, "wb") as out:
+        cap = capture("-i", "lo", "-n", "-Q", "in", f"udp dst port {port}", stdout=out)
+        _send(port, n)
+        _wait_for(lambda: lines.read_text().count(f".{port}: UDP") == n, timeout=10,
+                  what=f"{n} lines before the capture stops")
+        cap.stop()
+    assert lines.read_text().count(f".{port}: UDP") == n

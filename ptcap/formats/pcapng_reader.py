@@ -277,8 +277,10 @@ class PcapngReading:
 
     def raw_blocks(self, run: int = 512):
         """A pcapng file as its own blocks, for a tcpdump that reads them as they are. Yields
-        (buffer, start, end, -2, [(interface id, (direction, process)), ...], the last block's
-        interface id and time stamp fields) for a run of up to `run` Enhanced Packet Blocks;
+        (buffer, start, end, -2, [(interface id, (direction, process), n), ...], the last
+        block's interface id and time stamp fields) for up to `run` Enhanced Packet Blocks in
+        a row (n of them in a row with the same interface and options; scanned in C when the
+        library is there: ptcap.formats.pcapng_scan);
         (buffer, start, end, interface id, (direction, process), None) for another packet
         block; (buffer, start, end, -1, None, None) for a block that is no packet. The first
         yield is what was read at the start (section header, first interfaces). Raises
@@ -293,6 +295,8 @@ class PcapngReading:
         parse_options = self._packet_options
         unknown = (Direction.UNKNOWN, None)
         first_linktype = self.linktype
+        from ptcap.formats.pcapng_scan import scanner
+        native = scanner()
         yield s.buf, 0, s.pos, -1, None, None
         fill = s.fill
         ifaces = self._ifaces
@@ -321,27 +325,46 @@ class PcapngReading:
                     buf, pos = s.buf, s.pos
                     n = len(buf)
                     end = pos + total
-                metas: list = []            # a run of Enhanced Packet Blocks in the buffer
+                metas: list = []            # Enhanced Packet Blocks in a row in the buffer
                 start = last = pos
-                while pos + 12 <= n and len(metas) < run:
-                    btype, total = head(buf, pos)
-                    end = pos + total
-                    if btype != 6 or end > n or total < 32 or total > MAX_BLOCKSIZE or total & 3:
-                        break
-                    ifid, caplen = epb(buf, pos + 8)
-                    opt = pos + 28 + ((caplen + 3) & ~3)
-                    if opt > end - 4 or ifid >= len(ifaces) or caplen > self.snaplen or \
-                            buf[end - 4:end] != buf[pos + 4:pos + 8]:
-                        break       # the careful path says what is wrong (a trailer, say)
-                    if opt + 4 <= end - 4:
-                        options = buf[opt:end - 4]
-                        known = cache.get(options)
-                        if known is None:
-                            known = parse_options(options)
-                    else:
-                        known = unknown
-                    metas.append((ifid, known))
-                    last, pos = pos, end
+                if native is not None:
+                    pos, last, runs = native.scan(buf, pos, self._order, len(ifaces), MAX_BLOCKSIZE,
+                                                  self.snaplen, run)
+                    for ifid, count, opt, length in runs:
+                        if length:
+                            options = buf[opt:opt + length]
+                            known = cache.get(options)
+                            if known is None:
+                                known = parse_options(options)
+                        else:
+                            known = unknown
+                        metas.append((ifid, known, count))
+                else:
+                    taken = count = 0
+                    was = ifid_was = None
+                    while pos + 12 <= n and taken < run:
+                        btype, total = head(buf, pos)
+                        end = pos + total
+                        if btype != 6 or end > n or total < 32 or total > MAX_BLOCKSIZE or total & 3:
+                            break
+                        ifid, caplen = epb(buf, pos + 8)
+                        opt = pos + 28 + ((caplen + 3) & ~3)
+                        if opt > end - 4 or ifid >= len(ifaces) or caplen > self.snaplen or \
+                                buf[end - 4:end] != buf[pos + 4:pos + 8]:
+                            break   # the careful path says what is wrong (a trailer, say)
+                        options = buf[opt:end - 4] if opt + 4 <= end - 4 else b""
+                        if options != was or ifid != ifid_was:
+                            if count:
+                                metas.append((ifid_was, known, count))
+                            known = cache.get(options) if options else unknown
+                            if known is None:
+                                known = parse_options(options)
+                            was, ifid_was, count = options, ifid, 0
+                        count += 1
+                        taken += 1
+                        last, pos = pos, end
+                    if count:
+                        metas.append((ifid_was, known, count))
                 if metas:
                     yield buf, start, pos, -2, metas, buf[last + 8:last + 20]
                     continue

@@ -7,15 +7,27 @@ buffer, hands the ring space back, and returns only for what needs Python: a pro
 a key it does not know yet (the engine joins it and puts its options), a full buffer, the
 -c or -C limit. Without the library (not built) the engine takes the Python path, which
 writes the same bytes.
+
+For tcpdump's lines (ptcap.sinks.lines.PrintSink) it frames classic pcap records for the
+tcpdump child and describes them in runs (RUN: packets in a row of one key, direction and
+interface), so that Python makes a packet's fields once per run.
 """
 from __future__ import annotations
 
 import ctypes
 import enum
 import os
+import struct
 
 from ptcap.kernel import libbpf
 from ptcap.kernel.records import KEY_AT, KEY_END
+
+# bpf/drain.c's struct run: interface id, packets, bytes of their records, direction, first
+# and last time stamp (ns), key; padded to 8 bytes (checked against the library's size)
+_KEY_LEN = KEY_END - KEY_AT
+RUN = struct.Struct(f"<IIIB3xQQ{_KEY_LEN}s{-(32 + _KEY_LEN) % 8}x")
+RUNS_AT_ONCE = 4096
+RUN_PACKETS = 512             # packets in a run, at most (a group of the tcpdump child's)
 
 OUTPUT_BYTES = 4 << 20        # bigger than any block: a 256 KiB packet with 64 KiB of options
 TABLE_SLOTS = 1 << 17         # holds up to half as many (key, direction) options
@@ -37,12 +49,13 @@ class Framing(enum.IntEnum):
     PCAPNG = 0
     PCAP_US = 1
     PCAP_NS = 2
+    PCAP_RUNS = 3     # nanoseconds, described in runs
 
 
 class _Result(ctypes.Structure):
     _fields_ = [("cons", ctypes.c_uint64), ("packets", ctypes.c_uint64), ("out_len", ctypes.c_uint64),
                 ("stop", ctypes.c_uint32), ("record", ctypes.c_uint32), ("size", ctypes.c_uint32),
-                ("err", ctypes.c_int32)]
+                ("err", ctypes.c_int32), ("runs", ctypes.c_uint32), ("_pad", ctypes.c_uint32)]
 
 
 
@@ -59,7 +72,9 @@ def library():
         else:
             try:
                 lib = ctypes.CDLL(str(path), use_errno=True)
-            except OSError:
+                if lib.ptcap_drain_run_size() != RUN.size:     # a library built before a change
+                    raise OSError("stale build")
+            except (OSError, AttributeError):
                 _lib = False
             else:
                 vp, u64, u32 = ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32
@@ -75,6 +90,9 @@ def library():
                 lib.ptcap_drain_entries.argtypes = [vp]
                 lib.ptcap_drain_entries.restype = u32
                 lib.ptcap_drain_run.argtypes = [vp, vp, u64, ctypes.c_int, u64, u64, ctypes.POINTER(_Result)]
+                lib.ptcap_drain_runs.argtypes = [vp, vp, u32, u32]
+                lib.ptcap_scan_epbs.argtypes = [ctypes.c_char_p, u64, u64, ctypes.c_int, u32, u32, u32, u32, vp, u32,
+                                                 vp]
                 _lib = lib
     return _lib or None
 
@@ -96,6 +114,11 @@ class Drain:
         self._ref = ctypes.byref(self.result)
         self._events = (ctypes.c_uint32 * EVENTS_AT_ONCE)()
         self._run = lib.ptcap_drain_run
+        self._runs = None
+        if framing == Framing.PCAP_RUNS:
+            self._runs = ctypes.create_string_buffer(RUN.size * RUNS_AT_ONCE)
+            self._runs_view = memoryview(self._runs).cast("B")
+            lib.ptcap_drain_runs(self._d, self._runs, RUNS_AT_ONCE, RUN_PACKETS)
 
     def run(self, max_packets: int, max_bytes: int, fd: int = -1) -> _Result:
         """Frame what is ready (at most max_packets; stop after the block that takes the run
@@ -114,6 +137,10 @@ class Drain:
     def output(self, n: int) -> memoryview:
         """The first n bytes of the output (valid until the next run)."""
         return self._view[:n]
+
+    def runs(self, n: int) -> memoryview:
+        """The first n runs of the last run() (PCAP_RUNS), RUN structs back to back."""
+        return self._runs_view[:n * RUN.size]
 
     def put(self, key: bytes, direction: int, options: bytes) -> None:
         assert len(key) == KEY_END - KEY_AT
@@ -136,3 +163,5 @@ class Drain:
             self._lib.ptcap_drain_close(self._d)
             self._d = None
         self._view.release()
+        if self._runs is not None:
+            self._runs_view.release()

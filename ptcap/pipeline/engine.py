@@ -1,9 +1,10 @@
 """The engine loop: ring batches → process records to the table, packet records through the
 join → every sink; until stopped (signal, -c, the command's end, a sink that is done).
 
-Two ways to take what the ring holds, one result: a single file sink that frames the kernel's
-records as they are is fed by the native drain (ptcap.pipeline.drain: no Python per packet);
-anything else (lines, several sinks, no drain library) gets joined Batch objects."""
+Two ways to take what the ring holds, one result: a single sink that takes the kernel's records
+framed (a file; tcpdump's lines, as pcap records described in runs) is fed by the native drain
+(ptcap.pipeline.drain: no Python per packet); anything else (several sinks, no drain library)
+gets joined Batch objects."""
 from __future__ import annotations
 
 import time
@@ -47,7 +48,7 @@ class Engine:
         self._stale = False         # the drain holds options of a context the join dropped
 
     def _native(self) -> native.Drain | None:
-        """The drain for the one file sink that takes framed blocks, when the library is there."""
+        """The drain for the one sink that takes framed records, when the library is there."""
         if len(self.sinks) != 1 or self.session.ring is None:
             return None
         framing = getattr(self.sinks[0], "framing", lambda: None)()
@@ -154,6 +155,8 @@ class Engine:
                 seen += run.packets
                 if fd >= 0:
                     sink.wrote(run.out_len)
+                elif run.runs:
+                    sink.write_runs(drain.output(run.out_len), drain.runs(run.runs), self.join.context)
                 else:
                     sink.write_framed(drain.output(run.out_len), run.packets)
             if stop == EMPTY:

@@ -23,7 +23,7 @@ from ptcap.formats.pcapng_reader import MixedLinkTypes
 from ptcap.formats.reader import CaptureReader
 from ptcap.sinks.child import GROUP, PIPE_SIZE, between_markers, calibrate, cut_group, numbered
 from ptcap.sinks.markers import make_marker
-from ptcap.sinks.merge import merge, merge_lines, ts_words
+from ptcap.sinks.merge import merge, merge_lines, per_packet, ts_words
 from ptcap.sinks.tcpdump import Decoder
 from ptcap.sinks.tcpdump_child import PrintFlags, child_user, spawn
 
@@ -34,7 +34,8 @@ _F_SETPIPE_SZ = 1031
 @dataclasses.dataclass
 class _Group:
     first: int                  # tcpdump's -# number of its first packet
-    adds: list                  # (pre, suf, after) per packet
+    adds: list                  # ((pre, suf, after), n) for n packets in a row
+    count: int                  # its packets
     blocks: list                # the slices sent, for printing it again
     header: bytes               # the section and interface blocks it is read under
     prev: bytes                 # interface id and time stamp of the packet before it
@@ -63,7 +64,8 @@ class BlockPrinter:
             argv.insert(0, "-#")
         if flags.line_buffered:
             argv.insert(0, "-l")
-        self.proc = spawn(argv, child_user(flags.user), subprocess.PIPE, subprocess.PIPE, subprocess.PIPE)
+        self.proc = spawn(argv, child_user(flags.user), subprocess.PIPE, subprocess.PIPE, subprocess.PIPE,
+                          bulk=not flags.line_buffered)
         for fd in (self.proc.stdin.fileno(), self.proc.stdout.fileno()):  # fewer, bigger writes
             try:
                 fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
@@ -86,7 +88,8 @@ class BlockPrinter:
         size = 0
         run = [None, 0, 0]              # blocks read and not yet in `out`: buffer, start, end
         header = b""                    # the section's header and interface blocks
-        adds: list = []                 # the open group: (pre, suf, after) per packet
+        adds: list = []                 # the open group: ((pre, suf, after), n) runs
+        count = 0                       # and its packets
         blocks: list = []               # and its slices
         group_header = b""
         first = 0                       # -# number of its first packet
@@ -108,16 +111,16 @@ class BlockPrinter:
             run[0] = None
 
         def end_group() -> None:
-            nonlocal adds, blocks, sent, size
+            nonlocal adds, blocks, sent, size, count
             flush_run()
             mark = self._marker(prev)
             with self.ready:
-                self.groups.append(_Group(first, adds, blocks, group_header, group_prev))
+                self.groups.append(_Group(first, adds, count, blocks, group_header, group_prev))
                 self.ready.notify()
             out.append(mark)
             size += len(mark)
             sent += 1
-            adds, blocks = [], []
+            adds, blocks, count = [], [], 0
 
         try:
             last_known = last_ifid = last_adds = None
@@ -133,7 +136,10 @@ class BlockPrinter:
                         size += 2 * len(mark)
                         sent = 2
                         prev = buf[start + 8:start + 20]
-                    if adds and len(adds) + len(known) > GROUP:
+                    packets = 0
+                    for m in known:
+                        packets += m[2]
+                    if adds and count + packets > GROUP:
                         end_group()
                     if not adds:
                         first, group_prev, group_header = sent + 1, prev, header
@@ -141,19 +147,19 @@ class BlockPrinter:
                         flush_run(bool(adds))
                         run[0], run[1] = buf, start
                     run[2] = end
-                    for m in known:
-                        if m[1] is not last_known or m[0] != last_ifid:
-                            m_ifid, m_known = m
+                    for m_ifid, m_known, m_count in known:
+                        if m_known is not last_known or m_ifid != last_ifid:
                             hit = cache.get((m_ifid, id(m_known)))
                             if hit is None or hit[0] is not m_known:
                                 name = ifaces[m_ifid][2] if m_ifid < len(ifaces) else ""
                                 hit = cache[(m_ifid, id(m_known))] = (m_known, additions(m_known[1], name,
                                                                                          m_known[0]))
                             last_known, last_ifid, last_adds = m_known, m_ifid, hit[1]
-                        adds.append(last_adds)
-                    sent += len(known)
+                        adds.append((last_adds, m_count))
+                    count += packets
+                    sent += packets
                     prev = ts
-                    if len(adds) >= GROUP:
+                    if count >= GROUP:
                         end_group()
                         if size >= _WRITE:
                             self._write(fd, out)
@@ -188,17 +194,18 @@ class BlockPrinter:
                         prev = ts
                     first, group_prev, group_header = sent + 1, prev, header
                 if known is last_known and ifid == last_ifid:
-                    adds.append(last_adds)
+                    adds.append((last_adds, 1))
                 else:
                     hit = cache.get((ifid, id(known)))
                     if hit is None or hit[0] is not known:
                         name = ifaces[ifid][2] if ifid < len(ifaces) else ""
                         hit = cache[(ifid, id(known))] = (known, additions(known[1], name, known[0]))
                     last_known, last_ifid, last_adds = known, ifid, hit[1]
-                    adds.append(last_adds)
+                    adds.append((last_adds, 1))
+                count += 1
                 sent += 1
                 prev = ts
-                if len(adds) >= GROUP:
+                if count >= GROUP:
                     end_group()
                     if size >= _WRITE:
                         self._write(fd, out)
@@ -305,13 +312,14 @@ class BlockPrinter:
                 if group is None:
                     return
                 text = between_markers(piece, extra, lead)
-                cut = cut_group(text, group.first, len(group.adds), self.numbers)
+                cut = cut_group(text, group.first, group.count, self.numbers)
                 texts, single = cut if cut is not None else (self._again(group), False)
+                adds = per_packet(group.adds)
                 if single and not number:
-                    parts.append(merge_lines(texts, group.adds, words))
+                    parts.append(merge_lines(texts, adds, words))
                     self.printed += len(texts)
                     continue
-                for t, (pre, suf, after) in zip(texts, group.adds):
+                for t, (pre, suf, after) in zip(texts, adds):
                     if single:
                         t += b"\n"
                     if pre or suf or after:
@@ -321,7 +329,7 @@ class BlockPrinter:
                         t = b"%5d  %s" % (self.printed, t)
                     parts.append(t)
                 if not number:
-                    self.printed += len(group.adds)
+                    self.printed += group.count
             if parts:
                 write(b"".join(parts))
                 if self.flags.line_buffered:
@@ -337,6 +345,6 @@ class BlockPrinter:
         for pkt in reader:
             decoder.put(pkt.ts_ns, pkt.linktype, pkt.data, pkt.orig_len)
         decoder.close()
-        if len(decoder.texts) != len(group.adds):
+        if len(decoder.texts) != group.count:
             raise PtcapError("tcpdump printed another number of packets than it was given")
         return decoder.texts

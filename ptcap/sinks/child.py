@@ -8,6 +8,10 @@ every packet's text on a line of its own with its number, so each number has its
 a payload can add lines that look like a number's, but then that number has two candidates
 and the cut would be a guess: the group is not cut but printed again by a *careful* child,
 which is sent a marker after every packet (and is slower: tcpdump prints twice the packets).
+
+An *entry* is (sequence number, note, ptcap's fields, n): n packets in a row with the same
+fields, numbered from the sequence number on, the note before the first (expand() gives one
+entry per packet).
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from ptcap.sinks.tcpdump_child import NSEC_MAGIC, spawn
 
 PIPE_SIZE = 1 << 20
 GROUP = 512                     # packets between two markers, at most
+PUSH = 128                      # markers that fill tcpdump's 4 KiB output buffer (a line is > 32 bytes)
 _F_SETPIPE_SZ = 1031
 _REC = struct.Struct("<IIII")
 _NUMBERED = re.compile(rb" *([0-9]+)  ")     # a line that starts like tcpdump's -# number
@@ -74,6 +79,16 @@ def cut_group(text: bytes, first: int, n: int, numbers: bool) -> tuple[list[byte
             if m is not None and first <= int(m.group(1)) <= last:
                 return None
     return out, False
+
+
+def expand(entries) -> list:
+    """One entry per packet."""
+    out = []
+    for seq, note, adds, n in entries:
+        out.append((seq, note, adds, 1))
+        if n > 1:
+            out += [(seq + i, b"", adds, 1) for i in range(1, n)]
+    return out
 
 
 def split_records(data: bytes):
@@ -155,9 +170,11 @@ class Child:
         self.pending: collections.deque[bytes] = collections.deque([struct.pack(
             "<IHHiIII", NSEC_MAGIC, 2, 4, 0, 0, max(decoder.snaplen, 128), linktype)])
         self.pending_bytes = len(self.pending[0])
-        # per marker sent: None, an entry (careful), or (first number, time stamp before, group)
+        # per marker sent: None, an entry (careful), or (first number, time stamp before, group,
+        # its records, its packets)
         self.expect: collections.deque = collections.deque()
         self.group: list[tuple] = []        # entries of the packets not yet closed by a marker
+        self.group_count = 0                # and how many packets they are
         self.group_raw: list[bytes] = []    # and their pcap records
         self.group_prev = 0                 # the time stamp before the group's first packet
         self.sent = 0                       # packets and markers sent: tcpdump's -# count
@@ -170,11 +187,21 @@ class Child:
         self.err = b""
         self.stdin_open = True
         self.eof = False
+        self.pushed = True                  # nothing printed since the last push()
         first = decoder.first_ts
         self.marker(first, None)
         self.marker(first, None)            # two: calibration
         if decoder.last_ts != first:
             self.marker(decoder.last_ts, None)  # -ttt: the delta of the next packet
+
+    def push(self) -> None:
+        """The capture is idle: markers enough to fill tcpdump's output buffer (4 KiB to a
+        pipe), so the lines of packets it printed come out now and not with the next ones."""
+        if self.pushed:
+            return
+        for _ in range(PUSH):
+            self.marker(self.last_ts, None)
+        self.pushed = True
 
     def marker(self, ts: int, entry) -> None:
         if self.group:
@@ -191,14 +218,16 @@ class Child:
         """A marker after the packets sent since the last one (grouped children)."""
         group, self.group = self.group, []
         raw, self.group_raw = self.group_raw, []
+        count, self.group_count = self.group_count, 0
         rec = self._mark_pack(*divmod(self.last_ts, 1_000_000_000))
         self.pending.append(rec)
         self.pending_bytes += len(rec)
-        self.expect.append((self.sent - len(group) + 1, self.group_prev, group, raw))
+        self.expect.append((self.sent - count + 1, self.group_prev, group, raw, count))
         self.sent += 1
 
     def packet(self, ts: int, data: bytes, orig_len: int, entry) -> None:
-        """Queue one packet (the hot path)."""
+        """Queue one packet (its entry's n is 1)."""
+        self.pushed = False
         sec, nsec = divmod(ts, 1_000_000_000)
         rec = _REC.pack(sec, nsec, len(data), orig_len) + data
         if self.careful:
@@ -211,19 +240,21 @@ class Child:
             self.group_prev = self.last_ts
         group.append(entry)
         self.group_raw.append(rec)
+        self.group_count += 1
         self.sent += 1
         self.last_ts = ts
-        if len(group) >= GROUP:
+        if self.group_count >= GROUP:
             self.end_group()
 
-    def records(self, data: bytes, entries: list, first_ts: int, last_ts: int) -> None:
-        """Queue packets given as pcap records back to back, their entries, and the first and
-        last time stamps: a ring batch's worth in one write (at most GROUP packets)."""
-        if self.careful or len(self.group) + len(entries) > GROUP:
+    def records(self, data: bytes, entries: list, count: int, first_ts: int, last_ts: int) -> None:
+        """Queue `count` packets given as pcap records back to back, their entries, and the
+        first and last time stamps: a ring batch's worth in one write (at most GROUP packets)."""
+        self.pushed = False
+        if self.careful or self.group_count + count > GROUP:
             if self.group:
                 self.end_group()
             if self.careful:
-                for entry, (ts, rec) in zip(entries, split_records(data)):
+                for entry, (ts, rec) in zip(expand(entries), split_records(data)):
                     self.again(ts, rec, entry)
                 return
         self.pending.append(data)
@@ -232,13 +263,15 @@ class Child:
             self.group_prev = self.last_ts
         self.group += entries
         self.group_raw.append(data)
-        self.sent += len(entries)
+        self.group_count += count
+        self.sent += count
         self.last_ts = last_ts
-        if len(self.group) >= GROUP:
+        if self.group_count >= GROUP:
             self.end_group()
 
     def again(self, ts: int, rec: bytes, entry) -> None:
         """A packet's record and, after it, a marker with its time stamp (careful children)."""
+        self.pushed = False
         mark = self._mark_pack(*divmod(ts, 1_000_000_000))
         self.pending.append(rec + mark)
         self.pending_bytes += len(rec) + len(mark)
@@ -254,8 +287,8 @@ class Child:
             if self.careful:
                 out.append(item)
             else:
-                out += item[2]
-        out += self.group
+                out += expand(item[2])
+        out += expand(self.group)
         return out
 
     def flush_input(self) -> int:
@@ -320,8 +353,8 @@ class Child:
             if self.careful:
                 yield [entry], [text], False
                 continue
-            first, prev, group, raw = entry
-            cut = cut_group(text, first, len(group), self.numbers)
+            first, prev, group, raw, count = entry
+            cut = cut_group(text, first, count, self.numbers)
             if cut is None:
                 self.ambiguous.append((prev, group, raw))
                 continue

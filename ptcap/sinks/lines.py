@@ -155,9 +155,11 @@ class PrintSink:
         self.finished = False
         self.additions = Additions(parts_from_args(args), flags.verbose, live=True)
         sys.stdout.flush()
-        from ptcap.sinks.child import GROUP         # here: -r needs only the fields
+        from ptcap.pipeline.drain import RUN, Framing       # here: -r needs only the fields
+        from ptcap.sinks.child import GROUP
         from ptcap.sinks.tcpdump import Decoder
         self._group = GROUP
+        self._framing, self._runs = Framing.PCAP_RUNS, RUN.iter_unpack
         self.decoder = Decoder(flags, sys.stdout.buffer, snaplen, lossless=False)
         self._ifaces: list[tuple[int, str]] = []
 
@@ -166,9 +168,9 @@ class PrintSink:
         self._ifaces.append((iface.linktype, iface.display_name))
 
     def write(self, packets: Batch) -> None:
-        """The kernel's records as they are (no Packet objects): the hot path. Each run of up
-        to a group's worth of packets of one link type goes to the decoder as one byte string
-        of pcap records."""
+        """The Python path: the kernel's records as they are (no Packet objects). Each run of
+        up to a group's worth of packets of one link type goes to the decoder as one byte
+        string of pcap records, their fields as runs of packets with the same."""
         additions = self.additions
         put = self.decoder.put_records
         buf = packets.buf
@@ -178,35 +180,80 @@ class PrintSink:
         ifaces = self._ifaces
         group = self._group
         parts: list = []
-        adds: list = []
+        runs: list = []
+        count = n = 0
         linktype = first_ts = ts = -1
         last_key = last_iface = last_dir = None     # the packet before's: same flow, same fields
         fields = None
         for off in packets.offsets:
             direction, key, iface_id, hi, lo, caplen, length = unpack(buf, off)
-            if key != last_key or iface_id != last_iface or direction != last_dir:
+            if key != last_key or iface_id != last_iface or direction != last_dir or count >= group:
+                if n:
+                    runs.append((fields, n))
+                    n = 0
                 ctx = contexts.get(key, MISSING)
                 if ctx is MISSING:
                     ctx = packets.context(key)
                 link, name = ifaces[iface_id]
                 fields = additions(ctx, name, _DIRS[direction])
                 last_key, last_iface, last_dir = key, iface_id, direction
-                if link != linktype:
-                    if adds:
-                        put(linktype, b"".join(parts), adds, first_ts, ts)
-                        parts, adds = [], []
+                if link != linktype or count >= group:
+                    if runs:
+                        put(linktype, b"".join(parts), runs, first_ts, ts)
+                        parts, runs, count = [], [], 0
                     linktype = link
             ts = (hi << 32) | lo
-            if not adds:
+            if not count:
                 first_ts = ts
             data_at = off + HEADER_LEN
             parts += (pack(*divmod(ts, 1_000_000_000), caplen, length), buf[data_at:data_at + caplen])
-            adds.append(fields)
-            if len(adds) >= group:
-                put(linktype, b"".join(parts), adds, first_ts, ts)
-                parts, adds = [], []
+            n += 1
+            count += 1
+        if n:
+            runs.append((fields, n))
+        if runs:
+            put(linktype, b"".join(parts), runs, first_ts, ts)
+
+    # fed by the native drain (ptcap.pipeline.drain): pcap records framed in C, in runs
+
+    def framing(self):
+        return self._framing
+
+    def direct(self) -> int:
+        return -1           # the records go to the decoder's queue, not to a descriptor
+
+    def room(self) -> int:
+        return 1 << 62
+
+    def write_runs(self, records, runs, context) -> None:
+        """The drain's pcap records (valid during this call only) and its runs describing
+        them (RUN structs); `context(key)` is a record key's context."""
+        additions = self.additions
+        put = self.decoder.put_records
+        ifaces = self._ifaces
+        group = self._group
+        adds: list = []
+        at = start = count = 0
+        linktype = link = first_ts = ts = -1
+        last = fields = None
+        for iface_id, n, nbytes, direction, t0, t1, key in self._runs(runs):
+            if last is None or key != last[0] or iface_id != last[1] or direction != last[2]:
+                link, name = ifaces[iface_id]
+                fields = additions(context(key), name, _DIRS[direction])
+                last = (key, iface_id, direction)
+            if link != linktype or count + n > group:
+                if adds:
+                    put(linktype, bytes(records[start:at]), adds, first_ts, ts)
+                    adds, start, count = [], at, 0
+                linktype = link
+            if not count:
+                first_ts = t0
+            adds.append((fields, n))
+            count += n
+            at += nbytes
+            ts = t1
         if adds:
-            put(linktype, b"".join(parts), adds, first_ts, ts)
+            put(linktype, bytes(records[start:at]), adds, first_ts, ts)
 
     def tick(self, now: float) -> None:
         self.decoder.wake()

@@ -61,6 +61,16 @@ def merge_lines(lines: list[bytes], adds: list[tuple[bytes, bytes, bytes]], word
     return b"".join(parts)
 
 
+def per_packet(runs: list) -> list:
+    """(fields, n) runs as one fields per packet."""
+    if len(runs) == 1:
+        return [runs[0][0]] * runs[0][1]
+    out: list = []
+    for fields, n in runs:
+        out += [fields] * n
+    return out
+
+
 class Span:
     """The texts of `count` packets in a row, printed as one."""
 

@@ -24,8 +24,8 @@ import threading
 import time
 
 from ptcap.errors import PtcapError
-from ptcap.sinks.child import Child, split_records
-from ptcap.sinks.merge import Span, merge, merge_lines, ts_words
+from ptcap.sinks.child import Child, expand, split_records
+from ptcap.sinks.merge import Span, merge, merge_lines, per_packet, ts_words
 from ptcap.sinks.tcpdump_child import PrintFlags, child_user
 
 BACKLOG_BYTES = 16 << 20        # queued for a child beyond this: counted, not printed
@@ -62,6 +62,7 @@ class Decoder:
         self._next = 0                  # next sequence number to write out
         self._done: dict[int, bytes | tuple[bytes, bytes]] = {}   # (note, text) to number
         self._number = 0
+        self._woken = 0                 # self._seq at the last wake()
         self._ts_words = ts_words(flags)
         self.restarts = 0
         self._closed = False
@@ -92,16 +93,20 @@ class Decoder:
             note = self._skip_note()
         seq = self._seq
         self._seq += 1
-        child.packet(ts_ns, data, orig_len, (seq, note, adds or (pre, suf, after)))
+        child.packet(ts_ns, data, orig_len, (seq, note, adds or (pre, suf, after), 1))
         self.last_ts = ts_ns
         if child.pending_bytes > (1 << 18):
             self.pump(0)
         return True
 
-    def put_records(self, linktype: int, data: bytes, adds: list, first_ts: int, last_ts: int) -> bool:
+    def put_records(self, linktype: int, data: bytes, runs: list, first_ts: int, last_ts: int) -> bool:
         """Queue packets of one link type given as pcap records back to back (nanosecond time
-        stamps; at most a group's worth), with ptcap's fields of each as (pre, suf, after);
-        False when they will not be printed (a child or the output behind: counted)."""
+        stamps; at most a group's worth), with ptcap's fields as runs: ((pre, suf, after), n)
+        for n packets in a row; False when they will not be printed (a child or the output
+        behind: counted)."""
+        count = 0
+        for _fields, n in runs:
+            count += n
         writer = self._writer
         while True:
             child = self.children.get(linktype)
@@ -112,17 +117,20 @@ class Decoder:
             if child.pending_bytes <= self.backlog and writer.queued <= self.backlog:
                 break
             if not self.lossless:
-                self._skipped += len(adds)
+                self._skipped += count
                 return False
             self.pump(0.05)
         if child.last_ts != self.last_ts:
             child.marker(self.last_ts, None)        # another child printed the previous packet
         seq = self._seq
-        self._seq += len(adds)
-        entries = [(seq + i, b"", a) for i, a in enumerate(adds)]
+        self._seq += count
+        entries = []
+        for fields, n in runs:
+            entries.append((seq, b"", fields, n))
+            seq += n
         if self._skipped != self._skipped_said:
-            entries[0] = (seq, self._skip_note(), adds[0])
-        child.records(data, entries, first_ts, last_ts)
+            entries[0] = (entries[0][0], self._skip_note(), *entries[0][2:])
+        child.records(data, entries, count, first_ts, last_ts)
         self.last_ts = last_ts
         if child.pending_bytes > (1 << 18):
             self.pump(0)
@@ -134,6 +142,12 @@ class Decoder:
         return f"ptcap: {n} packet{'s' if n != 1 else ''} not printed: tcpdump fell behind\n".encode()
 
     def wake(self) -> None:
+        """Between batches: pump(); when no packet came since the last wake, the children
+        push out the lines their output buffer holds (sinks/child: Child.push)."""
+        if self._seq == self._woken and not self.flags.line_buffered:
+            for child in self._all():
+                child.push()
+        self._woken = self._seq
         self.pump(0)
 
     def pump(self, timeout: float = 0.0) -> None:
@@ -180,7 +194,7 @@ class Decoder:
         for prev, group, raw in child.ambiguous:
             if careful.last_ts != prev:
                 careful.marker(prev, None)      # -ttt: the delta of the group's first packet
-            for entry, (ts, rec) in zip(group, split_records(b"".join(raw))):
+            for entry, (ts, rec) in zip(expand(group), split_records(b"".join(raw))):
                 careful.again(ts, rec, entry)
         child.ambiguous.clear()
 
@@ -231,7 +245,7 @@ class Decoder:
                 self._done.setdefault(entry[0], b"")
                 lost += 1
             child.expect.clear()
-            child.group, child.group_raw = [], []
+            child.group, child.group_raw, child.group_count = [], [], 0
             child.eof = True
         self._write_out()
         self._writer.put(f"ptcap: {lost} packet{'s' if lost != 1 else ''} not printed: "
@@ -255,12 +269,15 @@ class Decoder:
                 child.eof = True
                 return
             for entries, texts, single in child.parse(data):
-                first, last = entries[0][0], entries[-1][0]
-                if single and not number and last - first == len(entries) - 1 and \
-                        not any(e[1] for e in entries):
-                    done[first] = Span(merge_lines(texts, [e[2] for e in entries], words), len(entries))
+                first, end = entries[0][0], entries[-1][0] + entries[-1][3]
+                count = len(texts)
+                if single and not number and end - first == count and not any(e[1] for e in entries):
+                    adds = per_packet([(e[2], e[3]) for e in entries])
+                    done[first] = Span(merge_lines(texts, adds, words), count)
                     continue
-                for (seq, note, (pre, suf, after)), text in zip(entries, texts):
+                if len(entries) != count:
+                    entries = expand(entries)
+                for (seq, note, (pre, suf, after), _n), text in zip(entries, texts):
                     if single:
                         text += b"\n"
                     if pre or suf or after:

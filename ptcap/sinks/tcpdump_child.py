@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from ptcap.errors import PtcapError
 
 TCPDUMP = shutil.which("tcpdump") or "/usr/bin/tcpdump"
+STDBUF = shutil.which("stdbuf")     # coreutils: a command's stdio buffer sizes
 DEFAULT_USER = "tcpdump"        # Debian's tcpdump drops to this user (its WITH_USER)
 FALLBACK_USER = "nobody"
 _PR_SET_NO_NEW_PRIVS = 38
@@ -100,14 +101,18 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def spawn(argv: list[str], user: pwd.struct_passwd, stdin, stdout, stderr) -> subprocess.Popen:
-    """Start tcpdump with `argv` as `user`, no capabilities, in /."""
+def spawn(argv: list[str], user: pwd.struct_passwd, stdin, stdout, stderr, bulk: bool = False) -> subprocess.Popen:
+    """Start tcpdump with `argv` as `user`, no capabilities, in /. `bulk`: its input and output
+    go through 1 MiB stdio buffers (stdbuf(1), where it is installed) instead of a pipe's
+    4 KiB, a read and a write per MiB (a whole file to print; never a live capture's lines,
+    which would wait in the buffer)."""
     if os.geteuid() != 0:       # nothing to drop: run as we are (tests as a user, say)
         preexec = None
     else:
         preexec = _unprivileged(user)
     try:
-        return subprocess.Popen([TCPDUMP, *argv], stdin=stdin, stdout=stdout, stderr=stderr, cwd="/",
+        prefix = [STDBUF, "-i1M", "-o1M"] if bulk and STDBUF else []
+        return subprocess.Popen([*prefix, TCPDUMP, *argv], stdin=stdin, stdout=stdout, stderr=stderr, cwd="/",
                                 env=child_env(), preexec_fn=preexec, close_fds=True)
     except OSError as e:
         raise PtcapError(f"cannot run {TCPDUMP}: {e.strerror}") from None
