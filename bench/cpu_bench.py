@@ -63,16 +63,33 @@ def forks() -> int:
         return next(int(line.split()[1]) for line in f if line.startswith("processes "))
 
 
-def settle(pids: list[int], quiet: float = 0.5, timeout: float = 30) -> None:
-    """Wait until none of `pids` used CPU for `quiet` seconds: each has read what it was sent."""
+def settle(pids: list[int], idle: dict[int, float] | None = None, quiet: float = 0.5,
+           timeout: float = 30) -> None:
+    """Wait until each of `pids` has read what it was sent: over `quiet` seconds it used no
+    more CPU than its idle rate (`idle`, ns per second: its timers) allows, plus 2 ms. Without
+    `idle` (the start), until each uses under 2 ms or the same (within 1 ms) twice in a row."""
     deadline = time.monotonic() + timeout
     last = [cpu_ns(p) for p in pids]
+    used_before = [None] * len(pids)
     while time.monotonic() < deadline:
         time.sleep(quiet)
         now = [cpu_ns(p) for p in pids]
-        if all(n - l < 2_000_000 for n, l in zip(now, last)):    # under 2 ms: only timers
+        used = [n - l for n, l in zip(now, last)]
+        if idle is not None:
+            done = all(u < idle[p] * quiet + 2_000_000 for p, u in zip(pids, used))
+        else:
+            done = all(u < 2_000_000 or (b is not None and abs(u - b) < 1_000_000)
+                       for u, b in zip(used, used_before))
+        if done:
             return
-        last = now
+        last, used_before = now, used
+
+
+def idle_rates(pids: list[int], seconds: float = 2.0) -> dict[int, float]:
+    """CPU each of `pids` uses while nothing is sent (timers, polls), in ns per second."""
+    before = {p: cpu_ns(p) for p in pids}
+    time.sleep(seconds)
+    return {p: (cpu_ns(p) - before[p]) / seconds for p in pids}
 
 
 def main() -> int:
@@ -107,6 +124,7 @@ def main() -> int:
                 wait_listening(procs[name])
             pids = [p.pid for p in procs.values()]
             settle(pids)
+            idle = idle_rates(pids)
             before = {n: cpu_ns(p.pid) for n, p in procs.items()}
             forks_before, t0 = forks(), time.monotonic()
             threads_before = thread_ns(procs["ptcap"].pid)
@@ -115,7 +133,7 @@ def main() -> int:
                                       check=True).stdout.split()[0])
             # tcpdump writes what it has once a second (its buffer timeout): wait for both to go quiet
             time.sleep(1.2)
-            settle(pids)
+            settle(pids, idle)
             used = {n: (cpu_ns(p.pid) - before[n]) / 1e9 for n, p in procs.items()}
             fork_rate = (forks() - forks_before) / (time.monotonic() - t0)
             threads = {t: n - threads_before.get(t, 0) for t, n in thread_ns(procs["ptcap"].pid).items()}
@@ -128,6 +146,8 @@ def main() -> int:
                 errs[name] = p.communicate(timeout=120)[1].decode()
         print(f"flood: {sent} datagrams of {args.payload} bytes at {args.rate}/s for {args.seconds} s, both tools at once")
         print(f"host: {fork_rate:.0f} new processes/s meanwhile (ptcap reads a record for each fork, exec and exit)")
+        print("idle, before the flood (counted in the figures for the time measured): " + ", ".join(
+            f"{n} {idle[p.pid] / 1e6:.1f} ms CPU/s" for n, p in procs.items()))
         print(f"{'tool':>8} {'captured':>9} {'dropped':>8} {'cpu_s':>7} {'us/pkt':>7}")
         per = {}
         for name in tools:

@@ -16,6 +16,8 @@ from ptcap.pipeline.decoder import split
 from ptcap.pipeline.packet import Batch, Sink
 
 POLL_SECONDS = 0.05     # longest a record waits in the ring when traffic is light
+IDLE_POLL_SECONDS = 0.25    # ... and after polls that found nothing (each doubles the wait):
+                            # an idle capture wakes 4 times a second, not 20 (tcpdump: once)
 COMMAND_GRACE = 0.2     # after `-- CMD` exits, how long its last packets may still come
 _NO_LIMIT = 1 << 62
 
@@ -80,6 +82,7 @@ class Engine:
         command_done_at = None
         draining = False
         last_sync = time.monotonic()
+        poll = POLL_SECONDS
         while True:
             if command is not None and command_done_at is None and command.poll() is not None:
                 command_done_at = time.monotonic()
@@ -89,8 +92,9 @@ class Engine:
                 session.detach()      # nothing new comes in; what is queued is still read
                 draining = True
             if not draining:
-                ring.wait(POLL_SECONDS)
+                ring.wait(poll)
             seen = take()
+            poll = POLL_SECONDS if seen else min(poll * 2, IDLE_POLL_SECONDS)
             now = time.time()
             for sink in sinks:
                 sink.tick(now)
