@@ -224,7 +224,7 @@ class PcapngReading:
         nxt = self._next_block
         cache = self._opt_cache
         parse_options = self._packet_options
-        ifaces = self._ifaces
+        ifaces, snap = self._ifaces, self.snaplen
         head = struct.Struct(self._order + "II").unpack_from
         epb = self._epb
         unknown = (Direction.UNKNOWN, None)
@@ -238,7 +238,7 @@ class PcapngReading:
                     ifid, hi, lo, caplen, orig = epb(buf, pos + 8)
                     start = pos + 28
                     opt = start + ((caplen + 3) & ~3)
-                    if opt <= end - 4 and ifid < len(ifaces) and caplen <= self.snaplen and \
+                    if opt <= end - 4 and ifid < len(ifaces) and caplen <= snap and \
                             buf[end - 4:end] == buf[pos + 4:pos + 8]:
                         linktype, _snaplen, name, num, den, offset = ifaces[ifid]
                         if opt + 4 <= end - 4:
@@ -258,7 +258,7 @@ class PcapngReading:
                 return
             head = struct.Struct(self._order + "II").unpack_from    # a new section may change them
             epb = self._epb
-            ifaces = self._ifaces
+            ifaces, snap = self._ifaces, self.snaplen
             buf, pos = s.buf, s.pos
             n = len(buf)
             if pkt is not None:

@@ -104,9 +104,7 @@ class Decoder:
         stamps; at most a group's worth), with ptcap's fields as runs: ((pre, suf, after), n)
         for n packets in a row; False when they will not be printed (a child or the output
         behind: counted)."""
-        count = 0
-        for _fields, n in runs:
-            count += n
+        count = sum(n for _fields, n in runs)
         writer = self._writer
         while True:
             child = self.children.get(linktype)
