@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sys
 from typing import TextIO
@@ -79,7 +78,7 @@ def capture(args: argparse.Namespace, report: TextIO | None = None) -> int:
     session.on_new_interface = new_interface
     try:
         session.open()
-        table.lost_events = functools.partial(session.counter, Counter.PROC_LOST)
+        table.lost_events = session.counter_reader(Counter.PROC_LOST)
         follow = None
         if selector is not None:
             admit_later(session, selector, metadata, report)

@@ -164,6 +164,17 @@ def map_lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
     return vb.raw
 
 
+def map_lookup_into(fd: int, key: ctypes.Array, value: ctypes.Array) -> bool:
+    """map_lookup into buffers the caller keeps (a value read many times a second); False
+    when the key is not there."""
+    ret = _lib.bpf_map_lookup_elem(fd, key, value)
+    if ret == -errno.ENOENT:
+        return False
+    if ret < 0:
+        raise BPFError(-ret, "reading BPF map")
+    return True
+
+
 def map_keys(fd: int, key_size: int) -> list[bytes]:
     """Every key of a hash-like map (BPF_MAP_GET_NEXT_KEY from the start)."""
     keys: list[bytes] = []

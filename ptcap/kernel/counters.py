@@ -2,6 +2,7 @@
 kernel side stamps packets with."""
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
 import struct
@@ -32,9 +33,20 @@ def read(counters_fd: int) -> tuple[int, ...]:
 
 def read_one(counters_fd: int, which: int) -> int:
     """One counter (records.Counter), summed over CPUs."""
-    ncpu = possible_cpus()
-    raw = bpf.map_lookup(counters_fd, struct.pack("<I", which), 8 * ncpu)
-    return sum(struct.unpack(f"<{ncpu}Q", raw)) if raw else 0
+    return Reader(counters_fd, which)()
+
+
+class Reader:
+    """One counter, read again and again (the reader checks for lost process events before
+    every batch) with its key and value buffers made once."""
+
+    def __init__(self, counters_fd: int, which: int) -> None:
+        self._fd = counters_fd
+        self._key = ctypes.create_string_buffer(struct.pack("<I", which), 4)
+        self._value = (ctypes.c_uint64 * possible_cpus())()
+
+    def __call__(self) -> int:
+        return sum(self._value) if bpf.map_lookup_into(self._fd, self._key, self._value) else 0
 
 
 def wall_clock_offset() -> int:

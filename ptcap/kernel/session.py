@@ -312,6 +312,10 @@ class Session:
         """One counter (records.Counter), summed over CPUs."""
         return countermod.read_one(self._counters_fd, which)
 
+    def counter_reader(self, which: int) -> countermod.Reader:
+        """One counter, for reading often: calling it gives its sum over CPUs."""
+        return countermod.Reader(self._counters_fd, which)
+
     def all_counters(self) -> tuple[int, ...]:
         """records.Counter's counters (received, dropped, over --hook-rate, process events lost), summed."""
         if self.closed:

@@ -140,10 +140,10 @@ class Engine:
         EMPTY, EVENT, UNKNOWN, COUNT, ERROR = (native.Stop.EMPTY, native.Stop.EVENT, native.Stop.UNKNOWN,
                                                native.Stop.COUNT, native.Stop.ERROR)
         check_lost = getattr(self.processes, "check_lost", None)
+        if check_lost is not None:
+            check_lost()        # a process event lost: what follows is marked (may be stale)
         seen = 0
         while True:
-            if check_lost is not None:
-                check_lost()        # a process event lost: what follows is marked (may be stale)
             if self._stale:
                 drain.clear()
                 self._stale = False
