@@ -109,8 +109,11 @@ local function set(ctx, spec, value)
         ctx[spec[1]] = value == "yes"
         return true
     elseif spec[3] then
-        local n = tonumber(value)
-        if n and n >= 0 then ctx[spec[1]] = n; return true end
+        -- an ID is a uint32 written in decimal digits: anything else (a damaged or forged
+        -- comment: "1e9", "-1", 20 digits) is left out rather than shown wrong
+        local n = string.match(value, "^%s*(%d+)%s*$")
+        n = n and #n <= 10 and tonumber(n)
+        if n and n <= 4294967295 then ctx[spec[1]] = n; return true end
     elseif value ~= "" then
         ctx[spec[1]] = value
         return true

@@ -257,3 +257,27 @@ def test_pyshark_reads_the_ptcap_layer(home, sample):
     assert packets[0]["layers"][-1] == "ptcap"
     assert packets[0] | {"layers": None} == {"layers": None, "pid": "4242", "comm": "curl", "image": "nginx:1.25"}
     assert packets[2] is None
+
+
+def test_damaged_or_forged_comments_never_raise_a_lua_error(home, tmp_path):
+    """Found by fuzzing files: an ID that is no uint32 ('PID: 99999999999999999999' made
+    string.format('%d') raise in the Info column) is left out; the rest of the comment still
+    counts, and no packet shows a Lua error (in the tree, the statistics or stderr)."""
+    forged = [
+        ["PID: 99999999999999999999\nCmd: /usr/bin/big"],
+        ["PID: 1e9\nCmd: /usr/bin/float"],
+        ["PID: -1\nCmd: /usr/bin/negative"],
+        ["PID: 0x10\nCmd: %s%d%n"],
+        ["PID: 12\nReceiverPID: 4294967296\nReceiverCmd: /usr/bin/peer"],
+        [bytes(range(1, 256)).decode("latin-1")],
+        ["PID: 4294967295\nCmd: /usr/bin/max"],
+    ]
+    path = write(tmp_path / "forged.pcapng", [(udp_frame(40000 + i, 9), c) for i, c in enumerate(forged)])
+    tree = tshark(home, "-r", str(path), "-V").stdout
+    assert "Lua Error" not in tree, tree
+    stats = tshark(home, "-q", "-r", str(path), "-z", "ptcap,procs").stdout
+    assert "Lua Error" not in stats and "ptcap Processes" in stats, stats
+    rows = fields(home, path, "ptcap.pid", "ptcap.cmd", "ptcap.receiver.cmd")
+    assert [r[0] for r in rows] == ["", "", "", "", "12", "", "4294967295"], rows
+    assert [r[1] for r in rows[:4]] == ["/usr/bin/big", "/usr/bin/float", "/usr/bin/negative", "%s%d%n"], rows
+    assert rows[4][2] == "/usr/bin/peer", rows
