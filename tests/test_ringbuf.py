@@ -60,3 +60,37 @@ def test_consumer_position_never_seen_torn():
         os.close(fd)
     assert writes > 100_000 and reads > 100_000
     assert backwards == 0, f"the consumer position went backwards {backwards} times in {reads} reads"
+
+
+def test_a_signal_ends_a_long_idle_wait_at_once():
+    """An idle capture writing a file sleeps up to a second per poll: Ctrl-C must not wait
+    that out. The engine's wake-up pipe (signal.set_wakeup_fd) is watched by the ring's wait,
+    so a signal ends it: a wait of a minute returns as soon as the signal comes."""
+    import signal
+    import threading
+
+    from ptcap.pipeline.engine import _signal_wakeup
+
+    fd = bpf.map_create(bpf.MapType.RINGBUF, 0, 0, SIZE)
+    ring = RingBuffer(fd, SIZE)
+    got = []
+    old = signal.signal(signal.SIGUSR1, lambda *a: got.append(a[0]))
+    undo = _signal_wakeup(ring)
+    assert undo is not None
+    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGUSR1))
+    try:
+        timer.start()
+        t0 = time.monotonic()
+        ring.wait(60)
+        waited = time.monotonic() - t0
+        assert got == [signal.SIGUSR1]
+        assert waited < 30, waited
+        t0 = time.monotonic()
+        ring.wait(0.1)      # the pipe was emptied: the next wait runs its timeout
+        assert time.monotonic() - t0 >= 0.09
+    finally:
+        timer.cancel()
+        undo()
+        signal.signal(signal.SIGUSR1, old)
+        ring.close()
+        os.close(fd)

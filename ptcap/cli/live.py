@@ -101,7 +101,6 @@ def capture(args: argparse.Namespace, report: TextIO | None = None) -> int:
             tlskeys.follow_command(keys, command.pid, args.command[0])
             command.start()
         tickers = [follow] if follow is not None else []
-        tickers.append(table.check_lost)        # the native drain joins no batches: look between them
         if keys is not None:
             tickers.append(keys.poll)
         engine = Engine(session, joiner, sinks, stop, table, limit, command, tickers)

@@ -12,6 +12,7 @@ apparently full ring, and refused records with room to spare.
 from __future__ import annotations
 
 import mmap
+import os
 import select
 import struct
 
@@ -35,18 +36,37 @@ class RingBuffer:
         # edge-triggered: a wait returns on the kernel's next wake-up (bpf/ring.h: once per
         # 256 KiB queued) or the timeout, not at once whenever anything at all is queued
         self._epoll.register(map_fd, select.EPOLLIN | select.EPOLLET)
+        self._wake_fd = -1
         self._cons_pos = memoryview(self._consumer)[:8].cast("Q")
         self._prod_pos = memoryview(self._producer)[:8].cast("Q")
         self.cons = self._cons_pos[0]
         self._next = self.cons
 
+    def wake_on(self, fd: int) -> None:
+        """A wait also ends when `fd` (non-blocking, read empty here) becomes readable: the
+        signal wake-up pipe, so that Ctrl-C does not wait out a long idle poll."""
+        self._epoll.register(fd, select.EPOLLIN)
+        self._wake_fd = fd
+
     def wait(self, timeout: float) -> None:
-        """Sleep until the kernel wakes us (a wake-up while we were reading counts) or the
-        timeout passes."""
+        """Sleep until the kernel wakes us (a wake-up while we were reading counts), wake_on's
+        descriptor is readable, or the timeout passes."""
         try:
-            self._epoll.poll(timeout)
+            events = self._epoll.poll(timeout)
         except InterruptedError:
-            pass
+            return
+        for fd, _ in events:
+            if fd == self._wake_fd:
+                try:
+                    while os.read(fd, 512):
+                        pass
+                except OSError:     # BlockingIOError: emptied
+                    pass
+
+    def pending(self) -> bool:
+        """Does the ring hold anything not yet handed back (ready, reserved or discarded)?
+        One read of the kernel's positions: an idle wake-up need not look further."""
+        return self._prod_pos[0] != self._cons_pos[0]
 
     def batch(self) -> tuple[mmap.mmap, list[int]]:
         """Every ready record: (buffer, [offset of each record's data]).

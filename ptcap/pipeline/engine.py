@@ -7,6 +7,8 @@ framed (a file; tcpdump's lines, as pcap records described in runs) is fed by th
 gets joined Batch objects."""
 from __future__ import annotations
 
+import os
+import signal
 import time
 from typing import Callable, Sequence
 
@@ -17,9 +19,31 @@ from ptcap.pipeline.packet import Batch, Sink
 
 POLL_SECONDS = 0.05     # longest a record waits in the ring when traffic is light
 IDLE_POLL_SECONDS = 0.25    # ... and after polls that found nothing (each doubles the wait):
-                            # an idle capture wakes 4 times a second, not 20 (tcpdump: once)
+                            # an idle capture wakes 4 times a second, not 20; one writing only
+                            # files once (a sink's wait_seconds; tcpdump -w: once)
 COMMAND_GRACE = 0.2     # after `-- CMD` exits, how long its last packets may still come
 _NO_LIMIT = 1 << 62
+
+
+def _signal_wakeup(ring) -> Callable[[], None] | None:
+    """A signal (Ctrl-C) ends the ring's wait at once, not after its timeout: Python writes
+    to a pipe the wait also watches. Returns what undoes it (None: not the main thread)."""
+    if ring is None:
+        return None
+    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        old = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+    except ValueError:          # not the main thread: waits end by their timeout
+        os.close(r)
+        os.close(w)
+        return None
+    ring.wake_on(r)
+
+    def undo() -> None:
+        signal.set_wakeup_fd(old)
+        os.close(r)
+        os.close(w)
+    return undo
 
 
 class Stop:
@@ -68,9 +92,12 @@ class Engine:
     def run(self) -> int:
         """Run until stopped; returns self.captured."""
         self.drain = self._native()
+        wake = _signal_wakeup(self.session.ring)
         try:
             return self._loop(self._take_native if self.drain is not None else self._take)
         finally:
+            if wake is not None:
+                wake()
             if self.drain is not None:
                 self.join.forgotten.remove(self._forget)
                 self.drain.close()
@@ -83,6 +110,9 @@ class Engine:
         draining = False
         last_sync = time.monotonic()
         poll = POLL_SECONDS
+        # the longest an idle poll may sleep: what every sink allows (a file: longer)
+        longest = min((getattr(sink, "wait_seconds", None) or IDLE_POLL_SECONDS) for sink in sinks) \
+            if sinks else IDLE_POLL_SECONDS
         while True:
             if command is not None and command_done_at is None and command.poll() is not None:
                 command_done_at = time.monotonic()
@@ -93,8 +123,8 @@ class Engine:
                 draining = True
             if not draining:
                 ring.wait(poll)
-            seen = take()
-            poll = POLL_SECONDS if seen else min(poll * 2, IDLE_POLL_SECONDS)
+            seen = take() if draining or ring.pending() else 0
+            poll = POLL_SECONDS if seen else min(poll * 2, longest)
             now = time.time()
             for sink in sinks:
                 sink.tick(now)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import sys
 import time
 from typing import BinaryIO
@@ -35,6 +36,10 @@ class FileSink:
         self.keys = None              # a KeyLog whose TLS keys go into the file
         self._keys_sent = 0
         self.out = open_output(self.path)
+        # how long a packet may wait in the ring when traffic is light: a regular file is
+        # read later, so a second (tcpdump's buffer timeout when it writes a file); a pipe or
+        # FIFO (Wireshark's live view) the engine's default
+        self.wait_seconds = FILE_WAIT_SECONDS if _regular(self.out) else None
         self._closer = Closer()
         with self._errors():
             self._new_writer()
@@ -226,6 +231,16 @@ class FileSink:
             raise
         except OSError as e:
             raise PtcapError(f"{self.path}: {e.strerror}") from None
+
+
+FILE_WAIT_SECONDS = 1.0
+
+
+def _regular(out: BinaryIO) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(out.fileno()).st_mode)
+    except (OSError, ValueError):
+        return False
 
 
 def open_output(path: str) -> BinaryIO:
