@@ -110,9 +110,11 @@ class Engine:
         draining = False
         last_sync = time.monotonic()
         poll = POLL_SECONDS
-        # the longest an idle poll may sleep: what every sink allows (a file: longer)
-        longest = min((getattr(sink, "wait_seconds", None) or IDLE_POLL_SECONDS) for sink in sinks) \
-            if sinks else IDLE_POLL_SECONDS
+        # the longest an idle poll may sleep: what every sink allows (a file: longer); while
+        # `-- CMD` runs, the default, so that its end is seen soon
+        longest = IDLE_POLL_SECONDS
+        if sinks and command is None:
+            longest = min((getattr(sink, "wait_seconds", None) or IDLE_POLL_SECONDS) for sink in sinks)
         while True:
             if command is not None and command_done_at is None and command.poll() is not None:
                 command_done_at = time.monotonic()
