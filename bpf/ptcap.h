@@ -234,6 +234,7 @@ struct ptcap_config {
  * packet_limit bytes with it: the rest is room that only process events may take. */
 struct ptcap_ring_config {
 	__u64 packet_limit;	/* ring size - headroom; 0: no limit */
+	__u64 wake_shift;	/* wake the reader once per 2^wake_shift bytes queued; 0: 18 */
 };
 
 enum ptcap_counter {

@@ -18,9 +18,10 @@ struct {
 	__type(value, __u64);
 } ptcap_counters SEC(".maps");
 
-/* Ring wake-ups are costly at high rates (each is an interrupt; in a VM, an exit): wake the
- * reader once per this many bytes queued, on the record that crosses the mark, not on every
- * record past it; it also polls on a short timer. A power of two. */
+/* Ring wake-ups are costly at high rates (each is an interrupt; in a VM, an exit; in the
+ * reader, a pass through Python): wake the reader once per 2^shift bytes queued, on the
+ * record that crosses the mark, not on every record past it; it also polls on a timer. User
+ * space sets the shift by the ring's size (ptcap/kernel/ringroom.py); unset, this one. */
 #define WAKEUP_SHIFT 18
 
 static __always_inline void count(__u32 which)
@@ -42,8 +43,11 @@ static __always_inline __u64 ring_queued(void)
 /* The submit flag for a record of `size` bytes about to be queued behind `queued`. */
 static __always_inline __u64 ring_wakeup(__u64 queued, __u64 size)
 {
-	return (queued + size) >> WAKEUP_SHIFT != queued >> WAKEUP_SHIFT ?
-		BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	__u64 shift = ptcap_ring.wake_shift;
+
+	if (shift == 0 || shift > 30)
+		shift = WAKEUP_SHIFT;
+	return (queued + size) >> shift != queued >> shift ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
 /* Would a packet record reserving `size` bytes (its 8-byte ring header included) eat into

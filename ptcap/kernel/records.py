@@ -87,7 +87,7 @@ HOOK_CONFIG = Layout("ptcap_hook_config",
 IFACE_KEY = Layout("ptcap_iface_key", ("netns_cookie", "Q"), ("ifindex", "I"), ("_pad", "4x"))
 IFACE = Layout("ptcap_iface", ("iface_id", "I"), ("flags", "I"))
 CONFIG = Layout("ptcap_config", ("clock_offset", "q"), ("who", "I"), ("peer_selects", "I"))
-RING_CONFIG = Layout("ptcap_ring_config", ("packet_limit", "Q"))
+RING_CONFIG = Layout("ptcap_ring_config", ("packet_limit", "Q"), ("wake_shift", "Q"))
 
 # container admission at cgroup_mkdir (bpf/cgroups.bpf.c)
 CONTAINER_ID_LEN = 76       # PTCAP_CONTAINER_ID_LEN: containerd allows ids of 76 characters

@@ -17,10 +17,11 @@ from ptcap.pipeline import drain as native
 from ptcap.pipeline.decoder import split
 from ptcap.pipeline.packet import Batch, Sink
 
-POLL_SECONDS = 0.05     # longest a record waits in the ring when traffic is light
-IDLE_POLL_SECONDS = 0.25    # ... and after polls that found nothing (each doubles the wait):
-                            # an idle capture wakes 4 times a second, not 20; one writing only
-                            # files once (a sink's wait_seconds; tcpdump -w: once)
+PATIENCE_SECONDS = 0.25     # how long a record may wait in the ring, by default (a sink may allow
+                            # more: a file, tcpdump -w's second): an idle capture backs off to one
+                            # wake-up per patience, doubling its wait after each empty poll ...
+BUSY_SHARE = 5              # ... from a fifth of it while records come (0.05 s by default), the
+                            # kernel side waking it sooner when the ring fills (bpf/ring.h)
 COMMAND_GRACE = 0.2     # after `-- CMD` exits, how long its last packets may still come
 _NO_LIMIT = 1 << 62
 
@@ -109,12 +110,12 @@ class Engine:
         command_done_at = None
         draining = False
         last_sync = time.monotonic()
-        poll = POLL_SECONDS
-        # the longest an idle poll may sleep: what every sink allows (a file: longer); while
-        # `-- CMD` runs, the default, so that its end is seen soon
-        longest = IDLE_POLL_SECONDS
+        # what every sink allows (a file: longer); while `-- CMD` runs, the default, so that
+        # its end is seen soon
+        longest = PATIENCE_SECONDS
         if sinks and command is None:
-            longest = min((getattr(sink, "wait_seconds", None) or IDLE_POLL_SECONDS) for sink in sinks)
+            longest = min((getattr(sink, "wait_seconds", None) or PATIENCE_SECONDS) for sink in sinks)
+        busy = poll = longest / BUSY_SHARE
         while True:
             if command is not None and command_done_at is None and command.poll() is not None:
                 command_done_at = time.monotonic()
@@ -126,7 +127,7 @@ class Engine:
             if not draining:
                 ring.wait(poll)
             seen = take() if draining or ring.pending() else 0
-            poll = POLL_SECONDS if seen else min(poll * 2, longest)
+            poll = busy if seen else min(poll * 2, longest)
             now = time.time()
             for sink in sinks:
                 sink.tick(now)
