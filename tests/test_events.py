@@ -228,3 +228,13 @@ def test_a_process_exited_but_not_reaped_keeps_what_the_start_saw():
     finally:
         child.kill()
         child.wait()
+
+
+def test_the_reader_is_woken_once_per_a_32nd_of_the_ring():
+    """The kernel side wakes the reader once per 2^wake_shift bytes queued (bpf/ring.h), set in
+    the objects' .rodata: a 32nd of the ring, between 16 KiB and 1 MiB; the packed config is
+    what struct ptcap_ring_config holds (test_records checks the layout against the BTF)."""
+    from ptcap.kernel.records import RING_CONFIG
+    assert [ringroom.wake_shift(n) for n in (64 << 20, 32 << 20, 4 << 20, 1 << 20, 256 << 10)] == [20, 20, 17, 15, 14]
+    limit, shift = RING_CONFIG.struct.unpack(ringroom.ring_config(64 << 20))
+    assert (limit, shift) == ((64 << 20) - ringroom.headroom(64 << 20), 20)
