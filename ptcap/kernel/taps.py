@@ -89,11 +89,8 @@ class Taps:
             self.attached[iface.key] = []
             return
         links = []
-        for d in self.directions:
-            if d == "in" and flags & IFACE_ONE_COPY:
-                continue      # loopback: the leaving copy has both ends
-            peer_inode = iface.peer.inode if iface.peer is not None else 0
-            prog = self._entry(iface.linktype, d, (iface_id, iface.l2len, flags, peer_inode))
+        for d in self._sides(flags):
+            prog = self._program(iface, iface_id, d)
             try:
                 links.append(self._tc.attach(prog, iface.ifindex, d == "in", iface.netns.fd,
                                              lambda: nsmod.inside(iface.netns)))
@@ -105,6 +102,38 @@ class Taps:
             finally:
                 _close(prog)    # the link (or filter) holds the program: it goes when they do
         self.attached[iface.key] = links
+
+    def _sides(self, flags: int) -> list[str]:
+        # loopback: the leaving copy has both ends
+        return [d for d in self.directions if not (d == "in" and flags & IFACE_ONE_COPY)]
+
+    def _program(self, iface: NetInterface, iface_id: int, direction: str) -> int:
+        peer_inode = iface.peer.inode if iface.peer is not None else 0
+        return self._entry(iface.linktype, direction, (iface_id, iface.l2len, self.flags(iface), peer_inode))
+
+    def retap(self, iface: NetInterface, iface_id: int) -> None:
+        """An attached interface whose other end moved (a veth given to a container after it
+        was tapped): its programs are replaced by ones that look for the receiver there. A
+        TCX link takes the new program in place; tc filters are added again, then the old
+        ones taken off. InterfaceGone if it went."""
+        old = self.attached.get(iface.key, [])
+        if self.backend == "cgroup-skb" or not all(link.updatable for link in old) or \
+                len(old) != len(self._sides(self.flags(iface))):
+            del self.attached[iface.key]
+            try:
+                self.attach(iface, iface_id)
+            finally:
+                for link in old:
+                    link.close()
+            return
+        for link, d in zip(old, self._sides(self.flags(iface))):
+            prog = self._program(iface, iface_id, d)
+            try:
+                bpf.link_update(link.fd, prog)
+            except bpf.BPFError as e:
+                raise PtcapError(f"{iface.display_name}: replacing the {d}gress capture: {e.strerror}") from None
+            finally:
+                _close(prog)
 
     def flags(self, iface: NetInterface) -> int:
         """What the kernel side looks for at the other end of an interface's packets: the
