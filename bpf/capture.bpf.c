@@ -282,6 +282,18 @@ static __always_inline int flow_owner(struct ptcap_flow_key *k, struct ptcap_own
 	return 1;
 }
 
+/* One end of a packet by the flow that end sends (noted when its connection was
+ * established); `receiver` as for forwarded_end. */
+static __always_inline int flow_end(struct flow *f, int receiver, struct ptcap_owner *out)
+{
+	struct ptcap_flow_key k = {};
+
+	if (!f->proto)
+		return 0;
+	flow_key(f, receiver, &k);
+	return flow_owner(&k, out);
+}
+
 /* One end of a forwarded packet (no socket of it here): the local process behind it. Its
  * flow as that end sends it names it before NAT, or after NAT once noted; otherwise the
  * connection tracking entry the packet carries (after conntrack: leaving, or forwarded
@@ -371,7 +383,16 @@ static __always_inline void find_owners(struct __sk_buff *skb, __u32 l2len, stru
 			else if (forwarded && forwarded_end(skb, &f, 0, &h->owner))
 				h->marks |= PTCAP_MARK_CONNTRACK;
 		}
-		if (!(local || forwarded) || (!f.proto && !parse_flow(skb, l2len, &f)))
+		if (!(local || forwarded)) {
+			/* out of a bridge, or a veth whose peer went to another namespace after
+			 * it was tapped (a container's): its receiver there by its flow, once
+			 * established */
+			if ((w->flags & PTCAP_IFACE_FLOWS) && (f.proto || parse_flow(skb, l2len, &f)) &&
+			    flow_end(&f, 1, &h->peer))
+				h->marks |= PTCAP_MARK_PEER_RECEIVER;
+			return;
+		}
+		if (!f.proto && !parse_flow(skb, l2len, &f))
 			return;
 		/* The receiver: here (loopback), in the veth's peer namespace, or behind NAT. */
 		got = 0;
@@ -414,6 +435,8 @@ static __always_inline void find_owners(struct __sk_buff *skb, __u32 l2len, stru
 	if (!cgroup && sk && owner_from_sock(sk, got ? &h->peer : &h->owner)) {
 		if (got) {
 			h->marks |= owner_marks(how) | PTCAP_MARK_PEER_SENDER;
+			if (w->flags & PTCAP_IFACE_FLOWS)
+				note_flow(&f, &h->peer);	/* its handshake, on the bridge beyond */
 			return;
 		}
 		if (forwarded_end(skb, &f, 1, &h->peer))
@@ -437,6 +460,13 @@ static __always_inline void find_owners(struct __sk_buff *skb, __u32 l2len, stru
 		return;
 	}
 	h->marks |= owner_marks(how);
+	if (got && !local && (w->flags & PTCAP_IFACE_FLOWS)) {
+		/* into a bridge from a namespace behind it, the socket left on its veth: the
+		 * sender by its flow, once established */
+		if (flow_end(&f, 0, &h->peer))
+			h->marks |= PTCAP_MARK_PEER_SENDER;
+		return;
+	}
 	if (!got || !local || (!f.proto && !parse_flow(skb, l2len, &f)))
 		return;
 	/* here (loopback) or in the veth's peer namespace (its request and time-wait sockets

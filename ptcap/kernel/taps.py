@@ -18,7 +18,7 @@ from ptcap.kernel.records import LinkType
 _IFACE = records.IFACE.struct
 _IFACE_KEY = records.IFACE_KEY.struct
 # enum ptcap_iface_flags
-IFACE_LOCAL, IFACE_ONE_COPY, IFACE_PEER_NSID_SHIFT = 1, 2, 16
+IFACE_LOCAL, IFACE_ONE_COPY, IFACE_FLOWS, IFACE_PEER_NSID_SHIFT = 1, 2, 4, 16
 _TC_NEXT = -1                           # TC_ACT_UNSPEC = TCX_NEXT: the packet goes on untouched
 
 # the capture programs' slots in ptcap_capture_progs, which the filter programs tail-call
@@ -143,6 +143,8 @@ class Taps:
             flags |= IFACE_LOCAL
             if self.one_copy:
                 flags |= IFACE_ONE_COPY
+        if iface.bridging:
+            flags |= IFACE_FLOWS
         if iface.peer is not None:
             flags |= IFACE_LOCAL | ((iface.peer.nsid + 1) & 0xFFFF) << IFACE_PEER_NSID_SHIFT
         return flags
