@@ -530,22 +530,30 @@ dropped:
 	return ret;
 }
 
-/* tc: the entry program put the interface's pcapng id in cb[1], its L2 length in cb[2], its
- * flags (enum ptcap_iface_flags) in cb[3] and a veth's peer namespace inode in cb[4]. */
-SEC("tc")
-int ptcap_tc_ingress(struct __sk_buff *skb)
+/* tc: the entry program put the interface's pcapng id in cb[1], the inode of the namespace
+ * it was taken in in cb[2], its flags (enum ptcap_iface_flags, its L2 length in bits 8-15) in
+ * cb[3] and a veth's peer namespace inode in cb[4]. A device that has gone to another
+ * namespace since (a container's end of a veth pair made on the host, moved before ptcap let
+ * it go) is not that interface any more: its packets are the container's own. */
+static __always_inline int tc_capture(struct __sk_buff *skb, __u8 dir)
 {
 	struct where w = { .flags = skb->cb[3], .peer_netns = skb->cb[4] };
 
-	return capture(skb, PTCAP_DIR_IN, skb->cb[1], skb->cb[2], &w, 0, TC_ACT_UNSPEC);
+	if (skb->cb[2] && dev_netns(skb) != skb->cb[2])
+		return TC_ACT_UNSPEC;
+	return capture(skb, dir, skb->cb[1], (w.flags >> PTCAP_IFACE_L2LEN_SHIFT) & 0xff, &w, 0, TC_ACT_UNSPEC);
+}
+
+SEC("tc")
+int ptcap_tc_ingress(struct __sk_buff *skb)
+{
+	return tc_capture(skb, PTCAP_DIR_IN);
 }
 
 SEC("tc")
 int ptcap_tc_egress(struct __sk_buff *skb)
 {
-	struct where w = { .flags = skb->cb[3], .peer_netns = skb->cb[4] };
-
-	return capture(skb, PTCAP_DIR_OUT, skb->cb[1], skb->cb[2], &w, 0, TC_ACT_UNSPEC);
+	return tc_capture(skb, PTCAP_DIR_OUT);
 }
 
 /* cgroup_skb on the v2 root sees every namespace: take only the interfaces asked for.

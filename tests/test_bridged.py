@@ -4,10 +4,14 @@ bridge and on the host's veth, names both processes, from the first SYN on."""
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 
 from conftest import PYTHON, comments, free_subnet, run, tcp_settled, tshark_fields, wait_clean, wait_for
 from test_local_ends import _http_server, _start, _stop
+
+from ptcap.kernel import tcattach
 
 
 def _ends(comment: str) -> set[str]:
@@ -51,3 +55,59 @@ def test_bridge_copies_name_the_namespaces_process_and_the_hosts(tmp_path):
         run(["ip", "link", "del", br], check=False)
         run(["ip", "netns", "del", ns], check=False)
     assert wait_clean() == []
+
+
+def test_a_taken_veth_end_moved_into_a_namespace_is_not_captured_there(tmp_path):
+    """-i any takes both ends of a new veth pair; one end goes into another namespace before
+    ptcap looks again (here: ptcap is stopped meanwhile; a `docker run --rm` is that quick):
+    that end's packets are the namespace's own, not an interface of ours, and are not
+    captured (each packet was there once more, under the end's old host name)."""
+    tag = f"ptmv{os.getpid() % 10000}"
+    net, ns, host_if, peer_if = free_subnet(), f"{tag}n", f"{tag}h", f"{tag}p"
+    out = tmp_path / "o.pcapng"
+    run(["ip", "netns", "add", ns])
+    cap = None
+    try:
+        cap = _start([PYTHON, "-m", "ptcap.cli", "-i", "any", "-w", str(out), f"icmp and host {net}.2"])
+        run(["ip", "link", "add", host_if, "type", "veth", "peer", "name", peer_if])
+        wait_for(lambda: {host_if, peer_if} <= _taken(cap.pid), what="ptcap took both ends")
+        cap.send_signal(signal.SIGSTOP)
+        try:
+            run(["ip", "link", "set", peer_if, "netns", ns])
+            run(["ip", "addr", "add", f"{net}.1/24", "dev", host_if])
+            run(["ip", "link", "set", host_if, "up"])
+            for cmd in (["addr", "add", f"{net}.2/24", "dev", peer_if], ["link", "set", peer_if, "up"]):
+                run(["ip", "-n", ns, *cmd])
+            run(["busybox", "ping", "-c", "3", "-W", "2", f"{net}.2"])
+        finally:
+            cap.send_signal(signal.SIGCONT)
+    finally:
+        if cap is not None:
+            _stop(cap)
+        run(["ip", "link", "del", host_if], check=False)
+        run(["ip", "netns", "del", ns], check=False)
+    ifaces = [r[0] for r in tshark_fields(out, "frame.interface_name")]
+    assert ifaces.count(host_if) == 6, ifaces       # 3 requests, 3 replies
+    assert set(ifaces) == {host_if}, ifaces
+
+
+def _taken(pid: int) -> set[str]:
+    """The interfaces of the root namespace a capture has tapped (TCX links, or tc filters)."""
+    names = {}
+    for name in os.listdir("/sys/class/net"):
+        try:
+            names[int(open(f"/sys/class/net/{name}/ifindex").read())] = name
+        except OSError:
+            continue
+    if not tcattach.use_tcx():
+        return {n for n in names.values()
+                if "ptcap" in run(["tc", "filter", "show", "dev", n, "ingress"], check=False).stdout}
+    found = set()
+    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+        try:
+            m = re.search(r"^ifindex:\s*(\d+)$", open(f"/proc/{pid}/fdinfo/{fd}").read(), re.M)
+        except OSError:
+            continue
+        if m and int(m.group(1)) in names:
+            found.add(names[int(m.group(1))])
+    return found

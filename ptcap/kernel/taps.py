@@ -18,7 +18,7 @@ from ptcap.kernel.records import LinkType
 _IFACE = records.IFACE.struct
 _IFACE_KEY = records.IFACE_KEY.struct
 # enum ptcap_iface_flags
-IFACE_LOCAL, IFACE_ONE_COPY, IFACE_FLOWS, IFACE_PEER_NSID_SHIFT = 1, 2, 4, 16
+IFACE_LOCAL, IFACE_ONE_COPY, IFACE_FLOWS, IFACE_L2LEN_SHIFT, IFACE_PEER_NSID_SHIFT = 1, 2, 4, 8, 16
 _TC_NEXT = -1                           # TC_ACT_UNSPEC = TCX_NEXT: the packet goes on untouched
 
 # the capture programs' slots in ptcap_capture_progs, which the filter programs tail-call
@@ -109,7 +109,8 @@ class Taps:
 
     def _program(self, iface: NetInterface, iface_id: int, direction: str) -> int:
         peer_inode = iface.peer.inode if iface.peer is not None else 0
-        return self._entry(iface.linktype, direction, (iface_id, iface.l2len, self.flags(iface), peer_inode))
+        flags = self.flags(iface) | iface.l2len << IFACE_L2LEN_SHIFT
+        return self._entry(iface.linktype, direction, (iface_id, iface.netns.inode, flags, peer_inode))
 
     def retap(self, iface: NetInterface, iface_id: int) -> None:
         """An attached interface whose other end moved (a veth given to a container after it
