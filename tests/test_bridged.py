@@ -111,3 +111,24 @@ def _taken(pid: int) -> set[str]:
         if m and int(m.group(1)) in names:
             found.add(names[int(m.group(1))])
     return found
+
+
+def test_the_other_ends_container_is_printed_when_it_is_not_the_packets_own():
+    """A host server's packet from a container's client (a bridge's copy): its line names the
+    sender's container and pod, its -v blocks describe them; the same container twice is
+    said once."""
+    import dataclasses
+
+    from ptcap.meta.context import ProcessContext
+    from ptcap.pipeline.packet import Direction
+    from test_lines import CTX, SYN, TS, decode
+    server = ProcessContext(pid=500, cmd="/usr/sbin/nginx", args="nginx", tid=500, tname="nginx", uid=0)
+    ctx = dataclasses.replace(server, peer=CTX, peer_role="Sender")
+    line = decode([(TS, 101, SYN, "br0", Direction.IN, ctx)], "-n")
+    assert line.rstrip("\n").endswith(", Sender [curl.4242, container web, pod web-0.default]"), line
+    blocks = decode([(TS, 101, SYN, "br0", Direction.IN, ctx)], "-n", "-v")
+    assert f"    Sender Container (name web, id {'3f' * 32}, image nginx:1, labels {{}})\n" in blocks, blocks
+    assert "    Sender Pod (name web-0, namespace default, UID u-1, labels {}, annotations {})\n" in blocks
+    same = dataclasses.replace(CTX, peer=dataclasses.replace(CTX, pid=4300), peer_role="Receiver")
+    line = decode([(TS, 101, SYN, "lo", Direction.OUT, same)], "-n")
+    assert ", Receiver [curl.4300], ParentProc [bash.100], Container [web], Pod [web-0.default]" in line, line
