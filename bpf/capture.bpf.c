@@ -282,6 +282,18 @@ static __always_inline int flow_owner(struct ptcap_flow_key *k, struct ptcap_own
 	return 1;
 }
 
+/* One end of a packet by the flow that end sends (noted when its connection was
+ * established); `receiver` as for forwarded_end. */
+static __always_inline int flow_end(struct flow *f, int receiver, struct ptcap_owner *out)
+{
+	struct ptcap_flow_key k = {};
+
+	if (!f->proto)
+		return 0;
+	flow_key(f, receiver, &k);
+	return flow_owner(&k, out);
+}
+
 /* One end of a forwarded packet (no socket of it here): the local process behind it. Its
  * flow as that end sends it names it before NAT, or after NAT once noted; otherwise the
  * connection tracking entry the packet carries (after conntrack: leaving, or forwarded
@@ -371,7 +383,16 @@ static __always_inline void find_owners(struct __sk_buff *skb, __u32 l2len, stru
 			else if (forwarded && forwarded_end(skb, &f, 0, &h->owner))
 				h->marks |= PTCAP_MARK_CONNTRACK;
 		}
-		if (!(local || forwarded) || (!f.proto && !parse_flow(skb, l2len, &f)))
+		if (!(local || forwarded)) {
+			/* out of a bridge, or a veth whose peer went to another namespace after
+			 * it was tapped (a container's): its receiver there by its flow, once
+			 * established */
+			if ((w->flags & PTCAP_IFACE_FLOWS) && (f.proto || parse_flow(skb, l2len, &f)) &&
+			    flow_end(&f, 1, &h->peer))
+				h->marks |= PTCAP_MARK_PEER_RECEIVER;
+			return;
+		}
+		if (!f.proto && !parse_flow(skb, l2len, &f))
 			return;
 		/* The receiver: here (loopback), in the veth's peer namespace, or behind NAT. */
 		got = 0;
@@ -414,6 +435,8 @@ static __always_inline void find_owners(struct __sk_buff *skb, __u32 l2len, stru
 	if (!cgroup && sk && owner_from_sock(sk, got ? &h->peer : &h->owner)) {
 		if (got) {
 			h->marks |= owner_marks(how) | PTCAP_MARK_PEER_SENDER;
+			if (w->flags & PTCAP_IFACE_FLOWS)
+				note_flow(&f, &h->peer);	/* its handshake, on the bridge beyond */
 			return;
 		}
 		if (forwarded_end(skb, &f, 1, &h->peer))
@@ -437,6 +460,13 @@ static __always_inline void find_owners(struct __sk_buff *skb, __u32 l2len, stru
 		return;
 	}
 	h->marks |= owner_marks(how);
+	if (got && !local && (w->flags & PTCAP_IFACE_FLOWS)) {
+		/* into a bridge from a namespace behind it, the socket left on its veth: the
+		 * sender by its flow, once established */
+		if (flow_end(&f, 0, &h->peer))
+			h->marks |= PTCAP_MARK_PEER_SENDER;
+		return;
+	}
 	if (!got || !local || (!f.proto && !parse_flow(skb, l2len, &f)))
 		return;
 	/* here (loopback) or in the veth's peer namespace (its request and time-wait sockets
@@ -500,22 +530,30 @@ dropped:
 	return ret;
 }
 
-/* tc: the entry program put the interface's pcapng id in cb[1], its L2 length in cb[2], its
- * flags (enum ptcap_iface_flags) in cb[3] and a veth's peer namespace inode in cb[4]. */
-SEC("tc")
-int ptcap_tc_ingress(struct __sk_buff *skb)
+/* tc: the entry program put the interface's pcapng id in cb[1], the inode of the namespace
+ * it was taken in in cb[2], its flags (enum ptcap_iface_flags, its L2 length in bits 8-15) in
+ * cb[3] and a veth's peer namespace inode in cb[4]. A device that has gone to another
+ * namespace since (a container's end of a veth pair made on the host, moved before ptcap let
+ * it go) is not that interface any more: its packets are the container's own. */
+static __always_inline int tc_capture(struct __sk_buff *skb, __u8 dir)
 {
 	struct where w = { .flags = skb->cb[3], .peer_netns = skb->cb[4] };
 
-	return capture(skb, PTCAP_DIR_IN, skb->cb[1], skb->cb[2], &w, 0, TC_ACT_UNSPEC);
+	if (skb->cb[2] && dev_netns(skb) != skb->cb[2])
+		return TC_ACT_UNSPEC;
+	return capture(skb, dir, skb->cb[1], (w.flags >> PTCAP_IFACE_L2LEN_SHIFT) & 0xff, &w, 0, TC_ACT_UNSPEC);
+}
+
+SEC("tc")
+int ptcap_tc_ingress(struct __sk_buff *skb)
+{
+	return tc_capture(skb, PTCAP_DIR_IN);
 }
 
 SEC("tc")
 int ptcap_tc_egress(struct __sk_buff *skb)
 {
-	struct where w = { .flags = skb->cb[3], .peer_netns = skb->cb[4] };
-
-	return capture(skb, PTCAP_DIR_OUT, skb->cb[1], skb->cb[2], &w, 0, TC_ACT_UNSPEC);
+	return tc_capture(skb, PTCAP_DIR_OUT);
 }
 
 /* cgroup_skb on the v2 root sees every namespace: take only the interfaces asked for.

@@ -189,6 +189,10 @@ struct ptcap_iface {
 enum ptcap_iface_flags {
 	PTCAP_IFACE_LOCAL = 1,		/* both ends may be local: look for the receiver (lo, veth) */
 	PTCAP_IFACE_ONE_COPY = 2,	/* loopback: take each packet once, leaving (cgroup_skb) */
+	PTCAP_IFACE_FLOWS = 4,		/* a veth or bridge: the other end may be a local process
+					 * of another namespace, found by its established flow */
+	/* bits 8-15 (tc): the bytes before the IP header */
+	PTCAP_IFACE_L2LEN_SHIFT = 8,
 	/* bits 16-31: a veth's peer network namespace, as its id in this one + 1 (0: none) */
 	PTCAP_IFACE_PEER_NSID_SHIFT = 16,
 };

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 
-from conftest import (PYTHON, ROOT, comments, counters, counters_map, file_packets, run, tcp_settled, tshark_fields,
-                      wait_clean, wait_for)
+from conftest import (PYTHON, ROOT, comments, counters, counters_map, file_packets, free_port, free_subnet, run,
+                      tcp_settled, tshark_fields, wait_clean, wait_for)
+from ptcap.kernel import tcattach
 
 LUA = ROOT / "lua" / "ptcap.lua"
 CURLS = 50
@@ -329,3 +331,67 @@ for _ in range(200):
     assert len(rows) == 3
     for (comment,) in rows:
         assert int(comments(comment)["PID"]) == sender.pid, comment
+
+
+def _taps_on(pid: int, ifname: str) -> set[str]:
+    """The capture programs process `pid` runs on an interface of the root namespace: its TCX
+    links' programs there, or (before TCX) the tc filters' programs on it."""
+    ifindex = int(open(f"/sys/class/net/{ifname}/ifindex").read())
+    if not tcattach.use_tcx():
+        out = run(["tc", "filter", "show", "dev", ifname, "egress"], check=False).stdout
+        return set(re.findall(r"\bid (\d+)", out))
+    progs = set()
+    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+        try:
+            text = open(f"/proc/{pid}/fdinfo/{fd}").read()
+        except OSError:
+            continue
+        if re.search(rf"^ifindex:\s*{ifindex}$", text, re.M) and "attach_type:\t47" in text:
+            progs.update(re.findall(r"^prog_id:\s*(\d+)", text, re.M))
+    return progs
+
+
+def test_veth_whose_peer_moves_after_it_was_tapped(tmp_path):
+    """-i any taps a new veth pair while both ends are here; then one end goes into another
+    namespace (Docker makes a container's veth so): the host end is tapped again to look
+    there, and what it delivers into the namespace names its receiver, the server there."""
+    tag = f"{os.getpid() % 10000}m"
+    net, ns, host_if, peer_if = free_subnet(), f"ptt{tag}", f"pth{tag}", f"ptp{tag}"
+    port = free_port(socket.SOCK_STREAM)
+    out = tmp_path / "o.pcapng"
+    run(["ip", "netns", "add", ns])
+    cap = server = None
+    try:
+        cap = _start([PYTHON, "-m", "ptcap.cli", "-i", "any", "-w", str(out), f"tcp port {port}"])
+        run(["ip", "link", "add", host_if, "type", "veth", "peer", "name", peer_if])
+        wait_for(lambda: _taps_on(cap.pid, host_if), what=f"ptcap tapped {host_if}")
+        first = _taps_on(cap.pid, host_if)
+        run(["ip", "link", "set", peer_if, "netns", ns])
+        run(["ip", "addr", "add", f"{net}.1/24", "dev", host_if])
+        run(["ip", "link", "set", host_if, "up"])
+        for cmd in (["addr", "add", f"{net}.2/24", "dev", peer_if], ["link", "set", peer_if, "up"],
+                    ["link", "set", "lo", "up"]):
+            run(["ip", "netns", "exec", ns, "ip", *cmd])
+        wait_for(lambda: _taps_on(cap.pid, host_if) not in (set(), first),
+                 what=f"ptcap tapped {host_if} again once its peer was in {ns}")
+        server = subprocess.Popen(["ip", "netns", "exec", ns, PYTHON, "-m", "http.server", str(port), "--bind",
+                                   f"{net}.2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/")
+        wait_for(lambda: run(["ip", "netns", "exec", ns, "ss", "-Htln", f"sport = :{port}"]).stdout.strip(),
+                 what="the server listening")
+        curl = subprocess.run(["curl", "-s", "-o", "/dev/null", f"http://{net}.2:{port}/"], timeout=20)
+        assert curl.returncode == 0
+        wait_for(lambda: tcp_settled(port, ns) and tcp_settled(port), what="curl's connection closed")
+    finally:
+        if cap is not None:
+            _stop(cap)
+        if server is not None:
+            server.kill()
+            server.wait()
+        run(["ip", "link", "del", host_if], check=False)
+        run(["ip", "netns", "del", ns], check=False)
+    rows = tshark_fields(out, "frame.comment", "frame.interface_name", "frame.packet_flags_direction",
+                         display_filter=f"tcp.dstport == {port}")
+    sent = [comments(c) for c, iface, direction in rows if iface == host_if and int(direction, 16) == 2]
+    assert len(sent) >= 4, rows
+    assert {c.get("ReceiverPID") for c in sent} == {str(server.pid)}, sent
+    assert wait_clean() == []

@@ -181,9 +181,10 @@ def test_read_select_and_write_again(peers, tmp_path):
         assert res.returncode == 0, res.stderr
         return res.stdout
 
-    # the client's own packets, by the process comments of the file (sent and received: 4)
+    # the client's packets, by the process comments of the file: every copy that names it
+    # at either end (both copies of its 4 packets), with -Q only its own (its sent copies)
     lines = ptcap("-n", "--pid", str(client.pid)).splitlines()
-    assert len(lines) == 4 and all(f".{client.pid} " in l for l in lines), lines
+    assert len(lines) == 8 and all(f"{client.pid}" in l for l in lines), lines
     assert len(ptcap("-n", "--pid", str(client.pid), "-Q", "out").splitlines()) == 2
 
     out = tmp_path / "out.pcapng"
@@ -196,10 +197,33 @@ def test_read_select_and_write_again(peers, tmp_path):
     classic = tmp_path / "out.pcap"
     ptcap("-w", str(classic), "--pid", str(server.pid))
     res = subprocess.run(["tcpdump", "-n", "-r", str(classic)], capture_output=True, text=True)
-    assert res.returncode == 0 and len(res.stdout.splitlines()) == 4, res.stderr
+    assert res.returncode == 0 and len(res.stdout.splitlines()) == 8, res.stderr     # every copy names it
 
     bad = subprocess.run(ptcap_argv("-r", str(src), "-w", "/dev/full"), capture_output=True, text=True)
     assert (bad.returncode, bad.stderr.splitlines()[-1]) == (1, "ptcap: /dev/full: No space left on device")
+
+
+@pytest.mark.root
+def test_read_selects_either_end_as_the_capture_did(peers, tmp_path):
+    """A local conversation's one copy names both ends, and a capture selects it by either
+    (`ptcap --pid N`, `--container-name` of a container talking to a host process): -r
+    selects the same packets from the file (it took only the copies whose own process
+    matched: none of a host server's packets to a container's client)."""
+    from conftest import Capture, free_port, ptcap_argv
+    port = str(free_port())
+    server = peers("udp-server", port, "127.0.0.1")
+    client = peers("udp-client", "127.0.0.1", port)
+    src = tmp_path / "in.pcapng"
+    cap = Capture("-i", "lo", "-w", str(src), "-c", "4", "--pid", str(client.pid), f"udp port {port}")
+    client.say("send 7")
+    client.say("send 7")
+    cap.finish()
+    res = subprocess.run(ptcap_argv("-r", str(src), "-n", "--pid", str(client.pid)), capture_output=True,
+                         text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert len(lines) == 4, lines
+    assert sum(f"udp-server.{server.pid} " in l or f".{server.pid} " in l for l in lines) == 2, lines
 
 
 # ---- libpcap's limits and its "reading from file" line (issue 15) --------------------------------

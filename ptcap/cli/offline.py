@@ -32,7 +32,13 @@ def _selected(args: argparse.Namespace):
         ctx = pkt.context
         if not (pids or names or uids or cid or cname or pod):
             return True
-        if ctx is None or not ctx.pid:
+        if ctx is None:
+            return False
+        # either end of a local conversation, as the capture selected it (with -Q, its own)
+        return matches(ctx) or (direction is None and ctx.peer is not None and matches(ctx.peer))
+
+    def matches(ctx) -> bool:
+        if not ctx.pid:
             return False
         if (pids or names) and ctx.pid not in pids and ctx.comm not in names and ctx.tname not in names:
             return False

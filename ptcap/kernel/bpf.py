@@ -52,6 +52,7 @@ for _name, _args in (
     ("bpf_map_get_next_key", [_int, _p, _p]),
     ("bpf_prog_test_run_opts", [_int, ctypes.POINTER(_TestRunOpts)]),
     ("bpf_link_create", [_int, _int, _int, _p]),
+    ("bpf_link_update", [_int, _int, _p]),
     ("bpf_prog_query", [_int, _int, _u32, ctypes.POINTER(_u32), _p, ctypes.POINTER(_u32)]),
 ):
     getattr(_lib, _name).argtypes = _args
@@ -227,6 +228,14 @@ def link_create(prog_fd: int, target: int, attach_type: int, flags: int = 0) -> 
     if ret < 0:
         raise BPFError(-ret, f"attaching BPF program (attach type {attach_type})")
     return ret
+
+
+def link_update(link_fd: int, prog_fd: int) -> None:
+    """BPF_LINK_UPDATE: the link runs `prog_fd` from now on (atomically: no packet is missed
+    or seen twice)."""
+    ret = _lib.bpf_link_update(link_fd, prog_fd, None)
+    if ret < 0:
+        raise BPFError(-ret, "replacing a linked BPF program")
 
 
 def attached(target: int, attach_type: int) -> list[int]:

@@ -23,6 +23,7 @@ class NetInterface:
     netns: Netns
     loopback: bool = False      # both ends of its packets are local
     peer: nsmod.LinkPeer | None = None      # a veth's other end, in another namespace
+    bridging: bool = False      # a veth or a bridge: its other end may be another namespace's
 
     @property
     def key(self) -> tuple[int, int]:
@@ -42,11 +43,14 @@ class NetInterface:
 _ARPHRD_LOOPBACK = 772
 
 
-def _make(ns: Netns, ifindex: int, name: str, arphrd: int,
-          peers: dict[int, nsmod.LinkPeer] | None = None) -> NetInterface | None:
+_BRIDGING = ("veth", "bridge")
+
+
+def _make(ns: Netns, ifindex: int, name: str, arphrd: int, kinds: dict[int, tuple[str, int | None]],
+          peers: dict[int, nsmod.LinkPeer]) -> NetInterface | None:
     if arphrd in _ETHERNET_TYPES:
         return NetInterface(name, ifindex, LinkType.ETHERNET, 14, ns, loopback=arphrd == _ARPHRD_LOOPBACK,
-                            peer=(peers or {}).get(ifindex))
+                            peer=peers.get(ifindex), bridging=kinds.get(ifindex, ("", None))[0] in _BRIDGING)
     if arphrd in _RAW_TYPES:
         return NetInterface(name, ifindex, LinkType.RAW, 0, ns)
     return None
@@ -54,15 +58,17 @@ def _make(ns: Netns, ifindex: int, name: str, arphrd: int,
 
 def in_namespace(ns: Netns) -> list[NetInterface]:
     """Every interface of the namespace ptcap can capture on, by index."""
-    peers = nsmod.veth_peers(ns)
-    found = [_make(ns, i, n, t, peers) for i, n, t in nsmod.links(ns)]
+    kinds = nsmod.link_kinds(ns)
+    peers = nsmod.veth_peers(ns, kinds)
+    found = [_make(ns, i, n, t, kinds, peers) for i, n, t in nsmod.links(ns)]
     return sorted((f for f in found if f is not None), key=lambda i: i.ifindex)
 
 
 def lookup(name: str, ns: Netns) -> NetInterface:
     for ifindex, ifname, arphrd in nsmod.links(ns):
         if ifname == name:
-            iface = _make(ns, ifindex, ifname, arphrd, nsmod.veth_peers(ns))
+            kinds = nsmod.link_kinds(ns)
+            iface = _make(ns, ifindex, ifname, arphrd, kinds, nsmod.veth_peers(ns, kinds))
             if iface is None:
                 raise PtcapError(f"{name}: link type (ARPHRD {arphrd}) is not supported for capture")
             return iface

@@ -272,10 +272,9 @@ class LinkPeer:
     inode: int
 
 
-def veth_peers(ns: Netns) -> dict[int, LinkPeer]:
-    """ifindex → its other end's namespace, for each veth of `ns` whose peer is in another
-    namespace there is now (a veth with both ends here has none)."""
-    found: dict[int, int] = {}
+def link_kinds(ns: Netns) -> dict[int, tuple[str, int | None]]:
+    """ifindex → (its kind: "veth", "bridge", ... or "", the id of its other end's namespace)."""
+    out: dict[int, tuple[str, int | None]] = {}
     try:
         answers = _rtnl(ns, _RTM_GETLINK, _NLM_F_DUMP, struct.pack("=BxHiII", 0, 0, 0, 0, 0))
     except OSError:
@@ -284,14 +283,22 @@ def veth_peers(ns: Netns) -> dict[int, LinkPeer]:
         if kind != _RTM_NEWLINK or len(payload) < 16:
             continue
         ifindex = struct.unpack_from("=i", payload, 4)[0]
-        veth, nsid = False, None
+        link, nsid = "", None
         for attr, value in _attrs(payload, 16):
             if attr == _IFLA_LINKINFO:
-                veth = any(a == _IFLA_INFO_KIND and v.rstrip(b"\0") == b"veth" for a, v in _attrs(value, 0))
+                link = next((v.rstrip(b"\0").decode(errors="replace") for a, v in _attrs(value, 0)
+                             if a == _IFLA_INFO_KIND), "")
             elif attr == _IFLA_LINK_NETNSID and len(value) >= 4:
                 nsid = struct.unpack_from("=i", value)[0]
-        if veth and nsid is not None and nsid >= 0:
-            found[ifindex] = nsid
+        out[ifindex] = (link, nsid)
+    return out
+
+
+def veth_peers(ns: Netns, kinds: dict[int, tuple[str, int | None]] | None = None) -> dict[int, LinkPeer]:
+    """ifindex → its other end's namespace, for each veth of `ns` whose peer is in another
+    namespace there is now (a veth with both ends here has none)."""
+    found = {i: nsid for i, (link, nsid) in (link_kinds(ns) if kinds is None else kinds).items()
+             if link == "veth" and nsid is not None and nsid >= 0}
     if not found:
         return {}
     inodes: dict[int, int] = {}

@@ -8,6 +8,7 @@ are netlink filters, which a watchdog child removes when we end (ptcap/kernel/tc
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import struct
 import time
@@ -64,6 +65,7 @@ class Session:
     def __init__(self, config: CaptureConfig) -> None:
         self.config = config
         self.ifaces: list[NetInterface] = []      # index = pcapng interface id
+        self._ids: dict[tuple[int, int], int] = {}      # interface key -> its newest id
         self.namespaces: list[Netns] = []
         self.hooks = HookReport()
         self._attribution = Attribution(self.hooks)
@@ -199,6 +201,7 @@ class Session:
         """Take one more interface: announce it (its pcapng block), then attach."""
         iface_id = len(self.ifaces)
         self.ifaces.append(iface)
+        self._ids[iface.key] = iface_id
         if self.on_new_interface is not None:
             self.on_new_interface(iface_id, iface)
         self._taps.attach(iface, iface_id)
@@ -251,9 +254,19 @@ class Session:
                 self._taps.remove(key)
             for key, iface in present.items():
                 wanted = self._any or (self._every_ns and iface.name in self.config.interfaces)
-                if key not in self._taps.attached and wanted and self._take(iface):
+                if key in self._taps.attached:
+                    self._follow_peer(iface)
+                elif wanted and self._take(iface):
                     added.append(iface)
         return added
+
+    def _follow_peer(self, iface: NetInterface) -> None:
+        """A tapped veth whose other end moved since (to a container): see Taps.retap."""
+        iface_id = self._ids.get(iface.key)
+        if iface_id is not None and self.ifaces[iface_id].peer != iface.peer:
+            self.ifaces[iface_id] = dataclasses.replace(self.ifaces[iface_id], peer=iface.peer)
+            with contextlib.suppress(PtcapError):       # gone again: the next look lets it go
+                self._taps.retap(self.ifaces[iface_id], iface_id)
 
     def _take(self, iface: NetInterface) -> bool:
         """Attach to an interface found while capturing; False if it went away first."""

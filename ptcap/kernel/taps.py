@@ -18,7 +18,7 @@ from ptcap.kernel.records import LinkType
 _IFACE = records.IFACE.struct
 _IFACE_KEY = records.IFACE_KEY.struct
 # enum ptcap_iface_flags
-IFACE_LOCAL, IFACE_ONE_COPY, IFACE_PEER_NSID_SHIFT = 1, 2, 16
+IFACE_LOCAL, IFACE_ONE_COPY, IFACE_FLOWS, IFACE_L2LEN_SHIFT, IFACE_PEER_NSID_SHIFT = 1, 2, 4, 8, 16
 _TC_NEXT = -1                           # TC_ACT_UNSPEC = TCX_NEXT: the packet goes on untouched
 
 # the capture programs' slots in ptcap_capture_progs, which the filter programs tail-call
@@ -89,11 +89,8 @@ class Taps:
             self.attached[iface.key] = []
             return
         links = []
-        for d in self.directions:
-            if d == "in" and flags & IFACE_ONE_COPY:
-                continue      # loopback: the leaving copy has both ends
-            peer_inode = iface.peer.inode if iface.peer is not None else 0
-            prog = self._entry(iface.linktype, d, (iface_id, iface.l2len, flags, peer_inode))
+        for d in self._sides(flags):
+            prog = self._program(iface, iface_id, d)
             try:
                 links.append(self._tc.attach(prog, iface.ifindex, d == "in", iface.netns.fd,
                                              lambda: nsmod.inside(iface.netns)))
@@ -106,6 +103,39 @@ class Taps:
                 _close(prog)    # the link (or filter) holds the program: it goes when they do
         self.attached[iface.key] = links
 
+    def _sides(self, flags: int) -> list[str]:
+        # loopback: the leaving copy has both ends
+        return [d for d in self.directions if not (d == "in" and flags & IFACE_ONE_COPY)]
+
+    def _program(self, iface: NetInterface, iface_id: int, direction: str) -> int:
+        peer_inode = iface.peer.inode if iface.peer is not None else 0
+        flags = self.flags(iface) | iface.l2len << IFACE_L2LEN_SHIFT
+        return self._entry(iface.linktype, direction, (iface_id, iface.netns.inode, flags, peer_inode))
+
+    def retap(self, iface: NetInterface, iface_id: int) -> None:
+        """An attached interface whose other end moved (a veth given to a container after it
+        was tapped): its programs are replaced by ones that look for the receiver there. A
+        TCX link takes the new program in place; tc filters are added again, then the old
+        ones taken off. InterfaceGone if it went."""
+        old = self.attached.get(iface.key, [])
+        if self.backend == "cgroup-skb" or not all(link.updatable for link in old) or \
+                len(old) != len(self._sides(self.flags(iface))):
+            del self.attached[iface.key]
+            try:
+                self.attach(iface, iface_id)
+            finally:
+                for link in old:
+                    link.close()
+            return
+        for link, d in zip(old, self._sides(self.flags(iface))):
+            prog = self._program(iface, iface_id, d)
+            try:
+                bpf.link_update(link.fd, prog)
+            except bpf.BPFError as e:
+                raise PtcapError(f"{iface.display_name}: replacing the {d}gress capture: {e.strerror}") from None
+            finally:
+                _close(prog)
+
     def flags(self, iface: NetInterface) -> int:
         """What the kernel side looks for at the other end of an interface's packets: the
         local receiver (loopback, veth), and on loopback, one copy of each packet."""
@@ -114,6 +144,8 @@ class Taps:
             flags |= IFACE_LOCAL
             if self.one_copy:
                 flags |= IFACE_ONE_COPY
+        if iface.bridging:
+            flags |= IFACE_FLOWS
         if iface.peer is not None:
             flags |= IFACE_LOCAL | ((iface.peer.nsid + 1) & 0xFFFF) << IFACE_PEER_NSID_SHIFT
         return flags

@@ -162,6 +162,11 @@ class Attachment:
         self._watchdog = watchdog
         self._key = key
 
+    @property
+    def updatable(self) -> bool:
+        """A TCX link, whose program can be replaced in place."""
+        return self._netlink is None and self.fd >= 0
+
     def close(self) -> None:
         if self._netlink is not None:
             place, ifindex, point, handle, priority, made = self._netlink

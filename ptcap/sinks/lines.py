@@ -35,7 +35,23 @@ def _peer(ctx: ProcessContext, parts: Part) -> str:
     peer = ctx.peer
     if peer is None or peer.pid <= 0 or not parts & Part.PROCESS:
         return ""
-    return f", {ctx.peer_role} [{peer.comm}.{peer.pid}{' (last owner)' if peer.last_owner else ''}]"
+    where = "".join(f", {kind} {name}" for kind, name, _block in _peer_workload(ctx, parts))
+    return f", {ctx.peer_role} [{peer.comm}.{peer.pid}{' (last owner)' if peer.last_owner else ''}{where}]"
+
+
+def _peer_workload(ctx: ProcessContext, parts: Part) -> list[tuple[str, str, str]]:
+    """The other end's container and pod where they are not the packet's own process's (a
+    container talking to a host process): (kind, short name, -v block)."""
+    peer, out = ctx.peer, []
+    if parts & Part.CONTAINER and peer.container_id and peer.container_id != ctx.container_id:
+        out.append(("container", peer.container_name or peer.container_id[:12],
+                    f"Container (name {peer.container_name}, id {peer.container_id}, image "
+                    f"{peer.container_image}, labels {_labels(peer.container_labels)})"))
+    if parts & Part.POD and peer.pod_name and (peer.pod_name, peer.pod_namespace) != (ctx.pod_name, ctx.pod_namespace):
+        out.append(("pod", f"{peer.pod_name}.{peer.pod_namespace}",
+                    f"Pod (name {peer.pod_name}, namespace {peer.pod_namespace}, UID {peer.pod_uid}, "
+                    f"labels {_labels(peer.pod_labels)}, annotations {_labels(peer.pod_annotations)})"))
+    return out
 
 
 def inline_suffix(ctx: ProcessContext | None, parts: Part) -> str:
@@ -82,6 +98,7 @@ def verbose_blocks(ctx: ProcessContext | None, parts: Part) -> str:
     if peer is not None and peer.pid > 0 and parts & Part.PROCESS:
         last = ", last owner" if peer.last_owner else ""
         out.append(f"    {ctx.peer_role} (pid {peer.pid}, cmd {peer.cmd}, args {peer.args}{last})")
+        out += [f"    {ctx.peer_role} {block}" for _kind, _name, block in _peer_workload(ctx, parts)]
     return "".join(_one_line(line) + "\n" for line in out)
 
 
