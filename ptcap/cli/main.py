@@ -6,7 +6,8 @@ import os
 import sys
 
 from ptcap.errors import PtcapError
-from ptcap.cli import tlskeys
+from ptcap.sinks.rotation import parse_size
+from ptcap.cli import flagwords, tlskeys
 
 
 class _Parser(argparse.ArgumentParser):
@@ -14,7 +15,8 @@ class _Parser(argparse.ArgumentParser):
     print the whole usage and exit 2)."""
 
     def error(self, message: str):
-        raise PtcapError(f"{message} (see ptcap --help)")
+        shorts = {s[1] for a in self._actions for s in a.option_strings if len(s) == 2}
+        raise PtcapError(flagwords.getopt_words(message, shorts))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,15 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
     cap = p.add_argument_group("capture")
     cap.add_argument("-i", "--interface", action="append", dest="interfaces", metavar="IFACE",
                      help="interface to capture on (repeatable; 'any' = every interface)")
-    cap.add_argument("-Q", "--direction", choices=("in", "out", "inout"), default="inout",
+    cap.add_argument("-Q", "--direction", type=flagwords.direction, default="inout", metavar="in|out|inout",
                      help="capture only received (in), sent (out) or both (inout)")
     cap.add_argument("--loopback-twice", action="store_true",
                      help="capture each loopback packet twice, leaving (sender's process) and arriving "
                           "(receiver's), instead of once with both")
-    cap.add_argument("-s", "--snapshot-length", dest="snaplen", type=int, default=262144,
+    cap.add_argument("-s", "--snapshot-length", dest="snaplen", type=flagwords.snaplen, default=262144,
                      metavar="SNAPLEN", help="bytes of each packet to capture (default 262144)")
-    cap.add_argument("-c", dest="count", type=int, metavar="N", help="exit after N packets")
-    cap.add_argument("-B", "--buffer-size", dest="buffer_kib", type=int, metavar="KiB",
+    cap.add_argument("-c", dest="count", type=flagwords.packet_count, metavar="N", help="exit after N packets")
+    cap.add_argument("-B", "--buffer-size", dest="buffer_kib", type=flagwords.buffer_size, metavar="KiB",
                      help="kernel ring buffer size in KiB (rounded up to a power of two)")
     cap.add_argument("-p", "--no-promiscuous-mode", action="store_true",
                      help="accepted for tcpdump's sake: ptcap never puts an interface in promiscuous mode")
@@ -88,8 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("-r", dest="read", metavar="FILE", help="read packets from FILE (- = stdin)")
     out.add_argument("--print", dest="print_too", action="store_true", help="print lines while writing with -w")
     out.add_argument("-C", dest="file_size", metavar="SIZE", help="rotate -w after SIZE (millions of bytes; k/m/g suffixes)")
-    out.add_argument("-W", dest="file_count", type=int, metavar="COUNT", help="keep at most COUNT rotated files")
-    out.add_argument("-G", dest="rotate_seconds", type=int, metavar="SECONDS", help="rotate -w every SECONDS")
+    out.add_argument("-W", dest="file_count", type=flagwords.file_count, metavar="COUNT", help="keep at most COUNT rotated files")
+    out.add_argument("-G", dest="rotate_seconds", type=flagwords.seconds, metavar="SECONDS", help="rotate -w every SECONDS")
     out.add_argument("-U", "--packet-buffered", action="store_true", help="flush -w output after every packet")
     out.add_argument("-l", dest="line_buffered", action="store_true", help="line-buffer stdout")
     out.add_argument("--context", default="process,thread,parentproc,user,container,pod",
@@ -146,8 +148,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.command = command
     if not 0 <= args.snaplen <= MAX_SNAPLEN:
         raise PtcapError(f"invalid snaplen {args.snaplen} (must be >= 0 and <= {MAX_SNAPLEN})")
-    if args.buffer_kib is not None and not 1 <= args.buffer_kib <= MAX_BUFFER_KIB:
+    if args.buffer_kib is not None and args.buffer_kib > MAX_BUFFER_KIB:
         raise PtcapError(f"invalid buffer size {args.buffer_kib} (must be 1 to {MAX_BUFFER_KIB} KiB)")
+    if args.file_size is not None:
+        parse_size(args.file_size)      # checked as tcpdump checks it, with or without -w
     return args
 
 
