@@ -2,9 +2,13 @@
 its words for bad flags, its exit code. tcpdump itself is the oracle, on the same files."""
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import struct
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -42,3 +46,71 @@ def test_numbers_tcpdump_takes_are_taken(good):
     ours, theirs = both("-n", "-r", PCAP, *good)
     assert theirs.returncode == 0
     assert (ours.returncode, ours.stdout, ours.stderr) == (0, theirs.stdout, theirs.stderr)
+
+
+def _udp_pcap(path) -> str:
+    """A classic pcap of one UDP datagram (other flows than lo.pcap's: tcpdump -V keeps its
+    TCP sequence state from file to file, ptcap's children start afresh)."""
+    ip = bytes.fromhex("4500001d000100004011f9c80a0000010a000002") + bytes.fromhex("3039d431000931a978")
+    frame = bytes(12) + b"\x08\x00" + ip
+    path.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+                     + struct.pack("<IIII", 1700000000, 5, len(frame), len(frame)) + frame)
+    return str(path)
+
+
+@pytest.fixture
+def shared_dir():
+    """A directory tcpdump can read after dropping to its user (it opens -V's later files so)."""
+    d = Path(tempfile.mkdtemp(prefix="ptcap-V-"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d)
+
+
+def test_file_list_reads_each_file_as_tcpdump(shared_dir):
+    tmp_path = shared_dir
+    other = _udp_pcap(tmp_path / "udp.pcap")
+    os.chmod(other, 0o644)
+    listed = tmp_path / "files"
+    listed.write_text(f"{PCAP}\n{other}\n")
+    ours, theirs = both("-n", "-V", str(listed))
+    assert theirs.returncode == 0 and theirs.stderr.count("reading from file") == 2
+    assert (ours.returncode, ours.stdout, ours.stderr) == (0, theirs.stdout, theirs.stderr)
+    listed.write_text(f"{PCAP}\n\n{other}\n")           # an empty name ends it, as in tcpdump
+    ours, theirs = both("-n", "-V", str(listed))
+    assert theirs.returncode == 1
+    assert (ours.returncode, ours.stdout) == (1, theirs.stdout)
+    assert ours.stderr.splitlines()[-1] == theirs.stderr.splitlines()[-1].replace("tcpdump: ", "ptcap: ")
+    for bad in (("-V", str(tmp_path / "none")), ("-V", str(listed), "-r", PCAP)):
+        ours, theirs = both(*bad)
+        assert (ours.returncode, ours.stderr) == (1, theirs.stderr.replace("tcpdump: ", "ptcap: "))
+
+
+@pytest.mark.parametrize("flags", [("-y", "EN10MB"), ("-y", "en10mb"), ("-y", "NOSUCH"), ("-j", "host"),
+                                   ("-j", "bogus"), ("--immediate-mode",), ("-O",)], ids=" ".join)
+def test_capture_flags_tcpdump_takes_with_r(flags):
+    ours, theirs = both("-n", "-r", PCAP, *flags, "udp")
+    assert (ours.returncode, ours.stdout) == (theirs.returncode, theirs.stdout)
+    assert ours.stderr == theirs.stderr.replace("tcpdump: ", "ptcap: ")
+
+
+@pytest.mark.parametrize("expression", ["tcp port 80", "ip and udp or arp"])
+def test_unoptimized_filter_dump_is_tcpdumps(expression):
+    ours, theirs = both("-O", "-d", expression)
+    assert theirs.returncode == 0
+    assert (ours.returncode, ours.stdout) == (0, theirs.stdout)
+    assert ours.stdout != both("-d", expression)[1].stdout
+
+
+def test_link_and_time_stamp_type_lists_for_lo():
+    for flag in ("-L", "-J"):
+        ours, theirs = both(flag, "-i", "lo")
+        assert theirs.returncode == 0
+        assert (ours.returncode, ours.stdout, ours.stderr) == (0, theirs.stdout, theirs.stderr)
+
+
+@pytest.mark.root
+def test_a_link_type_the_interface_lacks_is_refused():
+    ours, theirs = both("-i", "lo", "-c", "1", "-y", "LINUX_SLL")
+    assert theirs.returncode == 1
+    assert (ours.returncode, ours.stderr) == (1, theirs.stderr.replace("tcpdump: ", "ptcap: "))

@@ -21,7 +21,7 @@ def dump_main(args: argparse.Namespace) -> int:
     snaplen = getattr(args, "snaplen", 262144) or 262144
     if snaplen <= 0 or snaplen > 262144:
         snaplen = 262144
-    prog = compile_filter(expression, linktype, snaplen)
+    prog = compile_filter(expression, linktype, snaplen, optimize=not getattr(args, "no_optimize", False))
     out = []
     if getattr(args, "dump_filter", 0):
         out.append(prog.dump(args.dump_filter))

@@ -8,7 +8,7 @@ import os
 import sys
 from typing import TextIO
 
-from ptcap.cli import arguments, tlskeys
+from ptcap.cli import arguments, linktypes, tlskeys
 from ptcap.cli.command import Command
 from ptcap.cli.listing import list_hooks, list_interfaces
 from ptcap.cli.report import log_to, plural, release_log
@@ -40,6 +40,10 @@ def capture(args: argparse.Namespace, report: TextIO | None = None) -> int:
         return list_interfaces(args)
     if args.list_hooks:
         return list_hooks()
+    if args.list_linktypes:
+        return linktypes.list_linktypes(args)
+    if args.list_tstamp_types:
+        return linktypes.list_tstamp_types(args)
     hooks = arguments.hooks(args)
     limit = arguments.count(args)
     snaplen = arguments.snaplen(args)
@@ -79,6 +83,7 @@ def capture(args: argparse.Namespace, report: TextIO | None = None) -> int:
     session.on_new_interface = new_interface
     try:
         session.open()
+        linktypes.check_capture(args, session.ifaces, report)
         table.lost_events = functools.partial(session.counter, Counter.PROC_LOST)
         follow = None
         if selector is not None:

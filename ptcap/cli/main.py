@@ -7,7 +7,7 @@ import sys
 
 from ptcap.errors import PtcapError
 from ptcap.sinks.rotation import parse_size
-from ptcap.cli import flagwords, tlskeys
+from ptcap.cli import flagwords, linktypes, tlskeys
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,6 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("-p", "--no-promiscuous-mode", action="store_true",
                      help="accepted for tcpdump's sake: ptcap never puts an interface in promiscuous mode")
     cap.add_argument("-D", "--list-interfaces", action="store_true", help="list interfaces and exit")
+    cap.add_argument("-y", "--linktype", metavar="TYPE",
+                     help="accepted when it is the link type the interfaces have (ptcap never changes it)")
+    cap.add_argument("-L", "--list-data-link-types", dest="list_linktypes", action="store_true",
+                     help="list the interfaces' data link types and exit")
+    cap.add_argument("-j", "--time-stamp-type", dest="tstamp_type", metavar="TYPE",
+                     help="time stamp type: host (the kernel's clock) is the one there is")
+    cap.add_argument("-J", "--list-time-stamp-types", dest="list_tstamp_types", action="store_true",
+                     help="list the interfaces' time stamp types and exit")
+    cap.add_argument("--immediate-mode", action="store_true",
+                     help="accepted for tcpdump's sake: packets are always delivered as they come")
     cap.add_argument("--backend", choices=("tc", "cgroup-skb"), default="tc",
                      help="where packets are taken: tc (L2, default) or cgroup-skb (L3)")
     cap.add_argument("--netns", action="append", metavar="PATH|NAME",
@@ -60,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     flt = p.add_argument_group("filters")
     flt.add_argument("-F", dest="filter_file", metavar="FILE", help="read the filter expression from FILE")
+    flt.add_argument("-O", "--no-optimize", dest="no_optimize", action="store_true",
+                     help="don't run libpcap's optimizer on the filter (as -d shows)")
     flt.add_argument("-d", dest="dump_filter", action="count", default=0,
                      help="print the compiled classic BPF (-dd: as C, -ddd: as decimal) and exit")
     flt.add_argument("--debug-filter", action="store_true",
@@ -88,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     out = p.add_argument_group("output")
     out.add_argument("-w", dest="write", metavar="FILE", help="write packets to FILE (pcapng; .pcap = classic pcap; - = stdout)")
     out.add_argument("-r", dest="read", metavar="FILE", help="read packets from FILE (- = stdin)")
+    out.add_argument("-V", dest="read_list", metavar="FILE",
+                     help="read packets from each file named in FILE, one name a line")
     out.add_argument("--print", dest="print_too", action="store_true", help="print lines while writing with -w")
     out.add_argument("-C", dest="file_size", metavar="SIZE", help="rotate -w after SIZE (millions of bytes; k/m/g suffixes)")
     out.add_argument("-W", dest="file_count", type=flagwords.file_count, metavar="COUNT", help="keep at most COUNT rotated files")
@@ -152,6 +166,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         raise PtcapError(f"invalid buffer size {args.buffer_kib} (must be 1 to {MAX_BUFFER_KIB} KiB)")
     if args.file_size is not None:
         parse_size(args.file_size)      # checked as tcpdump checks it, with or without -w
+    linktypes.check_names(args)
     return args
 
 
@@ -194,6 +209,11 @@ def run(args: argparse.Namespace) -> int:
         from ptcap.cli.version import report
         print(report())
         return 0
+    if args.read_list is not None:
+        if args.read is not None:
+            raise PtcapError("-V and -r are mutually exclusive.")
+        from ptcap.cli.offline import read_files
+        return read_files(args)
     if args.read is not None:
         from ptcap.cli.offline import read_file
         return read_file(args)

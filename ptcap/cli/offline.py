@@ -90,6 +90,25 @@ def read_file(args: argparse.Namespace) -> int:
     return _decode_in_ptcap(args, flags, parts, keep)
 
 
+def read_files(args: argparse.Namespace) -> int:
+    """-V LIST: each file named in LIST (one a line) read as -r reads it, in turn."""
+    try:
+        with open(args.read_list, encoding="utf-8", errors="surrogateescape") as f:
+            names = [line.rstrip("\r\n") for line in f]
+    except OSError as e:
+        raise PtcapError(f"Unable to open file: {e.strerror}") from None
+    if getattr(args, "write", None) or getattr(args, "count_only", False):
+        raise PtcapError("-V reads files to print them: with -w or --count, give one file with -r")
+    for name in names:
+        args.read = name
+        if not name:
+            raise PtcapError(": No such file or directory")
+        status = read_file(args)
+        if status:
+            return status
+    return 0
+
+
 def _open_raw(path: str):
     """(the open file, its first bytes, None); for stdin or a pipe (a FIFO, `<(...)`), which
     cannot be read again from the start: (None, the bytes read from it, the stream)."""
