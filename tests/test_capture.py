@@ -247,7 +247,7 @@ def _wait_listening(proc: subprocess.Popen) -> None:
     deadline = time.time() + 30
     while time.time() < deadline:
         line = proc.stderr.readline().decode()
-        if line.startswith("listening on") or not line:
+        if line.removeprefix("ptcap: ").startswith("listening on") or not line:
             return
 
 
@@ -402,7 +402,7 @@ def _wait_listening_text(proc: subprocess.Popen) -> None:
     deadline = time.time() + 30
     while time.time() < deadline:
         line = proc.stderr.readline()
-        if line.startswith("listening on") or not line:
+        if line.removeprefix("ptcap: ").startswith("listening on") or not line:
             return
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import struct
 import subprocess
 import tempfile
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, ptcap_argv
+from conftest import ROOT, free_port, ptcap_argv
 
 TCPDUMP = shutil.which("tcpdump")
 PCAP = str(ROOT / "tests/data/live/lo.pcap")
@@ -114,3 +115,36 @@ def test_a_link_type_the_interface_lacks_is_refused():
     ours, theirs = both("-i", "lo", "-c", "1", "-y", "LINUX_SLL")
     assert theirs.returncode == 1
     assert (ours.returncode, ours.stderr) == (1, theirs.stderr.replace("tcpdump: ", "ptcap: "))
+
+
+def _live_stderr(argv: list[str], port: int) -> list[str]:
+    """stderr of a live capture of one datagram to `port` on lo, once it listened."""
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines = []
+    while not lines or "listening on" not in lines[-1]:
+        line = proc.stderr.readline()
+        assert line, f"{argv[0]} ended before listening: {lines}"
+        lines.append(line)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    while proc.poll() is None:          # until it has one (a datagram before the ring is read may wait)
+        sock.sendto(b"x", ("127.0.0.1", port))
+        try:
+            proc.wait(timeout=0.2)
+        except subprocess.TimeoutExpired:
+            pass
+    sock.close()
+    return lines + proc.stderr.read().splitlines(keepends=True)
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("flags", [("-w", "/dev/null"), ("-v",), ()], ids=" ".join)
+def test_live_announcement_words_as_tcpdump(flags):
+    """With -v or -w, tcpdump says 'tcpdump: listening on ...' (its name where the
+    'verbose output suppressed' line would be)."""
+    port = free_port()
+    argv = ["-i", "lo", "-c", "1", *flags, f"udp dst port {port}"]
+    theirs = _live_stderr([TCPDUMP, *argv], port)
+    ours = _live_stderr(ptcap_argv(*argv), port)
+    theirs = [line.replace("tcpdump: ", "ptcap: ") for line in theirs]
+    assert ours[0] == theirs[0] and ours[-3] == theirs[-3] == "1 packet captured\n"
+    assert ours[-1] == theirs[-1] == "0 packets dropped by kernel\n"

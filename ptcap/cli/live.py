@@ -171,6 +171,8 @@ def _announce(session: Session, snaplen: int, args: argparse.Namespace, report: 
         report.write(f"ptcap: {note}\n")
     if not args.verbose and not args.write:
         report.write("ptcap: verbose output suppressed, use -v[v]... for full protocol decode\n")
+    else:                       # as tcpdump: 'tcpdump: listening on ...' with -v or -w
+        report.write("ptcap: ")
     if not session.ifaces:      # --netns newly: nothing yet
         report.write(f"listening on network namespaces created from now on, "
                      f"snapshot length {snaplen} bytes\n")
