@@ -148,3 +148,13 @@ def test_live_announcement_words_as_tcpdump(flags):
     theirs = [line.replace("tcpdump: ", "ptcap: ") for line in theirs]
     assert ours[0] == theirs[0] and ours[-3] == theirs[-3] == "1 packet captured\n"
     assert ours[-1] == theirs[-1] == "0 packets dropped by kernel\n"
+
+
+@pytest.mark.parametrize("flags", [("-d", "udp"), ("-dd", "tcp port 80"), ("-ddd",), ("-O", "-d", "ip")],
+                         ids=" ".join)
+def test_filter_dump_with_r_is_for_the_file(flags, tmp_path):
+    """-d -r FILE: the program for the file's link type and snapshot length (lo.pcap's is 256),
+    not the file's packets."""
+    ours, theirs = both("-r", PCAP, *flags)
+    assert theirs.returncode == 0 and theirs.stdout.startswith(("(000)", "{", "1", "2", "3"))
+    assert (ours.returncode, ours.stdout, ours.stderr) == (0, theirs.stdout, theirs.stderr)

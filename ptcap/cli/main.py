@@ -209,6 +209,9 @@ def run(args: argparse.Namespace) -> int:
         from ptcap.cli.version import report
         print(report())
         return 0
+    if args.dump_filter and (args.read is not None or args.read_list is not None):
+        from ptcap.cli.filterdump import dump_main      # -d -r FILE: the program for the file
+        return dump_main(args)
     if args.read_list is not None:
         if args.read is not None:
             raise PtcapError("-V and -r are mutually exclusive.")
