@@ -158,3 +158,20 @@ def test_filter_dump_with_r_is_for_the_file(flags, tmp_path):
     ours, theirs = both("-r", PCAP, *flags)
     assert theirs.returncode == 0 and theirs.stdout.startswith(("(000)", "{", "1", "2", "3"))
     assert (ours.returncode, ours.stdout, ours.stderr) == (0, theirs.stdout, theirs.stderr)
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("pattern", ["x.pcapng", "t-%s.pcapng"])
+def test_time_rotation_with_w_names_files_as_tcpdump(pattern, tmp_path):
+    """-G with -W and no -C: tcpdump names each file by the pattern alone (no file number)
+    and ends after W files, saying so."""
+    port = str(free_port())
+    proc = subprocess.run(ptcap_argv("-i", "lo", "-G", "1", "-W", "2", "-w", str(tmp_path / pattern),
+                                     f"udp port {port}"), capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    files = sorted(os.listdir(tmp_path))
+    if "%" in pattern:
+        assert len(files) == 2 and all(re.fullmatch(r"t-\d+\.pcapng", f) for f in files), files
+    else:
+        assert files == ["x.pcapng"]
+    assert "Maximum file limit reached: 2\n0 packets captured\n" in proc.stderr

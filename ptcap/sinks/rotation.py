@@ -65,7 +65,7 @@ class Rotation:
 
     def _name(self) -> str:
         base = time.strftime(self.path, time.localtime(self._started)) if self.seconds else self.path
-        chars = _digits(self.count) if self.count else 0
+        chars = _digits(self.count) if self.count and self.size else 0    # -G -W alone: no number
         number = self._number % self.count if self.count and self.size else self._number
         if number == 0 and chars == 0:
             return base
