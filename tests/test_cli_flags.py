@@ -175,3 +175,12 @@ def test_time_rotation_with_w_names_files_as_tcpdump(pattern, tmp_path):
     else:
         assert files == ["x.pcapng"]
     assert "Maximum file limit reached: 2\n0 packets captured\n" in proc.stderr
+
+
+@pytest.mark.root
+def test_file_count_without_rotation_is_ignored_as_by_tcpdump(tmp_path):
+    port = free_port()
+    argv = ["-i", "lo", "-c", "1", "-W", "3", "-w", str(tmp_path / "one.pcap"), f"udp dst port {port}"]
+    err = _live_stderr(ptcap_argv(*argv), port)
+    assert err[-3] == "1 packet captured\n", err
+    assert os.listdir(tmp_path) == ["one.pcap"]

@@ -49,7 +49,7 @@ class Rotation:
         if self.seconds is not None and self.seconds <= 0:
             raise PtcapError(f"invalid number of seconds {self.seconds}")
         if self.count is not None and self.size is None and self.seconds is None:
-            raise PtcapError("-W requires -C or -G")
+            self.count = None       # tcpdump ignores -W without -C or -G: one file, its name
         self._number = 0           # -C file number within the current -G period
         self._files = 0            # files started (for -G -W: stop after W)
         self._started = 0.0
