@@ -178,9 +178,11 @@ def test_time_rotation_with_w_names_files_as_tcpdump(pattern, tmp_path):
 
 
 @pytest.mark.root
-def test_file_count_without_rotation_is_ignored_as_by_tcpdump(tmp_path):
+@pytest.mark.parametrize("flags", [("-W", "3"), ("-G", "0")], ids=" ".join)
+def test_file_count_without_rotation_is_ignored_as_by_tcpdump(flags, tmp_path):
+    """-W without -C or -G, and -G 0: one file, named as given."""
     port = free_port()
-    argv = ["-i", "lo", "-c", "1", "-W", "3", "-w", str(tmp_path / "one.pcap"), f"udp dst port {port}"]
+    argv = ["-i", "lo", "-c", "1", *flags, "-w", str(tmp_path / "one.pcap"), f"udp dst port {port}"]
     err = _live_stderr(ptcap_argv(*argv), port)
     assert err[-3] == "1 packet captured\n", err
     assert os.listdir(tmp_path) == ["one.pcap"]

@@ -46,8 +46,9 @@ class Rotation:
     def __post_init__(self) -> None:
         if self.count is not None and self.count <= 0:
             raise PtcapError(f"invalid number of output files {self.count}")
-        if self.seconds is not None and self.seconds <= 0:
+        if self.seconds is not None and self.seconds < 0:
             raise PtcapError(f"invalid number of seconds {self.seconds}")
+        self.seconds = self.seconds or None     # -G 0: no time rotation, as in tcpdump
         if self.count is not None and self.size is None and self.seconds is None:
             self.count = None       # tcpdump ignores -W without -C or -G: one file, its name
         self._number = 0           # -C file number within the current -G period
