@@ -186,3 +186,31 @@ def test_file_count_without_rotation_is_ignored_as_by_tcpdump(flags, tmp_path):
     err = _live_stderr(ptcap_argv(*argv), port)
     assert err[-3] == "1 packet captured\n", err
     assert os.listdir(tmp_path) == ["one.pcap"]
+
+
+@pytest.mark.root
+def test_interface_by_its_number_in_the_list(veth):
+    """-i N: the N-th interface -D lists, as tcpdump takes it; one past the list is refused."""
+    listed = subprocess.run(["ip", "netns", "exec", veth.ns, *ptcap_argv("-D")], capture_output=True,
+                            text=True, timeout=30)
+    assert listed.returncode == 0, listed.stderr
+    numbers = dict(line.split(".", 1) for line in listed.stdout.splitlines())
+    n = next(k for k, name in numbers.items() if name != "lo")
+    proc = subprocess.Popen(["ip", "netns", "exec", veth.ns, *ptcap_argv("-i", n, "-c", "1")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    line = ""
+    while "listening on" not in line:
+        line = proc.stderr.readline()
+        assert line, "ptcap ended before listening"
+    proc.terminate()
+    proc.wait(timeout=30)
+    assert line == f"listening on {numbers[n]}, link-type EN10MB (Ethernet), snapshot length 262144 bytes\n"
+    res = subprocess.run(["ip", "netns", "exec", veth.ns, *ptcap_argv("-i", str(len(numbers) + 1), "-c", "1")],
+                         capture_output=True, text=True, timeout=30)
+    assert (res.returncode, res.stderr) == (1, "ptcap: Invalid adapter index\n")
+
+
+def test_list_of_namespaces_to_come_is_one_line():
+    res = subprocess.run(ptcap_argv("-D", "--netns", "newly"), capture_output=True, text=True, timeout=30)
+    assert (res.returncode, res.stderr) == (1, "ptcap: -D lists the interfaces there are: "
+                                               "--netns newly names none yet\n")

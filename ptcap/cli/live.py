@@ -10,7 +10,7 @@ from typing import TextIO
 
 from ptcap.cli import arguments, linktypes, tlskeys
 from ptcap.cli.command import Command
-from ptcap.cli.listing import list_hooks, list_interfaces
+from ptcap.cli.listing import by_number, list_hooks, list_interfaces
 from ptcap.cli.report import log_to, plural, release_log
 from ptcap.cli.signals import stop_on_signals
 from ptcap.errors import PtcapError
@@ -44,6 +44,7 @@ def capture(args: argparse.Namespace, report: TextIO | None = None) -> int:
         return linktypes.list_linktypes(args)
     if args.list_tstamp_types:
         return linktypes.list_tstamp_types(args)
+    by_number(args)
     hooks = arguments.hooks(args)
     limit = arguments.count(args)
     snaplen = arguments.snaplen(args)
