@@ -214,3 +214,12 @@ def test_list_of_namespaces_to_come_is_one_line():
     res = subprocess.run(ptcap_argv("-D", "--netns", "newly"), capture_output=True, text=True, timeout=30)
     assert (res.returncode, res.stderr) == (1, "ptcap: -D lists the interfaces there are: "
                                                "--netns newly names none yet\n")
+
+
+def test_a_directory_or_an_empty_list_in_tcpdumps_words(tmp_path):
+    (tmp_path / "empty").write_text("")
+    for argv in (("-r", str(tmp_path)), ("-r", str(tmp_path), "-w", str(tmp_path / "o.pcap")),
+                 ("-V", str(tmp_path)), ("-V", str(tmp_path / "empty"))):
+        ours, theirs = both(*argv)
+        assert theirs.returncode == 1
+        assert (ours.returncode, ours.stderr) == (1, theirs.stderr.replace("tcpdump: ", "ptcap: ")), argv
