@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port, ptcap_argv
+from conftest import PYTHON, ROOT, free_port, ptcap_argv
 
 TCPDUMP = shutil.which("tcpdump")
 PCAP = str(ROOT / "tests/data/live/lo.pcap")
@@ -223,3 +223,25 @@ def test_a_directory_or_an_empty_list_in_tcpdumps_words(tmp_path):
         ours, theirs = both(*argv)
         assert theirs.returncode == 1
         assert (ours.returncode, ours.stderr) == (1, theirs.stderr.replace("tcpdump: ", "ptcap: ")), argv
+
+
+@pytest.mark.root
+def test_inside_ip_netns_exec_a_new_sockets_first_packet_names_its_process(veth):
+    """`ip netns exec NS ptcap`, as tcpdump users run it: that mounts a fresh /sys, without
+    cgroup2; the hook that names a new socket's process still attaches (its first datagram
+    had no process)."""
+    port = free_port()
+    cap = subprocess.Popen(["ip", "netns", "exec", veth.ns, *ptcap_argv("-i", "lo", "-nn", "-c", "1",
+                                                                        f"udp dst port {port}")],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = ""
+    while "listening on" not in line:
+        line = cap.stderr.readline()
+        assert line, "ptcap ended before listening"
+    sender = subprocess.Popen(["ip", "netns", "exec", veth.ns, PYTHON, "-c",
+                               "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM)"
+                               f".sendto(b'x', ('127.0.0.1', {port}))"])
+    assert sender.wait(timeout=30) == 0
+    out, err = cap.communicate(timeout=30)
+    assert cap.returncode == 0, err
+    assert f".{sender.pid} Out IP 127.0.0.1." in out, out
