@@ -110,6 +110,12 @@ def test_link_and_time_stamp_type_lists_for_lo():
         assert (ours.returncode, ours.stdout, ours.stderr) == (0, theirs.stdout, theirs.stderr)
 
 
+def test_link_types_of_the_cgroup_skb_backend_are_raw_ip():
+    res = subprocess.run(ptcap_argv("-L", "-i", "lo", "--backend", "cgroup-skb"), capture_output=True,
+                         text=True, timeout=30)
+    assert (res.returncode, res.stderr) == (0, "Data link types for lo (use option -y to set):\n  RAW (Raw IP)\n")
+
+
 @pytest.mark.root
 def test_a_link_type_the_interface_lacks_is_refused():
     ours, theirs = both("-i", "lo", "-c", "1", "-y", "LINUX_SLL")

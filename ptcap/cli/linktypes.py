@@ -51,7 +51,10 @@ def _selected(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
         out = []
         for name in args.interfaces or ["any"]:
             found = interfaces.in_namespace(ns) if name == "any" else [interfaces.lookup(name, ns)]
-            out.append((name, sorted({i.linktype_name for i in found})))
+            kinds = {i.linktype_name for i in found}
+            if getattr(args, "backend", "tc") == "cgroup-skb":     # it sees packets from the IP header
+                kinds = {"RAW (Raw IP)"}
+            out.append((name, sorted(kinds)))
         return out
     finally:
         ns.close()
