@@ -148,7 +148,7 @@ class Capture:
             if not line:
                 break
             self._stderr.append(line)
-            if line.startswith("listening on"):
+            if line.removeprefix("ptcap: ").startswith("listening on"):
                 return
         self.proc.kill()
         out = self.proc.communicate()

@@ -179,7 +179,7 @@ def start_capture(*args: str, env=None) -> subprocess.Popen:
         if not line:
             break
         lines.append(line)
-        if line.startswith("listening on"):
+        if line.removeprefix("ptcap: ").startswith("listening on"):
             proc.early = "".join(lines)
             return proc
     proc.kill()
@@ -899,7 +899,7 @@ def _wait_listening(proc: subprocess.Popen) -> None:
         if not line:
             raise AssertionError("ptcap did not start: " + "".join(lines))
         lines.append(line)
-        if line.startswith("listening on"):
+        if line.removeprefix("ptcap: ").startswith("listening on"):
             return
 
 

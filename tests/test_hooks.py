@@ -219,7 +219,7 @@ def test_backtrace_counts_stacks_through_netfilter(dropping):
                                        f"icmp and host {dropping.peer_ip}"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stderr.readline()
-    assert line.startswith("listening on kfree_skb"), line
+    assert line.removeprefix("ptcap: ").startswith("listening on kfree_skb"), line
     ping(dropping.peer_ip, 4)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
@@ -242,7 +242,7 @@ def test_backtrace_counts_stacks_through_netfilter(dropping):
 def test_udp_drop_backtrace_until_sigint(veth):
     proc = subprocess.Popen(ptcap_argv("backtrace", "--hook", "kfree_skb", f"udp port {PORT + 2}"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stderr.readline().startswith("listening on")
+    assert proc.stderr.readline().removeprefix("ptcap: ").startswith("listening on")
     udp(veth.peer_ip, PORT + 2, 3)
     wait_received(proc.pid, 3)
     proc.send_signal(2)

@@ -196,7 +196,7 @@ def test_no_keys_without_the_flag_or_a_file(tls_server, tmp_path):
     out = tmp_path / "plain.pcapng"
     cap = subprocess.Popen([PYTHON, "-m", "ptcap.cli", "-i", "lo", "-w", str(out), f"tcp port {tls_server.port}"],
                            cwd=ROOT, stderr=subprocess.PIPE, text=True)
-    assert cap.stderr.readline().startswith("listening on")
+    assert cap.stderr.readline().removeprefix("ptcap: ").startswith("listening on")
     env = dict(os.environ, SSLKEYLOGFILE=str(tmp_path / "client-keys.txt"))
     run(["curl", "-sk", tls_server.url("/plain")], env=env)
     cap.send_signal(signal.SIGINT)
@@ -226,7 +226,7 @@ def _run_clients(server: TlsServer, clients: list[Peer], tmp_path: Path, *select
                             "--write-keylog-file", str(keys), "-w", str(out)],
                            cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     err = []
-    while not err or not err[-1].startswith("listening on"):
+    while not err or not err[-1].removeprefix("ptcap: ").startswith("listening on"):
         line = cap.stderr.readline()
         assert line, "ptcap did not start: " + "".join(err)
         err.append(line)
@@ -318,7 +318,7 @@ def test_unsupported_library_is_said_once(tmp_path):
                                 *[a for u in users for a in ("--pid", str(u.pid))], "-w", str(tmp_path / "x.pcapng")],
                                cwd=ROOT, stderr=subprocess.PIPE, text=True)
         err = []
-        while not err or not err[-1].startswith("listening on"):
+        while not err or not err[-1].removeprefix("ptcap: ").startswith("listening on"):
             line = cap.stderr.readline()
             assert line, "".join(err)
             err.append(line)
@@ -339,7 +339,7 @@ def test_uprobes_go_away_when_ptcap_is_killed(tls_server, goclient, tmp_path):
         cap = subprocess.Popen([PYTHON, "-m", "ptcap.cli", "-i", "lo", "--pid", str(client.pid),
                                 "--embed-keylog-to-pcapng", "-w", str(tmp_path / "k.pcapng")],
                                cwd=ROOT, stderr=subprocess.PIPE, text=True)
-        assert cap.stderr.readline().startswith("listening on")
+        assert cap.stderr.readline().removeprefix("ptcap: ").startswith("listening on")
         links = run(["bpftool", "link", "show"]).stdout
         assert "uprobe" in links or "perf_event" in links, links
         cap.send_signal(signal.SIGKILL)

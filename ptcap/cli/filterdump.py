@@ -13,15 +13,18 @@ from ptcap.kernel.interfaces import filter_linktype
 def dump_main(args: argparse.Namespace) -> int:
     interfaces = getattr(args, "interfaces", None) or []
     backend = getattr(args, "backend", "tc") or "tc"
-    if not interfaces and backend == "tc":
-        sys.stderr.write("Warning: assuming Ethernet\n")
-        sys.stderr.flush()
-    linktype = filter_linktype(interfaces[0] if interfaces else None, backend)
     expression = expression_from_args(args)
-    snaplen = getattr(args, "snaplen", 262144) or 262144
-    if snaplen <= 0 or snaplen > 262144:
-        snaplen = 262144
-    prog = compile_filter(expression, linktype, snaplen)
+    if getattr(args, "read", None) is not None:     # -d -r FILE: for the file, as tcpdump
+        linktype, snaplen = _file_link(args.read)
+    else:
+        if not interfaces and backend == "tc":
+            sys.stderr.write("Warning: assuming Ethernet\n")
+            sys.stderr.flush()
+        linktype = filter_linktype(interfaces[0] if interfaces else None, backend)
+        snaplen = getattr(args, "snaplen", 262144) or 262144
+        if snaplen <= 0 or snaplen > 262144:
+            snaplen = 262144
+    prog = compile_filter(expression, linktype, snaplen, optimize=not getattr(args, "no_optimize", False))
     out = []
     if getattr(args, "dump_filter", 0):
         out.append(prog.dump(args.dump_filter))
@@ -33,3 +36,19 @@ def dump_main(args: argparse.Namespace) -> int:
     sys.stdout.write("".join(out))
     sys.stdout.flush()
     return 0
+
+
+def _file_link(path: str) -> tuple[int, int]:
+    """The file's link type and snapshot length, said as tcpdump says them on reading it."""
+    from ptcap.formats.reader import open_capture
+    reader, f = open_capture(path)
+    if f is not sys.stdin.buffer:
+        f.close()
+    try:
+        name, desc = libpcap.datalink_name(reader.linktype)
+        link = f"{name} ({desc})" if desc else name
+    except Exception:       # noqa: BLE001 (a link type libpcap does not name: its number)
+        link = str(reader.linktype)
+    sys.stderr.write(f"reading from file {path}, link-type {link}, snapshot length {reader.snaplen}\n")
+    sys.stderr.flush()
+    return reader.linktype, reader.snaplen

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ptcap.errors import PtcapError
 from ptcap.kernel import hooks as hookmod
 from ptcap.kernel import interfaces
 from ptcap.kernel import netns as nsmod
@@ -23,6 +24,26 @@ def list_interfaces(args: argparse.Namespace) -> int:
             print(f"{n}.{iface.display_name}")
         ns.close()
     return 0
+
+
+def by_number(args: argparse.Namespace) -> None:
+    """-i N: the N-th interface of -D's list, when no interface is named N (as tcpdump)."""
+    if not args.interfaces or args.netns or not any(n.isdigit() for n in args.interfaces):
+        return
+    ns = nsmod.current()
+    try:
+        present = interfaces.in_namespace(ns)
+        names = {i.name for i in present}
+        chosen = []
+        for name in args.interfaces:
+            if name.isdigit() and name not in names:
+                if not 1 <= int(name) <= len(present):
+                    raise PtcapError("Invalid adapter index")
+                name = present[int(name) - 1].name
+            chosen.append(name)
+        args.interfaces = chosen
+    finally:
+        ns.close()
 
 
 def list_hooks() -> int:

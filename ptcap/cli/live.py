@@ -7,9 +7,9 @@ import os
 import sys
 from typing import TextIO
 
-from ptcap.cli import arguments, tlskeys
+from ptcap.cli import arguments, linktypes, tlskeys
 from ptcap.cli.command import Command
-from ptcap.cli.listing import list_hooks, list_interfaces
+from ptcap.cli.listing import by_number, list_hooks, list_interfaces
 from ptcap.cli.report import log_to, plural, release_log
 from ptcap.cli.signals import stop_on_signals
 from ptcap.errors import PtcapError
@@ -39,6 +39,11 @@ def capture(args: argparse.Namespace, report: TextIO | None = None) -> int:
         return list_interfaces(args)
     if args.list_hooks:
         return list_hooks()
+    if args.list_linktypes:
+        return linktypes.list_linktypes(args)
+    if args.list_tstamp_types:
+        return linktypes.list_tstamp_types(args)
+    by_number(args)
     hooks = arguments.hooks(args)
     limit = arguments.count(args)
     snaplen = arguments.snaplen(args)
@@ -78,6 +83,7 @@ def capture(args: argparse.Namespace, report: TextIO | None = None) -> int:
     session.on_new_interface = new_interface
     try:
         session.open()
+        linktypes.check_capture(args, session.ifaces, report)
         table.lost_events = session.counter_reader(Counter.PROC_LOST)
         follow = None
         if selector is not None:
@@ -120,6 +126,8 @@ def capture(args: argparse.Namespace, report: TextIO | None = None) -> int:
             if keys is not None:
                 keys.close()
     captured = engine.captured if engine is not None else 0
+    if any(getattr(sink, "finished", False) for sink in sinks):      # -G with -W, as tcpdump ends it
+        report.write(f"Maximum file limit reached: {args.file_count}\n")
     received, dropped, limited, lost = session.all_counters()
     report.write(f"{plural(captured, 'packet')} captured\n"
                  f"{plural(received, 'packet')} received by filter\n"
@@ -164,6 +172,8 @@ def _announce(session: Session, snaplen: int, args: argparse.Namespace, report: 
         report.write(f"ptcap: {note}\n")
     if not args.verbose and not args.write:
         report.write("ptcap: verbose output suppressed, use -v[v]... for full protocol decode\n")
+    else:                       # as tcpdump: 'tcpdump: listening on ...' with -v or -w
+        report.write("ptcap: ")
     if not session.ifaces:      # --netns newly: nothing yet
         report.write(f"listening on network namespaces created from now on, "
                      f"snapshot length {snaplen} bytes\n")

@@ -6,7 +6,8 @@ import os
 import sys
 
 from ptcap.errors import PtcapError
-from ptcap.cli import tlskeys
+from ptcap.sinks.rotation import parse_size
+from ptcap.cli import flagwords, linktypes, tlskeys
 
 
 class _Parser(argparse.ArgumentParser):
@@ -14,7 +15,8 @@ class _Parser(argparse.ArgumentParser):
     print the whole usage and exit 2)."""
 
     def error(self, message: str):
-        raise PtcapError(f"{message} (see ptcap --help)")
+        shorts = {s[1] for a in self._actions for s in a.option_strings if len(s) == 2}
+        raise PtcapError(flagwords.getopt_words(message, shorts))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,19 +34,29 @@ def build_parser() -> argparse.ArgumentParser:
     cap = p.add_argument_group("capture")
     cap.add_argument("-i", "--interface", action="append", dest="interfaces", metavar="IFACE",
                      help="interface to capture on (repeatable; 'any' = every interface)")
-    cap.add_argument("-Q", "--direction", choices=("in", "out", "inout"), default="inout",
+    cap.add_argument("-Q", "--direction", type=flagwords.direction, default="inout", metavar="in|out|inout",
                      help="capture only received (in), sent (out) or both (inout)")
     cap.add_argument("--loopback-twice", action="store_true",
                      help="capture each loopback packet twice, leaving (sender's process) and arriving "
                           "(receiver's), instead of once with both")
-    cap.add_argument("-s", "--snapshot-length", dest="snaplen", type=int, default=262144,
+    cap.add_argument("-s", "--snapshot-length", dest="snaplen", type=flagwords.snaplen, default=262144,
                      metavar="SNAPLEN", help="bytes of each packet to capture (default 262144)")
-    cap.add_argument("-c", dest="count", type=int, metavar="N", help="exit after N packets")
-    cap.add_argument("-B", "--buffer-size", dest="buffer_kib", type=int, metavar="KiB",
+    cap.add_argument("-c", dest="count", type=flagwords.packet_count, metavar="N", help="exit after N packets")
+    cap.add_argument("-B", "--buffer-size", dest="buffer_kib", type=flagwords.buffer_size, metavar="KiB",
                      help="kernel ring buffer size in KiB (rounded up to a power of two)")
     cap.add_argument("-p", "--no-promiscuous-mode", action="store_true",
                      help="accepted for tcpdump's sake: ptcap never puts an interface in promiscuous mode")
     cap.add_argument("-D", "--list-interfaces", action="store_true", help="list interfaces and exit")
+    cap.add_argument("-y", "--linktype", metavar="TYPE",
+                     help="accepted when it is the link type the interfaces have (ptcap never changes it)")
+    cap.add_argument("-L", "--list-data-link-types", dest="list_linktypes", action="store_true",
+                     help="list the interfaces' data link types and exit")
+    cap.add_argument("-j", "--time-stamp-type", dest="tstamp_type", metavar="TYPE",
+                     help="time stamp type: host (the kernel's clock) is the one there is")
+    cap.add_argument("-J", "--list-time-stamp-types", dest="list_tstamp_types", action="store_true",
+                     help="list the interfaces' time stamp types and exit")
+    cap.add_argument("--immediate-mode", action="store_true",
+                     help="accepted for tcpdump's sake: packets are always delivered as they come")
     cap.add_argument("--backend", choices=("tc", "cgroup-skb"), default="tc",
                      help="where packets are taken: tc (L2, default) or cgroup-skb (L3)")
     cap.add_argument("--netns", action="append", metavar="PATH|NAME",
@@ -58,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     flt = p.add_argument_group("filters")
     flt.add_argument("-F", dest="filter_file", metavar="FILE", help="read the filter expression from FILE")
+    flt.add_argument("-O", "--no-optimize", dest="no_optimize", action="store_true",
+                     help="don't run libpcap's optimizer on the filter (as -d shows)")
     flt.add_argument("-d", dest="dump_filter", action="count", default=0,
                      help="print the compiled classic BPF (-dd: as C, -ddd: as decimal) and exit")
     flt.add_argument("--debug-filter", action="store_true",
@@ -86,10 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     out = p.add_argument_group("output")
     out.add_argument("-w", dest="write", metavar="FILE", help="write packets to FILE (pcapng; .pcap = classic pcap; - = stdout)")
     out.add_argument("-r", dest="read", metavar="FILE", help="read packets from FILE (- = stdin)")
+    out.add_argument("-V", dest="read_list", metavar="FILE",
+                     help="read packets from each file named in FILE, one name a line")
     out.add_argument("--print", dest="print_too", action="store_true", help="print lines while writing with -w")
     out.add_argument("-C", dest="file_size", metavar="SIZE", help="rotate -w after SIZE (millions of bytes; k/m/g suffixes)")
-    out.add_argument("-W", dest="file_count", type=int, metavar="COUNT", help="keep at most COUNT rotated files")
-    out.add_argument("-G", dest="rotate_seconds", type=int, metavar="SECONDS", help="rotate -w every SECONDS")
+    out.add_argument("-W", dest="file_count", type=flagwords.file_count, metavar="COUNT", help="keep at most COUNT rotated files")
+    out.add_argument("-G", dest="rotate_seconds", type=flagwords.seconds, metavar="SECONDS", help="rotate -w every SECONDS")
     out.add_argument("-U", "--packet-buffered", action="store_true", help="flush -w output after every packet")
     out.add_argument("-l", dest="line_buffered", action="store_true", help="line-buffer stdout")
     out.add_argument("--context", default="process,thread,parentproc,user,container,pod",
@@ -146,8 +162,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.command = command
     if not 0 <= args.snaplen <= MAX_SNAPLEN:
         raise PtcapError(f"invalid snaplen {args.snaplen} (must be >= 0 and <= {MAX_SNAPLEN})")
-    if args.buffer_kib is not None and not 1 <= args.buffer_kib <= MAX_BUFFER_KIB:
+    if args.buffer_kib is not None and args.buffer_kib > MAX_BUFFER_KIB:
         raise PtcapError(f"invalid buffer size {args.buffer_kib} (must be 1 to {MAX_BUFFER_KIB} KiB)")
+    if args.file_size is not None:
+        parse_size(args.file_size)      # checked as tcpdump checks it, with or without -w
+    linktypes.check_names(args)
     return args
 
 
@@ -190,6 +209,14 @@ def run(args: argparse.Namespace) -> int:
         from ptcap.cli.version import report
         print(report())
         return 0
+    if args.dump_filter and (args.read is not None or args.read_list is not None):
+        from ptcap.cli.filterdump import dump_main      # -d -r FILE: the program for the file
+        return dump_main(args)
+    if args.read_list is not None:
+        if args.read is not None:
+            raise PtcapError("-V and -r are mutually exclusive.")
+        from ptcap.cli.offline import read_files
+        return read_files(args)
     if args.read is not None:
         from ptcap.cli.offline import read_file
         return read_file(args)

@@ -96,6 +96,29 @@ def read_file(args: argparse.Namespace) -> int:
     return _decode_in_ptcap(args, flags, parts, keep)
 
 
+def read_files(args: argparse.Namespace) -> int:
+    """-V LIST: each file named in LIST (one a line) read as -r reads it, in turn."""
+    try:
+        with open(args.read_list, encoding="utf-8", errors="surrogateescape") as f:
+            names = [line.rstrip("\r\n") for line in f]
+    except IsADirectoryError:
+        names = []
+    except OSError as e:
+        raise PtcapError(f"Unable to open file: {e.strerror}") from None
+    if not names:
+        raise PtcapError(f"Nothing in {args.read_list}")
+    if getattr(args, "write", None) or getattr(args, "count_only", False):
+        raise PtcapError("-V reads files to print them: with -w or --count, give one file with -r")
+    for name in names:
+        args.read = name
+        if not name:
+            raise PtcapError(": No such file or directory")
+        status = read_file(args)
+        if status:
+            return status
+    return 0
+
+
 def _open_raw(path: str):
     """(the open file, its first bytes, None); for stdin or a pipe (a FIFO, `<(...)`), which
     cannot be read again from the start: (None, the bytes read from it, the stream)."""
@@ -103,6 +126,8 @@ def _open_raw(path: str):
         return None, _read_some(sys.stdin.buffer, 4), sys.stdin.buffer
     try:
         f = open(path, "rb", buffering=0)
+    except IsADirectoryError as e:      # libpcap opens it and fails on the read
+        raise PtcapError(f"error reading dump file: {e.strerror}") from None
     except OSError as e:
         raise PtcapError(f"{path}: {e.strerror}") from None
     head = _read_some(f, 4)

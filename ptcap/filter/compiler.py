@@ -47,15 +47,17 @@ class ClassicProgram:
         return self.offline().matches(data, len(data) if wire_len is None else wire_len)
 
 
-def compile_filter(expression: str, linktype: int, snaplen: int = 262144) -> ClassicProgram:
+def compile_filter(expression: str, linktype: int, snaplen: int = 262144,
+                   optimize: bool = True) -> ClassicProgram:
     """The one compile of a pcap-filter expression, for live captures, hooks, -r and -d:
-    pcap_compile(optimize=1) on a dead handle of the link type; PtcapError in tcpdump's words.
+    pcap_compile(optimize=1, or 0 for -O) on a dead handle of the link type; PtcapError in
+    tcpdump's words.
 
     Netmask 0, as tcpdump 4.99 passes it live and with -r (it looks the netmask up only with
     -f): 'ip broadcast' compiles and -d output is byte-identical to tcpdump's.
     """
     with libpcap.open_dead(linktype, snaplen) as handle:
-        prog = libpcap.compile(handle, expression, netmask=0)
+        prog = libpcap.compile(handle, expression, optimize, netmask=0)
     try:
         insns = prog.instructions()
     finally:

@@ -59,6 +59,10 @@ def lib() -> ctypes.CDLL:
     pcap.pcap_datalink_val_to_name.restype = ctypes.c_char_p
     pcap.pcap_datalink_val_to_description.argtypes = [ctypes.c_int]
     pcap.pcap_datalink_val_to_description.restype = ctypes.c_char_p
+    pcap.pcap_datalink_name_to_val.argtypes = [ctypes.c_char_p]
+    pcap.pcap_datalink_name_to_val.restype = ctypes.c_int
+    pcap.pcap_tstamp_type_name_to_val.argtypes = [ctypes.c_char_p]
+    pcap.pcap_tstamp_type_name_to_val.restype = ctypes.c_int
     _lib = pcap
     return pcap
 

@@ -123,6 +123,8 @@ def open_capture(path: str, head: bytes = b"") -> tuple[CaptureReader, BinaryIO]
     else:
         try:
             f = open(path, "rb", buffering=0)
+        except IsADirectoryError as e:      # libpcap opens it and fails on the read
+            raise PtcapError(f"error reading dump file: {e.strerror}") from None
         except OSError as e:
             raise PtcapError(f"{path}: {e.strerror}") from None
     try:

@@ -46,10 +46,11 @@ class Rotation:
     def __post_init__(self) -> None:
         if self.count is not None and self.count <= 0:
             raise PtcapError(f"invalid number of output files {self.count}")
-        if self.seconds is not None and self.seconds <= 0:
+        if self.seconds is not None and self.seconds < 0:
             raise PtcapError(f"invalid number of seconds {self.seconds}")
+        self.seconds = self.seconds or None     # -G 0: no time rotation, as in tcpdump
         if self.count is not None and self.size is None and self.seconds is None:
-            raise PtcapError("-W requires -C or -G")
+            self.count = None       # tcpdump ignores -W without -C or -G: one file, its name
         self._number = 0           # -C file number within the current -G period
         self._files = 0            # files started (for -G -W: stop after W)
         self._started = 0.0
@@ -65,7 +66,7 @@ class Rotation:
 
     def _name(self) -> str:
         base = time.strftime(self.path, time.localtime(self._started)) if self.seconds else self.path
-        chars = _digits(self.count) if self.count else 0
+        chars = _digits(self.count) if self.count and self.size else 0    # -G -W alone: no number
         number = self._number % self.count if self.count and self.size else self._number
         if number == 0 and chars == 0:
             return base

@@ -1,0 +1,253 @@
+"""A tcpdump user trying ptcap as a drop-in: the same command line gets tcpdump's answer,
+its words for bad flags, its exit code. tcpdump itself is the oracle, on the same files."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from conftest import PYTHON, ROOT, free_port, ptcap_argv
+
+TCPDUMP = shutil.which("tcpdump")
+PCAP = str(ROOT / "tests/data/live/lo.pcap")
+
+pytestmark = pytest.mark.skipif(TCPDUMP is None, reason="tcpdump is the oracle")
+
+
+def both(*args: str) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:
+    ours = subprocess.run(ptcap_argv(*args), capture_output=True, text=True, timeout=60)
+    theirs = subprocess.run([TCPDUMP, *args], capture_output=True, text=True, timeout=60)
+    return ours, theirs
+
+
+BAD = [("-c", "abc"), ("-c", "0"), ("-c", "-3"), ("-c", "0x2"), ("-s", "abc"), ("-s", "99999999"),
+       ("-B", "abc"), ("-B", "0"), ("-W", "abc"), ("-W", "0"), ("-C", "abc"), ("-C", "0"),
+       ("-G", "-1"), ("-Q", "sideways"), ("-g",), ("-ng",), ("--bogus",), ("--bogus=3",),
+       ("--print=3",), ("-c",), ("-y",)]
+
+
+@pytest.mark.parametrize("bad", BAD, ids=" ".join)
+def test_bad_flags_get_tcpdumps_first_line_and_exit_1(bad):
+    ours, theirs = both("-r", PCAP, *bad)
+    assert theirs.returncode == 1
+    first = re.sub(r"^(\S*/)?tcpdump: ", "", theirs.stderr.splitlines()[0])     # getopt names argv[0]
+    assert (ours.returncode, ours.stderr) == (1, f"ptcap: {first}\n")
+    assert ours.stdout == ""
+
+
+@pytest.mark.parametrize("good", [("-s", "0x40"), ("-G", "abc"), ("-c", "010")], ids=" ".join)
+def test_numbers_tcpdump_takes_are_taken(good):
+    ours, theirs = both("-n", "-r", PCAP, *good)
+    assert theirs.returncode == 0
+    assert (ours.returncode, ours.stdout, ours.stderr) == (0, theirs.stdout, theirs.stderr)
+
+
+def _udp_pcap(path) -> str:
+    """A classic pcap of one UDP datagram (other flows than lo.pcap's: tcpdump -V keeps its
+    TCP sequence state from file to file, ptcap's children start afresh)."""
+    ip = bytes.fromhex("4500001d000100004011f9c80a0000010a000002") + bytes.fromhex("3039d431000931a978")
+    frame = bytes(12) + b"\x08\x00" + ip
+    path.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+                     + struct.pack("<IIII", 1700000000, 5, len(frame), len(frame)) + frame)
+    return str(path)
+
+
+@pytest.fixture
+def shared_dir():
+    """A directory tcpdump can read after dropping to its user (it opens -V's later files so)."""
+    d = Path(tempfile.mkdtemp(prefix="ptcap-V-"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d)
+
+
+def test_file_list_reads_each_file_as_tcpdump(shared_dir):
+    tmp_path = shared_dir
+    other = _udp_pcap(tmp_path / "udp.pcap")
+    os.chmod(other, 0o644)
+    listed = tmp_path / "files"
+    listed.write_text(f"{PCAP}\n{other}\n")
+    ours, theirs = both("-n", "-V", str(listed))
+    assert theirs.returncode == 0 and theirs.stderr.count("reading from file") == 2
+    assert (ours.returncode, ours.stdout, ours.stderr) == (0, theirs.stdout, theirs.stderr)
+    listed.write_text(f"{PCAP}\n\n{other}\n")           # an empty name ends it, as in tcpdump
+    ours, theirs = both("-n", "-V", str(listed))
+    assert theirs.returncode == 1
+    assert (ours.returncode, ours.stdout) == (1, theirs.stdout)
+    assert ours.stderr.splitlines()[-1] == theirs.stderr.splitlines()[-1].replace("tcpdump: ", "ptcap: ")
+    for bad in (("-V", str(tmp_path / "none")), ("-V", str(listed), "-r", PCAP)):
+        ours, theirs = both(*bad)
+        assert (ours.returncode, ours.stderr) == (1, theirs.stderr.replace("tcpdump: ", "ptcap: "))
+
+
+@pytest.mark.parametrize("flags", [("-y", "EN10MB"), ("-y", "en10mb"), ("-y", "NOSUCH"), ("-j", "host"),
+                                   ("-j", "bogus"), ("--immediate-mode",), ("-O",)], ids=" ".join)
+def test_capture_flags_tcpdump_takes_with_r(flags):
+    ours, theirs = both("-n", "-r", PCAP, *flags, "udp")
+    assert (ours.returncode, ours.stdout) == (theirs.returncode, theirs.stdout)
+    assert ours.stderr == theirs.stderr.replace("tcpdump: ", "ptcap: ")
+
+
+@pytest.mark.parametrize("expression", ["tcp port 80", "ip and udp or arp"])
+def test_unoptimized_filter_dump_is_tcpdumps(expression):
+    ours, theirs = both("-O", "-d", expression)
+    assert theirs.returncode == 0
+    assert (ours.returncode, ours.stdout) == (0, theirs.stdout)
+    assert ours.stdout != both("-d", expression)[1].stdout
+
+
+def test_link_and_time_stamp_type_lists_for_lo():
+    for flag in ("-L", "-J"):
+        ours, theirs = both(flag, "-i", "lo")
+        assert theirs.returncode == 0
+        assert (ours.returncode, ours.stdout, ours.stderr) == (0, theirs.stdout, theirs.stderr)
+
+
+def test_link_types_of_the_cgroup_skb_backend_are_raw_ip():
+    res = subprocess.run(ptcap_argv("-L", "-i", "lo", "--backend", "cgroup-skb"), capture_output=True,
+                         text=True, timeout=30)
+    assert (res.returncode, res.stderr) == (0, "Data link types for lo (use option -y to set):\n  RAW (Raw IP)\n")
+
+
+@pytest.mark.root
+def test_a_link_type_the_interface_lacks_is_refused():
+    ours, theirs = both("-i", "lo", "-c", "1", "-y", "LINUX_SLL")
+    assert theirs.returncode == 1
+    assert (ours.returncode, ours.stderr) == (1, theirs.stderr.replace("tcpdump: ", "ptcap: "))
+
+
+def _live_stderr(argv: list[str], port: int) -> list[str]:
+    """stderr of a live capture of one datagram to `port` on lo, once it listened."""
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines = []
+    while not lines or "listening on" not in lines[-1]:
+        line = proc.stderr.readline()
+        assert line, f"{argv[0]} ended before listening: {lines}"
+        lines.append(line)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    while proc.poll() is None:          # until it has one (a datagram before the ring is read may wait)
+        sock.sendto(b"x", ("127.0.0.1", port))
+        try:
+            proc.wait(timeout=0.2)
+        except subprocess.TimeoutExpired:
+            pass
+    sock.close()
+    return lines + proc.stderr.read().splitlines(keepends=True)
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("flags", [("-w", "/dev/null"), ("-v",), ()], ids=" ".join)
+def test_live_announcement_words_as_tcpdump(flags):
+    """With -v or -w, tcpdump says 'tcpdump: listening on ...' (its name where the
+    'verbose output suppressed' line would be)."""
+    port = free_port()
+    argv = ["-i", "lo", "-c", "1", *flags, f"udp dst port {port}"]
+    theirs = _live_stderr([TCPDUMP, *argv], port)
+    ours = _live_stderr(ptcap_argv(*argv), port)
+    theirs = [line.replace("tcpdump: ", "ptcap: ") for line in theirs]
+    assert ours[0] == theirs[0] and ours[-3] == theirs[-3] == "1 packet captured\n"
+    assert ours[-1] == theirs[-1] == "0 packets dropped by kernel\n"
+
+
+@pytest.mark.parametrize("flags", [("-d", "udp"), ("-dd", "tcp port 80"), ("-ddd",), ("-O", "-d", "ip")],
+                         ids=" ".join)
+def test_filter_dump_with_r_is_for_the_file(flags, tmp_path):
+    """-d -r FILE: the program for the file's link type and snapshot length (lo.pcap's is 256),
+    not the file's packets."""
+    ours, theirs = both("-r", PCAP, *flags)
+    assert theirs.returncode == 0 and theirs.stdout.startswith(("(000)", "{", "1", "2", "3"))
+    assert (ours.returncode, ours.stdout, ours.stderr) == (0, theirs.stdout, theirs.stderr)
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("pattern", ["x.pcapng", "t-%s.pcapng"])
+def test_time_rotation_with_w_names_files_as_tcpdump(pattern, tmp_path):
+    """-G with -W and no -C: tcpdump names each file by the pattern alone (no file number)
+    and ends after W files, saying so."""
+    port = str(free_port())
+    proc = subprocess.run(ptcap_argv("-i", "lo", "-G", "1", "-W", "2", "-w", str(tmp_path / pattern),
+                                     f"udp port {port}"), capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    files = sorted(os.listdir(tmp_path))
+    if "%" in pattern:
+        assert len(files) == 2 and all(re.fullmatch(r"t-\d+\.pcapng", f) for f in files), files
+    else:
+        assert files == ["x.pcapng"]
+    assert "Maximum file limit reached: 2\n0 packets captured\n" in proc.stderr
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("flags", [("-W", "3"), ("-G", "0")], ids=" ".join)
+def test_file_count_without_rotation_is_ignored_as_by_tcpdump(flags, tmp_path):
+    """-W without -C or -G, and -G 0: one file, named as given."""
+    port = free_port()
+    argv = ["-i", "lo", "-c", "1", *flags, "-w", str(tmp_path / "one.pcap"), f"udp dst port {port}"]
+    err = _live_stderr(ptcap_argv(*argv), port)
+    assert err[-3] == "1 packet captured\n", err
+    assert os.listdir(tmp_path) == ["one.pcap"]
+
+
+@pytest.mark.root
+def test_interface_by_its_number_in_the_list(veth):
+    """-i N: the N-th interface -D lists, as tcpdump takes it; one past the list is refused."""
+    listed = subprocess.run(["ip", "netns", "exec", veth.ns, *ptcap_argv("-D")], capture_output=True,
+                            text=True, timeout=30)
+    assert listed.returncode == 0, listed.stderr
+    numbers = dict(line.split(".", 1) for line in listed.stdout.splitlines())
+    n = next(k for k, name in numbers.items() if name != "lo")
+    proc = subprocess.Popen(["ip", "netns", "exec", veth.ns, *ptcap_argv("-i", n, "-c", "1")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    line = ""
+    while "listening on" not in line:
+        line = proc.stderr.readline()
+        assert line, "ptcap ended before listening"
+    proc.terminate()
+    proc.wait(timeout=30)
+    assert line == f"listening on {numbers[n]}, link-type EN10MB (Ethernet), snapshot length 262144 bytes\n"
+    res = subprocess.run(["ip", "netns", "exec", veth.ns, *ptcap_argv("-i", str(len(numbers) + 1), "-c", "1")],
+                         capture_output=True, text=True, timeout=30)
+    assert (res.returncode, res.stderr) == (1, "ptcap: Invalid adapter index\n")
+
+
+def test_list_of_namespaces_to_come_is_one_line():
+    res = subprocess.run(ptcap_argv("-D", "--netns", "newly"), capture_output=True, text=True, timeout=30)
+    assert (res.returncode, res.stderr) == (1, "ptcap: -D lists the interfaces there are: "
+                                               "--netns newly names none yet\n")
+
+
+def test_a_directory_or_an_empty_list_in_tcpdumps_words(tmp_path):
+    (tmp_path / "empty").write_text("")
+    for argv in (("-r", str(tmp_path)), ("-r", str(tmp_path), "-w", str(tmp_path / "o.pcap")),
+                 ("-V", str(tmp_path)), ("-V", str(tmp_path / "empty"))):
+        ours, theirs = both(*argv)
+        assert theirs.returncode == 1
+        assert (ours.returncode, ours.stderr) == (1, theirs.stderr.replace("tcpdump: ", "ptcap: ")), argv
+
+
+@pytest.mark.root
+def test_inside_ip_netns_exec_a_new_sockets_first_packet_names_its_process(veth):
+    """`ip netns exec NS ptcap`, as tcpdump users run it: that mounts a fresh /sys, without
+    cgroup2; the hook that names a new socket's process still attaches (its first datagram
+    had no process)."""
+    port = free_port()
+    cap = subprocess.Popen(["ip", "netns", "exec", veth.ns, *ptcap_argv("-i", "lo", "-nn", "-c", "1",
+                                                                        f"udp dst port {port}")],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = ""
+    while "listening on" not in line:
+        line = cap.stderr.readline()
+        assert line, "ptcap ended before listening"
+    sender = subprocess.Popen(["ip", "netns", "exec", veth.ns, PYTHON, "-c",
+                               "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM)"
+                               f".sendto(b'x', ('127.0.0.1', {port}))"])
+    assert sender.wait(timeout=30) == 0
+    out, err = cap.communicate(timeout=30)
+    assert cap.returncode == 0, err
+    assert f".{sender.pid} Out IP 127.0.0.1." in out, out
