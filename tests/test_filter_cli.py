@@ -134,3 +134,34 @@ def test_debug_filter_prints_the_ebpf():
     assert "call bpf_skb_load_bytes#26" in result.stdout
     assert lines[-1].endswith("exit")
     assert lines[1].startswith("   0: (bf) r6 = r1")
+
+
+def _null_ipv6_udp_pcap(path: Path, families: list[int], order: str = "<") -> Path:
+    """A DLT_NULL capture (as BSD and macOS write loopback) of IPv6 UDP datagrams whose
+    4-byte headers hold each of `families` in the writer's byte order: BSD's AF_INET6 is 24,
+    28 or 30, by system."""
+    import struct
+    blob = struct.pack(order + "IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 0)
+    for i, family in enumerate(families):
+        udp = struct.pack("!HHHH", 5000 + i, 53, 8 + 4, 0) + b"ping"
+        ip6 = struct.pack("!IHBB", 6 << 28, len(udp), 17, 64) + bytes(15) + b"\1" + bytes(15) + b"\1"
+        frame = struct.pack(order + "I", family) + ip6 + udp
+        blob += struct.pack(order + "IIII", 1_700_000_000 + i, 0, len(frame), len(frame)) + frame
+    path.write_bytes(blob)
+    return path
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_a_bsd_loopback_file_is_filtered_as_tcpdump_filters_it(tmp_path, order):
+    """tcpdump -r compiles on the file's own handle, where libpcap matches DLT_NULL's family in
+    the writer's byte order and every BSD value of AF_INET6; ptcap compiled on a dead handle
+    (Linux's 10 alone, host order): -d differed and, filtering a file itself (-r with -w, or a
+    pcapng), it dropped a BSD machine's IPv6 packets."""
+    src = _null_ipv6_udp_pcap(tmp_path / "bsd-lo.pcap", [24, 28, 30, 10, 2], order)
+    for expr in ("udp", "ip6", "ip"):
+        assert ptcap("-d", "-r", str(src), expr).stdout == tcpdump("-d", "-r", str(src), expr).stdout
+        mine, theirs = tmp_path / "mine.pcap", tmp_path / "theirs.pcap"
+        assert ptcap("-r", str(src), "-w", str(mine), expr).returncode == 0
+        assert tcpdump("-r", str(src), "-w", str(theirs), expr).returncode == 0
+        count = lambda p: len(tcpdump("-n", "-r", str(p)).stdout.splitlines())   # noqa: E731
+        assert count(mine) == count(theirs), expr

@@ -15,8 +15,9 @@ def dump_main(args: argparse.Namespace) -> int:
     backend = getattr(args, "backend", "tc") or "tc"
     expression = expression_from_args(args)
     if getattr(args, "read", None) is not None:     # -d -r FILE: for the file, as tcpdump
-        linktype, snaplen = _file_link(args.read)
+        linktype, snaplen, order = _file_link(args.read)
     else:
+        order = None
         if not interfaces and backend == "tc":
             sys.stderr.write("Warning: assuming Ethernet\n")
             sys.stderr.flush()
@@ -24,7 +25,8 @@ def dump_main(args: argparse.Namespace) -> int:
         snaplen = getattr(args, "snaplen", 262144) or 262144
         if snaplen <= 0 or snaplen > 262144:
             snaplen = 262144
-    prog = compile_filter(expression, linktype, snaplen, optimize=not getattr(args, "no_optimize", False))
+    prog = compile_filter(expression, linktype, snaplen, optimize=not getattr(args, "no_optimize", False),
+                          file_order=order)
     out = []
     if getattr(args, "dump_filter", 0):
         out.append(prog.dump(args.dump_filter))
@@ -38,8 +40,9 @@ def dump_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _file_link(path: str) -> tuple[int, int]:
-    """The file's link type and snapshot length, said as tcpdump says them on reading it."""
+def _file_link(path: str) -> tuple[int, int, str]:
+    """The file's link type, snapshot length and byte order; the first two said as tcpdump
+    says them on reading it."""
     from ptcap.formats.reader import open_capture
     reader, f = open_capture(path)
     if f is not sys.stdin.buffer:
@@ -51,4 +54,4 @@ def _file_link(path: str) -> tuple[int, int]:
         link = str(reader.linktype)
     sys.stderr.write(f"reading from file {path}, link-type {link}, snapshot length {reader.snaplen}\n")
     sys.stderr.flush()
-    return reader.linktype, reader.snaplen
+    return reader.linktype, reader.snaplen, reader.byte_order

@@ -290,7 +290,8 @@ def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep, h
                 if expression:
                     program = programs.get(pkt.linktype)
                     if program is None:
-                        program = programs[pkt.linktype] = compile_filter(expression, pkt.linktype, reader.snaplen)
+                        program = programs[pkt.linktype] = compile_filter(expression, pkt.linktype, reader.snaplen,
+                                                                          file_order=reader.byte_order)
                     if not program.matches(pkt.data, pkt.orig_len):
                         continue
                 if keep is not None and not keep(pkt):

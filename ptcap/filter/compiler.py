@@ -48,15 +48,19 @@ class ClassicProgram:
 
 
 def compile_filter(expression: str, linktype: int, snaplen: int = 262144,
-                   optimize: bool = True) -> ClassicProgram:
+                   optimize: bool = True, file_order: str | None = None) -> ClassicProgram:
     """The one compile of a pcap-filter expression, for live captures, hooks, -r and -d:
     pcap_compile(optimize=1, or 0 for -O) on a dead handle of the link type; PtcapError in
     tcpdump's words.
 
     Netmask 0, as tcpdump 4.99 passes it live and with -r (it looks the netmask up only with
     -f): 'ip broadcast' compiles and -d output is byte-identical to tcpdump's.
+    With `file_order` (the byte order of a file being read, "<" or ">"), on a savefile handle
+    as tcpdump -r compiles: for DLT_NULL the program differs.
     """
-    with libpcap.open_dead(linktype, snaplen) as handle:
+    handle = libpcap.open_dead(linktype, snaplen) if file_order is None else \
+        libpcap.open_savefile(linktype, snaplen, file_order)
+    with handle:
         prog = libpcap.compile(handle, expression, optimize, netmask=0)
     try:
         insns = prog.instructions()

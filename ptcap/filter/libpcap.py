@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import struct
+import tempfile
 
 from ptcap.errors import PtcapError
 
@@ -39,6 +41,8 @@ def lib() -> ctypes.CDLL:
         raise PtcapError(f"cannot load libpcap ({name}): {e}") from None
     pcap.pcap_open_dead.argtypes = [ctypes.c_int, ctypes.c_int]
     pcap.pcap_open_dead.restype = ctypes.c_void_p
+    pcap.pcap_open_offline.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    pcap.pcap_open_offline.restype = ctypes.c_void_p
     pcap.pcap_close.argtypes = [ctypes.c_void_p]
     pcap.pcap_close.restype = None
     pcap.pcap_compile.argtypes = [ctypes.c_void_p, ctypes.POINTER(BpfProgramStruct),
@@ -110,6 +114,33 @@ class PcapHandle:
 
 def open_dead(linktype: int, snaplen: int = 262144) -> PcapHandle:
     return PcapHandle(linktype, snaplen)
+
+
+class SavefileHandle(PcapHandle):
+    """A handle as tcpdump -r has it: a savefile of the link type, snaplen and byte order
+    (struct prefix "<" or ">") of the file being read, made of its header alone. libpcap
+    compiles some link types otherwise for a file than for a dead handle: for DLT_NULL it
+    matches the address family in the writer's byte order and every BSD value of AF_INET6."""
+
+    def __init__(self, linktype: int, snaplen: int, order: str) -> None:
+        self._lib = lib()
+        header = struct.pack(order + "IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, snaplen, linktype)
+        errbuf = ctypes.create_string_buffer(256)
+        with tempfile.NamedTemporaryFile(prefix="ptcap-link-", suffix=".pcap") as f:
+            f.write(header)
+            f.flush()
+            self.ptr = self._lib.pcap_open_offline(f.name.encode(), errbuf)
+        if not self.ptr:
+            raise PtcapError(f"pcap_open_offline failed for link-type {linktype}: "
+                             f"{errbuf.value.decode(errors='replace')}")
+
+
+def open_savefile(linktype: int, snaplen: int, order: str) -> PcapHandle:
+    """A savefile handle, or a dead one where libpcap takes no file of that link type."""
+    try:
+        return SavefileHandle(linktype, snaplen, order)
+    except PtcapError:
+        return PcapHandle(linktype, snaplen)
 
 
 class BpfProgram:
