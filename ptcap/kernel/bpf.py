@@ -157,12 +157,7 @@ def map_update(fd: int, key: bytes, value: bytes, flags: int = 0) -> None:
 
 def map_lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
     vb = ctypes.create_string_buffer(value_size)
-    ret = _lib.bpf_map_lookup_elem(fd, _buf(key), vb)
-    if ret == -errno.ENOENT:
-        return None
-    if ret < 0:
-        raise BPFError(-ret, "reading BPF map")
-    return vb.raw
+    return vb.raw if map_lookup_into(fd, _buf(key), vb) else None
 
 
 def map_lookup_into(fd: int, key: ctypes.Array, value: ctypes.Array) -> bool:

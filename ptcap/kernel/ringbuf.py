@@ -33,8 +33,8 @@ class RingBuffer:
         self._data_off = page
         self.mapping, self.data_offset = self._producer, page     # a record at data offset X is at mapping[page + X]
         self._epoll = select.epoll()
-        # edge-triggered: a wait returns on the kernel's next wake-up (bpf/ring.h: once per
-        # 256 KiB queued) or the timeout, not at once whenever anything at all is queued
+        # edge-triggered: a wait returns on the kernel's next wake-up (bpf/ring.h: once per a
+        # 32nd of the ring queued) or the timeout, not at once whenever anything is queued
         self._epoll.register(map_fd, select.EPOLLIN | select.EPOLLET)
         self._wake_fd = -1
         self._cons_pos = memoryview(self._consumer)[:8].cast("Q")
