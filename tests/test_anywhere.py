@@ -151,6 +151,33 @@ def test_interface_that_appears_and_disappears(capture, tmp_path):
     assert wait_clean() == []
 
 
+def test_a_new_interface_ends_an_idle_wait_at_once():
+    """-i any writing a file sleeps up to a second per idle poll; a container's veth that
+    appears meanwhile must be tapped at once, not after the wait (its first packets, the
+    handshake, would be missed). The namespace's link notifications end the ring's wait: a
+    wait of a minute returns when the veth is made, and the next look takes it."""
+    import time
+
+    from ptcap.kernel.session import CaptureConfig, Session
+    tag = f"{os.getpid() % 10000}"
+    a, b = f"ptw{tag}", f"ptx{tag}"
+    session = Session(CaptureConfig(interfaces=["any"])).open()
+    try:
+        session.refresh()
+        t0 = time.monotonic()
+        maker = subprocess.Popen(["sh", "-c", f"sleep 0.3; ip link add {a} type veth peer name {b}"])
+        session.ring.wait(60)
+        waited = time.monotonic() - t0
+        assert waited < 30, waited
+        assert maker.wait(timeout=20) == 0
+        taken = {i.name for i in session.refresh()}
+        assert {a, b} <= taken, taken
+    finally:
+        run(["ip", "link", "del", a], check=False)
+        session.close()
+    assert wait_clean() == []
+
+
 def _rotate_names(tool: list[str], d, *flags: str, packets: int = 2500) -> list[str]:
     d.mkdir()
     port = free_port()

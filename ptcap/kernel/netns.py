@@ -37,6 +37,11 @@ class Netns:
     def label(self) -> str:
         return self.name or "host"
 
+    def watch_fd(self) -> int:
+        """The descriptor of watch()'s link notifications."""
+        assert self._watch is not None
+        return self._watch.fileno()
+
     def close(self) -> None:
         if self._watch is not None:
             self._watch.close()

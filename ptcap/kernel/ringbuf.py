@@ -36,27 +36,32 @@ class RingBuffer:
         # edge-triggered: a wait returns on the kernel's next wake-up (bpf/ring.h: once per a
         # 32nd of the ring queued) or the timeout, not at once whenever anything is queued
         self._epoll.register(map_fd, select.EPOLLIN | select.EPOLLET)
-        self._wake_fd = -1
+        self._drained: set[int] = set()
         self._cons_pos = memoryview(self._consumer)[:8].cast("Q")
         self._prod_pos = memoryview(self._producer)[:8].cast("Q")
         self.cons = self._cons_pos[0]
         self._next = self.cons
 
-    def wake_on(self, fd: int) -> None:
-        """A wait also ends when `fd` (non-blocking, read empty here) becomes readable: the
-        signal wake-up pipe, so that Ctrl-C does not wait out a long idle poll."""
-        self._epoll.register(fd, select.EPOLLIN)
-        self._wake_fd = fd
+    def wake_on(self, fd: int, drain: bool = True) -> None:
+        """A wait also ends when `fd` (non-blocking) becomes readable. `drain`: the wait reads
+        it empty (the signal wake-up pipe, so that Ctrl-C does not wait out a long idle poll);
+        otherwise only its new data ends a wait and its owner reads it (a namespace's link
+        notifications, so that a new interface is tapped at once)."""
+        if drain:
+            self._epoll.register(fd, select.EPOLLIN)
+            self._drained.add(fd)
+        else:
+            self._epoll.register(fd, select.EPOLLIN | select.EPOLLET)
 
     def wait(self, timeout: float) -> None:
-        """Sleep until the kernel wakes us (a wake-up while we were reading counts), wake_on's
-        descriptor is readable, or the timeout passes."""
+        """Sleep until the kernel wakes us (a wake-up while we were reading counts), one of
+        wake_on's descriptors is readable, or the timeout passes."""
         try:
             events = self._epoll.poll(timeout)
         except InterruptedError:
             return
         for fd, _ in events:
-            if fd == self._wake_fd:
+            if fd in self._drained:
                 try:
                     while os.read(fd, 512):
                         pass

@@ -140,7 +140,7 @@ class Session:
                     raise     # named by the user: say so; one of many that went is skipped
         if self._any or self._every_ns:
             for ns in self.namespaces:
-                nsmod.watch(ns)
+                self._watch(ns)
         self._ns_scanned = time.monotonic()
 
     def _load_capture(self) -> libbpf.Object:
@@ -206,6 +206,13 @@ class Session:
             self.on_new_interface(iface_id, iface)
         self._taps.attach(iface, iface_id)
 
+    def _watch(self, ns: Netns) -> None:
+        """Follow a namespace's interfaces: its link notifications also end the reader's wait,
+        so a new interface (a container's veth) is tapped at once, not after an idle poll."""
+        nsmod.watch(ns)
+        if self.ring is not None:
+            self.ring.wake_on(ns.watch_fd(), drain=False)
+
     def _wanted_in(self, ns: Netns) -> list[NetInterface]:
         """--netns any/newly: the -i interfaces of one namespace (those it has)."""
         present = interfaces.in_namespace(ns)
@@ -236,7 +243,7 @@ class Session:
                 continue          # gone again already: look next time
             self._ns_known.add(inode)
             self.namespaces.append(ns)
-            nsmod.watch(ns)
+            self._watch(ns)
             added += [i for i in map(self._as_seen, self._wanted_in(ns)) if self._take(i)]
         return added
 
@@ -292,7 +299,7 @@ class Session:
             return []
         ns.name = name
         self.namespaces.append(ns)
-        nsmod.watch(ns)
+        self._watch(ns)
         return [i for i in map(self._as_seen, interfaces.in_namespace(ns)) if self._take(i)]
 
     def sync_clock(self) -> None:
