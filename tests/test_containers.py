@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -460,6 +461,39 @@ def test_unreachable_runtime_leaves_fields_empty(engine, containers, peers, tmp_
     assert "Traceback" not in err
 
 
+def test_a_runtime_that_hangs_up_is_named_in_one_whole_line(tmp_path):
+    """A socket that accepts and closes at once (not a runtime): each API is said unreachable
+    once, with its whole address and the system's reason, not gRPC's cut-off text that
+    repeats the address. The CRI is looked for at --containerd-address (the same socket)."""
+    sock = tmp_path / "containerd.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(sock))
+    server.listen()
+    done = threading.Event()
+
+    def hang_up():
+        server.settimeout(0.2)
+        while not done.is_set():
+            try:
+                server.accept()[0].close()
+            except OSError:
+                pass
+    t = threading.Thread(target=hang_up, daemon=True)
+    t.start()
+    try:
+        err = stop_capture(start_capture("-i", "lo", "--containerd-address", str(sock),
+                                         "--docker-address", str(tmp_path / "no.sock"), "udp port 9"))
+    finally:
+        done.set()
+        t.join()
+        server.close()
+    said = [line for line in err.splitlines() if "cannot reach" in line]
+    assert sorted(line.split(":")[1] for line in said) == [" containerd", " the CRI runtime"], err
+    for line in said:
+        assert line.count(str(sock)) == 1 and line.endswith("are left empty"), line
+        assert "last error" not in line and "Traceback" not in err, line
+
+
 def test_context_selects_the_blocks(engine, containers, peers, tmp_path, no_kubeconfig):
     port = str(free_port())
     peers("tcp-server", port, "127.0.0.1")
@@ -616,17 +650,20 @@ def node(engine):
         shutil.rmtree(base, ignore_errors=True)
 
 
-def test_pods_of_a_cri_runtime(node, peers, tmp_path, no_kubeconfig):
+@pytest.mark.parametrize("flag", ["--cri-runtime-address", "--containerd-address"])
+def test_pods_of_a_cri_runtime(node, peers, tmp_path, no_kubeconfig, flag):
     """Pods made through the CRI as the kubelet makes them: container and pod details
-    (the pod's own labels and annotations included) come from the CRI; --pod-name selects."""
+    (the pod's own labels and annotations included) come from the CRI; --pod-name selects.
+    containerd's CRI plugin answers on containerd's socket: --containerd-address alone names
+    where the CRI is too."""
     port = str(free_port())
     peers("tcp-server", port, "127.0.0.1")
-    uid = "6f1c2d3e-aaaa-bbbb-cccc-0123456789ab"
-    api = node.pod("api-0", "prod", uid, {"app": "api", "tier": "back"}, {"team": "payments"}, "app")
-    db = node.pod("db-0", "prod", "7f1c2d3e-aaaa-bbbb-cccc-0123456789ab", {"app": "db"}, {}, "postgres")
+    ns = "prod" if flag == "--cri-runtime-address" else "prod-c"    # the node lives on between them
+    uid = f"6f1c2d3e-aaaa-bbbb-cccc-0123456789a{len(ns)}"
+    api = node.pod("api-0", ns, uid, {"app": "api", "tier": "back"}, {"team": "payments"}, "app")
+    db = node.pod("db-0", ns, f"7f1c2d3e-aaaa-bbbb-cccc-0123456789a{len(ns)}", {"app": "db"}, {}, "postgres")
     out = tmp_path / "o.pcapng"
-    cap = start_capture("-i", "lo", "-w", str(out), "--cri-runtime-address", node.address,
-                        "--pod-name", "api-0.prod")
+    cap = start_capture("-i", "lo", "-w", str(out), flag, node.address, "--pod-name", f"api-0.{ns}")
     node.tcp(db, int(port))
     node.tcp(api, int(port))
     stop_capture(cap, port)
@@ -635,7 +672,7 @@ def test_pods_of_a_cri_runtime(node, peers, tmp_path, no_kubeconfig):
     for r in got:
         assert (r["ContainerId"], r["ContainerName"]) == (api, "app")
         assert r["ContainerImage"] == f"docker.io/library/{IMAGE}"
-        assert (r["PodName"], r["PodNamespace"], r["PodUID"]) == ("api-0", "prod", uid)
+        assert (r["PodName"], r["PodNamespace"], r["PodUID"]) == ("api-0", ns, uid)
         assert json.loads(r["PodLabels"]) == {"app": "api", "tier": "back"}
         assert json.loads(r["PodAnnotations"]) == {"team": "payments"}
 

@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     flt.add_argument("--containerd-address", metavar="ADDR",
                      help="containerd socket (default /run/containerd/containerd.sock)")
     flt.add_argument("--cri-runtime-address", metavar="ADDR",
-                     help="CRI runtime socket (default: containerd's, else CRI-O's /run/crio/crio.sock)")
+                     help="CRI runtime socket (default: --containerd-address, else containerd's, else CRI-O's /run/crio/crio.sock)")
 
     out = p.add_argument_group("output")
     out.add_argument("-w", dest="write", metavar="FILE", help="write packets to FILE (pcapng; .pcap = classic pcap; - = stdout)")

@@ -33,7 +33,7 @@ class Metadata:
                  cri_address: str | None = None, kubernetes: bool = True) -> None:
         self.docker = DockerResolver(docker_address)
         self.containerd = ContainerdResolver(containerd_address)
-        self.cri = CRIResolver(cri_address)
+        self.cri = CRIResolver(cri_address or containerd_address)     # containerd's CRI plugin shares its socket
         self.registry = ContainerRegistry()
         self.finder = ContainerFinder(self._namespaces)
         self.finder.known = self._known

@@ -4,6 +4,7 @@ left alone for a while and reported once, at info level (availability.Reach)."""
 from __future__ import annotations
 
 import os
+import re
 
 from ptcap.meta.runtimes.availability import Reach
 
@@ -52,10 +53,20 @@ class GrpcEndpoint:
             return LookupError(method)
         details = getattr(e, "details", None)
         detail = ((details() if callable(details) else "") or str(e) or type(e).__name__)
-        return self.reach.failed(detail.splitlines()[0][:160], quiet)
+        return self.reach.failed(short_detail(detail), quiet)
 
     def close(self) -> None:
         if self._channel is not None:
             self._channel.close()
             self._channel = None
 
+
+
+def short_detail(detail: str) -> str:
+    """gRPC's reason for a failed call, without what the warning says already: "failed to
+    connect to all addresses; last error: UNKNOWN: unix:/x.sock: connect failed: addr:
+    unix:/x.sock error: No such file or directory" is "No such file or directory"."""
+    first = detail.strip().splitlines()[0] if detail.strip() else detail
+    if "last error: " in first:
+        first = re.sub(r"^[A-Z_]+: (unix:[^ ]*: )?", "", first.rsplit(" error: ", 1)[1].strip())
+    return first if len(first) <= 300 else first[:299] + "…"
