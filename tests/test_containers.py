@@ -691,6 +691,36 @@ def test_container_found_by_cgroup_id_and_from_proc(containers):
     assert ContainerFinder().find(c.pid, 0).id == c.id
 
 
+def test_the_cgroup_caches_stay_bounded(monkeypatch):
+    """A host that makes and removes cgroups all day (a container, a systemd scope per
+    session) must not grow ptcap's id → path and id → container caches without end: they keep
+    the newest MAX_CGROUPS ids, and a dropped one is found again when asked for."""
+    import ptcap.meta.containers as containers_module
+    from ptcap.kernel.cgroup import v2_mount
+    from ptcap.meta.containers import ContainerFinder
+    root = v2_mount()
+    assert root is not None
+    monkeypatch.setattr(containers_module, "MAX_CGROUPS", 16)
+    top = Path(root) / f"ptcap-bounded-{os.getpid()}"
+    ids = [f"{n:064x}" for n in range(1, 41)]
+    made = []
+    try:
+        top.mkdir()
+        made.append(top)
+        finder = ContainerFinder()
+        for cid in ids:
+            d = top / f"docker-{cid}.scope"
+            d.mkdir()
+            made.append(d)
+            assert finder.find(0, d.stat().st_ino).id == cid
+            assert len(finder._cgroups) <= 16 and len(finder._by_cgroup) <= 16
+        first = top / f"docker-{ids[0]}.scope"
+        assert finder.find(0, first.stat().st_ino).id == ids[0]       # dropped, found again
+    finally:
+        for d in reversed(made):
+            d.rmdir()
+
+
 def test_container_id_without_a_runtime(engine, containers, peers, tmp_path, no_kubeconfig):
     """--container-id needs no runtime: the container's processes are found by their cgroups."""
     port = str(free_port())

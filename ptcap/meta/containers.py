@@ -24,9 +24,12 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ptcap.kernel.cgroup import v2_mount
+from ptcap.meta.bounded import keep_newest
 
 _HEX64 = r"[0-9a-f]{64}"
 # the last path component that names a container (crio-conmon-<id> is CRI-O's monitor: not it)
+MAX_CGROUPS = 1 << 16      # cgroup ids remembered (paths, containers): a host makes and removes them
+
 _COMPONENT = re.compile(
     rf"^(?:(?P<runtime>docker|cri-containerd|containerd|crio|libpod|nerdctl)-)?(?P<id>{_HEX64})(?:\.scope)?$")
 _POD = re.compile(r"(?:^|[-/])pod(?P<uid>[0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})(?:\.slice)?$")
@@ -137,8 +140,8 @@ class CgroupPaths:
         if path is None:
             path = self._from_kernel(cgroup_id)
         if path is None:
-            self._walk()
-            path = self._paths.setdefault(cgroup_id, "")    # "" = not found (it may be gone)
+            path = self._walk().get(cgroup_id, "")      # "" = not found (it may be gone)
+            self._remember(cgroup_id, path)
         return path or None
 
     def _from_kernel(self, cgroup_id: int, depth: int = 0) -> str | None:
@@ -158,15 +161,23 @@ class CgroupPaths:
         if parent is None:
             parent = self._from_kernel(parent_id, depth + 1)
         if parent is None:
-            self._walk()
-            parent = self._paths.get(parent_id)
+            parent = self._walk().get(parent_id)
         if parent is None:
             return None
-        path = self._paths[cgroup_id] = f"{parent.rstrip('/')}/{name}"
+        path = f"{parent.rstrip('/')}/{name}"
+        self._remember(cgroup_id, path)
         return path
 
-    def _walk(self) -> None:
+    def _remember(self, cgroup_id: int, path: str) -> None:
+        """Keep an id's path as the newest entry (dropped last)."""
+        self._paths.pop(cgroup_id, None)
+        self._paths[cgroup_id] = path
+        keep_newest(self._paths, MAX_CGROUPS)
+
+    def _walk(self) -> dict[int, str]:
+        """Every cgroup of the hierarchy now (also kept, up to MAX_CGROUPS of them)."""
         root = self.root
+        walked: dict[int, str] = {}
         todo = [root]
         while todo:
             top = todo.pop()
@@ -177,16 +188,16 @@ class CgroupPaths:
             for entry in entries:
                 try:
                     if entry.is_dir(follow_symlinks=False):
-                        self._paths[entry.inode()] = entry.path[len(root):] or "/"
+                        walked[entry.inode()] = entry.path[len(root):] or "/"
                         todo.append(entry.path)
                 except OSError:
                     continue
+        self._paths.update(walked)
+        keep_newest(self._paths, MAX_CGROUPS)
+        return walked
 
-    def forget_missing(self) -> None:
-        """Let ids that were not found be looked for again (a container started since)."""
-        for cid in [c for c, p in self._paths.items() if not p]:
-            del self._paths[cid]
-
+    def __len__(self) -> int:
+        return len(self._paths)
 
 class ContainerFinder:
     """The container of an owner record: from its cgroup id (cached per id), else from the
@@ -211,6 +222,7 @@ class ContainerFinder:
             if found is None and len(parts) >= 3 and self.known is not None and self.known(parts[-1]):
                 found = CgroupContainer(parts[-1], "containerd", namespace=parts[-2])
             self._by_cgroup[cgroup_id] = found
+            keep_newest(self._by_cgroup, MAX_CGROUPS)
             return found
         # the v2 root or an unknown id: the runtime may use only v1 controllers (per process)
         return proc_container(pid, self._namespaces)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ptcap.meta.containers import CgroupContainer, ContainerFinder, ContainerInfo
+from ptcap.meta.bounded import keep_newest
+from ptcap.meta.containers import MAX_CGROUPS, CgroupContainer, ContainerFinder, ContainerInfo
 from ptcap.meta.registry import ContainerRegistry
 from ptcap.meta.runtimes.containerd import ContainerdResolver, ContainerdWatcher
 from ptcap.meta.runtimes.cri import CRIResolver, CRIWatcher
@@ -101,6 +102,7 @@ class Metadata:
         # a runtime that was down leaves a bare record: ask again next time (it is rate-limited)
         if info.name:
             self._workloads[found.id] = w
+            keep_newest(self._workloads, MAX_CGROUPS)
         return w
 
     def runtimes(self) -> list:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from ptcap.kernel import records
+from ptcap.meta.bounded import keep_newest
 from ptcap.meta.context import ProcessContext
 from ptcap.pipeline.decoder import (MARK_CONNTRACK, MARK_LAST_OWNER, MARK_PEER_CONNTRACK, MARK_PEER_LAST_OWNER,
                                     MARK_PEER_RECEIVER, MARKS)
@@ -215,9 +216,7 @@ class ProcessTable:
 
     @staticmethod
     def _bound(known: dict) -> None:
-        """Keep at most MAX_PROCESSES entries, dropping the oldest (dicts keep insertion order)."""
-        while len(known) > MAX_PROCESSES:
-            del known[next(iter(known))]
+        keep_newest(known, MAX_PROCESSES)
 
     def parent(self, ppid: int) -> ProcessInfo | None:
         """A parent as last seen (from its exec, or /proc), even if it has exited since."""
