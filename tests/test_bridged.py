@@ -132,3 +132,33 @@ def test_the_other_ends_container_is_printed_when_it_is_not_the_packets_own():
     same = dataclasses.replace(CTX, peer=dataclasses.replace(CTX, pid=4300), peer_role="Receiver")
     line = decode([(TS, 101, SYN, "lo", Direction.OUT, same)], "-n")
     assert ", Receiver [curl.4300], ParentProc [bash.100], Container [web], Pod [web-0.default]" in line, line
+
+
+def test_a_veth_first_seen_without_its_kind_is_tapped_again_as_a_veth(tmp_path):
+    """A veth made while ptcap lists the links may be seen once without its kind (nor its
+    peer). The next look that tells it must tap it again as a veth: its packets then note
+    their flows for the bridge beyond, or a container's handshake on the bridge names nobody
+    (seen with 10 `docker run --rm` at once on a bridge)."""
+    import dataclasses
+
+    from ptcap.kernel import interfaces
+    from ptcap.kernel.session import CaptureConfig, Session
+    tag = f"ptk{os.getpid() % 10000}"
+    a, b = f"{tag}a", f"{tag}b"
+    session = Session(CaptureConfig(interfaces=["any"])).open()
+    try:
+        session.refresh()
+        run(["ip", "link", "add", a, "type", "veth", "peer", "name", b])
+        root = session.namespaces[0]
+        seen = {i.name: i for i in interfaces.in_namespace(root)}
+        assert seen[a].bridging
+        for name in (a, b):         # as a look between the two dumps saw them
+            assert session._take(dataclasses.replace(seen[name], bridging=False, peer=None))
+        run(["ip", "link", "set", a, "up"])
+        wait_for(lambda: session.refresh() is not None and
+                 all(i.bridging for i in session.ifaces if i.name in (a, b)), what="the veth retapped as one")
+        assert {i.name for i in session.ifaces if i.name in (a, b)} == {a, b}
+    finally:
+        run(["ip", "link", "del", a], check=False)
+        session.close()
+    assert wait_clean() == []

@@ -58,9 +58,10 @@ def _make(ns: Netns, ifindex: int, name: str, arphrd: int, kinds: dict[int, tupl
 
 def in_namespace(ns: Netns) -> list[NetInterface]:
     """Every interface of the namespace ptcap can capture on, by index."""
+    links = nsmod.links(ns)     # first: a link made meanwhile is in the kinds too (or found next look)
     kinds = nsmod.link_kinds(ns)
     peers = nsmod.veth_peers(ns, kinds)
-    found = [_make(ns, i, n, t, kinds, peers) for i, n, t in nsmod.links(ns)]
+    found = [_make(ns, i, n, t, kinds, peers) for i, n, t in links]
     return sorted((f for f in found if f is not None), key=lambda i: i.ifindex)
 
 

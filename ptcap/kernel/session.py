@@ -268,10 +268,16 @@ class Session:
         return added
 
     def _follow_peer(self, iface: NetInterface) -> None:
-        """A tapped veth whose other end moved since (to a container): see Taps.retap."""
+        """A tapped veth whose other end moved since (to a container), or whose kind was not
+        yet told when it was tapped (made between two dumps): see Taps.retap."""
         iface_id = self._ids.get(iface.key)
-        if iface_id is not None and self.ifaces[iface_id].peer != iface.peer:
-            self.ifaces[iface_id] = dataclasses.replace(self.ifaces[iface_id], peer=iface.peer)
+        if iface_id is None:
+            return
+        was, peer = self.ifaces[iface_id], iface.peer
+        if peer is not None and was.peer is not None and peer.nsid == was.peer.nsid and not peer.inode:
+            peer = was.peer     # its namespace is not visible now (its last process is leaving)
+        if (was.peer, was.bridging) != (peer, iface.bridging):
+            self.ifaces[iface_id] = dataclasses.replace(was, peer=peer, bridging=iface.bridging)
             with contextlib.suppress(PtcapError):       # gone again: the next look lets it go
                 self._taps.retap(self.ifaces[iface_id], iface_id)
 
