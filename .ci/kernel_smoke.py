@@ -7,7 +7,7 @@ on a veth into a network namespace with a process selector, the cgroup-skb backe
 .ci/smoke_more.py's: --pname with -f following a child, --uid with -w read back by tshark's
 dissector fields, a container selected by its cgroup (--container-id), --netns NAME,
 --netns newly (tc) and any (cgroup-skb) following a namespace made while capturing, every
-hook; last SIGKILL leaving nothing attached, and the extcap through tshark (every capture's
+hook; .ci/smoke_tls.py's TLS keys of a running OpenSSL program; last SIGKILL leaving nothing attached, and the extcap through tshark (every capture's
 normal exit is checked for leftovers too). Prints one line per check and
 `smoke: N passed, M failed on Linux RELEASE`; exits 1 if any failed.
 """
@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from smoke_lib import (HOST_IF, HOST_IP, NS, NS_IF, NS_IP, PY, PTCAP, ROOT, START_TIMEOUT, TMP,  # noqa: E402
                        Capture, Sender, free_port, leftovers, sh, wait_clean)
 import smoke_more  # noqa: E402
+import smoke_tls  # noqa: E402
 
 
 def check_lo_filter_and_preexisting_socket() -> None:
@@ -154,7 +155,7 @@ def check_extcap_through_tshark() -> None:
 
 
 CHECKS = [check_lo_filter_and_preexisting_socket, check_veth_with_process_selector,
-          check_cgroup_skb_backend, *smoke_more.CHECKS, check_sigkill_leaves_nothing,
+          check_cgroup_skb_backend, *smoke_more.CHECKS, *smoke_tls.CHECKS, check_sigkill_leaves_nothing,
           check_extcap_through_tshark]
 
 
