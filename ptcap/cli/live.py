@@ -126,7 +126,7 @@ def capture(args: argparse.Namespace, report: TextIO | None = None) -> int:
             if keys is not None:
                 keys.close()
     captured = engine.captured if engine is not None else 0
-    if any(getattr(sink, "finished", False) for sink in sinks):      # -G with -W, as tcpdump ends it
+    if any(sink.finished for sink in sinks):      # -G with -W, as tcpdump ends it
         report.write(f"Maximum file limit reached: {args.file_count}\n")
     received, dropped, limited, lost = session.all_counters()
     report.write(f"{plural(captured, 'packet')} captured\n"

@@ -114,7 +114,7 @@ class Engine:
         # its end is seen soon
         longest = PATIENCE_SECONDS
         if sinks and command is None:
-            longest = min((getattr(sink, "wait_seconds", None) or PATIENCE_SECONDS) for sink in sinks)
+            longest = min((sink.wait_seconds or PATIENCE_SECONDS) for sink in sinks)
         busy = poll = longest / BUSY_SHARE
         while True:
             if command is not None and command_done_at is None and command.poll() is not None:

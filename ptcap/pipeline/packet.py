@@ -71,9 +71,11 @@ class Sink(Protocol):
     """Where joined packets go (a file, tcpdump's lines). The engine calls write with the
     joined packets of every ring batch, tick after every batch (and when idle: a sink flushes
     or rotates then), close once at the end; `finished` set by a sink ends the capture (-W
-    files all written)."""
+    files all written). `wait_seconds`: how long the engine may sleep while no packet comes
+    (a file's buffer timeout; None: the engine's own patience, for lines and FIFOs)."""
 
     finished: bool
+    wait_seconds: float | None
 
     def add_interface(self, iface_id: int, iface) -> None: ...
 

@@ -170,6 +170,7 @@ class PrintSink:
             flags.line_buffered = True
         check_flags(flags, child_user(flags.user))
         self.finished = False
+        self.wait_seconds = None          # lines are printed as they come
         self.additions = Additions(parts_from_args(args), flags.verbose, live=True)
         sys.stdout.flush()
         from ptcap.pipeline.drain import RUN, Framing       # here: -r needs only the fields
