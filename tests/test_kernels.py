@@ -103,6 +103,22 @@ def test_netlink_tc_leaves_a_qdisc_it_did_not_make(veth):
     run(veth.exec("tc", "qdisc", "del", "dev", veth.peer_if, "clsact"))
 
 
+def test_netlink_tc_keeps_its_qdisc_while_another_filter_is_on_it(veth):
+    """A clsact qdisc ptcap made, on which somebody added a filter of their own while ptcap
+    ran: at the end ptcap takes only its filters off, and leaves the qdisc with that filter
+    (it counted the qdisc's filters with a malformed request, always 0, and destroyed it)."""
+    cap = Capture("--netns", veth.ns, "-i", veth.peer_if, "-n", "udp", env=NETLINK)
+    assert "ptcap_filter_in" in _tc_state(veth)
+    run(veth.exec("tc", "filter", "add", "dev", veth.peer_if, "ingress", "pref", "7", "bpf", "da",
+                  "bytecode", "1,6 0 0 0,"))
+    cap.stop()
+    assert _wait(lambda: "ptcap_filter" not in _tc_state(veth) and not _watchdogs()), _tc_state(veth)
+    state = _tc_state(veth)
+    assert "clsact" in state and "pref 7 bpf" in state, state       # the user's filter, kept
+    run(veth.exec("tc", "qdisc", "del", "dev", veth.peer_if, "clsact"))
+    assert wait_clean() == []
+
+
 def _object_with_refused_cgroup_programs(tmp: Path) -> Path:
     """bpf/capture.bpf.c with its cgroup_skb programs made unloadable (an unchecked packet
     read), built beside the real other objects."""

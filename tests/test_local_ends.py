@@ -9,6 +9,8 @@ import socket
 import subprocess
 import time
 
+import pytest
+
 from conftest import (PYTHON, ROOT, comments, counters, counters_map, file_packets, free_port, free_subnet, run,
                       tcp_settled, tshark_fields, wait_clean, wait_for)
 from ptcap.kernel import tcattach
@@ -351,10 +353,15 @@ def _taps_on(pid: int, ifname: str) -> set[str]:
     return progs
 
 
-def test_veth_whose_peer_moves_after_it_was_tapped(tmp_path):
+@pytest.mark.parametrize("attach", ["default", "netlink"])
+def test_veth_whose_peer_moves_after_it_was_tapped(tmp_path, monkeypatch, attach):
     """-i any taps a new veth pair while both ends are here; then one end goes into another
     namespace (Docker makes a container's veth so): the host end is tapped again to look
-    there, and what it delivers into the namespace names its receiver, the server there."""
+    there, and what it delivers into the namespace names its receiver, the server there.
+    Also with tc filters (kernels without TCX, such as Debian 12's 6.1): the new filters
+    are added, then the old ones taken off, and the qdisc stays for the new ones."""
+    if attach == "netlink":
+        monkeypatch.setenv("PTCAP_TC_ATTACH", "netlink")
     tag = f"{os.getpid() % 10000}m"
     net, ns, host_if, peer_if = free_subnet(), f"ptt{tag}", f"pth{tag}", f"ptp{tag}"
     port = free_port(socket.SOCK_STREAM)

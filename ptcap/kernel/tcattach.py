@@ -82,7 +82,7 @@ def method() -> str:
 def filter_count(ifindex: int, point: int) -> int:
     """How many tc filters the clsact qdisc of one interface holds on one side (a dump)."""
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as s:
-        body = struct.pack("=BxxiIII", socket.AF_UNSPEC, ifindex, 0, _PARENT[point], 0)
+        body = struct.pack("=BxxxiIII", socket.AF_UNSPEC, ifindex, 0, _PARENT[point], 0)     # struct tcmsg
         s.send(struct.pack("=IHHII", 16 + len(body), _RTM_GETTFILTER, 0x301, 1, 0) + body)
         count = 0
         while True:
