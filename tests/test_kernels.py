@@ -119,6 +119,22 @@ def test_netlink_tc_keeps_its_qdisc_while_another_filter_is_on_it(veth):
     assert wait_clean() == []
 
 
+def test_netlink_tc_two_captures_share_the_qdisc_the_first_made(veth):
+    """Two captures on one interface: the first makes the clsact qdisc. When it ends first,
+    the second's filters stay on it and it goes on capturing; when the second ends, the
+    qdisc goes too (nobody else's filter is on it)."""
+    first = Capture("--netns", veth.ns, "-i", veth.peer_if, "-n", "udp", env=NETLINK)
+    second = Capture("--netns", veth.ns, "-i", veth.peer_if, "-n", "-c", "2", "udp port 9", env=NETLINK)
+    assert _tc_state(veth).count("name ptcap_filter_in ") == 2, _tc_state(veth)
+    first.stop()
+    assert _wait(lambda: _tc_state(veth).count("name ptcap_filter_in ") == 1), _tc_state(veth)
+    _udp_to(veth, 9, 2)
+    out, err = second.finish()
+    assert len(out.decode().splitlines()) == 2, err
+    assert _wait(lambda: "clsact" not in _tc_state(veth) and not _watchdogs()), _tc_state(veth)
+    assert wait_clean() == []
+
+
 def _object_with_refused_cgroup_programs(tmp: Path) -> Path:
     """bpf/capture.bpf.c with its cgroup_skb programs made unloadable (an unchecked packet
     read), built beside the real other objects."""

@@ -79,24 +79,54 @@ def method() -> str:
     return "netlink clsact + cls_bpf filters (removed by a watchdog process, even on SIGKILL)"
 
 
-def filter_count(ifindex: int, point: int) -> int:
-    """How many tc filters the clsact qdisc of one interface holds on one side (a dump)."""
+def filter_names(ifindex: int, point: int) -> list[str]:
+    """The filters of one side of an interface's clsact qdisc (a dump): each one's BPF
+    program name as tc shows it ("ptcap_filter_in:[42]"), "" for one of another kind."""
+    names = []
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as s:
         body = struct.pack("=BxxxiIII", socket.AF_UNSPEC, ifindex, 0, _PARENT[point], 0)     # struct tcmsg
         s.send(struct.pack("=IHHII", 16 + len(body), _RTM_GETTFILTER, 0x301, 1, 0) + body)
-        count = 0
         while True:
             data = s.recv(65536)
             off = 0
             while off + 16 <= len(data):
                 length, kind, _flags, _seq, _pid = struct.unpack_from("=IHHII", data, off)
-                if kind == 3:             # NLMSG_DONE
-                    return count
-                if kind == 2:             # NLMSG_ERROR: no qdisc, no filters
-                    return count
-                if kind == _RTM_NEWTFILTER:
-                    count += 1
+                if kind in (2, 3):        # NLMSG_ERROR (no qdisc, no filters), NLMSG_DONE
+                    return names
+                if kind == _RTM_NEWTFILTER and struct.unpack_from("=I", data, off + 16 + 8)[0]:
+                    names.append(_bpf_name(data[off + 36:off + length]))    # a handle: a filter
                 off += (length + 3) & ~3
+
+
+def _bpf_name(attrs: bytes) -> str:
+    """TCA_OPTIONS → TCA_BPF_NAME of a filter's attributes ("" if none)."""
+    for kind, value in _rtattrs(attrs):
+        if kind == 2:                                   # TCA_OPTIONS
+            for inner, name in _rtattrs(value):
+                if inner == 7:                          # TCA_BPF_NAME
+                    return name.split(b"\0", 1)[0].decode(errors="replace")
+    return ""
+
+
+def _rtattrs(data: bytes):
+    off = 0
+    while off + 4 <= len(data):
+        length, kind = struct.unpack_from("=HH", data, off)
+        if length < 4:
+            return
+        yield kind & 0x3FFF, data[off + 4:off + length]
+        off += (length + 3) & ~3
+
+
+def filter_count(ifindex: int, point: int) -> int:
+    """How many tc filters the clsact qdisc of one interface holds on one side."""
+    return len(filter_names(ifindex, point))
+
+
+def _ptcaps_only(ifindex: int) -> bool:
+    """Does the interface's clsact qdisc hold filters, all of them another ptcap's?"""
+    names = filter_names(ifindex, TC_INGRESS) + filter_names(ifindex, TC_EGRESS)
+    return bool(names) and all(n.startswith("ptcap_") for n in names)
 
 
 def detach_filter(ifindex: int, point: int, handle: int, priority: int, made_qdisc: bool) -> None:
@@ -192,6 +222,7 @@ class Attacher:
     def __init__(self) -> None:
         self._watchdog: Watchdog | None = None
         self._made: set[tuple[int, int]] = set()     # (netns inode, ifindex): clsact we created
+        self._seen: set[tuple[int, int]] = set()     # (netns inode, ifindex): clsact we attached to
 
     def attach(self, prog_fd: int, ifindex: int, ingress: bool, netns_fd: int, place) -> Attachment:
         """`place()` is a context manager entering the interface's network namespace.
@@ -209,8 +240,11 @@ class Attacher:
             if err < 0 and err != -errno.EEXIST:
                 raise bpf.BPFError(-err, "creating the clsact qdisc")
             where = (os.fstat(netns_fd).st_ino, ifindex)
-            if err == 0:
+            if err == 0 or where not in self._seen and _ptcaps_only(ifindex):
+                # made here, or by another ptcap still capturing (asked before our own first
+                # filter is on it): the last one out takes it off
                 self._made.add(where)
+            self._seen.add(where)
             made = where in self._made
             hook = _hook(ifindex, point)
             opts = _Opts(ctypes.sizeof(_Opts), prog_fd, 0, 0, 0, 0)
