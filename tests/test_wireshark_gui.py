@@ -119,6 +119,7 @@ def test_wireshark_gui_for_a_member_of_group_wireshark(desktop):
     assert report["statistics_menu"] == ["ptcap Processes"]
     assert report["statistics_window"] and "ptcap Processes" in report["statistics_window"]
     assert f"{sender_name} (" in report["statistics_text"], report["statistics_text"]
+    assert report["statistics_wrapped"] == [], "the window wraps the table's lines"     # it fits
     # Wireshark registers with AT-SPI on its first start (the driver starts it once), and the
     # whole test stays under a minute
     print(f"GUI test: {took:.0f} s, registered at {report['registered_seconds']} s, steps at {report['step_seconds']} s")
