@@ -354,8 +354,13 @@ class Gui:
         subprocess.run(["xdotool", "type", "--delay", "10", self.cfg["good_filter"]])
         # the check of the new text has run: the bad filter's reason is gone
         self.until(lambda: self.gone("label", prefix="ptcap: "), timeout=10)
-        self.click(self._row_cell("ptcap-processes: ptcap"), double=True)
-        started = self.find(prefix="Capturing from ptcap", timeout=20)
+        started = None
+        for _ in range(3):      # a double click that only took the focus from the entry starts nothing
+            if self.find(prefix="Capturing from ptcap", timeout=0) is None:
+                self.click(self._row_cell("ptcap-processes: ptcap"), double=True)
+            started = self.find(prefix="Capturing from ptcap", timeout=8)
+            if started is not None:
+                break
         self.report["capturing_title"] = started.name if started else None
         sender = subprocess.Popen(self.cfg["sender"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.procs.append(sender)
