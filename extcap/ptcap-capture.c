@@ -43,13 +43,13 @@
 static const int CAPS[] = {CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN};
 #define NCAPS (int)(sizeof(CAPS) / sizeof(CAPS[0]))
 
-/* the options of the extcap's dialog that take a value, and the one flag */
+/* the options of the extcap's dialog that take a value, and its two flags */
 static const char *const VALUE_OPTIONS[] = {
     "--extcap-interface", "--fifo", "--extcap-capture-filter", "--interfaces", "--backend",
     "--snaplen", "--direction", "--netns", "--pid", "--pname", "--uid", "--container", "--pod",
     "--log-level", "--log-file", "--extcap-version", NULL,
 };
-static const char *const FLAG_OPTIONS[] = {"--follow-forks", NULL};
+static const char *const FLAG_OPTIONS[] = {"--follow-forks", "--embed-keylog-to-pcapng", NULL};
 
 static const char *fifo_path;      /* Wireshark's fifo, opened (as the user) to fail */
 

@@ -273,9 +273,13 @@ local function sorted_rows(tbl)
     return rows
 end
 
+-- 66 columns: Wireshark's text window (Statistics > ptcap Processes) shows about 73 of them
+-- before it wraps a line
+local HEADING, ROW = "%-40s %10s %14s", "%-40s %10d %14d"
+
 local function report(counts)
     local out = {}
-    local rule = string.rep("=", 78)
+    local rule = string.rep("=", 66)
     out[#out + 1] = rule
     out[#out + 1] = "ptcap Processes: packets and bytes per process, container and pod"
     local sections = {
@@ -285,9 +289,9 @@ local function report(counts)
         local rows = sorted_rows(counts[section[1]])
         if #rows > 0 then
             out[#out + 1] = ""
-            out[#out + 1] = string.format("%-48s %12s %15s", section[2], "Packets", "Bytes")
+            out[#out + 1] = string.format(HEADING, section[2], "Packets", "Bytes")
             for _, row in ipairs(rows) do
-                out[#out + 1] = string.format("%-48s %12d %15d", row.key, row.packets, row.bytes)
+                out[#out + 1] = string.format(ROW, row.key, row.packets, row.bytes)
             end
         end
     end

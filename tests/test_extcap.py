@@ -317,6 +317,16 @@ def test_tshark_lists_ptcap(installed):
     assert any(l.endswith(". ptcap-drops (ptcap-kernel-drops)") for l in listed)
 
 
+def test_readme_names_every_tshark_preference_of_the_dialog(installed):
+    """tshark names the dialog's options after their call, without dashes
+    (--embed-keylog-to-pcapng is extcap.ptcap.embedkeylogtopcapng): README lists them all."""
+    prefs = set(re.findall(r"^#?extcap\.ptcap\.(\w+):", run(["tshark", "-G", "defaultprefs"]).stdout, re.M))
+    readme = (ROOT / "README.md").read_text()
+    sentence = readme[readme.index("`-o extcap.ptcap.OPTION:VALUE` ("):]
+    listed = set(re.findall(r"`(\w+)`", sentence[:sentence.index(")")]))
+    assert prefs and listed == prefs
+
+
 def test_install_is_idempotent_and_checks_as_a_user(installed):
     files = [_folder("Extcap path") / "ptcap", _folder("Global Lua Plugins") / "ptcap.lua",
              _folder("Global configuration") / "profiles/ptcap/preferences",

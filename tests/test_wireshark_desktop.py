@@ -267,6 +267,12 @@ def _capture_once(user: User, *args: str, env: dict[str, str] | None = None, log
     (("--pid",), "ptcap: needs a value: --pid\n"),
     (("--netns", "/proc/1/ns/net"),
      "ptcap: --netns: capturing in another network namespace needs root (the wireshark group's capture enters none)\n"),
+    # the dialog's "Decrypt TLS (embed keys)": an option of the extcap's, but its uprobes would
+    # read the keys of every user's processes
+    (("--embed-keylog-to-pcapng",),
+     "ptcap: --embed-keylog-to-pcapng: reading the TLS keys of running processes needs root "
+     "(the wireshark group's capture reads no process's keys)\n"),
+    (("--embed-keylog-to-pcapng=yes",), "ptcap: takes no value: --embed-keylog-to-pcapng=yes\n"),
 ])
 def test_helper_refuses_what_is_not_the_extcaps(installed, users, args, message):
     member, _ = users

@@ -103,7 +103,8 @@ def test_wireshark_gui_for_a_member_of_group_wireshark(desktop):
     # the reason of a bad capture filter, as the extcap gave it
     assert report["filter_reason"] == "ptcap: can't parse filter expression: syntax error"
     # a live capture: the packet list has the profile's columns, and the sender's process
-    assert report["capturing_title"].startswith("Capturing from ptcap-processes")
+    # the capture filter typed in the main window is the capture's (Wireshark names it in the title)
+    assert report["capturing_title"] == f"Capturing from ptcap-processes: ptcap (udp port {port})"
     # the capture's temporary file has a short name, without spaces (beside it: the extcap's fifo)
     files = [f for f in report["temporary_files"] if not f.startswith("wireshark_extcap_")]
     assert len(files) == 1 and re.fullmatch(r"wireshark_ptcap-processes[A-Z0-9]{6}\.pcapng", files[0]), \
@@ -114,11 +115,13 @@ def test_wireshark_gui_for_a_member_of_group_wireshark(desktop):
     mine = [r for r in rows if len(r) == len(headers) and r[headers.index("Process")] == sender_name]
     assert mine, f"no packet of {sender_name} in the packet list: {rows[:5]} {where}"
     pid = {r[headers.index("PID")] for r in mine}
+    assert {r[headers.index("Protocol")] for r in rows if len(r) == len(headers)} == {"UDP"}, rows[:5]
     assert len(pid) == 1 and pid.pop().isdigit()
     # Statistics > ptcap Processes: a menu item the Qt UI shows, and its window counts the sender
     assert report["statistics_menu"] == ["ptcap Processes"]
     assert report["statistics_window"] and "ptcap Processes" in report["statistics_window"]
     assert f"{sender_name} (" in report["statistics_text"], report["statistics_text"]
+    assert report["statistics_wrapped"] == [], "the window wraps the table's lines"     # it fits
     # Wireshark registers with AT-SPI on its first start (the driver starts it once), and the
     # whole test stays under a minute
     print(f"GUI test: {took:.0f} s, registered at {report['registered_seconds']} s, steps at {report['step_seconds']} s")

@@ -347,12 +347,20 @@ class Gui:
         self.step("bad filter")
 
     def live_capture(self) -> None:
-        entry = self.find("text", "Capture filter entry")
-        entry.queryEditableText().setTextContents(self.cfg["good_filter"])
+        # typed, as a user types it: Wireshark checks a text set through AT-SPI, but captures
+        # with what was typed (or with no filter)
+        self.click(self.find("text", "Capture filter entry"))
+        self.key("ctrl+a")
+        subprocess.run(["xdotool", "type", "--delay", "10", self.cfg["good_filter"]])
         # the check of the new text has run: the bad filter's reason is gone
         self.until(lambda: self.gone("label", prefix="ptcap: "), timeout=10)
-        self.click(self._row_cell("ptcap-processes: ptcap"), double=True)
-        started = self.find(prefix="Capturing from ptcap", timeout=20)
+        started = None
+        for _ in range(3):      # a double click that only took the focus from the entry starts nothing
+            if self.find(prefix="Capturing from ptcap", timeout=0) is None:
+                self.click(self._row_cell("ptcap-processes: ptcap"), double=True)
+            started = self.find(prefix="Capturing from ptcap", timeout=8)
+            if started is not None:
+                break
         self.report["capturing_title"] = started.name if started else None
         sender = subprocess.Popen(self.cfg["sender"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.procs.append(sender)
@@ -395,21 +403,37 @@ class Gui:
                 if top is not None and "ptcap Processes" in (top.name or ""):
                     window = top
             time.sleep(0.2)
-        text = ""
+        text, box = "", None
         deadline = time.time() + 10
         while window is not None and time.time() < deadline and "Process (comm, PID)" not in text:
             for x in self.walk(window):
                 try:
                     if x.getRoleName() in ("text", "paragraph"):
-                        text = x.queryText().getText(0, -1)
+                        box = x.queryText()
+                        text = box.getText(0, -1)
                         break
                 except Exception:
                     continue
             time.sleep(0.3)
         self.report["statistics_window"] = window.name if window else None
         self.report["statistics_text"] = text
+        self.report["statistics_wrapped"] = self._wrapped(box, text) if box else None
         self.shot("statistics.png")
         self.step("statistics")
+
+    @staticmethod
+    def _wrapped(box, text: str) -> list[str]:
+        """The lines of a text widget it shows wrapped: their last character is lower down
+        than their first."""
+        out, start = [], 0
+        for line in text.split("\n"):
+            if line:
+                first = box.getCharacterExtents(start, pyatspi.DESKTOP_COORDS)
+                last = box.getCharacterExtents(start + len(line) - 1, pyatspi.DESKTOP_COORDS)
+                if last[1] > first[1]:
+                    out.append(line)
+            start += len(line) + 1
+        return out
 
     def stop_capture(self) -> None:
         self.menu_action("Capture", "Stop")

@@ -54,7 +54,8 @@ def to_helper(opts: argparse.Namespace) -> ExtcapError | None:
 def on_behalf_of_user(opts: argparse.Namespace) -> ExtcapError | None:
     """Run by the helper for a member of the group: capabilities, but the user's own uid and
     file permissions. Nothing this process starts inherits the capabilities, the user cannot
-    ptrace it, and it writes only to the fifo and enters no other network namespace."""
+    ptrace it, and it writes only to the fifo, enters no other network namespace and reads
+    no process's TLS keys."""
     import stat
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
     prctl(PR_SET_DUMPABLE, 0)
@@ -67,4 +68,7 @@ def on_behalf_of_user(opts: argparse.Namespace) -> ExtcapError | None:
     if opts.netns:
         return ExtcapError(f"--netns: capturing in another network namespace needs root "
                            f"(the {GROUP} group's capture enters none)")
+    if opts.embed_keylog_to_pcapng:     # uprobes would read the keys of every user's processes
+        return ExtcapError(f"--embed-keylog-to-pcapng: reading the TLS keys of running processes "
+                           f"needs root (the {GROUP} group's capture reads no process's keys)")
     return None
