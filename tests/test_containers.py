@@ -517,9 +517,15 @@ def test_container_selector_errors(engine, tmp_path):
 
     res = ptcap("--container-id", "not-hex!")
     assert res.returncode == 1 and res.stderr.startswith("ptcap: --container-id 'not-hex!': ")
-    res = ptcap("--container-name", "x", "--docker-address", str(tmp_path / "no.sock"))
-    assert res.returncode == 1 and res.stderr.startswith("ptcap: --container-name x: cannot reach docker at ")
-    assert res.stderr.count("\n") == 1, res.stderr
+    res = ptcap("--container-name", "x", "--docker-address", str(tmp_path / "no.sock"),
+                "--containerd-address", str(tmp_path / "nor.sock"))
+    assert res.returncode == 1, res.stderr
+    assert res.stderr == (f"ptcap: --container-name x: no container runtime answers (docker at unix://{tmp_path}/no.sock, "
+                          f"containerd at unix://{tmp_path}/nor.sock, the CRI runtime at unix://{tmp_path}/nor.sock)\n")
+    res = ptcap("--pod-name", "web-0.shop", "--docker-address", str(tmp_path / "no.sock"),
+                "--containerd-address", str(tmp_path / "nor.sock"))
+    assert res.returncode == 1 and res.stderr.startswith("ptcap: --pod-name web-0.shop: no container runtime answers ("), \
+        res.stderr
     res = ptcap("--container-name", "x", "--pod-name", "a.b")
     assert res.stderr == "ptcap: --container-name and --pod-name cannot be used together\n"
     assert wait_clean() == []

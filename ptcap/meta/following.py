@@ -90,7 +90,10 @@ class ContainerSelector:
                 failures.append(e)
         if len(failures) == len(self.runtimes):
             if not self.container_id:
-                raise failures[0]
+                if len(failures) == 1:
+                    raise failures[0]
+                raise RuntimeUnavailable("no container runtime answers (" +
+                                         ", ".join(e.where or str(e) for e in failures) + ")")
             named = [(self.container_id[:12], pid) for pid in _pids_in_container(self.container_id)]
         for name, pid in named:
             try:

@@ -18,7 +18,11 @@ RETRY_SECONDS = 10.0
 
 
 class RuntimeUnavailable(Exception):
-    """The runtime's address does not answer."""
+    """The runtime's address does not answer; `where`: which runtime, at which address."""
+
+    def __init__(self, message: str, where: str = "") -> None:
+        super().__init__(message)
+        self.where = where
 
 
 class Outage:
@@ -71,7 +75,7 @@ class Reach(Outage):
             if say and not self._said and self._detail:
                 super().failed("%s: cannot reach %s (%s): %s", self.what, self.address, self._detail,
                                self.consequence)
-            raise RuntimeUnavailable(f"cannot reach {self.what} at {self.address}")
+            raise RuntimeUnavailable(f"cannot reach {self.what} at {self.address}", f"{self.what} at {self.address}")
 
     def absent(self) -> bool:
         """No socket at the runtime's address: the runtime is not installed or not running
@@ -94,7 +98,8 @@ class Reach(Outage):
         self._detail = detail
         super().failed("%s: cannot reach %s (%s): %s", self.what, self.address, detail,
                        self.consequence, quiet=quiet)
-        return RuntimeUnavailable(f"cannot reach {self.what} at {self.address}: {detail}")
+        return RuntimeUnavailable(f"cannot reach {self.what} at {self.address}: {detail}",
+                                  f"{self.what} at {self.address}")
 
     def ok(self) -> None:
         self.recovered()

@@ -87,7 +87,8 @@ class DockerResolver:
                     if not _is_not_found(e):    # not found: gone between the list and the inspect
                         raise
         except Exception as e:      # noqa: BLE001
-            raise RuntimeUnavailable(f"docker at {self.address}: {short_error(e)}") from None
+            raise RuntimeUnavailable(f"docker at {self.address}: {short_error(e)}",
+                                     f"docker at {self.address}") from None
         return out
 
     def close(self) -> None:
