@@ -86,8 +86,8 @@ def read_file(args: argparse.Namespace) -> int:
     keep = _selected(args)
     if not getattr(args, "write", None) and keep is None:
         f, head, stream = _open_raw(args.read)
-        if head[:4] in _PCAP_MAGICS or (parts is not None and not parts) or \
-                (f is not None and not _has_context(f)):
+        if not flags.oneline and (head[:4] in _PCAP_MAGICS or (parts is not None and not parts) or
+                                  (f is not None and not _has_context(f))):
             return _pass_through(args, flags, f, head, stream)
         if f is not None:
             f.close()
@@ -271,7 +271,10 @@ def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep, h
         if getattr(args, "write", None):
             writer = _file_writer(args, reader.linktype, reader.snaplen)
         printing = not count_only and (writer is None or (getattr(args, "print_too", False) and args.write != "-"))
-        additions = Additions(parts, flags.verbose, live=False)
+        # a file of ptcap's or ptcpdump's: every packet's line says its interface and
+        # direction, as when it was captured; another file's packets print as tcpdump's lines
+        ours = reader.application.startswith(("ptcap", "ptcpdump"))
+        additions = Additions(parts, flags.verbose, live=ours, oneline=flags.oneline)
         start_ts, matched = None, 0
         if printing:
             check_flags(flags, child_user(flags.user), reader.linktype)

@@ -115,9 +115,9 @@ class Additions:
     """ptcap's fields for a packet as (after the time stamp, end of first line, after the
     packet's lines), made once per (context, interface, direction)."""
 
-    def __init__(self, parts: Part, verbose: int, live: bool) -> None:
+    def __init__(self, parts: Part, verbose: int, live: bool, oneline: bool = False) -> None:
         self.parts = parts
-        self.verbose = verbose
+        self.verbose = verbose or oneline      # --oneline: the -v blocks, joined to the line
         self.live = live
         self._cache: dict[tuple, tuple] = {}
 
@@ -170,7 +170,7 @@ class PrintSink:
             flags.line_buffered = True
         check_flags(flags, child_user(flags.user))
         self.finished = False
-        self.additions = Additions(parts_from_args(args), flags.verbose, live=True)
+        self.additions = Additions(parts_from_args(args), flags.verbose, live=True, oneline=flags.oneline)
         sys.stdout.flush()
         from ptcap.pipeline.drain import RUN, Framing       # here: -r needs only the fields
         from ptcap.sinks.child import GROUP

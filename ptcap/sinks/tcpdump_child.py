@@ -32,6 +32,7 @@ class PrintFlags:
     verbose: int = 0
     line_buffered: bool = False
     user: str | None = None     # -Z
+    oneline: bool = False       # --oneline: each packet's lines and blocks on one line
 
     @classmethod
     def from_args(cls, args) -> "PrintFlags":
@@ -54,7 +55,8 @@ class PrintFlags:
         if nano:
             argv.append("--time-stamp-precision=nano")
         return cls(argv, int(g("numeric")), int(g("tstamp")), bool(g("number", False)), nano,
-                   int(g("verbose")), bool(g("line_buffered", False)), g("relinquish_user", None))
+                   int(g("verbose")), bool(g("line_buffered", False)), g("relinquish_user", None),
+                   bool(g("oneline", False)))
 
 
 def child_user(requested: str | None) -> pwd.struct_passwd:
