@@ -483,6 +483,33 @@ def test_live_decoder_unprivileged_killed_restarted_and_the_gap_said(capture, tm
     assert "6 packets captured" in err
 
 
+@pytest.mark.root      # captures live
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_to_the_process_group_ends_the_capture_cleanly(tmp_path, sig):
+    """Ctrl-C at a terminal, or `timeout 30s ptcap ...` (ptcpdump's e2e tests), signal ptcap's
+    whole process group: the decoders must not get it (tcpdump said 'pcap_loop: error reading
+    dump file: Interrupted system call' and ptcap printed a restart note in the lines)."""
+    port = _udp_port()
+    proc = subprocess.Popen([sys.executable, "-m", "ptcap.cli", "-i", "lo", "-n", "-l", f"udp dst port {port}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=ENV,
+                            start_new_session=True)
+    try:
+        while b"listening on" not in proc.stderr.readline():
+            assert proc.poll() is None, proc.stderr.read()
+        _send(port, 5, b"hi")
+        lines = [proc.stdout.readline() for _ in range(5)]
+        assert all(f".{port}: UDP".encode() in line for line in lines), lines
+        _wait_child(proc.pid)
+        os.killpg(proc.pid, sig)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0 and out == b"", (out, err)
+    assert [ln for ln in err.decode().splitlines() if "packet" not in ln] == [], err
+
+
 @pytest.mark.root      # drops privileges from root, or captures live
 def test_a_stopped_decoder_never_stalls_the_capture(capture, tmp_path):
     """tcpdump frozen (SIGSTOP): -w keeps writing every captured packet and the count goes on;
