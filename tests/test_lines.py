@@ -151,7 +151,11 @@ def test_reading_ptcaps_file_prints_every_packet_as_it_was_printed_live(tmp_path
         assert res.returncode == 0, res.stderr
         live = decode([(ts, 1, data, "eth0", Direction.OUT, ctx) for ts, data, ctx in packets], *argv)
         assert res.stdout.decode() == live, argv
-    # a file of another writer: its packets without process are tcpdump's lines
+    # a file of ptcap's without any process (tcpdump's corpus as pcapng), and a file of
+    # another writer: their packets without process are tcpdump's lines
+    bare = tmp_path / "bare.pcapng"
+    _write_pcapng(bare, [(TS, synth.eth(SYN), None)])
+    assert ptcap("-n", "-r", str(bare)).stdout.decode() == tcpdump_lines(tmp_path, 1, [(TS, synth.eth(SYN))], "-n")
     other = tmp_path / "other.pcapng"
     other.write_bytes(pcapng_bytes(name="eth0", packets=[(TS // 1000, synth.eth(SYN), 2, ["PID: 7\nCmd: /x\nArgs: x"]),
                                                          (TS // 1000 + 1, synth.eth(SYN), 2, [])]))

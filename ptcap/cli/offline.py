@@ -163,6 +163,14 @@ def _has_context(f) -> bool:
     return False
 
 
+def _path_has_context(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.seekable() and _has_context(f)
+    except OSError:
+        return False
+
+
 def _pass_through(args: argparse.Namespace, flags: PrintFlags, f, head: bytes, stream=None) -> int:
     """tcpdump reads the file itself (from a descriptor ptcap opened; from a pipe for stdin)."""
     argv = list(flags.argv)
@@ -271,9 +279,11 @@ def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep, h
         if getattr(args, "write", None):
             writer = _file_writer(args, reader.linktype, reader.snaplen)
         printing = not count_only and (writer is None or (getattr(args, "print_too", False) and args.write != "-"))
-        # a file of ptcap's or ptcpdump's: every packet's line says its interface and
-        # direction, as when it was captured; another file's packets print as tcpdump's lines
-        ours = reader.application.startswith(("ptcap", "ptcpdump"))
+        # a file of ptcap's or ptcpdump's with processes in it: every packet's line says its
+        # interface and direction, as when it was captured; packets of other files (and of
+        # a pipe) without process information print as tcpdump's lines
+        ours = reader.application.startswith(("ptcap", "ptcpdump")) and stream is None and \
+            f is not sys.stdin.buffer and _path_has_context(args.read)
         additions = Additions(parts, flags.verbose, live=ours, oneline=flags.oneline)
         start_ts, matched = None, 0
         if printing:
