@@ -212,8 +212,11 @@ def test_rotation_sizes_use_tcpdumps_units():
     from ptcap.errors import PtcapError
     assert parse_size("1") == 1_000_000          # millions of bytes
     assert parse_size("2k") == 2048 and parse_size("1m") == 1 << 20 and parse_size("1G") == 1 << 30
-    with pytest.raises(PtcapError, match="invalid file size"):
-        parse_size("0")
+    # ptcpdump's units too: its e2e tests rotate with `-C 1kb`
+    assert parse_size("1kb") == 1024 and parse_size("2MB") == 2 << 20 and parse_size("1gb") == 1 << 30
+    for bad in ("0", "1b", "kb", "1kk"):
+        with pytest.raises(PtcapError, match="invalid file size"):
+            parse_size(bad)
 
 
 @pytest.mark.parametrize("flags", [("-C", "1"), ("-C", "1", "-W", "2"), ("-C", "1", "-W", "12")])

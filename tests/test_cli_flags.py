@@ -251,3 +251,17 @@ def test_inside_ip_netns_exec_a_new_sockets_first_packet_names_its_process(veth)
     out, err = cap.communicate(timeout=30)
     assert cap.returncode == 0, err
     assert f".{sender.pid} Out IP 127.0.0.1." in out, out
+
+
+PTCPDUMP_TUNING = [("--exec-events-worker-number=50",), ("--exec-events-worker-number", "80"),
+                   ("--event-chan-size=20",), ("--delay-before-handle-packet-events=1s",), ("--log-level=warn",)]
+
+
+@pytest.mark.parametrize("flags", PTCPDUMP_TUNING, ids=" ".join)
+def test_ptcpdumps_tuning_flags_are_accepted(flags):
+    """ptcpdump's e2e tests pass them (`--exec-events-worker-number=50`); they change nothing."""
+    ours = subprocess.run(ptcap_argv("-n", "-r", PCAP, *flags), capture_output=True, text=True, timeout=60)
+    plain = subprocess.run(ptcap_argv("-n", "-r", PCAP), capture_output=True, text=True, timeout=60)
+    assert (ours.returncode, ours.stdout, ours.stderr) == (0, plain.stdout, plain.stderr)
+    bad = subprocess.run(ptcap_argv("-n", "-r", PCAP, "--log-level=loud"), capture_output=True, text=True)
+    assert bad.returncode == 1 and len(bad.stderr.splitlines()) == 1 and "--log-level" in bad.stderr

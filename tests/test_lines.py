@@ -52,7 +52,7 @@ def _flags(*argv: str) -> PrintFlags:
 def decode(packets, *argv: str, parts: Part = Part.ALL, live: bool = True) -> str:
     """Packets (ts, linktype, data, ifname, direction, ctx) through the real decoder."""
     flags = _flags(*argv)
-    add = Additions(parts, flags.verbose, live)
+    add = Additions(parts, flags.verbose, live, flags.oneline)
     out = io.BytesIO()
     d = Decoder(flags, out, lossless=True)
     for ts, linktype, data, ifname, direction, ctx in packets:
@@ -91,6 +91,26 @@ def test_verbose_context_blocks_follow_the_packets_lines(tmp_path):
         "Pod (name web-0, namespace default, UID u-1, labels {}, annotations {})"])
 
 
+BLOCKS = ["Process (pid 4242, cmd /usr/bin/curl, args curl http://10.0.0.2/)", "Thread (tid 4243, name curl)",
+          "User (uid 1000)", "ParentProc (pid 100, cmd /bin/bash, args bash)",
+          f"Container (name web, id {'3f' * 32}, image nginx:1, labels {{}})",
+          "Pod (name web-0, namespace default, UID u-1, labels {}, annotations {})"]
+
+
+@pytest.mark.parametrize("argv", [["-v"], [], ["-v", "-X"]])
+def test_oneline_puts_the_packet_and_its_blocks_on_one_line(tmp_path, argv):
+    """ptcpdump's --oneline (its docker, containerd and k8s e2e tests grep `Flags .*, args wget
+    ... CONTAINER_ID` and `Process (...).* Container (...).* Pod (...)` in one line, with and
+    without -v): tcpdump's lines and the -v blocks, stripped, joined by ', '; hex dumps after."""
+    text = decode([(TS, 101, SYN, "eth0", Direction.IN, CTX)], "-n", "--oneline", *argv)
+    oracle = tcpdump_lines(tmp_path, 101, [(TS, SYN)], "-n", *argv).splitlines()
+    dump = [line for line in oracle if line.startswith("\t0x")]
+    head = ", ".join(line.strip() for line in oracle if line not in dump).split(" ", 1)
+    assert text == "\n".join([head[0] + " eth0 In " + head[1] + ", " + ", ".join(BLOCKS)] + dump) + "\n"
+    bare = decode([(TS, 101, SYN, "eth0", Direction.IN, None)], "-n", "--oneline", *argv)
+    assert bare == "\n".join([head[0] + " eth0 In " + head[1]] + dump) + "\n"
+
+
 def test_context_selection():
     text = decode([(TS, 101, SYN, "eth0", Direction.OUT, CTX)], "-n", parts=Part.parse("process,pod"))
     assert " eth0 curl.4242 Out IP " in text and text.endswith(", Pod [web-0.default]\n")
@@ -118,6 +138,29 @@ def test_file_packets_without_process_are_tcpdumps_lines(tmp_path):
     pkts = [(TS, synth.eth(SYN))]
     assert decode([(TS, 1, synth.eth(SYN), "eth0", Direction.OUT, None)], "-n", live=False) == \
         tcpdump_lines(tmp_path, 1, pkts, "-n")
+
+
+def test_reading_ptcaps_file_prints_every_packet_as_it_was_printed_live(tmp_path):
+    """ptcpdump's e2e tests diff the live `-v --print` lines with `-v -r` of the file: a packet
+    with no process (an ICMP reply, an ARP request) keeps its interface and direction too."""
+    path = tmp_path / "ours.pcapng"
+    packets = [(TS, synth.eth(SYN), CTX), (TS + 1000, synth.eth(SYN), None)]
+    _write_pcapng(path, packets)
+    for argv in (["-n"], ["-n", "-v"], ["-n", "--oneline"], ["-n", "-v", "--oneline"]):
+        res = ptcap(*argv, "-r", str(path))
+        assert res.returncode == 0, res.stderr
+        live = decode([(ts, 1, data, "eth0", Direction.OUT, ctx) for ts, data, ctx in packets], *argv)
+        assert res.stdout.decode() == live, argv
+    # a file of ptcap's without any process (tcpdump's corpus as pcapng), and a file of
+    # another writer: their packets without process are tcpdump's lines
+    bare = tmp_path / "bare.pcapng"
+    _write_pcapng(bare, [(TS, synth.eth(SYN), None)])
+    assert ptcap("-n", "-r", str(bare)).stdout.decode() == tcpdump_lines(tmp_path, 1, [(TS, synth.eth(SYN))], "-n")
+    other = tmp_path / "other.pcapng"
+    other.write_bytes(pcapng_bytes(name="eth0", packets=[(TS // 1000, synth.eth(SYN), 2, ["PID: 7\nCmd: /x\nArgs: x"]),
+                                                         (TS // 1000 + 1, synth.eth(SYN), 2, [])]))
+    second = ptcap("-n", "-r", str(other)).stdout.decode().splitlines()[1]
+    assert second == tcpdump_lines(tmp_path, 1, [(TS // 1000 * 1000 + 1000, synth.eth(SYN))], "-n").strip()
 
 
 def test_reading_a_ptcpdump_pcapng_shows_the_context(tmp_path):
@@ -442,6 +485,33 @@ def test_live_decoder_unprivileged_killed_restarted_and_the_gap_said(capture, tm
     assert re.search(r"^ptcap: tcpdump \(the decoder\) exited \(signal 9\) and was restarted; \d+ packets? not printed$",
                      text, re.M), text
     assert "6 packets captured" in err
+
+
+@pytest.mark.root      # captures live
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_to_the_process_group_ends_the_capture_cleanly(tmp_path, sig):
+    """Ctrl-C at a terminal, or `timeout 30s ptcap ...` (ptcpdump's e2e tests), signal ptcap's
+    whole process group: the decoders must not get it (tcpdump said 'pcap_loop: error reading
+    dump file: Interrupted system call' and ptcap printed a restart note in the lines)."""
+    port = _udp_port()
+    proc = subprocess.Popen([sys.executable, "-m", "ptcap.cli", "-i", "lo", "-n", "-l", f"udp dst port {port}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=ENV,
+                            start_new_session=True)
+    try:
+        while b"listening on" not in proc.stderr.readline():
+            assert proc.poll() is None, proc.stderr.read()
+        _send(port, 5, b"hi")
+        lines = [proc.stdout.readline() for _ in range(5)]
+        assert all(f".{port}: UDP".encode() in line for line in lines), lines
+        _wait_child(proc.pid)
+        os.killpg(proc.pid, sig)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0 and out == b"", (out, err)
+    assert [ln for ln in err.decode().splitlines() if "packet" not in ln] == [], err
 
 
 @pytest.mark.root      # drops privileges from root, or captures live

@@ -174,6 +174,46 @@ def test_command_go_program_is_decrypted(tls_server, goclient, tmp_path, version
     assert_not_printed(tls_server, res.stdout, res.stderr)
 
 
+@pytest.fixture(scope="session")
+def goclient_stripped(goclient) -> dict[str, Path]:
+    """tests/goclient stripped (`-ldflags=-s -w`: no symbol table, as Debian builds its Go
+    daemons), as a static and as a PIE binary."""
+    env = dict(os.environ, GOCACHE=str(goclient.parent / "cache"), GOFLAGS="-mod=mod", CGO_ENABLED="0")
+    out = {}
+    for name, extra in (("stripped", []), ("stripped-pie", ["-buildmode=pie"])):
+        out[name] = goclient.parent / f"goclient-{name}"
+        run([shutil.which("go"), "build", *extra, "-ldflags=-s -w", "-o", str(out[name]), "."],
+            cwd=ROOT / "tests" / "goclient", env=env)
+    return out
+
+
+def test_go_functions_are_found_in_the_pclntab_as_in_the_symbols(goclient, goclient_stripped):
+    from ptcap.meta import elf
+    from ptcap.meta.keylog import GO_KEYLOG_SYMBOL
+    full = elf.read(str(goclient))
+    assert full.has_symtab and full.go_functions({GO_KEYLOG_SYMBOL}) == full.function_offsets({GO_KEYLOG_SYMBOL})
+    for path in goclient_stripped.values():
+        e = elf.read(str(path))
+        assert not e.has_symtab and set(e.function_offsets({GO_KEYLOG_SYMBOL})) == {GO_KEYLOG_SYMBOL}
+
+
+@pytest.mark.parametrize("build", ["stripped", "stripped-pie"])
+def test_command_stripped_go_program_is_decrypted(tls_server, goclient_stripped, tmp_path, build):
+    """ptcpdump's test_gotls_keylog_stripped*: a Go binary without symbols is probed through its
+    pclntab; its keys go to a key log file (beside a classic pcap) and into a pcapng."""
+    uri = f"/go-{build}"
+    keys, pcap, out = tmp_path / "keys.txt", tmp_path / "go.pcap", tmp_path / "go.pcapng"
+    client = [str(goclient_stripped[build]), tls_server.url(uri), "tls13", "1"]
+    res = ptcap("-i", "lo", "--write-keylog-file", str(keys), "-w", str(pcap), "--", *client, input="go\n")
+    assert res.returncode == 0, res.stderr
+    lines = set(keys.read_text().splitlines())
+    assert len(lines) == 4 and lines <= tls_server.lines(), lines
+    res = ptcap("-i", "lo", "--embed-keylog-to-pcapng", "-w", str(out), "--", *client, input="go\n")
+    assert res.returncode == 0, res.stderr
+    assert_decrypted(out, uri)
+    assert_not_printed(tls_server, res.stdout, res.stderr)
+
+
 def test_command_channel_is_private_and_goes_away(tmp_path):
     out = tmp_path / "env.pcapng"
     script = ('import os, stat; p = os.environ["SSLKEYLOGFILE"]; d = os.path.dirname(p); '

@@ -110,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("-l", dest="line_buffered", action="store_true", help="line-buffer stdout")
     out.add_argument("--context", default="process,thread,parentproc,user,container,pod",
                      help="process context to print and write (process,thread,parentproc,user,container,pod)")
+    out.add_argument("--oneline", action="store_true",
+                     help="each packet on one line, with its process, parent, container and pod blocks (as ptcpdump)")
 
     tlskeys.add_arguments(p.add_argument_group("TLS keys (secrets: never printed)"))
     fmt = p.add_argument_group("printing (as tcpdump)")
@@ -143,6 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--time-stamp-precision", dest="ts_precision", choices=("micro", "nano"), default="micro")
     fmt.add_argument("--micro", dest="ts_precision", action="store_const", const="micro")
     fmt.add_argument("--nano", dest="ts_precision", action="store_const", const="nano")
+
+    peer = p.add_argument_group("ptcpdump's tuning flags (accepted; ptcap needs no such setting)")
+    for flag in ("--exec-events-worker-number", "--event-chan-size", "--delay-before-handle-packet-events"):
+        peer.add_argument(flag, metavar="N", default=argparse.SUPPRESS,
+                          help="ptcap reads process events and packets from one ring, in order")
+    peer.add_argument("--log-level", default=argparse.SUPPRESS, choices=("debug", "info", "warn", "error", "fatal"),
+                      help="ptcap logs only errors, on stderr")
 
     p.add_argument("expression", nargs="*", help="pcap-filter(7) expression")
     return p

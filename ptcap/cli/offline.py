@@ -86,8 +86,8 @@ def read_file(args: argparse.Namespace) -> int:
     keep = _selected(args)
     if not getattr(args, "write", None) and keep is None:
         f, head, stream = _open_raw(args.read)
-        if head[:4] in _PCAP_MAGICS or (parts is not None and not parts) or \
-                (f is not None and not _has_context(f)):
+        if not flags.oneline and (head[:4] in _PCAP_MAGICS or (parts is not None and not parts) or
+                                  (f is not None and not _has_context(f))):
             return _pass_through(args, flags, f, head, stream)
         if f is not None:
             f.close()
@@ -161,6 +161,14 @@ def _has_context(f) -> bool:
     finally:
         f.seek(0)
     return False
+
+
+def _path_has_context(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.seekable() and _has_context(f)
+    except OSError:
+        return False
 
 
 def _pass_through(args: argparse.Namespace, flags: PrintFlags, f, head: bytes, stream=None) -> int:
@@ -271,7 +279,12 @@ def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep, h
         if getattr(args, "write", None):
             writer = _file_writer(args, reader.linktype, reader.snaplen)
         printing = not count_only and (writer is None or (getattr(args, "print_too", False) and args.write != "-"))
-        additions = Additions(parts, flags.verbose, live=False)
+        # a file of ptcap's or ptcpdump's with processes in it: every packet's line says its
+        # interface and direction, as when it was captured; packets of other files (and of
+        # a pipe) without process information print as tcpdump's lines
+        ours = reader.application.startswith(("ptcap", "ptcpdump")) and stream is None and \
+            f is not sys.stdin.buffer and _path_has_context(args.read)
+        additions = Additions(parts, flags.verbose, live=ours, oneline=flags.oneline)
         start_ts, matched = None, 0
         if printing:
             check_flags(flags, child_user(flags.user), reader.linktype)

@@ -77,6 +77,8 @@ class PcapngReading:
         if major != 1:
             raise PtcapError(f"unsupported pcapng savefile version {major}")
         self._ifaces = []
+        self.application = next((v.decode(errors="replace").rstrip("\0") for code, v in
+                                 self._options(rest[:-4], 12) if code == 4), "")    # shb_userappl
         self._u32 = struct.Struct(self._order + "I").unpack_from
         self._epb = struct.Struct(self._order + "IIIII").unpack_from
 

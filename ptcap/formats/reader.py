@@ -37,6 +37,7 @@ class CaptureReader(PcapngReading):
         self.name = name
         self._s = Stream(f, head)
         self.format = ""
+        self.application = ""       # pcapng: the section's shb_userappl ("ptcap 0.1", ...)
         self.linktype = 1
         self.snaplen = MAX_SNAPLEN
         self._pending: list[Packet] = []

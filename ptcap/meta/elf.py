@@ -1,5 +1,6 @@
-"""Just enough ELF (64-bit little-endian) to place a uprobe: a function symbol's file offset,
-and whether a binary was built by Go."""
+"""Just enough ELF (64-bit little-endian) to place a uprobe: a function symbol's file offset
+(from the symbol tables, or for Go from its pclntab, which stripping leaves), and whether a
+binary was built by Go."""
 from __future__ import annotations
 
 import mmap
@@ -9,6 +10,8 @@ from dataclasses import dataclass
 _SHT_SYMTAB, _SHT_DYNSYM = 2, 11
 _PT_LOAD = 1
 _STT_FUNC = 2
+_PCLN_GO118 = (0xFFFFFFF0, 0xFFFFFFF1)     # Go 1.18-1.19, 1.20 and later
+_PCLN_GO116 = 0xFFFFFFFA                   # Go 1.16-1.17
 
 
 @dataclass(slots=True)
@@ -18,6 +21,7 @@ class ElfFile:
     headers: list[tuple[int, int, int, int, int]]        # the same, by section index
     segments: list[tuple[int, int, int]]                 # PT_LOAD: (vaddr, offset, filesz)
     data: mmap.mmap
+    addresses: dict[str, int] | None = None             # name → sh_addr
 
     @property
     def is_go(self) -> bool:
@@ -47,6 +51,43 @@ class ElfFile:
                     offset = self.file_offset(value)
                     if offset is not None:
                         found[name] = offset
+        if self.is_go and len(found) < len(names):
+            found = {**self.go_functions(names - found.keys()), **found}
+        return found
+
+    def go_functions(self, names: set[str]) -> dict[str, int]:
+        """The file offsets of the named functions from Go's pclntab (the runtime's own table
+        of functions, there in a stripped binary too): each entry's name and start."""
+        sec = self.sections.get(".gopclntab") or self.sections.get(".data.rel.ro.gopclntab")
+        text = (self.addresses or {}).get(".text")
+        d, found = self.data, {}
+        if sec is None or text is None or not any(d.find(n.encode()) >= 0 for n in names):
+            return found
+        base, size = sec[1], sec[2]
+        magic, _pad1, _pad2, _min_lc, ptr_size = struct.unpack_from("<IBBBB", d, base)
+        if ptr_size != 8 or size < 72:
+            return found
+        if magic in _PCLN_GO118:        # entries: (uint32 offset from the text's start, uint32 _func)
+            nfunc, _nfiles, _text, names_off, _cu, _files, _pc, pcln = struct.unpack_from("<8Q", d, base + 8)
+            step, entry_fmt, start = 8, "<II", text
+        elif magic == _PCLN_GO116:      # entries: (pc, _func offset), both uintptr
+            nfunc, _nfiles, names_off, _cu, _files, _pc, pcln = struct.unpack_from("<7Q", d, base + 8)
+            step, entry_fmt, start = 16, "<QQ", 0
+        else:
+            return found
+        wanted = {n.encode(): n for n in names}
+        table, strings = base + pcln, base + names_off
+        for i in range(nfunc):
+            entry, func = struct.unpack_from(entry_fmt, d, table + i * step)
+            name_off = struct.unpack_from("<i", d, table + func + (4 if step == 8 else 8))[0]
+            at = strings + name_off
+            name = wanted.get(d[at:d.find(b"\0", at)])
+            if name is not None and name not in found:
+                offset = self.file_offset(start + entry)
+                if offset is not None:
+                    found[name] = offset
+                if len(found) == len(names):
+                    break
         return found
 
     def file_offset(self, vaddr: int) -> int | None:
@@ -74,13 +115,14 @@ def read(path: str) -> ElfFile | None:
             segments.append((p_vaddr, p_off, p_filesz))
     raw = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
     if not raw or shstrndx >= len(raw):
-        return ElfFile(path, {}, [], segments, data)
+        return ElfFile(path, {}, [], segments, data, {})
     names_at = raw[shstrndx][4]
     sections: dict[str, tuple[int, int, int, int, int]] = {}
-    headers = []
-    for sh_name, sh_type, _f, _addr, sh_off, sh_size, sh_link, _info, _align, sh_entsize in raw:
+    headers, addresses = [], {}
+    for sh_name, sh_type, _f, sh_addr, sh_off, sh_size, sh_link, _info, _align, sh_entsize in raw:
         start = names_at + sh_name
         name = data[start:data.find(b"\0", start)].decode(errors="replace")
         headers.append((sh_type, sh_off, sh_size, sh_link, sh_entsize))
         sections.setdefault(name, headers[-1])
-    return ElfFile(path, sections, headers, segments, data)
+        addresses.setdefault(name, sh_addr)
+    return ElfFile(path, sections, headers, segments, data, addresses)

@@ -350,9 +350,9 @@ def _process_targets(pid: int, say, explicit: bool, seen: set[tuple[int, int]]) 
         if e.function_offsets({GO_KEYLOG_SYMBOL}):
             out.append(Target(exe_path if explicit else root + exe, KIND_GO, pid, (st.st_dev, st.st_ino)))
             tls = True
-        elif e.data.find(GO_KEYLOG_SYMBOL.encode()) >= 0:    # named in its pclntab, not its symbols
-            say(exe, f"{exe} (pid {pid}, {comm}): a stripped Go binary: ptcap cannot find its "
-                     "crypto/tls, its keys are not captured")
+        elif e.data.find(GO_KEYLOG_SYMBOL.encode()) >= 0:    # named, but neither symbol nor pclntab entry
+            say(exe, f"{exe} (pid {pid}, {comm}): a Go binary whose pclntab ptcap cannot read: it cannot "
+                     "find its crypto/tls, its keys are not captured")
     for path, key in files.items():
         name = os.path.basename(path)
         if name.startswith("libssl.so.3"):

@@ -293,6 +293,7 @@ class BlockPrinter:
         extra = lead = 0
         words = ts_words(self.flags)
         number = self.flags.number
+        oneline = self.flags.oneline
         write = self.out.write
         while True:
             data = os.read(fd, 1 << 20)
@@ -316,14 +317,14 @@ class BlockPrinter:
                 texts, single = cut if cut is not None else (self._again(group), False)
                 adds = per_packet(group.adds)
                 if single and not number:
-                    parts.append(merge_lines(texts, adds, words))
+                    parts.append(merge_lines(texts, adds, words, oneline))
                     self.printed += len(texts)
                     continue
                 for t, (pre, suf, after) in zip(texts, adds):
                     if single:
                         t += b"\n"
-                    if pre or suf or after:
-                        t = merge(t, pre, suf, after, words)
+                    if pre or suf or after or oneline:
+                        t = merge(t, pre, suf, after, words, oneline)
                     if number:
                         self.printed += 1
                         t = b"%5d  %s" % (self.printed, t)

@@ -115,9 +115,9 @@ class Additions:
     """ptcap's fields for a packet as (after the time stamp, end of first line, after the
     packet's lines), made once per (context, interface, direction)."""
 
-    def __init__(self, parts: Part, verbose: int, live: bool) -> None:
+    def __init__(self, parts: Part, verbose: int, live: bool, oneline: bool = False) -> None:
         self.parts = parts
-        self.verbose = verbose
+        self.verbose = verbose or oneline      # --oneline: the -v blocks, joined to the line
         self.live = live
         self._cache: dict[tuple, tuple] = {}
 
@@ -171,7 +171,7 @@ class PrintSink:
         check_flags(flags, child_user(flags.user))
         self.finished = False
         self.wait_seconds = None          # lines are printed as they come
-        self.additions = Additions(parts_from_args(args), flags.verbose, live=True)
+        self.additions = Additions(parts_from_args(args), flags.verbose, live=True, oneline=flags.oneline)
         sys.stdout.flush()
         from ptcap.pipeline.drain import RUN, Framing       # here: -r needs only the fields
         from ptcap.sinks.child import GROUP

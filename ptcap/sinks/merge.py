@@ -5,9 +5,10 @@ from __future__ import annotations
 from ptcap.sinks.tcpdump_child import PrintFlags
 
 
-def merge(text: bytes, pre: bytes, suf: bytes, after: bytes, words: int) -> bytes:
+def merge(text: bytes, pre: bytes, suf: bytes, after: bytes, words: int, oneline: bool = False) -> bytes:
     """A packet's text with ptcap's fields: `pre` after the time stamp (`words` words), `suf`
-    at the end of the first line, `after` after the last."""
+    at the end of the first line, `after` after the last; with `oneline` (--oneline) all on
+    one line."""
     if pre:
         i = 0
         n = len(text)
@@ -24,11 +25,23 @@ def merge(text: bytes, pre: bytes, suf: bytes, after: bytes, words: int) -> byte
         text = text[:nl] + suf + text[nl:] if nl >= 0 else text + suf
     if after:
         text = text + after
-    return text
+    return one_line(text) if oneline else text
 
 
-def merge_lines(lines: list[bytes], adds: list[tuple[bytes, bytes, bytes]], words: int) -> bytes:
+def one_line(text: bytes) -> bytes:
+    """--oneline, as ptcpdump: a packet's lines (tcpdump's, and ptcap's -v blocks) stripped and
+    joined by ', '; hex dump lines (-x, -X) stay on their own lines after it."""
+    lines = text.split(b"\n")
+    joined = [line.strip() for line in lines if line.strip() and not line.startswith(b"\t0x")]
+    dump = [line for line in lines if line.startswith(b"\t0x")]
+    return b"\n".join([b", ".join(joined)] + dump) + b"\n"
+
+
+def merge_lines(lines: list[bytes], adds: list[tuple[bytes, bytes, bytes]], words: int,
+                oneline: bool = False) -> bytes:
     """merge() of packets of one line each (without their newlines), joined."""
+    if oneline:
+        return b"".join(merge(line + b"\n", pre, suf, after, words, True) for line, (pre, suf, after) in zip(lines, adds))
     first = adds[0] if adds else None
     if first is not None and not first[2] and words == 1 and adds.count(first) == len(adds) and \
             min(lines)[:1] not in (b"", b" "):     # no line empty or starting with a space

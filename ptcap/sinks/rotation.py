@@ -14,15 +14,16 @@ from dataclasses import dataclass
 
 from ptcap.errors import PtcapError
 
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)([kKmMgG]?)$")
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)(?:([kKmMgG])[bB]?)?$")
 
 
 def parse_size(text: str) -> int:
-    """-C: millions of bytes, or bytes with a k/m/g suffix (powers of 1024), as tcpdump."""
+    """-C: millions of bytes, or bytes with a k/m/g suffix (powers of 1024), as tcpdump; also
+    ptcpdump's kb/mb/gb."""
     m = _SIZE.match(text.strip())
     if not m or float(m.group(1)) <= 0:
         raise PtcapError(f"invalid file size {text}")
-    value, unit = float(m.group(1)), m.group(2).lower()
+    value, unit = float(m.group(1)), (m.group(2) or "").lower()
     scale = {"": 1_000_000, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}[unit]
     return int(value * scale)
 

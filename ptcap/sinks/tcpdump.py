@@ -257,7 +257,7 @@ class Decoder:
     def _read_out(self, child: Child) -> None:
         done = self._done
         words = self._ts_words
-        number = self.flags.number
+        number, oneline = self.flags.number, self.flags.oneline
         while True:
             try:
                 data = os.read(child.stdout, 1 << 18)
@@ -271,15 +271,15 @@ class Decoder:
                 count = len(texts)
                 if single and not number and end - first == count and not any(e[1] for e in entries):
                     adds = per_packet([(e[2], e[3]) for e in entries])
-                    done[first] = Span(merge_lines(texts, adds, words), count)
+                    done[first] = Span(merge_lines(texts, adds, words, oneline), count)
                     continue
                 if len(entries) != count:
                     entries = expand(entries)
                 for (seq, note, (pre, suf, after), _n), text in zip(entries, texts):
                     if single:
                         text += b"\n"
-                    if pre or suf or after:
-                        text = merge(text, pre, suf, after, words)
+                    if pre or suf or after or oneline:
+                        text = merge(text, pre, suf, after, words, oneline)
                     if number:
                         done[seq] = (note, text)
                     else:

@@ -32,6 +32,7 @@ class PrintFlags:
     verbose: int = 0
     line_buffered: bool = False
     user: str | None = None     # -Z
+    oneline: bool = False       # --oneline: each packet's lines and blocks on one line
 
     @classmethod
     def from_args(cls, args) -> "PrintFlags":
@@ -54,7 +55,8 @@ class PrintFlags:
         if nano:
             argv.append("--time-stamp-precision=nano")
         return cls(argv, int(g("numeric")), int(g("tstamp")), bool(g("number", False)), nano,
-                   int(g("verbose")), bool(g("line_buffered", False)), g("relinquish_user", None))
+                   int(g("verbose")), bool(g("line_buffered", False)), g("relinquish_user", None),
+                   bool(g("oneline", False)))
 
 
 def child_user(requested: str | None) -> pwd.struct_passwd:
@@ -105,7 +107,9 @@ def spawn(argv: list[str], user: pwd.struct_passwd, stdin, stdout, stderr, bulk:
     """Start tcpdump with `argv` as `user`, no capabilities, in /. `bulk`: its input and output
     go through 1 MiB stdio buffers (stdbuf(1), where it is installed) instead of a pipe's
     4 KiB, a read and a write per MiB (a whole file to print; never a live capture's lines,
-    which would wait in the buffer)."""
+    which would wait in the buffer). A child whose lines ptcap reads (stdout a pipe) is in a
+    process group of its own: Ctrl-C at a terminal, or `timeout`, signals ptcap's group, and
+    ptcap ends its decoders itself once they have printed everything."""
     if os.geteuid() != 0:       # nothing to drop: run as we are (tests as a user, say)
         preexec = None
     else:
@@ -113,7 +117,8 @@ def spawn(argv: list[str], user: pwd.struct_passwd, stdin, stdout, stderr, bulk:
     try:
         prefix = [STDBUF, "-i1M", "-o1M"] if bulk and STDBUF else []
         return subprocess.Popen([*prefix, TCPDUMP, *argv], stdin=stdin, stdout=stdout, stderr=stderr, cwd="/",
-                                env=child_env(), preexec_fn=preexec, close_fds=True)
+                                env=child_env(), preexec_fn=preexec, close_fds=True,
+                                process_group=0 if stdout is subprocess.PIPE else None)
     except OSError as e:
         raise PtcapError(f"cannot run {TCPDUMP}: {e.strerror}") from None
 
