@@ -347,3 +347,24 @@ def test_a_damaged_file_with_processes_prints_what_tcpdump_prints_then_its_error
     assert all("sender.4242" in line for line in lines)
     want = oracle.stderr.decode().splitlines()[-1].replace("tcpdump: ", "ptcap: ", 1)
     assert got.stderr.decode().splitlines()[-1] == want and got.returncode == oracle.returncode == 1
+
+
+def test_a_time_stamp_past_2106_keeps_its_low_32_bits_as_libpcap_does(tmp_path):
+    """pcapng stamps are 64 bits, a pcap record's seconds 32: a stamp past 2106 (tcpdump's own
+    corpus has one, smb_data_print-segv.pcapng) goes to the tcpdump child with its low 32 bits
+    of seconds, as pcap_dump writes it; it raised struct.error mid-file, its lines lost."""
+    late = 68470465054 * 10**6 + 149710
+    data = pcapng_bytes(packets=[(1_480_520_108_640_523, PKT, None, []), (late, PKT, None, []),
+                                 (1_480_520_108_641_033, PKT, None, [])])
+    path = tmp_path / "late.pcapng"
+    path.write_bytes(data)
+    for flags in (["-tt"], ["-v"], ["-tttt", "-c", "2"]):
+        want = subprocess.run(["tcpdump", "-n", *flags, "-r", "-"], input=data, capture_output=True, env={"TZ": "UTC"})
+        got = subprocess.run([sys.executable, "-m", "ptcap.cli", "-n", *flags, "-r", "-"], input=data,
+                             capture_output=True, env={"TZ": "UTC"})
+        assert got.stdout == want.stdout and got.returncode == 0, got.stderr
+    ours, theirs = tmp_path / "ours.pcap", tmp_path / "theirs.pcap"
+    got = subprocess.run([sys.executable, "-m", "ptcap.cli", "-r", str(path), "-w", str(ours)], capture_output=True)
+    assert got.returncode == 0, got.stderr
+    subprocess.run(["tcpdump", "-r", str(path), "-w", str(theirs)], check=True, capture_output=True)
+    assert ours.read_bytes()[24:] == theirs.read_bytes()[24:]

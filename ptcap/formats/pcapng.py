@@ -298,7 +298,7 @@ class PcapWriter:
         n = 0
         for off in batch.offsets:
             _iface, hi, lo, caplen, length = fields(buf, off + EPB_AT)
-            sec, nsec = divmod((hi << 32) | lo, 1_000_000_000)
+            sec, nsec = pcap_time((hi << 32) | lo)
             parts.append(head(sec, nsec // self._div, caplen, length))
             parts.append(buf[off + HEADER_LEN:off + HEADER_LEN + caplen])
             n += 1
@@ -318,7 +318,7 @@ class PcapWriter:
 
     def write_packet(self, pkt, iface_id: int = 0) -> None:
         data = pkt.data
-        sec, nsec = divmod(pkt.ts_ns, 1_000_000_000)
+        sec, nsec = pcap_time(pkt.ts_ns)
         self._pending += (_PCAP_RECORD.pack(sec, nsec // self._div, len(data), pkt.orig_len), data)
         self.written += 16 + len(data)
 
@@ -330,6 +330,13 @@ class PcapWriter:
 
 
 _PCAP_RECORD = struct.Struct("<IIII")
+
+
+def pcap_time(ts_ns: int) -> tuple[int, int]:
+    """A time stamp as a classic pcap record's (seconds, nanoseconds). Its seconds are 32 bits:
+    a pcapng stamp past 2106 keeps the low 32, as libpcap's pcap_dump keeps them."""
+    sec, nsec = divmod(ts_ns, 1_000_000_000)
+    return sec & 0xFFFFFFFF, nsec
 _EPB_FIELDS = struct.Struct("<IIIII")
 
 
