@@ -54,7 +54,7 @@ def _selected(args: argparse.Namespace):
     return keep
 
 
-def _file_writer(args: argparse.Namespace, linktype: int, snaplen: int):
+def _file_writer(args: argparse.Namespace, linktype: int, snaplen: int, linktype_ext: int = 0):
     """-r FILE -w OUT: where the selected packets are written again, as tcpdump does."""
     if args.write == "-":
         out = sys.stdout.buffer
@@ -65,7 +65,7 @@ def _file_writer(args: argparse.Namespace, linktype: int, snaplen: int):
             raise PtcapError(f"{args.write}: {e.strerror}") from None
     from ptcap.formats.pcapng import PacketWriter
     return PacketWriter(out, args.write.endswith(".pcap"), linktype, snaplen,
-                        nano=getattr(args, "ts_precision", "micro") == "nano")
+                        nano=getattr(args, "ts_precision", "micro") == "nano", linktype_ext=linktype_ext)
 
 
 _PCAP_MAGICS = {b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d",
@@ -269,7 +269,7 @@ def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep, h
         limit = args.count if getattr(args, "count", None) else 0
         count_only = getattr(args, "count_only", False)
         if getattr(args, "write", None):
-            writer = _file_writer(args, reader.linktype, reader.snaplen)
+            writer = _file_writer(args, reader.linktype, reader.snaplen, reader.linktype_ext)
         printing = not count_only and (writer is None or (getattr(args, "print_too", False) and args.write != "-"))
         additions = Additions(parts, flags.verbose, live=False)
         start_ts, matched = None, 0

@@ -273,12 +273,14 @@ class PcapWriter:
     """Classic pcap: one link type, no metadata; microsecond timestamps as tcpdump writes
     them, or nanosecond ones (--nano)."""
 
-    def __init__(self, out: BinaryIO, linktype: int, snaplen: int = 262144, nano: bool = False) -> None:
+    def __init__(self, out: BinaryIO, linktype: int, snaplen: int = 262144, nano: bool = False,
+                 linktype_ext: int = 0) -> None:
         self.out = out
         self.linktype = linktype
         self._div = 1 if nano else 1000
         magic = 0xA1B23C4D if nano else 0xA1B2C3D4
-        self._pending: list[bytes] = [struct.pack("<IHHiIII", magic, 2, 4, 0, 0, snaplen, linktype)]
+        self._pending: list[bytes] = [struct.pack("<IHHiIII", magic, 2, 4, 0, 0, snaplen,
+                                                       linktype | linktype_ext)]
         self._interfaces = 0
         self.written = 24
 
@@ -318,8 +320,16 @@ class PcapWriter:
 
     def write_packet(self, pkt, iface_id: int = 0) -> None:
         data = pkt.data
-        sec, nsec = pcap_time(pkt.ts_ns)
-        self._pending += (_PCAP_RECORD.pack(sec, nsec // self._div, len(data), pkt.orig_len), data)
+        if pkt.pcap_ts is None:
+            sec, nsec = pcap_time(pkt.ts_ns)
+            frac = nsec // self._div
+        else:                       # as read, scaled as libpcap scales it (not normalized)
+            sec, frac, nano = pkt.pcap_ts
+            if nano != (self._div == 1):
+                signed = frac - (frac >> 31 << 32)              # a bpf_int32 in the record
+                down = abs(signed) // 1000 * (1 if signed >= 0 else -1)     # C's division
+                frac = (down if nano else signed * 1000) & 0xFFFFFFFF
+        self._pending += (_PCAP_RECORD.pack(sec, frac, len(data), pkt.orig_len), data)
         self.written += 16 + len(data)
 
     def flush(self) -> None:
@@ -346,11 +356,11 @@ class PacketWriter:
     name ending in .pcap writes classic pcap (one link type, no metadata)."""
 
     def __init__(self, out: BinaryIO, classic: bool, linktype: int, snaplen: int = 262144,
-                 nano: bool = False) -> None:
+                 nano: bool = False, linktype_ext: int = 0) -> None:
         self.out = out
         self._classic = classic
         self._snaplen = snaplen
-        self._writer = PcapWriter(out, linktype, snaplen, nano=nano) if classic else PcapngWriter(out)
+        self._writer = PcapWriter(out, linktype, snaplen, nano, linktype_ext) if classic else PcapngWriter(out)
         self._ids: dict[tuple[str, int], int] = {}
         self._unflushed = 0
 
