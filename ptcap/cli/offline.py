@@ -92,8 +92,38 @@ def read_file(args: argparse.Namespace) -> int:
         if f is not None:
             f.close()
             return _decode_in_ptcap(args, flags, parts, keep)
+        head, unmarked = _peek_link_type(head, stream)
+        if unmarked:
+            return _pass_through(args, flags, None, head, stream)
         return _decode_in_ptcap(args, flags, parts, keep, head, stream)
     return _decode_in_ptcap(args, flags, parts, keep)
+
+
+class _Kept:
+    """A stream whose bytes read are kept, to be sent again."""
+
+    def __init__(self, f) -> None:
+        self.f, self.kept = f, []
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.kept.append(data)
+        return data
+
+
+def _peek_link_type(head: bytes, stream) -> tuple[bytes, bool]:
+    """pcapng on a pipe, read up to its first interface: (the bytes read, whether ptcap cannot
+    add its fields to that link type's lines). Then tcpdump reads it all itself, as it reads a
+    file without process information: ptcap's reader took C_HDLC, SLIP, 802.11 ... and refused
+    to print them."""
+    from ptcap.formats.reader import CaptureReader
+    from ptcap.sinks.markers import MARKABLE
+    kept = _Kept(stream)
+    try:
+        linktype = CaptureReader(kept, "-", head).linktype
+    except PtcapError:
+        linktype = None                 # ptcap's reader says it, as it did
+    return head + b"".join(kept.kept), linktype is not None and linktype not in MARKABLE
 
 
 def read_files(args: argparse.Namespace) -> int:
