@@ -389,3 +389,36 @@ def test_rewriting_a_pcap_keeps_its_records_as_tcpdump_w_keeps_them(tmp_path, na
         assert got.returncode == 0, got.stderr
         subprocess.run(["tcpdump", "-r", str(src), *extra, "-w", str(theirs)], check=True, capture_output=True)
         assert ours.read_bytes() == theirs.read_bytes(), extra
+
+
+@pytest.mark.parametrize("source", ["pcap", "pcapng"])
+def test_a_file_without_packets_is_written_as_a_file_tcpdump_and_tshark_read(tmp_path, source):
+    """`-r EMPTY -w out.pcapng` (tcpdump's empty.pcap and empty.pcapng) wrote a Section Header
+    Block alone: 'tcpdump: the capture file has no Interface Description Blocks'. It gets the
+    file's link type's interface, as tcpdump -w writes the header of a file with no packet."""
+    src = tmp_path / f"empty.{source}"
+    src.write_bytes(pcap_bytes("<", False, [], linktype=105, snaplen=4096) if source == "pcap" else
+                    _SHB + _idb(105, 4096))
+    out = tmp_path / "out.pcapng"
+    got = subprocess.run([sys.executable, "-m", "ptcap.cli", "-r", str(src), "-w", str(out)], capture_output=True)
+    assert got.returncode == 0, got.stderr
+    want = subprocess.run(["tcpdump", "-r", str(src)], capture_output=True)
+    read = subprocess.run(["tcpdump", "-r", str(out)], capture_output=True)
+    assert (read.returncode, read.stderr) == (0, want.stderr.replace(bytes(src), bytes(out)))
+    assert subprocess.run(["tshark", "-r", str(out)], capture_output=True).returncode == 0
+
+
+def test_a_time_stamp_past_2554_does_not_end_a_pcapng_written_again(tmp_path):
+    """A nanosecond pcapng stamp holds 64 bits (until 2554): a later one (a microsecond file's,
+    tcpdump's smb_data_print-segv.pcapng) keeps its low 64 bits; it raised struct.error and
+    the packets after it were lost."""
+    late = 68470465054 * 10**6 + 149710
+    src, out = tmp_path / "late.pcapng", tmp_path / "out.pcapng"
+    src.write_bytes(pcapng_bytes(packets=[(1_480_520_108_640_523, PKT, None, []), (late, PKT, None, []),
+                                          (1_480_520_108_641_033, PKT, None, [])]))
+    got = subprocess.run([sys.executable, "-m", "ptcap.cli", "-r", str(src), "-w", str(out)], capture_output=True)
+    assert got.returncode == 0 and b"Traceback" not in got.stderr, got.stderr
+    read = subprocess.run(["tcpdump", "-n", "-tt", "-r", str(out)], capture_output=True)
+    kept = late * 1000 % 2**64          # -tt prints the seconds' low 32 bits
+    assert [ln.split()[0] for ln in read.stdout.decode().splitlines()] == \
+        ["1480520108.640523", f"{kept // 10**9 % 2**32}.{kept % 10**9 // 1000:06d}", "1480520108.641033"]

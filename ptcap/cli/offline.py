@@ -361,7 +361,7 @@ def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep, h
 
 def _close_writer(writer, name: str) -> None:
     try:
-        writer.flush()
+        writer.finish()
         if writer.out is not sys.stdout.buffer:
             writer.out.close()
     except OSError as e:

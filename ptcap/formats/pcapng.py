@@ -234,7 +234,7 @@ class PcapngWriter:
         data = pkt.data
         pad = -len(data) & 3
         total = _U32.pack(fixed + len(data) + pad)
-        self._pending += (_EPB_TYPE, total, _EPB_FIELDS.pack(iface_id, pkt.ts_ns >> 32, pkt.ts_ns & 0xFFFFFFFF,
+        self._pending += (_EPB_TYPE, total, _EPB_FIELDS.pack(iface_id, pkt.ts_ns >> 32 & 0xFFFFFFFF, pkt.ts_ns & 0xFFFFFFFF,
                                                             len(data), pkt.orig_len),
                           data, tails[pad], total)
         self.written += fixed + len(data) + pad
@@ -360,6 +360,7 @@ class PacketWriter:
         self.out = out
         self._classic = classic
         self._snaplen = snaplen
+        self._linktype = linktype
         self._writer = PcapWriter(out, linktype, snaplen, nano, linktype_ext) if classic else PcapngWriter(out)
         self._ids: dict[tuple[str, int], int] = {}
         self._unflushed = 0
@@ -383,3 +384,11 @@ class PacketWriter:
     def flush(self) -> None:
         self._writer.flush()
         self._unflushed = 0
+
+    def finish(self) -> None:
+        """The last flush. A pcapng that got no packet still gets an interface: an SHB alone is
+        a file tcpdump and tshark refuse ('no Interface Description Blocks')."""
+        if not self._ids and not self._classic:
+            self._ids[("", self._linktype)] = 0
+            self._writer.add_interface(Interface("if0", self._linktype, self._snaplen))
+        self.flush()
