@@ -4,6 +4,7 @@ from __future__ import annotations
 import struct
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -422,3 +423,36 @@ def test_a_time_stamp_past_2554_does_not_end_a_pcapng_written_again(tmp_path):
     kept = late * 1000 % 2**64          # -tt prints the seconds' low 32 bits
     assert [ln.split()[0] for ln in read.stdout.decode().splitlines()] == \
         ["1480520108.640523", f"{kept // 10**9 % 2**32}.{kept % 10**9 // 1000:06d}", "1480520108.641033"]
+
+
+def _head_1(argv: list[str], data: bytes) -> tuple[int, bytes]:
+    """`argv | head -1`: the exit status and the last line of stderr."""
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def feed() -> None:
+        try:
+            proc.stdin.write(data)
+            proc.stdin.close()
+        except BrokenPipeError:     # the reader stopped reading: as it may
+            pass
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    assert proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read()
+    feeder.join()
+    return proc.wait(), err.splitlines()[-1]
+
+
+@pytest.mark.parametrize("kind", ["pcap", "pcapng", "pcapng-with-processes"])
+def test_output_that_goes_away_is_said_and_exits_14_as_tcpdump_does(kind):
+    """`ptcap -r - | head -1` says tcpdump's 'Unable to write output: Broken pipe' and exits
+    with its 14, whether tcpdump read the file (it exited 1) or ptcap did (it exited 0, silent)."""
+    comments = ["PID: 4242\nCmd: /usr/bin/sender\n"] if kind.endswith("processes") else []
+    packets = [(1_700_000_000_000_000 + i * 10**9, PKT) for i in range(30000)]
+    data = pcap_bytes("<", False, packets) if kind == "pcap" else \
+        pcapng_bytes(packets=[(ts // 1000, p, 2, comments) for ts, p in packets])
+    want = _head_1(["tcpdump", "-n", "-r", "-"], data)
+    assert want == (14, b"tcpdump: Unable to write output: Broken pipe")
+    assert _head_1([sys.executable, "-m", "ptcap.cli", "-n", "-r", "-"], data) == \
+        (14, b"ptcap: Unable to write output: Broken pipe")

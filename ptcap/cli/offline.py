@@ -231,7 +231,7 @@ def _pass_through(args: argparse.Namespace, flags: PrintFlags, f, head: bytes, s
     proc.stderr.close()
     if status < 0:
         raise PtcapError(f"tcpdump (the decoder) was killed by signal {-status}")
-    return 0 if status == 0 else 1
+    return status                       # tcpdump's own: 14 when its output went away (| head)
 
 
 def _feed(pipe, head: bytes, source) -> None:
