@@ -456,3 +456,35 @@ def test_output_that_goes_away_is_said_and_exits_14_as_tcpdump_does(kind):
     assert want == (14, b"tcpdump: Unable to write output: Broken pipe")
     assert _head_1([sys.executable, "-m", "ptcap.cli", "-n", "-r", "-"], data) == \
         (14, b"ptcap: Unable to write output: Broken pipe")
+
+
+@pytest.mark.parametrize("second", ["<", ">"])
+@pytest.mark.parametrize("comments", [True, False])
+def test_a_second_section_is_read_as_libpcap_reads_it(tmp_path, second, comments):
+    """A second Section Header Block in the other byte order: libpcap 1.10 reads its length in
+    the first section's order and stops there ('pcapng block size 469762048 > maximum ...').
+    ptcap read on: from stdin it printed 12 packets and exit 0; a file with processes printed
+    none at all (its tcpdump child died on the block: 'the decoder exited with status 1'). In
+    the same order the second section's packets are printed, on its own interfaces."""
+    comment = ["PID: 4242\nCmd: /usr/bin/sender\n"] if comments else []
+    first = pcapng_bytes("<", packets=[(1_700_000_000_000_000 + i, PKT, 2, comment) for i in range(6)])
+    data = first + pcapng_bytes(second, name="eth1", packets=[(1_700_000_001_000_000 + i, PKT, 1, comment)
+                                                              for i in range(6)])
+    path = tmp_path / "two.pcapng"
+    path.write_bytes(data)
+    want = subprocess.run(["tcpdump", "-n", "-r", str(path)], capture_output=True)
+    assert len(want.stdout.splitlines()) == (12 if second == "<" else 6)
+    for argv, stdin in ((["-r", str(path)], None), (["-r", "-"], data), (["-r", "-", "udp"], data)):
+        got = subprocess.run([sys.executable, "-m", "ptcap.cli", "-n", *argv], input=stdin, capture_output=True)
+        assert len(got.stdout.splitlines()) == len(want.stdout.splitlines()), (argv, got.stderr)
+        assert got.returncode == want.returncode
+        assert _errors(got.stderr) == [ln.replace(b"tcpdump: ", b"ptcap: ") for ln in _errors(want.stderr)]
+    out = tmp_path / "out.pcapng"
+    got = subprocess.run([sys.executable, "-m", "ptcap.cli", "-r", str(path), "-w", str(out)], capture_output=True)
+    assert got.returncode == want.returncode
+    again = subprocess.run(["tcpdump", "-n", "-r", str(out)], capture_output=True)
+    assert len(again.stdout.splitlines()) == len(want.stdout.splitlines()) and again.returncode == 0
+
+
+def _errors(stderr: bytes) -> list[bytes]:
+    return [ln for ln in stderr.splitlines() if not ln.startswith(b"reading from file")]

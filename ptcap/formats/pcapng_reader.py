@@ -80,6 +80,20 @@ class PcapngReading:
         self._u32 = struct.Struct(self._order + "I").unpack_from
         self._epb = struct.Struct(self._order + "IIIII").unpack_from
 
+    def _next_section(self, body: bytes) -> None:
+        """A later Section Header Block, read as libpcap 1.10 reads it: a block in the byte
+        order of the section before, which it must keep; its interfaces start anew."""
+        if len(body) < 16:
+            raise PtcapError(_TOO_SHORT % 0x0A0D0D0A)
+        bom, major = struct.unpack_from(self._order + "IH", body, 0)
+        if bom == 0x4D3C2B1A:
+            raise PtcapError("the file has sections with different byte orders")
+        if bom != 0x1A2B3C4D:
+            raise PtcapError("the file has a section with a bad byte order magic field")
+        if major != 1:
+            raise PtcapError(f"unknown pcapng savefile major version number {major}")
+        self._ifaces = []
+
     def _options(self, body: bytes, off: int) -> Iterator[tuple[int, bytes]]:
         order = self._order
         n = len(body)
@@ -160,10 +174,6 @@ class PcapngReading:
             if head:
                 raise PtcapError(f"truncated pcapng dump file; tried to read 8 bytes, only got {len(head)}")
             return _EOF
-        if head[:4] == PCAPNG_SHB:
-            s.pos -= 4  # give back the length and BOM; _read_shb reads them
-            self._read_shb(first=False)
-            return None
         btype, total = struct.unpack(self._order + "II", head)
         if total < 12 or total % 4:
             raise PtcapError(f"block in pcapng dump file has a length of {total} < 12" if total < 12
@@ -176,6 +186,9 @@ class PcapngReading:
         if struct.unpack_from(self._order + "I", body, len(body) - 4)[0] != total:
             raise PtcapError("block total length in header and trailer don't match")
         body = body[:-4]  # trailing total length
+        if btype == 0x0A0D0D0A:
+            self._next_section(body)
+            return None
         if btype == 6:  # Enhanced Packet Block
             if len(body) < 20:
                 raise PtcapError(_TOO_SHORT % btype)
@@ -314,14 +327,8 @@ class PcapngReading:
                 btype, total = head(buf, pos)
                 end = pos + total
                 if end > n:
-                    if buf[pos:pos + 4] == PCAPNG_SHB:
-                        order = "<I" if buf[pos + 8:pos + 12] == b"\x4d\x3c\x2b\x1a" else ">I"
-                        total = struct.unpack_from(order, buf, pos + 4)[0]
-                        s.pos = pos
-                        fill(min(total, SHB_INSANE_MAX))
-                    else:
-                        s.pos = pos
-                        fill(min(total, MAX_BLOCKSIZE))
+                    s.pos = pos
+                    fill(min(total, MAX_BLOCKSIZE))
                     buf, pos = s.buf, s.pos
                     n = len(buf)
                     end = pos + total
