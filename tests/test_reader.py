@@ -1,6 +1,7 @@
 """Reading captures: every pcap magic, pcapng sections/interfaces/options, stdin, and errors."""
 from __future__ import annotations
 
+import os
 import struct
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from ptcap.errors import PtcapError
 from ptcap.pipeline.packet import Direction
 from ptcap.formats.reader import CaptureReader, read_packets
 
+ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent / "data"))
 import synth  # noqa: E402
 
@@ -488,3 +490,25 @@ def test_a_second_section_is_read_as_libpcap_reads_it(tmp_path, second, comments
 
 def _errors(stderr: bytes) -> list[bytes]:
     return [ln for ln in stderr.splitlines() if not ln.startswith(b"reading from file")]
+
+
+@pytest.mark.parametrize("opts", [["-C", "1"], ["-C", "1", "-W", "2"], ["-C", "1", "-W", "12"],
+                                  ["-G", "3600"], ["-C", "2", "-G", "3600"]])
+def test_rewriting_rotates_as_tcpdump_r_w_rotates(tmp_path, opts):
+    """-r FILE -w OUT -C/-W/-G: the files tcpdump -r writes, byte for byte, under their names
+    (-G passes the name through strftime); ptcap wrote one file named as given."""
+    big = synth.eth(synth.ip4("10.0.0.1", "10.0.0.2", 17, synth.udp(1000, 2000, b"x" * 1000)))
+    src = tmp_path / "big.pcap"
+    src.write_bytes(pcap_bytes("<", False, [(1_700_000_000 * 10**9 + i * 10**6, big) for i in range(3000)]))
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    ours.mkdir()
+    theirs.mkdir()
+    name = "out-%Y.pcap" if "-G" in opts else "out.pcap"
+    subprocess.run(["tcpdump", "-Z", "root", "-r", str(src), "-w", name, *opts], cwd=theirs, check=True,
+                   capture_output=True)
+    got = subprocess.run([sys.executable, "-m", "ptcap.cli", "-r", str(src), "-w", name, *opts], cwd=ours,
+                         capture_output=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert got.returncode == 0, got.stderr
+    want = {p.name: p.read_bytes() for p in theirs.iterdir()}
+    assert len(want) > 1 or "-C" not in opts
+    assert {p.name: p.read_bytes() for p in ours.iterdir()} == want

@@ -54,20 +54,6 @@ def _selected(args: argparse.Namespace):
     return keep
 
 
-def _file_writer(args: argparse.Namespace, linktype: int, snaplen: int, linktype_ext: int = 0):
-    """-r FILE -w OUT: where the selected packets are written again, as tcpdump does."""
-    if args.write == "-":
-        out = sys.stdout.buffer
-    else:
-        try:
-            out = open(args.write, "wb")
-        except OSError as e:
-            raise PtcapError(f"{args.write}: {e.strerror}") from None
-    from ptcap.formats.pcapng import PacketWriter
-    return PacketWriter(out, args.write.endswith(".pcap"), linktype, snaplen,
-                        nano=getattr(args, "ts_precision", "micro") == "nano", linktype_ext=linktype_ext)
-
-
 _PCAP_MAGICS = {b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d",
                 b"\x34\xcd\xb2\xa1", b"\xa1\xb2\xcd\x34"}
 
@@ -266,6 +252,7 @@ def _packets(reader):
 
 def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep, head: bytes = b"",
                      stream=None) -> int:
+    from ptcap.cli.rewrite import LimitReached, Rewriter
     from ptcap.filter.libpcap import datalink_name
     from ptcap.formats.reader import CaptureReader, open_capture
     from ptcap.meta.context import Part
@@ -299,7 +286,7 @@ def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep, h
         limit = args.count if getattr(args, "count", None) else 0
         count_only = getattr(args, "count_only", False)
         if getattr(args, "write", None):
-            writer = _file_writer(args, reader.linktype, reader.snaplen, reader.linktype_ext)
+            writer = Rewriter(args, reader.linktype, reader.snaplen, reader.linktype_ext)
         printing = not count_only and (writer is None or (getattr(args, "print_too", False) and args.write != "-"))
         additions = Additions(parts, flags.verbose, live=False)
         start_ts, matched = None, 0
@@ -330,8 +317,9 @@ def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep, h
                 if writer is not None:
                     try:
                         writer.write(pkt)
-                    except OSError as e:
-                        raise PtcapError(f"{args.write}: {e.strerror}") from None
+                    except LimitReached as e:   # -G -W: the last file is done, as tcpdump ends
+                        sys.stderr.write(f"{e}\n")
+                        break
                 if decoder is not None:
                     pre, suf, after = additions(pkt.context, pkt.ifname, pkt.direction)
                     decoder.put(pkt.ts_ns, pkt.linktype, pkt.data, pkt.orig_len, pre, suf, after)
@@ -345,24 +333,15 @@ def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep, h
                 d.close()
         if writer is not None:
             w, writer = writer, None
-            _close_writer(w, args.write)
+            w.finish()
         if count_only:
             sys.stdout.write(f"{matched} packet{'s' if matched != 1 else ''}\n")
         return 0
     finally:
         if writer is not None:          # what was read before an error is kept
             try:
-                _close_writer(writer, args.write)
+                writer.finish()
             except PtcapError:
                 pass
         if f is not sys.stdin.buffer:
             f.close()
-
-
-def _close_writer(writer, name: str) -> None:
-    try:
-        writer.finish()
-        if writer.out is not sys.stdout.buffer:
-            writer.out.close()
-    except OSError as e:
-        raise PtcapError(f"{name}: {e.strerror}") from None

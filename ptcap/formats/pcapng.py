@@ -385,6 +385,10 @@ class PacketWriter:
         self._writer.flush()
         self._unflushed = 0
 
+    @property
+    def written(self) -> int:
+        return self._writer.written
+
     def finish(self) -> None:
         """The last flush. A pcapng that got no packet still gets an interface: an SHB alone is
         a file tcpdump and tshark refuse ('no Interface Description Blocks')."""
