@@ -512,3 +512,35 @@ def test_rewriting_rotates_as_tcpdump_r_w_rotates(tmp_path, opts):
     want = {p.name: p.read_bytes() for p in theirs.iterdir()}
     assert len(want) > 1 or "-C" not in opts
     assert {p.name: p.read_bytes() for p in ours.iterdir()} == want
+
+
+def _idb_named(order: str, linktype: int, snaplen: int) -> bytes:
+    return _block(order, 1, struct.pack(order + "HHI", linktype, 0, snaplen) + _opt(order, 2, b"eth1") + _opt(order, 0, b""))
+
+
+@pytest.mark.parametrize("comments", [True, False])
+@pytest.mark.parametrize("case", ["snaplen-differs", "packet-before-idb"])
+def test_interfaces_are_checked_as_libpcap_checks_them(tmp_path, case, comments):
+    """A second interface of the first's link type with another snapshot length: libpcap stops
+    there ('an interface has a snapshot length ...'); ptcap printed every packet from stdin and,
+    for a file with processes, 'tcpdump (the decoder) exited with status 1'. A packet block
+    before any interface: libpcap's own words, not ptcap's 'no Interface Description Block
+    for that interface'."""
+    comment = ["PID: 4242\nCmd: /usr/bin/sender\n"] if comments else []
+    data = pcapng_bytes(packets=[(1_700_000_000_000_000 + i, PKT, 2, comment) for i in range(6)])
+    if case == "snaplen-differs":
+        data += _idb_named("<", 1, 1500)
+    else:
+        shb_end = struct.unpack_from("<I", data, 4)[0]
+        idb_end = shb_end + struct.unpack_from("<I", data, shb_end + 4)[0]
+        epb_end = idb_end + struct.unpack_from("<I", data, idb_end + 4)[0]
+        data = data[:shb_end] + data[idb_end:epb_end] + data[shb_end:idb_end] + data[epb_end:]
+    path = tmp_path / "f.pcapng"
+    path.write_bytes(data)
+    for argv, stdin in ((["-r", str(path)], None), (["-r", "-"], data), (["-c", "3", "-r", "-", "udp"], data),
+                        (["-c", "7", "-r", "-", "udp"], data)):
+        want = subprocess.run(["tcpdump", "-n", *argv], input=stdin, capture_output=True)
+        got = subprocess.run([sys.executable, "-m", "ptcap.cli", "-n", *argv], input=stdin, capture_output=True)
+        assert len(got.stdout.splitlines()) == len(want.stdout.splitlines()), (argv, got.stderr)
+        assert _errors(got.stderr) == [ln.replace(b"tcpdump: ", b"ptcap: ") for ln in _errors(want.stderr)]
+        assert got.returncode == want.returncode == (0 if argv[1] == "3" and case == "snaplen-differs" else 1)

@@ -26,11 +26,8 @@ class MixedLinkTypes(Exception):
     """raw_blocks() met an interface of another link type than the first (one tcpdump reading
     pcapng takes one link type): the caller goes on with the reader's packets."""
 
-class _Eof:
-    pass
 
-
-_EOF = _Eof()
+_EOF = object()     # the end of the file, from _next_block
 
 
 class PcapngReading:
@@ -41,7 +38,8 @@ class PcapngReading:
         self._ifaces: list[tuple[int, int, str, int, int, int]] = []  # linktype, snaplen, name, num, den, offset_ns
         self._ctx_cache: dict[tuple[bytes, ...], ProcessContext | None] = {}
         self._opt_cache: dict[bytes, tuple[Direction, ProcessContext | None]] = {}
-        self._read_shb(first=True)
+        self._read_shb()
+        self._first: tuple[int, int] | None = None     # the file's first interface's type, snapshot
         # read ahead to the first interface, so linktype/snaplen are known before printing
         while not self._ifaces:
             pkt = self._next_block()
@@ -50,7 +48,7 @@ class PcapngReading:
             if pkt is not None:
                 self._pending.append(pkt)
 
-    def _read_shb(self, first: bool) -> None:
+    def _read_shb(self) -> None:
         head = self._s.take(8)
         if len(head) < 8:
             raise PtcapError(f"truncated dump file; tried to read {8 + 4} file header bytes, only got {len(head) + 4}")
@@ -60,7 +58,7 @@ class PcapngReading:
         elif bom == b"\x1a\x2b\x3c\x4d":
             self._order = ">"
         else:
-            raise PtcapError("unknown file format" if first else "pcapng section header has a bad byte-order magic")
+            raise PtcapError("unknown file format")
         (total,) = struct.unpack(self._order + "I", head[:4])
         if total < 28 or total > SHB_INSANE_MAX:
             # libpcap's words; the length is never used as a read size
@@ -121,6 +119,12 @@ class PcapngReading:
                     num, den = 1, 10 ** (res - 9)
             elif code == 14 and len(value) >= 8:
                 offset = struct.unpack(self._order + "q", value[:8])[0] * 1_000_000_000
+        adjusted = snaplen if 0 < snaplen < 1 << 31 else max_snaplen_for(linktype)
+        if self._first is None:
+            self._first = (linktype, adjusted)
+        elif linktype == self._first[0] and adjusted != self._first[1]:     # as libpcap; another type: ours
+            raise PtcapError(f"an interface has a snapshot length {snaplen} different from the snapshot "
+                             "length of the first interface")
         if not self._ifaces:
             self.linktype = linktype
             self.snaplen = snaplen if 0 < snaplen < 1 << 31 else max_snaplen_for(linktype)
@@ -154,6 +158,8 @@ class PcapngReading:
         return known
 
     def _interface(self, ifid: int) -> tuple[int, int, str, int, int, int]:
+        if self._first is None:
+            raise PtcapError("the capture file has a packet block before any Interface Description Blocks")
         try:
             return self._ifaces[ifid]
         except IndexError:
