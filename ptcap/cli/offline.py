@@ -283,6 +283,9 @@ def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep, h
         sys.stderr.flush()
         expression = expression_from_args(args).strip()
         programs: dict[int, object] = {}
+        if expression:                  # as tcpdump, before the first packet is read
+            programs[reader.linktype] = compile_filter(expression, reader.linktype, reader.snaplen,
+                                                       file_order=reader.byte_order)
         limit = args.count if getattr(args, "count", None) else 0
         count_only = getattr(args, "count_only", False)
         if getattr(args, "write", None):
