@@ -17,6 +17,7 @@ variants:
 import concurrent.futures as cf
 import os
 import re
+import struct
 import subprocess
 import sys
 import tempfile
@@ -74,6 +75,31 @@ def as_ng(inp):
     return ng
 
 
+COMMENT = b"PID: 4242\nCmd: /usr/bin/sender\nArgs: sender --fast\n"
+
+
+def with_comments(data: bytes) -> bytes:
+    """A pcapng whose Enhanced Packet Blocks each carry a ptcpdump-style process comment."""
+    out, off, order = [], 0, "<"
+    while off + 12 <= len(data):
+        if data[off:off + 4] == b"\x0a\x0d\x0d\x0a":
+            order = "<" if data[off + 8:off + 12] == b"\x4d\x3c\x2b\x1a" else ">"
+        btype, total = struct.unpack_from(order + "II", data, off)
+        if total < 12 or off + total > len(data):
+            break
+        blk = data[off:off + total]
+        if btype == 6 and total >= 32:
+            optat = 28 + ((struct.unpack_from(order + "I", blk, 20)[0] + 3) & ~3)
+            opts = blk[optat:total - 4]
+            opts = opts[:-4] if opts.endswith(b"\0\0\0\0") else opts
+            opts += struct.pack(order + "HH", 1, len(COMMENT)) + COMMENT + b"\0" * (-len(COMMENT) % 4) + b"\0" * 4
+            n = 12 + optat - 8 + len(opts)
+            blk = struct.pack(order + "II", 6, n) + blk[8:optat] + opts + struct.pack(order + "I", n)
+        out.append(blk)
+        off += total
+    return b"".join(out) + data[off:]
+
+
 def one(variant, name, inp, opts):
     res = []
     if variant == "direct":
@@ -95,6 +121,25 @@ def one(variant, name, inp, opts):
             a = sh(f"{TCPDUMP} -# -n -r - {opts} {e}", src)
             b = sh(f"{PTCAP} -# -n -r - {opts} {e}", src)
             res.append((f"{name} [{e}]", a, b, ()))
+    elif variant in ("ctx", "ctxpid"):  # every packet with a process comment: ptcap's own printing
+        src = f"{T}/{inp}" if inp.endswith(".pcapng") else as_ng(inp)
+        if src is None:
+            return [(name, (b"", b"", 0), (b"", b"", 0), ())]
+        ctx = os.path.join(WORK, os.path.basename(inp) + ".ctx.pcapng")
+        with open(src, "rb") as f:
+            data = f.read()
+        with open(ctx, "wb") as f:
+            f.write(with_comments(data))
+        a = sh(f"{TCPDUMP} -# -n -r {ctx} {opts}")
+        b = sh(f"{PTCAP} -# -n -r {ctx} {'--pid 4242' if variant == 'ctxpid' else ''} {opts}")
+        lines = [ln for ln in b[0].split(b"\n") if not ln.startswith(b"    Process (pid 4242")]
+        theirs = a[0].split(b"\n")
+        if len(lines) == len(theirs):   # ptcap's fields after the time stamp: taken out
+            for i, (x, y) in enumerate(zip(theirs, lines)):
+                m = re.match(rb"( *\d+  )?\S+ ", x)
+                if x != y and m and y.startswith(m.group(0)) and y.endswith(x[m.end():]):
+                    lines[i] = x
+        res.append((name, a, (b"\n".join(lines), b[1], b[2]), ()))
     elif variant in ("w", "wpcap"):
         ext = ".pcapng" if variant == "w" else ".pcap"
         out = os.path.join(WORK, name + ext)
