@@ -164,14 +164,20 @@ def _read_some(f, n: int) -> bytes:
 
 
 def _has_context(f) -> bool:
-    """Does any packet of this pcapng file carry process information? (A read error is left
-    for tcpdump to say.)"""
+    """Does any packet of this pcapng file carry process information that ptcap can add to
+    tcpdump's lines? (A read error is left for tcpdump to say; a link type ptcap has no
+    marker for is said, and its lines are tcpdump's alone: they were none, exit 1.)"""
     from ptcap.formats.reader import CaptureReader
+    from ptcap.sinks.markers import MARKABLE
     try:
         reader = CaptureReader(f, "")
         for pkt in reader:
             if pkt.context is not None:
-                return True
+                if pkt.linktype in MARKABLE:
+                    return True
+                sys.stderr.write(f"ptcap: link-type {pkt.linktype}: ptcap cannot add its fields to tcpdump's "
+                                 "lines for this link type; they are tcpdump's alone\n")
+                return False
     except PtcapError:
         return False
     finally:
