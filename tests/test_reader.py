@@ -544,3 +544,25 @@ def test_interfaces_are_checked_as_libpcap_checks_them(tmp_path, case, comments)
         assert len(got.stdout.splitlines()) == len(want.stdout.splitlines()), (argv, got.stderr)
         assert _errors(got.stderr) == [ln.replace(b"tcpdump: ", b"ptcap: ") for ln in _errors(want.stderr)]
         assert got.returncode == want.returncode == (0 if argv[1] == "3" and case == "snaplen-differs" else 1)
+
+
+@pytest.mark.parametrize("snaplen", [2, 20, 60])
+def test_a_file_with_processes_and_a_small_snapshot_length(tmp_path, snaplen):
+    """A pcapng with process comments whose snapshot length is below a marker's: its packets
+    printed with their processes ('heapoverflow-ppp_hdlc_if_print', snapshot length 2, printed
+    nothing: the child refused ptcap's marker, 'invalid packet capture length 32, bigger than
+    snaplen of 2', 'tcpdump (the decoder) exited with status 1')."""
+    comment = "PID: 4242\nCmd: /usr/bin/sender\n"
+    data = bytearray(pcapng_bytes(packets=[(1_700_000_000_000_000 + i, PKT[:snaplen], 2, [comment]) for i in range(5)]))
+    shb_end = struct.unpack_from("<I", data, 4)[0]
+    struct.pack_into("<I", data, shb_end + 12, snaplen)     # the interface's snapshot length
+    path = tmp_path / "small.pcapng"
+    path.write_bytes(bytes(data))
+    want = subprocess.run(["tcpdump", "-n", "-r", str(path)], capture_output=True)
+    got = subprocess.run([sys.executable, "-m", "ptcap.cli", "-n", "-r", str(path)], capture_output=True)
+    assert (got.returncode, _errors(got.stderr)) == (want.returncode, _errors(want.stderr)) == (0, [])
+    lines, theirs = got.stdout.decode().splitlines(), want.stdout.decode().splitlines()
+    assert len(lines) == len(theirs) == 5
+    for ours, line in zip(lines, theirs):
+        ts, _, rest = line.partition(" ")
+        assert ours == f"{ts} eth0 sender.4242 Out {rest}"

@@ -302,7 +302,10 @@ def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep, h
         if printing:
             check_flags(flags, child_user(flags.user), reader.linktype)
             sys.stdout.flush()
-            if not (expression or keep or limit or writer or stream is not None) and reader.format == "pcapng":
+            # the file's own blocks, unless its snapshot length is below a marker's (the
+            # child would refuse the marker): then packet by packet, under a larger one
+            if not (expression or keep or limit or writer or stream is not None) and reader.format == "pcapng" \
+                    and reader.snaplen >= 128:
                 printer = BlockPrinter(reader, flags, additions, sys.stdout.buffer)
                 matched = printer.run()
                 sys.stdout.flush()
