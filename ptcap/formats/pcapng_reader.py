@@ -51,7 +51,7 @@ class PcapngReading:
     def _read_shb(self) -> None:
         head = self._s.take(8)
         if len(head) < 8:
-            raise PtcapError(f"truncated dump file; tried to read {8 + 4} file header bytes, only got {len(head) + 4}")
+            raise PtcapError("unknown file format")     # libpcap: too short to be pcapng
         bom = head[4:8]
         if bom == b"\x4d\x3c\x2b\x1a":
             self._order = "<"
@@ -69,11 +69,11 @@ class PcapngReading:
         rest = self._s.take(total - 12)
         if len(rest) < total - 12:
             raise PtcapError(f"truncated pcapng dump file; tried to read {total - 12} bytes, only got {len(rest)}")
+        major, minor = struct.unpack_from(self._order + "HH", rest, 0)
+        if major != 1 or minor not in (0, 2):
+            raise PtcapError(f"unsupported pcapng savefile version {major}.{minor}")
         if struct.unpack_from(self._order + "I", rest, len(rest) - 4)[0] != total:
             raise PtcapError("block total length in header and trailer don't match")
-        major = struct.unpack_from(self._order + "H", rest, 0)[0]
-        if major != 1:
-            raise PtcapError(f"unsupported pcapng savefile version {major}")
         self._ifaces = []
         self._u32 = struct.Struct(self._order + "I").unpack_from
         self._epb = struct.Struct(self._order + "IIIII").unpack_from
