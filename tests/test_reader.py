@@ -573,14 +573,19 @@ def test_a_file_with_processes_and_a_small_snapshot_length(tmp_path, snaplen):
     ("minor-4096", _blk(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 4096, -1)) + _idb()),
     ("minor-1", _blk(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 1, -1)) + _idb()),
     ("minor-2", _blk(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 2, -1)) + _idb()),
+    ("bad-trailer", struct.pack("<IIIHHq", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1) + struct.pack("<I", 99) + _idb()),
+    ("length-30", struct.pack("<IIIHHq", 0x0A0D0D0A, 30, 0x1A2B3C4D, 1, 0, -1) + b"\0\0" + struct.pack("<I", 30)
+     + _idb()),
 ])
 def test_a_section_header_is_judged_as_libpcap_judges_it(tmp_path, name, data):
     """libpcap reads pcapng 1.0 and 1.2 only ('unsupported pcapng savefile version 1.4096'; a
     file with processes said 'tcpdump (the decoder) exited', from stdin ptcap printed every
-    packet) and calls a file too short for a section header 'unknown file format'."""
+    packet) and calls a file too short for a section header 'unknown file format'. It checks
+    neither the first header's trailer nor that its length is a multiple of 4: ptcap refused
+    such files."""
     packet = pcapng_bytes(packets=[(1_700_000_000_000_000, PKT, 2, ["PID: 4242\nCmd: /usr/bin/sender\n"])])
     data += packet[64:] if len(data) > 8 else b""      # its packet block (after its SHB and IDB), after ours
-    assert len(data) < 8 or struct.unpack_from("<I", data, len(_SHB) + 20)[0] == 6
+    assert len(data) < 8 or struct.unpack_from("<I", data, struct.unpack_from("<I", data, 4)[0] + 20)[0] == 6
     path = tmp_path / f"{name}.pcapng"
     path.write_bytes(data)
     for argv, stdin in ((["-r", str(path)], None), (["-r", "-"], data)):
@@ -588,4 +593,4 @@ def test_a_section_header_is_judged_as_libpcap_judges_it(tmp_path, name, data):
         got = subprocess.run([sys.executable, "-m", "ptcap.cli", "-n", *argv], input=stdin, capture_output=True)
         assert _errors(got.stderr) == [ln.replace(b"tcpdump: ", b"ptcap: ") for ln in _errors(want.stderr)]
         assert (len(got.stdout.splitlines()), got.returncode) == (len(want.stdout.splitlines()), want.returncode)
-        assert len(want.stdout.splitlines()) == (1 if name == "minor-2" else 0)
+        assert len(want.stdout.splitlines()) == (1 if name in ("minor-2", "bad-trailer", "length-30") else 0)

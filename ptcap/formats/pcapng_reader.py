@@ -64,16 +64,12 @@ class PcapngReading:
             # libpcap's words; the length is never used as a read size
             raise PtcapError(f"Section Header Block in pcapng dump file has invalid length 28 < _{total}_ < "
                              f"{SHB_INSANE_MAX} (BT_SHB_INSANE_MAX)")
-        if total % 4:
-            raise PtcapError(f"block in pcapng dump file has a length of {total} that is not a multiple of 4")
-        rest = self._s.take(total - 12)
+        rest = self._s.take(total - 12)     # as libpcap: neither a multiple of 4 nor its trailer checked
         if len(rest) < total - 12:
             raise PtcapError(f"truncated pcapng dump file; tried to read {total - 12} bytes, only got {len(rest)}")
         major, minor = struct.unpack_from(self._order + "HH", rest, 0)
         if major != 1 or minor not in (0, 2):
             raise PtcapError(f"unsupported pcapng savefile version {major}.{minor}")
-        if struct.unpack_from(self._order + "I", rest, len(rest) - 4)[0] != total:
-            raise PtcapError("block total length in header and trailer don't match")
         self._ifaces = []
         self._u32 = struct.Struct(self._order + "I").unpack_from
         self._epb = struct.Struct(self._order + "IIIII").unpack_from
