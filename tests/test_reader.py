@@ -594,3 +594,31 @@ def test_a_section_header_is_judged_as_libpcap_judges_it(tmp_path, name, data):
         assert _errors(got.stderr) == [ln.replace(b"tcpdump: ", b"ptcap: ") for ln in _errors(want.stderr)]
         assert (len(got.stdout.splitlines()), got.returncode) == (len(want.stdout.splitlines()), want.returncode)
         assert len(want.stdout.splitlines()) == (1 if name in ("minor-2", "bad-trailer", "length-30") else 0)
+
+
+@pytest.mark.parametrize("comments", [True, False])
+@pytest.mark.parametrize("flags", [[], ["-l"], ["-v", "udp"]])
+def test_a_pipe_is_printed_as_its_packets_come(comments, flags):
+    """`... | ptcap -r -`: the packets that came are printed while the pipe stays open, as
+    tcpdump -r - prints them; ptcap waited for a MiB of input or its end (one whole read),
+    then for a group of 512 packets."""
+    import select
+    import time
+    comment = ["PID: 4242\nCmd: /usr/bin/sender\n"] if comments else []
+    data = pcapng_bytes(packets=[(1_700_000_000_000_000 + i, PKT, 2, comment) for i in range(5)])
+    proc = subprocess.Popen([sys.executable, "-m", "ptcap.cli", "-n", *flags, "-r", "-"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        proc.stdin.write(data)
+        proc.stdin.flush()
+        lines, deadline = b"", time.monotonic() + 10
+        while lines.count(b"UDP, length 5\n") < 5 and time.monotonic() < deadline:
+            if select.select([proc.stdout], [], [], 0.5)[0]:
+                lines += os.read(proc.stdout.fileno(), 65536)
+        assert lines.count(b"UDP, length 5\n") == 5 and proc.poll() is None, lines
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+        proc.stdout.close()
+        proc.stderr.close()
+    assert proc.returncode == 0

@@ -96,6 +96,11 @@ class _Kept:
         self.kept.append(data)
         return data
 
+    def read1(self, n: int = -1) -> bytes:
+        data = self.f.read1(n) if hasattr(self.f, "read1") else self.f.read(n)
+        self.kept.append(data)
+        return data
+
 
 def _peek_link_type(head: bytes, stream) -> tuple[bytes, bool]:
     """pcapng on a pipe, read up to its first interface: (the bytes read, whether ptcap cannot
@@ -314,6 +319,8 @@ def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep, h
                 start_ts = printer.last_ts or None  # the rest packet by packet (another link type)
             decoder = Decoder(flags, sys.stdout.buffer, reader.snaplen, lossless=True, start_ts=start_ts)
             decoder._number = matched
+            if not f.seekable():
+                _print_while_waiting(reader, decoder)
         try:
             for pkt in _packets(reader):
                 if expression:
@@ -357,3 +364,20 @@ def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep, h
                 pass
         if f is not sys.stdin.buffer:
             f.close()
+
+
+def _print_while_waiting(reader, decoder) -> None:
+    """A pipe (stdin, a FIFO): before a read that would wait, the lines of the packets read
+    so far are printed, as tcpdump -r - prints a packet when it comes."""
+    import select
+    stream = reader._s
+    read, fd = stream._read, stream.f.fileno()
+
+    def waiting_read(n: int) -> bytes:
+        if not select.select([fd], [], [], 0)[0]:
+            decoder.wake()              # the packets to the child, then its lines pushed out
+            decoder.wake()
+            while not select.select([fd], [], [], 0)[0]:
+                decoder.pump(0.2)       # its lines as they come, until the pipe has more
+        return read(n)
+    stream._read = waiting_read
