@@ -165,3 +165,28 @@ def test_a_bsd_loopback_file_is_filtered_as_tcpdump_filters_it(tmp_path, order):
         assert tcpdump("-r", str(src), "-w", str(theirs), expr).returncode == 0
         count = lambda p: len(tcpdump("-n", "-r", str(p)).stdout.splitlines())   # noqa: E731
         assert count(mine) == count(theirs), expr
+
+
+@pytest.mark.parametrize("expression", ["ip6 and udp", "vlan", "ether host 1:2:3:4:5:6"])
+@pytest.mark.parametrize("how", ["stdin", "write"])
+def test_a_filter_is_compiled_before_the_first_packet_is_read(tmp_path, expression, how):
+    """A filter tcpdump refuses for the file's link type ('expression rejects all packets',
+    'no VLAN support for Raw IPv4') is its error before any packet, as tcpdump says it: ptcap
+    reading the file itself compiled it at the first packet, so a file without packets exited
+    0 and a broken first packet said its read error instead (tcpdump's extract_read2_asan)."""
+    import struct
+    shb = struct.pack("<IIIHHq", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1) + struct.pack("<I", 28)
+    idb = struct.pack("<IIHHI", 1, 20, 228, 0, 31) + struct.pack("<I", 20)
+    bad = struct.pack("<IIIIIII", 6, 32 + 36, 0, 0, 0, 34, 34) + b"\x45" + b"\0" * 35 + struct.pack("<I", 32 + 36)
+    path = tmp_path / "raw.pcapng"
+    for data in (shb + idb, shb + idb + bad):
+        path.write_bytes(data)
+        want = subprocess.run([TCPDUMP, "-n", "-r", "-", expression], input=data, capture_output=True)
+        if how == "stdin":
+            got = subprocess.run([sys.executable, "-m", "ptcap.cli", "-n", "-r", "-", expression], input=data,
+                                 capture_output=True)
+        else:
+            got = subprocess.run([sys.executable, "-m", "ptcap.cli", "-r", str(path), "-w", str(tmp_path / "o"),
+                                  expression], capture_output=True)
+        assert got.stderr.splitlines()[-1] == want.stderr.splitlines()[-1].replace(b"tcpdump: ", b"ptcap: ")
+        assert got.returncode == want.returncode == 1

@@ -1,9 +1,11 @@
 """Reading captures: every pcap magic, pcapng sections/interfaces/options, stdin, and errors."""
 from __future__ import annotations
 
+import os
 import struct
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from ptcap.errors import PtcapError
 from ptcap.pipeline.packet import Direction
 from ptcap.formats.reader import CaptureReader, read_packets
 
+ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent / "data"))
 import synth  # noqa: E402
 
@@ -347,3 +350,275 @@ def test_a_damaged_file_with_processes_prints_what_tcpdump_prints_then_its_error
     assert all("sender.4242" in line for line in lines)
     want = oracle.stderr.decode().splitlines()[-1].replace("tcpdump: ", "ptcap: ", 1)
     assert got.stderr.decode().splitlines()[-1] == want and got.returncode == oracle.returncode == 1
+
+
+def test_a_time_stamp_past_2106_keeps_its_low_32_bits_as_libpcap_does(tmp_path):
+    """pcapng stamps are 64 bits, a pcap record's seconds 32: a stamp past 2106 (tcpdump's own
+    corpus has one, smb_data_print-segv.pcapng) goes to the tcpdump child with its low 32 bits
+    of seconds, as pcap_dump writes it; it raised struct.error mid-file, its lines lost."""
+    late = 68470465054 * 10**6 + 149710
+    data = pcapng_bytes(packets=[(1_480_520_108_640_523, PKT, None, []), (late, PKT, None, []),
+                                 (1_480_520_108_641_033, PKT, None, [])])
+    path = tmp_path / "late.pcapng"
+    path.write_bytes(data)
+    for flags in (["-tt"], ["-v"], ["-tttt", "-c", "2"]):
+        want = subprocess.run(["tcpdump", "-n", *flags, "-r", "-"], input=data, capture_output=True, env={"TZ": "UTC"})
+        got = subprocess.run([sys.executable, "-m", "ptcap.cli", "-n", *flags, "-r", "-"], input=data,
+                             capture_output=True, env={"TZ": "UTC"})
+        assert got.stdout == want.stdout and got.returncode == 0, got.stderr
+    ours, theirs = tmp_path / "ours.pcap", tmp_path / "theirs.pcap"
+    got = subprocess.run([sys.executable, "-m", "ptcap.cli", "-r", str(path), "-w", str(ours)], capture_output=True)
+    assert got.returncode == 0, got.stderr
+    subprocess.run(["tcpdump", "-r", str(path), "-w", str(theirs)], check=True, capture_output=True)
+    assert ours.read_bytes()[24:] == theirs.read_bytes()[24:]
+
+
+@pytest.mark.parametrize("nano", [False, True])
+def test_rewriting_a_pcap_keeps_its_records_as_tcpdump_w_keeps_them(tmp_path, nano):
+    """`-r x.pcap -w y.pcap` writes what `tcpdump -r x.pcap -w y.pcap` writes, byte for byte:
+    a fraction of a second or more in a record (tcpdump's corpus has dozens; tcpdump prints
+    them as they are, '05:27:12.808464432') is kept, scaled as libpcap scales it, not carried
+    into the seconds; the FCS bits of the header's link type are kept."""
+    magic = 0xA1B23C4D if nano else 0xA1B2C3D4
+    head = struct.pack("<IHHiIII", magic, 2, 4, 0, 0, 65535, 1 | 0x14000000)
+    recs = [(1_000_000, 5), (1_000_001, 808464432), (1_000_002, 999999), (1_000_003, 4294967295)]
+    data = head + b"".join(struct.pack("<IIII", s, f, len(PKT), len(PKT)) + PKT for s, f in recs)
+    src = tmp_path / "in.pcap"
+    src.write_bytes(data)
+    for extra in ([], ["--nano"], ["-c", "3"]):
+        ours, theirs = tmp_path / "ours.pcap", tmp_path / "theirs.pcap"
+        got = subprocess.run([sys.executable, "-m", "ptcap.cli", "-r", str(src), *extra, "-w", str(ours)],
+                             capture_output=True)
+        assert got.returncode == 0, got.stderr
+        subprocess.run(["tcpdump", "-r", str(src), *extra, "-w", str(theirs)], check=True, capture_output=True)
+        assert ours.read_bytes() == theirs.read_bytes(), extra
+
+
+@pytest.mark.parametrize("source", ["pcap", "pcapng"])
+def test_a_file_without_packets_is_written_as_a_file_tcpdump_and_tshark_read(tmp_path, source):
+    """`-r EMPTY -w out.pcapng` (tcpdump's empty.pcap and empty.pcapng) wrote a Section Header
+    Block alone: 'tcpdump: the capture file has no Interface Description Blocks'. It gets the
+    file's link type's interface, as tcpdump -w writes the header of a file with no packet."""
+    src = tmp_path / f"empty.{source}"
+    src.write_bytes(pcap_bytes("<", False, [], linktype=105, snaplen=4096) if source == "pcap" else
+                    _SHB + _idb(105, 4096))
+    out = tmp_path / "out.pcapng"
+    got = subprocess.run([sys.executable, "-m", "ptcap.cli", "-r", str(src), "-w", str(out)], capture_output=True)
+    assert got.returncode == 0, got.stderr
+    want = subprocess.run(["tcpdump", "-r", str(src)], capture_output=True)
+    read = subprocess.run(["tcpdump", "-r", str(out)], capture_output=True)
+    assert (read.returncode, read.stderr) == (0, want.stderr.replace(bytes(src), bytes(out)))
+    assert subprocess.run(["tshark", "-r", str(out)], capture_output=True).returncode == 0
+
+
+def test_a_time_stamp_past_2554_does_not_end_a_pcapng_written_again(tmp_path):
+    """A nanosecond pcapng stamp holds 64 bits (until 2554): a later one (a microsecond file's,
+    tcpdump's smb_data_print-segv.pcapng) keeps its low 64 bits; it raised struct.error and
+    the packets after it were lost."""
+    late = 68470465054 * 10**6 + 149710
+    src, out = tmp_path / "late.pcapng", tmp_path / "out.pcapng"
+    src.write_bytes(pcapng_bytes(packets=[(1_480_520_108_640_523, PKT, None, []), (late, PKT, None, []),
+                                          (1_480_520_108_641_033, PKT, None, [])]))
+    got = subprocess.run([sys.executable, "-m", "ptcap.cli", "-r", str(src), "-w", str(out)], capture_output=True)
+    assert got.returncode == 0 and b"Traceback" not in got.stderr, got.stderr
+    read = subprocess.run(["tcpdump", "-n", "-tt", "-r", str(out)], capture_output=True)
+    kept = late * 1000 % 2**64          # -tt prints the seconds' low 32 bits
+    assert [ln.split()[0] for ln in read.stdout.decode().splitlines()] == \
+        ["1480520108.640523", f"{kept // 10**9 % 2**32}.{kept % 10**9 // 1000:06d}", "1480520108.641033"]
+
+
+def _head_1(argv: list[str], data: bytes) -> tuple[int, bytes]:
+    """`argv | head -1`: the exit status and the last line of stderr."""
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def feed() -> None:
+        try:
+            proc.stdin.write(data)
+            proc.stdin.close()
+        except BrokenPipeError:     # the reader stopped reading: as it may
+            pass
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    assert proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read()
+    feeder.join()
+    return proc.wait(), err.splitlines()[-1]
+
+
+@pytest.mark.parametrize("kind", ["pcap", "pcapng", "pcapng-with-processes"])
+def test_output_that_goes_away_is_said_and_exits_14_as_tcpdump_does(kind):
+    """`ptcap -r - | head -1` says tcpdump's 'Unable to write output: Broken pipe' and exits
+    with its 14, whether tcpdump read the file (it exited 1) or ptcap did (it exited 0, silent)."""
+    comments = ["PID: 4242\nCmd: /usr/bin/sender\n"] if kind.endswith("processes") else []
+    packets = [(1_700_000_000_000_000 + i * 10**9, PKT) for i in range(30000)]
+    data = pcap_bytes("<", False, packets) if kind == "pcap" else \
+        pcapng_bytes(packets=[(ts // 1000, p, 2, comments) for ts, p in packets])
+    want = _head_1(["tcpdump", "-n", "-r", "-"], data)
+    assert want == (14, b"tcpdump: Unable to write output: Broken pipe")
+    assert _head_1([sys.executable, "-m", "ptcap.cli", "-n", "-r", "-"], data) == \
+        (14, b"ptcap: Unable to write output: Broken pipe")
+
+
+@pytest.mark.parametrize("second", ["<", ">"])
+@pytest.mark.parametrize("comments", [True, False])
+def test_a_second_section_is_read_as_libpcap_reads_it(tmp_path, second, comments):
+    """A second Section Header Block in the other byte order: libpcap 1.10 reads its length in
+    the first section's order and stops there ('pcapng block size 469762048 > maximum ...').
+    ptcap read on: from stdin it printed 12 packets and exit 0; a file with processes printed
+    none at all (its tcpdump child died on the block: 'the decoder exited with status 1'). In
+    the same order the second section's packets are printed, on its own interfaces."""
+    comment = ["PID: 4242\nCmd: /usr/bin/sender\n"] if comments else []
+    first = pcapng_bytes("<", packets=[(1_700_000_000_000_000 + i, PKT, 2, comment) for i in range(6)])
+    data = first + pcapng_bytes(second, name="eth1", packets=[(1_700_000_001_000_000 + i, PKT, 1, comment)
+                                                              for i in range(6)])
+    path = tmp_path / "two.pcapng"
+    path.write_bytes(data)
+    want = subprocess.run(["tcpdump", "-n", "-r", str(path)], capture_output=True)
+    assert len(want.stdout.splitlines()) == (12 if second == "<" else 6)
+    for argv, stdin in ((["-r", str(path)], None), (["-r", "-"], data), (["-r", "-", "udp"], data)):
+        got = subprocess.run([sys.executable, "-m", "ptcap.cli", "-n", *argv], input=stdin, capture_output=True)
+        assert len(got.stdout.splitlines()) == len(want.stdout.splitlines()), (argv, got.stderr)
+        assert got.returncode == want.returncode
+        assert _errors(got.stderr) == [ln.replace(b"tcpdump: ", b"ptcap: ") for ln in _errors(want.stderr)]
+    out = tmp_path / "out.pcapng"
+    got = subprocess.run([sys.executable, "-m", "ptcap.cli", "-r", str(path), "-w", str(out)], capture_output=True)
+    assert got.returncode == want.returncode
+    again = subprocess.run(["tcpdump", "-n", "-r", str(out)], capture_output=True)
+    assert len(again.stdout.splitlines()) == len(want.stdout.splitlines()) and again.returncode == 0
+
+
+def _errors(stderr: bytes) -> list[bytes]:
+    return [ln for ln in stderr.splitlines() if not ln.startswith(b"reading from file")]
+
+
+@pytest.mark.parametrize("opts", [["-C", "1"], ["-C", "1", "-W", "2"], ["-C", "1", "-W", "12"],
+                                  ["-G", "3600"], ["-C", "2", "-G", "3600"]])
+def test_rewriting_rotates_as_tcpdump_r_w_rotates(tmp_path, opts):
+    """-r FILE -w OUT -C/-W/-G: the files tcpdump -r writes, byte for byte, under their names
+    (-G passes the name through strftime); ptcap wrote one file named as given."""
+    big = synth.eth(synth.ip4("10.0.0.1", "10.0.0.2", 17, synth.udp(1000, 2000, b"x" * 1000)))
+    src = tmp_path / "big.pcap"
+    src.write_bytes(pcap_bytes("<", False, [(1_700_000_000 * 10**9 + i * 10**6, big) for i in range(3000)]))
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    ours.mkdir()
+    theirs.mkdir()
+    name = "out-%Y.pcap" if "-G" in opts else "out.pcap"
+    subprocess.run(["tcpdump", "-Z", "root", "-r", str(src), "-w", name, *opts], cwd=theirs, check=True,
+                   capture_output=True)
+    got = subprocess.run([sys.executable, "-m", "ptcap.cli", "-r", str(src), "-w", name, *opts], cwd=ours,
+                         capture_output=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert got.returncode == 0, got.stderr
+    want = {p.name: p.read_bytes() for p in theirs.iterdir()}
+    assert len(want) > 1 or "-C" not in opts
+    assert {p.name: p.read_bytes() for p in ours.iterdir()} == want
+
+
+def _idb_named(order: str, linktype: int, snaplen: int) -> bytes:
+    return _block(order, 1, struct.pack(order + "HHI", linktype, 0, snaplen) + _opt(order, 2, b"eth1") + _opt(order, 0, b""))
+
+
+@pytest.mark.parametrize("comments", [True, False])
+@pytest.mark.parametrize("case", ["snaplen-differs", "packet-before-idb"])
+def test_interfaces_are_checked_as_libpcap_checks_them(tmp_path, case, comments):
+    """A second interface of the first's link type with another snapshot length: libpcap stops
+    there ('an interface has a snapshot length ...'); ptcap printed every packet from stdin and,
+    for a file with processes, 'tcpdump (the decoder) exited with status 1'. A packet block
+    before any interface: libpcap's own words, not ptcap's 'no Interface Description Block
+    for that interface'."""
+    comment = ["PID: 4242\nCmd: /usr/bin/sender\n"] if comments else []
+    data = pcapng_bytes(packets=[(1_700_000_000_000_000 + i, PKT, 2, comment) for i in range(6)])
+    if case == "snaplen-differs":
+        data += _idb_named("<", 1, 1500)
+    else:
+        shb_end = struct.unpack_from("<I", data, 4)[0]
+        idb_end = shb_end + struct.unpack_from("<I", data, shb_end + 4)[0]
+        epb_end = idb_end + struct.unpack_from("<I", data, idb_end + 4)[0]
+        data = data[:shb_end] + data[idb_end:epb_end] + data[shb_end:idb_end] + data[epb_end:]
+    path = tmp_path / "f.pcapng"
+    path.write_bytes(data)
+    for argv, stdin in ((["-r", str(path)], None), (["-r", "-"], data), (["-c", "3", "-r", "-", "udp"], data),
+                        (["-c", "7", "-r", "-", "udp"], data)):
+        want = subprocess.run(["tcpdump", "-n", *argv], input=stdin, capture_output=True)
+        got = subprocess.run([sys.executable, "-m", "ptcap.cli", "-n", *argv], input=stdin, capture_output=True)
+        assert len(got.stdout.splitlines()) == len(want.stdout.splitlines()), (argv, got.stderr)
+        assert _errors(got.stderr) == [ln.replace(b"tcpdump: ", b"ptcap: ") for ln in _errors(want.stderr)]
+        assert got.returncode == want.returncode == (0 if argv[1] == "3" and case == "snaplen-differs" else 1)
+
+
+@pytest.mark.parametrize("snaplen", [2, 20, 60])
+def test_a_file_with_processes_and_a_small_snapshot_length(tmp_path, snaplen):
+    """A pcapng with process comments whose snapshot length is below a marker's: its packets
+    printed with their processes ('heapoverflow-ppp_hdlc_if_print', snapshot length 2, printed
+    nothing: the child refused ptcap's marker, 'invalid packet capture length 32, bigger than
+    snaplen of 2', 'tcpdump (the decoder) exited with status 1')."""
+    comment = "PID: 4242\nCmd: /usr/bin/sender\n"
+    data = bytearray(pcapng_bytes(packets=[(1_700_000_000_000_000 + i, PKT[:snaplen], 2, [comment]) for i in range(5)]))
+    shb_end = struct.unpack_from("<I", data, 4)[0]
+    struct.pack_into("<I", data, shb_end + 12, snaplen)     # the interface's snapshot length
+    path = tmp_path / "small.pcapng"
+    path.write_bytes(bytes(data))
+    want = subprocess.run(["tcpdump", "-n", "-r", str(path)], capture_output=True)
+    got = subprocess.run([sys.executable, "-m", "ptcap.cli", "-n", "-r", str(path)], capture_output=True)
+    assert (got.returncode, _errors(got.stderr)) == (want.returncode, _errors(want.stderr)) == (0, [])
+    lines, theirs = got.stdout.decode().splitlines(), want.stdout.decode().splitlines()
+    assert len(lines) == len(theirs) == 5
+    for ours, line in zip(lines, theirs):
+        ts, _, rest = line.partition(" ")
+        assert ours == f"{ts} eth0 sender.4242 Out {rest}"
+
+
+@pytest.mark.parametrize("name, data", [
+    ("short", b"\x0a\x0d\x0d\x0a\x1c\x00"),
+    ("minor-4096", _blk(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 4096, -1)) + _idb()),
+    ("minor-1", _blk(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 1, -1)) + _idb()),
+    ("minor-2", _blk(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 2, -1)) + _idb()),
+    ("bad-trailer", struct.pack("<IIIHHq", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1) + struct.pack("<I", 99) + _idb()),
+    ("length-30", struct.pack("<IIIHHq", 0x0A0D0D0A, 30, 0x1A2B3C4D, 1, 0, -1) + b"\0\0" + struct.pack("<I", 30)
+     + _idb()),
+])
+def test_a_section_header_is_judged_as_libpcap_judges_it(tmp_path, name, data):
+    """libpcap reads pcapng 1.0 and 1.2 only ('unsupported pcapng savefile version 1.4096'; a
+    file with processes said 'tcpdump (the decoder) exited', from stdin ptcap printed every
+    packet) and calls a file too short for a section header 'unknown file format'. It checks
+    neither the first header's trailer nor that its length is a multiple of 4: ptcap refused
+    such files."""
+    packet = pcapng_bytes(packets=[(1_700_000_000_000_000, PKT, 2, ["PID: 4242\nCmd: /usr/bin/sender\n"])])
+    data += packet[64:] if len(data) > 8 else b""      # its packet block (after its SHB and IDB), after ours
+    assert len(data) < 8 or struct.unpack_from("<I", data, struct.unpack_from("<I", data, 4)[0] + 20)[0] == 6
+    path = tmp_path / f"{name}.pcapng"
+    path.write_bytes(data)
+    for argv, stdin in ((["-r", str(path)], None), (["-r", "-"], data)):
+        want = subprocess.run(["tcpdump", "-n", *argv], input=stdin, capture_output=True)
+        got = subprocess.run([sys.executable, "-m", "ptcap.cli", "-n", *argv], input=stdin, capture_output=True)
+        assert _errors(got.stderr) == [ln.replace(b"tcpdump: ", b"ptcap: ") for ln in _errors(want.stderr)]
+        assert (len(got.stdout.splitlines()), got.returncode) == (len(want.stdout.splitlines()), want.returncode)
+        assert len(want.stdout.splitlines()) == (1 if name in ("minor-2", "bad-trailer", "length-30") else 0)
+
+
+@pytest.mark.parametrize("comments", [True, False])
+@pytest.mark.parametrize("flags", [[], ["-l"], ["-v", "udp"]])
+def test_a_pipe_is_printed_as_its_packets_come(comments, flags):
+    """`... | ptcap -r -`: the packets that came are printed while the pipe stays open, as
+    tcpdump -r - prints them; ptcap waited for a MiB of input or its end (one whole read),
+    then for a group of 512 packets."""
+    import select
+    import time
+    comment = ["PID: 4242\nCmd: /usr/bin/sender\n"] if comments else []
+    data = pcapng_bytes(packets=[(1_700_000_000_000_000 + i, PKT, 2, comment) for i in range(5)])
+    proc = subprocess.Popen([sys.executable, "-m", "ptcap.cli", "-n", *flags, "-r", "-"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        proc.stdin.write(data)
+        proc.stdin.flush()
+        lines, deadline = b"", time.monotonic() + 10
+        while lines.count(b"UDP, length 5\n") < 5 and time.monotonic() < deadline:
+            if select.select([proc.stdout], [], [], 0.5)[0]:
+                lines += os.read(proc.stdout.fileno(), 65536)
+        assert lines.count(b"UDP, length 5\n") == 5 and proc.poll() is None, lines
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+        proc.stdout.close()
+        proc.stderr.close()
+    assert proc.returncode == 0

@@ -152,3 +152,46 @@ def test_cli_marker_path_identical(flags):
         want = tcpdump(path, argv)
         got = ptcap(["-r", "-", *argv], input=_as_pcapng(path))
         assert got.stdout == want.stdout, (path.name, flags, got.stderr)
+
+
+@pytest.mark.parametrize("linktype", [104, 8, 105, 127, 239, 107, 178])
+def test_pcapng_on_stdin_of_a_link_type_ptcap_cannot_mark(linktype):
+    """pcapng on stdin whose link type ptcap has no marker for (Cisco HDLC, SLIP, 802.11,
+    NFLOG, Frame Relay, Juniper: 60 of tcpdump's own tests): tcpdump's output, as for a file
+    without process information; ptcap printed nothing ("ptcap cannot add its fields"), exit 1."""
+    packets = list(read_packets(str(CORPUS / "pcaps" / "print-flags.pcap")))[:12]
+    out = io.BytesIO()
+    writer = PacketWriter(out, False, linktype)
+    for p in packets:
+        p.linktype = linktype
+        writer.write(p)
+    writer.flush()
+    data = out.getvalue()
+    for flags in ([], ["-v", "-c", "5"], ["-e", "len > 100"]):
+        want = subprocess.run([TCPDUMP, "-n", "-r", "-", *flags], input=data, capture_output=True, env=ENV)
+        got = ptcap(["-n", "-r", "-", *flags], input=data)
+        assert got.stdout == want.stdout and want.stdout, (flags, got.stderr)
+        assert (got.stderr, got.returncode) == (want.stderr, want.returncode)
+
+
+@pytest.mark.parametrize("linktype", [104, 105, 239])
+def test_a_file_with_processes_of_a_link_type_ptcap_cannot_mark(tmp_path, linktype):
+    """A pcapng with process comments whose link type ptcap has no marker for: tcpdump's lines
+    alone, after one line that says why; ptcap printed nothing, exit 1."""
+    from ptcap.meta.context import ProcessContext
+    out = io.BytesIO()
+    writer = PacketWriter(out, False, linktype)
+    for p in list(read_packets(str(CORPUS / "pcaps" / "print-flags.pcap")))[:12]:
+        p.linktype = linktype
+        p.context = ProcessContext.from_comments(["PID: 4242\nCmd: /usr/bin/sender\n"])
+        writer.write(p)
+    writer.flush()
+    path = tmp_path / "f.pcapng"
+    path.write_bytes(out.getvalue())
+    for flags in ([], ["-v", "-c", "5"]):
+        want = tcpdump(path, ["-n", *flags])
+        got = ptcap(["-n", "-r", str(path), *flags])
+        assert got.stdout == want.stdout and want.stdout, (flags, got.stderr)
+        note = f"ptcap: link-type {linktype}: ptcap cannot add its fields to tcpdump's lines for this link type; " \
+               "they are tcpdump's alone\n"
+        assert (got.stderr, got.returncode) == (note.encode() + want.stderr, want.returncode)

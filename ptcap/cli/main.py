@@ -185,6 +185,7 @@ MAX_BUFFER_KIB = 1 << 20        # a 1 GiB ring
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    reading = False
     try:
         # `ptcap backtrace --hook kfree_skb EXPR`: a subcommand only as the first word, so
         # tcpdump-style expressions (which never start with it) keep working
@@ -193,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             from ptcap.cli.backtrace import backtrace
             return backtrace(args)
         args = parse_args(argv)
+        reading = args.read is not None or args.read_list is not None
         return run(args)
     except PtcapError as e:
         _error(str(e))
@@ -201,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         _quiet_stdout()
+        if reading:     # as tcpdump -r says it, with its S_ERR_ND_WRITE_FILE
+            _error("Unable to write output: Broken pipe")
+            return 14
         return 0
     except OSError as e:
         bpf = sys.modules.get("ptcap.kernel.bpf")   # imported by what can raise it, not for -r

@@ -54,20 +54,6 @@ def _selected(args: argparse.Namespace):
     return keep
 
 
-def _file_writer(args: argparse.Namespace, linktype: int, snaplen: int):
-    """-r FILE -w OUT: where the selected packets are written again, as tcpdump does."""
-    if args.write == "-":
-        out = sys.stdout.buffer
-    else:
-        try:
-            out = open(args.write, "wb")
-        except OSError as e:
-            raise PtcapError(f"{args.write}: {e.strerror}") from None
-    from ptcap.formats.pcapng import PacketWriter
-    return PacketWriter(out, args.write.endswith(".pcap"), linktype, snaplen,
-                        nano=getattr(args, "ts_precision", "micro") == "nano")
-
-
 _PCAP_MAGICS = {b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d",
                 b"\x34\xcd\xb2\xa1", b"\xa1\xb2\xcd\x34"}
 
@@ -92,8 +78,43 @@ def read_file(args: argparse.Namespace) -> int:
         if f is not None:
             f.close()
             return _decode_in_ptcap(args, flags, parts, keep)
+        head, unmarked = _peek_link_type(head, stream)
+        if unmarked:
+            return _pass_through(args, flags, None, head, stream)
         return _decode_in_ptcap(args, flags, parts, keep, head, stream)
     return _decode_in_ptcap(args, flags, parts, keep)
+
+
+class _Kept:
+    """A stream whose bytes read are kept, to be sent again."""
+
+    def __init__(self, f) -> None:
+        self.f, self.kept = f, []
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.kept.append(data)
+        return data
+
+    def read1(self, n: int = -1) -> bytes:
+        data = self.f.read1(n) if hasattr(self.f, "read1") else self.f.read(n)
+        self.kept.append(data)
+        return data
+
+
+def _peek_link_type(head: bytes, stream) -> tuple[bytes, bool]:
+    """pcapng on a pipe, read up to its first interface: (the bytes read, whether ptcap cannot
+    add its fields to that link type's lines). Then tcpdump reads it all itself, as it reads a
+    file without process information: ptcap's reader took C_HDLC, SLIP, 802.11 ... and refused
+    to print them."""
+    from ptcap.formats.reader import CaptureReader
+    from ptcap.sinks.markers import MARKABLE
+    kept = _Kept(stream)
+    try:
+        linktype = CaptureReader(kept, "-", head).linktype
+    except PtcapError:
+        linktype = None                 # ptcap's reader says it, as it did
+    return head + b"".join(kept.kept), linktype is not None and linktype not in MARKABLE
 
 
 def read_files(args: argparse.Namespace) -> int:
@@ -148,14 +169,20 @@ def _read_some(f, n: int) -> bytes:
 
 
 def _has_context(f) -> bool:
-    """Does any packet of this pcapng file carry process information? (A read error is left
-    for tcpdump to say.)"""
+    """Does any packet of this pcapng file carry process information that ptcap can add to
+    tcpdump's lines? (A read error is left for tcpdump to say; a link type ptcap has no
+    marker for is said, and its lines are tcpdump's alone: they were none, exit 1.)"""
     from ptcap.formats.reader import CaptureReader
+    from ptcap.sinks.markers import MARKABLE
     try:
         reader = CaptureReader(f, "")
         for pkt in reader:
             if pkt.context is not None:
-                return True
+                if pkt.linktype in MARKABLE:
+                    return True
+                sys.stderr.write(f"ptcap: link-type {pkt.linktype}: ptcap cannot add its fields to tcpdump's "
+                                 "lines for this link type; they are tcpdump's alone\n")
+                return False
     except PtcapError:
         return False
     finally:
@@ -209,7 +236,7 @@ def _pass_through(args: argparse.Namespace, flags: PrintFlags, f, head: bytes, s
     proc.stderr.close()
     if status < 0:
         raise PtcapError(f"tcpdump (the decoder) was killed by signal {-status}")
-    return 0 if status == 0 else 1
+    return status                       # tcpdump's own: 14 when its output went away (| head)
 
 
 def _feed(pipe, head: bytes, source) -> None:
@@ -244,6 +271,7 @@ def _packets(reader):
 
 def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep, head: bytes = b"",
                      stream=None) -> int:
+    from ptcap.cli.rewrite import LimitReached, Rewriter
     from ptcap.filter.libpcap import datalink_name
     from ptcap.formats.reader import CaptureReader, open_capture
     from ptcap.meta.context import Part
@@ -274,10 +302,13 @@ def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep, h
         sys.stderr.flush()
         expression = expression_from_args(args).strip()
         programs: dict[int, object] = {}
+        if expression:                  # as tcpdump, before the first packet is read
+            programs[reader.linktype] = compile_filter(expression, reader.linktype, reader.snaplen,
+                                                       file_order=reader.byte_order)
         limit = args.count if getattr(args, "count", None) else 0
         count_only = getattr(args, "count_only", False)
         if getattr(args, "write", None):
-            writer = _file_writer(args, reader.linktype, reader.snaplen)
+            writer = Rewriter(args, reader.linktype, reader.snaplen, reader.linktype_ext)
         printing = not count_only and (writer is None or (getattr(args, "print_too", False) and args.write != "-"))
         # a file of ptcap's or ptcpdump's with processes in it: every packet's line says its
         # interface and direction, as when it was captured; packets of other files (and of
@@ -289,7 +320,10 @@ def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep, h
         if printing:
             check_flags(flags, child_user(flags.user), reader.linktype)
             sys.stdout.flush()
-            if not (expression or keep or limit or writer or stream is not None) and reader.format == "pcapng":
+            # the file's own blocks, unless its snapshot length is below a marker's (the
+            # child would refuse the marker): then packet by packet, under a larger one
+            if not (expression or keep or limit or writer or stream is not None) and reader.format == "pcapng" \
+                    and reader.snaplen >= 128:
                 printer = BlockPrinter(reader, flags, additions, sys.stdout.buffer)
                 matched = printer.run()
                 sys.stdout.flush()
@@ -298,6 +332,8 @@ def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep, h
                 start_ts = printer.last_ts or None  # the rest packet by packet (another link type)
             decoder = Decoder(flags, sys.stdout.buffer, reader.snaplen, lossless=True, start_ts=start_ts)
             decoder._number = matched
+            if not f.seekable():
+                _print_while_waiting(reader, decoder)
         try:
             for pkt in _packets(reader):
                 if expression:
@@ -313,8 +349,9 @@ def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep, h
                 if writer is not None:
                     try:
                         writer.write(pkt)
-                    except OSError as e:
-                        raise PtcapError(f"{args.write}: {e.strerror}") from None
+                    except LimitReached as e:   # -G -W: the last file is done, as tcpdump ends
+                        sys.stderr.write(f"{e}\n")
+                        break
                 if decoder is not None:
                     pre, suf, after = additions(pkt.context, pkt.ifname, pkt.direction)
                     decoder.put(pkt.ts_ns, pkt.linktype, pkt.data, pkt.orig_len, pre, suf, after)
@@ -328,24 +365,32 @@ def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep, h
                 d.close()
         if writer is not None:
             w, writer = writer, None
-            _close_writer(w, args.write)
+            w.finish()
         if count_only:
             sys.stdout.write(f"{matched} packet{'s' if matched != 1 else ''}\n")
         return 0
     finally:
         if writer is not None:          # what was read before an error is kept
             try:
-                _close_writer(writer, args.write)
+                writer.finish()
             except PtcapError:
                 pass
         if f is not sys.stdin.buffer:
             f.close()
 
 
-def _close_writer(writer, name: str) -> None:
-    try:
-        writer.flush()
-        if writer.out is not sys.stdout.buffer:
-            writer.out.close()
-    except OSError as e:
-        raise PtcapError(f"{name}: {e.strerror}") from None
+def _print_while_waiting(reader, decoder) -> None:
+    """A pipe (stdin, a FIFO): before a read that would wait, the lines of the packets read
+    so far are printed, as tcpdump -r - prints a packet when it comes."""
+    import select
+    stream = reader._s
+    read, fd = stream._read, stream.f.fileno()
+
+    def waiting_read(n: int) -> bytes:
+        if not select.select([fd], [], [], 0)[0]:
+            decoder.wake()              # the packets to the child, then its lines pushed out
+            decoder.wake()
+            while not select.select([fd], [], [], 0)[0]:
+                decoder.pump(0.2)       # its lines as they come, until the pipe has more
+        return read(n)
+    stream._read = waiting_read

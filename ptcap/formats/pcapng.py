@@ -234,7 +234,7 @@ class PcapngWriter:
         data = pkt.data
         pad = -len(data) & 3
         total = _U32.pack(fixed + len(data) + pad)
-        self._pending += (_EPB_TYPE, total, _EPB_FIELDS.pack(iface_id, pkt.ts_ns >> 32, pkt.ts_ns & 0xFFFFFFFF,
+        self._pending += (_EPB_TYPE, total, _EPB_FIELDS.pack(iface_id, pkt.ts_ns >> 32 & 0xFFFFFFFF, pkt.ts_ns & 0xFFFFFFFF,
                                                             len(data), pkt.orig_len),
                           data, tails[pad], total)
         self.written += fixed + len(data) + pad
@@ -273,12 +273,14 @@ class PcapWriter:
     """Classic pcap: one link type, no metadata; microsecond timestamps as tcpdump writes
     them, or nanosecond ones (--nano)."""
 
-    def __init__(self, out: BinaryIO, linktype: int, snaplen: int = 262144, nano: bool = False) -> None:
+    def __init__(self, out: BinaryIO, linktype: int, snaplen: int = 262144, nano: bool = False,
+                 linktype_ext: int = 0) -> None:
         self.out = out
         self.linktype = linktype
         self._div = 1 if nano else 1000
         magic = 0xA1B23C4D if nano else 0xA1B2C3D4
-        self._pending: list[bytes] = [struct.pack("<IHHiIII", magic, 2, 4, 0, 0, snaplen, linktype)]
+        self._pending: list[bytes] = [struct.pack("<IHHiIII", magic, 2, 4, 0, 0, snaplen,
+                                                       linktype | linktype_ext)]
         self._interfaces = 0
         self.written = 24
 
@@ -298,7 +300,7 @@ class PcapWriter:
         n = 0
         for off in batch.offsets:
             _iface, hi, lo, caplen, length = fields(buf, off + EPB_AT)
-            sec, nsec = divmod((hi << 32) | lo, 1_000_000_000)
+            sec, nsec = pcap_time((hi << 32) | lo)
             parts.append(head(sec, nsec // self._div, caplen, length))
             parts.append(buf[off + HEADER_LEN:off + HEADER_LEN + caplen])
             n += 1
@@ -318,8 +320,16 @@ class PcapWriter:
 
     def write_packet(self, pkt, iface_id: int = 0) -> None:
         data = pkt.data
-        sec, nsec = divmod(pkt.ts_ns, 1_000_000_000)
-        self._pending += (_PCAP_RECORD.pack(sec, nsec // self._div, len(data), pkt.orig_len), data)
+        if pkt.pcap_ts is None:
+            sec, nsec = pcap_time(pkt.ts_ns)
+            frac = nsec // self._div
+        else:                       # as read, scaled as libpcap scales it (not normalized)
+            sec, frac, nano = pkt.pcap_ts
+            if nano != (self._div == 1):
+                signed = frac - (frac >> 31 << 32)              # a bpf_int32 in the record
+                down = abs(signed) // 1000 * (1 if signed >= 0 else -1)     # C's division
+                frac = (down if nano else signed * 1000) & 0xFFFFFFFF
+        self._pending += (_PCAP_RECORD.pack(sec, frac, len(data), pkt.orig_len), data)
         self.written += 16 + len(data)
 
     def flush(self) -> None:
@@ -330,6 +340,13 @@ class PcapWriter:
 
 
 _PCAP_RECORD = struct.Struct("<IIII")
+
+
+def pcap_time(ts_ns: int) -> tuple[int, int]:
+    """A time stamp as a classic pcap record's (seconds, nanoseconds). Its seconds are 32 bits:
+    a pcapng stamp past 2106 keeps the low 32, as libpcap's pcap_dump keeps them."""
+    sec, nsec = divmod(ts_ns, 1_000_000_000)
+    return sec & 0xFFFFFFFF, nsec
 _EPB_FIELDS = struct.Struct("<IIIII")
 
 
@@ -339,11 +356,12 @@ class PacketWriter:
     name ending in .pcap writes classic pcap (one link type, no metadata)."""
 
     def __init__(self, out: BinaryIO, classic: bool, linktype: int, snaplen: int = 262144,
-                 nano: bool = False) -> None:
+                 nano: bool = False, linktype_ext: int = 0) -> None:
         self.out = out
         self._classic = classic
         self._snaplen = snaplen
-        self._writer = PcapWriter(out, linktype, snaplen, nano=nano) if classic else PcapngWriter(out)
+        self._linktype = linktype
+        self._writer = PcapWriter(out, linktype, snaplen, nano, linktype_ext) if classic else PcapngWriter(out)
         self._ids: dict[tuple[str, int], int] = {}
         self._unflushed = 0
 
@@ -366,3 +384,15 @@ class PacketWriter:
     def flush(self) -> None:
         self._writer.flush()
         self._unflushed = 0
+
+    @property
+    def written(self) -> int:
+        return self._writer.written
+
+    def finish(self) -> None:
+        """The last flush. A pcapng that got no packet still gets an interface: an SHB alone is
+        a file tcpdump and tshark refuse ('no Interface Description Blocks')."""
+        if not self._ids and not self._classic:
+            self._ids[("", self._linktype)] = 0
+            self._writer.add_interface(Interface("if0", self._linktype, self._snaplen))
+        self.flush()

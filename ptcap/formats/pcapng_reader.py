@@ -26,11 +26,8 @@ class MixedLinkTypes(Exception):
     """raw_blocks() met an interface of another link type than the first (one tcpdump reading
     pcapng takes one link type): the caller goes on with the reader's packets."""
 
-class _Eof:
-    pass
 
-
-_EOF = _Eof()
+_EOF = object()     # the end of the file, from _next_block
 
 
 class PcapngReading:
@@ -41,7 +38,8 @@ class PcapngReading:
         self._ifaces: list[tuple[int, int, str, int, int, int]] = []  # linktype, snaplen, name, num, den, offset_ns
         self._ctx_cache: dict[tuple[bytes, ...], ProcessContext | None] = {}
         self._opt_cache: dict[bytes, tuple[Direction, ProcessContext | None]] = {}
-        self._read_shb(first=True)
+        self._read_shb()
+        self._first: tuple[int, int] | None = None     # the file's first interface's type, snapshot
         # read ahead to the first interface, so linktype/snaplen are known before printing
         while not self._ifaces:
             pkt = self._next_block()
@@ -50,37 +48,47 @@ class PcapngReading:
             if pkt is not None:
                 self._pending.append(pkt)
 
-    def _read_shb(self, first: bool) -> None:
+    def _read_shb(self) -> None:
         head = self._s.take(8)
         if len(head) < 8:
-            raise PtcapError(f"truncated dump file; tried to read {8 + 4} file header bytes, only got {len(head) + 4}")
+            raise PtcapError("unknown file format")     # libpcap: too short to be pcapng
         bom = head[4:8]
         if bom == b"\x4d\x3c\x2b\x1a":
             self._order = "<"
         elif bom == b"\x1a\x2b\x3c\x4d":
             self._order = ">"
         else:
-            raise PtcapError("unknown file format" if first else "pcapng section header has a bad byte-order magic")
+            raise PtcapError("unknown file format")
         (total,) = struct.unpack(self._order + "I", head[:4])
         if total < 28 or total > SHB_INSANE_MAX:
             # libpcap's words; the length is never used as a read size
             raise PtcapError(f"Section Header Block in pcapng dump file has invalid length 28 < _{total}_ < "
                              f"{SHB_INSANE_MAX} (BT_SHB_INSANE_MAX)")
-        if total % 4:
-            raise PtcapError(f"block in pcapng dump file has a length of {total} that is not a multiple of 4")
-        rest = self._s.take(total - 12)
+        rest = self._s.take(total - 12)     # as libpcap: neither a multiple of 4 nor its trailer checked
         if len(rest) < total - 12:
             raise PtcapError(f"truncated pcapng dump file; tried to read {total - 12} bytes, only got {len(rest)}")
-        if struct.unpack_from(self._order + "I", rest, len(rest) - 4)[0] != total:
-            raise PtcapError("block total length in header and trailer don't match")
-        major = struct.unpack_from(self._order + "H", rest, 0)[0]
-        if major != 1:
-            raise PtcapError(f"unsupported pcapng savefile version {major}")
+        major, minor = struct.unpack_from(self._order + "HH", rest, 0)
+        if major != 1 or minor not in (0, 2):
+            raise PtcapError(f"unsupported pcapng savefile version {major}.{minor}")
         self._ifaces = []
         self.application = next((v.decode(errors="replace").rstrip("\0") for code, v in
                                  self._options(rest[:-4], 12) if code == 4), "")    # shb_userappl
         self._u32 = struct.Struct(self._order + "I").unpack_from
         self._epb = struct.Struct(self._order + "IIIII").unpack_from
+
+    def _next_section(self, body: bytes) -> None:
+        """A later Section Header Block, read as libpcap 1.10 reads it: a block in the byte
+        order of the section before, which it must keep; its interfaces start anew."""
+        if len(body) < 16:
+            raise PtcapError(_TOO_SHORT % 0x0A0D0D0A)
+        bom, major = struct.unpack_from(self._order + "IH", body, 0)
+        if bom == 0x4D3C2B1A:
+            raise PtcapError("the file has sections with different byte orders")
+        if bom != 0x1A2B3C4D:
+            raise PtcapError("the file has a section with a bad byte order magic field")
+        if major != 1:
+            raise PtcapError(f"unknown pcapng savefile major version number {major}")
+        self._ifaces = []
 
     def _options(self, body: bytes, off: int) -> Iterator[tuple[int, bytes]]:
         order = self._order
@@ -109,6 +117,12 @@ class PcapngReading:
                     num, den = 1, 10 ** (res - 9)
             elif code == 14 and len(value) >= 8:
                 offset = struct.unpack(self._order + "q", value[:8])[0] * 1_000_000_000
+        adjusted = snaplen if 0 < snaplen < 1 << 31 else max_snaplen_for(linktype)
+        if self._first is None:
+            self._first = (linktype, adjusted)
+        elif linktype == self._first[0] and adjusted != self._first[1]:     # as libpcap; another type: ours
+            raise PtcapError(f"an interface has a snapshot length {snaplen} different from the snapshot "
+                             "length of the first interface")
         if not self._ifaces:
             self.linktype = linktype
             self.snaplen = snaplen if 0 < snaplen < 1 << 31 else max_snaplen_for(linktype)
@@ -142,6 +156,8 @@ class PcapngReading:
         return known
 
     def _interface(self, ifid: int) -> tuple[int, int, str, int, int, int]:
+        if self._first is None:
+            raise PtcapError("the capture file has a packet block before any Interface Description Blocks")
         try:
             return self._ifaces[ifid]
         except IndexError:
@@ -162,10 +178,6 @@ class PcapngReading:
             if head:
                 raise PtcapError(f"truncated pcapng dump file; tried to read 8 bytes, only got {len(head)}")
             return _EOF
-        if head[:4] == PCAPNG_SHB:
-            s.pos -= 4  # give back the length and BOM; _read_shb reads them
-            self._read_shb(first=False)
-            return None
         btype, total = struct.unpack(self._order + "II", head)
         if total < 12 or total % 4:
             raise PtcapError(f"block in pcapng dump file has a length of {total} < 12" if total < 12
@@ -178,6 +190,9 @@ class PcapngReading:
         if struct.unpack_from(self._order + "I", body, len(body) - 4)[0] != total:
             raise PtcapError("block total length in header and trailer don't match")
         body = body[:-4]  # trailing total length
+        if btype == 0x0A0D0D0A:
+            self._next_section(body)
+            return None
         if btype == 6:  # Enhanced Packet Block
             if len(body) < 20:
                 raise PtcapError(_TOO_SHORT % btype)
@@ -316,14 +331,8 @@ class PcapngReading:
                 btype, total = head(buf, pos)
                 end = pos + total
                 if end > n:
-                    if buf[pos:pos + 4] == PCAPNG_SHB:
-                        order = "<I" if buf[pos + 8:pos + 12] == b"\x4d\x3c\x2b\x1a" else ">I"
-                        total = struct.unpack_from(order, buf, pos + 4)[0]
-                        s.pos = pos
-                        fill(min(total, SHB_INSANE_MAX))
-                    else:
-                        s.pos = pos
-                        fill(min(total, MAX_BLOCKSIZE))
+                    s.pos = pos
+                    fill(min(total, MAX_BLOCKSIZE))
                     buf, pos = s.buf, s.pos
                     n = len(buf)
                     end = pos + total

@@ -40,6 +40,7 @@ class CaptureReader(PcapngReading):
         self.application = ""       # pcapng: the section's shb_userappl ("ptcap 0.1", ...)
         self.linktype = 1
         self.snaplen = MAX_SNAPLEN
+        self.linktype_ext = 0
         self._pending: list[Packet] = []
         magic = self._s.take(4)
         if len(magic) < 4:
@@ -62,6 +63,7 @@ class CaptureReader(PcapngReading):
             raise PtcapError(f"unsupported pcap savefile version {major}.{minor}")
         self.format = "pcap"
         self.linktype = linktype & 0x03FFFFFF
+        self.linktype_ext = linktype & 0xFC000000     # the FCS length bits, kept by -w x.pcap
         # as libpcap: a snapshot length that is 0 or negative (as a C int) means the maximum
         self.snaplen = snaplen if 0 < snaplen < 1 << 31 else max_snaplen_for(self.linktype)
         self._order = order
@@ -74,6 +76,7 @@ class CaptureReader(PcapngReading):
         rec = self._rec
         hdr = struct.Struct(self._order + "IIII").unpack_from
         scale = 1 if self._nano else 1000
+        limit = 1_000_000_000 if self._nano else 1_000_000
         linktype = self.linktype
         snaplen = self.snaplen
         max_caplen = max_snaplen_for(linktype)
@@ -108,7 +111,10 @@ class CaptureReader(PcapngReading):
                 pos = end
             if caplen > snaplen:
                 data = data[:snaplen]
-            yield Packet(sec * 1_000_000_000 + frac * scale, data, orig, linktype)
+            if frac < limit:
+                yield Packet(sec * 1_000_000_000 + frac * scale, data, orig, linktype)
+            else:
+                yield Packet(sec * 1_000_000_000 + frac * scale, data, orig, linktype, pcap_ts=(sec, frac, self._nano))
 
     def __iter__(self) -> Iterator[Packet]:
         if self.format == "pcap":

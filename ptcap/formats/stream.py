@@ -16,10 +16,13 @@ def max_snaplen_for(linktype: int) -> int:
 class Stream:
     """A forward-only byte source with its own buffer: fewer read() calls than one per field."""
 
-    __slots__ = ("f", "buf", "pos")
+    __slots__ = ("f", "buf", "pos", "_read")
 
     def __init__(self, f: BinaryIO, head: bytes = b"") -> None:
         self.f = f
+        # what a pipe has now (read1), not a whole chunk: a pipe's packets are printed as
+        # they come, as tcpdump -r - prints them
+        self._read = getattr(f, "read1", f.read)
         self.buf = head
         self.pos = 0
 
@@ -33,7 +36,7 @@ class Stream:
         parts = [buf[pos:]]
         have = len(buf) - pos
         while have < n:
-            chunk = self.f.read(CHUNK)     # never one read of a size a file claims
+            chunk = self._read(CHUNK)      # never one read of a size a file claims
             if not chunk:
                 break
             parts.append(chunk)
@@ -51,7 +54,7 @@ class Stream:
         parts = [self.buf[self.pos:]]
         have = len(parts[0])
         while have < need:
-            chunk = self.f.read(CHUNK)
+            chunk = self._read(CHUNK)
             if not chunk:
                 break
             parts.append(chunk)

@@ -23,6 +23,9 @@ class Packet:
     direction: Direction = Direction.UNKNOWN
     context: ProcessContext | None = None   # who sent or received it, where it was dropped
     ifindex: int = 0
+    # a classic pcap record's own (seconds, fraction, nanoseconds?) when its fraction is a
+    # second or more: libpcap keeps it unnormalized, and so does `-r x.pcap -w y.pcap`
+    pcap_ts: tuple[int, int, bool] | None = None
 
 
 _RECORD = struct.Struct(f"<{DIR_AT}xB{KEY_AT - DIR_AT - 1}x{KEY_END - KEY_AT}sIIIII")   # dir, key, EPB fields

@@ -23,6 +23,7 @@ import struct
 import subprocess
 
 from ptcap.errors import PtcapError
+from ptcap.formats.pcapng import pcap_time
 from ptcap.sinks.markers import make_marker
 from ptcap.sinks.tcpdump_child import NSEC_MAGIC, spawn
 
@@ -206,7 +207,7 @@ class Child:
     def marker(self, ts: int, entry) -> None:
         if self.group:
             self.end_group()
-        sec, nsec = divmod(ts, 1_000_000_000)
+        sec, nsec = pcap_time(ts)
         rec = self._mark_pack(sec, nsec)
         self.pending.append(rec)
         self.pending_bytes += len(rec)
@@ -219,7 +220,7 @@ class Child:
         group, self.group = self.group, []
         raw, self.group_raw = self.group_raw, []
         count, self.group_count = self.group_count, 0
-        rec = self._mark_pack(*divmod(self.last_ts, 1_000_000_000))
+        rec = self._mark_pack(*pcap_time(self.last_ts))
         self.pending.append(rec)
         self.pending_bytes += len(rec)
         self.expect.append((self.sent - count + 1, self.group_prev, group, raw, count))
@@ -228,7 +229,7 @@ class Child:
     def packet(self, ts: int, data: bytes, orig_len: int, entry) -> None:
         """Queue one packet (its entry's n is 1)."""
         self.pushed = False
-        sec, nsec = divmod(ts, 1_000_000_000)
+        sec, nsec = pcap_time(ts)
         rec = _REC.pack(sec, nsec, len(data), orig_len) + data
         if self.careful:
             self.again(ts, rec, entry)
@@ -272,7 +273,7 @@ class Child:
     def again(self, ts: int, rec: bytes, entry) -> None:
         """A packet's record and, after it, a marker with its time stamp (careful children)."""
         self.pushed = False
-        mark = self._mark_pack(*divmod(ts, 1_000_000_000))
+        mark = self._mark_pack(*pcap_time(ts))
         self.pending.append(rec + mark)
         self.pending_bytes += len(rec) + len(mark)
         self.expect.append(entry)

@@ -10,6 +10,7 @@ import struct
 import sys
 
 from ptcap.errors import PtcapError
+from ptcap.formats.pcapng import pcap_time
 from ptcap.meta.context import Part, ProcessContext
 from ptcap.kernel.records import HEADER_LEN
 from ptcap.pipeline.packet import _DIRECTIONS as _DIRS, _RECORD, MISSING, Batch, Direction
@@ -224,7 +225,7 @@ class PrintSink:
             if not count:
                 first_ts = ts
             data_at = off + HEADER_LEN
-            parts += (pack(*divmod(ts, 1_000_000_000), caplen, length), buf[data_at:data_at + caplen])
+            parts += (pack(*pcap_time(ts), caplen, length), buf[data_at:data_at + caplen])
             n += 1
             count += 1
         if n:

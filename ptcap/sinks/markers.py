@@ -61,6 +61,9 @@ def _checksum(data: bytes) -> int:
     return ~s & 0xFFFF
 
 
+MARKABLE = frozenset({0, 1, 9, 12, 14, 101, 108, 113, 228, 229, 276})   # the link types below
+
+
 def make_marker(linktype: int, numeric: bool) -> tuple[bytes, bytes]:
     """(frame, secret text its printed line contains) for a link type; PtcapError if ptcap
     cannot mark packets of that type."""
