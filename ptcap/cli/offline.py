@@ -77,7 +77,7 @@ def read_file(args: argparse.Namespace) -> int:
             return _pass_through(args, flags, f, head, stream)
         if f is not None:
             f.close()
-            return _decode_in_ptcap(args, flags, parts, keep)
+            return _decode_in_ptcap(args, flags, parts, keep, has_context=True)
         head, unmarked = _peek_link_type(head, stream)
         if unmarked:
             return _pass_through(args, flags, None, head, stream)
@@ -270,7 +270,8 @@ def _packets(reader):
 
 
 def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep, head: bytes = b"",
-                     stream=None) -> int:
+                     stream=None, has_context: bool = False) -> int:
+    """`has_context`: the file is known to carry process information (read_file looked)."""
     from ptcap.cli.rewrite import LimitReached, Rewriter
     from ptcap.filter.libpcap import datalink_name
     from ptcap.formats.reader import CaptureReader, open_capture
@@ -314,7 +315,7 @@ def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep, h
         # interface and direction, as when it was captured; packets of other files (and of
         # a pipe) without process information print as tcpdump's lines
         ours = reader.application.startswith(("ptcap", "ptcpdump")) and stream is None and \
-            f is not sys.stdin.buffer and _path_has_context(args.read)
+            f is not sys.stdin.buffer and (has_context or _path_has_context(args.read))
         additions = Additions(parts, flags.verbose, live=ours, oneline=flags.oneline)
         start_ts, matched = None, 0
         if printing:
@@ -383,14 +384,10 @@ def _print_while_waiting(reader, decoder) -> None:
     """A pipe (stdin, a FIFO): before a read that would wait, the lines of the packets read
     so far are printed, as tcpdump -r - prints a packet when it comes."""
     import select
-    stream = reader._s
-    read, fd = stream._read, stream.f.fileno()
 
-    def waiting_read(n: int) -> bytes:
-        if not select.select([fd], [], [], 0)[0]:
-            decoder.wake()              # the packets to the child, then its lines pushed out
-            decoder.wake()
-            while not select.select([fd], [], [], 0)[0]:
-                decoder.pump(0.2)       # its lines as they come, until the pipe has more
-        return read(n)
-    stream._read = waiting_read
+    def wait(fd: int) -> None:
+        decoder.wake()              # the packets to the child, then its lines pushed out
+        decoder.wake()
+        while not select.select([fd], [], [], 0)[0]:
+            decoder.pump(0.2)       # its lines as they come, until the pipe has more
+    reader.before_waiting(wait)

@@ -116,6 +116,10 @@ class CaptureReader(PcapngReading):
             else:
                 yield Packet(sec * 1_000_000_000 + frac * scale, data, orig, linktype, pcap_ts=(sec, frac, self._nano))
 
+    def before_waiting(self, wait) -> None:
+        """See Stream.before_waiting (reading a pipe)."""
+        self._s.before_waiting(wait)
+
     def __iter__(self) -> Iterator[Packet]:
         if self.format == "pcap":
             return self._iter_pcap()

@@ -26,6 +26,18 @@ class Stream:
         self.buf = head
         self.pos = 0
 
+    def before_waiting(self, wait) -> None:
+        """A pipe: call `wait()` before a read that would block; it returns once the pipe
+        has more (the packets read so far are printed meanwhile, as tcpdump -r - does)."""
+        import select
+        read, fd = self._read, self.f.fileno()
+
+        def waiting_read(n: int) -> bytes:
+            if not select.select([fd], [], [], 0)[0]:
+                wait(fd)
+            return read(n)
+        self._read = waiting_read
+
     def take(self, n: int) -> bytes:
         """Exactly n bytes, or fewer at end of file."""
         buf, pos = self.buf, self.pos
