@@ -104,8 +104,10 @@ class Container:
 
     def listen(self, port: int, into: str = "/tmp/got") -> None:
         """nc listening on `port` in the container, writing what it gets to `into`; returns
-        once the socket listens (docker exec -d returns before nc has even started)."""
-        self.engine.docker("exec", "-d", self.name, "sh", "-c", f"nc -l -p {port} > {into}")
+        once the socket listens (docker exec -d returns before nc has even started). Its input
+        never ends: busybox nc half-closes when its input does, and a client whose `echo` had
+        not yet written took that FIN for the end and left without sending anything."""
+        self.engine.docker("exec", "-d", self.name, "sh", "-c", f"sleep 600 | nc -l -p {port} > {into}")
         wait_for(lambda: listening(self.pid, port), what=f"nc listening on {port} in {self.name}")
 
     def tcp(self, port: int, payload: str = "hello", addr: str = "127.0.0.1") -> None:
