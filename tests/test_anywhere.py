@@ -103,11 +103,14 @@ print('ready', flush=True); s.recvfrom(100)
 
 
 def test_list_interfaces_of_a_namespace(veth):
+    """--netns: that namespace's interfaces, named after it, in libpcap's order with tcpdump's
+    flags; 'any' is left out (with --netns it means every interface of each namespace)."""
     res = subprocess.run(ptcap_argv("-D", "--netns", veth.ns), capture_output=True, text=True, timeout=30)
     assert res.returncode == 0
-    assert res.stdout.splitlines() == [f"1.lo@{veth.ns}", f"2.{veth.peer_if}@{veth.ns}"]
+    assert res.stdout.splitlines() == [f"1.{veth.peer_if}@{veth.ns} [Up, Running, Connected]",
+                                       f"2.lo@{veth.ns} [Up, Running, Loopback]"]
     mine = subprocess.run(ptcap_argv("-D"), capture_output=True, text=True, timeout=30).stdout
-    assert f".{veth.host_if}\n" in mine and "lo\n" in mine
+    assert f".{veth.host_if} [Up, Running, Connected]\n" in mine and ".lo [Up, Running, Loopback]\n" in mine
 
 
 def test_missing_namespace_is_one_line():

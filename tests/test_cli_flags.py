@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, ROOT, free_port, ptcap_argv
+from conftest import PYTHON, ROOT, free_port, ptcap_argv, run
 
 TCPDUMP = shutil.which("tcpdump")
 PCAP = str(ROOT / "tests/data/live/lo.pcap")
@@ -194,14 +194,33 @@ def test_file_count_without_rotation_is_ignored_as_by_tcpdump(flags, tmp_path):
     assert os.listdir(tmp_path) == ["one.pcap"]
 
 
+def _numbered(text: str) -> dict[str, str]:
+    return dict(line.split(".", 1) for line in text.splitlines())
+
+
+@pytest.mark.root
+def test_the_list_of_interfaces_is_tcpdumps(veth):
+    """-D: tcpdump's list, numbers, words and flags, where ptcap can capture: its pseudo
+    devices (netfilter queues, D-Bus, Bluetooth) are no network interfaces and come last."""
+    ptcap = run(["ip", "netns", "exec", veth.ns, *ptcap_argv("-D")]).stdout
+    tcpdump = run(["ip", "netns", "exec", veth.ns, "tcpdump", "-D"]).stdout
+    assert ptcap.splitlines()[:3] == [f"1.{veth.peer_if} [Up, Running, Connected]",
+                                      "2.any (Pseudo-device that captures on all interfaces) [Up, Running]",
+                                      "3.lo [Up, Running, Loopback]"]
+    assert tcpdump.startswith(ptcap)
+    netdevs = run(["ip", "netns", "exec", veth.ns, "ls", "/sys/class/net"]).stdout.split()
+    assert sorted(netdevs) == sorted([veth.peer_if, "lo"])
+    assert all(text.split()[0] not in netdevs for text in _numbered(tcpdump[len(ptcap):]).values())
+
+
 @pytest.mark.root
 def test_interface_by_its_number_in_the_list(veth):
     """-i N: the N-th interface -D lists, as tcpdump takes it; one past the list is refused."""
     listed = subprocess.run(["ip", "netns", "exec", veth.ns, *ptcap_argv("-D")], capture_output=True,
                             text=True, timeout=30)
     assert listed.returncode == 0, listed.stderr
-    numbers = dict(line.split(".", 1) for line in listed.stdout.splitlines())
-    n = next(k for k, name in numbers.items() if name != "lo")
+    numbers = {n: text.split()[0] for n, text in _numbered(listed.stdout).items()}
+    n = next(k for k, name in numbers.items() if name not in ("lo", "any"))
     proc = subprocess.Popen(["ip", "netns", "exec", veth.ns, *ptcap_argv("-i", n, "-c", "1")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     line = ""

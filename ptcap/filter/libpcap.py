@@ -26,6 +26,15 @@ class PcapPkthdr(ctypes.Structure):
                 ("caplen", ctypes.c_uint32), ("len", ctypes.c_uint32)]
 
 
+class PcapIf(ctypes.Structure):
+    pass
+
+
+PcapIf._fields_ = [("next", ctypes.POINTER(PcapIf)), ("name", ctypes.c_char_p),
+                   ("description", ctypes.c_char_p), ("addresses", ctypes.c_void_p),
+                   ("flags", ctypes.c_uint32)]
+
+
 _lib: ctypes.CDLL | None = None
 
 
@@ -67,12 +76,38 @@ def lib() -> ctypes.CDLL:
     pcap.pcap_datalink_name_to_val.restype = ctypes.c_int
     pcap.pcap_tstamp_type_name_to_val.argtypes = [ctypes.c_char_p]
     pcap.pcap_tstamp_type_name_to_val.restype = ctypes.c_int
+    pcap.pcap_findalldevs.argtypes = [ctypes.POINTER(ctypes.POINTER(PcapIf)), ctypes.c_char_p]
+    pcap.pcap_findalldevs.restype = ctypes.c_int
+    pcap.pcap_freealldevs.argtypes = [ctypes.POINTER(PcapIf)]
+    pcap.pcap_freealldevs.restype = None
     _lib = pcap
     return pcap
 
 
 def lib_version() -> str:
     return lib().pcap_lib_version().decode()
+
+
+def devices() -> list[tuple[str, str, int]]:
+    """libpcap's capture devices of ptcap's network namespace, in its order (tcpdump -D's):
+    (name, description or "", PCAP_IF_* flags)."""
+    pcap = lib()
+    head = ctypes.POINTER(PcapIf)()
+    errbuf = ctypes.create_string_buffer(_ERRBUF_SIZE)
+    if pcap.pcap_findalldevs(ctypes.byref(head), errbuf) != 0:
+        raise PtcapError(errbuf.value.decode(errors="replace"))
+    found = []
+    node = head
+    try:
+        while node:
+            dev = node.contents
+            found.append((dev.name.decode(errors="replace"),
+                          dev.description.decode(errors="replace") if dev.description else "", dev.flags))
+            node = dev.next
+    finally:
+        if head:
+            pcap.pcap_freealldevs(head)
+    return found
 
 
 def datalink_name(linktype: int) -> tuple[str, str]:
