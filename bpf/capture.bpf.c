@@ -86,8 +86,7 @@ static __always_inline int owner_of_sender(struct __sk_buff *ctx, struct bpf_soc
 		return 0;
 	if (sk->protocol == IPPROTO_UDP) {
 		task = bpf_get_current_task_btf();
-		if ((__u32)BPF_CORE_READ(task, pid) != o->tid &&
-		    !(BPF_CORE_READ(task, flags) & PF_KTHREAD)) {
+		if (!(BPF_CORE_READ(task, flags) & PF_KTHREAD) && !owner_is_task(o, task)) {
 			skb = kernel_skb(ctx);
 			task_ns = BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
 			sock_ns = BPF_CORE_READ(skb, sk, __sk_common.skc_net.net, ns.inum);
@@ -249,7 +248,7 @@ static __always_inline void note_flow(struct flow *f, struct ptcap_owner *o)
 		return;
 	flow_key(f, 0, &k);
 	known = bpf_map_lookup_elem(&ptcap_flows, &k);
-	if (known && known->tid == o->tid && known->start_ns == o->start_ns)
+	if (known && same_owner(known, o))
 		return;
 	bpf_map_update_elem(&ptcap_flows, &k, o, BPF_ANY);
 }

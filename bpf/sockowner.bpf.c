@@ -44,10 +44,9 @@ static __always_inline void touch(struct sock *sk)
 	o = bpf_sk_storage_get(&ptcap_owners, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!o)
 		return;
-	/* Rewrite only when the task changed: sends are hot. */
-	if (o->tid == (__u32)bpf_get_current_pid_tgid() && o->pid)
-		return;
-	owner_from_current(o);
+	/* Rewrite only when the task changed (or its name, user, program): sends are hot. */
+	if (!owner_is_task(o, bpf_get_current_task_btf()))
+		owner_from_current(o);
 }
 
 SEC("cgroup/sock_create")

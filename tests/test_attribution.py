@@ -1,0 +1,106 @@
+"""Who a packet names when its sender changes under the same socket: the same thread renamed,
+a new user after setuid, a new program after exec. What the kernel hands out for a socket is
+the task as it is when it sends, not as it was at its first send."""
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from conftest import PEERS, PYTHON, comments, free_port, ptcap_argv, tshark_fields
+
+pytestmark = pytest.mark.root      # real BPF, namespaces, daemons
+
+# Every payload says what its packet's comments must say: "UID THREADNAME WORD".
+CHANGES = r"""
+import ctypes, os, socket, sys, time
+port = int(sys.argv[1])
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.connect(("127.0.0.1", port))
+t = socket.create_connection(("127.0.0.1", port))
+def say(word):
+    name = open("/proc/thread-self/comm").read().strip()
+    for s, kind in ((u, "udp"), (t, "tcp")):
+        s.send(f"{os.getuid()} {name} {kind}-{word}".encode())
+        time.sleep(0.1)
+say("first")
+ctypes.CDLL(None).prctl(15, b"renamed", 0, 0, 0)        # PR_SET_NAME: this very thread
+say("renamed")
+os.setgid(65534)
+os.setuid(65534)
+say("nobody")
+os.dup2(u.fileno(), 5)
+os.dup2(t.fileno(), 6)
+os.execv("/bin/bash", ["bash", "-c", "printf '65534 bash udp-exec' >&5; sleep 0.1; printf '65534 bash tcp-exec' >&6"])
+"""
+WORDS = ["first", "renamed", "nobody", "exec"]
+
+
+def _servers(port: int) -> list[subprocess.Popen]:
+    servers = [subprocess.Popen([PYTHON, str(PEERS), kind, str(port), "127.0.0.1"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+               for kind in ("udp-server", "tcp-server")]
+    for s in servers:
+        assert s.stdout.readline().startswith("ready")
+    return servers
+
+
+def _data(out) -> list[tuple[str, str, dict[str, str]]]:
+    """(the claimed uid and thread name, the word, the packet's comments) of every data packet."""
+    got = []
+    for payload, text in tshark_fields(out, "data.data", "frame.comment"):
+        if payload:
+            uid, name, word = bytes.fromhex(payload).decode().split(" ", 2)
+            got.append((f"{uid} {name}", word, comments(text)))
+    return got
+
+
+def _script(tmp_path) -> str:
+    script = tmp_path / "changes.py"
+    script.write_text(CHANGES)
+    script.chmod(0o644)
+    return str(script)
+
+
+def test_same_thread_renamed_setuid_and_exec_are_named_as_they_are(tmp_path):
+    port = free_port()
+    servers = _servers(port)
+    out = tmp_path / "o.pcapng"
+    try:
+        proc = subprocess.run(ptcap_argv("-i", "lo", "-w", str(out), "-Q", "out", f"dst port {port}",
+                                         "--", PYTHON, _script(tmp_path), str(port)),
+                              capture_output=True, text=True, timeout=60)
+    finally:
+        for s in servers:
+            s.kill()
+            s.wait()
+    assert proc.returncode == 0, proc.stderr
+    got = _data(out)
+    assert sorted(w for _, w, _ in got) == sorted(f"{k}-{w}" for k in ("udp", "tcp") for w in WORDS), got
+    for claimed, word, c in got:
+        assert f"{c['UserId']} {c['ThreadName']}" == claimed, (word, c)
+        if word.endswith("exec"):
+            assert c["Cmd"].endswith("/bash"), (word, c)
+    assert {c["PID"] for _, _, c in got} == {got[0][2]["PID"]}     # one process throughout
+
+
+@pytest.mark.parametrize("selector, words", [
+    (("--uid", "65534"), ["nobody", "exec"]),       # the packets sent after setuid, only those
+    (("--pname", "bash"), ["exec"]),                # the program exec'd, on sockets it inherited
+])
+def test_selectors_judge_the_sender_as_it_is_now(capture, tmp_path, selector, words):
+    port = free_port()
+    servers = _servers(port)
+    out = tmp_path / "o.pcapng"
+    try:
+        cap = capture("-i", "lo", "-w", str(out), "-Q", "out", *selector, f"dst port {port}")
+        subprocess.run([PYTHON, _script(tmp_path), str(port)], check=True, timeout=30, cwd="/")
+        # every data packet wanted, and the ACKs and FINs that follow them
+        cap.wait_received(2 * len(words))
+        _, err = cap.stop()
+    finally:
+        for s in servers:
+            s.kill()
+            s.wait()
+    got = _data(out)
+    assert sorted(w for _, w, _ in got) == sorted(f"{k}-{w}" for k in ("udp", "tcp") for w in words), (got, err)
