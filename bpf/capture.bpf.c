@@ -15,8 +15,10 @@
 
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
+#define IPPROTO_ICMP 1
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
+#define IPPROTO_ICMPV6 58
 #define AF_INET 2
 #define AF_INET6 10
 #define TC_ACT_UNSPEC (-1)
@@ -105,7 +107,14 @@ struct flow {
 	__u8 v6;
 	__u16 sport, dport;
 	__u32 saddr[4], daddr[4];
+	__u8 parsed;		/* parse_flow ran (whatever it found) */
+	__u8 echo;		/* an ICMP(v6) echo (proto stays 0): ECHO_REQUEST, ECHO_REPLY */
 };
+
+/* An echo is keyed as its pinger sends the request: its id (the ping socket's port) as the
+ * source port, 0 as the destination port; a reply's are the other way round. */
+#define ECHO_REQUEST 1
+#define ECHO_REPLY 2
 
 static __always_inline int parse_flow(struct __sk_buff *skb, __u32 l3off, struct flow *f)
 {
@@ -136,6 +145,23 @@ static __always_inline int parse_flow(struct __sk_buff *skb, __u32 l3off, struct
 		__builtin_memcpy(f->daddr, &ip6.daddr, 16);
 		f->v6 = 1;
 	} else {
+		return 0;
+	}
+	f->parsed = 1;
+	if ((proto == IPPROTO_ICMP && !f->v6) || (proto == IPPROTO_ICMPV6 && f->v6)) {
+		__u8 icmp[6];	/* type, code, checksum, id */
+		__u16 id;
+
+		if (bpf_skb_load_bytes(skb, l4off, icmp, sizeof(icmp)) < 0)
+			return 0;
+		__builtin_memcpy(&id, &icmp[4], sizeof(id));
+		if (icmp[0] == (f->v6 ? 128 : 8)) {
+			f->echo = ECHO_REQUEST;
+			f->sport = id;
+		} else if (icmp[0] == (f->v6 ? 129 : 0)) {
+			f->echo = ECHO_REPLY;
+			f->dport = id;
+		}
 		return 0;
 	}
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
@@ -350,16 +376,75 @@ static __always_inline __u32 peer_marks(int how)
 	return (how & END_LAST ? PTCAP_MARK_PEER_LAST_OWNER : 0) | (how & END_FWD ? PTCAP_MARK_PEER_CONNTRACK : 0);
 }
 
+/* ICMP echoes (ping sockets, raw sockets): no socket lookup finds a pinger, so the request
+ * its socket sends leaves its flow, which names the pinger of the replies that come back
+ * (arriving, or leaving on loopback and veth). The kernel answers requests itself: nothing
+ * to name there. */
+static __always_inline void echo_key(struct flow *f, int reversed, struct ptcap_flow_key *k)
+{
+	flow_key(f, reversed, k);
+	k->proto = f->v6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP;
+}
+
+static __always_inline void echo_owners(struct __sk_buff *skb, __u32 l2len, struct where *w, int cgroup,
+					struct flow *f, struct ptcap_packet *h)
+{
+	struct ptcap_flow_key k = {};
+	struct ptcap_owner *o;
+
+	if (!f->parsed) {
+		struct bpf_sock *sk = skb->sk;
+
+		/* most packets: a TCP or UDP socket's (request and time-wait ones are TCP's), whose
+		 * flow was not needed */
+		if (sk) {
+			sk = bpf_sk_fullsock(sk);
+			if (!sk || sk->protocol == IPPROTO_TCP || sk->protocol == IPPROTO_UDP)
+				return;
+		}
+		parse_flow(skb, l2len, f);
+	}
+	if (f->echo == ECHO_REQUEST) {
+		/* its pinger: leaving by its socket, or arriving from a veth with it */
+		if (!h->owner.pid || (h->marks & (PTCAP_MARK_LAST_OWNER | PTCAP_MARK_CONNTRACK)) ||
+		    (h->dir == PTCAP_DIR_IN && cgroup))
+			return;
+		echo_key(f, 0, &k);
+		o = bpf_map_lookup_elem(&ptcap_flows, &k);
+		if (!o || !same_owner(o, &h->owner))
+			bpf_map_update_elem(&ptcap_flows, &k, &h->owner, BPF_ANY);
+		return;
+	}
+	if (f->echo != ECHO_REPLY)
+		return;
+	echo_key(f, 1, &k);
+	if (h->dir == PTCAP_DIR_IN) {
+		if (h->owner.pid)
+			return;
+		o = bpf_map_lookup_elem(&ptcap_flows, &k);
+		if (o)
+			__builtin_memcpy(&h->owner, o, sizeof(*o));
+		return;
+	}
+	/* leaving on loopback or a veth: the pinger is its receiver */
+	if (!(w->flags & PTCAP_IFACE_LOCAL) || h->peer.pid)
+		return;
+	o = bpf_map_lookup_elem(&ptcap_flows, &k);
+	if (o) {
+		__builtin_memcpy(&h->peer, o, sizeof(*o));
+		h->marks |= PTCAP_MARK_PEER_RECEIVER;
+	}
+}
+
 /* The packet's owner (its sender when leaving, its receiver when arriving; the other local
  * end when that one is not local) and, where both ends may be local or the packet is
  * forwarded, the other end's: both in the record `h`. Each end is found by its socket (the
  * skb's, or looked up here or in a veth's peer namespace), else as the last owner of its
  * closed connection, else (a forwarded packet) through its flow and conntrack. */
-static __always_inline void find_owners(struct __sk_buff *skb, __u32 l2len, struct where *w,
-					int cgroup, struct ptcap_packet *h)
+static __always_inline void socket_owners(struct __sk_buff *skb, __u32 l2len, struct where *w,
+					  int cgroup, struct ptcap_packet *h, struct flow *f)
 {
 	struct bpf_sock *sk = skb->sk;
-	struct flow f = {};
 	__u32 nsid = w->flags >> PTCAP_IFACE_PEER_NSID_SHIFT;
 	__u64 peer_ns = nsid ? nsid - 1 : (__u64)BPF_F_CURRENT_NETNS;
 	__u32 netns = 0;
@@ -373,39 +458,39 @@ static __always_inline void find_owners(struct __sk_buff *skb, __u32 l2len, stru
 		forwarded = !sk && !cgroup;
 		if (sk && bpf_sk_fullsock(sk))
 			got = owner_of_sender(skb, sk, &h->owner);
-		else if (sk && !cgroup && parse_flow(skb, l2len, &f))
-			got = owner_by_lookup(skb, &f, 0, BPF_F_CURRENT_NETNS, &h->owner);
-		if (!got && (local || !cgroup) && (f.proto || parse_flow(skb, l2len, &f))) {
+		else if (sk && !cgroup && parse_flow(skb, l2len, f))
+			got = owner_by_lookup(skb, f, 0, BPF_F_CURRENT_NETNS, &h->owner);
+		if (!got && (local || !cgroup) && (f->proto || parse_flow(skb, l2len, f))) {
 			netns = dev_netns(skb);
-			if (last_owner(&f, 0, netns, &h->owner))
+			if (last_owner(f, 0, netns, &h->owner))
 				h->marks |= PTCAP_MARK_LAST_OWNER;
-			else if (forwarded && forwarded_end(skb, &f, 0, &h->owner))
+			else if (forwarded && forwarded_end(skb, f, 0, &h->owner))
 				h->marks |= PTCAP_MARK_CONNTRACK;
 		}
 		if (!(local || forwarded)) {
 			/* out of a bridge, or a veth whose peer went to another namespace after
 			 * it was tapped (a container's): its receiver there by its flow, once
 			 * established */
-			if ((w->flags & PTCAP_IFACE_FLOWS) && (f.proto || parse_flow(skb, l2len, &f)) &&
-			    flow_end(&f, 1, &h->peer))
+			if ((w->flags & PTCAP_IFACE_FLOWS) && (f->proto || parse_flow(skb, l2len, f)) &&
+			    flow_end(f, 1, &h->peer))
 				h->marks |= PTCAP_MARK_PEER_RECEIVER;
 			return;
 		}
-		if (!f.proto && !parse_flow(skb, l2len, &f))
+		if (!f->proto && !parse_flow(skb, l2len, f))
 			return;
 		/* The receiver: here (loopback), in the veth's peer namespace, or behind NAT. */
 		got = 0;
 		if (local) {
-			got = owner_by_lookup(skb, &f, 1, peer_ns, &h->peer);
+			got = owner_by_lookup(skb, f, 1, peer_ns, &h->peer);
 			if (!got) {
 				if (!netns && !nsid)
 					netns = dev_netns(skb);
-				got = last_owner(&f, 1, nsid ? w->peer_netns : netns, &h->peer);
+				got = last_owner(f, 1, nsid ? w->peer_netns : netns, &h->peer);
 				how = got ? END_LAST : 0;
 			}
 		}
 		if (!got && forwarded) {
-			got = forwarded_end(skb, &f, 1, &h->peer);
+			got = forwarded_end(skb, f, 1, &h->peer);
 			how = got ? END_FWD : 0;
 		}
 		if (got)
@@ -418,11 +503,11 @@ static __always_inline void find_owners(struct __sk_buff *skb, __u32 l2len, stru
 	if (cgroup) {
 		if (sk)
 			got = owner_from_sock(sk, &h->owner);
-	} else if (parse_flow(skb, l2len, &f)) {
-		got = owner_by_lookup(skb, &f, 1, BPF_F_CURRENT_NETNS, &h->owner);
+	} else if (parse_flow(skb, l2len, f)) {
+		got = owner_by_lookup(skb, f, 1, BPF_F_CURRENT_NETNS, &h->owner);
 		if (!got) {
 			netns = dev_netns(skb);
-			got = last_owner(&f, 1, netns, &h->owner);
+			got = last_owner(f, 1, netns, &h->owner);
 			how = got ? END_LAST : 0;
 		}
 	}
@@ -435,26 +520,26 @@ static __always_inline void find_owners(struct __sk_buff *skb, __u32 l2len, stru
 		if (got) {
 			h->marks |= owner_marks(how) | PTCAP_MARK_PEER_SENDER;
 			if (w->flags & PTCAP_IFACE_FLOWS)
-				note_flow(&f, &h->peer);	/* its handshake, on the bridge beyond */
+				note_flow(f, &h->peer);	/* its handshake, on the bridge beyond */
 			return;
 		}
-		if (forwarded_end(skb, &f, 1, &h->peer))
+		if (forwarded_end(skb, f, 1, &h->peer))
 			h->marks |= PTCAP_MARK_PEER_RECEIVER | PTCAP_MARK_PEER_CONNTRACK;
-		note_flow(&f, &h->owner);	/* for where it goes on, rewritten or not */
+		note_flow(f, &h->owner);	/* for where it goes on, rewritten or not */
 		return;
 	}
 	if (!got && !cgroup) {
 		/* forwarded from elsewhere: its receiver behind NAT, else its sender, by flow */
-		if (forwarded_end(skb, &f, 1, &h->owner)) {
+		if (forwarded_end(skb, f, 1, &h->owner)) {
 			h->marks |= PTCAP_MARK_CONNTRACK;
-			if (forwarded_end(skb, &f, 0, &h->peer))
+			if (forwarded_end(skb, f, 0, &h->peer))
 				h->marks |= PTCAP_MARK_PEER_SENDER | PTCAP_MARK_PEER_CONNTRACK;
-		} else if (forwarded_end(skb, &f, 0, &h->owner)) {
+		} else if (forwarded_end(skb, f, 0, &h->owner)) {
 			h->marks |= PTCAP_MARK_CONNTRACK;
-		} else if (local && f.proto) {
+		} else if (local && f->proto) {
 			/* on loopback or a veth, to a port nobody listens on: its one local end is
 			 * the sender */
-			owner_by_lookup(skb, &f, 0, peer_ns, &h->owner);
+			owner_by_lookup(skb, f, 0, peer_ns, &h->owner);
 		}
 		return;
 	}
@@ -462,22 +547,32 @@ static __always_inline void find_owners(struct __sk_buff *skb, __u32 l2len, stru
 	if (got && !local && (w->flags & PTCAP_IFACE_FLOWS)) {
 		/* into a bridge from a namespace behind it, the socket left on its veth: the
 		 * sender by its flow, once established */
-		if (flow_end(&f, 0, &h->peer))
+		if (flow_end(f, 0, &h->peer))
 			h->marks |= PTCAP_MARK_PEER_SENDER;
 		return;
 	}
-	if (!got || !local || (!f.proto && !parse_flow(skb, l2len, &f)))
+	if (!got || !local || (!f->proto && !parse_flow(skb, l2len, f)))
 		return;
 	/* here (loopback) or in the veth's peer namespace (its request and time-wait sockets
 	 * do not travel with the packet) */
-	if (owner_by_lookup(skb, &f, 0, peer_ns, &h->peer)) {
+	if (owner_by_lookup(skb, f, 0, peer_ns, &h->peer)) {
 		h->marks |= PTCAP_MARK_PEER_SENDER;
 	} else {
 		if (!netns && !nsid)
 			netns = dev_netns(skb);
-		if (last_owner(&f, 0, nsid ? w->peer_netns : netns, &h->peer))
+		if (last_owner(f, 0, nsid ? w->peer_netns : netns, &h->peer))
 			h->marks |= PTCAP_MARK_PEER_SENDER | PTCAP_MARK_PEER_LAST_OWNER;
 	}
+}
+
+static __always_inline void find_owners(struct __sk_buff *skb, __u32 l2len, struct where *w,
+					int cgroup, struct ptcap_packet *h)
+{
+	struct flow f = {};
+
+	socket_owners(skb, l2len, w, cgroup, h, &f);
+	if (!f.proto)
+		echo_owners(skb, l2len, w, cgroup, &f, h);
 }
 
 #define SKB_COPY(dst, n) bpf_skb_load_bytes(skb, 0, dst, n)

@@ -104,3 +104,59 @@ def test_selectors_judge_the_sender_as_it_is_now(capture, tmp_path, selector, wo
             s.wait()
     got = _data(out)
     assert sorted(w for _, w, _ in got) == sorted(f"{k}-{w}" for k in ("udp", "tcp") for w in words), (got, err)
+
+
+# An ICMP echo from a ping socket (SOCK_DGRAM, IPPROTO_ICMP: what ping uses where
+# net.ipv4.ping_group_range allows it) or a raw socket; prints the pinger's pid.
+PINGER = r"""
+import os, socket, struct, sys
+kind, addr = sys.argv[1], sys.argv[2]
+v6 = ":" in addr
+if kind == "raw":
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    words = struct.unpack("!5H", struct.pack("!BBHHH", 8, 0, 0, 0x4242, 1) + b"ab")
+    total = sum(words)
+    total = (total >> 16) + (total & 0xffff)
+    echo = struct.pack("!BBHHH", 8, 0, ~total & 0xffff, 0x4242, 1) + b"ab"
+else:
+    s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM,
+                      socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP)
+    echo = struct.pack("!BBHHH", 128 if v6 else 8, 0, 0, 0, 1) + b"ab"
+s.settimeout(5)
+s.sendto(echo, (addr, 0))
+s.recv(100)
+print(os.getpid(), flush=True)
+"""
+
+
+@pytest.mark.parametrize("kind, where", [
+    ("raw", "lo"),              # 127.0.0.1, a raw socket
+    ("dgram", "lo"),            # a ping socket, in the namespace (where the test may allow them)
+    ("dgram6", "lo"),           # the same on ::1
+    ("dgram", "veth"),          # from the namespace to the host, captured on the host's end
+])
+def test_echo_replies_name_their_pinger(veth, tmp_path, kind, where):
+    """The kernel answers an echo; the reply is for the pinger's socket, which no socket
+    lookup finds: it is named as the reply's receiver, so `-- CMD` keeps it too."""
+    script = tmp_path / "pinger.py"
+    script.write_text(PINGER)
+    if kind == "raw":
+        capture, netns, addr = ["-i", "lo"], [], "127.0.0.1"
+    else:
+        netns = ["ip", "netns", "exec", veth.ns]
+        subprocess.run(netns + ["sysctl", "-qw", "net.ipv4.ping_group_range=0 0"], check=True)
+        capture = ["--netns", veth.ns, "-i", "lo"] if where == "lo" else ["-i", veth.host_if]
+        addr = {"dgram6": "::1", "dgram": "127.0.0.1" if where == "lo" else veth.host_ip}[kind]
+    out = tmp_path / "o.pcapng"
+    proc = subprocess.run(ptcap_argv(*capture, "-w", str(out), "icmp or icmp6", "--",
+                                     *netns, PYTHON, str(script), kind.removesuffix("6"), addr),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    pid = proc.stdout.split()[-1]
+    rows = [(info.split(" id=")[0].strip(), comments(c)) for info, c in tshark_fields(out, "_ws.col.Info", "frame.comment")]
+    assert [info for info, _ in rows] == ["Echo (ping) request", "Echo (ping) reply"], (rows, proc.stderr)
+    request, reply = rows[0][1], rows[1][1]
+    assert request["PID"] == pid, request
+    # leaving on lo or the veth toward it, the reply's own process is nobody (the kernel sent
+    # it) and its receiver the pinger; arriving, the pinger is its own
+    assert reply.get("ReceiverPID", reply.get("PID")) == pid, reply
