@@ -82,7 +82,10 @@ int BPF_PROG(ptcap_exit, struct task_struct *p)
 	__u32 pid = p->tgid;
 	struct ptcap_fork *e;
 
-	if (p->pid != p->tgid)	/* a thread, not the process */
+	/* the process ends with its last thread, which need not be its first: a main thread
+	 * that leaves by pthread_exit leaves the others running (do_exit counted this one out
+	 * of signal->live before the tracepoint) */
+	if (BPF_CORE_READ(p, signal, live.counter) != 0)
 		return 0;
 	/* the pid is free for reuse now: a new process with it is someone else */
 	bpf_map_delete_elem(&ptcap_who_pids, &pid);
@@ -95,7 +98,7 @@ int BPF_PROG(ptcap_exit, struct task_struct *p)
 	e->kind = PTCAP_EV_EXIT;
 	e->pid = pid;
 	e->ppid = BPF_CORE_READ(p, real_parent, tgid);
-	e->start_ns = p->start_time;
+	e->start_ns = BPF_CORE_READ(p, group_leader, start_time);	/* the process's, as owners say it */
 	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 	return 0;
 }

@@ -160,3 +160,48 @@ def test_echo_replies_name_their_pinger(veth, tmp_path, kind, where):
     # leaving on lo or the veth toward it, the reply's own process is nobody (the kernel sent
     # it) and its receiver the pinger; arriving, the pinger is its own
     assert reply.get("ReceiverPID", reply.get("PID")) == pid, reply
+
+
+# The main thread leaves by pthread_exit when told (stdin); a worker sends once it is gone.
+LEADER_LEAVES = r"""
+import ctypes, os, socket, sys, threading, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect(("127.0.0.1", int(sys.argv[1])))
+s.send(b"before")
+def worker():
+    leader = f"/proc/self/task/{os.getpid()}/stat"
+    while open(leader).read().rsplit(")", 1)[1].split()[0] != "Z":
+        time.sleep(0.02)
+    for i in range(3):
+        s.send(b"after %d" % i)
+    os._exit(0)
+threading.Thread(target=worker).start()
+print("ready", flush=True)
+sys.stdin.readline()
+ctypes.CDLL(None).pthread_exit(None)
+"""
+
+
+def test_pid_outlives_its_main_thread(peers, capture, tmp_path):
+    """`--pid P` of a process whose main thread ends (pthread_exit) while another thread goes
+    on: the process is still there, and so is its selection."""
+    port = free_port()
+    peers("udp-server", str(port), "127.0.0.1")
+    proc = subprocess.Popen([PYTHON, "-c", LEADER_LEAVES, str(port)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().startswith("ready")
+        out = tmp_path / "o.pcapng"
+        cap = capture("-i", "lo", "-w", str(out), "--pid", str(proc.pid), "-Q", "out", f"udp dst port {port}")
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=20) == 0
+        cap.wait_received(3)
+        cap.stop()
+    finally:
+        proc.kill()
+        proc.wait()
+    rows = tshark_fields(out, "data.data", "frame.comment")
+    assert [bytes.fromhex(d).decode() for d, _ in rows] == ["after 0", "after 1", "after 2"], rows
+    assert {comments(c)["PID"] for _, c in rows} == {str(proc.pid)}
+
