@@ -2,6 +2,7 @@
 /* Socket attribution without kprobes: remember which task owns each socket.
  *
  *  - cgroup/sock_create (on the cgroup v2 root): the creating task, for new sockets;
+ *  - cgroup/connect4/6, sendmsg4/6 (same root): the task connecting or sending a datagram;
  *  - tp_btf sock_send_length / sock_recv_length: the task that last sent or received;
  *  - tp_btf tcp_sendmsg_locked: the task about to send on a TCP socket;
  *    (fentry on sock_sendmsg, sock_recvmsg, tcp_sendmsg_locked where a tracepoint is missing);
@@ -60,6 +61,47 @@ int ptcap_sock_create(struct bpf_sock *ctx)
 	if (o)
 		owner_from_current(o);
 	return 1;
+}
+
+/* connect() (TCP's SYN, a UDP socket's peer) and an unconnected UDP sendmsg, on the cgroup v2
+ * root, before anything is sent: the first packets of a socket no walk found (one made before
+ * the start and not yet connected or bound: no socket table holds it) and of one a process
+ * got from another name the task sending them. */
+static __always_inline int touch_addr(struct bpf_sock_addr *ctx)
+{
+	struct bpf_sock *sk = ctx->sk;
+	struct ptcap_owner *o;
+
+	if (!sk)
+		return 1;
+	o = bpf_sk_storage_get(&ptcap_owners, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (o && !owner_is_task(o, bpf_get_current_task_btf()))
+		owner_from_current(o);
+	return 1;
+}
+
+SEC("cgroup/connect4")
+int ptcap_connect4(struct bpf_sock_addr *ctx)
+{
+	return touch_addr(ctx);
+}
+
+SEC("cgroup/connect6")
+int ptcap_connect6(struct bpf_sock_addr *ctx)
+{
+	return touch_addr(ctx);
+}
+
+SEC("cgroup/sendmsg4")
+int ptcap_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return touch_addr(ctx);
+}
+
+SEC("cgroup/sendmsg6")
+int ptcap_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return touch_addr(ctx);
 }
 
 SEC("tp_btf/sock_send_length")

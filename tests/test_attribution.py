@@ -3,6 +3,7 @@ a new user after setuid, a new program after exec. What the kernel hands out for
 the task as it is when it sends, not as it was at its first send."""
 from __future__ import annotations
 
+import socket
 import subprocess
 
 import pytest
@@ -205,3 +206,44 @@ def test_pid_outlives_its_main_thread(peers, capture, tmp_path):
     assert [bytes.fromhex(d).decode() for d, _ in rows] == ["after 0", "after 1", "after 2"], rows
     assert {comments(c)["PID"] for _, c in rows} == {str(proc.pid)}
 
+
+# Sockets made before the capture and not used yet (no socket table holds them, so the walk of
+# existing sockets cannot name them): used once told (stdin).
+MADE_BEFORE = r"""
+import socket, sys
+port = int(sys.argv[1])
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+t = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+print("ready", flush=True)
+sys.stdin.readline()
+u.sendto(b"first datagram", ("127.0.0.1", port))
+t.connect(("::1", port))
+t.sendall(b"first segment")
+t.recv(100)
+"""
+
+
+def test_first_packets_of_sockets_made_before_the_start(peers, capture, tmp_path):
+    port = free_port(socket.SOCK_STREAM)
+    peers("udp-server", str(port), "127.0.0.1")
+    peers("tcp-server", str(port), "::1")
+    proc = subprocess.Popen([PYTHON, "-c", MADE_BEFORE, str(port)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().startswith("ready")
+        out = tmp_path / "o.pcapng"
+        cap = capture("-i", "lo", "-w", str(out), "--pid", str(proc.pid), "-Q", "out", f"dst port {port}")
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=20) == 0
+        cap.wait_received(4)         # the datagram, SYN, ACK, segment
+        cap.stop()
+    finally:
+        proc.kill()
+        proc.wait()
+    rows = [r for r in tshark_fields(out, "_ws.col.Protocol", "tcp.flags.str", "data.data", "frame.comment",
+                                     display_filter="udp or tcp.flags.syn == 1 or tcp.len > 0")]
+    seen = [(proto, flags.replace("·", ""), bytes.fromhex(data).decode() if data else "")
+            for proto, flags, data, _ in rows]
+    assert seen == [("UDP", "", "first datagram"), ("TCP", "S", ""), ("TCP", "AP", "first segment")], rows
+    assert {comments(c)["PID"] for *_, c in rows} == {str(proc.pid)}

@@ -26,7 +26,10 @@ _OWNER_HOOKS = (("ptcap_sock_send", "tp_btf/sock_send_length",
                  "ptcap_fentry_tcp_send", "fentry/tcp_sendmsg_locked"),
                 ("ptcap_sock_recv", "tp_btf/sock_recv_length",
                  "ptcap_fentry_sock_recv", "fentry/sock_recvmsg"))
-_SOCKOWNER_HOOKS = {"ptcap_sock_create": "cgroup/sock_create",
+# Before connect() and an unconnected UDP sendmsg: the task about to send (cgroup v2 root).
+_ADDR_HOOKS = {"ptcap_connect4": "cgroup/connect4", "ptcap_connect6": "cgroup/connect6",
+               "ptcap_sendmsg4": "cgroup/sendmsg4", "ptcap_sendmsg6": "cgroup/sendmsg6"}
+_SOCKOWNER_HOOKS = {"ptcap_sock_create": "cgroup/sock_create", **_ADDR_HOOKS,
                     "ptcap_task_walk": "iter/task_file", "ptcap_tcp_walk": "iter/tcp",
                     "ptcap_udp_walk": "iter/udp", "ptcap_tcp_state": "tp_btf/inet_sock_set_state",
                     **{p: h for row in _OWNER_HOOKS for p, h in (row[:2], row[2:])}}
@@ -64,8 +67,9 @@ class Attribution:
             obj.reuse_map(name, capture.map_fd(name))
         cgroot = v2_mount()
         if cgroot is None:
-            obj.set_autoload("ptcap_sock_create", False)
-            self.hooks.failed["cgroup/sock_create"] = "cgroup v2 is not mounted"
+            for prog, hook in (("ptcap_sock_create", "cgroup/sock_create"), *_ADDR_HOOKS.items()):
+                obj.set_autoload(prog, False)
+                self.hooks.failed[hook] = "cgroup v2 is not mounted"
         chosen = []           # (program, hook)
         for tp_prog, tp_hook, fentry_prog, fentry_hook in _OWNER_HOOKS:
             if _has_tracepoint(tp_hook):
@@ -88,13 +92,17 @@ class Attribution:
             return
         for prog, why in obj.unavailable.items():
             self.hooks.failed[_SOCKOWNER_HOOKS.get(prog, prog)] = why
-        if cgroot is not None and "ptcap_sock_create" not in obj.unavailable:
+        if cgroot is not None:
             fd = os.open(cgroot, os.O_RDONLY | os.O_DIRECTORY)
             try:
-                self._links.append(obj.program("ptcap_sock_create").attach_cgroup(fd, cgroot))
-                self.hooks.working.append("cgroup/sock_create")
-            except PtcapError as e:
-                self.hooks.failed["cgroup/sock_create"] = str(e)
+                for prog, hook in (("ptcap_sock_create", "cgroup/sock_create"), *_ADDR_HOOKS.items()):
+                    if prog in obj.unavailable:
+                        continue
+                    try:
+                        self._links.append(obj.program(prog).attach_cgroup(fd, cgroot))
+                        self.hooks.working.append(hook)
+                    except PtcapError as e:
+                        self.hooks.failed[hook] = str(e)
             finally:
                 os.close(fd)
         for name, hook in chosen:
