@@ -3,6 +3,7 @@ a new user after setuid, a new program after exec. What the kernel hands out for
 the task as it is when it sends, not as it was at its first send."""
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 
@@ -247,3 +248,42 @@ def test_first_packets_of_sockets_made_before_the_start(peers, capture, tmp_path
             for proto, flags, data, _ in rows]
     assert seen == [("UDP", "", "first datagram"), ("TCP", "S", ""), ("TCP", "AP", "first segment")], rows
     assert {comments(c)["PID"] for *_, c in rows} == {str(proc.pid)}
+
+
+# The main thread leaves at once (pthread_exit); a worker sends when told (stdin).
+LEADER_GONE = r"""
+import ctypes, socket, sys, threading
+def worker():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.connect(("127.0.0.1", int(sys.argv[1])))
+    print("ready", flush=True)
+    sys.stdin.readline()
+    s.send(b"from a worker")
+threading.Thread(target=worker).start()
+ctypes.CDLL(None).pthread_exit(None)
+"""
+
+
+def test_command_of_a_process_whose_main_thread_is_gone(peers, capture, tmp_path):
+    """A process running before the start whose main thread had left (pthread_exit): its
+    command and arguments, which /proc/PID no longer shows, are read from another thread."""
+    port = free_port()
+    peers("udp-server", str(port), "127.0.0.1")
+    proc = subprocess.Popen([PYTHON, "-c", LEADER_GONE, str(port), "leader-gone-marker"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().startswith("ready")
+        out = tmp_path / "o.pcapng"
+        cap = capture("-i", "lo", "-w", str(out), "-Q", "out", f"udp dst port {port}")
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=20) == 0
+        cap.wait_received(1)
+        cap.stop()
+    finally:
+        proc.kill()
+        proc.wait()
+    (text,), = tshark_fields(out, "frame.comment")
+    c = comments(text)
+    assert c["PID"] == str(proc.pid)
+    assert c["Cmd"] == os.path.realpath(PYTHON) and c["Args"].endswith(f"{port} leader-gone-marker"), c

@@ -67,9 +67,22 @@ def _read(pid: int) -> tuple[int, ProcessInfo] | None:
         return None
     # the comm field may hold spaces and parentheses: the fields after it follow the last ')'
     fields = stat[stat.rfind(b")") + 2:].split()
+    exe = f"{base}/exe"
     if not argv and fields and fields[0] in (b"Z", b"X"):
-        return None     # exited, not yet reaped: /proc has lost its command and arguments
-    cmd = _exe(pid)
+        # the main thread is gone: exited, not yet reaped, or left by pthread_exit while other
+        # threads run on, whose own /proc entries still show the command
+        thread = _other_thread(pid)
+        if thread is None:
+            return None
+        try:
+            with open(f"{thread}/cmdline", "rb") as f:
+                argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+        except OSError:
+            return None
+        if not argv:
+            return None
+        exe = f"{thread}/exe"
+    cmd = _exe(pid, exe)
     if cmd and argv:
         cmd = applet(pid, cmd, argv[0])
     elif not cmd:
@@ -82,13 +95,22 @@ def _read(pid: int) -> tuple[int, ProcessInfo] | None:
     return ticks, ProcessInfo(pid, cmd, join_args(argv), ppid, comm)
 
 
-def _exe(pid: int) -> str:
+def _exe(pid: int, link: str = "") -> str:
     """The file a live process runs (as its mount namespace names it); "" when gone."""
     try:
-        cmd = os.readlink(f"/proc/{pid}/exe")
+        cmd = os.readlink(link or f"/proc/{pid}/exe")
     except OSError:
         return ""
     return cmd[: -len(" (deleted)")] if cmd.endswith(" (deleted)") else cmd
+
+
+def _other_thread(pid: int) -> str | None:
+    """The /proc directory of a thread of `pid` other than its main one, if it has one."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    return next((f"/proc/{pid}/task/{tid}" for tid in tids if tid != str(pid)), None)
 
 
 _BIN_DIRS = ("/bin", "/usr/bin", "/sbin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin")
