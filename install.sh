@@ -14,7 +14,7 @@ PACKAGES=(clang llvm make gcc libc6-dev libbpf1 libbpf-dev bpftool libpcap0.8 li
           tshark tcpdump iproute2 iptables nftables python3 python3-venv psmisc
           docker.io containerd busybox-static file libcap2-bin
           wireshark-qt xvfb xauth xdotool x11-utils imagemagick dbus at-spi2-core python3-pyatspi
-          golang-go curl openssl iperf3)
+          golang-go curl openssl iperf3 strace)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

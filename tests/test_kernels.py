@@ -91,6 +91,26 @@ def test_netlink_tc_sigkill_leaves_nothing(veth):
     assert wait_clean() == []
 
 
+@pytest.mark.parametrize("handover", [1, 2])
+def test_netlink_tc_sigkill_while_attaching_leaves_nothing(veth, handover):
+    """SIGKILL at the moment ptcap hands its first (its second) filter to the watchdog, as
+    a kill during start-up can land: nothing stays. ptcap added each filter itself and told
+    the watchdog after it, so a kill in between left the clsact qdisc and a ptcap_filter
+    (its program loaded, run on every packet) for good; now the watchdog adds them."""
+    assert shutil.which("strace"), "strace is missing: run ./install.sh"
+    # strace delivers SIGKILL as ptcap enters its N-th sendmsg (a message to the watchdog)
+    res = subprocess.run(["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=sendmsg", "-e",
+                          f"inject=sendmsg:signal=SIGKILL:when={handover}",
+                          *ptcap_argv("--netns", veth.ns, "-i", veth.peer_if, "-n", "udp")],
+                         env=NETLINK, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert res.returncode == -signal.SIGKILL or res.returncode == 128 + signal.SIGKILL, res
+    assert "listening on" not in res.stderr and "Traceback" not in res.stderr, res.stderr
+    assert _wait(lambda: not _watchdogs())
+    assert _wait(lambda: "clsact" not in _tc_state(veth) and "ptcap_filter" not in _tc_state(veth)), \
+        _tc_state(veth)
+    assert wait_clean() == []
+
+
 def test_netlink_tc_leaves_a_qdisc_it_did_not_make(veth):
     run(veth.exec("tc", "qdisc", "add", "dev", veth.peer_if, "clsact"))
     cap = Capture("--netns", veth.ns, "-i", veth.peer_if, "-n", "udp", env=NETLINK)

@@ -2,16 +2,19 @@
 else a cls_bpf filter on a clsact qdisc made through netlink (libbpf's bpf_tc_* calls).
 
 A TCX link is held by a file descriptor: when ptcap dies, even by SIGKILL, the kernel
-drops it. A netlink filter outlives its maker, so the session hands every filter (and any
-clsact qdisc it had to create) to a watchdog: a small child process (ptcap.kernel.tcwatch)
-in its own session, connected by a socket. When ptcap ends in any way the socket closes,
-and the watchdog removes what is still registered, then exits.
+drops it. A netlink filter outlives its maker, so a watchdog makes and removes them: a
+small child process (ptcap.kernel.tcwatch) in its own session, connected by a socket,
+that adds each filter (and the clsact qdisc when there is none) as ptcap asks. It knows
+everything it made the moment it made it: when ptcap ends in any way, even killed half-way
+through an attachment, the socket closes and the watchdog removes what is still there,
+then exits.
 
 PTCAP_TC_ATTACH=netlink takes the netlink path on a kernel that has TCX too (tests use it).
 """
 from __future__ import annotations
 
 import array
+import contextlib
 import ctypes
 import errno
 import functools
@@ -129,6 +132,31 @@ def _ptcaps_only(ifindex: int) -> bool:
     return bool(names) and all(n.startswith("ptcap_") for n in names)
 
 
+def attach_filter(prog_fd: int, ifindex: int, point: int, made: set, seen: set, where) -> tuple[int, int, bool]:
+    """Add one filter in the current namespace, the clsact qdisc first when there is none;
+    returns (handle, priority, made: the qdisc is ptcap's to take off). `made` and `seen`
+    are the (netns, ifindex) of the qdiscs made by ptcap and of those attached to so far.
+    Raises bpf.BPFError (with errno) when the kernel refuses."""
+    both = _hook(ifindex, TC_INGRESS | TC_EGRESS)
+    err = _lib.bpf_tc_hook_create(ctypes.byref(both))
+    if err < 0 and err != -errno.EEXIST:
+        raise bpf.BPFError(-err, "creating the clsact qdisc")
+    if err == 0 or where not in seen and _ptcaps_only(ifindex):
+        # made here, or by another ptcap still capturing (asked before our own first
+        # filter is on it): the last one out takes it off
+        made.add(where)
+    seen.add(where)
+    ours = where in made
+    hook = _hook(ifindex, point)
+    opts = _Opts(ctypes.sizeof(_Opts), prog_fd, 0, 0, 0, 0)
+    err = _lib.bpf_tc_attach(ctypes.byref(hook), ctypes.byref(opts))
+    if err < 0:
+        if ours and filter_count(ifindex, TC_INGRESS) + filter_count(ifindex, TC_EGRESS) == 0:
+            _lib.bpf_tc_hook_destroy(ctypes.byref(both))
+        raise bpf.BPFError(-err, "adding the tc filter")
+    return opts.handle, opts.priority, ours
+
+
 def detach_filter(ifindex: int, point: int, handle: int, priority: int, made_qdisc: bool) -> None:
     """Remove one filter; and the clsact qdisc when ptcap made it and it is left empty.
     An interface that is gone took both with it."""
@@ -141,7 +169,7 @@ def detach_filter(ifindex: int, point: int, handle: int, priority: int, made_qdi
 
 
 class Watchdog:
-    """The child that removes this process's netlink filters once it is gone."""
+    """The child that adds this process's netlink filters, and removes them once it is gone."""
 
     def __init__(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -159,18 +187,32 @@ class Watchdog:
         if self.sock.recv(16) != b"ready":
             raise PtcapError("the tc watchdog process did not start")
 
-    def add(self, netns_fd: int, ifindex: int, point: int, handle: int, priority: int,
-            made_qdisc: bool) -> int:
+    def _ask(self, msg: str, fds: list[int] = ()) -> list[str]:
+        try:
+            if fds:
+                self.sock.sendmsg([msg.encode()], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+            else:
+                self.sock.send(msg.encode())
+            answer = self.sock.recv(256).decode().split()
+        except OSError:
+            answer = []
+        if not answer:
+            raise PtcapError("the tc watchdog process is gone")
+        return answer
+
+    def attach(self, netns_fd: int, prog_fd: int, ifindex: int, point: int) -> int:
+        """Have the watchdog add the filter (in the namespace of `netns_fd`); its key.
+        Raises bpf.BPFError (with errno) when the kernel refuses."""
         self._next += 1
-        msg = f"add {self._next} {ifindex} {point} {handle} {priority} {int(made_qdisc)}".encode()
-        self.sock.sendmsg([msg], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [netns_fd]))])
+        answer = self._ask(f"add {self._next} {ifindex} {point}", [netns_fd, prog_fd])
+        if answer[0] != "ok":
+            raise bpf.BPFError(int(answer[1]), " ".join(answer[2:]))
         return self._next
 
-    def forget(self, key: int) -> None:
-        try:
-            self.sock.send(f"del {key}".encode())
-        except OSError:
-            pass
+    def detach(self, key: int) -> None:
+        """Have the watchdog remove one filter (and the qdisc it leaves, if it is ptcap's)."""
+        with contextlib.suppress(PtcapError):      # gone: it removed everything as it went
+            self._ask(f"del {key}")
 
     def close(self) -> None:
         """Nothing is left registered: the watchdog exits (and we wait for it)."""
@@ -185,29 +227,20 @@ class Watchdog:
 class Attachment:
     """One tc program on one side of one interface; close() takes it off."""
 
-    def __init__(self, fd: int = -1, netlink: tuple | None = None, watchdog: Watchdog | None = None,
-                 key: int = 0) -> None:
+    def __init__(self, fd: int = -1, watchdog: Watchdog | None = None, key: int = 0) -> None:
         self.fd = fd
-        self._netlink = netlink          # (netns context factory, ifindex, point, handle, prio, made)
-        self._watchdog = watchdog
+        self._watchdog = watchdog        # a netlink filter: the watchdog's, by key
         self._key = key
 
     @property
     def updatable(self) -> bool:
         """A TCX link, whose program can be replaced in place."""
-        return self._netlink is None and self.fd >= 0
+        return self._watchdog is None and self.fd >= 0
 
     def close(self) -> None:
-        if self._netlink is not None:
-            place, ifindex, point, handle, priority, made = self._netlink
-            self._netlink = None
-            try:
-                with place():
-                    detach_filter(ifindex, point, handle, priority, made)
-            except OSError:
-                pass             # the namespace is gone, and its interfaces with it
-            if self._watchdog is not None:
-                self._watchdog.forget(self._key)
+        if self._watchdog is not None:
+            watchdog, self._watchdog = self._watchdog, None
+            watchdog.detach(self._key)
         if self.fd >= 0:
             try:
                 os.close(self.fd)
@@ -221,8 +254,6 @@ class Attacher:
 
     def __init__(self) -> None:
         self._watchdog: Watchdog | None = None
-        self._made: set[tuple[int, int]] = set()     # (netns inode, ifindex): clsact we created
-        self._seen: set[tuple[int, int]] = set()     # (netns inode, ifindex): clsact we attached to
 
     def attach(self, prog_fd: int, ifindex: int, ingress: bool, netns_fd: int, place) -> Attachment:
         """`place()` is a context manager entering the interface's network namespace.
@@ -233,31 +264,10 @@ class Attacher:
                 return Attachment(fd=bpf.link_create(prog_fd, ifindex, attach))
         if self._watchdog is None:
             self._watchdog = Watchdog()
-        point = TC_INGRESS if ingress else TC_EGRESS
-        with place():
-            both = _hook(ifindex, TC_INGRESS | TC_EGRESS)
-            err = _lib.bpf_tc_hook_create(ctypes.byref(both))
-            if err < 0 and err != -errno.EEXIST:
-                raise bpf.BPFError(-err, "creating the clsact qdisc")
-            where = (os.fstat(netns_fd).st_ino, ifindex)
-            if err == 0 or where not in self._seen and _ptcaps_only(ifindex):
-                # made here, or by another ptcap still capturing (asked before our own first
-                # filter is on it): the last one out takes it off
-                self._made.add(where)
-            self._seen.add(where)
-            made = where in self._made
-            hook = _hook(ifindex, point)
-            opts = _Opts(ctypes.sizeof(_Opts), prog_fd, 0, 0, 0, 0)
-            err = _lib.bpf_tc_attach(ctypes.byref(hook), ctypes.byref(opts))
-            if err < 0:
-                if made and filter_count(ifindex, TC_INGRESS) + filter_count(ifindex, TC_EGRESS) == 0:
-                    _lib.bpf_tc_hook_destroy(ctypes.byref(both))
-                raise bpf.BPFError(-err, "adding the tc filter")
-        key = self._watchdog.add(netns_fd, ifindex, point, opts.handle, opts.priority, made)
+        key = self._watchdog.attach(netns_fd, prog_fd, ifindex, TC_INGRESS if ingress else TC_EGRESS)
         # The filter holds the program; we hold it too, so that it is seen as ptcap's while
         # ptcap lives (as a TCX link's is).
-        return Attachment(fd=os.dup(prog_fd), netlink=(place, ifindex, point, opts.handle, opts.priority, made),
-                          watchdog=self._watchdog, key=key)
+        return Attachment(fd=os.dup(prog_fd), watchdog=self._watchdog, key=key)
 
     def close(self) -> None:
         if self._watchdog is not None:
