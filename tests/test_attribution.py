@@ -15,16 +15,20 @@ pytestmark = pytest.mark.root      # real BPF, namespaces, daemons
 
 # Every payload says what its packet's comments must say: "UID THREADNAME WORD".
 CHANGES = r"""
-import ctypes, os, socket, sys, time
+import ctypes, fcntl, os, socket, struct, sys, time
 port = int(sys.argv[1])
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 u.connect(("127.0.0.1", port))
 t = socket.create_connection(("127.0.0.1", port))
+t.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+def acked(s):       # SIOCOUTQ: nothing sent is unacknowledged, so the next send is a segment of its own
+    return struct.unpack("i", fcntl.ioctl(s, 0x5411, bytes(4)))[0] == 0
 def say(word):
     name = open("/proc/thread-self/comm").read().strip()
     for s, kind in ((u, "udp"), (t, "tcp")):
         s.send(f"{os.getuid()} {name} {kind}-{word}".encode())
-        time.sleep(0.1)
+    while not acked(t):
+        time.sleep(0.005)
 say("first")
 ctypes.CDLL(None).prctl(15, b"renamed", 0, 0, 0)        # PR_SET_NAME: this very thread
 say("renamed")
@@ -33,7 +37,7 @@ os.setuid(65534)
 say("nobody")
 os.dup2(u.fileno(), 5)
 os.dup2(t.fileno(), 6)
-os.execv("/bin/bash", ["bash", "-c", "printf '65534 bash udp-exec' >&5; sleep 0.1; printf '65534 bash tcp-exec' >&6"])
+os.execv("/bin/bash", ["bash", "-c", "printf '65534 bash udp-exec' >&5; printf '65534 bash tcp-exec' >&6"])
 """
 WORDS = ["first", "renamed", "nobody", "exec"]
 
@@ -164,6 +168,25 @@ def test_echo_replies_name_their_pinger(veth, tmp_path, kind, where):
     assert reply.get("ReceiverPID", reply.get("PID")) == pid, reply
 
 
+def _selected_once_told(capture, code: str, port: int, out, packets: int, expression: str) -> int:
+    """Run `code` (it prints "ready", then waits for a line on stdin), capture what it sends
+    with `--pid` into `out`, tell it to go and stop once `packets` are in; its pid."""
+    proc = subprocess.Popen([PYTHON, "-c", code, str(port)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().startswith("ready")
+        cap = capture("-i", "lo", "-w", str(out), "--pid", str(proc.pid), "-Q", "out", expression)
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=20) == 0
+        cap.wait_received(packets)
+        cap.stop()
+    finally:
+        proc.kill()
+        proc.wait()
+    return proc.pid
+
+
 # The main thread leaves by pthread_exit when told (stdin); a worker sends once it is gone.
 LEADER_LEAVES = r"""
 import ctypes, os, socket, sys, threading, time
@@ -189,23 +212,11 @@ def test_pid_outlives_its_main_thread(peers, capture, tmp_path):
     on: the process is still there, and so is its selection."""
     port = free_port()
     peers("udp-server", str(port), "127.0.0.1")
-    proc = subprocess.Popen([PYTHON, "-c", LEADER_LEAVES, str(port)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().startswith("ready")
-        out = tmp_path / "o.pcapng"
-        cap = capture("-i", "lo", "-w", str(out), "--pid", str(proc.pid), "-Q", "out", f"udp dst port {port}")
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-        assert proc.wait(timeout=20) == 0
-        cap.wait_received(3)
-        cap.stop()
-    finally:
-        proc.kill()
-        proc.wait()
+    out = tmp_path / "o.pcapng"
+    pid = _selected_once_told(capture, LEADER_LEAVES, port, out, 3, f"udp dst port {port}")
     rows = tshark_fields(out, "data.data", "frame.comment")
     assert [bytes.fromhex(d).decode() for d, _ in rows] == ["after 0", "after 1", "after 2"], rows
-    assert {comments(c)["PID"] for _, c in rows} == {str(proc.pid)}
+    assert {comments(c)["PID"] for _, c in rows} == {str(pid)}
 
 
 # Sockets made before the capture and not used yet (no socket table holds them, so the walk of
@@ -228,26 +239,15 @@ def test_first_packets_of_sockets_made_before_the_start(peers, capture, tmp_path
     port = free_port(socket.SOCK_STREAM)
     peers("udp-server", str(port), "127.0.0.1")
     peers("tcp-server", str(port), "::1")
-    proc = subprocess.Popen([PYTHON, "-c", MADE_BEFORE, str(port)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().startswith("ready")
-        out = tmp_path / "o.pcapng"
-        cap = capture("-i", "lo", "-w", str(out), "--pid", str(proc.pid), "-Q", "out", f"dst port {port}")
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-        assert proc.wait(timeout=20) == 0
-        cap.wait_received(4)         # the datagram, SYN, ACK, segment
-        cap.stop()
-    finally:
-        proc.kill()
-        proc.wait()
+    out = tmp_path / "o.pcapng"
+    pid = _selected_once_told(capture, MADE_BEFORE, port, out, 4,       # the datagram, SYN, ACK, segment
+                              f"dst port {port}")
     rows = [r for r in tshark_fields(out, "_ws.col.Protocol", "tcp.flags.str", "data.data", "frame.comment",
                                      display_filter="udp or tcp.flags.syn == 1 or tcp.len > 0")]
     seen = [(proto, flags.replace("·", ""), bytes.fromhex(data).decode() if data else "")
             for proto, flags, data, _ in rows]
     assert seen == [("UDP", "", "first datagram"), ("TCP", "S", ""), ("TCP", "AP", "first segment")], rows
-    assert {comments(c)["PID"] for *_, c in rows} == {str(proc.pid)}
+    assert {comments(c)["PID"] for *_, c in rows} == {str(pid)}
 
 
 # The main thread leaves at once (pthread_exit); a worker sends when told (stdin).
