@@ -546,6 +546,56 @@ def test_interfaces_are_checked_as_libpcap_checks_them(tmp_path, case, comments)
         assert got.returncode == want.returncode == (0 if argv[1] == "3" and case == "snaplen-differs" else 1)
 
 
+def _raw_opt(code: int, length: int, value: bytes = b"") -> bytes:
+    return struct.pack("<HH", code, length) + value
+
+
+_END = _opt("<", 0, b"")
+_BAD_INTERFACE_OPTIONS = {
+    "end-with-a-value": _raw_opt(0, 4, b"abcd"),
+    "end-longer-than-the-block": _raw_opt(0, 0x8000),
+    "name-longer-than-the-block": _raw_opt(2, 40, b"eth0"),
+    "tsresol-of-2-bytes": _opt("<", 9, b"\x06\x00") + _END,
+    "tsresol-twice": _opt("<", 9, b"\x06") + _opt("<", 9, b"\x09") + _END,
+    "tsresol-2^-64": _opt("<", 9, b"\xc0") + _END,
+    "tsresol-10^-20": _opt("<", 9, b"\x14") + _END,
+    "tsoffset-of-4-bytes": _opt("<", 14, b"\x01\0\0\0") + _END,
+    "tsoffset-twice": _opt("<", 14, bytes(8)) * 2 + _END,
+    "tsresol-2^-63": _opt("<", 9, b"\xbf") + _END,            # the finest libpcap takes
+    "tsresol-10^-19": _opt("<", 9, b"\x13") + _END,
+    "options-after-the-end": _END + _opt("<", 9, b"\x06\x00"),
+}
+
+
+@pytest.mark.parametrize("where", ["first", "second"])
+@pytest.mark.parametrize("name", sorted(_BAD_INTERFACE_OPTIONS))
+def test_interface_options_are_checked_as_libpcap_checks_them(tmp_path, name, where):
+    """An interface's options in a file with processes: ptcap's reader took any of them (an
+    end option with a length, an if_tsresol of two bytes, one given twice...) and handed the
+    block to its tcpdump, which refused it: 'tcpdump (the decoder) exited with status 1', and
+    for a later interface the packets before it were not printed. Now the reader refuses what
+    libpcap refuses, in its words, at open or after the packets before."""
+    comment = ["PID: 4242\nCmd: /usr/bin/sender\n"]
+    idb = _block("<", 1, struct.pack("<HHI", 1, 0, 262144) + _BAD_INTERFACE_OPTIONS[name])
+    if where == "first":
+        data = pcapng_bytes(packets=[(1_700_000_000_000_000 + i, PKT, 2, comment) for i in range(3)])
+        shb_end = struct.unpack_from("<I", data, 4)[0]
+        idb_end = shb_end + struct.unpack_from("<I", data, shb_end + 4)[0]
+        data = data[:shb_end] + idb + data[idb_end:]
+    else:
+        data = pcapng_bytes(packets=[(1_700_000_000_000_000 + i, PKT, 2, comment) for i in range(3)]) + idb
+        last = pcapng_bytes(packets=[(1_700_000_000_000_009, PKT, 2, comment)])
+        data += last[last.index(b"\x06\0\0\0"):]       # its packet block
+    path = tmp_path / "f.pcapng"
+    path.write_bytes(data)
+    for argv, stdin in ((["-r", str(path)], None), (["-r", "-"], data)):
+        want = subprocess.run(["tcpdump", "-n", *argv], input=stdin, capture_output=True)
+        got = subprocess.run([sys.executable, "-m", "ptcap.cli", "-n", *argv], input=stdin, capture_output=True)
+        assert len(got.stdout.splitlines()) == len(want.stdout.splitlines()), (argv, got.stderr)
+        assert _errors(got.stderr) == [ln.replace(b"tcpdump: ", b"ptcap: ") for ln in _errors(want.stderr)]
+        assert got.returncode == want.returncode
+
+
 @pytest.mark.parametrize("snaplen", [2, 20, 60])
 def test_a_file_with_processes_and_a_small_snapshot_length(tmp_path, snaplen):
     """A pcapng with process comments whose snapshot length is below a marker's: its packets

@@ -101,13 +101,45 @@ class PcapngReading:
             yield code, value
             off += 4 + ((length + 3) & ~3)
 
+    def _interface_options(self, body: bytes) -> Iterator[tuple[int, bytes]]:
+        """An Interface Description Block's options, checked as libpcap 1.10 checks them (its
+        order, its words): each must fit in the block, the end option must be empty, and the
+        time stamp options must have their size, be given once and be representable."""
+        n, off, seen = len(body), 8, set()
+        while off < n:
+            if off + 4 > n:
+                raise PtcapError(_TOO_SHORT % 1)
+            code, length = struct.unpack_from(self._order + "HH", body, off)
+            end = off + 4 + ((length + 3) & ~3)
+            if end > n:
+                raise PtcapError(_TOO_SHORT % 1)
+            value = body[off + 4:off + 4 + length]
+            if code == 0:
+                if length:
+                    raise PtcapError("Interface Description Block has opt_endofopt option with length "
+                                     f"{length} != 0")
+                return
+            if code in (9, 14):
+                name, size = ("if_tsresol", 1) if code == 9 else ("if_tsoffset", 8)
+                if length != size:
+                    raise PtcapError(f"Interface Description Block has {name} option with length {length} != {size}")
+                if code in seen:
+                    raise PtcapError(f"Interface Description Block has more than one {name} option")
+                seen.add(code)
+                res = value[0]
+                if code == 9 and (res & 0x7F > 63 if res & 0x80 else res > 19):   # no 64-bit divisor
+                    power = f"2^-{res & 0x7F}" if res & 0x80 else f"10^-{res}"
+                    raise PtcapError(f"Interface Description Block if_tsresol option resolution {power} is too high")
+            yield code, value
+            off = end
+
     def _add_interface(self, body: bytes) -> None:
         linktype, _res, snaplen = struct.unpack_from(self._order + "HHI", body, 0)
         name, num, den, offset = "", 1000, 1, 0  # nanoseconds = ts * num // den
-        for code, value in self._options(body, 8):
+        for code, value in self._interface_options(body):
             if code == 2:
                 name = value.decode(errors="replace").rstrip("\0")
-            elif code == 9 and value:
+            elif code == 9:
                 res = value[0]
                 if res & 0x80:
                     num, den = 1_000_000_000, 1 << (res & 0x7F)
@@ -115,7 +147,7 @@ class PcapngReading:
                     num, den = 10 ** (9 - res), 1
                 else:
                     num, den = 1, 10 ** (res - 9)
-            elif code == 14 and len(value) >= 8:
+            elif code == 14:
                 offset = struct.unpack(self._order + "q", value[:8])[0] * 1_000_000_000
         adjusted = snaplen if 0 < snaplen < 1 << 31 else max_snaplen_for(linktype)
         if self._first is None:
