@@ -1,8 +1,20 @@
-"""Errors a user sees as one line: 'ptcap: MESSAGE', exit code 1."""
+"""Errors a user sees as one line: 'ptcap: MESSAGE', exit code 1 (WRITE_FAILED for output
+that cannot be written)."""
+
+WRITE_FAILED = 14       # tcpdump's status when its output cannot be written (S_ERR_ND_WRITE_FILE)
 
 
 class PtcapError(Exception):
     """A problem the user can act on; the message is printed after 'ptcap: '."""
+
+
+class OutputError(PtcapError):
+    """The output cannot be written (a full disk, its reader or terminal gone): what was
+    captured until then is kept; exit WRITE_FAILED. `errno` is the write's."""
+
+    def __init__(self, message: str, errno: int | None) -> None:
+        super().__init__(message)
+        self.errno = errno
 
 
 def short_error(e: BaseException) -> str:

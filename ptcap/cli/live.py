@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import os
+import errno
 import sys
 from typing import TextIO
 
 from ptcap.cli import arguments, linktypes, tlskeys
 from ptcap.cli.command import Command
 from ptcap.cli.listing import by_number, list_hooks, list_interfaces
-from ptcap.cli.report import log_to, plural, release_log
-from ptcap.cli.signals import stop_on_signals
-from ptcap.errors import PtcapError
+from ptcap.cli.report import log_to, plural, release_log, silence
+from ptcap.cli.signals import give_back, stop_on_signals
+from ptcap.errors import OutputError, PtcapError
 from ptcap.filter import compiler as pcapfilter
 from ptcap.kernel.records import Counter
 from ptcap.kernel.session import CaptureConfig, Session
@@ -32,17 +32,20 @@ def capture(args: argparse.Namespace, report: TextIO | None = None) -> int:
     """Capture as the flags say; returns the exit status (the command's, with `-- CMD`)."""
     report = report or sys.stderr
     expression = pcapfilter.expression_from_args(args)
-    if args.dump_filter or args.debug_filter:
-        from ptcap.cli.filterdump import dump_main
-        return dump_main(args)
-    if args.list_interfaces:
-        return list_interfaces(args)
-    if args.list_hooks:
-        return list_hooks()
-    if args.list_linktypes:
-        return linktypes.list_linktypes(args)
-    if args.list_tstamp_types:
+    if args.dump_filter or args.debug_filter or args.list_interfaces or args.list_hooks or \
+            args.list_linktypes or args.list_tstamp_types:
+        give_back()     # not a capture: Ctrl-C as Python has it
+        if args.dump_filter or args.debug_filter:
+            from ptcap.cli.filterdump import dump_main
+            return dump_main(args)
+        if args.list_interfaces:
+            return list_interfaces(args)
+        if args.list_hooks:
+            return list_hooks()
+        if args.list_linktypes:
+            return linktypes.list_linktypes(args)
         return linktypes.list_tstamp_types(args)
+    stop = stop_on_signals()        # a signal from now on (or since main() began) ends it cleanly
     by_number(args)
     hooks = arguments.hooks(args)
     limit = arguments.count(args)
@@ -69,7 +72,6 @@ def capture(args: argparse.Namespace, report: TextIO | None = None) -> int:
     table = ProcessTable(metadata)
     joiner = Joiner(table)
     sinks = _sinks(args, parts, snaplen, expression)
-    stop = stop_on_signals()
     session = Session(config)
     command = None
     engine = None
@@ -82,60 +84,74 @@ def capture(args: argparse.Namespace, report: TextIO | None = None) -> int:
 
     session.on_new_interface = new_interface
     try:
-        session.open()
-        linktypes.check_capture(args, session.ifaces, report)
-        table.lost_events = session.counter_reader(Counter.PROC_LOST)
-        follow = None
-        if selector is not None:
-            admit_later(session, selector, metadata, report)
-            own_netns = not args.netns and (not args.interfaces or "any" in args.interfaces)
-            follow = follower(session, selector, own_netns)
-        elif metadata is not None and session.admission is not None:
-            metadata.finder.kernel_dirs = session.admission.directory
-        if follow is not None:
-            follow(initial=True)
-        release_log()           # set up: what the runtimes' watchers said may be told now
-        table.snapshot()
-        keys, embed = tlskeys.open_keys(args, who)
-        _announce(session, snaplen, args, report)
-        for sink in sinks:
-            if embed and isinstance(sink, FileSink):
-                sink.embed_keys(keys)
-        if args.command:
-            command = Command(args.command, tlskeys.command_env(keys))
-            session.select_pid(command.pid)
-            tlskeys.follow_command(keys, command.pid, args.command[0])
-            command.start()
-        tickers = [follow] if follow is not None else []
-        if keys is not None:
-            tickers.append(keys.poll)
-        engine = Engine(session, joiner, sinks, stop, table, limit, command, tickers)
         try:
-            engine.run()
-        except BrokenPipeError:
-            _silence_stdout()
-    finally:
-        if metadata is not None:
-            metadata.close()        # its watchers first: they write to the session's maps
-        session.close()
-        if command is not None:
-            command.stop()
-        try:
-            _close(sinks)
-        finally:
+            if stop.requested:          # stopped during start-up: nothing to attach, nothing captured
+                raise _Stopped
+            session.open()
+            if stop.requested:
+                raise _Stopped
+            linktypes.check_capture(args, session.ifaces, report)
+            table.lost_events = session.counter_reader(Counter.PROC_LOST)
+            follow = None
+            if selector is not None:
+                admit_later(session, selector, metadata, report)
+                own_netns = not args.netns and (not args.interfaces or "any" in args.interfaces)
+                follow = follower(session, selector, own_netns)
+            elif metadata is not None and session.admission is not None:
+                metadata.finder.kernel_dirs = session.admission.directory
+            if follow is not None:
+                follow(initial=True)
+            release_log()           # set up: what the runtimes' watchers said may be told now
+            table.snapshot()
+            keys, embed = tlskeys.open_keys(args, who)
+            _announce(session, snaplen, args, report)
+            for sink in sinks:
+                if embed and isinstance(sink, FileSink):
+                    sink.embed_keys(keys)
+            if args.command:
+                command = Command(args.command, tlskeys.command_env(keys))
+                session.select_pid(command.pid)
+                tlskeys.follow_command(keys, command.pid, args.command[0])
+                command.start()
+            tickers = [follow] if follow is not None else []
             if keys is not None:
-                keys.close()
+                tickers.append(keys.poll)
+            engine = Engine(session, joiner, sinks, stop, table, limit, command, tickers)
+            engine.run()
+        except _Stopped:
+            pass
+        finally:
+            if metadata is not None:
+                metadata.close()        # its watchers first: they write to the session's maps
+            session.close()
+            if command is not None:
+                command.stop()
+            try:
+                _close(sinks)
+            finally:
+                if keys is not None:
+                    keys.close()
+    except BrokenPipeError:     # -w -: the reader went away, the end (as tcpdump's SIGPIPE)
+        _silence_stdout()
+    except OutputError as e:
+        # stopped by a signal, the lines' reader or terminal gone with it (Ctrl-C on ptcap |
+        # head, a closed terminal): the end, as tcpdump's, not an error
+        if stop.signal is None or e.errno not in (errno.EPIPE, errno.EIO):
+            raise
+        _silence_stdout()
     captured = engine.captured if engine is not None else 0
+    text = ""
     if any(sink.finished for sink in sinks):      # -G with -W, as tcpdump ends it
-        report.write(f"Maximum file limit reached: {args.file_count}\n")
+        text += f"Maximum file limit reached: {args.file_count}\n"
     received, dropped, limited, lost = session.all_counters()
-    report.write(f"{plural(captured, 'packet')} captured\n"
-                 f"{plural(received, 'packet')} received by filter\n"
-                 f"{plural(dropped, 'packet')} dropped by kernel\n")
+    text += (f"{plural(captured, 'packet')} captured\n"
+             f"{plural(received, 'packet')} received by filter\n"
+             f"{plural(dropped, 'packet')} dropped by kernel\n")
     if lost:        # the ring had no room for them even in the part packets leave free
-        report.write(f"{plural(lost, 'process event')} lost\n")
+        text += f"{plural(lost, 'process event')} lost\n"
     if args.hook_rate:
-        report.write(f"{plural(limited, 'packet')} over --hook-rate {args.hook_rate}/s\n")
+        text += f"{plural(limited, 'packet')} over --hook-rate {args.hook_rate}/s\n"
+    _tell(report, text)
     if command is not None and command.status is not None:
         return command.status
     return 0
@@ -186,9 +202,19 @@ def _announce(session: Session, snaplen: int, args: argparse.Namespace, report: 
     report.flush()
 
 
-def _silence_stdout() -> None:
+class _Stopped(Exception):
+    """A stop signal came while the capture was being set up."""
+
+
+def _tell(report: TextIO, text: str) -> None:
+    """The counts at the end, as tcpdump's: to a terminal that is gone (SIGHUP), to nobody."""
     try:
-        fd = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(fd, sys.stdout.fileno())
+        report.write(text)
+        report.flush()
     except OSError:
-        pass
+        if report is sys.stderr:
+            silence(sys.stderr)
+
+
+def _silence_stdout() -> None:
+    silence(sys.stdout)

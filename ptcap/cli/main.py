@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from ptcap.errors import PtcapError
-from ptcap.sinks.rotation import parse_size
-from ptcap.cli import flagwords, linktypes, tlskeys
+from ptcap.cli import signals
+from ptcap.errors import WRITE_FAILED, OutputError, PtcapError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -15,11 +13,13 @@ class _Parser(argparse.ArgumentParser):
     print the whole usage and exit 2)."""
 
     def error(self, message: str):
+        from ptcap.cli import flagwords
         shorts = {s[1] for a in self._actions for s in a.option_strings if len(s) == 2}
         raise PtcapError(flagwords.getopt_words(message, shorts))
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ptcap.cli import flagwords, tlskeys
     p = _Parser(
         prog="ptcap",
         usage="ptcap [flags] [expression] [-- command [args]]\n"
@@ -166,6 +166,8 @@ def split_command(argv: list[str]) -> tuple[list[str], list[str]]:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
+    from ptcap.cli import linktypes
+    from ptcap.sinks.rotation import parse_size
     own, command = split_command(argv)
     args = build_parser().parse_intermixed_args(own)
     args.command = command
@@ -184,6 +186,7 @@ MAX_BUFFER_KIB = 1 << 20        # a 1 GiB ring
 
 
 def main(argv: list[str] | None = None) -> int:
+    signals.early()     # before anything slow: a Ctrl-C from now on is a stop, not a traceback
     argv = sys.argv[1:] if argv is None else argv
     reading = False
     try:
@@ -196,6 +199,10 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_args(argv)
         reading = args.read is not None or args.read_list is not None
         return run(args)
+    except OutputError as e:     # as tcpdump: 'Unable to write output: ...', its status 14
+        _quiet_stdout()
+        _error(str(e))
+        return WRITE_FAILED
     except PtcapError as e:
         _error(str(e))
         return 1
@@ -219,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.version or args.dump_filter or args.debug_filter or args.read is not None or args.read_list is not None:
+        signals.give_back()     # not a capture: Ctrl-C as Python has it
     if args.version:
         from ptcap.cli.version import report
         print(report())
@@ -242,17 +251,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _error(message: str) -> None:
-    sys.stderr.write(f"ptcap: {message}\n")
-    sys.stderr.flush()
+    try:
+        sys.stderr.write(f"ptcap: {message}\n")
+        sys.stderr.flush()
+    except OSError:     # its terminal is gone too: nobody to tell, and exit must stay quiet
+        _quiet(sys.stderr)
 
 
 def _quiet_stdout() -> None:
     # stdout's reader went away (ptcap | head): point stdout at /dev/null so exit is silent
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except OSError:
-        pass
+    _quiet(sys.stdout)
+
+
+def _quiet(stream) -> None:
+    from ptcap.cli.report import silence
+    silence(stream)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ CLI, the log for the extcap), never a swapped sys.stderr."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import TextIO
 
@@ -52,3 +53,14 @@ def release_log() -> None:
 
 def plural(n: int, what: str) -> str:
     return f"{n} {what}{'s' if n != 1 else ''}"
+
+
+def silence(stream) -> None:
+    """Point `stream`'s descriptor at /dev/null (its reader or terminal is gone): what it still
+    buffers goes nowhere, and the interpreter's last flush cannot fail (a message, status 120)."""
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, stream.fileno())
+        os.close(fd)
+    except (OSError, ValueError):
+        pass

@@ -16,6 +16,7 @@ from ptcap.kernel.records import DIR_AT, KEY_AT, KEY_END
 from ptcap.pipeline import drain as native
 from ptcap.pipeline.decoder import split
 from ptcap.pipeline.packet import Batch, Sink
+from ptcap.pipeline.stop import Stop
 
 PATIENCE_SECONDS = 0.25     # how long a record may wait in the ring, by default (a sink may allow
                             # more: a file, tcpdump -w's second): an idle capture backs off to one
@@ -45,17 +46,6 @@ def _signal_wakeup(ring) -> Callable[[], None] | None:
         os.close(r)
         os.close(w)
     return undo
-
-
-class Stop:
-    """Set by a signal handler (SIGINT/SIGTERM/SIGHUP): the loop finishes the batch it has,
-    drains what is queued and returns."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def __call__(self, signum=None, frame=None) -> None:
-        self.requested = True
 
 
 class Engine:

@@ -5,18 +5,19 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import stat
+import struct
 import sys
 import time
 from typing import BinaryIO
 
-from ptcap.errors import PtcapError
+from ptcap.errors import OutputError, PtcapError
 from ptcap.formats.pcapng import Interface, PcapngWriter, PcapWriter
 from ptcap.kernel.interfaces import NetInterface
 from ptcap.meta.context import Part
 from ptcap.meta.keylog import KEY_HOLD_SECONDS, make_private
 from ptcap.pipeline.drain import Framing
 from ptcap.pipeline.packet import Batch
+from ptcap.sinks.destination import Destination
 from ptcap.sinks.rotation import Closer, Rotation
 
 
@@ -35,14 +36,19 @@ class FileSink:
         self.finished = False         # -G with -W: all files written, capture ends
         self.keys = None              # a KeyLog whose TLS keys go into the file
         self._keys_sent = 0
-        self.out = open_output(self.path)
+        self._open(self.path)
         # how long a packet may wait in the ring when traffic is light: a regular file is
         # read later, so a second (tcpdump's buffer timeout when it writes a file); a pipe or
         # FIFO (Wireshark's live view) the engine's default
-        self.wait_seconds = FILE_WAIT_SECONDS if _regular(self.out) else None
+        self.wait_seconds = FILE_WAIT_SECONDS if self._dest.regular else None
         self._closer = Closer()
         with self._errors():
             self._new_writer()
+
+    def _open(self, path: str) -> None:
+        self.out = open_output(path)
+        self._dest = Destination(self.out.fileno())
+        self._whole = 0         # where the file is known to end with a whole block
 
     def _comments(self, ctx) -> list[str]:
         return ctx.comments(self._parts)
@@ -60,6 +66,7 @@ class FileSink:
             self._writer.add_interface(iface)
         if self._writer is not None:
             self._writer.flush()
+            self._flushed()
 
     def add_interface(self, iface_id: int, iface: NetInterface) -> None:
         """Describe the next interface (ids are the session's: 0, 1, ... in order)."""
@@ -103,6 +110,13 @@ class FileSink:
             self._writer.release(now)
         else:
             self._writer.flush()
+        self._flushed()
+
+    def _flushed(self) -> None:
+        """Python buffers nothing now: the file ends with a whole block (a failed write cuts back
+        to here at least)."""
+        if self._dest.regular:
+            self._whole = os.lseek(self.out.fileno(), 0, os.SEEK_CUR)
 
     def write(self, packets: Batch) -> None:
         rot = self.rotation
@@ -150,19 +164,21 @@ class FileSink:
             if self.finished:
                 return -1
             self._writer.flush()
+            self._flushed()
             return self.out.fileno()
 
     def wrote(self, nbytes: int) -> None:
         """The drain wrote nbytes of blocks to direct()'s descriptor."""
         self._writer.written += nbytes
         with self._errors():
+            self._flushed()
             self._rotate_if_full()
 
     def failed(self, err: int) -> None:
         """The drain's write to direct()'s descriptor failed with errno err."""
         if err == errno.EPIPE:
             raise BrokenPipeError(err, os.strerror(err))
-        raise PtcapError(f"{self.path}: {os.strerror(err)}")
+        self._failed(err)
 
     def write_framed(self, blocks, packets: int) -> None:
         """`packets` blocks framed by the drain (valid during this call only)."""
@@ -187,9 +203,12 @@ class FileSink:
             self._rotate(rot.next_for_size())
 
     def tick(self, now: float) -> None:
-        """After each batch: the batch goes to the file; -G rotates even when no packet comes."""
+        """After each batch: the batch goes to the file; -G rotates even when no packet comes.
+        A pipe whose reader left ends the capture now, not at the next packet (-w - | head)."""
         if self.finished:
             return
+        if self._dest.reader_gone():
+            raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
         with self._errors():
             self._drain(time.monotonic())
             if self.rotation.time_is_up(now):
@@ -202,14 +221,14 @@ class FileSink:
             self.finished = True
             return
         self.path = path
-        self.out = open_output(path)
+        self._open(path)
         self._new_writer()
 
     def close(self) -> None:
         try:
             self._closer.finish()
         except OSError as e:
-            raise PtcapError(f"{self.path}: {e.strerror}") from None
+            raise OutputError(f"{self.path}: {e.strerror}", e.errno) from None
         try:
             if self._writer is not None and not self.out.closed:
                 with self._errors():
@@ -224,23 +243,66 @@ class FileSink:
 
     @contextlib.contextmanager
     def _errors(self):
-        """A failed write is the user's problem to fix (disk full, ...): one line, exit 1."""
+        """A failed write is the user's problem to fix (disk full, ...): one line (a pipe's
+        reader gone is the end of the capture, as tcpdump's SIGPIPE: BrokenPipeError)."""
         try:
             yield
         except BrokenPipeError:
             raise
         except OSError as e:
-            raise PtcapError(f"{self.path}: {e.strerror}") from None
+            self._failed(e.errno, e.strerror)
+
+    def _failed(self, err: int, text: str | None = None) -> None:
+        """The file keeps its whole blocks: a block the disk took only part of is cut off, and
+        nothing more reaches the file (what Python still buffers goes to /dev/null)."""
+        if self._dest.regular and not self.out.closed:
+            fd = self.out.fileno()
+            try:
+                os.ftruncate(fd, _whole_blocks(fd, self._whole, self._classic))
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, fd)
+                os.close(devnull)
+            except OSError:
+                pass
+        where = "standard output" if self.path == "-" else self.path
+        raise OutputError(f"{where}: {text or os.strerror(err)}", err) from None
 
 
 FILE_WAIT_SECONDS = 1.0
+_PCAP_FILE_HEADER = 24
+_PCAP_RECORD_HEADER = 16
+_LENGTH = struct.Struct("<I")
 
 
-def _regular(out: BinaryIO) -> bool:
+def _whole_blocks(fd: int, start: int, classic: bool) -> int:
+    """Where the last whole block (pcapng) or record (pcap) of the file at fd ends, walking
+    from `start` (the end of a block)."""
+    reader = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)     # fd is write-only
     try:
-        return stat.S_ISREG(os.fstat(out.fileno()).st_mode)
-    except (OSError, ValueError):
-        return False
+        return _walk(reader, os.fstat(reader).st_size, start, classic)
+    finally:
+        os.close(reader)
+
+
+def _walk(fd: int, size: int, start: int, classic: bool) -> int:
+    at = start
+    if classic and at == 0:
+        if size < _PCAP_FILE_HEADER:
+            return 0
+        at = _PCAP_FILE_HEADER
+    while True:
+        head = os.pread(fd, _PCAP_RECORD_HEADER if classic else 8, at)
+        if len(head) < (_PCAP_RECORD_HEADER if classic else 8):
+            return at
+        if classic:
+            length = _PCAP_RECORD_HEADER + _LENGTH.unpack_from(head, 8)[0]
+        else:
+            length = _LENGTH.unpack_from(head, 4)[0]
+            if length < 12 or length % 4:
+                return at
+        if at + length > size:
+            return at
+        at += length
 
 
 def open_output(path: str) -> BinaryIO:

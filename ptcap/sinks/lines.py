@@ -5,15 +5,18 @@ packet's first line, or with -v one indented block per kind after the packet's l
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import struct
 import sys
 
-from ptcap.errors import PtcapError
+from ptcap.errors import OutputError, PtcapError
 from ptcap.formats.pcapng import pcap_time
 from ptcap.meta.context import Part, ProcessContext
 from ptcap.kernel.records import HEADER_LEN
 from ptcap.pipeline.packet import _DIRECTIONS as _DIRS, _RECORD, MISSING, Batch, Direction
+from ptcap.sinks.destination import Destination
 from ptcap.sinks.tcpdump_child import PrintFlags, check_flags, child_user
 
 _DIRECTIONS = {Direction.IN: "In ", Direction.OUT: "Out "}
@@ -181,6 +184,7 @@ class PrintSink:
         self._framing, self._runs = Framing.PCAP_RUNS, RUN.iter_unpack
         self.decoder = Decoder(flags, sys.stdout.buffer, snaplen, lossless=False)
         self._ifaces: list[tuple[int, str]] = []
+        self._dest = Destination(sys.stdout.fileno())
 
     def add_interface(self, iface_id: int, iface) -> None:
         assert iface_id == len(self._ifaces), "interface ids out of step"
@@ -275,10 +279,11 @@ class PrintSink:
             put(linktype, bytes(records[start:at]), adds, first_ts, ts)
 
     def tick(self, now: float) -> None:
+        """Between batches; stdout's reader gone ends the capture now, not at the next line
+        (ptcap | head -1), as tcpdump's SIGPIPE does: 'Unable to write output: Broken pipe'."""
+        if self._dest.reader_gone():
+            raise OutputError(f"Unable to write output: {os.strerror(errno.EPIPE)}", errno.EPIPE)
         self.decoder.wake()
 
     def close(self) -> None:
-        try:
-            self.decoder.close()
-        except BrokenPipeError:
-            pass
+        self.decoder.close()

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 
-from ptcap.errors import PtcapError
+from ptcap.errors import OutputError, PtcapError
 from ptcap.sinks.child import Child, expand, split_records
 from ptcap.sinks.merge import Span, merge, merge_lines, per_packet, ts_words
 from ptcap.sinks.tcpdump_child import PrintFlags, child_user
@@ -396,7 +396,10 @@ class _Writer:
                 try:
                     self.out.write(data)
                     self.out.flush()
-                except BaseException as e:      # a closed pipe: said to the capture
+                except OSError as e:            # a reader gone, a full disk: as tcpdump says it
+                    self.failure = OutputError(f"Unable to write output: {e.strerror}", e.errno)
+                    return
+                except BaseException as e:
                     self.failure = e
                     return
                 self._done += len(data)
