@@ -460,6 +460,45 @@ def test_output_that_goes_away_is_said_and_exits_14_as_tcpdump_does(kind):
         (14, b"ptcap: Unable to write output: Broken pipe")
 
 
+@pytest.mark.parametrize("kind", ["pcap", "pcapng"])
+def test_output_that_goes_away_while_the_input_waits_ends_as_tcpdump_ends(kind):
+    """`producer | ptcap -r - | head -1` with the producer still there but quiet: tcpdump (which
+    reads the pipe itself) exits 14 at once. ptcap's thread feeding its tcpdump sat in a read
+    of sys.stdin.buffer, holding that object's lock, and the interpreter's exit aborted on it
+    ('Fatal Python error: ... could not acquire lock', status -6) or hung."""
+    # input a pipe holds (the feeder is done with it), lines (-xx) no pipe holds (tcpdump is
+    # still printing when the output goes)
+    packets = [(1_700_000_000_000_000 + i * 10**9, PKT) for i in range(600)]
+    data = pcap_bytes("<", False, packets) if kind == "pcap" else \
+        pcapng_bytes(packets=[(ts // 1000, p, 2, []) for ts, p in packets])
+    assert len(data) < 65536
+    for argv in (["tcpdump", "-nxx", "-r", "-"], [sys.executable, "-m", "ptcap.cli", "-nxx", "-r", "-"]):
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+        def feed():                     # all of it, and the input stays open
+            try:
+                proc.stdin.write(data)
+                proc.stdin.flush()
+            except BrokenPipeError:
+                pass
+        feeder = threading.Thread(target=feed)
+        feeder.start()
+        assert proc.stdout.readline()
+        proc.stdout.close()
+        try:
+            status = proc.wait(timeout=30)
+        finally:
+            proc.kill()
+            feeder.join()
+            try:
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+        err = proc.stderr.read().splitlines()
+        proc.stderr.close()
+        assert err and (status, err[-1].split(b": ", 1)[1]) == (14, b"Unable to write output: Broken pipe"), err
+
+
 @pytest.mark.parametrize("second", ["<", ">"])
 @pytest.mark.parametrize("comments", [True, False])
 def test_a_second_section_is_read_as_libpcap_reads_it(tmp_path, second, comments):

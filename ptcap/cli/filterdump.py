@@ -43,9 +43,9 @@ def dump_main(args: argparse.Namespace) -> int:
 def _file_link(path: str) -> tuple[int, int, str]:
     """The file's link type, snapshot length and byte order; the first two said as tcpdump
     says them on reading it."""
-    from ptcap.formats.reader import open_capture
+    from ptcap.formats.reader import is_stdin, open_capture
     reader, f = open_capture(path)
-    if f is not sys.stdin.buffer:
+    if not is_stdin(f):
         f.close()
     try:
         name, desc = libpcap.datalink_name(reader.linktype)

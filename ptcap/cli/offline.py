@@ -143,8 +143,9 @@ def read_files(args: argparse.Namespace) -> int:
 def _open_raw(path: str):
     """(the open file, its first bytes, None); for stdin or a pipe (a FIFO, `<(...)`), which
     cannot be read again from the start: (None, the bytes read from it, the stream)."""
+    from ptcap.formats.reader import stdin
     if path == "-":
-        return None, _read_some(sys.stdin.buffer, 4), sys.stdin.buffer
+        return None, _read_some(stdin(), 4), stdin()
     try:
         f = open(path, "rb", buffering=0)
     except IsADirectoryError as e:      # libpcap opens it and fails on the read
@@ -274,14 +275,14 @@ def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep, h
     """`has_context`: the file is known to carry process information (read_file looked)."""
     from ptcap.cli.rewrite import LimitReached, Rewriter
     from ptcap.filter.libpcap import datalink_name
-    from ptcap.formats.reader import CaptureReader, open_capture
+    from ptcap.formats.reader import CaptureReader, is_stdin, open_capture
     from ptcap.meta.context import Part
     from ptcap.sinks.blockfeed import BlockPrinter
     from ptcap.sinks.lines import Additions
     from ptcap.sinks.tcpdump import Decoder
     if parts is None:
         parts = Part.ALL
-    if stream is not None and stream is not sys.stdin.buffer:     # a pipe, its start read
+    if stream is not None and not is_stdin(stream):     # a pipe, its start read
         try:
             reader, f = CaptureReader(stream, args.read, head), stream
         except BaseException:
@@ -315,7 +316,7 @@ def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep, h
         # interface and direction, as when it was captured; packets of other files (and of
         # a pipe) without process information print as tcpdump's lines
         ours = reader.application.startswith(("ptcap", "ptcpdump")) and stream is None and \
-            f is not sys.stdin.buffer and (has_context or _path_has_context(args.read))
+            not is_stdin(f) and (has_context or _path_has_context(args.read))
         additions = Additions(parts, flags.verbose, live=ours, oneline=flags.oneline)
         start_ts, matched = None, 0
         if printing:
@@ -376,7 +377,7 @@ def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep, h
                 writer.finish()
             except PtcapError:
                 pass
-        if f is not sys.stdin.buffer:
+        if not is_stdin(f):
             f.close()
 
 

@@ -5,7 +5,6 @@ Errors are PtcapError with libpcap's wording, so 'ptcap -r' fails like 'tcpdump 
 from __future__ import annotations
 
 import struct
-import sys
 from typing import BinaryIO, Iterator
 
 from ptcap.errors import PtcapError
@@ -13,7 +12,7 @@ from ptcap.formats.pcapng_reader import PCAPNG_SHB, MixedLinkTypes, PcapngReadin
 from ptcap.formats.stream import MAX_SNAPLEN, Stream, max_snaplen_for
 from ptcap.pipeline.packet import Packet
 
-__all__ = ["CaptureReader", "MixedLinkTypes", "open_capture", "read_packets"]
+__all__ = ["CaptureReader", "MixedLinkTypes", "is_stdin", "open_capture", "read_packets", "stdin"]
 
 # classic pcap magics -> (byte order, nanosecond timestamps, modified-pcap record header)
 _PCAP_MAGICS = {
@@ -126,11 +125,28 @@ class CaptureReader(PcapngReading):
         return self._iter_pcapng()
 
 
+_STDIN: list[BinaryIO] = []
+
+
+def stdin() -> BinaryIO:
+    """Standard input for '-r -', unbuffered, never closing descriptor 0. sys.stdin.buffer has
+    a lock: a thread blocked in its read (a feeder whose tcpdump left, `| head -1`) held it
+    when the interpreter exited, which aborted ('could not acquire lock ... at interpreter
+    shutdown')."""
+    if not _STDIN:
+        _STDIN.append(open(0, "rb", buffering=0, closefd=False))
+    return _STDIN[0]
+
+
+def is_stdin(f) -> bool:
+    return bool(_STDIN) and f is _STDIN[0]
+
+
 def open_capture(path: str, head: bytes = b"") -> tuple[CaptureReader, BinaryIO]:
     """Open a path ('-' = stdin, whose first bytes may have been read already: `head`) and
     read its header; the caller closes the returned file."""
     if path == "-":
-        f = sys.stdin.buffer
+        f = stdin()
     else:
         try:
             f = open(path, "rb", buffering=0)
@@ -141,7 +157,7 @@ def open_capture(path: str, head: bytes = b"") -> tuple[CaptureReader, BinaryIO]
     try:
         return CaptureReader(f, path, head if path == "-" else b""), f
     except BaseException:
-        if f is not sys.stdin.buffer:
+        if not is_stdin(f):
             f.close()
         raise
 
@@ -152,5 +168,5 @@ def read_packets(path: str) -> Iterator[Packet]:
     try:
         yield from reader
     finally:
-        if f is not sys.stdin.buffer:
+        if not is_stdin(f):
             f.close()

@@ -367,6 +367,10 @@ class _Writer:
         self._ready = threading.Event()
         self._stop = False
         self.failure: BaseException | None = None
+        try:
+            self._fd: int | None = out.fileno()
+        except (AttributeError, OSError, ValueError):     # not a file (io.UnsupportedOperation is an OSError)
+            self._fd = None
         self._thread = threading.Thread(target=self._run, name="ptcap-lines", daemon=True)
         self._thread.start()
 
@@ -394,8 +398,7 @@ class _Writer:
                     parts.append(queue.popleft())
                 data = b"".join(parts)
                 try:
-                    self.out.write(data)
-                    self.out.flush()
+                    self._write(data)
                 except OSError as e:            # a reader gone, a full disk: as tcpdump says it
                     self.failure = OutputError(f"Unable to write output: {e.strerror}", e.errno)
                     return
@@ -405,6 +408,20 @@ class _Writer:
                 self._done += len(data)
             if self._stop and not queue:
                 return
+
+    def _write(self, data: bytes) -> None:
+        """All of `data`, or the error. Not through the buffered file: a write the reader cut
+        short (it left mid-write: `| head -1`) kept the rest in the file's buffer and said
+        nothing, so with no later line ptcap never learnt that its output had gone."""
+        out, fd = self.out, self._fd
+        if fd is None:
+            out.write(data)
+            out.flush()
+            return
+        out.flush()                     # what others wrote there first
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
 
     def close(self) -> None:
         self._stop = True
