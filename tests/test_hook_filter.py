@@ -86,14 +86,14 @@ def test_hook_filters_agree_with_libpcap(rig, linktype):
     if linktype == pf.LINKTYPE_RAW:
         frames = [f[14:] for f in frames if f[12:14] in (b"\x08\x00", b"\x86\xdd")]
     programs = []
-    for expr in load_expressions():
-        try:
-            prog = pf.compile_filter(expr, linktype)
-        except PtcapError:
-            assert linktype == pf.LINKTYPE_RAW, expr
-            continue
-        programs.append((expr, prog.offline(), rig.load(prog)))
     try:
+        for expr in load_expressions():
+            try:
+                prog = pf.compile_filter(expr, linktype)
+            except PtcapError:
+                assert linktype == pf.LINKTYPE_RAW, expr
+                continue
+            programs.append((expr, prog.offline(), rig.load(prog)))
         runs = accepted = 0
         disagreements = []
         for n, frame in enumerate(frames):
@@ -204,7 +204,11 @@ def _loop_paths(rig, prog, may_goto: bool):
         opcodes = {code[n] for n in range(0, len(code), 8)}
         assert (0xE5 in opcodes) == may_goto        # BPF_JMP | BPF_JCOND: 6.1 refuses it
     hook_fd = bpf.prog_load(bpf.ProgType.RAW_TRACEPOINT, hook, name="ptcap_t_flt")
-    tc_fd = bpf.prog_load(bpf.ProgType.SCHED_CLS, tc, name="ptcap_t_tc")
+    try:
+        tc_fd = bpf.prog_load(bpf.ProgType.SCHED_CLS, tc, name="ptcap_t_tc")
+    except bpf.BPFError:
+        os.close(hook_fd)
+        raise
 
     def run_hook(frame: bytes) -> int:
         rig.put(frame, len(frame))
