@@ -217,6 +217,27 @@ def test_ipv6_udp_to_closed_port(capture):
     assert "Drop [NO_SOCKET at __udp6_lib_rcv+0x" in lines[0]
 
 
+def test_protochain_filter_at_a_hook(capture):
+    """A filter that follows IPv6 extension headers (protochain: a loop in the kernel, bounded
+    without may_goto before 6.9) finds the UDP behind a hop-by-hop header of a dropped packet."""
+    port = free_port()
+    cap = capture("--hook", "kfree_skb", "-n", "ip6 proto 0 and ip6 protochain 17")
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_HOPOPTS, bytes([0, 0, 1, 4, 0, 0, 0, 0]))  # PadN
+        s.sendto(b"hop", ("::1", port))
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_HOPOPTS, b"")
+        s.sendto(b"plain", ("::1", port))      # no extension header: the filter leaves it out
+    finally:
+        s.close()
+    cap.wait_received(1)
+    printed, err = cap.stop()
+    lines = _lines(printed)
+    assert len(lines) == 1, printed.decode() + err
+    assert f"IP6 ::1 > ::1: HBH " in lines[0] and f" > {port}: UDP, length 3" in lines[0], lines[0]
+    assert "Drop [NO_SOCKET at __udp6_lib_rcv+0x" in lines[0]
+
+
 def test_killed_capture_leaves_no_hook_behind(capture):
     cap = capture("--hook", "kfree_skb", "--hook", "net_dev_queue", "udp")
     cap.send(9)
