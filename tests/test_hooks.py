@@ -151,7 +151,7 @@ def test_full_receive_buffer_names_the_receiving_process(veth, capture):
     server = subprocess.Popen(["ip", "netns", "exec", veth.ns, PYTHON, "-c", (
         "import socket, time\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
         "s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)\n"
-        f"s.bind(('0.0.0.0', {PORT + 6}))\nprint('ready', flush=True)\ntime.sleep(30)")],
+        f"s.bind(('0.0.0.0', {PORT + 6}))\nprint('ready', flush=True)\ntime.sleep(3600)")],   # until killed
         stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout.readline().startswith("ready")

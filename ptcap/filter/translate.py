@@ -292,7 +292,7 @@ class _Translator:
         return Label(f"round{head}")
 
     def count_rounds_from_zero(self) -> list[asm.Insn]:
-        # through a register: 6.1 tracks a stored zero register as zero, a BPF_ST of 0 as unknown
+        # a known 0: the verifier checks the bound against it (6.1 without may_goto)
         return [asm.mov64(Reg.R2, imm=0), asm.stx(Size.DW, Reg.R10, _ROUNDS_OFF, Reg.R2)]
 
     def back_edge(self) -> None:
