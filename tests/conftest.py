@@ -22,6 +22,11 @@ ROOT = Path(__file__).resolve().parent.parent
 PEERS = ROOT / "tests" / "peers.py"
 PYTHON = sys.executable
 _counter = itertools.count(1)
+# Upper bounds only (each wait ends as soon as its condition holds): generous enough for a
+# kernel booted under TCG (.ci/kernels, /tmp/vmtest.sh), where loading the BPF objects alone
+# takes tens of seconds
+START_TIMEOUT = 120     # until ptcap says "listening on"
+WAIT_TIMEOUT = 60       # for a condition, or for ptcap to exit once stopped
 
 
 def run(cmd: list[str] | str, check: bool = True, **kw) -> subprocess.CompletedProcess:
@@ -142,7 +147,7 @@ class Capture:
         self.proc = subprocess.Popen(ptcap_argv(*args), stdout=stdout or subprocess.PIPE,
                                      stderr=subprocess.PIPE, cwd=ROOT, env=env)
         self._stderr: list[str] = []
-        deadline = time.time() + 30
+        deadline = time.time() + START_TIMEOUT
         while time.time() < deadline:
             line = self.proc.stderr.readline().decode()
             if not line:
@@ -157,7 +162,7 @@ class Capture:
     def send(self, sig: int) -> None:
         self.proc.send_signal(sig)
 
-    def finish(self, timeout: float = 20) -> tuple[bytes, str]:
+    def finish(self, timeout: float = WAIT_TIMEOUT) -> tuple[bytes, str]:
         out, err = self.proc.communicate(timeout=timeout)
         return out or b"", "".join(self._stderr) + err.decode()
 
@@ -166,7 +171,7 @@ class Capture:
             self.proc.send_signal(sig)
         return self.finish()
 
-    def wait_received(self, n: int, timeout: float = 20) -> None:
+    def wait_received(self, n: int, timeout: float = WAIT_TIMEOUT) -> None:
         """Until the kernel side has let `n` packets through the filters (ptcap's own counter,
         "received by filter"): stopping then drains them all from the ring."""
         wait_received(self.proc.pid, n, timeout)
@@ -289,7 +294,7 @@ def _held_by_others() -> set[tuple[str, int]]:
     return held
 
 
-def wait_for(condition, timeout: float = 20, what: str = "") -> None:
+def wait_for(condition, timeout: float = WAIT_TIMEOUT, what: str = "") -> None:
     """Poll `condition` until true; fail naming `what` (or the condition) after `timeout` s."""
     deadline = time.time() + timeout
     while not condition():
@@ -384,7 +389,7 @@ def counters(map_id: int) -> tuple[int, ...]:
     return tuple(by_key.get(k, 0) for k in range(3))
 
 
-def wait_received(pid: int, n: int, timeout: float = 20, limited: bool = False) -> None:
+def wait_received(pid: int, n: int, timeout: float = WAIT_TIMEOUT, limited: bool = False) -> None:
     """Until the capture `pid` has counted `n` packets through its filters in the kernel (with
     `limited`, those held back by --hook-rate too)."""
     found: list[int] = []

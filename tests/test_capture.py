@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (PYTHON, ROOT, comments, counters, counters_map, file_packets, free_port, ptcap_argv, run,
-                      tshark_fields, wait_clean, wait_for)
+from conftest import (PYTHON, ROOT, START_TIMEOUT, WAIT_TIMEOUT, comments, counters, counters_map, file_packets,
+                      free_port, ptcap_argv, run, tshark_fields, wait_clean, wait_for)
 
 pytestmark = pytest.mark.root      # real BPF, namespaces, daemons
 
@@ -238,7 +238,7 @@ def test_classic_pcap_and_stdout_stream(peers, capture, tmp_path):
     pt.stdout.close()
     _wait_listening(pt)
     client.say("send 10")
-    lines = td.communicate(timeout=20)[0].splitlines()
+    lines = td.communicate(timeout=WAIT_TIMEOUT)[0].splitlines()
     pt.wait(timeout=10)
     assert len(lines) == 2 and all("UDP, length 10" in l for l in lines)
 
@@ -300,7 +300,7 @@ def test_nothing_left_attached(how, peers, capture, tmp_path):
     if how == "error":
         # fails after attaching: the output cannot be written
         res = subprocess.run(ptcap_argv("-i", "lo", "-w", "/dev/full"), capture_output=True, text=True,
-                             timeout=30)
+                             timeout=START_TIMEOUT)
         assert res.returncode == 14         # tcpdump's status for output it cannot write
         assert res.stderr.strip().splitlines()[-1].startswith("ptcap: ")
         assert "Traceback" not in res.stderr
@@ -323,7 +323,7 @@ def test_nothing_left_attached(how, peers, capture, tmp_path):
 
 def test_errors_are_one_line(tmp_path):
     def ptcap(*args, **kw):
-        return subprocess.run(ptcap_argv(*args), capture_output=True, text=True, timeout=30, **kw)
+        return subprocess.run(ptcap_argv(*args), capture_output=True, text=True, timeout=START_TIMEOUT, **kw)
 
     res = ptcap("-i", "eth9", "-c", "1")
     assert (res.returncode, res.stderr) == (1, "ptcap: eth9: No such device exists\n")
@@ -346,7 +346,7 @@ def test_errors_are_one_line(tmp_path):
     # printed lines that cannot be written (a full disk): one line, exit 1, from -r and live
     with open("/dev/full", "w") as full:
         res = subprocess.run(ptcap_argv("-r", str(ROOT / "tests/data/live/lo.pcap")), stdout=full,
-                             stderr=subprocess.PIPE, text=True, timeout=30)
+                             stderr=subprocess.PIPE, text=True, timeout=START_TIMEOUT)
         # -r of a file tcpdump reads as it is: tcpdump's own words and exit status (14)
         assert (res.returncode, res.stderr.splitlines()[-1]) == (14, "ptcap: Unable to write output: No space left on device")
         port = str(free_port())
@@ -357,14 +357,14 @@ def test_errors_are_one_line(tmp_path):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.sendto(b"x", ("127.0.0.1", int(port)))
         s.close()
-        err = live.communicate(timeout=30)[1]
+        err = live.communicate(timeout=START_TIMEOUT)[1]
         # as tcpdump says it live too
         assert (live.returncode, err.splitlines()[-1]) == (14, "ptcap: Unable to write output: No space left on device")
         assert "Traceback" not in err
 
     nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"]
     res = subprocess.run(nobody + ptcap_argv("-i", "lo", "-c", "1"), capture_output=True, text=True,
-                         timeout=30, cwd="/")
+                         timeout=START_TIMEOUT, cwd="/")
     assert res.returncode == 1
     assert res.stderr.startswith("ptcap: You don't have permission to capture")
     assert res.stderr.count("\n") == 1
@@ -380,7 +380,7 @@ def test_live_lines_name_interface_process_and_direction(peers):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_listening_text(proc)
     client.say("send 33")
-    out, err = proc.communicate(timeout=20)
+    out, err = proc.communicate(timeout=WAIT_TIMEOUT)
     lines = out.splitlines()
     assert len(lines) == 4, out
     cport = client.ready.split()[2]
@@ -408,11 +408,20 @@ def _wait_listening_text(proc: subprocess.Popen) -> None:
 
 
 def test_version_reports_libraries_and_hooks():
-    res = subprocess.run(ptcap_argv("--version"), capture_output=True, text=True, timeout=30)
+    res = subprocess.run(ptcap_argv("--version"), capture_output=True, text=True, timeout=START_TIMEOUT)
     assert res.returncode == 0
     assert res.stdout.startswith("ptcap version ")
     assert "libpcap version 1." in res.stdout and "libbpf version 1." in res.stdout
-    assert "tp_btf/sock_send_length" in res.stdout.split("kernel hooks usable:")[1].splitlines()[0]
+    usable = res.stdout.split("kernel hooks usable:")[1].splitlines()[0].split(", ")
+    # who sends: the tracepoint where the kernel has it (6.2 on), else fentry on the function
+    from ptcap.kernel import btf
+    if btf.vmlinux().tracepoint_args("sock_send_length") is not None:
+        assert "tp_btf/sock_send_length" in usable, usable
+    else:
+        assert "fentry/sock_sendmsg" in usable and "tp_btf/sock_send_length" not in usable, usable
+        assert "kernel hook unavailable: tp_btf/sock_send_length: this kernel has no such tracepoint" \
+            in res.stdout.splitlines(), res.stdout
+    assert "tp_btf/sched_process_exec" in usable, usable
     assert wait_clean() == []
 
 
@@ -437,7 +446,7 @@ def test_load_failure_names_the_program_and_the_verifiers_reason(tmp_path):
     subprocess.run(["clang", "-g", "-O2", "-target", "bpf", "-I", str(ROOT / "bpf"), "-c", str(src),
                     "-o", str(tmp_path / "capture.bpf.o")], check=True)
     shutil.copy(ROOT / "bpf" / "build" / "records.bpf.o", tmp_path)     # the records agree
-    res = subprocess.run(ptcap_argv("-i", "lo", "-c", "1"), capture_output=True, text=True, timeout=30,
+    res = subprocess.run(ptcap_argv("-i", "lo", "-c", "1"), capture_output=True, text=True, timeout=START_TIMEOUT,
                          env={**os.environ, "PTCAP_BPF_DIR": str(tmp_path)})
     assert res.returncode == 1
     first, *reason = res.stderr.splitlines()

@@ -94,7 +94,8 @@ def differential(exprs: list[str], linktype: int, prog_type: int, frames: list[b
             continue                 # ether/vlan/llc...: libpcap refuses them on raw IP
         tally.expressions += 1
         offline = prog.offline()
-        fd = bpf.prog_load(prog_type, pt.verdict_program(prog, prog_type), name="ptcap_fltest")
+        code = pt.verdict_program(prog, prog_type, may_goto=bpf.has_may_goto())   # as captures load it
+        fd = bpf.prog_load(prog_type, code, name="ptcap_fltest")
         try:
             for n, frame in enumerate(frames):
                 # cgroup_skb test runs take an Ethernet frame and start the program at the IP header

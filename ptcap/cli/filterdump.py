@@ -7,6 +7,7 @@ import sys
 from ptcap.filter import libpcap
 from ptcap.filter.compiler import compile_filter, expression_from_args
 from ptcap.filter.translate import disassemble, verdict_program
+from ptcap.kernel.bpf import has_may_goto
 from ptcap.kernel.interfaces import filter_linktype
 
 
@@ -34,7 +35,7 @@ def dump_main(args: argparse.Namespace) -> int:
         name = libpcap.datalink_name(linktype)[0]
         out.append(f"; eBPF for {'cgroup_skb' if backend == 'cgroup-skb' else 'tc'} (link type {name}): "
                    f"R6 = skb, R7 = A, R8 = X, verdict in R0\n")
-        out.append(disassemble(verdict_program(prog, 0)))
+        out.append(disassemble(verdict_program(prog, 0, may_goto=has_may_goto())))
     sys.stdout.write("".join(out))
     sys.stdout.flush()
     return 0

@@ -8,7 +8,15 @@ reads the packet from a kernel hook's scratch buffer instead.
 Register use in the generated code (helpers clobber R1-R5, so cBPF state lives in R6-R8):
     R6 = ctx (struct __sk_buff *)   R7 = A   R8 = X   R0 = verdict at the end
     stack: fp-8 = 4-byte load buffer, fp-72..fp-12 = scratch memory M[0..15],
-           fp-80 = where loops (protochain) re-read A and X bytewise
+           fp-80 = where loops (protochain) re-read A and X bytewise, fp-96 = loop rounds
+
+Loops: libpcap's protochain jumps back once per IPv6 extension (or AH) header it skips. Each
+loop here rejects the packet at its round MAX_BACKWARD_JUMPS + 1, counted on the stack, on every
+kernel: libpcap's own interpreter rejects at that backward jump of a packet (bpf_filter.c since
+1.10.7), counted over all its loops; counting per loop keeps the verifier's work linear in the
+number of loops. The verifier must see each loop end: where it knows may_goto (Linux 6.9+) the
+count is re-read bytewise, so the loop's state converges and may_goto bounds it; elsewhere the
+count stays a known constant and the verifier follows every round up to the bound.
 """
 from __future__ import annotations
 
@@ -38,6 +46,8 @@ _A_REG, _X_REG, _CTX = Reg.R7, Reg.R8, Reg.R6
 _BUF_OFF = -8
 _LAUNDER_OFF = -80
 _KEY_OFF = -88
+_ROUNDS_OFF = -96
+MAX_BACKWARD_JUMPS = 64     # libpcap's bound; here: headers one protochain follows (see above)
 
 # Kernel hooks (bpf/hooks.bpf.c): the packet's first bytes sit in a per-CPU struct
 # ptcap_scratch, whose address the filter keeps in R9 (bpf/ptcap.h layout)
@@ -65,9 +75,11 @@ def _always_rejects(code: int, k: int) -> bool:
 
 
 class _Translator:
-    def __init__(self, prog: ClassicProgram, scratch_fd: int | None = None) -> None:
+    def __init__(self, prog: ClassicProgram, scratch_fd: int | None = None, *,
+                 may_goto: bool = False) -> None:
         self.prog = prog
         self.scratch_fd = scratch_fd        # packet in a scratch map value, not an skb
+        self.may_goto = may_goto            # the kernel knows the may_goto instruction
         self.out: list[asm.Item] = []
         self.reject = Label("reject")
         self.done = Label("done")
@@ -100,15 +112,22 @@ class _Translator:
                       asm.call(asm.Helper.map_lookup_elem), asm.jmp(Jmp.JEQ, Reg.R0, self.reject, imm=0),
                       asm.mov64(_SCRATCH, Reg.R0))
         self.emit(asm.mov32(_A_REG, imm=0), asm.mov32(_X_REG, imm=0))
+        live = self.reachable()
+        # loops (protochain): the targets of backward jumps, each one's rounds counted apart
+        heads = {(i + 1 + k) & 0xFFFFFFFF for i, (c, _, _, k) in enumerate(insns)
+                 if i in live and c & 0x07 == _JMP and c & 0xF0 == _JA and (i + 1 + k) & 0xFFFFFFFF <= i}
+        if heads:       # also for a jump into a loop's middle: the count is never unset
+            self.emit(self.count_rounds_from_zero())
         if any(c & 0x07 in (_ST, _STX) or (c & 0x07 in (_LD, _LDX) and c & 0xE0 == _MEM)
                for c, *_ in insns):
             # M[] starts at zero (libpcap never reads a slot before writing it, but the verifier must know)
             for off in range(_mem_off(0), _BUF_OFF, 8):
                 self.emit(asm.st(Size.DW, Reg.R10, off, 0))
-        live = self.reachable()
         for i, insn in enumerate(insns):
             if i in live:       # the verifier refuses unreachable code; cBPF may contain some
                 self.emit(self.label(i))
+                if i in heads:  # entered from before: a new loop; its back edge skips this
+                    self.emit(*self.count_rounds_from_zero(), self.round(i))
                 self.one(i, *insn)
         if any(isinstance(x, asm.Insn) and x.off == self.reject for x in self.out):
             self.emit(self.reject, asm.mov64(Reg.R0, imm=0))   # the verifier refuses unreachable code
@@ -208,12 +227,8 @@ class _Translator:
             if op == _JA:
                 target = self.target(i, k)
                 if int(target.name[1:]) <= i:
-                    # a loop (protochain): may_goto lets the verifier accept it (the kernel
-                    # bounds the rounds); A and X are re-read bytewise through the stack so
-                    # the verifier forgets their ranges and sees the loop state converge
-                    self.emit(asm.may_goto(self.reject))
-                    for reg in (_A_REG, _X_REG):
-                        self.launder(reg)
+                    self.back_edge()
+                    target = self.round(int(target.name[1:]))
                 self.emit(asm.ja(target))
                 return
             if op not in _JMP_OPS:
@@ -273,6 +288,28 @@ class _Translator:
                       asm.ja(self.label(i + 1)), ok)
         self.emit(asm.alu32(ebpf_op, a, _X_REG))
 
+    def round(self, head: int) -> Label:
+        return Label(f"round{head}")
+
+    def count_rounds_from_zero(self) -> list[asm.Insn]:
+        # a known 0: the verifier checks the bound against it (6.1 without may_goto)
+        return [asm.mov64(Reg.R2, imm=0), asm.stx(Size.DW, Reg.R10, _ROUNDS_OFF, Reg.R2)]
+
+    def back_edge(self) -> None:
+        """Count a round of a loop, rejecting past MAX_BACKWARD_JUMPS (see the module's doc)."""
+        rounds = Reg.R2
+        self.emit(asm.ldx(Size.W, rounds, Reg.R10, _ROUNDS_OFF))
+        if self.may_goto:
+            self.launder(rounds)
+        self.emit(asm.jmp(Jmp.JGE, rounds, self.reject, imm=MAX_BACKWARD_JUMPS, wide=False),
+                  asm.alu32(Alu.ADD, rounds, imm=1),
+                  asm.stx(Size.W, Reg.R10, _ROUNDS_OFF, rounds))
+        if self.may_goto:
+            self.emit(asm.may_goto(self.reject))
+        # A and X re-read bytewise: the verifier forgets their ranges, each round looks alike
+        for reg in (_A_REG, _X_REG):
+            self.launder(reg)
+
     def launder(self, reg: int) -> None:
         self.emit(asm.stx(Size.W, Reg.R10, _LAUNDER_OFF, reg),
                   asm.ldx(Size.B, reg, Reg.R10, _LAUNDER_OFF))
@@ -285,10 +322,12 @@ class _Translator:
             raise self.bad(i, f"uses scratch memory slot {k} (only 0-15 exist)")
 
 
-def translate(prog: ClassicProgram) -> bytes:
+def translate(prog: ClassicProgram, *, may_goto: bool = False) -> bytes:
     """eBPF computing prog's verdict: expects ctx in R1, leaves the verdict in R0 and
-    ctx in R6, and ends by falling through to whatever code is appended after it."""
-    return _Translator(prog).run()
+    ctx in R6, and ends by falling through to whatever code is appended after it.
+    may_goto: the kernel knows that instruction (ptcap.kernel.bpf.has_may_goto()); without
+    it a loop costs the verifier more, the verdicts are the same."""
+    return _Translator(prog, may_goto=may_goto).run()
 
 
 def _tail_call(prog_array_fd: int, index: int) -> list[asm.Insn]:
@@ -298,7 +337,7 @@ def _tail_call(prog_array_fd: int, index: int) -> list[asm.Insn]:
 
 
 def hook_filter_program(prog: ClassicProgram, *, scratch_fd: int, prog_array_fd: int,
-                        index: int) -> bytes:
+                        index: int, may_goto: bool = False) -> bytes:
     """The filter of a kernel hook (bpf/hooks.bpf.c): judge the packet the hook program
     copied into the scratch map, put the verdict (snap length) in its `snap` and tail-call
     the emit program; return 0 either way (tracing programs' return value is ignored)."""
@@ -311,10 +350,10 @@ def hook_filter_program(prog: ClassicProgram, *, scratch_fd: int, prog_array_fd:
         asm.mov64(Reg.R0, imm=0),
         asm.exit_(),
     ]
-    return _Translator(prog, scratch_fd).run() + asm.assemble(tail)
+    return _Translator(prog, scratch_fd, may_goto=may_goto).run() + asm.assemble(tail)
 
 
-def verdict_program(prog: ClassicProgram, prog_type: int) -> bytes:
+def verdict_program(prog: ClassicProgram, prog_type: int, *, may_goto: bool = False) -> bytes:
     """A loadable program returning the classic BPF verdict (for tests and debugging).
 
     SCHED_CLS returns the raw verdict (the snap length); CGROUP_SKB programs may only
@@ -323,11 +362,12 @@ def verdict_program(prog: ClassicProgram, prog_type: int) -> bytes:
     tail: list[asm.Item] = []
     if prog_type == CGROUP_SKB:
         tail = [asm.jmp(Jmp.JEQ, Reg.R0, Label("out"), imm=0), asm.mov64(Reg.R0, imm=1), Label("out")]
-    return translate(prog) + asm.assemble(tail + [asm.exit_()])
+    return translate(prog, may_goto=may_goto) + asm.assemble(tail + [asm.exit_()])
 
 
 def entry_program(prog: ClassicProgram, *, prog_type: int, prog_array_fd: int, index: int,
-                  accept_ret: int, reject_ret: int, cb_values: tuple[int, ...] = ()) -> bytes:
+                  accept_ret: int, reject_ret: int, cb_values: tuple[int, ...] = (),
+                  may_goto: bool = False) -> bytes:
     """The program attached at the hook: filter, then tail-call the capture program.
 
     An accepted packet's verdict (the filter's snap length) goes to __sk_buff.cb[0], and
@@ -351,7 +391,7 @@ def entry_program(prog: ClassicProgram, *, prog_type: int, prog_array_fd: int, i
         asm.mov64(Reg.R0, imm=reject_ret),
         asm.exit_(),
     ]
-    return translate(prog) + asm.assemble(tail)
+    return translate(prog, may_goto=may_goto) + asm.assemble(tail)
 
 
 def disassemble(insns: bytes) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import enum
 import errno
+import functools
 import os
 
 from ptcap.kernel.libbpf import _lib
@@ -132,6 +133,19 @@ def prog_load(prog_type: int, insns: bytes, *, name: str = "", license: str = "G
             raise BPFError(err, f"loading BPF program {name or '?'} failed on Linux {os.uname().release}",
                            _tail(text))
     raise AssertionError("unreachable")
+
+
+@functools.cache
+def has_may_goto() -> bool:
+    """Does the verifier know may_goto (Linux 6.9+)? Asked once per process with a program of
+    four instructions; any refusal (6.1 says "unknown opcode e5") means no: the filter
+    translator then bounds its loops without it, which every kernel accepts."""
+    probe = bytes.fromhex("b700000000000000" "e500010000000000" "b700000001000000" "9500000000000000")
+    try:
+        os.close(prog_load(ProgType.SOCKET_FILTER, probe, name="ptcap_may_goto"))
+    except BPFError:
+        return False
+    return True
 
 
 def _tail(log: str, lines: int = 20) -> str:

@@ -218,7 +218,8 @@ class HookCapture:
             raise PtcapError(f"--hook {name}: this kernel has no {sec}")
         for slot, linktype in ((SLOT_FILTER_ETHER, LinkType.ETHERNET), (SLOT_FILTER_RAW, LinkType.RAW)):
             code = pcaptranslate.hook_filter_program(filters[linktype], scratch_fd=scratch_fd,
-                                                  prog_array_fd=progs_fd, index=SLOT_EMIT)
+                                                  prog_array_fd=progs_fd, index=SLOT_EMIT,
+                                                  may_goto=bpf.has_may_goto())
             try:
                 fd = bpf.prog_load(bpf.ProgType.TRACING, code, name=f"ptcap_flt_{slot}",
                                    expected_attach_type=attach_type, attach_btf_id=btf_id)

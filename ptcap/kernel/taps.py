@@ -60,7 +60,8 @@ class Taps:
         ret = 1 if backend == "cgroup-skb" else _TC_NEXT
         code = pcaptranslate.entry_program(self.classic[linktype], prog_type=prog_type,
                                            prog_array_fd=self.progs_fd, index=SLOTS[backend, direction],
-                                           accept_ret=ret, reject_ret=ret, cb_values=cb_values)
+                                           accept_ret=ret, reject_ret=ret, cb_values=cb_values,
+                                           may_goto=bpf.has_may_goto())
         return bpf.prog_load(prog_type, code, name=f"ptcap_filter_{direction}")
 
     def attach_cgroup(self, cgroot: str) -> None:
