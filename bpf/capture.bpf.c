@@ -88,7 +88,7 @@ static __always_inline int owner_of_sender(struct __sk_buff *ctx, struct bpf_soc
 		return 0;
 	if (sk->protocol == IPPROTO_UDP) {
 		task = bpf_get_current_task_btf();
-		if (!(BPF_CORE_READ(task, flags) & PF_KTHREAD) && !owner_is_task(o, task)) {
+		if (!(task->flags & PF_KTHREAD) && !owner_is_task(o, task)) {
 			skb = kernel_skb(ctx);
 			task_ns = BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
 			sock_ns = BPF_CORE_READ(skb, sk, __sk_common.skc_net.net, ns.inum);

@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -23,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import comments, engine_unavailable, free_port, ptcap_argv, tcp_settled, tshark_fields, wait_clean, wait_for
+from conftest import comments, engine_unavailable, free_port, ptcap_argv, tcp_settled, tshark_fields, wait_clean, \
+    wait_for, wait_received
 from engines import IMAGE, PrivateEngines, docker0 as docker0_of_host, host_engines, \
     stop_daemon as _stop_daemon, unmount_below as _unmount_below
 
@@ -353,6 +355,43 @@ def test_container_name_selects_only_that_container(engine, containers, peers, t
     assert got and {r["ContainerName"] for r in got} == {a.name}
     assert {r["PID"] for r in got}.isdisjoint({str(server.pid), str(host.pid)})
     assert len({r["PID"] for r in got}) == 2     # the two nc processes exec'd into a
+
+
+# A host process that moves into a container's cgroup (as runc does for `docker exec`, before
+# it execs) and goes on sending on the socket it had: each payload says where it was sent from.
+MOVES = r"""
+import os, socket, sys
+port, pid = int(sys.argv[1]), sys.argv[2]
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.connect(("127.0.0.1", port))
+u.send(b"host")
+v2 = next(line.split()[1] for line in open("/proc/self/mounts") if line.split()[2] == "cgroup2")
+cgroup = next(line for line in open(f"/proc/{pid}/cgroup") if line.startswith("0::")).split("::", 1)[1].strip()
+with open(f"{v2}{cgroup}/cgroup.procs", "w") as f:
+    f.write(str(os.getpid()))
+u.send(b"inside")
+"""
+
+
+def test_process_moved_into_a_container_is_selected_from_its_next_packet(
+        engine, containers, tmp_path, no_kubeconfig):
+    port = free_port()
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)       # receives, never reads
+    sink.bind(("127.0.0.1", port))
+    a = containers("moved-a")
+    out = tmp_path / "o.pcapng"
+    script = tmp_path / "moves.py"
+    script.write_text(MOVES)
+    try:
+        cap = start_capture("-i", "lo", "-w", str(out), "-Q", "out", "--container-name", a.name,
+                            f"udp dst port {port}")
+        subprocess.run([sys.executable, str(script), str(port), str(a.pid)], check=True, timeout=30)
+        wait_received(cap.pid, 1)
+        stop_capture(cap)
+    finally:
+        sink.close()
+    payloads = [bytes.fromhex(p).decode() for p, in tshark_fields(out, "data.data") if p]
+    assert payloads == ["inside"]
 
 
 def test_container_started_after_the_capture_is_selected(engine, containers, peers, tmp_path, no_kubeconfig):
