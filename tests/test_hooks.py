@@ -149,9 +149,9 @@ def test_full_receive_buffer_names_the_receiving_process(veth, capture):
     """A UDP server that never reads: once its receive buffer is full, the datagrams are
     dropped (SOCKET_RCVBUFF) for its socket, and the drops name it."""
     server = subprocess.Popen(["ip", "netns", "exec", veth.ns, PYTHON, "-c", (
-        "import socket, time\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "import signal, socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
         "s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)\n"
-        f"s.bind(('0.0.0.0', {PORT + 6}))\nprint('ready', flush=True)\ntime.sleep(3600)")],   # until killed
+        f"s.bind(('0.0.0.0', {PORT + 6}))\nprint('ready', flush=True)\nsignal.pause()")],   # until killed
         stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout.readline().startswith("ready")
