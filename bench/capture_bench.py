@@ -26,16 +26,13 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PORT = 9787
 
+sys.path.insert(0, str(HERE))
+from flooding import build_flooder  # noqa: E402  (beside this file)
+
 
 def set_port(port: int) -> None:
     global PORT
     PORT = port
-
-
-def build_flooder(workdir: Path) -> Path:
-    exe = workdir / "flood"
-    subprocess.run(["gcc", "-O2", "-o", str(exe), str(HERE / "flood.c")], check=True)
-    return exe
 
 
 def wait_listening(proc: subprocess.Popen, timeout: float = 30) -> None:

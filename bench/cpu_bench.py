@@ -27,7 +27,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from procstat import cpu_ns, thread_ns, wait_listening  # noqa: E402  (beside this file)
+from flooding import build_flooder  # noqa: E402  (beside this file)
+from procstat import cpu_ns, thread_ns, wait_listening  # noqa: E402
 
 
 def tree_python(tree: str) -> str:
@@ -131,8 +132,7 @@ def main() -> int:
     expr = f"udp dst port {port}"
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         work = Path(tmp)
-        flooder = work / "flood"
-        subprocess.run(["gcc", "-O2", "-o", str(flooder), str(HERE / "flood.c")], check=True)
+        flooder = build_flooder(work)
         tools = {
             "tcpdump": ["tcpdump", "-i", "lo", "-B", str(args.buffer_kib),
                         "-w", str(work / "tcpdump.pcap"), expr],

@@ -24,7 +24,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from capture_bench import build_flooder, wait_listening  # noqa: E402
+from capture_bench import wait_listening  # noqa: E402
+from flooding import build_flooder  # noqa: E402
 
 
 def counts(text: str) -> dict[str, int]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PORT = 21900
-from procstat import TICK, cpu_seconds, wait_listening  # noqa: E402  (beside this file)
+from flooding import build_flooder, quiet_target  # noqa: E402  (beside this file)
+from procstat import cpu_seconds, wait_listening  # noqa: E402
 
 
 def run_one(label: str, argv: list[str], flooder: Path, rate: int, seconds: float) -> tuple[str, int, float, str]:
@@ -54,23 +54,15 @@ def main() -> int:
     if os.geteuid() != 0:
         sys.exit("run as root")
     with tempfile.TemporaryDirectory() as tmp:
-        flooder = Path(tmp) / "flood"
-        subprocess.run(["gcc", "-O2", "-o", str(flooder), str(HERE / "flood.c")], check=True)
-        sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)     # receives, never reads
-        sink.bind(("127.0.0.1", PORT))
-        idle = subprocess.Popen(["sleep", "3600"])
+        flooder = build_flooder(Path(tmp))
         py = [sys.executable, "-m", "ptcap.cli", "-i", "lo"]
-        runs = [
-            ("ptcap --pid IDLE", py + ["--pid", str(idle.pid), "-w", "/dev/null"]),
-            ("tcpdump 'udp port 9'", ["tcpdump", "-i", "lo", "-w", "/dev/null", "udp port 9"]),
-            ("ptcap (no selector)", py + ["-w", "/dev/null", "-B", "65536"]),
-        ]
-        try:
+        with quiet_target(PORT) as idle:
+            runs = [
+                ("ptcap --pid IDLE", py + ["--pid", str(idle), "-w", "/dev/null"]),
+                ("tcpdump 'udp port 9'", ["tcpdump", "-i", "lo", "-w", "/dev/null", "udp port 9"]),
+                ("ptcap (no selector)", py + ["-w", "/dev/null", "-B", "65536"]),
+            ]
             results = [run_one(label, argv, flooder, args.rate, args.seconds) for label, argv in runs]
-        finally:
-            idle.kill()
-            idle.wait()
-            sink.close()
     print(f"{'tool':<24} {'offered':>9} {'captured':>9} {'CPU (% of a core)':>18}")
     for label, offered, share, captured in results:
         print(f"{label:<24} {offered:>9} {captured:>9} {share * 100:>17.2f}%")

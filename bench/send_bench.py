@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
+from flooding import build_flooder, quiet_target  # noqa: E402
 from procstat import wait_listening  # noqa: E402
 
 PORT = 21950
@@ -134,24 +134,18 @@ def main() -> int:
     stats_was = stats_path.read_text().strip()
     results: dict[str, list[dict]] = {"no capture": []}
     with tempfile.TemporaryDirectory() as tmp:
-        flooder = Path(tmp) / "flood"
-        subprocess.run(["gcc", "-O2", "-o", str(flooder), str(HERE / "flood.c")], check=True)
-        sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)     # receives, never reads
-        sink.bind(("127.0.0.1", PORT))
-        idle = subprocess.Popen(["sleep", "3600"])
-        stats_path.write_text("1")
-        try:
-            for _ in range(args.runs):
-                sent, cpu = flood(flooder, args.rate, args.seconds)
-                results["no capture"].append({"sent": sent, "cpu": cpu})
-                for label, path in objs:
-                    results.setdefault(label, []).append(with_ptcap(Path(path), idle.pid, flooder, args.rate,
-                                                                    args.seconds))
-        finally:
-            stats_path.write_text(stats_was)
-            idle.kill()
-            idle.wait()
-            sink.close()
+        flooder = build_flooder(Path(tmp))
+        with quiet_target(PORT) as idle:
+            stats_path.write_text("1")
+            try:
+                for _ in range(args.runs):
+                    sent, cpu = flood(flooder, args.rate, args.seconds)
+                    results["no capture"].append({"sent": sent, "cpu": cpu})
+                    for label, path in objs:
+                        results.setdefault(label, []).append(with_ptcap(Path(path), idle, flooder, args.rate,
+                                                                        args.seconds))
+            finally:
+                stats_path.write_text(stats_was)
     base = statistics.median(r["cpu"] / r["sent"] * 1e9 for r in results["no capture"])
     print(f"{'setting':<24} {'sent':>8} {'sender ns/send':>15} {'added':>7} {'send hook ns':>13} {'tc egress ns':>13}")
     for label, runs in results.items():
