@@ -935,6 +935,35 @@ def test_brief_containerd_containers_carry_their_metadata(engine, ctr_image, web
             assert (ctx["PodName"], ctx["PodNamespace"]) == ("web-0", "shop")
 
 
+def _thread_nices(pid: int) -> dict[int, tuple[str, int]]:
+    """Each thread of `pid`: its name and nice value."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            comm = (task / "comm").read_text().strip()
+            out[int(task.name)] = comm, int((task / "stat").read_text().rsplit(")", 1)[1].split()[16])
+        except (OSError, IndexError, ValueError):
+            continue        # a thread that ended meanwhile
+    return out
+
+
+def test_runtime_watchers_outrun_busy_cores(engine, web, no_kubeconfig):
+    """A brief container can be described only while it exists: the threads that follow the
+    runtimes (ptcap's own and gRPC's, which read the sockets) run at a raised priority, the
+    packet path at the default one (on a host with busy cores, the default priority woke the
+    containerd watcher 120 ms late, after a `ctr run --rm` container was gone)."""
+    cap = start_capture("-i", "lo", "-w", "/dev/null", "--containerd-address", engine.containerd,
+                        f"tcp port {web}")
+    threads = _thread_nices(cap.pid)
+    stop_capture(cap)
+    grpc = [nice for comm, nice in threads.values() if comm.startswith(("grpc", "event_engine"))]
+    assert grpc and set(grpc) == {-10}, threads
+    assert threads[cap.pid][1] == 0, threads            # the packets' thread
+    # the docker, containerd and CRI watchers: Python threads, named as the process
+    watchers = [tid for tid, (comm, nice) in threads.items() if comm == threads[cap.pid][0] and nice == -10]
+    assert len(watchers) >= 3, threads
+
+
 def test_container_name_selects_brief_containerd_containers(engine, ctr_image, web, tmp_path, no_kubeconfig):
     """--container-name given before 20 `ctr run --rm` containers named so (nerdctl's name
     label): each captured from its SYN, others not."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 
+from ptcap.meta.runtimes import priority
 from ptcap.meta.runtimes.availability import Reach
 
 
@@ -28,7 +29,8 @@ class GrpcEndpoint:
         os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
         import grpc
         if self._channel is None:
-            self._channel = grpc.insecure_channel(self.address)
+            with priority.raised():     # gRPC's threads, started with the first channel
+                self._channel = grpc.insecure_channel(self.address)
         return self._channel
 
     def call(self, method: str, request: bytes, metadata: tuple | None = None, quiet: bool = False) -> bytes:

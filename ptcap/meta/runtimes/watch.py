@@ -12,6 +12,7 @@ import threading
 import time
 
 from ptcap.errors import short_error
+from ptcap.meta.runtimes import priority
 from ptcap.meta.runtimes.availability import RETRY_SECONDS, Reach, RuntimeUnavailable, log
 
 # after a followed runtime's stream ends (a restart), how long it is looked for every
@@ -38,6 +39,7 @@ class Watcher:
         self._thread.start()
 
     def _run(self) -> None:
+        priority.raise_this_thread()        # a brief container is readable only while it lives
         lost_at = None          # when the stream of a runtime we were following ended
         while not self.stopping.is_set():
             restarting = lost_at is not None and time.monotonic() - lost_at < RESTART_WINDOW
