@@ -258,6 +258,16 @@ def test_pod_from_runtime_labels(engine, containers, peers, tmp_path, no_kubecon
     assert err.count("kubernetes: no cluster configuration") == 1, err
 
 
+def test_no_kubeconfig_leaves_the_kubernetes_client_unloaded(no_kubeconfig):
+    """Without a cluster configuration, a pod's first packet does not load the kubernetes client
+    (0.2 s of CPU holding the interpreter, during which the runtimes' watchers missed brief
+    containers); with one, it is loaded at start, on a thread."""
+    probe = ("import sys; from ptcap.meta.runtimes.kubernetes import KubernetesAPI; k = KubernetesAPI(); "
+             "k.prepare(); print(k.pod('web-0', 'shop'), 'kubernetes' in sys.modules)")
+    got = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert got.stdout.split() == ["None", "False"], got
+
+
 class FakeAPIServer(http.server.BaseHTTPRequestHandler):
     """The one call the kubernetes client makes here: GET a v1 Pod, answered as the API does."""
 

@@ -50,6 +50,8 @@ class Metadata:
         containers (or said it cannot be reached), `wait` seconds at most."""
         for w in self.watchers:
             w.start()
+        if self.kubernetes is not None:
+            self.kubernetes.prepare()
         for w in self.watchers:
             w.primed.wait(wait)
 
