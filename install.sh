@@ -35,6 +35,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 say "installing the ptcap package into .venv"
 .venv/bin/pip install -q --disable-pip-version-check -e ".[test]" </dev/null
+# The command: Python started with the stop signals blocked, until ptcap catches them
+# (ptcap/cli/signals.py). pip's script let a Ctrl-C in Python's first 50 ms print a traceback,
+# or be swallowed by site's .pth processing and the capture run on.
+printf '#!/bin/sh\n# written by install.sh: see ptcap/cli/signals.py\nexec /usr/bin/env --block-signal=INT,TERM,HUP "%s" -m ptcap.cli "$@"\n' \
+  "$ROOT/.venv/bin/python" > .venv/bin/ptcap.new
+chmod 755 .venv/bin/ptcap.new
+mv .venv/bin/ptcap.new .venv/bin/ptcap
 
 say "building BPF objects"
 make -s -C bpf

@@ -148,6 +148,33 @@ def test_a_signal_during_start_up_ends_it_as_any_stop(moment, sig):
     assert wait_clean() == []
 
 
+def _python_start_moments() -> dict[str, str]:
+    """Files Python opens before any of ptcap's code runs: a .pth file of the venv's site
+    (the editable install's), and the standard library's enum (imported for `re`)."""
+    import enum
+    pths = sorted((ROOT / ".venv").glob("lib/python*/site-packages/*.pth"))
+    return {"site's .pth files": str(pths[-1]) if pths else "no .pth",
+            "the interpreter's first imports": importlib.util.cache_from_source(enum.__file__)}
+
+
+@pytest.mark.parametrize("moment", ["site's .pth files", "the interpreter's first imports"])
+def test_a_ctrl_c_while_python_starts_is_a_stop_too(moment):
+    """The `ptcap` command (install.sh's launcher) starts Python with the stop signals blocked
+    until ptcap catches them: a Ctrl-C while site reads its .pth files or Python imports its
+    first modules ends it as any stop. With pip's script that was a KeyboardInterrupt
+    traceback (exit 1), or, in a .pth file, swallowed: the capture went on (a hang)."""
+    path = _python_start_moments()[moment]
+    assert os.path.exists(path), path
+    res = subprocess.run(["strace", "-f", "-qq", "-o", "/dev/null", "-P", path, "-e", "trace=openat",
+                          "-e", "inject=openat:signal=SIGINT:when=1",
+                          str(ROOT / ".venv" / "bin" / "ptcap"), "-n", "-i", "lo", "udp port 9"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res
+    assert "Traceback" not in res.stderr and "KeyboardInterrupt" not in res.stderr, res.stderr
+    assert "0 packets captured" in res.stderr
+    assert wait_clean() == []
+
+
 # -- output that cannot be written ---------------------------------------------------------
 
 @pytest.mark.parametrize("flags, words", [

@@ -22,10 +22,13 @@ def _install(stop: Stop) -> None:
 
 def early() -> None:
     """Catch the stop signals from now on; the capture that starts takes them over
-    (stop_on_signals), anything else gives them back (give_back)."""
+    (stop_on_signals), anything else gives them back (give_back). The `ptcap` command starts
+    Python with them blocked (install.sh's launcher): one that came while Python started (its
+    site's .pth files, the imports before this) is pending, and delivered here, to the Stop."""
     global _early
     _early = Stop()
     _install(_early)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
 
 
 def stop_on_signals() -> Stop:
