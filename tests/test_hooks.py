@@ -79,12 +79,31 @@ def _lines(out: bytes) -> list[str]:
     return out.decode().splitlines()
 
 
-def _function(name: str) -> str:
-    """A kernel function's name without the module that holds it: "nft_do_chain [nf_tables]"
-    where nf_tables is a module (Debian's kernels), "nft_do_chain" where it is built in."""
-    func, _, module = name.partition(" [")
-    assert not module or module.endswith("]") and " " not in func, name
-    return func
+def _location(text: str) -> tuple[str, int]:
+    """A drop location's function and offset, as the kernel prints its addresses:
+    "nft_do_chain+0x3e8 [nf_tables]" where nf_tables is a module (Debian's kernels),
+    "nft_do_chain+0x3e8" where it is built in."""
+    m = re.fullmatch(r"([A-Za-z0-9_.]+)\+0x([0-9a-f]+)( \[[A-Za-z0-9_]+\])?", text)
+    assert m, text
+    return m.group(1), int(m.group(2), 16)
+
+
+def test_a_location_in_a_module_reads_as_the_kernel_prints_it(tmp_path):
+    """kallsyms names a module's function "nft_do_chain [nf_tables]": the location is
+    "nft_do_chain+0x3e8 [nf_tables]" (the kernel's %pS without the length), not
+    "nft_do_chain [nf_tables]+0x3e8"."""
+    from ptcap.kernel.kallsyms import KernelSymbols
+    listing = tmp_path / "kallsyms"
+    listing.write_text("ffffffff81000000 T _stext\n"
+                       "ffffffff81c2e040 T nf_hook_slow\n"
+                       "ffffffff81c2e140 T nf_hook_slow_list\n"
+                       "ffffffffc0a21000 t nft_do_chain\t[nf_tables]\n"
+                       "ffffffffc0a22000 t nft_rule_expr\t[nf_tables]\n")
+    symbols = KernelSymbols(str(listing))
+    assert symbols.name(0xffffffffc0a213e8) == "nft_do_chain+0x3e8 [nf_tables]"
+    assert _location(symbols.name(0xffffffffc0a213e8)) == ("nft_do_chain", 0x3e8)
+    assert symbols.name(0xffffffff81c2e0e1) == "nf_hook_slow+0xa1"
+    assert symbols.name(0x1000) == "0x1000"
 
 
 def _kernel_has(symbol: str) -> bool:
@@ -113,8 +132,8 @@ def test_netfilter_drop_has_reason_location_and_comments(dropping, capture, tmp_
     for comment, ifname, icmp_type, dst in rows:
         ctx = comments(comment)
         assert ctx["DropReason"] == "NETFILTER_DROP"
-        func, _, off = ctx["DropLocation"].partition("+0x")
-        assert _function(func) in ("nf_hook_slow", "nft_do_chain") and int(off, 16) > 0
+        func, off = _location(ctx["DropLocation"])
+        assert func in ("nf_hook_slow", "nft_do_chain") and off > 0
         assert (ifname, icmp_type, dst) == ("kfree_skb", "8", dropping.peer_ip)
     # ptcap reads its own file back, drop included
     back = run(ptcap_argv("-r", str(out), "-n")).stdout
@@ -447,6 +466,6 @@ def test_wireshark_drops_interface_filters_by_reason(dropping, tmp_path):
     assert len(rows) == 3, out + err
     for reason, location, icmp_type in rows:
         assert reason == "NETFILTER_DROP" and icmp_type == "8"
-        func, _, off = location.partition("+0x")
-        assert _function(func) in ("nf_hook_slow", "nft_do_chain") and int(off, 16) > 0, location
+        func, off = _location(location)
+        assert func in ("nf_hook_slow", "nft_do_chain") and off > 0, location
     assert wait_clean() == []

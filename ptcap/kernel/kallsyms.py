@@ -1,4 +1,5 @@
-"""Kernel addresses to `function+0xoffset`, from /proc/kallsyms (read once, bisected)."""
+"""Kernel addresses to `function+0xoffset` (`function+0xoffset [module]` in a module, as the
+kernel prints its own addresses), from /proc/kallsyms (read once, bisected)."""
 from __future__ import annotations
 
 import bisect
@@ -18,21 +19,22 @@ class KernelSymbols:
                         continue
                     addr = int(parts[0], 16)
                     if addr:
-                        name = parts[2] if len(parts) == 3 else f"{parts[2]} {parts[3]}"
-                        entries.append((addr, name))
+                        entries.append((addr, parts[2], f" {parts[3]}" if len(parts) > 3 else ""))
         except OSError:
             pass
         entries.sort()
-        self._addrs = [a for a, _ in entries]
-        self._names = [n for _, n in entries]
+        self._addrs = [a for a, _, _ in entries]
+        self._names = [n for _, n, _ in entries]
+        self._modules = [m for _, _, m in entries]
 
     def __bool__(self) -> bool:
         return bool(self._addrs)
 
     def name(self, addr: int) -> str:
-        """'nf_hook_slow+0x9a', or the bare hex address when no symbol covers it."""
+        """'nf_hook_slow+0x9a', 'nft_do_chain+0x3e8 [nf_tables]', or the bare hex address when
+        no symbol covers it."""
         i = bisect.bisect_right(self._addrs, addr) - 1
         # far past the nearest symbol: code kallsyms does not list (BPF trampolines)
         if i < 0 or not addr or addr - self._addrs[i] > _LONGEST_FUNCTION:
             return f"0x{addr:x}"
-        return f"{self._names[i]}+0x{addr - self._addrs[i]:x}"
+        return f"{self._names[i]}+0x{addr - self._addrs[i]:x}{self._modules[i]}"
