@@ -181,7 +181,8 @@ def test_snaplen_interfaces_and_clock(veth, peers, capture, tmp_path):
     port = str(free_port())
     peers("udp-server", port, netns=veth.ns)
     out = tmp_path / "out.pcapng"
-    cap = capture("-i", veth.host_if, "-i", "lo", "-Q", "out", "-s", "96", "-w", str(out), "-c", "2", "udp")
+    cap = capture("-i", veth.host_if, "-i", "lo", "-Q", "out", "-s", "96", "-w", str(out), "-c", "2",
+                  f"udp port {port}")        # (other UDP on this host's lo is not ours)
     client = peers("udp-client", veth.peer_ip, port)
     sent = [float(client.say("send 1000").split()[1]) for _ in range(2)]
     cap.finish()
