@@ -120,6 +120,19 @@ def test_command_is_captured_with_descendants_and_its_status_returned(peers, tmp
     assert wait_clean() == []
 
 
+def test_command_starts_with_the_signals_a_shell_gives(tmp_path):
+    """The command's signal dispositions and mask are those it has when run directly: Python
+    ignores SIGPIPE and SIGXFSZ, and ptcap's child inherited that through exec (`yes | head -1`
+    under ptcap printed "yes: standard output: Broken pipe")."""
+    show = "grep -E '^Sig(Ign|Blk)' /proc/self/status; yes | head -1"
+    direct = subprocess.run(["sh", "-c", show], capture_output=True, text=True, timeout=30)
+    under = subprocess.run(ptcap_argv("-i", "lo", "-w", str(tmp_path / "o.pcapng"), "--", "sh", "-c", show),
+                           capture_output=True, text=True, timeout=60)
+    assert under.returncode == 0, under.stderr
+    assert under.stdout == direct.stdout, (under.stdout, direct.stdout)
+    assert "Broken pipe" not in under.stderr, under.stderr
+
+
 def test_command_runs_as_the_invoking_user_under_sudo(peers, tmp_path):
     port = str(free_port())
     peers("udp-server", port, "127.0.0.1")

@@ -34,7 +34,9 @@ class Command:
                 os.close(self._go)
                 os.read(read_end, 1)
                 os.close(read_end)
-                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                # as the shell would start it: Python ignores SIGPIPE and SIGXFSZ, and an
+                # ignored signal stays ignored across exec (`yes | head -1` wrote "Broken pipe")
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE, signal.SIGXFSZ):
                     signal.signal(sig, signal.SIG_DFL)
                 _drop_to_invoking_user()
                 _end_with_parent(parent)
