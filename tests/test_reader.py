@@ -113,7 +113,7 @@ def test_tshark_written_pcapng_reads_like_the_pcap(tmp_path):
 @pytest.mark.parametrize("content, message", [
     (b"hello world, not a capture", "unknown file format"),
     (b"", "truncated dump file; tried to read 4 file header bytes, only got 0"),
-    (b"\xd4\xc3\xb2\xa1\x02\x00", "truncated dump file; tried to read 24 file header bytes, only got 6"),
+    (b"\xd4\xc3\xb2\xa1\x02\x00", "truncated dump file; tried to read 24 file header bytes, only got 2"),  # tcpdump's
 ])
 def test_non_capture_files_are_one_line_errors(tmp_path, content, message):
     path = tmp_path / "bad"
@@ -350,6 +350,56 @@ def test_a_damaged_file_with_processes_prints_what_tcpdump_prints_then_its_error
     assert all("sender.4242" in line for line in lines)
     want = oracle.stderr.decode().splitlines()[-1].replace("tcpdump: ", "ptcap: ", 1)
     assert got.stderr.decode().splitlines()[-1] == want and got.returncode == oracle.returncode == 1
+
+
+def _pcap_header(major: int = 2, minor: int = 4, linktype: int = 1, magic: int = 0xA1B2C3D4) -> bytes:
+    return struct.pack("<IHHiIII", magic, major, minor, 0, 0, 262144, linktype)
+
+
+def _record(modified: bool = False) -> bytes:
+    extra = struct.pack("<IHBB", 1, 0x0800, 0, 0) if modified else b""     # ifindex, protocol, type
+    return struct.pack("<IIII", 1_700_000_000, 5, len(PKT), len(PKT)) + extra + PKT
+
+
+PCAP_HEADERS = {
+    "version 1.4 (archaic)": _pcap_header(1, 4) + _record(),
+    "version 2.1284": _pcap_header(2, 1284) + _record(),
+    "a header of 20 bytes": _pcap_header()[:20],
+    "link type 65535": _pcap_header(linktype=65535) + _record(),
+    "link type 65537 (above a pcapng IDB's 16 bits)": _pcap_header(linktype=65537) + _record(),
+    "Kuznetzov's modified format": _pcap_header(magic=0xA1B2CD34) + _record(modified=True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PCAP_HEADERS))
+def test_a_pcap_header_is_judged_as_libpcap_judges_it_when_written_again(tmp_path, name):
+    """-r FILE -w OUT (ptcap's own reader): the lines and status tcpdump -r FILE -w OUT gives.
+    A link type libpcap does not know is refused (ptcap wrote a file tcpdump refuses; 65537
+    ended in a struct.error traceback), version 1.x is "archaic", 2.5+ unsupported, a short
+    header counts the bytes after the magic, and the modified format's Ethernet snaplen is 14
+    bytes longer (all as libpcap 1.10)."""
+    path = tmp_path / "in.pcap"
+    path.write_bytes(PCAP_HEADERS[name])
+    want = subprocess.run(["tcpdump", "-r", str(path), "-w", str(tmp_path / "t.pcap")], capture_output=True, text=True)
+    got = subprocess.run([sys.executable, "-m", "ptcap.cli", "-r", str(path), "-w", str(tmp_path / "p.pcapng")],
+                         capture_output=True, text=True)
+    assert got.stderr.splitlines() == want.stderr.replace("tcpdump: ", "ptcap: ").splitlines(), got.stderr
+    assert got.returncode == want.returncode
+
+
+def test_a_linux_sll2_pipe_is_warned_about_once(tmp_path):
+    """tcpdump warns once that LINUX_SLL2 interface names might be incorrect; ptcap said it
+    once, and each of its tcpdump children again (three lines from a pipe)."""
+    sll2 = struct.pack(">HHIHBB8s", 0x0800, 0, 1, 1, 0, 6, b"\x02" * 6 + b"\0\0") + PKT[14:]
+    shb = _block("<", 0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+    idb = _block("<", 1, struct.pack("<HHI", 276, 0, 262144))
+    epb = _block("<", 6, struct.pack("<IIIII", 0, 0, 1, len(sll2), len(sll2)) + sll2 + b"\0" * (-len(sll2) % 4))
+    data = shb + idb + epb + epb
+    want = subprocess.run(["tcpdump", "-n", "-r", "-"], input=data, capture_output=True)
+    got = subprocess.run([sys.executable, "-m", "ptcap.cli", "-n", "-r", "-"], input=data, capture_output=True)
+    assert want.stderr.count(b"Warning: interface names might be incorrect") == 1
+    assert got.stderr.count(b"Warning: interface names might be incorrect") == 1, got.stderr
+    assert got.stdout == want.stdout and got.returncode == want.returncode == 0
 
 
 def test_a_time_stamp_past_2106_keeps_its_low_32_bits_as_libpcap_does(tmp_path):

@@ -303,10 +303,10 @@ def _decode_in_ptcap(args: argparse.Namespace, flags: PrintFlags, parts, keep, h
             sys.stderr.write("Warning: interface names might be incorrect\n")
         sys.stderr.flush()
         expression = expression_from_args(args).strip()
-        programs: dict[int, object] = {}
-        if expression:                  # as tcpdump, before the first packet is read
-            programs[reader.linktype] = compile_filter(expression, reader.linktype, reader.snaplen,
-                                                       file_order=reader.byte_order)
+        # as tcpdump, before the first packet is read, and an empty filter too: libpcap refuses
+        # a link type it does not know ("unknown data link type 65535 (min 104, max 289)")
+        programs: dict[int, object] = {reader.linktype: compile_filter(
+            expression, reader.linktype, reader.snaplen, file_order=reader.byte_order)}
         limit = args.count if getattr(args, "count", None) else 0
         count_only = getattr(args, "count_only", False)
         if getattr(args, "write", None):

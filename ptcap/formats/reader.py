@@ -55,16 +55,22 @@ class CaptureReader(PcapngReading):
     def _open_pcap(self, magic: bytes) -> None:
         order, nano, modified = _PCAP_MAGICS[magic]
         head = self._s.take(20)
-        if len(head) < 20:
-            raise PtcapError(f"truncated dump file; tried to read 24 file header bytes, only got {len(head) + 4}")
+        if len(head) < 20:       # (libpcap counts the bytes after the magic)
+            raise PtcapError(f"truncated dump file; tried to read 24 file header bytes, only got {len(head)}")
         major, minor, _zone, _sigfigs, snaplen, linktype = struct.unpack(order + "HHiIII", head)
-        if major != 2 and not (major == 543 and minor == 0):
+        # libpcap 1.10's checks, in its words
+        if major < 2:
+            raise PtcapError("archaic pcap savefile format")
+        if not (major == 2 and minor <= 4) and not (major == 543 and minor == 0):
             raise PtcapError(f"unsupported pcap savefile version {major}.{minor}")
         self.format = "pcap"
         self.linktype = linktype & 0x03FFFFFF
         self.linktype_ext = linktype & 0xFC000000     # the FCS length bits, kept by -w x.pcap
         # as libpcap: a snapshot length that is 0 or negative (as a C int) means the maximum
         self.snaplen = snaplen if 0 < snaplen < 1 << 31 else max_snaplen_for(self.linktype)
+        if modified and self.linktype == 1 and 0 < snaplen < 1 << 31:
+            # as libpcap: that format's Ethernet files left the link header out of their snaplen
+            self.snaplen += 14
         self._order = order
         self._nano = nano
         self._rec = 24 if modified else 16

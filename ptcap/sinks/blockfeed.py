@@ -25,7 +25,7 @@ from ptcap.sinks.child import GROUP, PIPE_SIZE, between_markers, calibrate, cut_
 from ptcap.sinks.markers import make_marker
 from ptcap.sinks.merge import merge, merge_lines, per_packet, ts_words
 from ptcap.sinks.tcpdump import Decoder
-from ptcap.sinks.tcpdump_child import PrintFlags, child_user, spawn
+from ptcap.sinks.tcpdump_child import PrintFlags, child_user, said_by_ptcap, spawn
 
 _WRITE = 1 << 20
 _F_SETPIPE_SZ = 1031
@@ -274,7 +274,7 @@ class BlockPrinter:
 
     def _stderr(self) -> None:
         for raw in self.proc.stderr:
-            if raw.startswith(b"reading from file -,") or not raw.strip() or self.quiet:
+            if said_by_ptcap(raw) or not raw.strip() or self.quiet:
                 continue
             sys.stderr.write(raw.decode(errors="replace"))
             sys.stderr.flush()

@@ -25,7 +25,7 @@ from ptcap.errors import PtcapError
 from ptcap.sinks.child import Child, expand, split_records
 from ptcap.sinks.linewriter import LineWriter
 from ptcap.sinks.merge import Span, merge, merge_lines, per_packet, ts_words
-from ptcap.sinks.tcpdump_child import PrintFlags, child_user
+from ptcap.sinks.tcpdump_child import PrintFlags, child_user, said_by_ptcap
 
 BACKLOG_BYTES = 16 << 20        # queued for a child beyond this: counted, not printed
 STUCK_SECONDS = 5.0             # at the end of a live capture, a child silent this long is left
@@ -298,7 +298,7 @@ class Decoder:
             lines = child.err.split(b"\n")
             child.err = lines.pop()
             for line in lines:
-                if line.startswith(b"reading from file -,") or not line:
+                if said_by_ptcap(line) or not line:
                     continue
                 sys.stderr.write(line.decode(errors="replace") + "\n")
                 sys.stderr.flush()

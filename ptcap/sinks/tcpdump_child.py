@@ -123,6 +123,12 @@ def spawn(argv: list[str], user: pwd.struct_passwd, stdin, stdout, stderr, bulk:
         raise PtcapError(f"cannot run {TCPDUMP}: {e.strerror}") from None
 
 
+def said_by_ptcap(line: bytes) -> bool:
+    """A child's stderr line that ptcap says itself, once for the whole input: tcpdump's
+    "reading from file -, ..." and its LINUX_SLL2 warning (each child would repeat them)."""
+    return line.startswith((b"reading from file -,", b"Warning: interface names might be incorrect"))
+
+
 def check_flags(flags: PrintFlags, user: pwd.struct_passwd, linktype: int = 1) -> None:
     """Run tcpdump once on an empty capture with the user's flags: a flag it refuses is the
     user's error, said as tcpdump says it."""
