@@ -250,6 +250,10 @@ BAD_FILES = {
     "epb-2g.pcapng": _SHB + _idb() + struct.pack("<II", 6, 0x80000000) + b"\0" * 100,
     "epb-20m.pcapng": _SHB + _idb() + struct.pack("<II", 6, 20 << 20) + b"\0" * 100,
     "no-idb.pcapng": _SHB,
+    # a packet block before the first interface, too short to read: libpcap says the first
+    # (it looks for an interface before it reads a packet); ptcap said "too short"
+    "pb-before-idb.pcapng": _SHB + _blk(2, b"abcd") + _idb(),
+    "epb-before-idb.pcapng": _SHB + _blk(6, b"abcd") + _idb(),
     "caplen-2g.pcap": struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
                       + struct.pack("<IIII", 1, 0, 0x80000000, 60) + b"\0" * 60,
     "caplen-over-max.pcap": struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 100, 1)

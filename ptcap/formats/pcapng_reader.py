@@ -193,6 +193,8 @@ class PcapngReading:
         if btype == 0x0A0D0D0A:
             self._next_section(body)
             return None
+        if btype in (2, 3, 6) and self._first is None:
+            self._interface(0)      # libpcap looks for the first interface before reading a packet
         if btype == 6:  # Enhanced Packet Block
             if len(body) < 20:
                 raise PtcapError(_TOO_SHORT % btype)
