@@ -406,6 +406,20 @@ def test_a_linux_sll2_pipe_is_warned_about_once(tmp_path):
     assert got.stdout == want.stdout and got.returncode == want.returncode == 0
 
 
+def test_a_file_with_processes_on_a_link_type_libpcap_refuses_is_one_error(tmp_path):
+    """Process comments on an interface of a link type libpcap does not know: tcpdump's one
+    line and status; ptcap said first that it could not add its fields (two errors)."""
+    comment = _opt("<", 1, b"PID: 1\nCmd: /bin/x") + _opt("<", 0, b"")
+    epb = _blk(6, struct.pack("<IIIII", 0, 0, 1, len(PKT), len(PKT)) + PKT + b"\0" * (-len(PKT) % 4) + comment)
+    path = tmp_path / "lt65535.pcapng"
+    path.write_bytes(_SHB + _idb(65535) + epb)
+    want = subprocess.run(["tcpdump", "-n", "-r", str(path)], capture_output=True, text=True)
+    got = subprocess.run([sys.executable, "-m", "ptcap.cli", "-n", "-r", str(path)], capture_output=True, text=True)
+    assert want.returncode == 1
+    assert got.stderr.splitlines() == want.stderr.replace("tcpdump: ", "ptcap: ").splitlines(), got.stderr
+    assert got.returncode == 1 and got.stdout == ""
+
+
 def test_a_time_stamp_past_2106_keeps_its_low_32_bits_as_libpcap_does(tmp_path):
     """pcapng stamps are 64 bits, a pcap record's seconds 32: a stamp past 2106 (tcpdump's own
     corpus has one, smb_data_print-segv.pcapng) goes to the tcpdump child with its low 32 bits

@@ -181,6 +181,8 @@ def _has_context(f) -> bool:
             if pkt.context is not None:
                 if pkt.linktype in MARKABLE:
                     return True
+                if _unknown_to_libpcap(pkt.linktype):
+                    return False        # tcpdump refuses it in its words: that one line
                 sys.stderr.write(f"ptcap: link-type {pkt.linktype}: ptcap cannot add its fields to tcpdump's "
                                  "lines for this link type; they are tcpdump's alone\n")
                 return False
@@ -188,6 +190,15 @@ def _has_context(f) -> bool:
         return False
     finally:
         f.seek(0)
+    return False
+
+
+def _unknown_to_libpcap(linktype: int) -> bool:
+    """A link type libpcap refuses to compile for: tcpdump says so and reads nothing."""
+    try:
+        compile_filter("", linktype)
+    except PtcapError:
+        return True
     return False
 
 
