@@ -2,9 +2,10 @@
 
 A container's name, image and labels can be read from its runtime only while it exists, and
 a `ctr run --rm` or `docker run --rm` of one request lives 100-200 ms. On a host whose cores
-are busy, a watcher thread at the default priority was measured waking 120 ms after the
-runtime's create event (the event waits in the socket behind the busy tasks): the container
-was gone and its packets carried its id for a name. The watchers, and the gRPC library's own
+are busy, a watcher thread at the default priority was measured reading the runtime's create
+event 95-140 ms late (behind the busy tasks, and behind the packet thread, preempted while it
+held the interpreter): the container was gone and its packets carried its id for a name.
+The watchers, and the gRPC library's own
 threads (they read the sockets, and inherit the priority of the thread that starts them), run
 at NICE instead: they sleep but for a few hundred microseconds per container event.
 """
