@@ -28,6 +28,7 @@ class MixedLinkTypes(Exception):
 
 
 _EOF = object()     # the end of the file, from _next_block
+_BEFORE_IDB = "the capture file has a packet block before any Interface Description Blocks"
 
 
 class PcapngReading:
@@ -157,7 +158,7 @@ class PcapngReading:
 
     def _interface(self, ifid: int) -> tuple[int, int, str, int, int, int]:
         if self._first is None:
-            raise PtcapError("the capture file has a packet block before any Interface Description Blocks")
+            raise PtcapError(_BEFORE_IDB)
         try:
             return self._ifaces[ifid]
         except IndexError:
@@ -193,8 +194,8 @@ class PcapngReading:
         if btype == 0x0A0D0D0A:
             self._next_section(body)
             return None
-        if btype in (2, 3, 6) and self._first is None:
-            self._interface(0)      # libpcap looks for the first interface before reading a packet
+        if btype in (2, 3, 6) and self._first is None:     # before its length is judged: libpcap
+            raise PtcapError(_BEFORE_IDB)                   # looks for an interface first
         if btype == 6:  # Enhanced Packet Block
             if len(body) < 20:
                 raise PtcapError(_TOO_SHORT % btype)

@@ -67,10 +67,13 @@ class CaptureReader(PcapngReading):
         self.linktype = linktype & 0x03FFFFFF
         self.linktype_ext = linktype & 0xFC000000     # the FCS length bits, kept by -w x.pcap
         # as libpcap: a snapshot length that is 0 or negative (as a C int) means the maximum
-        self.snaplen = snaplen if 0 < snaplen < 1 << 31 else max_snaplen_for(self.linktype)
-        if modified and self.linktype == 1 and 0 < snaplen < 1 << 31:
+        if not 0 < snaplen < 1 << 31:
+            self.snaplen = max_snaplen_for(self.linktype)
+        elif modified and self.linktype == 1:
             # as libpcap: that format's Ethernet files left the link header out of their snaplen
-            self.snaplen += 14
+            self.snaplen = snaplen + 14
+        else:
+            self.snaplen = snaplen
         self._order = order
         self._nano = nano
         self._rec = 24 if modified else 16
