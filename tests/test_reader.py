@@ -41,8 +41,9 @@ def _block(order: str, btype: int, body: bytes) -> bytes:
 
 
 def pcapng_bytes(order: str = "<", tsresol: int | None = None, name: str = "eth0",
-                 packets=(), extra_blocks: bytes = b"") -> bytes:
-    shb = _block(order, 0x0A0D0D0A, struct.pack(order + "IHHq", 0x1A2B3C4D, 1, 0, -1) + _opt(order, 0, b""))
+                 packets=(), extra_blocks: bytes = b"", application: str | None = None) -> bytes:
+    shb_opts = _opt(order, 4, application.encode()) if application else b""
+    shb = _block(order, 0x0A0D0D0A, struct.pack(order + "IHHq", 0x1A2B3C4D, 1, 0, -1) + shb_opts + _opt(order, 0, b""))
     opts = _opt(order, 2, name.encode())
     if tsresol is not None:
         opts += _opt(order, 9, bytes([tsresol]))
@@ -495,9 +496,9 @@ def test_a_time_stamp_past_2554_does_not_end_a_pcapng_written_again(tmp_path):
         ["1480520108.640523", f"{kept // 10**9 % 2**32}.{kept % 10**9 // 1000:06d}", "1480520108.641033"]
 
 
-def _head_1(argv: list[str], data: bytes) -> tuple[int, bytes]:
+def _head_1(argv: list[str], data: bytes, env: dict | None = None) -> tuple[int, bytes]:
     """`argv | head -1`: the exit status and the last line of stderr."""
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
 
     def feed() -> None:
         try:
@@ -525,6 +526,21 @@ def test_output_that_goes_away_is_said_and_exits_14_as_tcpdump_does(kind):
     want = _head_1(["tcpdump", "-n", "-r", "-"], data)
     assert want == (14, b"tcpdump: Unable to write output: Broken pipe")
     assert _head_1([sys.executable, "-m", "ptcap.cli", "-n", "-r", "-"], data) == \
+        (14, b"ptcap: Unable to write output: Broken pipe")
+
+
+def test_output_cut_short_under_pythonunbuffered_is_said_as_tcpdump_says_it(tmp_path):
+    """PYTHONUNBUFFERED (set in many container images) gave ptcap a raw stdout: a write that
+    `head -1` cut short by leaving mid-write took part of the lines and dropped the rest
+    without a word, so a file whose lines ptcap writes at once ended with status 0 and no
+    message. Here one group of lines (-x: some 110 KB) is one write, more than a pipe holds."""
+    comment = "PID: 4242\nCmd: /usr/bin/sender\n"
+    packets = [(1_700_000_000_000_000 + i * 1000, PKT, 2, [comment]) for i in range(400)]
+    path = tmp_path / "procs.pcapng"
+    path.write_bytes(pcapng_bytes(packets=packets, application="ptcap 0.1"))
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    assert _head_1(["tcpdump", "-nx", "-r", str(path)], b"") == (14, b"tcpdump: Unable to write output: Broken pipe")
+    assert _head_1([sys.executable, "-m", "ptcap.cli", "-nx", "-r", str(path)], b"", env) == \
         (14, b"ptcap: Unable to write output: Broken pipe")
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 
 from ptcap.cli import signals
@@ -185,8 +186,25 @@ MAX_SNAPLEN = 262144
 MAX_BUFFER_KIB = 1 << 20        # a 1 GiB ring
 
 
+def buffered_stdout() -> None:
+    """With PYTHONUNBUFFERED set (common in container images) or `python -u`, sys.stdout
+    writes to a raw file, whose write() may take only part of what it is given (a reader
+    leaving mid-write, a signal) and tell it only in its count: the rest was dropped without a
+    word, and `ptcap -r F | head -1` ended with status 0 where tcpdump says 'Unable to write
+    output'. ptcap's output is buffered as without that setting; -l and -U say when it is
+    flushed, as they do for tcpdump."""
+    out = sys.stdout
+    if out is None or not isinstance(getattr(out, "buffer", None), io.RawIOBase):
+        return
+    out.flush()
+    raw = io.FileIO(out.fileno(), "w", closefd=False)   # fd 1 stays the old object's to close
+    sys.stdout = io.TextIOWrapper(io.BufferedWriter(raw), encoding=out.encoding, errors=out.errors,
+                                  line_buffering=raw.isatty())
+
+
 def main(argv: list[str] | None = None) -> int:
     signals.early()     # before anything slow: a Ctrl-C from now on is a stop, not a traceback
+    buffered_stdout()
     argv = sys.argv[1:] if argv is None else argv
     reading = False
     try:
