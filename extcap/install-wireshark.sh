@@ -11,6 +11,7 @@
 #                           the privileged helper (extcap/ptcap-capture.c): root:wireshark 0750,
 #                           file capabilities cap_bpf, cap_perfmon, cap_net_admin
 #   Wireshark's extcap folder (tshark -G folders: "Extcap path"): `ptcap`
+#   /usr/local/bin/ptcap    the command, for every user (PTCAP_BIN_DIR to put it elsewhere)
 #   Wireshark's global Lua plugins folder ("Global Lua Plugins"): ptcap.lua
 #   Wireshark's global configuration ("Global configuration"): profiles/ptcap
 # and the group `wireshark`, made when missing. Older installs' per-user copies are removed.
@@ -103,6 +104,18 @@ install -d -m 755 "$EXTCAP_DIR" "$LUA_DIR" "$CONF_DIR/profiles/ptcap"
 } > "$EXTCAP_DIR/ptcap.new"
 chmod 755 "$EXTCAP_DIR/ptcap.new"
 mv -f "$EXTCAP_DIR/ptcap.new" "$EXTCAP_DIR/ptcap"
+
+# the command on every user's PATH: this copy, started as the checkout's .venv/bin/ptcap starts
+# (the stop signals blocked until ptcap catches them: ptcap/cli/signals.py). Reading files needs
+# no privilege; a capture says that it needs root.
+BIN_DIR=${PTCAP_BIN_DIR:-/usr/local/bin}
+install -d -m 755 "$BIN_DIR"
+{
+  printf '#!/bin/sh\n# ptcap, installed by install-wireshark.sh from %s\n' "$ROOT"
+  printf 'exec /usr/bin/env --block-signal=INT,TERM,HUP %s/.venv/bin/python -I -m ptcap.cli "$@"\n' "$PREFIX"
+} > "$BIN_DIR/ptcap.new"
+chmod 755 "$BIN_DIR/ptcap.new"
+mv -f "$BIN_DIR/ptcap.new" "$BIN_DIR/ptcap"
 install -m 644 "$ROOT/lua/ptcap.lua" "$LUA_DIR/ptcap.lua"
 
 # the profile: ptcap's columns; Wireshark's own coloring rules (this version's), ptcap's first

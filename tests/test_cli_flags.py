@@ -3,17 +3,19 @@ its words for bad flags, its exit code. tcpdump itself is the oracle, on the sam
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import shutil
 import socket
 import struct
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, ROOT, free_port, ptcap_argv, run
+from conftest import PYTHON, ROOT, Capture, free_port, ptcap_argv, run, wait_for
 
 TCPDUMP = shutil.which("tcpdump")
 PCAP = str(ROOT / "tests/data/live/lo.pcap")
@@ -284,3 +286,136 @@ def test_ptcpdumps_tuning_flags_are_accepted(flags):
     assert (ours.returncode, ours.stdout, ours.stderr) == (0, plain.stdout, plain.stderr)
     bad = subprocess.run(ptcap_argv("-n", "-r", PCAP, "--log-level=loud"), capture_output=True, text=True)
     assert bad.returncode == 1 and len(bad.stderr.splitlines()) == 1 and "--log-level" in bad.stderr
+
+
+def test_fp_type_is_the_decoders():
+    """tcpdump's own test suite (TESTrun) asks `$TCPDUMP --fp-type` which expected outputs
+    fit; ptcap's decoder is tcpdump, so the answer is tcpdump's."""
+    ours, theirs = both("--fp-type")
+    assert theirs.returncode == 0 and theirs.stdout.strip()
+    assert (ours.returncode, ours.stdout, ours.stderr) == (0, theirs.stdout, theirs.stderr)
+
+
+@pytest.mark.parametrize("flags", [("-a",), ("-I",), ("--monitor-mode",), ("-z", "gzip"), ("-I", "-a", "-c", "3")],
+                         ids=" ".join)
+def test_flags_tcpdump_ignores_with_r_are_ignored(flags):
+    """-a (kept for old scripts), monitor mode (a capture's) and -z without -C/-G: tcpdump
+    reads the file as without them."""
+    ours, theirs = both("-n", "-r", PCAP, *flags)
+    assert theirs.returncode == 0
+    assert (ours.returncode, ours.stdout, ours.stderr) == (0, theirs.stdout, theirs.stderr)
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("flags", [("-i", "lo"), ()], ids=" ".join)
+def test_monitor_mode_is_refused_for_a_capture_in_tcpdumps_words(flags):
+    ours = subprocess.run(ptcap_argv("-I", *flags, "-c", "1"), capture_output=True, text=True, timeout=60)
+    name = flags[1] if flags else "any"     # tcpdump's default is a device, ptcap's every one
+    theirs = subprocess.run([TCPDUMP, "-I", "-i", name, "-c", "1"], capture_output=True, text=True, timeout=60)
+    assert theirs.returncode == 1
+    assert (ours.returncode, ours.stdout, ours.stderr) == (1, "", theirs.stderr.replace("tcpdump: ", "ptcap: ", 1))
+
+
+@pytest.mark.root
+def test_list_of_interfaces_comes_first_as_in_tcpdump():
+    """-D lists the interfaces even with -r or -V (tcpdump looks at it before them)."""
+    alone = subprocess.run(ptcap_argv("-D"), capture_output=True, text=True, timeout=60)
+    ours, theirs = both("-D", "-r", PCAP)
+    assert theirs.stdout.startswith("1.") and alone.stdout.startswith("1.")
+    assert (ours.returncode, ours.stdout) == (0, alone.stdout)
+
+
+def _settled(directory: Path, count: int):
+    """The names in `directory` once no -z gzip is left running on them (ours waits for its
+    commands; tcpdump does not)."""
+    def done() -> bool:
+        names = os.listdir(directory)
+        return len(names) == count and not any(n.endswith(".gz") is False and n + ".gz" in names for n in names)
+    wait_for(done, 30, f"{count} files in {directory}")
+    return sorted(os.listdir(directory))
+
+
+def _packets_in(paths) -> int:
+    total = 0
+    for path in paths:
+        text = f"gzip -dc {path}" if str(path).endswith(".gz") else f"cat {path}"
+        out = subprocess.run(f"{text} | {TCPDUMP} -r - 2>/dev/null | wc -l", shell=True, capture_output=True,
+                             text=True, check=True).stdout
+        total += int(out)
+    return total
+
+
+def _big_pcap(path: Path, packets: int = 2500) -> Path:
+    """A classic pcap of `packets` UDP datagrams of 1000 bytes: 2.6 MB, three files at -C 1."""
+    payload = bytes(range(256)) * 4
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + 8 + len(payload), 1, 0, 64, 17, 0,
+                     bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]))
+    frame = bytes(12) + b"\x08\x00" + ip + struct.pack("!HHHH", 12345, 9, 8 + len(payload), 0) + payload
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for i in range(packets):
+            f.write(struct.pack("<IIII", 1700000000 + i, 0, len(frame), len(frame)) + frame)
+    return path
+
+
+@pytest.mark.root
+def test_postrotate_command_runs_on_each_rotated_file_as_tcpdumps(tmp_path):
+    """-r -w -C -z gzip: each file rotation closes is compressed (the last one, still open at
+    the end, is not), the same files as tcpdump's; every packet is in them."""
+    src = _big_pcap(tmp_path / "src.pcap")
+    ours_dir, theirs_dir = tmp_path / "ptcap", tmp_path / "tcpdump"
+    ours_dir.mkdir()
+    theirs_dir.mkdir()
+    ours = subprocess.run(ptcap_argv("-r", str(src), "-w", str(ours_dir / "r.pcap"), "-C", "1", "-z", "gzip"),
+                          capture_output=True, text=True, timeout=60)
+    theirs = subprocess.run([TCPDUMP, "-Z", "root", "-r", str(src), "-w", str(theirs_dir / "r.pcap"), "-C", "1",
+                             "-z", "gzip"], capture_output=True, text=True, timeout=60)
+    assert (ours.returncode, theirs.returncode) == (0, 0), ours.stderr + theirs.stderr
+    names = _settled(theirs_dir, 3)
+    assert names == ["r.pcap.gz", "r.pcap1.gz", "r.pcap2"], names
+    assert sorted(os.listdir(ours_dir)) == names      # ptcap has waited for its gzip already
+    assert _packets_in(ours_dir / n for n in names) == 2500
+
+
+@pytest.mark.root
+def test_live_rotation_compresses_and_gives_the_files_to_the_minus_Z_user(tmp_path):
+    """A live -C capture with -z gzip -Z nobody: files rotation closed are compressed by the
+    time ptcap exits, each belongs to nobody (as tcpdump's files belong to its -Z user), and
+    every packet captured is in them."""
+    tmp_path.chmod(0o755)
+    port, n = free_port(), 300
+    cap = Capture("-i", "lo", "-w", str(tmp_path / "live.pcapng"), "-C", "20k", "-z", "gzip", "-Z", "nobody",
+                  "-c", str(n), f"udp dst port {port}")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        while cap.proc.poll() is None:
+            sock.sendto(b"y" * 200, ("127.0.0.1", port))
+            time.sleep(0.001)
+    finally:
+        sock.close()
+    _, err = cap.finish()
+    assert f"{n} packets captured" in err and "compress_savefile" not in err, err
+    names = sorted(os.listdir(tmp_path))
+    plain = [name for name in names if not name.endswith(".gz")]
+    assert len(names) >= 3 and plain == [f"live.pcapng{len(names) - 1}"], names    # still open at the end
+    assert all((tmp_path / name).stat().st_uid == pwd.getpwnam("nobody").pw_uid for name in names)
+    assert _packets_in(tmp_path / name for name in names) == n
+
+
+@pytest.mark.root
+def test_a_postrotate_command_that_cannot_start_is_said_and_the_capture_goes_on(tmp_path):
+    port = free_port()
+    cap = Capture("-i", "lo", "-w", str(tmp_path / "x.pcap"), "-C", "1k", "-z", "no-such-compressor",
+                  "-c", "40", f"udp dst port {port}")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        while cap.proc.poll() is None:
+            sock.sendto(b"z" * 200, ("127.0.0.1", port))
+            time.sleep(0.001)
+    finally:
+        sock.close()
+    _, err = cap.finish()
+    assert cap.proc.returncode == 0 and "40 packets captured" in err, err
+    assert f"compress_savefile: execlp(no-such-compressor, {tmp_path / 'x.pcap'}) failed: " \
+           "No such file or directory\n" in err
+    assert _packets_in(sorted(tmp_path.iterdir())) == 40

@@ -7,7 +7,9 @@ import re
 import select
 import signal
 import struct
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -626,3 +628,30 @@ def test_drops_interface_maps_to_the_kfree_skb_hook():
     assert extcap("--extcap-interface", "ptcap-drops", "--extcap-capture-filter", "ether host 1:2:3:4:5:6").returncode == 0
     bad = extcap("--extcap-interface", "ptcap-drops", "--extcap-capture-filter", "udp portx 1")
     assert bad.returncode == 0 and "syntax error" in bad.stdout
+
+
+def test_the_command_is_on_every_users_path(installed):
+    """/usr/local/bin/ptcap runs the installed copy for any user: reading a file needs no
+    privilege (as `tcpdump -r`), and a capture says what it lacks in one line."""
+    command = Path("/usr/local/bin/ptcap")
+    assert command.exists() and f"{PREFIX}/.venv/bin/python -I -m ptcap.cli" in command.read_text()
+    pcap = ROOT / "tests/data/live/lo.pcap"
+    if not _readable_by_all(pcap):      # a checkout under a private home: a copy others can read
+        shared = Path(tempfile.mkdtemp(prefix="ptcap-user-"))
+        shared.chmod(0o755)
+        pcap = shared / "lo.pcap"
+        pcap.write_bytes((ROOT / "tests/data/live/lo.pcap").read_bytes())
+        pcap.chmod(0o644)
+    as_nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--reset-env"]
+    ours = run([*as_nobody, "ptcap", "-n", "-r", str(pcap)], check=False)
+    theirs = run(["tcpdump", "-n", "-r", str(pcap)], check=False)
+    assert (ours.returncode, ours.stdout) == (0, theirs.stdout) and ours.stdout.count("\n") == 67, ours.stderr
+    live = run([*as_nobody, "ptcap", "-i", "lo", "-c", "1"], check=False)
+    assert live.returncode == 1 and live.stderr.count("\n") == 1 and "run as root" in live.stderr, live.stderr
+    if pcap.parent != ROOT / "tests/data/live":
+        shutil.rmtree(pcap.parent)
+
+
+def _readable_by_all(path: Path) -> bool:
+    return all(p.stat().st_mode & 0o005 == 0o005 for p in path.parents if p != Path("/")) and \
+        path.stat().st_mode & 0o004

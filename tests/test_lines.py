@@ -423,22 +423,23 @@ def test_the_decoder_of_a_file_runs_unprivileged():
 
 
 @pytest.mark.root      # drops privileges from root, or captures live
-def test_minus_Z_chooses_the_user_and_never_root():
-    res = ptcap("-r", "-", "-Z", "root", input=b"")
-    assert res.returncode == 1 and res.stderr.decode() == \
-        "ptcap: -Z root: the decoder never runs as root or with group root\n"
+@pytest.mark.parametrize("user,runs_as", [("nobody", "nobody"), ("root", "tcpdump")])
+def test_minus_Z_chooses_the_user_and_never_root(user, runs_as):
+    """-Z USER: the decoder runs as USER; -Z root, tcpdump's way of keeping root (scripts
+    write `tcpdump -Z root -w /root/x`), is taken, and the decoder still runs unprivileged."""
     res = ptcap("-r", "-", "-Z", "nosuchuser", input=b"")
     assert res.returncode == 1 and res.stderr.decode() == "ptcap: Couldn't find user 'nosuchuser'\n"
-    proc = subprocess.Popen([sys.executable, "-m", "ptcap.cli", "-r", "-", "-Z", "nobody"], stdin=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "ptcap.cli", "-r", "-", "-Z", user], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=ENV)
     try:
         proc.stdin.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
         proc.stdin.flush()
-        _assert_unprivileged(_wait_child(proc.pid), "nobody")
+        _assert_unprivileged(_wait_child(proc.pid), runs_as)
     finally:
         proc.stdin.close()
         proc.stdin = None
-        proc.communicate(timeout=20)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
 
 
 def _udp_port() -> int:

@@ -26,6 +26,7 @@ from ptcap.pipeline.packet import Sink
 from ptcap.sinks.file import FileSink
 from ptcap.sinks.lines import PrintSink
 from ptcap.sinks.rotation import parse_size
+from ptcap.sinks.tcpdump_child import file_owner
 
 
 def capture(args: argparse.Namespace, report: TextIO | None = None) -> int:
@@ -45,6 +46,8 @@ def capture(args: argparse.Namespace, report: TextIO | None = None) -> int:
         if args.list_linktypes:
             return linktypes.list_linktypes(args)
         return linktypes.list_tstamp_types(args)
+    if getattr(args, "monitor_mode", False):     # as tcpdump answers -I for a device without it
+        raise PtcapError(f"{(args.interfaces or ['any'])[0]}: That device doesn't support monitor mode")
     stop = stop_on_signals()        # a signal from now on (or since main() began) ends it cleanly
     by_number(args)
     hooks = arguments.hooks(args)
@@ -165,7 +168,8 @@ def _sinks(args: argparse.Namespace, parts: Part, snaplen: int, expression: str)
         sinks.append(FileSink(args.write, parts=parts,
                               file_size=parse_size(args.file_size) if args.file_size else None,
                               file_count=args.file_count, rotate_seconds=args.rotate_seconds,
-                              nano=args.ts_precision == "nano", snaplen=snaplen, expression=expression))
+                              nano=args.ts_precision == "nano", snaplen=snaplen, expression=expression,
+                              owner=file_owner(args.relinquish_user), postrotate=args.postrotate))
     if not args.write or (args.print_too and args.write != "-"):
         sinks.append(PrintSink(args))
     return sinks

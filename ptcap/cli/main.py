@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-h", "--help", action="help", help="show this help and exit")
     p.add_argument("--version", action="store_true", help="print versions and kernel hook support")
+    p.add_argument("--fp-type", dest="fp_type", action="store_true",
+                   help="print the floating-point test value of the tcpdump decoder, as tcpdump --fp-type")
+    p.add_argument("-a", dest="old_a", action="store_true", help="accepted and ignored, as by tcpdump")
 
     cap = p.add_argument_group("capture")
     cap.add_argument("-i", "--interface", action="append", dest="interfaces", metavar="IFACE",
@@ -47,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="kernel ring buffer size in KiB (rounded up to a power of two)")
     cap.add_argument("-p", "--no-promiscuous-mode", action="store_true",
                      help="accepted for tcpdump's sake: ptcap never puts an interface in promiscuous mode")
+    cap.add_argument("-I", "--monitor-mode", dest="monitor_mode", action="store_true",
+                     help="refused for a capture, as tcpdump refuses it for a device without monitor mode "
+                          "(ptcap never changes an interface's mode); ignored with -r")
     cap.add_argument("-D", "--list-interfaces", action="store_true", help="list interfaces and exit")
     cap.add_argument("-y", "--linktype", metavar="TYPE",
                      help="accepted when it is the link type the interfaces have (ptcap never changes it)")
@@ -107,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("-C", dest="file_size", metavar="SIZE", help="rotate -w after SIZE (millions of bytes; k/m/g suffixes)")
     out.add_argument("-W", dest="file_count", type=flagwords.file_count, metavar="COUNT", help="keep at most COUNT rotated files")
     out.add_argument("-G", dest="rotate_seconds", type=flagwords.seconds, metavar="SECONDS", help="rotate -w every SECONDS")
+    out.add_argument("-z", dest="postrotate", metavar="COMMAND",
+                     help="with -C or -G: run 'COMMAND FILE' on each file rotation closes (-z gzip), "
+                          "at the lowest priority")
     out.add_argument("-U", "--packet-buffered", action="store_true", help="flush -w output after every packet")
     out.add_argument("-l", dest="line_buffered", action="store_true", help="line-buffer stdout")
     out.add_argument("--context", default="process,thread,parentproc,user,container,pod",
@@ -132,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("-T", dest="packet_type", metavar="TYPE",
                      help="print packets selected by the expression as TYPE (as tcpdump -T)")
     fmt.add_argument("-Z", "--relinquish-privileges", dest="relinquish_user", metavar="USER",
-                     help="user the tcpdump decoder runs as (default: tcpdump, else nobody; never root)")
+                     help="the user -w files belong to and the tcpdump decoder runs as (default: files "
+                          "root's, decoder tcpdump's, else nobody's; never root: -Z root keeps files root's)")
     fmt.add_argument("-v", dest="verbose", action="count", default=0, help="more detail (-vv, -vvv)")
     fmt.add_argument("-q", dest="quiet", action="count", default=0, help="less protocol detail")
     fmt.add_argument("-e", dest="link_header", action="count", default=0, help="print the link-level header")
@@ -244,12 +254,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.version or args.dump_filter or args.debug_filter or args.read is not None or args.read_list is not None:
+    if args.version or args.fp_type or args.dump_filter or args.debug_filter or args.read is not None or args.read_list is not None:
         signals.give_back()     # not a capture: Ctrl-C as Python has it
     if args.version:
         from ptcap.cli.version import report
         print(report())
         return 0
+    if args.fp_type:        # the decoder's arithmetic: tcpdump's own test suite asks for it
+        from ptcap.cli.version import fp_type
+        return fp_type()
+    if args.list_interfaces:     # as tcpdump: -D lists, whatever else is asked (-r, -V)
+        from ptcap.cli.live import capture
+        return capture(args, sys.stderr)
     if args.dump_filter and (args.read is not None or args.read_list is not None):
         from ptcap.cli.filterdump import dump_main      # -d -r FILE: the program for the file
         return dump_main(args)

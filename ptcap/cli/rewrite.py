@@ -7,7 +7,8 @@ import sys
 import time
 
 from ptcap.errors import PtcapError
-from ptcap.sinks.rotation import Rotation, parse_size
+from ptcap.sinks.rotation import Rotation, parse_size, postrotate
+from ptcap.sinks.tcpdump_child import file_owner
 
 
 class LimitReached(Exception):
@@ -25,16 +26,12 @@ class Rewriter:
             raise PtcapError("-C and -G need a file name, not -w -")
         self.rotation = Rotation(args.write, size, getattr(args, "file_count", None), seconds)
         self.name = self.rotation.first() if self.rotation.active else args.write
+        self._commands: list = []      # -z's, on each file rotation closed
         self._writer = self._open(self.name)
 
     def _open(self, name: str):
-        if name == "-":
-            out = sys.stdout.buffer
-        else:
-            try:
-                out = open(name, "wb")
-            except OSError as e:
-                raise PtcapError(f"{name}: {e.strerror}") from None
+        from ptcap.sinks.file import open_output
+        out = open_output(name, file_owner(getattr(self._args, "relinquish_user", None)))
         from ptcap.formats.pcapng import PacketWriter
         linktype, snaplen, ext = self._link
         return PacketWriter(out, self._args.write.endswith(".pcap"), linktype, snaplen,
@@ -52,6 +49,8 @@ class Rewriter:
                 name = rotation.next_for_size()
             if name is not None:
                 self._close()
+                if getattr(self._args, "postrotate", None):
+                    self._commands.append(postrotate(self._args.postrotate, self.name))
                 self.name = name
                 self._writer = self._open(name)
         try:
@@ -60,7 +59,12 @@ class Rewriter:
             raise PtcapError(f"{self.name}: {e.strerror}") from None
 
     def finish(self) -> None:
-        self._close()
+        try:
+            self._close()
+        finally:
+            for command in self._commands:
+                if command is not None:
+                    command.wait()
 
     def _close(self) -> None:
         writer = self._writer

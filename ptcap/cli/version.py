@@ -23,3 +23,17 @@ def report() -> str:
     for hook, why in hooks.failed.items():
         lines.append(f"kernel hook unavailable: {hook}: {why.splitlines()[0]}")
     return "\n".join(lines)
+
+
+def fp_type() -> int:
+    """`--fp-type`: tcpdump's own test suite picks its expected outputs by how the decoder's
+    floating point rounds; the decoder is tcpdump, so tcpdump answers."""
+    import subprocess
+    import sys
+    from ptcap.errors import PtcapError
+    from ptcap.sinks.tcpdump_child import TCPDUMP, child_env
+    sys.stdout.flush()
+    try:
+        return subprocess.run([TCPDUMP, "--fp-type"], env=child_env(), stdin=subprocess.DEVNULL).returncode
+    except OSError as e:
+        raise PtcapError(f"cannot run {TCPDUMP}: {e.strerror}") from None

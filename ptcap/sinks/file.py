@@ -24,8 +24,10 @@ from ptcap.sinks.rotation import Closer, Rotation
 class FileSink:
     def __init__(self, path: str, *, parts: Part = Part.ALL, file_size: int | None = None,
                  file_count: int | None = None, rotate_seconds: int | None = None, nano: bool = False,
-                 snaplen: int = 262144, expression: str = "") -> None:
+                 snaplen: int = 262144, expression: str = "", owner: tuple[int, int] | None = None,
+                 postrotate: str | None = None) -> None:
         self.rotation = Rotation(path, file_size, file_count, rotate_seconds)
+        self._owner = owner
         self.path = self.rotation.first() if self.rotation.active else path
         self._classic = path.endswith(".pcap")
         self._nano = nano
@@ -41,12 +43,12 @@ class FileSink:
         # read later, so a second (tcpdump's buffer timeout when it writes a file); a pipe or
         # FIFO (Wireshark's live view) the engine's default
         self.wait_seconds = FILE_WAIT_SECONDS if self._dest.regular else None
-        self._closer = Closer()
+        self._closer = Closer(postrotate)
         with self._errors():
             self._new_writer()
 
     def _open(self, path: str) -> None:
-        self.out = open_output(path)
+        self.out = open_output(path, self._owner)
         self._dest = Destination(self.out.fileno())
         self._whole = 0         # where the file is known to end with a whole block
 
@@ -216,7 +218,7 @@ class FileSink:
 
     def _rotate(self, path: str | None) -> None:
         self._writer.flush()
-        self._closer.close(self.out)      # off the reader's path: a close may wait for the disk
+        self._closer.close(self.out, self.path)      # off the reader's path: a close may wait for the disk
         if path is None:
             self.finished = True
             return
@@ -305,10 +307,16 @@ def _walk(fd: int, size: int, start: int, classic: bool) -> int:
         at += length
 
 
-def open_output(path: str) -> BinaryIO:
+def open_output(path: str, owner: tuple[int, int] | None = None) -> BinaryIO:
+    """The file -w names (- = stdout); one it creates is `owner`'s (-Z USER), as tcpdump's
+    files are USER's: never a file that was there (a device, a FIFO, another user's file)."""
     if path == "-":
         return sys.stdout.buffer
     try:
-        return open(path, "wb")
+        new = owner is not None and not os.path.lexists(path)
+        f = open(path, "wb")
+        if new:
+            os.fchown(f.fileno(), *owner)
+        return f
     except OSError as e:
         raise PtcapError(f"{path}: {e.strerror}") from None

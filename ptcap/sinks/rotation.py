@@ -6,8 +6,12 @@ files are reused in a ring; with -G the name is first passed through strftime(3)
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
 import re
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -94,35 +98,68 @@ class Rotation:
 class Closer:
     """Closes the files a rotation is done with on a thread of its own: on a disk, closing a
     file just written can wait for its blocks to be allocated (ext4 does so for a file it
-    truncated first, as -W does when it reuses a name), and the reader must not wait."""
+    truncated first, as -W does when it reuses a name), and the reader must not wait. Once a
+    file is closed, -z's command is started on it (tcpdump's postrotate-command)."""
 
-    def __init__(self) -> None:
+    def __init__(self, postrotate: str | None = None) -> None:
         self._files: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._error: OSError | None = None
+        self._postrotate = postrotate
+        self._commands: list[subprocess.Popen] = []
 
-    def close(self, f) -> None:
+    def close(self, f, name: str | None = None) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="ptcap-closer", daemon=True)
             self._thread.start()
-        self._files.put(f)
+        self._files.put((f, name))
 
     def _run(self) -> None:
         while True:
-            f = self._files.get()
-            if f is None:
+            item = self._files.get()
+            if item is None:
                 return
+            f, name = item
             try:
                 f.close()
             except OSError as e:
                 self._error = self._error or e
+                continue
+            if self._postrotate and name:
+                self._start(name)
+
+    def _start(self, name: str) -> None:
+        self._commands = [c for c in self._commands if c.poll() is None]
+        command = postrotate(self._postrotate, name)
+        if command is not None:
+            self._commands.append(command)
 
     def finish(self) -> None:
-        """Wait for every file handed over to be closed; raise the first close that failed."""
+        """Wait for every file handed over to be closed and for -z's commands on them (a
+        compressor cut short would leave half a file); raise the first close that failed."""
         if self._thread is not None:
             self._files.put(None)
             self._thread.join()
             self._thread = None
+        for command in self._commands:
+            command.wait()
+        self._commands = []
         if self._error is not None:
             error, self._error = self._error, None
             raise error
+
+
+def postrotate(command: str, name: str) -> subprocess.Popen | None:
+    """-z: `command name` as tcpdump runs it, found on PATH, at the lowest priority so it
+    does not disturb the capture; in a process group of its own, so the Ctrl-C that ends the
+    capture does not cut it short (ptcap waits for it). One that cannot start is said in
+    tcpdump's words, and the capture goes on."""
+    try:
+        child = subprocess.Popen([command, name], process_group=0, stdin=subprocess.DEVNULL, close_fds=True)
+    except OSError as e:
+        sys.stderr.write(f"compress_savefile: execlp({command}, {name}) failed: {e.strerror}\n")
+        sys.stderr.flush()
+        return None
+    with contextlib.suppress(OSError):      # gone already: nothing to lower
+        os.setpriority(os.PRIO_PROCESS, child.pid, 19)
+    return child

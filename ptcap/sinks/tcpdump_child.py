@@ -61,19 +61,38 @@ class PrintFlags:
 
 def child_user(requested: str | None) -> pwd.struct_passwd:
     """The user the decoder runs as: -Z USER, else 'tcpdump' as tcpdump itself chooses,
-    else 'nobody'; never root (tcpdump's '-Z root' keeps root: ptcap refuses it)."""
-    names = [requested] if requested else [DEFAULT_USER, FALLBACK_USER]
-    for name in names:
+    else 'nobody'; never root. `-Z root` (or a user of group root), with which tcpdump keeps
+    its privileges, is taken as tcpdump takes it, and the decoder runs as without -Z: what
+    users ask of it (files root may write) holds, since ptcap writes its files itself."""
+    if requested:
+        pw = requested_user(requested)
+        if pw.pw_uid != 0 and pw.pw_gid != 0:
+            return pw
+    for name in (DEFAULT_USER, FALLBACK_USER):
         try:
             pw = pwd.getpwnam(name)
         except KeyError:
             continue
-        if pw.pw_uid == 0 or pw.pw_gid == 0:
-            raise PtcapError(f"-Z {name}: the decoder never runs as root or with group root")
-        return pw
-    if requested:
-        raise PtcapError(f"Couldn't find user '{requested}'")
+        if pw.pw_uid != 0 and pw.pw_gid != 0:
+            return pw
     raise PtcapError(f"no user '{DEFAULT_USER}' or '{FALLBACK_USER}' to run tcpdump as (give -Z USER)")
+
+
+def requested_user(name: str) -> pwd.struct_passwd:
+    """-Z NAME's account, in tcpdump's words when there is none."""
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        raise PtcapError(f"Couldn't find user '{name}'") from None
+
+
+def file_owner(requested: str | None) -> tuple[int, int] | None:
+    """Who -w files belong to: -Z USER's, as tcpdump creates them after it has become USER;
+    root's (ptcap's, None) without -Z or with -Z root."""
+    if not requested:
+        return None
+    pw = requested_user(requested)
+    return None if pw.pw_uid == 0 else (pw.pw_uid, pw.pw_gid)
 
 
 def _unprivileged(pw: pwd.struct_passwd):
