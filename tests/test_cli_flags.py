@@ -377,6 +377,18 @@ def test_postrotate_command_runs_on_each_rotated_file_as_tcpdumps(tmp_path):
     assert _packets_in(ours_dir / n for n in names) == 2500
 
 
+def _send_until_it_ends(cap: Capture, port: int) -> str:
+    """Datagrams of 200 bytes to `port` until the capture has its -c count; its stderr."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        while cap.proc.poll() is None:
+            sock.sendto(b"y" * 200, ("127.0.0.1", port))
+            time.sleep(0.001)
+    finally:
+        sock.close()
+    return cap.finish()[1]
+
+
 @pytest.mark.root
 def test_live_rotation_compresses_and_gives_the_files_to_the_minus_Z_user(tmp_path):
     """A live -C capture with -z gzip -Z nobody: files rotation closed are compressed by the
@@ -386,14 +398,7 @@ def test_live_rotation_compresses_and_gives_the_files_to_the_minus_Z_user(tmp_pa
     port, n = free_port(), 300
     cap = Capture("-i", "lo", "-w", str(tmp_path / "live.pcapng"), "-C", "20k", "-z", "gzip", "-Z", "nobody",
                   "-c", str(n), f"udp dst port {port}")
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        while cap.proc.poll() is None:
-            sock.sendto(b"y" * 200, ("127.0.0.1", port))
-            time.sleep(0.001)
-    finally:
-        sock.close()
-    _, err = cap.finish()
+    err = _send_until_it_ends(cap, port)
     assert f"{n} packets captured" in err and "compress_savefile" not in err, err
     names = sorted(os.listdir(tmp_path))
     plain = [name for name in names if not name.endswith(".gz")]
@@ -407,14 +412,7 @@ def test_a_postrotate_command_that_cannot_start_is_said_and_the_capture_goes_on(
     port = free_port()
     cap = Capture("-i", "lo", "-w", str(tmp_path / "x.pcap"), "-C", "1k", "-z", "no-such-compressor",
                   "-c", "40", f"udp dst port {port}")
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        while cap.proc.poll() is None:
-            sock.sendto(b"z" * 200, ("127.0.0.1", port))
-            time.sleep(0.001)
-    finally:
-        sock.close()
-    _, err = cap.finish()
+    err = _send_until_it_ends(cap, port)
     assert cap.proc.returncode == 0 and "40 packets captured" in err, err
     assert f"compress_savefile: execlp(no-such-compressor, {tmp_path / 'x.pcap'}) failed: " \
            "No such file or directory\n" in err
