@@ -10,7 +10,6 @@ import socket
 import struct
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -381,9 +380,12 @@ def _send_until_it_ends(cap: Capture, port: int) -> str:
     """Datagrams of 200 bytes to `port` until the capture has its -c count; its stderr."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        while cap.proc.poll() is None:
+        while cap.proc.poll() is None:      # until it has its count: each send waits on its end
             sock.sendto(b"y" * 200, ("127.0.0.1", port))
-            time.sleep(0.001)
+            try:
+                cap.proc.wait(timeout=0.001)
+            except subprocess.TimeoutExpired:
+                pass
     finally:
         sock.close()
     return cap.finish()[1]
